@@ -1,0 +1,73 @@
+//! The CapabilityStatement, generated from what the server actually supports: every resource
+//! type of the model, every indexed search parameter of the registry.
+
+use fascicolo_fhir::model::model;
+use fascicolo_fhir::params::{registry, ParamType};
+use serde_json::{json, Value};
+
+pub fn capability_statement(base: &str, software_version: &str) -> Value {
+    let mut resources = Vec::new();
+    for t in model().resource_types() {
+        let mut params: Vec<Value> = registry()
+            .for_type(t)
+            .filter(|p| p.expr.is_some() && p.kind != ParamType::Special && (p.kind != ParamType::Composite || !p.components.is_empty()))
+            .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind.as_str()}))
+            .collect();
+        params.insert(0, json!({"name": "_id", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id", "type": "token"}));
+        params.insert(
+            1,
+            json!({"name": "_lastUpdated", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "type": "date"}),
+        );
+        let includes: Vec<String> = registry()
+            .for_type(t)
+            .filter(|p| p.kind == ParamType::Reference && p.expr.is_some())
+            .map(|p| format!("{t}:{}", p.code))
+            .collect();
+        let interactions: Vec<Value> =
+            ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
+                .iter()
+                .map(|c| json!({"code": c}))
+                .collect();
+        let mut r = json!({
+            "type": t,
+            "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
+            "interaction": interactions,
+            "versioning": "versioned",
+            "readHistory": true,
+            "updateCreate": true,
+            "conditionalCreate": true,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": true,
+            "conditionalDelete": "not-supported",
+            "searchInclude": includes,
+            "searchRevInclude": ["*"],
+            "searchParam": params,
+        });
+        if t == "Patient" {
+            r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
+        }
+        resources.push(r);
+    }
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-26",
+        "publisher": "Fascicolo",
+        "kind": "instance",
+        "software": {"name": "Fascicolo", "version": software_version},
+        "implementation": {"description": "Fascicolo FHIR R4 server", "url": base},
+        "fhirVersion": fascicolo_fhir::FHIR_VERSION,
+        "format": ["json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Search: all parameter types with prefixes and the modifiers :exact :contains :missing :not :text :identifier :of-type :above :below and reference type modifiers; _sort, _count, _total, _summary (count, data, text, false), _elements, _include/_revinclude with :iterate, one level of chaining and _has. Paging uses keyset cursors.",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"}, {"code": "history-system"}],
+            "searchParam": [
+                {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+                {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}
+            ]
+        }]
+    })
+}

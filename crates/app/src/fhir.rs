@@ -1,0 +1,722 @@
+//! The FHIR use cases: CRUD with versions and conditions, search with includes and keyset
+//! paging, history, `$everything`, batch and transaction. Every call takes an [`Actor`] and goes
+//! through [`authorize`].
+
+use crate::error::{AppError, AppResult};
+use crate::gate::{authorize, Action, Actor};
+use crate::prepare::{check, delete_for, new_id, write_for};
+use fascicolo_domain::PatientKey;
+use fascicolo_fhir::model::model;
+use fascicolo_fhir::params::{registry, IndexValue, ParamType};
+use fascicolo_fhir::search::{parse_search, Clause, Include, Modifier, SearchRequest, Summary, Term, Total};
+use fascicolo_fhir::{datetime, fhirpath, is_valid_id, OutcomeIssue};
+use fascicolo_store::{HistoryQuery, Method, SearchPlan, Store, Stored, Write};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A version returned to the web layer, with what the HTTP response needs.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub resource: Value,
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+}
+
+impl Versioned {
+    fn from_stored(s: &Stored) -> AppResult<Self> {
+        let resource = serde_json::from_str(&s.json).map_err(|e| AppError::Store(fascicolo_store::StoreError::Backend(e.to_string())))?;
+        Ok(Self { resource, resource_type: s.resource_type.clone(), id: s.id.clone(), version: s.version, last_updated: s.last_updated })
+    }
+    fn from_write(w: &Write, resource: Value) -> Self {
+        Self { resource, resource_type: w.resource_type.clone(), id: w.id.clone(), version: w.version, last_updated: w.last_updated }
+    }
+}
+
+/// The outcome of a write: the version and whether it was created.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub created: bool,
+    pub version: Versioned,
+}
+
+/// The FHIR service over one store.
+#[derive(Clone)]
+pub struct FhirService {
+    store: Arc<dyn Store>,
+}
+
+fn check_type(resource_type: &str) -> AppResult<()> {
+    if model().is_concrete_resource(resource_type) {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!("unknown resource type '{resource_type}'")))
+    }
+}
+
+fn check_id(id: &str) -> AppResult<()> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(format!("'{id}' is not a valid FHIR id")))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn encode_cursor(v: &Value) -> String {
+    hex(v.to_string().as_bytes())
+}
+
+fn decode_cursor(s: &str) -> AppResult<Vec<Value>> {
+    unhex(s)
+        .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
+        .ok_or_else(|| AppError::BadRequest("the paging cursor is not valid".into()))
+}
+
+/// Query string from decoded pairs (for self/next links).
+pub fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut s = form_urlencoded_serializer();
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+fn form_urlencoded_serializer() -> Serializer {
+    Serializer(Vec::new())
+}
+
+/// A small `application/x-www-form-urlencoded` serializer.
+struct Serializer(Vec<String>);
+impl Serializer {
+    fn append_pair(&mut self, k: &str, v: &str) {
+        fn enc(s: &str) -> String {
+            let mut o = String::new();
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~:|,$/".contains(&b) {
+                    o.push(char::from(b));
+                } else {
+                    o.push_str(&format!("%{b:02X}"));
+                }
+            }
+            o
+        }
+        self.0.push(format!("{}={}", enc(k), enc(v)));
+    }
+    fn finish(self) -> String {
+        self.0.join("&")
+    }
+}
+
+fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Summary>) {
+    let Some(obj) = resource.as_object_mut() else { return };
+    let mut subsetted = false;
+    if !elements.is_empty() {
+        let keep: HashSet<&str> = elements.iter().map(String::as_str).collect();
+        obj.retain(|k, _| {
+            let base = k.trim_start_matches('_');
+            let ok = matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(base);
+            subsetted |= !ok;
+            ok
+        });
+    }
+    match summary {
+        Some(Summary::Data) => {
+            subsetted |= obj.remove("text").is_some();
+        }
+        Some(Summary::Text) => {
+            obj.retain(|k, _| {
+                let ok = matches!(k.as_str(), "resourceType" | "id" | "meta" | "text");
+                subsetted |= !ok;
+                ok
+            });
+        }
+        _ => {}
+    }
+    if subsetted {
+        let meta = obj.entry("meta").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            let tags = m.entry("tag").or_insert_with(|| json!([]));
+            if let Some(a) = tags.as_array_mut() {
+                a.push(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}));
+            }
+        }
+    }
+}
+
+impl FhirService {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn parse_body(body: &[u8]) -> AppResult<Value> {
+        serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))
+    }
+
+    pub async fn read(&self, actor: &Actor, resource_type: &str, id: &str) -> AppResult<Versioned> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let cur = self.store.read(resource_type, id).await?;
+        match cur {
+            None => Err(AppError::NotFound(format!("{resource_type}/{id} is not known"))),
+            Some(s) => {
+                authorize(actor, Action::Read, resource_type, Some(s.patient_key))?;
+                if s.deleted {
+                    return Err(AppError::Gone(format!("{resource_type}/{id} was deleted")));
+                }
+                Versioned::from_stored(&s)
+            }
+        }
+    }
+
+    pub async fn vread(&self, actor: &Actor, resource_type: &str, id: &str, version: &str) -> AppResult<Versioned> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let v: i64 = version.parse().map_err(|_| AppError::NotFound(format!("version '{version}' is not known")))?;
+        match self.store.vread(resource_type, id, v).await? {
+            None => Err(AppError::NotFound(format!("{resource_type}/{id}/_history/{version} is not known"))),
+            Some(s) => {
+                authorize(actor, Action::Read, resource_type, Some(s.patient_key))?;
+                if s.deleted {
+                    return Err(AppError::Gone(format!("{resource_type}/{id} version {version} is a deletion")));
+                }
+                Versioned::from_stored(&s)
+            }
+        }
+    }
+
+    /// Create with a server-assigned id; `if_none_exist` makes it conditional.
+    pub async fn create(&self, actor: &Actor, resource_type: &str, body: &[u8], if_none_exist: Option<&str>) -> AppResult<WriteOutcome> {
+        check_type(resource_type)?;
+        let resource = Self::parse_body(body)?;
+        let issues = check(&resource, resource_type, None);
+        if !issues.is_empty() {
+            return Err(AppError::Invalid(issues));
+        }
+        if let Some(q) = if_none_exist {
+            if let Some(existing) = self.conditional_match(actor, resource_type, q).await? {
+                return Ok(WriteOutcome { created: false, version: Versioned::from_stored(&existing)? });
+            }
+        }
+        let id = new_id();
+        let (w, stamped) = write_for(&resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
+        authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
+        let out = Versioned::from_write(&w, stamped);
+        self.store.commit(vec![w]).await?;
+        Ok(WriteOutcome { created: true, version: out })
+    }
+
+    /// Zero or one match of a conditional query (more is 412).
+    async fn conditional_match(&self, actor: &Actor, resource_type: &str, query: &str) -> AppResult<Option<Stored>> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.trim_start_matches('?').as_bytes()).into_owned().collect();
+        if pairs.is_empty() {
+            return Err(AppError::BadRequest("a conditional operation needs search criteria".into()));
+        }
+        let req = parse_search(Some(resource_type), &pairs)?;
+        authorize(actor, Action::Search, resource_type, None)?;
+        let plan = SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses, limit: 2, ..Default::default() };
+        let mut hits = self.store.search(&plan).await?;
+        match hits.len() {
+            0 => Ok(None),
+            1 => Ok(hits.pop().map(|h| h.stored)),
+            _ => Err(AppError::PreconditionFailed("the condition matches more than one resource".into())),
+        }
+    }
+
+    /// Update (or create with the client's id); `if_match` is the expected current version.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        resource_type: &str,
+        id: &str,
+        body: &[u8],
+        if_match: Option<i64>,
+    ) -> AppResult<WriteOutcome> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let resource = Self::parse_body(body)?;
+        let mut issues = check(&resource, resource_type, None);
+        match resource.get("id").and_then(Value::as_str) {
+            Some(bid) if bid == id => {}
+            Some(bid) => issues.push(OutcomeIssue::error("invalid", format!("the body's id '{bid}' does not match the URL's id '{id}'"))),
+            None => issues.push(OutcomeIssue::error("required", "an update needs the resource's id in the body")),
+        }
+        if !issues.is_empty() {
+            return Err(AppError::Invalid(issues));
+        }
+        let current = self.store.read(resource_type, id).await?;
+        self.write_version(actor, (resource_type, id), &resource, current, if_match, Method::Update).await
+    }
+
+    async fn write_version(
+        &self,
+        actor: &Actor,
+        (resource_type, id): (&str, &str),
+        resource: &Value,
+        current: Option<Stored>,
+        if_match: Option<i64>,
+        method: Method,
+    ) -> AppResult<WriteOutcome> {
+        if let Some(c) = &current {
+            authorize(actor, Action::Write, resource_type, Some(c.patient_key))?;
+        }
+        if let Some(expected) = if_match {
+            match &current {
+                Some(c) if c.version == expected && !c.deleted => {}
+                _ => return Err(AppError::PreconditionFailed(format!("{resource_type}/{id} is not at version {expected}"))),
+            }
+        }
+        let created = current.as_ref().is_none_or(|c| c.deleted);
+        let (w, stamped) = write_for(resource, resource_type, id, current.as_ref(), method, datetime::now_ms())?;
+        authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
+        let out = Versioned::from_write(&w, stamped);
+        self.store.commit(vec![w]).await?;
+        Ok(WriteOutcome { created, version: out })
+    }
+
+    /// `PUT Type?criteria`
+    pub async fn conditional_update(&self, actor: &Actor, resource_type: &str, query: &str, body: &[u8]) -> AppResult<WriteOutcome> {
+        check_type(resource_type)?;
+        let resource = Self::parse_body(body)?;
+        let issues = check(&resource, resource_type, None);
+        if !issues.is_empty() {
+            return Err(AppError::Invalid(issues));
+        }
+        let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
+        match self.conditional_match(actor, resource_type, query).await? {
+            Some(existing) => {
+                if body_id.as_deref().is_some_and(|b| b != existing.id) {
+                    return Err(AppError::BadRequest("the body's id does not match the resource found by the condition".into()));
+                }
+                let id = existing.id.clone();
+                self.write_version(actor, (resource_type, &id), &resource, Some(existing), None, Method::Update).await
+            }
+            None => {
+                let id = match body_id {
+                    Some(b) => {
+                        check_id(&b)?;
+                        b
+                    }
+                    None => new_id(),
+                };
+                let current = self.store.read(resource_type, &id).await?;
+                self.write_version(actor, (resource_type, &id), &resource, current, None, Method::Update).await
+            }
+        }
+    }
+
+    /// JSON Patch (RFC 6902).
+    pub async fn patch(&self, actor: &Actor, resource_type: &str, id: &str, body: &[u8], if_match: Option<i64>) -> AppResult<WriteOutcome> {
+        let current = self.read(actor, resource_type, id).await?;
+        let patch: json_patch::Patch =
+            serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("not a JSON Patch document: {e}")))?;
+        let mut doc = current.resource.clone();
+        json_patch::patch(&mut doc, &patch).map_err(|e| AppError::BadRequest(format!("the patch cannot be applied: {e}")))?;
+        if doc.get("id").and_then(Value::as_str) != Some(id) || doc.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
+            return Err(AppError::BadRequest("a patch must not change id or resourceType".into()));
+        }
+        let issues = check(&doc, resource_type, None);
+        if !issues.is_empty() {
+            return Err(AppError::Invalid(issues));
+        }
+        let stored = self.store.read(resource_type, id).await?;
+        self.write_version(actor, (resource_type, id), &doc, stored, if_match, Method::Patch).await
+    }
+
+    /// Logical delete: a new version marked deleted, kept in history. Returns false when the
+    /// resource was already deleted.
+    pub async fn delete(&self, actor: &Actor, resource_type: &str, id: &str) -> AppResult<bool> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let Some(cur) = self.store.read(resource_type, id).await? else {
+            return Err(AppError::NotFound(format!("{resource_type}/{id} is not known")));
+        };
+        authorize(actor, Action::Write, resource_type, Some(cur.patient_key))?;
+        if cur.deleted {
+            return Ok(false);
+        }
+        self.store.commit(vec![delete_for(&cur, datetime::now_ms())]).await?;
+        Ok(true)
+    }
+
+    /// Search; `base` is the absolute FHIR base URL for links.
+    pub async fn search(&self, actor: &Actor, resource_type: Option<&str>, pairs: &[(String, String)], base: &str) -> AppResult<Value> {
+        if let Some(t) = resource_type {
+            check_type(t)?;
+        }
+        let req = parse_search(resource_type, pairs)?;
+        authorize(actor, Action::Search, resource_type.unwrap_or("*"), None)?;
+        let patient = resource_type.and_then(|t| compartment_patient(t, &req));
+        let plan = SearchPlan {
+            resource_type: resource_type.map(String::from),
+            patient,
+            clauses: req.clauses.clone(),
+            sort: req.sort.clone(),
+            limit: req.count,
+            after: None,
+        };
+        let path = match resource_type {
+            Some(t) => format!("{base}/{t}"),
+            None => base.to_string(),
+        };
+        self.run_search(plan, &req, pairs, &path, base).await
+    }
+
+    async fn run_search(
+        &self,
+        mut plan: SearchPlan,
+        req: &SearchRequest,
+        pairs: &[(String, String)],
+        path: &str,
+        base: &str,
+    ) -> AppResult<Value> {
+        let self_pairs: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "_cursor").cloned().collect();
+        let self_link = format!("{path}?{}", encode_query(pairs));
+        if req.summary == Some(Summary::Count) {
+            let total = self.store.count(&plan).await?;
+            return Ok(json!({"resourceType": "Bundle", "type": "searchset", "total": total,
+                "link": [{"relation": "self", "url": self_link}]}));
+        }
+        if let Some(c) = &req.cursor {
+            plan.after = Some(decode_cursor(c)?);
+        }
+        let limit = plan.limit;
+        plan.limit = limit + 1;
+        let mut hits = if limit == 0 { Vec::new() } else { self.store.search(&plan).await? };
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let total = match req.total {
+            Total::Accurate | Total::Estimate => Some(self.store.count(&plan).await?),
+            Total::None if !more && req.cursor.is_none() => Some(hits.len() as u64),
+            Total::None => None,
+        };
+        let mut links = vec![json!({"relation": "self", "url": self_link})];
+        if more {
+            if let Some(last) = hits.last() {
+                let mut keys = last.keys.clone();
+                keys.push(Value::String(last.stored.resource_type.clone()));
+                keys.push(Value::String(last.stored.id.clone()));
+                let mut next = self_pairs.clone();
+                next.push(("_cursor".into(), encode_cursor(&Value::Array(keys))));
+                links.push(json!({"relation": "next", "url": format!("{path}?{}", encode_query(&next))}));
+            }
+        }
+        let matched: Vec<Stored> = hits.into_iter().map(|h| h.stored).collect();
+        let included = self.includes(&matched, req).await?;
+        let mut entries = Vec::with_capacity(matched.len() + included.len());
+        for (s, mode) in matched.iter().map(|s| (s, "match")).chain(included.iter().map(|s| (s, "include"))) {
+            let mut r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+            apply_elements(&mut r, &req.elements, req.summary);
+            entries.push(json!({"fullUrl": format!("{base}/{}/{}", s.resource_type, s.id), "resource": r, "search": {"mode": mode}}));
+        }
+        let mut bundle = Map::new();
+        bundle.insert("resourceType".into(), json!("Bundle"));
+        bundle.insert("type".into(), json!("searchset"));
+        if let Some(t) = total {
+            bundle.insert("total".into(), json!(t));
+        }
+        bundle.insert("link".into(), Value::Array(links));
+        bundle.insert("entry".into(), Value::Array(entries));
+        Ok(Value::Object(bundle))
+    }
+
+    /// `_include` and `_revinclude`, with `:iterate` (bounded to 3 rounds).
+    async fn includes(&self, matched: &[Stored], req: &SearchRequest) -> AppResult<Vec<Stored>> {
+        if req.include.is_empty() && req.revinclude.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut seen: HashSet<(String, String)> = matched.iter().map(|s| (s.resource_type.clone(), s.id.clone())).collect();
+        let mut out: Vec<Stored> = Vec::new();
+        let mut frontier: Vec<Stored> = matched.to_vec();
+        for round in 0..3 {
+            let mut added: Vec<Stored> = Vec::new();
+            for inc in req.include.iter().filter(|i| round == 0 || i.iterate) {
+                let refs = outgoing_refs(&frontier, inc);
+                let want: Vec<(String, String)> = refs.into_iter().filter(|r| !seen.contains(r)).collect();
+                for s in self.store.read_many(&want).await? {
+                    if seen.insert((s.resource_type.clone(), s.id.clone())) {
+                        added.push(s);
+                    }
+                }
+            }
+            for inc in req.revinclude.iter().filter(|i| round == 0 || i.iterate) {
+                let targets: Vec<&Stored> = frontier.iter().collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                let params: Vec<String> = if inc.param == "*" {
+                    registry()
+                        .for_type(&inc.source_type)
+                        .filter(|p| p.kind == ParamType::Reference && p.expr.is_some())
+                        .map(|p| p.code.clone())
+                        .collect()
+                } else {
+                    vec![inc.param.clone()]
+                };
+                for pcode in params {
+                    let Some(param) = registry().get(&inc.source_type, &pcode) else { continue };
+                    let values = targets
+                        .iter()
+                        .map(|t| Term::Reference { target_type: Some(t.resource_type.clone()), id: Some(t.id.clone()), url: None })
+                        .collect();
+                    let plan = SearchPlan {
+                        resource_type: Some(inc.source_type.clone()),
+                        clauses: vec![Clause::Param { param: Arc::clone(param), modifier: Modifier::None, values }],
+                        limit: 1000,
+                        ..Default::default()
+                    };
+                    for h in self.store.search(&plan).await? {
+                        if seen.insert((h.stored.resource_type.clone(), h.stored.id.clone())) {
+                            added.push(h.stored);
+                        }
+                    }
+                }
+            }
+            if added.is_empty() {
+                break;
+            }
+            out.extend(added.iter().cloned());
+            frontier = added;
+        }
+        Ok(out)
+    }
+
+    /// History of the system, a type or an instance.
+    pub async fn history(
+        &self,
+        actor: &Actor,
+        resource_type: Option<&str>,
+        id: Option<&str>,
+        pairs: &[(String, String)],
+        base: &str,
+    ) -> AppResult<Value> {
+        if let Some(t) = resource_type {
+            check_type(t)?;
+        }
+        let mut q = HistoryQuery { resource_type: resource_type.map(String::from), limit: 50, ..Default::default() };
+        if let (Some(t), Some(id)) = (resource_type, id) {
+            check_id(id)?;
+            let Some(cur) = self.store.read(t, id).await? else {
+                return Err(AppError::NotFound(format!("{t}/{id} is not known")));
+            };
+            q.id = Some(id.to_string());
+            q.patient = Some(cur.patient_key);
+        }
+        authorize(actor, Action::History, resource_type.unwrap_or("*"), q.patient)?;
+        for (k, v) in pairs {
+            match k.as_str() {
+                "_count" => {
+                    q.limit = v.parse::<usize>().map_err(|_| AppError::BadRequest("_count must be a whole number".into()))?.min(1000)
+                }
+                "_since" => {
+                    q.since =
+                        Some(datetime::parse(v).ok_or_else(|| AppError::BadRequest(format!("_since '{v}' is not an instant")))?.0.low);
+                }
+                "_cursor" => {
+                    let c = decode_cursor(v)?;
+                    match c.as_slice() {
+                        [Value::Number(lu), Value::String(t), Value::String(i), Value::Number(ver)] => {
+                            q.before = Some((lu.as_i64().unwrap_or(0), t.clone(), i.clone(), ver.as_i64().unwrap_or(0)));
+                        }
+                        _ => return Err(AppError::BadRequest("the paging cursor is not valid".into())),
+                    }
+                }
+                "_format" | "_pretty" => {}
+                other => return Err(AppError::BadRequest(format!("'{other}' is not supported for history (use _count, _since)"))),
+            }
+        }
+        let limit = q.limit;
+        q.limit = limit + 1;
+        let mut rows = self.store.history(&q).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let path = match (resource_type, id) {
+            (Some(t), Some(i)) => format!("{base}/{t}/{i}/_history"),
+            (Some(t), None) => format!("{base}/{t}/_history"),
+            _ => format!("{base}/_history"),
+        };
+        let self_pairs: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "_cursor").cloned().collect();
+        let mut links = vec![json!({"relation": "self", "url": format!("{path}?{}", encode_query(pairs))})];
+        if more {
+            if let Some(last) = rows.last() {
+                let mut next = self_pairs;
+                next.push(("_cursor".into(), encode_cursor(&json!([last.last_updated, last.resource_type, last.id, last.version]))));
+                links.push(json!({"relation": "next", "url": format!("{path}?{}", encode_query(&next))}));
+            }
+        }
+        let mut entries = Vec::new();
+        for s in &rows {
+            let full = format!("{base}/{}/{}", s.resource_type, s.id);
+            let status = match s.method {
+                Method::Create => "201 Created",
+                Method::Delete => "204 No Content",
+                _ => "200 OK",
+            };
+            let url = match s.method {
+                Method::Create => s.resource_type.clone(),
+                _ => format!("{}/{}", s.resource_type, s.id),
+            };
+            let mut e = json!({"fullUrl": full, "request": {"method": s.method.as_str(), "url": url},
+                "response": {"status": status, "etag": format!("W/\"{}\"", s.version), "lastModified": datetime::format_instant(s.last_updated)}});
+            if !s.deleted {
+                e["resource"] = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+            }
+            entries.push(e);
+        }
+        Ok(json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}))
+    }
+
+    /// `Patient/{id}/$everything`: every resource in the patient's compartment, paged, plus the
+    /// resources they reference outside it (practitioners, organizations...) on the first page.
+    pub async fn everything(&self, actor: &Actor, id: &str, pairs: &[(String, String)], base: &str) -> AppResult<Value> {
+        let patient = self.read(actor, "Patient", id).await?;
+        let key = PatientKey::for_patient_id(&patient.id);
+        authorize(actor, Action::Search, "Patient", Some(key))?;
+        let mut count = 50;
+        let mut cursor = None;
+        for (k, v) in pairs {
+            match k.as_str() {
+                "_count" => count = v.parse::<usize>().map_err(|_| AppError::BadRequest("_count must be a whole number".into()))?.min(1000),
+                "_cursor" => cursor = Some(v.clone()),
+                "_format" | "_pretty" => {}
+                other => return Err(AppError::BadRequest(format!("'{other}' is not supported for $everything (use _count)"))),
+            }
+        }
+        let mut req = parse_search(None, &[])?;
+        req.count = count;
+        req.cursor = cursor.clone();
+        let plan = SearchPlan { resource_type: None, patient: Some(key), limit: count, ..Default::default() };
+        let mut bundle = self.run_search(plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
+        if cursor.is_none() {
+            // referenced shared resources (one hop)
+            let mut refs: HashSet<(String, String)> = HashSet::new();
+            if let Some(entries) = bundle["entry"].as_array() {
+                for e in entries {
+                    collect_refs(&e["resource"], &mut refs);
+                }
+                let have: HashSet<(String, String)> = entries
+                    .iter()
+                    .filter_map(|e| Some((e["resource"]["resourceType"].as_str()?.to_string(), e["resource"]["id"].as_str()?.to_string())))
+                    .collect();
+                refs.retain(|r| !have.contains(r));
+            }
+            let want: Vec<(String, String)> = refs.into_iter().collect();
+            let shared: Vec<Stored> = self.store.read_many(&want).await?.into_iter().filter(|s| s.patient_key.is_shared()).collect();
+            if let Some(entries) = bundle["entry"].as_array_mut() {
+                for s in shared {
+                    let r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                    entries.push(
+                        json!({"fullUrl": format!("{base}/{}/{}", s.resource_type, s.id), "resource": r, "search": {"mode": "include"}}),
+                    );
+                }
+            }
+        }
+        Ok(bundle)
+    }
+}
+
+/// When a search is restricted to one patient (`patient=`/`subject=Patient/x` on a compartment
+/// parameter), the plan carries the patient key so the query stays in one partition.
+fn compartment_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
+    let params = model().patient_compartment_params(resource_type);
+    for c in &req.clauses {
+        if let Clause::Param { param, modifier, values } = c {
+            if param.kind != ParamType::Reference || values.len() != 1 || !params.contains(&param.code) && param.code != "patient" {
+                continue;
+            }
+            if matches!(modifier, Modifier::Identifier) {
+                continue;
+            }
+            // `patient` is always a Patient; `subject`/others only when typed Patient
+            if let Term::Reference { target_type, id: Some(id), .. } = &values[0] {
+                let typed_patient = target_type.as_deref() == Some("Patient") || matches!(modifier, Modifier::Type(t) if t == "Patient");
+                let only_patient = param.targets.len() == 1 && param.targets[0] == "Patient";
+                if typed_patient || only_patient {
+                    // the first compartment parameter decides the key; only use it when it is that one
+                    if params.first().is_some_and(|p| p == &param.code) || param.code == "patient" {
+                        return Some(PatientKey::for_patient_id(id));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn outgoing_refs(resources: &[Stored], inc: &Include) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in resources.iter().filter(|s| s.resource_type == inc.source_type) {
+        let Ok(v) = serde_json::from_str::<Value>(&s.json) else { continue };
+        let params: Vec<_> = if inc.param == "*" {
+            registry().for_type(&s.resource_type).filter(|p| p.kind == ParamType::Reference).cloned().collect()
+        } else {
+            registry().get(&s.resource_type, &inc.param).cloned().into_iter().collect()
+        };
+        for p in params {
+            let Some(expr) = &p.expr else { continue };
+            for item in fhirpath::evaluate(expr, &v) {
+                let Some(r) = item.json().and_then(|j| j.get("reference")).and_then(Value::as_str) else { continue };
+                if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } = fascicolo_fhir::params::parse_reference(r)
+                {
+                    if inc.target_type.as_ref().is_none_or(|tt| tt == &t) {
+                        out.push((t, id));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn collect_refs(v: &Value, out: &mut HashSet<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("reference") {
+                if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } = fascicolo_fhir::params::parse_reference(r)
+                {
+                    out.insert((t, id));
+                }
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+/// Rewrite every `reference` found in `map` (used by transactions).
+pub(crate) fn rewrite_refs(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == "reference" {
+                    if let Value::String(r) = x {
+                        if let Some(n) = map.get(r.as_str()) {
+                            *r = n.clone();
+                        }
+                    }
+                } else {
+                    rewrite_refs(x, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, map)),
+        _ => {}
+    }
+}

@@ -1,0 +1,33 @@
+//! The use cases: the only place that decides access (see [`gate`]) and, from issue 3 on,
+//! writes audit. Handlers call these; nothing else touches the store.
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod capability;
+pub mod error;
+pub mod fhir;
+pub mod gate;
+pub mod prepare;
+
+pub use error::{AppError, AppResult};
+pub use fhir::{FhirService, Versioned, WriteOutcome};
+pub use gate::Actor;
+
+use fascicolo_fhir::OutcomeIssue;
+
+/// The HTTP status and OperationOutcome issues of an error (shared by the web layer and by
+/// batch responses).
+pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
+    let one = |code: &str, msg: String| vec![OutcomeIssue::error(code, msg)];
+    match e {
+        AppError::NotFound(m) => (404, one("not-found", m.clone())),
+        AppError::Gone(m) => (410, one("deleted", m.clone())),
+        AppError::BadRequest(m) => (400, one("invalid", m.clone())),
+        AppError::Invalid(issues) => (422, issues.clone()),
+        AppError::Conflict(m) => (409, one("conflict", m.clone())),
+        AppError::PreconditionFailed(m) => (412, one("conflict", m.clone())),
+        AppError::Forbidden(m) => (403, one("forbidden", m.clone())),
+        AppError::NotSupported(m) => (501, one("not-supported", m.clone())),
+        AppError::Store(_) => (500, one("exception", "the server could not complete the request".into())),
+    }
+}

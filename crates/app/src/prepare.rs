@@ -1,0 +1,125 @@
+//! Turning a received resource into a store write: validation, id and meta, the patient key
+//! (compartment) and the search-index rows.
+
+use crate::error::{AppError, AppResult};
+use fascicolo_domain::PatientKey;
+use fascicolo_fhir::model::model;
+use fascicolo_fhir::params::{index_resource, registry, IndexValue};
+use fascicolo_fhir::{datetime, fhirpath, validate, OutcomeIssue};
+use fascicolo_store::{Expect, Method, Stored, Write};
+use serde_json::{Map, Value};
+
+/// A new server id: UUID v7, so ids sort by creation time and index pages stay local.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Validate a resource for a write to `resource_type`; every problem is returned.
+pub fn check(resource: &Value, resource_type: &str, location_prefix: Option<&str>) -> Vec<OutcomeIssue> {
+    let mut issues: Vec<OutcomeIssue> = Vec::new();
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some(rt) if rt == resource_type => {}
+        Some(rt) if model().is_concrete_resource(rt) => {
+            issues.push(OutcomeIssue::error("invalid", format!("resourceType '{rt}' does not match the endpoint's type '{resource_type}'")))
+        }
+        _ => {}
+    }
+    issues.extend(validate::validate_resource(resource).into_iter().map(OutcomeIssue::from));
+    if let Some(prefix) = location_prefix {
+        for i in &mut issues {
+            i.expression = Some(match &i.expression {
+                Some(e) => format!("{prefix}.{e}"),
+                None => prefix.to_string(),
+            });
+        }
+    }
+    issues
+}
+
+/// The patient whose compartment the resource belongs to (the first patient reference of the
+/// Patient CompartmentDefinition's parameters), or SHARED.
+pub fn patient_key_of(resource: &Value, resource_type: &str, id: &str) -> PatientKey {
+    if resource_type == "Patient" {
+        return PatientKey::for_patient_id(id);
+    }
+    for code in model().patient_compartment_params(resource_type) {
+        let Some(p) = registry().get(resource_type, code) else { continue };
+        let Some(expr) = &p.expr else { continue };
+        for item in fhirpath::evaluate(expr, resource) {
+            let Some(r) = item.json().and_then(|v| v.get("reference")).and_then(Value::as_str) else { continue };
+            if let IndexValue::Reference { target_type: Some(t), target_id: Some(pid), .. } = fascicolo_fhir::params::parse_reference(r) {
+                if t == "Patient" {
+                    return PatientKey::for_patient_id(&pid);
+                }
+            }
+        }
+    }
+    PatientKey::SHARED
+}
+
+/// Rebuild the resource with `resourceType`, `id` and `meta` (versionId, lastUpdated) first,
+/// every other element kept as received.
+pub fn stamp(resource: &Value, id: &str, version: i64, last_updated: i64) -> Value {
+    let mut out = Map::new();
+    let src = resource.as_object().cloned().unwrap_or_default();
+    if let Some(rt) = src.get("resourceType") {
+        out.insert("resourceType".into(), rt.clone());
+    }
+    out.insert("id".into(), Value::String(id.to_string()));
+    let mut meta = src.get("meta").and_then(Value::as_object).cloned().unwrap_or_default();
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(datetime::format_instant(last_updated)));
+    out.insert("meta".into(), Value::Object(meta));
+    for (k, v) in src {
+        if !matches!(k.as_str(), "resourceType" | "id" | "meta") {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
+}
+
+/// Build the store write for a new version of a resource.
+pub fn write_for(
+    resource: &Value,
+    resource_type: &str,
+    id: &str,
+    current: Option<&Stored>,
+    method: Method,
+    now: i64,
+) -> AppResult<(Write, Value)> {
+    let version = current.map_or(1, |c| c.version + 1);
+    // keep lastUpdated strictly increasing per resource
+    let now = current.map_or(now, |c| now.max(c.last_updated + 1));
+    let stamped = stamp(resource, id, version, now);
+    let key = patient_key_of(&stamped, resource_type, id);
+    let json = serde_json::to_string(&stamped).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let w = Write {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        patient_key: key,
+        previous_key: current.map(|c| c.patient_key).filter(|k| *k != key),
+        version,
+        last_updated: now,
+        method,
+        json,
+        index: index_resource(&stamped),
+        expect: current.map_or(Expect::Absent, |c| Expect::Version(c.version)),
+    };
+    Ok((w, stamped))
+}
+
+/// The write that deletes the current version.
+pub fn delete_for(current: &Stored, now: i64) -> Write {
+    Write {
+        resource_type: current.resource_type.clone(),
+        id: current.id.clone(),
+        patient_key: current.patient_key,
+        previous_key: None,
+        version: current.version + 1,
+        last_updated: now.max(current.last_updated + 1),
+        method: Method::Delete,
+        json: current.json.clone(),
+        index: Vec::new(),
+        expect: Expect::Version(current.version),
+    }
+}

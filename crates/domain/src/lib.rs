@@ -1,0 +1,8 @@
+//! Pure domain types and rules, no I/O. Newtypes here can only be built by parsing.
+#![forbid(unsafe_code)]
+
+pub mod codice_fiscale;
+pub mod patient_key;
+
+pub use codice_fiscale::CodiceFiscale;
+pub use patient_key::PatientKey;

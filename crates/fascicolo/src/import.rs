@@ -1,0 +1,155 @@
+//! `fascicolo import`: FHIR Bundles (transaction, batch, collection) or single resources from
+//! files and folders, through the same app layer as the API.
+
+use fascicolo_app::{error_status, Actor, FhirService};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub files: usize,
+    pub resources: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub messages: Vec<String>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for m in self.messages.iter().take(20) {
+            writeln!(f, "error: {m}")?;
+        }
+        write!(
+            f,
+            "imported {} resources from {} files in {:.1}s ({:.0} resources/s), {} errors",
+            self.resources,
+            self.files,
+            self.seconds,
+            self.resources as f64 / self.seconds.max(1e-9),
+            self.errors
+        )
+    }
+}
+
+fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)? {
+                    let path = e?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|x| x == "json") {
+                        out.push(path);
+                    }
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Turn any file content into a transaction or batch Bundle.
+fn as_bundle(v: Value) -> Value {
+    let entry_for = |r: Value| match r.get("id").and_then(Value::as_str) {
+        Some(id) => {
+            let url = format!("{}/{id}", r["resourceType"].as_str().unwrap_or_default());
+            json!({"resource": r, "request": {"method": "PUT", "url": url}})
+        }
+        None => {
+            let url = r["resourceType"].as_str().unwrap_or_default().to_string();
+            json!({"resource": r, "request": {"method": "POST", "url": url}})
+        }
+    };
+    if v["resourceType"] == "Bundle" {
+        match v["type"].as_str() {
+            Some("transaction" | "batch") => v,
+            _ => {
+                let entries: Vec<Value> = v["entry"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|e| e.get("resource").cloned())
+                    .map(entry_for)
+                    .collect();
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            }
+        }
+    } else {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry_for(v)]})
+    }
+}
+
+async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
+    let bytes = tokio::fs::read(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let bundle = as_bundle(v);
+    let n = bundle["entry"].as_array().map_or(0, Vec::len);
+    let body = serde_json::to_vec(&bundle).map_err(|e| e.to_string())?;
+    match fhir.process_bundle(&Actor::System, &body, "urn:fascicolo:import").await {
+        Ok(resp) => {
+            let failed: Vec<String> = resp["entry"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|e| !e["response"]["status"].as_str().unwrap_or("").starts_with('2'))
+                        .map(|e| e["response"]["outcome"]["issue"][0]["diagnostics"].as_str().unwrap_or("failed").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if failed.is_empty() {
+                Ok(n)
+            } else {
+                Err(format!("{}: {} entries failed: {}", path.display(), failed.len(), failed.join("; ")))
+            }
+        }
+        Err(e) => {
+            let (code, issues) = error_status(&e);
+            let msgs: Vec<String> =
+                issues.iter().take(5).map(|i| format!("{} {}", i.expression.clone().unwrap_or_default(), i.diagnostics)).collect();
+            Err(format!("{}: HTTP {code}: {}", path.display(), msgs.join("; ")))
+        }
+    }
+}
+
+pub async fn run(fhir: FhirService, paths: &[PathBuf], jobs: usize, progress: bool) -> anyhow::Result<Summary> {
+    let files = collect(paths)?;
+    let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} files  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for f in files.clone() {
+        let fhir = fhir.clone();
+        let sem = Arc::clone(&sem);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+            import_file(&fhir, &f).await
+        });
+    }
+    let mut s = Summary { files: files.len(), ..Default::default() };
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(n) => s.resources += n,
+            Err(m) => {
+                s.errors += 1;
+                s.messages.push(m);
+            }
+        }
+        bar.inc(1);
+        let secs = start.elapsed().as_secs_f64();
+        bar.set_message(format!("{} resources, {:.0}/s, {} errors", s.resources, s.resources as f64 / secs.max(1e-9), s.errors));
+    }
+    bar.finish_and_clear();
+    s.seconds = start.elapsed().as_secs_f64();
+    Ok(s)
+}

@@ -1,0 +1,131 @@
+//! `fascicolo`: the one binary. It only wires adapters from configuration.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod config;
+mod import;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::Config;
+use fascicolo_app::FhirService;
+use fascicolo_store::Store;
+use fascicolo_store_postgres::PgStore;
+use fascicolo_store_sqlite::SqliteStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "fascicolo", version, about = "Fascicolo: a regional electronic health record platform (FHIR R4)")]
+struct Cli {
+    /// Configuration file (TOML). Default: ./fascicolo.toml when present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Listen address (also FASCICOLO_LISTEN).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Data folder for SQLite and blobs (also FASCICOLO_DATA_DIR).
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Import FHIR Bundles or single resources from files or folders.
+    Import {
+        /// Files or folders (searched recursively for *.json).
+        paths: Vec<PathBuf>,
+        /// Files processed at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Load test the server over loopback and print a table of figures.
+    Bench(bench::BenchArgs),
+}
+
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match cfg.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let s = PgStore::connect(url, cfg.pg_pool_size).await.context("connecting to PostgreSQL")?;
+            Ok(Arc::new(s))
+        }
+        Some(other) if !other.is_empty() => {
+            anyhow::bail!("unsupported database URL scheme (use postgres://): {}", other.split(':').next().unwrap_or(""))
+        }
+        _ => {
+            std::fs::create_dir_all(cfg.data_dir.join("blobs")).context("creating the data folder")?;
+            let path = cfg.data_dir.join("fascicolo.db");
+            let s = tokio::task::spawn_blocking(move || SqliteStore::open(path)).await??;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+pub fn build_router(store: Arc<dyn Store>, base_url: Option<String>) -> axum::Router {
+    let state = fascicolo_web::AppState { fhir: FhirService::new(store), metrics: Arc::default(), base_url };
+    fascicolo_web::router(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FASCICOLO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(l) = cli.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = cli.data {
+        cfg.data_dir = d;
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let store = open_store(&cfg).await?;
+            let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+            let addr = listener.local_addr()?;
+            println!("Fascicolo is serving on http://{addr}/  (FHIR API: http://{addr}/fhir/r4, store: {})", store.backend());
+            fascicolo_web::serve(listener, build_router(store, cfg.base_url.clone()), shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = open_store(&cfg).await?;
+            println!("schema ready ({})", store.backend());
+        }
+        Command::Import { paths, jobs } => {
+            let store = open_store(&cfg).await?;
+            let summary = import::run(FhirService::new(store), &paths, jobs, true).await?;
+            println!("{summary}");
+            if summary.errors > 0 {
+                std::process::exit(1);
+            }
+        }
+        Command::Bench(args) => bench::run(cfg, args).await?,
+    }
+    Ok(())
+}

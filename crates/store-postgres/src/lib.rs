@@ -1,0 +1,238 @@
+//! The PostgreSQL backend (tokio-postgres with a deadpool pool). Schema and SQL come from
+//! `fascicolo_store::sql`; text columns use the "C" collation so ordering and prefix ranges
+//! behave exactly as on SQLite.
+#![forbid(unsafe_code)]
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use fascicolo_domain::PatientKey;
+use fascicolo_store::sql::{self, Dialect, SqlValue};
+use fascicolo_store::{Expect, HistoryQuery, Hit, Method, SearchPlan, Store, StoreError, Stored, Write};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn be(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn to_sql(v: &SqlValue) -> Box<dyn ToSql + Sync + Send> {
+    match v {
+        SqlValue::Text(s) => Box::new(s.clone()),
+        SqlValue::Int(i) => Box::new(*i),
+        SqlValue::Real(f) => Box::new(*f),
+        SqlValue::Key(k) => Box::new(k.uuid()),
+        SqlValue::Null => Box::new(Option::<String>::None),
+    }
+}
+
+fn params(v: &[SqlValue]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    v.iter().map(to_sql).collect()
+}
+
+fn refs(b: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    b.iter().map(|x| x.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+fn row_stored(r: &Row, with_method: bool) -> Result<Stored, StoreError> {
+    Ok(Stored {
+        patient_key: PatientKey::from_uuid(r.try_get(0).map_err(be)?),
+        resource_type: r.try_get(1).map_err(be)?,
+        id: r.try_get(2).map_err(be)?,
+        version: r.try_get(3).map_err(be)?,
+        last_updated: r.try_get(4).map_err(be)?,
+        deleted: r.try_get::<_, i64>(5).map_err(be)? != 0,
+        json: r.try_get(6).map_err(be)?,
+        method: if with_method { Method::parse(&r.try_get::<_, String>(7).map_err(be)?) } else { Method::Update },
+    })
+}
+
+fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
+    let t = r.columns()[i].type_().clone();
+    Ok(if t == Type::INT8 {
+        r.try_get::<_, Option<i64>>(i).map_err(be)?.map_or(serde_json::Value::Null, serde_json::Value::from)
+    } else if t == Type::FLOAT8 {
+        r.try_get::<_, Option<f64>>(i)
+            .map_err(be)?
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)
+    } else {
+        r.try_get::<_, Option<String>>(i).map_err(be)?.map_or(serde_json::Value::Null, serde_json::Value::String)
+    })
+}
+
+impl PgStore {
+    /// Connect and apply the schema.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::connect_in_schema(url, pool_size, None).await
+    }
+
+    /// Connect with every connection's `search_path` set to `schema` (created when missing):
+    /// used by tests to get a fresh, isolated store on a shared database.
+    pub async fn connect_in_schema(url: &str, pool_size: usize, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(be)?;
+        if let Some(s) = schema {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(be)?;
+            let h = tokio::spawn(conn);
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await.map_err(be)?;
+            drop(client);
+            let _ = h.await;
+            cfg.options(format!("-c search_path={s}"));
+        }
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(be)?;
+        let client = pool.get().await.map_err(be)?;
+        // serialise concurrent start-ups on the same database
+        client.batch_execute("SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
+        let mut res = Ok(());
+        for stmt in sql::schema(Dialect::Postgres) {
+            if let Err(e) = client.batch_execute(&stmt).await {
+                res = Err(be(e));
+                break;
+            }
+        }
+        client.batch_execute("SELECT pg_advisory_unlock(7310001)").await.map_err(be)?;
+        res?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(be)
+    }
+}
+
+async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(), StoreError> {
+    let ws = sql::write_sql(Dialect::Postgres);
+    let key = w.patient_key.uuid();
+    let conflict = || StoreError::Conflict { resource_type: w.resource_type.clone(), id: w.id.clone() };
+    match w.expect {
+        Expect::Absent => {
+            let st = tx.prepare_cached(&ws.insert_locator_new).await.map_err(be)?;
+            if tx.execute(&st, &[&w.resource_type, &w.id, &key]).await.map_err(be)? != 1 {
+                return Err(conflict());
+            }
+        }
+        Expect::Version(v) => {
+            let old = w.previous_key.unwrap_or(w.patient_key).uuid();
+            let st = tx.prepare_cached(&format!("{} FOR UPDATE", ws.current_version)).await.map_err(be)?;
+            let cur: Option<i64> = tx.query_opt(&st, &[&old, &w.resource_type, &w.id]).await.map_err(be)?.map(|r| r.get(0));
+            if cur != Some(v) {
+                return Err(conflict());
+            }
+            for d in &ws.delete_index {
+                let st = tx.prepare_cached(d).await.map_err(be)?;
+                tx.execute(&st, &[&old, &w.resource_type, &w.id]).await.map_err(be)?;
+            }
+            if old != key {
+                let st = tx.prepare_cached(&ws.delete_current).await.map_err(be)?;
+                tx.execute(&st, &[&old, &w.resource_type, &w.id]).await.map_err(be)?;
+            }
+            let st = tx.prepare_cached(&ws.upsert_locator).await.map_err(be)?;
+            tx.execute(&st, &[&w.resource_type, &w.id, &key]).await.map_err(be)?;
+        }
+    }
+    let deleted = i64::from(w.method == Method::Delete);
+    let st = tx.prepare_cached(&ws.upsert_current).await.map_err(be)?;
+    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.json]).await.map_err(be)?;
+    let hist: &str = if w.method == Method::Delete { "" } else { &w.json };
+    let st = tx.prepare_cached(&ws.insert_history).await.map_err(be)?;
+    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.method.as_str(), &hist])
+        .await
+        .map_err(be)?;
+    if w.method != Method::Delete {
+        for (table, rows) in sql::index_rows(w) {
+            for chunk in rows.chunks(sql::INSERT_CHUNK) {
+                let st = tx
+                    .prepare_cached(&sql::insert_index_sql(Dialect::Postgres, table, chunk.len().min(sql::INSERT_CHUNK)))
+                    .await
+                    .map_err(be)?;
+                let flat: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+                let p = params(&flat);
+                tx.execute(&st, &refs(&p)).await.map_err(be)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await.map_err(be).map(|_| ())
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::read_sql(Dialect::Postgres)).await.map_err(be)?;
+        match c.query_opt(&st, &[&resource_type, &id]).await.map_err(be)? {
+            Some(r) => Ok(Some(row_stored(&r, false)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::vread_sql(Dialect::Postgres)).await.map_err(be)?;
+        match c.query_opt(&st, &[&resource_type, &id, &version]).await.map_err(be)? {
+            Some(r) => Ok(Some(row_stored(&r, true)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_many(&self, refs_: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
+        if refs_.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = sql::read_many_sql(Dialect::Postgres, refs_);
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
+        rows.iter().map(|r| row_stored(r, false)).collect()
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(be)?;
+        for w in &writes {
+            apply(&tx, w).await?;
+        }
+        tx.commit().await.map_err(be)
+    }
+
+    async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {
+        let q = sql::search_sql(Dialect::Postgres, plan);
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
+        let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
+        rows.iter()
+            .map(|r| {
+                let stored = row_stored(r, false)?;
+                let keys = (0..plan.sort.len()).map(|i| key_value(r, 7 + i)).collect::<Result<Vec<_>, _>>()?;
+                Ok(Hit { stored, keys })
+            })
+            .collect()
+    }
+
+    async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError> {
+        let q = sql::count_sql(Dialect::Postgres, plan);
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let n: i64 = c.query_one(&q.sql, &refs(&p)).await.map_err(be)?.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {
+        let q = sql::history_sql(Dialect::Postgres, q);
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
+        rows.iter().map(|r| row_stored(r, true)).collect()
+    }
+}

@@ -1,0 +1,294 @@
+//! The embedded SQLite backend: one writer connection, a small pool of readers (WAL mode), all
+//! work on tokio's blocking pool. Schema and SQL come from `fascicolo_store::sql`.
+#![forbid(unsafe_code)]
+
+use fascicolo_domain::PatientKey;
+use fascicolo_store::sql::{self, Dialect, SqlValue};
+use fascicolo_store::{Expect, HistoryQuery, Hit, Method, SearchPlan, Store, StoreError, Stored, Write};
+use parking_lot::Mutex;
+use rusqlite::types::{ToSqlOutput, Value as SqlLite};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn be(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(be)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;",
+    )
+    .map_err(be)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+struct Bind<'a>(&'a SqlValue);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
+            SqlValue::Int(i) => ToSqlOutput::Owned(SqlLite::Integer(*i)),
+            SqlValue::Real(f) => ToSqlOutput::Owned(SqlLite::Real(*f)),
+            SqlValue::Key(k) => ToSqlOutput::Owned(SqlLite::Blob(k.uuid().as_bytes().to_vec())),
+            SqlValue::Null => ToSqlOutput::Owned(SqlLite::Null),
+        })
+    }
+}
+
+fn binds(v: &[SqlValue]) -> Vec<Bind<'_>> {
+    v.iter().map(Bind).collect()
+}
+
+fn key_param(k: PatientKey) -> Vec<u8> {
+    k.uuid().as_bytes().to_vec()
+}
+
+fn row_key(row: &Row<'_>, i: usize) -> rusqlite::Result<PatientKey> {
+    let b: Vec<u8> = row.get(i)?;
+    uuid::Uuid::from_slice(&b)
+        .map(PatientKey::from_uuid)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
+/// Columns: patient_key, res_type, id, version, last_updated, deleted, content [, method]
+fn row_stored(row: &Row<'_>, with_method: bool) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        patient_key: row_key(row, 0)?,
+        resource_type: row.get(1)?,
+        id: row.get(2)?,
+        version: row.get(3)?,
+        last_updated: row.get(4)?,
+        deleted: row.get::<_, i64>(5)? != 0,
+        json: row.get(6)?,
+        method: if with_method { Method::parse(&row.get::<_, String>(7)?) } else { Method::Update },
+    })
+}
+
+fn sql_value_of(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
+    Ok(match row.get::<_, SqlLite>(i)? {
+        SqlLite::Integer(n) => serde_json::Value::from(n),
+        SqlLite::Real(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        SqlLite::Text(s) => serde_json::Value::String(s),
+        _ => serde_json::Value::Null,
+    })
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and apply the schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
+        let writer = open(&path)?;
+        for stmt in sql::schema(Dialect::Sqlite) {
+            writer.execute_batch(&stmt).map_err(be)?;
+        }
+        Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())) })
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path)?,
+            };
+            let out = f(&conn);
+            let mut pool = readers.lock();
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), StoreError> {
+    let ws = sql::write_sql(Dialect::Sqlite);
+    match w.expect {
+        Expect::Absent => {
+            let n = tx
+                .prepare_cached(&ws.insert_locator_new)
+                .map_err(be)?
+                .execute((&w.resource_type, &w.id, key_param(w.patient_key)))
+                .map_err(be)?;
+            if n != 1 {
+                return Err(StoreError::Conflict { resource_type: w.resource_type.clone(), id: w.id.clone() });
+            }
+        }
+        Expect::Version(v) => {
+            let old = w.previous_key.unwrap_or(w.patient_key);
+            let cur: Option<i64> = tx
+                .prepare_cached(&ws.current_version)
+                .map_err(be)?
+                .query_row((key_param(old), &w.resource_type, &w.id), |r| r.get(0))
+                .optional()
+                .map_err(be)?;
+            if cur != Some(v) {
+                return Err(StoreError::Conflict { resource_type: w.resource_type.clone(), id: w.id.clone() });
+            }
+            for d in &ws.delete_index {
+                tx.prepare_cached(d).map_err(be)?.execute((key_param(old), &w.resource_type, &w.id)).map_err(be)?;
+            }
+            if old != w.patient_key {
+                tx.prepare_cached(&ws.delete_current).map_err(be)?.execute((key_param(old), &w.resource_type, &w.id)).map_err(be)?;
+            }
+        }
+    }
+    let deleted = i64::from(w.method == Method::Delete);
+    let key = key_param(w.patient_key);
+    tx.prepare_cached(&ws.upsert_current)
+        .map_err(be)?
+        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, &w.json))
+        .map_err(be)?;
+    let hist_content = if w.method == Method::Delete { "" } else { w.json.as_str() };
+    tx.prepare_cached(&ws.insert_history)
+        .map_err(be)?
+        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, w.method.as_str(), hist_content))
+        .map_err(be)?;
+    if w.expect != Expect::Absent {
+        tx.prepare_cached(&ws.upsert_locator).map_err(be)?.execute((&w.resource_type, &w.id, &key)).map_err(be)?;
+    }
+    if w.method != Method::Delete {
+        for (table, rows) in sql::index_rows(w) {
+            for chunk in rows.chunks(sql::INSERT_CHUNK) {
+                let n = if chunk.len() == sql::INSERT_CHUNK { sql::INSERT_CHUNK } else { 1 };
+                let stmt_sql = sql::insert_index_sql(Dialect::Sqlite, table, n);
+                let mut stmt = tx.prepare_cached(&stmt_sql).map_err(be)?;
+                if n == sql::INSERT_CHUNK {
+                    let flat: Vec<Bind<'_>> = chunk.iter().flat_map(|r| r.iter().map(Bind)).collect();
+                    stmt.execute(rusqlite::params_from_iter(flat)).map_err(be)?;
+                } else {
+                    for r in chunk {
+                        stmt.execute(rusqlite::params_from_iter(binds(r))).map_err(be)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(be)).await
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {
+        let (t, i) = (resource_type.to_string(), id.to_string());
+        self.with_reader(move |c| {
+            c.prepare_cached(&sql::read_sql(Dialect::Sqlite))
+                .map_err(be)?
+                .query_row((&t, &i), |r| row_stored(r, false))
+                .optional()
+                .map_err(be)
+        })
+        .await
+    }
+
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError> {
+        let (t, i) = (resource_type.to_string(), id.to_string());
+        self.with_reader(move |c| {
+            c.prepare_cached(&sql::vread_sql(Dialect::Sqlite))
+                .map_err(be)?
+                .query_row((&t, &i, version), |r| row_stored(r, true))
+                .optional()
+                .map_err(be)
+        })
+        .await
+    }
+
+    async fn read_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = sql::read_many_sql(Dialect::Sqlite, refs);
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare(&q.sql).map_err(be)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
+            for w in &writes {
+                apply(&tx, w)?;
+            }
+            tx.commit().map_err(be)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {
+        let q = sql::search_sql(Dialect::Sqlite, plan);
+        let nkeys = plan.sort.len();
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare_cached(&q.sql).map_err(be)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(binds(&q.params)), |r| {
+                    let stored = row_stored(r, false)?;
+                    let keys = (0..nkeys).map(|i| sql_value_of(r, 7 + i)).collect::<Result<Vec<_>, _>>()?;
+                    Ok(Hit { stored, keys })
+                })
+                .map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+
+    async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError> {
+        let q = sql::count_sql(Dialect::Sqlite, plan);
+        self.with_reader(move |c| {
+            let n: i64 =
+                c.prepare_cached(&q.sql).map_err(be)?.query_row(rusqlite::params_from_iter(binds(&q.params)), |r| r.get(0)).map_err(be)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {
+        let q = sql::history_sql(Dialect::Sqlite, q);
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare_cached(&q.sql).map_err(be)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, true)).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+}

@@ -1,0 +1,258 @@
+//! The conformance suite: one set of behaviours every backend must show. Backends run it with
+//! [`conformance_suite!`](crate::conformance_suite), passing an async constructor of a fresh store.
+
+use crate::{Expect, HistoryQuery, Method, PatientKey, SearchPlan, Store, StoreError, Write};
+use fascicolo_fhir::params::index_resource;
+use fascicolo_fhir::search::{parse_search, SortKey};
+use serde_json::{json, Value};
+
+/// Build a write the way the app layer does (id, meta and index from the JSON).
+pub fn write(mut v: Value, key: PatientKey, version: i64, at: i64, expect: Expect) -> Write {
+    let rt = v["resourceType"].as_str().unwrap_or_default().to_string();
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    v["meta"] = json!({"versionId": version.to_string(), "lastUpdated": fascicolo_fhir::datetime::format_instant(at)});
+    Write {
+        resource_type: rt,
+        id,
+        patient_key: key,
+        previous_key: None,
+        version,
+        last_updated: at,
+        method: if version == 1 { Method::Create } else { Method::Update },
+        json: v.to_string(),
+        index: index_resource(&v),
+        expect,
+    }
+}
+
+fn pk(id: &str) -> PatientKey {
+    PatientKey::for_patient_id(id)
+}
+
+fn plan(rt: &str, q: &str) -> SearchPlan {
+    let pairs: Vec<(String, String)> =
+        q.split('&').filter(|s| !s.is_empty()).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+    let req = parse_search(Some(rt), &pairs).expect("valid search");
+    SearchPlan { resource_type: Some(rt.into()), clauses: req.clauses, sort: req.sort, limit: 100, ..Default::default() }
+}
+
+async fn ids(s: &dyn Store, p: &SearchPlan) -> Vec<String> {
+    let mut v: Vec<String> = s.search(p).await.expect("search").into_iter().map(|h| h.stored.id).collect();
+    v.sort();
+    v
+}
+
+fn patient(id: &str, family: &str, birth: &str) -> Value {
+    json!({"resourceType":"Patient","id":id,"name":[{"family":family,"given":["Anna"]}],"gender":"female","birthDate":birth,
+        "identifier":[{"system":"http://hl7.it/sid/codiceFiscale","value":format!("CF{id}")}]})
+}
+
+fn obs(id: &str, patient: &str, code: &str, value: f64, when: &str) -> Value {
+    json!({"resourceType":"Observation","id":id,"status":"final",
+        "code":{"coding":[{"system":"http://loinc.org","code":code}],"text":"Glucosio nel sangue"},
+        "subject":{"reference":format!("Patient/{patient}")},"effectiveDateTime":when,
+        "valueQuantity":{"value":value,"unit":"mg/dL","system":"http://unitsofmeasure.org","code":"mg/dL"}})
+}
+
+/// Two patients with observations.
+pub async fn seed(s: &dyn Store) {
+    let mut w = vec![
+        write(patient("p1", "Rossi", "1980-05-01"), pk("p1"), 1, 1_000, Expect::Absent),
+        write(patient("p2", "Bianchi", "2010-01-20"), pk("p2"), 1, 1_000, Expect::Absent),
+        write(
+            json!({"resourceType":"Organization","id":"org1","name":"ASST Santi Paolo e Carlo"}),
+            PatientKey::SHARED,
+            1,
+            1_000,
+            Expect::Absent,
+        ),
+    ];
+    w.push(write(obs("o1", "p1", "2345-7", 90.0, "2020-01-10T08:00:00Z"), pk("p1"), 1, 2_000, Expect::Absent));
+    w.push(write(obs("o2", "p1", "2345-7", 130.0, "2021-06-10T08:00:00Z"), pk("p1"), 1, 3_000, Expect::Absent));
+    w.push(write(obs("o3", "p1", "4548-4", 6.1, "2021-06-10T08:00:00Z"), pk("p1"), 1, 4_000, Expect::Absent));
+    w.push(write(obs("o4", "p2", "2345-7", 101.0, "2022-03-01T08:00:00Z"), pk("p2"), 1, 5_000, Expect::Absent));
+    s.commit(w).await.expect("seed");
+}
+
+pub async fn create_read_vread_history(s: &dyn Store) {
+    seed(s).await;
+    let r = s.read("Patient", "p1").await.unwrap().expect("p1 exists");
+    assert_eq!(r.version, 1);
+    assert_eq!(r.patient_key, pk("p1"));
+    let v: Value = serde_json::from_str(&r.json).unwrap();
+    assert_eq!(v["name"][0]["family"], "Rossi");
+    let mut p = patient("p1", "Rossi-Verdi", "1980-05-01");
+    p["extension"] = json!([{"url":"http://example.org/unknown-but-valid","valueString":"kept"}]);
+    s.commit(vec![write(p, pk("p1"), 2, 9_000, Expect::Version(1))]).await.unwrap();
+    let r = s.read("Patient", "p1").await.unwrap().unwrap();
+    assert_eq!(r.version, 2);
+    let v: Value = serde_json::from_str(&r.json).unwrap();
+    assert_eq!(v["extension"][0]["valueString"], "kept");
+    let old = s.vread("Patient", "p1", 1).await.unwrap().expect("version 1 kept");
+    assert!(old.json.contains("\"Rossi\""));
+    assert!(s.vread("Patient", "p1", 3).await.unwrap().is_none());
+    let h = s
+        .history(&HistoryQuery {
+            resource_type: Some("Patient".into()),
+            id: Some("p1".into()),
+            patient: Some(pk("p1")),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.iter().map(|x| x.version).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(h[1].method, Method::Create);
+    // old index rows are gone, new ones searchable
+    assert!(ids(s, &plan("Patient", "family=Rossi-")).await == vec!["p1".to_string()]);
+    assert!(ids(s, &plan("Patient", "family:exact=Rossi")).await.is_empty());
+    assert!(s.read("Patient", "nope").await.unwrap().is_none());
+}
+
+pub async fn conflicts_leave_store_unchanged(s: &dyn Store) {
+    seed(s).await;
+    let err = s.commit(vec![write(patient("p1", "X", "1980-05-01"), pk("p1"), 2, 9_000, Expect::Version(7))]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    let err = s.commit(vec![write(patient("p1", "X", "1980-05-01"), pk("p1"), 1, 9_000, Expect::Absent)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    // an all-or-nothing commit: the first write must not survive the second's conflict
+    let err = s
+        .commit(vec![
+            write(patient("p9", "Nuovo", "1990-01-01"), pk("p9"), 1, 9_000, Expect::Absent),
+            write(patient("p2", "Y", "2010-01-20"), pk("p2"), 2, 9_000, Expect::Version(5)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    assert!(s.read("Patient", "p9").await.unwrap().is_none());
+    assert!(ids(s, &plan("Patient", "family=nuovo")).await.is_empty());
+    assert_eq!(s.read("Patient", "p1").await.unwrap().unwrap().version, 1);
+    let h = s.history(&HistoryQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(h.len(), 7);
+}
+
+pub async fn delete_is_logical(s: &dyn Store) {
+    seed(s).await;
+    let cur = s.read("Observation", "o1").await.unwrap().unwrap();
+    let mut d = write(serde_json::from_str(&cur.json).unwrap(), pk("p1"), 2, 9_000, Expect::Version(1));
+    d.method = Method::Delete;
+    d.index.clear();
+    s.commit(vec![d]).await.unwrap();
+    let r = s.read("Observation", "o1").await.unwrap().unwrap();
+    assert!(r.deleted);
+    assert_eq!(ids(s, &plan("Observation", "code=2345-7")).await, vec!["o2", "o4"]);
+    assert_eq!(s.count(&plan("Observation", "")).await.unwrap(), 3);
+    let h = s
+        .history(&HistoryQuery { resource_type: Some("Observation".into()), id: Some("o1".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(h[0].method, Method::Delete);
+    assert!(h[0].deleted);
+    assert!(s.vread("Observation", "o1", 1).await.unwrap().is_some());
+    assert!(s.read_many(&[("Observation".into(), "o1".into()), ("Observation".into(), "o2".into())]).await.unwrap().len() == 1);
+}
+
+pub async fn search_parameter_types(s: &dyn Store) {
+    seed(s).await;
+    // token with and without system, :not, :text, identifier
+    assert_eq!(ids(s, &plan("Observation", "code=http://loinc.org|2345-7")).await, vec!["o1", "o2", "o4"]);
+    assert_eq!(ids(s, &plan("Observation", "code=http://snomed.info/sct|2345-7")).await, Vec::<String>::new());
+    assert_eq!(ids(s, &plan("Observation", "code:not=2345-7")).await, vec!["o3"]);
+    assert_eq!(ids(s, &plan("Observation", "code:text=glucosio")).await.len(), 4);
+    assert_eq!(ids(s, &plan("Patient", "identifier=http://hl7.it/sid/codiceFiscale|CFp2")).await, vec!["p2"]);
+    // string: prefix, accent/case-insensitive, exact, contains
+    assert_eq!(ids(s, &plan("Patient", "name=ross")).await, vec!["p1"]);
+    assert_eq!(ids(s, &plan("Patient", "family:exact=rossi")).await, Vec::<String>::new());
+    assert_eq!(ids(s, &plan("Patient", "family:contains=anch")).await, vec!["p2"]);
+    assert_eq!(ids(s, &plan("Organization", "name=asst santi")).await, vec!["org1"]);
+    assert!(ids(s, &plan("Organization", "name=santi")).await.is_empty());
+    // date prefixes and precision
+    assert_eq!(ids(s, &plan("Observation", "date=2021")).await, vec!["o2", "o3"]);
+    assert_eq!(ids(s, &plan("Observation", "date=ge2021-06-10")).await, vec!["o2", "o3", "o4"]);
+    assert_eq!(ids(s, &plan("Observation", "date=lt2021")).await, vec!["o1"]);
+    assert_eq!(ids(s, &plan("Observation", "date=sa2021-12-31")).await, vec!["o4"]);
+    assert_eq!(ids(s, &plan("Patient", "birthdate=eb2000")).await, vec!["p1"]);
+    // quantity with prefixes and units
+    assert_eq!(ids(s, &plan("Observation", "value-quantity=gt100")).await, vec!["o2", "o4"]);
+    assert_eq!(ids(s, &plan("Observation", "value-quantity=130|http://unitsofmeasure.org|mg/dL")).await, vec!["o2"]);
+    assert_eq!(ids(s, &plan("Observation", "value-quantity=le6.1||mg/dL")).await, vec!["o3"]);
+    // reference forms
+    assert_eq!(ids(s, &plan("Observation", "subject=Patient/p2")).await, vec!["o4"]);
+    assert_eq!(ids(s, &plan("Observation", "patient=p1&code=4548-4")).await, vec!["o3"]);
+    // composite: code and value of the same observation
+    assert_eq!(ids(s, &plan("Observation", "code-value-quantity=http://loinc.org|2345-7$gt100")).await, vec!["o2", "o4"]);
+    assert_eq!(ids(s, &plan("Observation", "code-value-quantity=4548-4$gt100")).await, Vec::<String>::new());
+    // :missing
+    assert_eq!(ids(s, &plan("Patient", "deceased:missing=false")).await.len(), 2);
+    assert_eq!(ids(s, &plan("Patient", "address:missing=true")).await, vec!["p1", "p2"]);
+    // chain and _has
+    assert_eq!(ids(s, &plan("Observation", "subject:Patient.name=bianchi")).await, vec!["o4"]);
+    assert_eq!(ids(s, &plan("Patient", "_has:Observation:patient:code=4548-4")).await, vec!["p1"]);
+    // _id and OR values
+    assert_eq!(ids(s, &plan("Observation", "_id=o1,o4")).await, vec!["o1", "o4"]);
+    assert_eq!(s.count(&plan("Observation", "code=2345-7")).await.unwrap(), 3);
+}
+
+pub async fn sort_and_keyset_paging(s: &dyn Store) {
+    seed(s).await;
+    let mut p = plan("Observation", "_sort=-date");
+    assert!(matches!(p.sort.as_slice(), [SortKey { descending: true, .. }]));
+    p.limit = 2;
+    let page1 = s.search(&p).await.unwrap();
+    assert_eq!(page1.iter().map(|h| h.stored.id.as_str()).collect::<Vec<_>>(), vec!["o4", "o2"]);
+    let last = page1.last().unwrap();
+    let mut after = last.keys.clone();
+    after.push(json!(last.stored.resource_type));
+    after.push(json!(last.stored.id));
+    p.after = Some(after);
+    let page2 = s.search(&p).await.unwrap();
+    assert_eq!(page2.iter().map(|h| h.stored.id.as_str()).collect::<Vec<_>>(), vec!["o3", "o1"]);
+    // a write between pages does not shift the next page
+    s.commit(vec![write(obs("o0", "p2", "2345-7", 1.0, "2023-01-01T00:00:00Z"), pk("p2"), 1, 9_000, Expect::Absent)]).await.unwrap();
+    let again = s.search(&p).await.unwrap();
+    assert_eq!(again.iter().map(|h| h.stored.id.as_str()).collect::<Vec<_>>(), vec!["o3", "o1"]);
+    // ascending by number then id
+    let p = plan("Observation", "_sort=value-quantity");
+    let all: Vec<String> = s.search(&p).await.unwrap().into_iter().map(|h| h.stored.id).collect();
+    assert_eq!(all, vec!["o0", "o3", "o1", "o4", "o2"]);
+}
+
+pub async fn patient_partitions(s: &dyn Store) {
+    seed(s).await;
+    let mut p = plan("Observation", "");
+    p.patient = Some(pk("p1"));
+    assert_eq!(ids(s, &p).await, vec!["o1", "o2", "o3"]);
+    // everything in one compartment, any type
+    let every = SearchPlan { patient: Some(pk("p2")), limit: 100, ..Default::default() };
+    assert_eq!(ids(s, &every).await, vec!["o4", "p2"]);
+    // moving an observation to another patient moves its rows
+    let mut w = write(obs("o3", "p2", "4548-4", 6.1, "2021-06-10T08:00:00Z"), pk("p2"), 2, 9_000, Expect::Version(1));
+    w.previous_key = Some(pk("p1"));
+    s.commit(vec![w]).await.unwrap();
+    assert_eq!(ids(s, &p).await, vec!["o1", "o2"]);
+    assert_eq!(ids(s, &every).await, vec!["o3", "o4", "p2"]);
+    assert_eq!(s.read("Observation", "o3").await.unwrap().unwrap().patient_key, pk("p2"));
+    assert_eq!(ids(s, &plan("Observation", "patient=p2")).await, vec!["o3", "o4"]);
+}
+
+/// Expand to one test per behaviour, for a backend.
+/// `$make` is an async block returning `Option<impl Store>` (None skips, e.g. no PostgreSQL).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, delete_is_logical,
+            search_parameter_types, sort_and_keyset_paging, patient_partitions);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(store) = $make else {
+                    eprintln!("skipped: backend not configured");
+                    return;
+                };
+                $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+}

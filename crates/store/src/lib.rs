@@ -1,0 +1,143 @@
+//! One storage interface for every backend (SQLite, PostgreSQL), the types it speaks, the SQL
+//! they share, and the conformance suite every backend must pass (feature `conformance`).
+//!
+//! Rows that belong to a patient carry the patient key first in every primary key (see
+//! `docs/schema.md` for how each table is distributed when the database is sharded).
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod sql;
+
+pub use fascicolo_domain::PatientKey;
+use fascicolo_fhir::params::IndexEntry;
+use fascicolo_fhir::search::{Clause, SortKey};
+
+/// How a version came to be (recorded in history, shown as `Bundle.entry.request.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Create => "POST",
+            Method::Update => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "POST" => Method::Create,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            _ => Method::Update,
+        }
+    }
+}
+
+/// A stored version of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the epoch, UTC.
+    pub last_updated: i64,
+    pub deleted: bool,
+    pub patient_key: PatientKey,
+    /// The resource JSON, with `id` and `meta` set. Empty for a deletion in history.
+    pub json: String,
+    pub method: Method,
+}
+
+/// What must hold for a write to apply (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No resource with this type and id exists (in any partition).
+    Absent,
+    /// The current version is exactly this one.
+    Version(i64),
+}
+
+/// One resource write inside an atomic commit.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub resource_type: String,
+    pub id: String,
+    pub patient_key: PatientKey,
+    /// Where the current version lives when it moves to another partition.
+    pub previous_key: Option<PatientKey>,
+    pub version: i64,
+    pub last_updated: i64,
+    pub method: Method,
+    /// The new content; for a delete, the last content (kept for audit) .
+    pub json: String,
+    pub index: Vec<IndexEntry>,
+    pub expect: Expect,
+}
+
+/// A search over current, non-deleted resources.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPlan {
+    /// `None` searches every type (system search, `$everything`).
+    pub resource_type: Option<String>,
+    /// Restrict to one patient's compartment (one partition).
+    pub patient: Option<PatientKey>,
+    pub clauses: Vec<Clause>,
+    pub sort: Vec<SortKey>,
+    pub limit: usize,
+    /// Keyset cursor: the sort values of the last row seen, then its type and id.
+    pub after: Option<Vec<serde_json::Value>>,
+}
+
+/// A search result with the values of its sort keys (for the next page's cursor).
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub stored: Stored,
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// History of the whole system, a type or an instance, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub resource_type: Option<String>,
+    pub id: Option<String>,
+    pub patient: Option<PatientKey>,
+    pub since: Option<i64>,
+    /// Cursor: (last_updated, type, id, version) of the last entry seen.
+    pub before: Option<(i64, String, String, i64)>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("version conflict on {resource_type}/{id}")]
+    Conflict { resource_type: String, id: String },
+    #[error("bad cursor")]
+    BadCursor,
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// The storage interface. Every method is atomic; `commit` applies all writes or none.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The current version (a deleted resource comes back with `deleted = true`).
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError>;
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError>;
+    /// Current, non-deleted versions of many resources (missing ones are skipped).
+    async fn read_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError>;
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError>;
+    async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError>;
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;
+}

@@ -1,0 +1,745 @@
+//! The SQL both backends run: schema, write statements and the search query builder.
+//! One builder, two dialects (placeholders and column types differ; semantics do not).
+
+use crate::{HistoryQuery, PatientKey, SearchPlan};
+use fascicolo_fhir::datetime;
+use fascicolo_fhir::params::{IndexValue, ParamType};
+use fascicolo_fhir::search::{Clause, Modifier, Prefix, SortKey, Term};
+use serde_json::Value;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Key(PatientKey),
+    Null,
+}
+
+/// SQL text with its parameters, numbered for the dialect.
+#[derive(Debug, Clone)]
+pub struct SqlBuf {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+    pub dialect: Dialect,
+}
+
+impl SqlBuf {
+    pub fn new(dialect: Dialect) -> Self {
+        Self { sql: String::with_capacity(512), params: Vec::new(), dialect }
+    }
+    pub fn s(&mut self, text: &str) -> &mut Self {
+        self.sql.push_str(text);
+        self
+    }
+    /// Append a placeholder bound to `v`.
+    pub fn p(&mut self, v: SqlValue) -> &mut Self {
+        self.params.push(v);
+        let n = self.params.len();
+        let _ = match self.dialect {
+            Dialect::Sqlite => write!(self.sql, "?{n}"),
+            Dialect::Postgres => write!(self.sql, "${n}"),
+        };
+        self
+    }
+    pub fn text(&mut self, v: &str) -> &mut Self {
+        self.p(SqlValue::Text(v.to_string()))
+    }
+}
+
+/// Index tables and their value columns.
+pub const INDEX_TABLES: &[(&str, &str)] = &[
+    ("idx_token", "system TEXT, code TEXT, text TEXT"),
+    ("idx_string", "norm TEXT NOT NULL, exact TEXT NOT NULL"),
+    ("idx_date", "lo BIGINT NOT NULL, hi BIGINT NOT NULL"),
+    ("idx_ref", "target_type TEXT, target_id TEXT, url TEXT"),
+    ("idx_number", "value REAL NOT NULL"),
+    ("idx_quantity", "value REAL NOT NULL, system TEXT, code TEXT, unit TEXT"),
+    ("idx_uri", "value TEXT NOT NULL"),
+];
+
+fn value_index_cols(table: &str) -> &'static str {
+    match table {
+        "idx_token" => "code, system",
+        "idx_string" => "norm",
+        "idx_date" => "lo, hi",
+        "idx_ref" => "target_id, target_type",
+        "idx_quantity" => "code, value",
+        _ => "value",
+    }
+}
+
+/// The schema, as a list of statements (idempotent).
+pub fn schema(d: Dialect) -> Vec<String> {
+    let (key, text, real) = match d {
+        Dialect::Sqlite => ("BLOB", "TEXT", "REAL"),
+        Dialect::Postgres => ("UUID", "TEXT COLLATE \"C\"", "DOUBLE PRECISION"),
+    };
+    let fix = |s: &str| s.replace("TEXT", text).replace("REAL", real).replace("PKEY", key);
+    let mut v = vec![
+        fix("CREATE TABLE IF NOT EXISTS resources (patient_key PKEY NOT NULL, res_type TEXT NOT NULL, id TEXT NOT NULL, \
+             version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, content TEXT NOT NULL, \
+             PRIMARY KEY (patient_key, res_type, id))"),
+        "CREATE INDEX IF NOT EXISTS resources_type_id ON resources (res_type, id)".into(),
+        "CREATE INDEX IF NOT EXISTS resources_type_updated ON resources (res_type, last_updated)".into(),
+        fix("CREATE TABLE IF NOT EXISTS resource_history (patient_key PKEY NOT NULL, res_type TEXT NOT NULL, id TEXT NOT NULL, \
+             version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, method TEXT NOT NULL, content TEXT NOT NULL, \
+             PRIMARY KEY (patient_key, res_type, id, version))"),
+        "CREATE INDEX IF NOT EXISTS history_updated ON resource_history (last_updated)".into(),
+        "CREATE INDEX IF NOT EXISTS history_type_updated ON resource_history (res_type, last_updated)".into(),
+        fix("CREATE TABLE IF NOT EXISTS locator (res_type TEXT NOT NULL, id TEXT NOT NULL, patient_key PKEY NOT NULL, \
+             PRIMARY KEY (res_type, id))"),
+    ];
+    for (table, cols) in INDEX_TABLES {
+        v.push(fix(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (patient_key PKEY NOT NULL, res_type TEXT NOT NULL, res_id TEXT NOT NULL, \
+             param TEXT NOT NULL, grp BIGINT NOT NULL, {cols})"
+        )));
+        let vc = value_index_cols(table);
+        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (patient_key, res_type, res_id)"));
+        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_patient ON {table} (patient_key, res_type, param, {vc})"));
+        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_global ON {table} (res_type, param, {vc})"));
+    }
+    v
+}
+
+/// The index table of a parameter type.
+pub fn table_of(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::Token | ParamType::Composite | ParamType::Special => "idx_token",
+        ParamType::String => "idx_string",
+        ParamType::Date => "idx_date",
+        ParamType::Reference => "idx_ref",
+        ParamType::Number => "idx_number",
+        ParamType::Quantity => "idx_quantity",
+        ParamType::Uri => "idx_uri",
+    }
+}
+
+/// The table and value parameters of one index row.
+pub fn index_row(v: &IndexValue) -> (&'static str, Vec<SqlValue>) {
+    let t = |o: &Option<String>| o.clone().map_or(SqlValue::Null, SqlValue::Text);
+    match v {
+        IndexValue::Token { system, code, text } => ("idx_token", vec![t(system), t(code), t(text)]),
+        IndexValue::String { norm, exact } => ("idx_string", vec![SqlValue::Text(norm.clone()), SqlValue::Text(exact.clone())]),
+        IndexValue::Date(r) => ("idx_date", vec![SqlValue::Int(r.low), SqlValue::Int(r.high)]),
+        IndexValue::Reference { target_type, target_id, url } => ("idx_ref", vec![t(target_type), t(target_id), t(url)]),
+        IndexValue::Number(n) => ("idx_number", vec![SqlValue::Real(*n)]),
+        IndexValue::Quantity { value, system, code, unit } => ("idx_quantity", vec![SqlValue::Real(*value), t(system), t(code), t(unit)]),
+        IndexValue::Uri(u) => ("idx_uri", vec![SqlValue::Text(u.clone())]),
+    }
+}
+
+/// Column names of the value part of an index table.
+pub fn value_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "idx_token" => &["system", "code", "text"],
+        "idx_string" => &["norm", "exact"],
+        "idx_date" => &["lo", "hi"],
+        "idx_ref" => &["target_type", "target_id", "url"],
+        "idx_quantity" => &["value", "system", "code", "unit"],
+        _ => &["value"],
+    }
+}
+
+/// `INSERT INTO table (...) VALUES (...), ...` for `rows` rows.
+pub fn insert_index_sql(d: Dialect, table: &str, rows: usize) -> String {
+    let cols = value_columns(table);
+    let width = 5 + cols.len();
+    let mut s = format!("INSERT INTO {table} (patient_key, res_type, res_id, param, grp, {}) VALUES ", cols.join(", "));
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            let n = r * width + c + 1;
+            let _ = match d {
+                Dialect::Sqlite => write!(s, "?{n}"),
+                Dialect::Postgres => write!(s, "${n}"),
+            };
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn ph(d: Dialect, n: usize) -> String {
+    match d {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    }
+}
+
+/// Statements of the write path, numbered for the dialect.
+pub struct WriteSql {
+    pub locator_get: String,
+    pub current_version: String,
+    pub delete_current: String,
+    pub delete_index: Vec<String>,
+    pub upsert_current: String,
+    pub insert_history: String,
+    pub upsert_locator: String,
+    /// Claims a new (type, id); affects no row when it exists.
+    pub insert_locator_new: String,
+}
+
+pub fn write_sql(d: Dialect) -> WriteSql {
+    let p = |n| ph(d, n);
+    WriteSql {
+        locator_get: format!("SELECT patient_key FROM locator WHERE res_type = {} AND id = {}", p(1), p(2)),
+        current_version: format!(
+            "SELECT version FROM resources WHERE patient_key = {} AND res_type = {} AND id = {}",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        delete_current: format!("DELETE FROM resources WHERE patient_key = {} AND res_type = {} AND id = {}", p(1), p(2), p(3)),
+        delete_index: INDEX_TABLES
+            .iter()
+            .map(|(t, _)| format!("DELETE FROM {t} WHERE patient_key = {} AND res_type = {} AND res_id = {}", p(1), p(2), p(3)))
+            .collect(),
+        upsert_current: format!(
+            "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES ({}, {}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (patient_key, res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, \
+             deleted = excluded.deleted, content = excluded.content",
+            p(1), p(2), p(3), p(4), p(5), p(6), p(7)
+        ),
+        insert_history: format!(
+            "INSERT INTO resource_history (patient_key, res_type, id, version, last_updated, deleted, method, content) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+            p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8)
+        ),
+        upsert_locator: format!(
+            "INSERT INTO locator (res_type, id, patient_key) VALUES ({}, {}, {}) ON CONFLICT (res_type, id) DO UPDATE SET patient_key = excluded.patient_key",
+            p(1), p(2), p(3)
+        ),
+        insert_locator_new: format!(
+            "INSERT INTO locator (res_type, id, patient_key) VALUES ({}, {}, {}) ON CONFLICT (res_type, id) DO NOTHING",
+            p(1), p(2), p(3)
+        ),
+    }
+}
+
+pub const RESOURCE_COLS: &str = "r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content";
+
+/// Read the current version through the locator.
+pub fn read_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {RESOURCE_COLS} FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id \
+         WHERE l.res_type = {} AND l.id = {}",
+        ph(d, 1),
+        ph(d, 2)
+    )
+}
+
+pub fn vread_sql(d: Dialect) -> String {
+    format!(
+        "SELECT r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM locator l \
+         JOIN resource_history r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id \
+         WHERE l.res_type = {} AND l.id = {} AND r.version = {}",
+        ph(d, 1),
+        ph(d, 2),
+        ph(d, 3)
+    )
+}
+
+/// History query.
+pub fn history_sql(d: Dialect, q: &HistoryQuery) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s("SELECT r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_history r WHERE 1=1");
+    if let Some(k) = q.patient {
+        b.s(" AND r.patient_key = ").p(SqlValue::Key(k));
+    }
+    if let Some(t) = &q.resource_type {
+        b.s(" AND r.res_type = ").text(t);
+    }
+    if let Some(id) = &q.id {
+        b.s(" AND r.id = ").text(id);
+    }
+    if let Some(since) = q.since {
+        b.s(" AND r.last_updated >= ").p(SqlValue::Int(since));
+    }
+    if let Some((lu, t, id, v)) = &q.before {
+        b.s(" AND (r.last_updated < ").p(SqlValue::Int(*lu));
+        b.s(" OR (r.last_updated = ").p(SqlValue::Int(*lu)).s(" AND (r.res_type > ").text(t);
+        b.s(" OR (r.res_type = ").text(t).s(" AND (r.id > ").text(id);
+        b.s(" OR (r.id = ").text(id).s(" AND r.version < ").p(SqlValue::Int(*v)).s("))))))");
+    }
+    b.s(" ORDER BY r.last_updated DESC, r.res_type, r.id, r.version DESC LIMIT ");
+    b.p(SqlValue::Int(q.limit as i64));
+    b
+}
+
+/// The subject a clause is about: a resource row alias.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    alias: &'a str,
+    patient: Option<PatientKey>,
+}
+
+const TEXT_MAX: &str = "\u{10FFFF}";
+
+fn like_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o.push('%');
+    o
+}
+
+fn date_cond(b: &mut SqlBuf, lo: &str, hi: &str, prefix: Prefix, slo: i64, shi: i64) {
+    let i = SqlValue::Int;
+    match prefix {
+        Prefix::Eq => {
+            b.s(&format!("({lo} >= ")).p(i(slo)).s(&format!(" AND {hi} <= ")).p(i(shi)).s(")");
+        }
+        Prefix::Ne => {
+            b.s(&format!("({lo} < ")).p(i(slo)).s(&format!(" OR {hi} > ")).p(i(shi)).s(")");
+        }
+        Prefix::Gt => {
+            b.s(&format!("{hi} > ")).p(i(shi));
+        }
+        Prefix::Lt => {
+            b.s(&format!("{lo} < ")).p(i(slo));
+        }
+        Prefix::Ge => {
+            b.s(&format!("({hi} > ")).p(i(shi)).s(&format!(" OR ({lo} >= ")).p(i(slo)).s(&format!(" AND {hi} <= ")).p(i(shi)).s("))");
+        }
+        Prefix::Le => {
+            b.s(&format!("({lo} < ")).p(i(slo)).s(&format!(" OR ({lo} >= ")).p(i(slo)).s(&format!(" AND {hi} <= ")).p(i(shi)).s("))");
+        }
+        Prefix::Sa => {
+            b.s(&format!("{lo} > ")).p(i(shi));
+        }
+        Prefix::Eb => {
+            b.s(&format!("{hi} < ")).p(i(slo));
+        }
+        Prefix::Ap => {
+            let gap = ((datetime::now_ms() - slo).abs() / 10).max(86_400_000);
+            b.s(&format!("({hi} >= ")).p(i(slo - gap)).s(&format!(" AND {lo} <= ")).p(i(shi + gap)).s(")");
+        }
+    }
+}
+
+fn number_cond(b: &mut SqlBuf, col: &str, prefix: Prefix, value: f64, low: f64, high: f64) {
+    let r = SqlValue::Real;
+    match prefix {
+        Prefix::Eq => b.s(&format!("({col} >= ")).p(r(low)).s(&format!(" AND {col} < ")).p(r(high)).s(")"),
+        Prefix::Ne => b.s(&format!("({col} < ")).p(r(low)).s(&format!(" OR {col} >= ")).p(r(high)).s(")"),
+        Prefix::Gt | Prefix::Sa => b.s(&format!("{col} > ")).p(r(value)),
+        Prefix::Lt | Prefix::Eb => b.s(&format!("{col} < ")).p(r(value)),
+        Prefix::Ge => b.s(&format!("{col} >= ")).p(r(value)),
+        Prefix::Le => b.s(&format!("{col} <= ")).p(r(value)),
+        Prefix::Ap => {
+            let d = (value * 0.1).abs();
+            b.s(&format!("({col} >= ")).p(r(value - d)).s(&format!(" AND {col} <= ")).p(r(value + d)).s(")")
+        }
+    };
+}
+
+/// The condition of one term on index alias `x`.
+fn term_cond(b: &mut SqlBuf, x: &str, kind: ParamType, modifier: &Modifier, term: &Term) {
+    match term {
+        Term::Token { system, code } => {
+            b.s("(1=1");
+            match system {
+                None => {}
+                Some(None) => {
+                    b.s(&format!(" AND {x}.system IS NULL"));
+                }
+                Some(Some(sys)) => {
+                    b.s(&format!(" AND {x}.system = ")).text(sys);
+                }
+            }
+            if let Some(c) = code {
+                b.s(&format!(" AND {x}.code = ")).text(c);
+            }
+            b.s(")");
+        }
+        Term::Text(t) => {
+            b.s(&format!("{x}.text LIKE ")).p(SqlValue::Text(like_escape(t))).s(" ESCAPE '\\'");
+        }
+        Term::String { norm, exact } => match modifier {
+            Modifier::Exact => {
+                b.s(&format!("{x}.exact = ")).text(exact);
+            }
+            Modifier::Contains => {
+                b.s(&format!("{x}.norm LIKE ")).p(SqlValue::Text(like_escape(norm))).s(" ESCAPE '\\'");
+            }
+            _ => {
+                b.s(&format!("({x}.norm >= "))
+                    .text(norm)
+                    .s(&format!(" AND {x}.norm < "))
+                    .p(SqlValue::Text(format!("{norm}{TEXT_MAX}")))
+                    .s(")");
+            }
+        },
+        Term::Date { prefix, range } => date_cond(b, &format!("{x}.lo"), &format!("{x}.hi"), *prefix, range.low, range.high),
+        Term::Number { prefix, value, low, high } => number_cond(b, &format!("{x}.value"), *prefix, *value, *low, *high),
+        Term::Quantity { prefix, value, low, high, system, code } => {
+            b.s("(");
+            number_cond(b, &format!("{x}.value"), *prefix, *value, *low, *high);
+            if let Some(c) = code {
+                match system {
+                    Some(s) => {
+                        b.s(&format!(" AND {x}.system = ")).text(s).s(&format!(" AND {x}.code = ")).text(c);
+                    }
+                    None => {
+                        b.s(&format!(" AND ({x}.code = ")).text(c).s(&format!(" OR {x}.unit = ")).text(c).s(")");
+                    }
+                }
+            } else if let Some(s) = system {
+                b.s(&format!(" AND {x}.system = ")).text(s);
+            }
+            b.s(")");
+        }
+        Term::Reference { target_type, id, url } => {
+            b.s("(");
+            match (target_type, id) {
+                (Some(t), Some(i)) => {
+                    b.s(&format!("({x}.target_type = ")).text(t).s(&format!(" AND {x}.target_id = ")).text(i).s(")");
+                }
+                (None, Some(i)) => {
+                    b.s(&format!("{x}.target_id = ")).text(i);
+                }
+                _ => {
+                    b.s("1=0");
+                }
+            }
+            if let Some(u) = url {
+                b.s(&format!(" OR {x}.url = ")).text(u);
+            }
+            b.s(")");
+        }
+        Term::Uri(u) => match modifier {
+            Modifier::Below => {
+                b.s(&format!("({x}.value >= ")).text(u).s(&format!(" AND {x}.value < ")).p(SqlValue::Text(format!("{u}{TEXT_MAX}"))).s(")");
+            }
+            Modifier::Above => {
+                b.s("substr(").text(u).s(&format!(", 1, length({x}.value)) = {x}.value"));
+            }
+            Modifier::Contains => {
+                b.s(&format!("{x}.value LIKE ")).p(SqlValue::Text(like_escape(u))).s(" ESCAPE '\\'");
+            }
+            _ => {
+                b.s(&format!("{x}.value = ")).text(u);
+            }
+        },
+        Term::Composite(_) => {
+            let _ = kind;
+            b.s("1=0");
+        }
+    }
+}
+
+/// `(subject) IN (SELECT ... FROM table x WHERE x.res_type = .. AND x.param = .. AND <body>)`
+fn membership(
+    b: &mut SqlBuf,
+    subj: Subject<'_>,
+    resource_type: &str,
+    table: &str,
+    param: &str,
+    negate: bool,
+    body: impl FnOnce(&mut SqlBuf),
+) {
+    let a = subj.alias;
+    b.s(&format!("({a}.patient_key, {a}.res_type, {a}.id) "));
+    if negate {
+        b.s("NOT ");
+    }
+    b.s(&format!("IN (SELECT x.patient_key, x.res_type, x.res_id FROM {table} x WHERE x.res_type = "));
+    b.text(resource_type).s(" AND x.param = ").text(param);
+    if let Some(k) = subj.patient {
+        b.s(" AND x.patient_key = ").p(SqlValue::Key(k));
+    }
+    b.s(" AND ");
+    body(b);
+    b.s(")");
+}
+
+fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &Clause) {
+    let a = subj.alias;
+    match clause {
+        Clause::Id(ids) => {
+            b.s(&format!("{a}.id IN ("));
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    b.s(", ");
+                }
+                b.text(id);
+            }
+            b.s(")");
+        }
+        Clause::LastUpdated(terms) => {
+            b.s("(");
+            for (i, t) in terms.iter().enumerate() {
+                if i > 0 {
+                    b.s(" OR ");
+                }
+                if let Term::Date { prefix, range } = t {
+                    let col = format!("{a}.last_updated");
+                    date_cond(b, &col, &col, *prefix, range.low, range.high);
+                }
+            }
+            b.s(")");
+        }
+        Clause::Missing { param, missing } => {
+            let (table, pname) = match param.kind {
+                ParamType::Composite => ("idx_token", format!("{}#0", param.code)),
+                k => (table_of(k), param.code.clone()),
+            };
+            membership(b, subj, resource_type, table, &pname, *missing, |b| {
+                b.s("1=1");
+            });
+        }
+        Clause::Param { param, modifier, values } => {
+            if param.kind == ParamType::Composite {
+                b.s("(");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        b.s(" OR ");
+                    }
+                    composite_sql(b, subj, resource_type, param, v);
+                }
+                b.s(")");
+                return;
+            }
+            let (table, pname) = match modifier {
+                Modifier::Identifier => ("idx_token", format!("{}:identifier", param.code)),
+                Modifier::OfType => ("idx_token", format!("{}:of-type", param.code)),
+                _ => (table_of(param.kind), param.code.clone()),
+            };
+            let negate = *modifier == Modifier::Not;
+            membership(b, subj, resource_type, table, &pname, negate, |b| {
+                b.s("(");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        b.s(" OR ");
+                    }
+                    term_cond(b, "x", param.kind, modifier, v);
+                }
+                b.s(")");
+                if let Modifier::Type(t) = modifier {
+                    b.s(" AND x.target_type = ").text(t);
+                }
+            });
+        }
+        Clause::Chain { param, target_types, inner } => {
+            membership(b, subj, resource_type, "idx_ref", &param.code, false, |b| {
+                b.s("x.target_type IN (");
+                for (i, t) in target_types.iter().enumerate() {
+                    if i > 0 {
+                        b.s(", ");
+                    }
+                    b.text(t);
+                }
+                b.s(") AND x.target_id IN (SELECT t.id FROM resources t WHERE t.deleted = 0 AND t.res_type IN (");
+                for (i, t) in target_types.iter().enumerate() {
+                    if i > 0 {
+                        b.s(", ");
+                    }
+                    b.text(t);
+                }
+                b.s(") AND ");
+                let tsubj = Subject { alias: "t", patient: None };
+                // the inner clause was parsed against the first candidate type
+                clause_sql(b, tsubj, &target_types[0], inner);
+                b.s(")");
+            });
+        }
+        Clause::Has { source_type, reference, inner } => {
+            b.s(&format!("{a}.id IN (SELECT h.target_id FROM idx_ref h WHERE h.res_type = "));
+            b.text(source_type).s(" AND h.param = ").text(&reference.code);
+            b.s(" AND h.target_type = ").text(resource_type);
+            b.s(" AND (h.patient_key, h.res_type, h.res_id) IN (SELECT s.patient_key, s.res_type, s.id FROM resources s WHERE s.deleted = 0 AND s.res_type = ");
+            b.text(source_type).s(" AND ");
+            clause_sql(b, Subject { alias: "s", patient: None }, source_type, inner);
+            b.s("))");
+        }
+    }
+}
+
+fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: &fascicolo_fhir::params::SearchParam, value: &Term) {
+    let Term::Composite(terms) = value else {
+        b.s("1=0");
+        return;
+    };
+    let a = subj.alias;
+    b.s(&format!("({a}.patient_key, {a}.res_type, {a}.id) IN (SELECT c0.patient_key, c0.res_type, c0.res_id FROM "));
+    for (i, (_, ctype, _)) in param.components.iter().enumerate() {
+        if i > 0 {
+            b.s(&format!(" JOIN {} c{i} ON c{i}.patient_key = c0.patient_key AND c{i}.res_type = c0.res_type AND c{i}.res_id = c0.res_id AND c{i}.grp = c0.grp", table_of(*ctype)));
+        } else {
+            b.s(&format!("{} c0", table_of(*ctype)));
+        }
+    }
+    b.s(" WHERE c0.res_type = ").text(resource_type);
+    if let Some(k) = subj.patient {
+        b.s(" AND c0.patient_key = ").p(SqlValue::Key(k));
+    }
+    for (i, ((_, ctype, _), term)) in param.components.iter().zip(terms).enumerate() {
+        b.s(&format!(" AND c{i}.param = ")).p(SqlValue::Text(format!("{}#{i}", param.code))).s(" AND ");
+        term_cond(b, &format!("c{i}"), *ctype, &Modifier::None, term);
+    }
+    b.s(")");
+}
+
+/// The SQL expression of a sort key and its "missing" sentinel.
+fn sort_expr(b: &mut SqlBuf, resource_type: Option<&str>, key: &SortKey) {
+    let agg = if key.descending { "MAX" } else { "MIN" };
+    match (key.param.as_str(), key.kind) {
+        ("_id", _) => {
+            b.s("r.id");
+        }
+        ("_lastUpdated", _) => {
+            b.s("r.last_updated");
+        }
+        (p, Some(kind)) => {
+            let (table, col, hi, lo) = match kind {
+                ParamType::String => ("idx_string", "norm", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
+                ParamType::Date => ("idx_date", if key.descending { "hi" } else { "lo" }, SqlValue::Int(i64::MAX), SqlValue::Int(i64::MIN)),
+                ParamType::Number | ParamType::Quantity => (table_of(kind), "value", SqlValue::Real(f64::MAX), SqlValue::Real(f64::MIN)),
+                ParamType::Reference => ("idx_ref", "target_id", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
+                ParamType::Uri => ("idx_uri", "value", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
+                _ => ("idx_token", "code", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
+            };
+            b.s(&format!("COALESCE((SELECT {agg}(k.{col}) FROM {table} k WHERE k.patient_key = r.patient_key AND k.res_type = r.res_type AND k.res_id = r.id AND k.param = "));
+            b.text(p).s("), ");
+            b.p(if key.descending { lo } else { hi });
+            b.s(")");
+            let _ = resource_type;
+        }
+        _ => {
+            b.s("r.id");
+        }
+    }
+}
+
+fn json_to_sql(v: &Value) -> SqlValue {
+    match v {
+        Value::String(s) => SqlValue::Text(s.clone()),
+        Value::Number(n) if n.is_i64() => SqlValue::Int(n.as_i64().unwrap_or_default()),
+        Value::Number(n) => SqlValue::Real(n.as_f64().unwrap_or_default()),
+        _ => SqlValue::Null,
+    }
+}
+
+fn where_sql(b: &mut SqlBuf, plan: &SearchPlan) {
+    b.s(" FROM resources r WHERE r.deleted = 0");
+    if let Some(t) = &plan.resource_type {
+        b.s(" AND r.res_type = ").text(t);
+    }
+    if let Some(k) = plan.patient {
+        b.s(" AND r.patient_key = ").p(SqlValue::Key(k));
+    }
+    let rt = plan.resource_type.as_deref().unwrap_or("Resource");
+    let subj = Subject { alias: "r", patient: plan.patient };
+    for c in &plan.clauses {
+        b.s(" AND ");
+        clause_sql(b, subj, rt, c);
+    }
+}
+
+/// The search query: the resource columns, then one column per sort key.
+pub fn search_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s("SELECT ").s(RESOURCE_COLS);
+    let mut keys: Vec<String> = Vec::new();
+    for (i, k) in plan.sort.iter().enumerate() {
+        let mut kb = SqlBuf::new(d);
+        kb.params = std::mem::take(&mut b.params);
+        sort_expr(&mut kb, plan.resource_type.as_deref(), k);
+        b.params = kb.params;
+        b.s(", ").s(&kb.sql).s(&format!(" AS k{i}"));
+        keys.push(kb.sql);
+    }
+    where_sql(&mut b, plan);
+    if let Some(after) = &plan.after {
+        if after.len() == plan.sort.len() + 2 {
+            // (k0, .., type, id) > (v0, .., t, i) with per-key direction
+            let mut cols: Vec<(String, bool)> = keys.iter().cloned().zip(plan.sort.iter().map(|k| k.descending)).collect();
+            cols.push(("r.res_type".into(), false));
+            cols.push(("r.id".into(), false));
+            b.s(" AND (");
+            for i in 0..cols.len() {
+                if i > 0 {
+                    b.s(" OR ");
+                }
+                b.s("(");
+                for (j, (col, _)) in cols.iter().enumerate().take(i) {
+                    b.s(col).s(" = ").p(json_to_sql(&after[j]));
+                    b.s(" AND ");
+                }
+                let (col, desc) = &cols[i];
+                b.s(col).s(if *desc { " < " } else { " > " }).p(json_to_sql(&after[i]));
+                b.s(")");
+            }
+            b.s(")");
+        }
+    }
+    b.s(" ORDER BY ");
+    for (i, k) in plan.sort.iter().enumerate() {
+        b.s(&format!("k{i}{}, ", if k.descending { " DESC" } else { "" }));
+    }
+    b.s("r.res_type, r.id LIMIT ").p(SqlValue::Int(plan.limit as i64));
+    b
+}
+
+pub fn count_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s("SELECT COUNT(*)");
+    where_sql(&mut b, plan);
+    b
+}
+
+/// Current versions of many resources, through the locator.
+pub fn read_many_sql(d: Dialect, refs: &[(String, String)]) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s(&format!("SELECT {RESOURCE_COLS} FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id WHERE r.deleted = 0 AND ("));
+    for (i, (t, id)) in refs.iter().enumerate() {
+        if i > 0 {
+            b.s(" OR ");
+        }
+        b.s("(l.res_type = ").text(t).s(" AND l.id = ").text(id).s(")");
+    }
+    b.s(")");
+    b
+}
+
+/// Index rows of a write, grouped by table, each row fully bound
+/// (patient_key, res_type, res_id, param, grp, values...).
+pub fn index_rows(w: &crate::Write) -> std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>> {
+    let mut out: std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>> = std::collections::BTreeMap::new();
+    for e in &w.index {
+        let (table, vals) = index_row(&e.value);
+        let mut row = Vec::with_capacity(5 + vals.len());
+        row.push(SqlValue::Key(w.patient_key));
+        row.push(SqlValue::Text(w.resource_type.clone()));
+        row.push(SqlValue::Text(w.id.clone()));
+        row.push(SqlValue::Text(e.param.clone()));
+        row.push(SqlValue::Int(i64::from(e.group)));
+        row.extend(vals);
+        out.entry(table).or_default().push(row);
+    }
+    out
+}
+
+/// Rows per multi-row index INSERT.
+pub const INSERT_CHUNK: usize = 64;

@@ -1,0 +1,269 @@
+//! The FHIR REST surface. One dispatcher maps `METHOD /fhir/r4/...` to one app call; the whole
+//! API is readable in [`route`].
+
+use crate::http_date::http_date;
+use crate::metrics::Interaction;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fascicolo_app::capability::capability_statement;
+use fascicolo_app::{error_status, Actor, AppError, Versioned, WriteOutcome};
+use fascicolo_fhir::{operation_outcome, OutcomeIssue};
+use serde_json::Value;
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.fhir.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value, interaction: &'static str) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = (status, [(header::CONTENT_TYPE, FHIR_JSON)], bytes).into_response();
+    r.extensions_mut().insert(Interaction(interaction));
+    r
+}
+
+fn outcome(status: u16, issues: &[OutcomeIssue], interaction: &'static str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &operation_outcome(issues), interaction)
+}
+
+fn app_error(e: &AppError, interaction: &'static str) -> Response {
+    if let AppError::Store(inner) = e {
+        tracing::error!(error = %inner, interaction, "storage failure");
+    }
+    let (status, issues) = error_status(e);
+    outcome(status, &issues, interaction)
+}
+
+fn bad(status: u16, code: &str, msg: &str, interaction: &'static str) -> Response {
+    outcome(status, &[OutcomeIssue::error(code, msg)], interaction)
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(b) = &state.base_url {
+        return b.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    format!("{proto}://{host}/fhir/r4")
+}
+
+fn pairs(q: &Option<String>) -> Vec<(String, String)> {
+    q.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// The actor of a request. Until sign-in (issue 3) the API runs open, in demo mode only.
+fn actor(_headers: &HeaderMap) -> Actor {
+    Actor::DemoOpen
+}
+
+fn wants_xml(headers: &HeaderMap, q: &[(String, String)]) -> bool {
+    if let Some((_, f)) = q.iter().find(|(k, _)| k == "_format") {
+        return f.contains("xml");
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or("*/*");
+    accept.contains("xml") && !accept.contains("json") && !accept.contains("*/*")
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_json(ct: &str) -> bool {
+    matches!(ct, "application/fhir+json" | "application/json" | "application/json+fhir")
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, String> {
+    match headers.get(header::IF_MATCH).and_then(|h| h.to_str().ok()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("If-Match '{v}' is not an ETag like W/\"3\"")),
+    }
+}
+
+fn prefer_minimal(headers: &HeaderMap) -> Option<&'static str> {
+    let p = headers.get("prefer").and_then(|h| h.to_str().ok()).unwrap_or("");
+    if p.contains("return=minimal") {
+        Some("minimal")
+    } else if p.contains("return=OperationOutcome") {
+        Some("outcome")
+    } else {
+        None
+    }
+}
+
+fn versioned(status: StatusCode, v: &Versioned, base: &str, headers: &HeaderMap, interaction: &'static str, location: bool) -> Response {
+    let mut r = match prefer_minimal(headers) {
+        Some("minimal") => {
+            let mut r = status.into_response();
+            r.extensions_mut().insert(Interaction(interaction));
+            r
+        }
+        Some(_) => json_response(
+            status,
+            &operation_outcome(&[OutcomeIssue {
+                severity: fascicolo_fhir::Severity::Information,
+                code: "informational".into(),
+                diagnostics: format!("{}/{} version {}", v.resource_type, v.id, v.version),
+                expression: None,
+            }]),
+            interaction,
+        ),
+        None => json_response(status, &v.resource, interaction),
+    };
+    let h = r.headers_mut();
+    if let Ok(x) = HeaderValue::from_str(&format!("W/\"{}\"", v.version)) {
+        h.insert(header::ETAG, x);
+    }
+    if let Ok(x) = HeaderValue::from_str(&http_date(v.last_updated)) {
+        h.insert(header::LAST_MODIFIED, x);
+    }
+    if location {
+        if let Ok(x) = HeaderValue::from_str(&format!("{base}/{}/{}/_history/{}", v.resource_type, v.id, v.version)) {
+            h.insert(header::LOCATION, x);
+        }
+    }
+    r
+}
+
+fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap, interaction: &'static str) -> Response {
+    match res {
+        Ok(o) => {
+            let status = if o.created { StatusCode::CREATED } else { StatusCode::OK };
+            versioned(status, &o.version, base, headers, interaction, true)
+        }
+        Err(e) => app_error(&e, interaction),
+    }
+}
+
+pub async fn dispatch_root(state: State<AppState>, method: Method, query: RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    route(state, method, String::new(), query, headers, body).await
+}
+
+pub async fn dispatch(
+    state: State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    route(state, method, rest, query, headers, body).await
+}
+
+async fn route(
+    State(state): State<AppState>,
+    method: Method,
+    rest: String,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q = pairs(&query);
+    if wants_xml(&headers, &q) {
+        return bad(406, "not-supported", "this server speaks FHIR JSON only (application/fhir+json)", "fhir");
+    }
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let base = base_url(&state, &headers);
+    let who = actor(&headers);
+    let f = &state.fhir;
+    let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search");
+    if needs_json && !is_json(&content_type(&headers)) {
+        return bad(415, "not-supported", "send application/fhir+json", "fhir");
+    }
+    let if_match = match if_match(&headers) {
+        Ok(v) => v,
+        Err(m) => return bad(400, "invalid", &m, "fhir"),
+    };
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["metadata"]) => {
+            json_response(StatusCode::OK, &capability_statement(&base, env!("CARGO_PKG_VERSION")), "capabilities")
+        }
+        (&Method::POST, []) => match f.process_bundle(&who, &body, &base).await {
+            Ok(b) => json_response(StatusCode::OK, &b, "transaction"),
+            Err(e) => app_error(&e, "transaction"),
+        },
+        (&Method::GET, []) => search(f.search(&who, None, &q, &base).await, "search-system"),
+        (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system"),
+        (&Method::GET, [t]) => search(f.search(&who, Some(t), &q, &base).await, "search-type"),
+        (&Method::POST, [t, "_search"]) => {
+            if content_type(&headers) != "application/x-www-form-urlencoded" {
+                return bad(415, "not-supported", "POST _search takes application/x-www-form-urlencoded", "search-type");
+            }
+            let mut all = q.clone();
+            all.extend(form_urlencoded::parse(&body).into_owned());
+            search(f.search(&who, Some(t), &all, &base).await, "search-type")
+        }
+        (&Method::POST, [t]) => {
+            let ine = headers.get("if-none-exist").and_then(|h| h.to_str().ok()).map(String::from);
+            written(f.create(&who, t, &body, ine.as_deref()).await, &base, &headers, "create")
+        }
+        (&Method::PUT, [t]) => match &query {
+            Some(qs) if !qs.is_empty() => written(f.conditional_update(&who, t, qs, &body).await, &base, &headers, "update"),
+            _ => bad(400, "invalid", "PUT needs an id (Type/id) or search criteria (Type?...)", "update"),
+        },
+        (&Method::GET, [t, "_history"]) => search(f.history(&who, Some(t), None, &q, &base).await, "history-type"),
+        (&Method::GET, [t, id]) => match f.read(&who, t, id).await {
+            Ok(v) => {
+                let inm = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok());
+                if inm.is_some_and(|x| x.trim_start_matches("W/").trim_matches('"') == v.version.to_string()) {
+                    let mut r = StatusCode::NOT_MODIFIED.into_response();
+                    r.extensions_mut().insert(Interaction("read"));
+                    return r;
+                }
+                versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "read", false)
+            }
+            Err(e) => app_error(&e, "read"),
+        },
+        (&Method::PUT, [t, id]) => written(f.update(&who, t, id, &body, if_match).await, &base, &headers, "update"),
+        (&Method::PATCH, [t, id]) => {
+            let ct = content_type(&headers);
+            if ct != "application/json-patch+json" {
+                return bad(415, "not-supported", "PATCH takes application/json-patch+json", "patch");
+            }
+            written(f.patch(&who, t, id, &body, if_match).await, &base, &headers, "patch")
+        }
+        (&Method::DELETE, [t, id]) => match f.delete(&who, t, id).await {
+            Ok(_) => {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                r.extensions_mut().insert(Interaction("delete"));
+                r
+            }
+            Err(e) => app_error(&e, "delete"),
+        },
+        (&Method::GET, ["Patient", id, "$everything"]) => search(f.everything(&who, id, &q, &base).await, "everything"),
+        (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance"),
+        (&Method::GET, [t, id, "_history", vid]) => match f.vread(&who, t, id, vid).await {
+            Ok(v) => versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "vread", false),
+            Err(e) => app_error(&e, "vread"),
+        },
+        _ => bad(404, "not-supported", &format!("{method} /fhir/r4/{rest} is not a FHIR interaction this server supports"), "fhir"),
+    }
+}
+
+fn search(res: Result<Value, AppError>, interaction: &'static str) -> Response {
+    match res {
+        Ok(b) => json_response(StatusCode::OK, &b, interaction),
+        Err(e) => app_error(&e, interaction),
+    }
+}
