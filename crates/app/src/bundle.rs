@@ -406,10 +406,20 @@ impl FhirService {
                 Verb::Get => {}
             }
         }
+        // 4. Referential integrity: targets exist or are created here; no dangling urn:uuid.
+        let created: HashSet<(String, String)> =
+            writes.iter().filter(|w| w.method != Method::Delete).map(|w| (w.resource_type.clone(), w.id.clone())).collect();
+        let mut to_check: Vec<(String, &Value)> = Vec::new();
+        for e in &entries {
+            if let (Some((v, _)), true) = (results.get(&e.index), matches!(e.verb, Verb::Post | Verb::Put | Verb::Patch)) {
+                to_check.push((format!("Bundle.entry[{}].resource", e.index), &v.resource));
+            }
+        }
+        issues.extend(crate::prepare::check_references(self.store().as_ref(), &to_check, &created).await?);
         if !issues.is_empty() {
             return Err(AppError::Invalid(issues));
         }
-        // 4. One atomic commit.
+        // 5. One atomic commit.
         self.store().commit(writes).await?;
         // 5. Reads after writes, response in request order.
         entries.sort_by_key(|e| e.index);
@@ -470,7 +480,8 @@ fn collect_conditional(v: &Value, out: &mut HashMap<String, String>) {
     match v {
         Value::Object(m) => {
             if let Some(Value::String(r)) = m.get("reference") {
-                if r.contains('?') && !r.starts_with("urn:") && !r.contains("://") {
+                let path = r.split('?').next().unwrap_or(r);
+                if r.contains('?') && !path.starts_with("urn:") && !path.contains("://") {
                     out.entry(r.clone()).or_default();
                 }
             }

@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, AppResult};
 use crate::gate::{authorize, Action, Actor};
-use crate::prepare::{check, delete_for, new_id, write_for};
+use crate::prepare::{self, check, delete_for, new_id, write_for};
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::model::model;
 use fascicolo_fhir::params::{registry, IndexValue, ParamType};
@@ -166,7 +166,20 @@ impl FhirService {
     }
 
     fn parse_body(body: &[u8]) -> AppResult<Value> {
-        serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))
+        let v: Value = serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        if v.get("resourceType").and_then(Value::as_str).is_none() {
+            return Err(AppError::BadRequest("the body must be a FHIR resource: a JSON object with a resourceType".into()));
+        }
+        Ok(v)
+    }
+
+    async fn references_exist(&self, resource: &Value, resource_type: &str) -> AppResult<()> {
+        let issues = prepare::check_references(self.store.as_ref(), &[(resource_type.to_string(), resource)], &HashSet::new()).await?;
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Invalid(issues))
+        }
     }
 
     pub async fn read(&self, actor: &Actor, resource_type: &str, id: &str) -> AppResult<Versioned> {
@@ -215,6 +228,7 @@ impl FhirService {
             }
         }
         let id = new_id();
+        self.references_exist(&resource, resource_type).await?;
         let (w, stamped) = write_for(&resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
         authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
         let out = Versioned::from_write(&w, stamped);
@@ -283,6 +297,7 @@ impl FhirService {
             }
         }
         let created = current.as_ref().is_none_or(|c| c.deleted);
+        self.references_exist(resource, resource_type).await?;
         let (w, stamped) = write_for(resource, resource_type, id, current.as_ref(), method, datetime::now_ms())?;
         authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
         let out = Versioned::from_write(&w, stamped);

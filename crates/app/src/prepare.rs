@@ -28,7 +28,11 @@ pub fn check(resource: &Value, resource_type: &str, location_prefix: Option<&str
     if let Some(prefix) = location_prefix {
         for i in &mut issues {
             i.expression = Some(match &i.expression {
-                Some(e) => format!("{prefix}.{e}"),
+                Some(e) => match e.split_once('.') {
+                    Some((head, rest)) if model().is_resource(head) => format!("{prefix}.{rest}"),
+                    _ if model().is_resource(e) => prefix.to_string(),
+                    _ => format!("{prefix}.{e}"),
+                },
                 None => prefix.to_string(),
             });
         }
@@ -122,4 +126,69 @@ pub fn delete_for(current: &Stored, now: i64) -> Write {
         index: Vec::new(),
         expect: Expect::Version(current.version),
     }
+}
+
+/// Literal references to other resources on this server (`Type/id`), and unresolved
+/// `urn:uuid:` references, found anywhere in a resource.
+pub fn literal_refs(v: &Value, out: &mut std::collections::BTreeSet<(String, String)>, urns: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("reference") {
+                if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+                    urns.push(r.clone());
+                } else if !r.starts_with('#') && !r.contains("://") && !r.contains('?') {
+                    if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } =
+                        fascicolo_fhir::params::parse_reference(r)
+                    {
+                        out.insert((t, id));
+                    }
+                }
+            }
+            m.values().for_each(|x| literal_refs(x, out, urns));
+        }
+        Value::Array(a) => a.iter().for_each(|x| literal_refs(x, out, urns)),
+        _ => {}
+    }
+}
+
+/// Referential integrity: every literal reference must point at an existing, non-deleted
+/// resource (or one created in the same transaction, listed in `created`).
+pub async fn check_references(
+    store: &dyn fascicolo_store::Store,
+    resources: &[(String, &Value)],
+    created: &std::collections::HashSet<(String, String)>,
+) -> AppResult<Vec<OutcomeIssue>> {
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut issues = Vec::new();
+    let mut per: Vec<(String, std::collections::BTreeSet<(String, String)>)> = Vec::new();
+    for (loc, r) in resources {
+        let (mut refs, mut urns) = (std::collections::BTreeSet::new(), Vec::new());
+        literal_refs(r, &mut refs, &mut urns);
+        for u in urns {
+            issues.push(OutcomeIssue {
+                expression: Some(loc.clone()),
+                ..OutcomeIssue::error("not-found", format!("the reference '{u}' does not match any fullUrl in the transaction"))
+            });
+        }
+        refs.retain(|x| !created.contains(x));
+        wanted.extend(refs.iter().cloned());
+        per.push((loc.clone(), refs));
+    }
+    if wanted.is_empty() {
+        return Ok(issues);
+    }
+    let list: Vec<(String, String)> = wanted.into_iter().collect();
+    let found: std::collections::HashSet<(String, String)> =
+        store.read_many(&list).await?.into_iter().map(|s| (s.resource_type, s.id)).collect();
+    for (loc, refs) in per {
+        for (t, id) in refs {
+            if !found.contains(&(t.clone(), id.clone())) {
+                issues.push(OutcomeIssue {
+                    expression: Some(loc.clone()),
+                    ..OutcomeIssue::error("not-found", format!("the reference '{t}/{id}' points to a resource that does not exist"))
+                });
+            }
+        }
+    }
+    Ok(issues)
 }

@@ -1,19 +1,12 @@
 //! `fascicolo`: the one binary. It only wires adapters from configuration.
 #![forbid(unsafe_code)]
 
-mod bench;
-mod config;
-mod import;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use config::Config;
+use fascicolo::config::Config;
+use fascicolo::{bench, build_router, import, open_store};
 use fascicolo_app::FhirService;
-use fascicolo_store::Store;
-use fascicolo_store_postgres::PgStore;
-use fascicolo_store_sqlite::SqliteStore;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(name = "fascicolo", version, about = "Fascicolo: a regional electronic health record platform (FHIR R4)")]
@@ -47,29 +40,6 @@ enum Command {
     },
     /// Load test the server over loopback and print a table of figures.
     Bench(bench::BenchArgs),
-}
-
-pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match cfg.database_url.as_deref() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let s = PgStore::connect(url, cfg.pg_pool_size).await.context("connecting to PostgreSQL")?;
-            Ok(Arc::new(s))
-        }
-        Some(other) if !other.is_empty() => {
-            anyhow::bail!("unsupported database URL scheme (use postgres://): {}", other.split(':').next().unwrap_or(""))
-        }
-        _ => {
-            std::fs::create_dir_all(cfg.data_dir.join("blobs")).context("creating the data folder")?;
-            let path = cfg.data_dir.join("fascicolo.db");
-            let s = tokio::task::spawn_blocking(move || SqliteStore::open(path)).await??;
-            Ok(Arc::new(s))
-        }
-    }
-}
-
-pub fn build_router(store: Arc<dyn Store>, base_url: Option<String>) -> axum::Router {
-    let state = fascicolo_web::AppState { fhir: FhirService::new(store), metrics: Arc::default(), base_url };
-    fascicolo_web::router(state)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,113 @@
+//! Test kit: the real app on 127.0.0.1:0 with a fresh store (SQLite by default, PostgreSQL in
+//! a fresh schema when `FASCICOLO_TEST_DATABASE_URL` is set).
+#![allow(dead_code)]
+
+use fascicolo_store::Store;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct TestApp {
+    pub base: String,
+    pub root: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+}
+
+pub async fn fresh_store() -> Arc<dyn Store> {
+    match std::env::var("FASCICOLO_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+            Arc::new(fascicolo_store_postgres::PgStore::connect_in_schema(&url, 8, Some(&schema)).await.expect("PostgreSQL"))
+        }
+        _ => {
+            let dir = std::env::temp_dir().join(format!("fascicolo-api-{}", uuid::Uuid::now_v7()));
+            Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).expect("SQLite"))
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let store = fresh_store().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = fascicolo::build_router(Arc::clone(&store), None);
+    tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
+    TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) };
+        let mut rb = self.client.request(method.parse().expect("method"), url);
+        let mut has_ct = false;
+        for (k, v) in headers {
+            has_ct |= k.eq_ignore_ascii_case("content-type");
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            if !has_ct {
+                rb = rb.header("content-type", "application/fhir+json");
+            }
+            // a JSON string stands for a raw (possibly malformed) body
+            rb = rb.body(match b {
+                Value::String(raw) => raw,
+                other => other.to_string(),
+            });
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, headers, body }
+    }
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, None, &[]).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send("POST", path, Some(body), &[]).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send("PUT", path, Some(body), &[]).await
+    }
+    /// How many current resources of a type exist.
+    pub async fn count(&self, t: &str) -> u64 {
+        self.get(&format!("/{t}?_summary=count")).await.body["total"].as_u64().expect("count")
+    }
+    /// Total number of stored versions (every write leaves one).
+    pub async fn versions(&self) -> usize {
+        let h = self.store.history(&fascicolo_store::HistoryQuery { limit: 100_000, ..Default::default() }).await.expect("history");
+        h.len()
+    }
+    pub async fn create(&self, r: Value) -> String {
+        let t = r["resourceType"].as_str().expect("type").to_string();
+        let resp = self.post(&format!("/{t}"), r).await;
+        assert_eq!(resp.status, 201, "{}", resp.body);
+        resp.body["id"].as_str().expect("id").to_string()
+    }
+}
+
+pub fn patient(family: &str, cf: &str) -> Value {
+    json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Giulia"]}], "gender": "female", "birthDate": "1985-04-12",
+        "identifier": [{"system": "http://hl7.it/sid/codiceFiscale", "value": cf}]})
+}
+
+pub fn observation(patient_id: &str, code: &str, value: f64, when: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": "Glucose"}]},
+        "subject": {"reference": format!("Patient/{patient_id}")}, "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
+}
+
+pub fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["resource"]["id"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
