@@ -132,7 +132,8 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let pid = app.create(patient("Fontana", "FNTGLI85D52F205U")).await;
     let before = app.versions().await;
     let put_path = format!("/Patient/{pid}");
-    let cases: Vec<(&str, &str, Option<Value>, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<Value>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("POST", "/Patient", Some(Value::String("{not json".into())), vec![], 400, "not valid JSON"),
         (
             "POST",

@@ -1,6 +1,6 @@
 //! Test kit: the real app on 127.0.0.1:0 with a fresh store (SQLite by default, PostgreSQL in
 //! a fresh schema when `FASCICOLO_TEST_DATABASE_URL` is set).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use fascicolo_store::Store;
 use serde_json::{json, Value};

@@ -1,6 +1,8 @@
 //! The conformance suite: one set of behaviours every backend must show. Backends run it with
 //! [`conformance_suite!`](crate::conformance_suite), passing an async constructor of a fresh store.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
+
 use crate::{Expect, HistoryQuery, Method, PatientKey, SearchPlan, Store, StoreError, Write};
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
