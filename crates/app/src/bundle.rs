@@ -163,7 +163,9 @@ impl FhirService {
                 }),
                 (Verb::Get, None, q) => {
                     let pairs: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
-                    self.search(actor, Some(&t), &pairs, base).await.map(|b| json!({"resource": b, "response": {"status": "200 OK"}}))
+                    self.search(actor, Some(&t), &pairs, base)
+                        .await
+                        .map(|b| json!({"resource": b.into_value(), "response": {"status": "200 OK"}}))
                 }
                 _ => Err(AppError::NotSupported(format!("{:?} {} is not supported in a batch", e.verb, e.url))),
             };
@@ -448,7 +450,7 @@ impl FhirService {
                     Some(id) => self.read(actor, &t, &id).await.map(|v| v.resource),
                     None => {
                         let pairs: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
-                        self.search(actor, Some(&t), &pairs, base).await
+                        self.search(actor, Some(&t), &pairs, base).await.map(crate::fhir::Page::into_value)
                     }
                 };
                 out.push(match r {

@@ -11,7 +11,7 @@ use fascicolo_fhir::params::{registry, IndexValue, ParamType};
 use fascicolo_fhir::search::{parse_search, Clause, Include, Modifier, SearchRequest, Summary, Term, Total};
 use fascicolo_fhir::{datetime, fhirpath, is_valid_id, OutcomeIssue};
 use fascicolo_store::{HistoryQuery, Method, SearchPlan, Store, Stored, Write};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -40,6 +40,53 @@ impl Versioned {
 pub struct WriteOutcome {
     pub created: bool,
     pub version: Versioned,
+}
+
+/// A searchset page. Entries keep the stored JSON text, so a page is written out without
+/// parsing and re-serialising every resource.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub total: Option<u64>,
+    pub links: Vec<Value>,
+    /// (fullUrl, resource JSON text, search mode)
+    pub entries: Vec<(String, String, &'static str)>,
+}
+
+impl Page {
+    /// The Bundle as JSON text.
+    pub fn into_string(self) -> String {
+        let mut out = String::with_capacity(256 + self.entries.iter().map(|e| e.1.len() + 96).sum::<usize>());
+        out.push_str(r#"{"resourceType":"Bundle","type":"searchset""#);
+        if let Some(t) = self.total {
+            out.push_str(&format!(r#","total":{t}"#));
+        }
+        out.push_str(r#","link":"#);
+        out.push_str(&Value::Array(self.links).to_string());
+        // FHIR JSON has no empty arrays: an empty page has no `entry`
+        if !self.entries.is_empty() {
+            out.push_str(r#","entry":["#);
+            for (i, (full, json, mode)) in self.entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"fullUrl":"#);
+                out.push_str(&Value::String(full.clone()).to_string());
+                out.push_str(r#","resource":"#);
+                out.push_str(json);
+                out.push_str(r#","search":{"mode":""#);
+                out.push_str(mode);
+                out.push_str(r#""}}"#);
+            }
+            out.push(']');
+        }
+        out.push('}');
+        out
+    }
+
+    /// The Bundle as a JSON value (for embedding in batch responses).
+    pub fn into_value(self) -> Value {
+        serde_json::from_str(&self.into_string()).unwrap_or(Value::Null)
+    }
 }
 
 /// The FHIR service over one store.
@@ -371,7 +418,7 @@ impl FhirService {
     }
 
     /// Search; `base` is the absolute FHIR base URL for links.
-    pub async fn search(&self, actor: &Actor, resource_type: Option<&str>, pairs: &[(String, String)], base: &str) -> AppResult<Value> {
+    pub async fn search(&self, actor: &Actor, resource_type: Option<&str>, pairs: &[(String, String)], base: &str) -> AppResult<Page> {
         if let Some(t) = resource_type {
             check_type(t)?;
         }
@@ -400,13 +447,12 @@ impl FhirService {
         pairs: &[(String, String)],
         path: &str,
         base: &str,
-    ) -> AppResult<Value> {
+    ) -> AppResult<Page> {
         let self_pairs: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "_cursor").cloned().collect();
         let self_link = format!("{path}?{}", encode_query(pairs));
         if req.summary == Some(Summary::Count) {
             let total = self.store.count(&plan).await?;
-            return Ok(json!({"resourceType": "Bundle", "type": "searchset", "total": total,
-                "link": [{"relation": "self", "url": self_link}]}));
+            return Ok(Page { total: Some(total), links: vec![json!({"relation": "self", "url": self_link})], entries: Vec::new() });
         }
         if let Some(c) = &req.cursor {
             plan.after = Some(decode_cursor(c)?);
@@ -435,20 +481,19 @@ impl FhirService {
         let matched: Vec<Stored> = hits.into_iter().map(|h| h.stored).collect();
         let included = self.includes(&matched, req).await?;
         let mut entries = Vec::with_capacity(matched.len() + included.len());
-        for (s, mode) in matched.iter().map(|s| (s, "match")).chain(included.iter().map(|s| (s, "include"))) {
-            let mut r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
-            apply_elements(&mut r, &req.elements, req.summary);
-            entries.push(json!({"fullUrl": format!("{base}/{}/{}", s.resource_type, s.id), "resource": r, "search": {"mode": mode}}));
+        let reshape = !req.elements.is_empty() || matches!(req.summary, Some(Summary::Data | Summary::Text));
+        for (s, mode) in matched.into_iter().map(|s| (s, "match")).chain(included.into_iter().map(|s| (s, "include"))) {
+            let full = format!("{base}/{}/{}", s.resource_type, s.id);
+            let json = if reshape {
+                let mut r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                apply_elements(&mut r, &req.elements, req.summary);
+                r.to_string()
+            } else {
+                s.json
+            };
+            entries.push((full, json, mode));
         }
-        let mut bundle = Map::new();
-        bundle.insert("resourceType".into(), json!("Bundle"));
-        bundle.insert("type".into(), json!("searchset"));
-        if let Some(t) = total {
-            bundle.insert("total".into(), json!(t));
-        }
-        bundle.insert("link".into(), Value::Array(links));
-        bundle.insert("entry".into(), Value::Array(entries));
-        Ok(Value::Object(bundle))
+        Ok(Page { total, links, entries })
     }
 
     /// `_include` and `_revinclude`, with `:iterate` (bounded to 3 rounds).
@@ -599,7 +644,7 @@ impl FhirService {
 
     /// `Patient/{id}/$everything`: every resource in the patient's compartment, paged, plus the
     /// resources they reference outside it (practitioners, organizations...) on the first page.
-    pub async fn everything(&self, actor: &Actor, id: &str, pairs: &[(String, String)], base: &str) -> AppResult<Value> {
+    pub async fn everything(&self, actor: &Actor, id: &str, pairs: &[(String, String)], base: &str) -> AppResult<Page> {
         let patient = self.read(actor, "Patient", id).await?;
         let key = PatientKey::for_patient_id(&patient.id);
         authorize(actor, Action::Search, "Patient", Some(key))?;
@@ -617,32 +662,25 @@ impl FhirService {
         req.count = count;
         req.cursor = cursor.clone();
         let plan = SearchPlan { resource_type: None, patient: Some(key), limit: count, ..Default::default() };
-        let mut bundle = self.run_search(plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
+        let mut page = self.run_search(plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
         if cursor.is_none() {
             // referenced shared resources (one hop)
             let mut refs: HashSet<(String, String)> = HashSet::new();
-            if let Some(entries) = bundle["entry"].as_array() {
-                for e in entries {
-                    collect_refs(&e["resource"], &mut refs);
+            let mut have: HashSet<(String, String)> = HashSet::new();
+            for (_, json, _) in &page.entries {
+                let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+                collect_refs(&v, &mut refs);
+                if let (Some(t), Some(i)) = (v["resourceType"].as_str(), v["id"].as_str()) {
+                    have.insert((t.to_string(), i.to_string()));
                 }
-                let have: HashSet<(String, String)> = entries
-                    .iter()
-                    .filter_map(|e| Some((e["resource"]["resourceType"].as_str()?.to_string(), e["resource"]["id"].as_str()?.to_string())))
-                    .collect();
-                refs.retain(|r| !have.contains(r));
             }
+            refs.retain(|r| !have.contains(r));
             let want: Vec<(String, String)> = refs.into_iter().collect();
-            let shared: Vec<Stored> = self.store.read_many(&want).await?.into_iter().filter(|s| s.patient_key.is_shared()).collect();
-            if let Some(entries) = bundle["entry"].as_array_mut() {
-                for s in shared {
-                    let r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
-                    entries.push(
-                        json!({"fullUrl": format!("{base}/{}/{}", s.resource_type, s.id), "resource": r, "search": {"mode": "include"}}),
-                    );
-                }
+            for s in self.store.read_many(&want).await?.into_iter().filter(|s| s.patient_key.is_shared()) {
+                page.entries.push((format!("{base}/{}/{}", s.resource_type, s.id), s.json, "include"));
             }
         }
-        Ok(bundle)
+        Ok(page)
     }
 }
 

@@ -128,8 +128,10 @@ pub fn delete_for(current: &Stored, now: i64) -> Write {
     }
 }
 
-/// Literal references to other resources on this server (`Type/id`), and unresolved
-/// `urn:uuid:` references, found anywhere in a resource.
+/// Literal references to patients on this server (`Patient/id`), and unresolved `urn:uuid:`
+/// references, found anywhere in a resource. Only patient references are checked for
+/// existence: the patient is the compartment anchor, so a dangling one would file data under a
+/// partition nobody owns. Other references may point at resources that arrive later.
 pub fn literal_refs(v: &Value, out: &mut std::collections::BTreeSet<(String, String)>, urns: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
@@ -140,7 +142,9 @@ pub fn literal_refs(v: &Value, out: &mut std::collections::BTreeSet<(String, Str
                     if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } =
                         fascicolo_fhir::params::parse_reference(r)
                     {
-                        out.insert((t, id));
+                        if t == "Patient" {
+                            out.insert((t, id));
+                        }
                     }
                 }
             }
@@ -151,8 +155,8 @@ pub fn literal_refs(v: &Value, out: &mut std::collections::BTreeSet<(String, Str
     }
 }
 
-/// Referential integrity: every literal reference must point at an existing, non-deleted
-/// resource (or one created in the same transaction, listed in `created`).
+/// Referential integrity: every patient reference must point at an existing, non-deleted
+/// Patient (or one created in the same transaction, listed in `created`).
 pub async fn check_references(
     store: &dyn fascicolo_store::Store,
     resources: &[(String, &Value)],
@@ -162,6 +166,10 @@ pub async fn check_references(
     let mut issues = Vec::new();
     let mut per: Vec<(String, std::collections::BTreeSet<(String, String)>)> = Vec::new();
     for (loc, r) in resources {
+        // a stored Bundle (document, collection) resolves its references inside itself
+        if r.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            continue;
+        }
         let (mut refs, mut urns) = (std::collections::BTreeSet::new(), Vec::new());
         literal_refs(r, &mut refs, &mut urns);
         for u in urns {

@@ -301,7 +301,7 @@ async fn transaction_resolves_references_and_is_all_or_nothing() {
     assert!(text.contains("urn:uuid:not-in-bundle"), "{text}");
     assert!(text.contains("Patient/nobody"), "{text}");
     assert_eq!(app.versions().await, before);
-    assert!(app.get("/Patient?family=valid").await.body["entry"].as_array().unwrap().is_empty());
+    assert!(ids(&app.get("/Patient?family=valid").await.body).is_empty());
 
     // version conflict inside a transaction
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [

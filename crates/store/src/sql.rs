@@ -104,7 +104,7 @@ pub fn schema(d: Dialect) -> Vec<String> {
              param TEXT NOT NULL, grp BIGINT NOT NULL, {cols})"
         )));
         let vc = value_index_cols(table);
-        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (patient_key, res_type, res_id)"));
+        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (patient_key, res_type, res_id, param)"));
         v.push(format!("CREATE INDEX IF NOT EXISTS {table}_patient ON {table} (patient_key, res_type, param, {vc})"));
         v.push(format!("CREATE INDEX IF NOT EXISTS {table}_global ON {table} (res_type, param, {vc})"));
     }
@@ -287,6 +287,9 @@ pub fn history_sql(d: Dialect, q: &HistoryQuery) -> SqlBuf {
 struct Subject<'a> {
     alias: &'a str,
     patient: Option<PatientKey>,
+    /// The driving clause becomes an `IN (...)` the planner starts from; the others are
+    /// correlated `EXISTS` probes on the owner index.
+    driver: bool,
 }
 
 const TEXT_MAX: &str = "\u{10FFFF}";
@@ -460,18 +463,45 @@ fn membership(
     body: impl FnOnce(&mut SqlBuf),
 ) {
     let a = subj.alias;
-    b.s(&format!("({a}.patient_key, {a}.res_type, {a}.id) "));
-    if negate {
-        b.s("NOT ");
-    }
-    b.s(&format!("IN (SELECT x.patient_key, x.res_type, x.res_id FROM {table} x WHERE x.res_type = "));
-    b.text(resource_type).s(" AND x.param = ").text(param);
-    if let Some(k) = subj.patient {
-        b.s(" AND x.patient_key = ").p(SqlValue::Key(k));
+    if subj.driver && !negate {
+        b.s(&format!(
+            "({a}.patient_key, {a}.res_type, {a}.id) IN (SELECT x.patient_key, x.res_type, x.res_id FROM {table} x WHERE x.res_type = "
+        ));
+        b.text(resource_type).s(" AND x.param = ").text(param);
+        if let Some(k) = subj.patient {
+            b.s(" AND x.patient_key = ").p(SqlValue::Key(k));
+        }
+    } else {
+        if negate {
+            b.s("NOT ");
+        }
+        b.s(&format!(
+            "EXISTS (SELECT 1 FROM {table} x WHERE x.patient_key = {a}.patient_key AND x.res_type = {a}.res_type AND x.res_id = {a}.id AND x.param = "
+        ));
+        b.text(param);
     }
     b.s(" AND ");
     body(b);
     b.s(")");
+}
+
+/// How selective a clause usually is (lower drives the query); `None` never drives.
+fn clause_rank(c: &Clause) -> Option<u8> {
+    match c {
+        Clause::Param { param, modifier, .. } => match (param.kind, modifier) {
+            (_, Modifier::Not) => None,
+            (ParamType::Token, Modifier::Text) => Some(7),
+            (ParamType::Token | ParamType::Composite | ParamType::Uri, _) => Some(1),
+            (ParamType::Reference, _) => Some(2),
+            (ParamType::String, Modifier::Contains) => Some(8),
+            (ParamType::String, _) => Some(3),
+            (ParamType::Quantity | ParamType::Number, _) => Some(4),
+            (ParamType::Date, _) => Some(6),
+            _ => None,
+        },
+        Clause::Chain { .. } => Some(5),
+        _ => None,
+    }
 }
 
 fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &Clause) {
@@ -558,7 +588,7 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
                     b.text(t);
                 }
                 b.s(") AND ");
-                let tsubj = Subject { alias: "t", patient: None };
+                let tsubj = Subject { alias: "t", patient: None, driver: false };
                 // the inner clause was parsed against the first candidate type
                 clause_sql(b, tsubj, &target_types[0], inner);
                 b.s(")");
@@ -570,7 +600,7 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
             b.s(" AND h.target_type = ").text(resource_type);
             b.s(" AND (h.patient_key, h.res_type, h.res_id) IN (SELECT s.patient_key, s.res_type, s.id FROM resources s WHERE s.deleted = 0 AND s.res_type = ");
             b.text(source_type).s(" AND ");
-            clause_sql(b, Subject { alias: "s", patient: None }, source_type, inner);
+            clause_sql(b, Subject { alias: "s", patient: None, driver: false }, source_type, inner);
             b.s("))");
         }
     }
@@ -582,7 +612,11 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
         return;
     };
     let a = subj.alias;
-    b.s(&format!("({a}.patient_key, {a}.res_type, {a}.id) IN (SELECT c0.patient_key, c0.res_type, c0.res_id FROM "));
+    if subj.driver {
+        b.s(&format!("({a}.patient_key, {a}.res_type, {a}.id) IN (SELECT c0.patient_key, c0.res_type, c0.res_id FROM "));
+    } else {
+        b.s("EXISTS (SELECT 1 FROM ");
+    }
     for (i, (_, ctype, _)) in param.components.iter().enumerate() {
         if i > 0 {
             b.s(&format!(" JOIN {} c{i} ON c{i}.patient_key = c0.patient_key AND c{i}.res_type = c0.res_type AND c{i}.res_id = c0.res_id AND c{i}.grp = c0.grp", table_of(*ctype)));
@@ -590,9 +624,13 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
             b.s(&format!("{} c0", table_of(*ctype)));
         }
     }
-    b.s(" WHERE c0.res_type = ").text(resource_type);
-    if let Some(k) = subj.patient {
-        b.s(" AND c0.patient_key = ").p(SqlValue::Key(k));
+    if subj.driver {
+        b.s(" WHERE c0.res_type = ").text(resource_type);
+        if let Some(k) = subj.patient {
+            b.s(" AND c0.patient_key = ").p(SqlValue::Key(k));
+        }
+    } else {
+        b.s(&format!(" WHERE c0.patient_key = {a}.patient_key AND c0.res_type = {a}.res_type AND c0.res_id = {a}.id"));
     }
     for (i, ((_, ctype, _), term)) in param.components.iter().zip(terms).enumerate() {
         b.s(&format!(" AND c{i}.param = ")).p(SqlValue::Text(format!("{}#{i}", param.code))).s(" AND ");
@@ -650,10 +688,18 @@ fn where_sql(b: &mut SqlBuf, plan: &SearchPlan) {
         b.s(" AND r.patient_key = ").p(SqlValue::Key(k));
     }
     let rt = plan.resource_type.as_deref().unwrap_or("Resource");
-    let subj = Subject { alias: "r", patient: plan.patient };
-    for c in &plan.clauses {
+    // Pick the driving clause: with a known patient only a selective one beats scanning the
+    // patient's partition; by id, the primary key drives.
+    let has_id = plan.clauses.iter().any(|c| matches!(c, Clause::Id(_)));
+    let limit = if plan.patient.is_some() { 3 } else { 8 };
+    let driver = if has_id {
+        None
+    } else {
+        plan.clauses.iter().enumerate().filter_map(|(i, c)| clause_rank(c).filter(|r| *r <= limit).map(|r| (r, i))).min().map(|(_, i)| i)
+    };
+    for (i, c) in plan.clauses.iter().enumerate() {
         b.s(" AND ");
-        clause_sql(b, subj, rt, c);
+        clause_sql(b, Subject { alias: "r", patient: plan.patient, driver: driver == Some(i) }, rt, c);
     }
 }
 

@@ -203,16 +203,16 @@ async fn route(
             Ok(b) => json_response(StatusCode::OK, &b, "transaction"),
             Err(e) => app_error(&e, "transaction"),
         },
-        (&Method::GET, []) => search(f.search(&who, None, &q, &base).await, "search-system"),
+        (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system"),
         (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system"),
-        (&Method::GET, [t]) => search(f.search(&who, Some(t), &q, &base).await, "search-type"),
+        (&Method::GET, [t]) => page(f.search(&who, Some(t), &q, &base).await, "search-type"),
         (&Method::POST, [t, "_search"]) => {
             if content_type(&headers) != "application/x-www-form-urlencoded" {
                 return bad(415, "not-supported", "POST _search takes application/x-www-form-urlencoded", "search-type");
             }
             let mut all = q.clone();
             all.extend(form_urlencoded::parse(&body).into_owned());
-            search(f.search(&who, Some(t), &all, &base).await, "search-type")
+            page(f.search(&who, Some(t), &all, &base).await, "search-type")
         }
         (&Method::POST, [t]) => {
             let ine = headers.get("if-none-exist").and_then(|h| h.to_str().ok()).map(String::from);
@@ -251,13 +251,24 @@ async fn route(
             }
             Err(e) => app_error(&e, "delete"),
         },
-        (&Method::GET, ["Patient", id, "$everything"]) => search(f.everything(&who, id, &q, &base).await, "everything"),
+        (&Method::GET, ["Patient", id, "$everything"]) => page(f.everything(&who, id, &q, &base).await, "everything"),
         (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance"),
         (&Method::GET, [t, id, "_history", vid]) => match f.vread(&who, t, id, vid).await {
             Ok(v) => versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "vread", false),
             Err(e) => app_error(&e, "vread"),
         },
         _ => bad(404, "not-supported", &format!("{method} /fhir/r4/{rest} is not a FHIR interaction this server supports"), "fhir"),
+    }
+}
+
+fn page(res: Result<fascicolo_app::fhir::Page, AppError>, interaction: &'static str) -> Response {
+    match res {
+        Ok(p) => {
+            let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], p.into_string()).into_response();
+            r.extensions_mut().insert(Interaction(interaction));
+            r
+        }
+        Err(e) => app_error(&e, interaction),
     }
 }
 
