@@ -684,32 +684,82 @@ impl FhirService {
     }
 }
 
-/// When a search is restricted to one patient (`patient=`/`subject=Patient/x` on a compartment
-/// parameter), the plan carries the patient key so the query stays in one partition.
+/// When a search names one patient through the parameter that decides the patient key, the
+/// plan carries that key so the query stays in one partition.
 fn compartment_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
-    let params = model().patient_compartment_params(resource_type);
     for c in &req.clauses {
-        if let Clause::Param { param, modifier, values } = c {
-            if param.kind != ParamType::Reference || values.len() != 1 || !params.contains(&param.code) && param.code != "patient" {
-                continue;
-            }
-            if matches!(modifier, Modifier::Identifier) {
-                continue;
-            }
-            // `patient` is always a Patient; `subject`/others only when typed Patient
-            if let Term::Reference { target_type, id: Some(id), .. } = &values[0] {
-                let typed_patient = target_type.as_deref() == Some("Patient") || matches!(modifier, Modifier::Type(t) if t == "Patient");
-                let only_patient = param.targets.len() == 1 && param.targets[0] == "Patient";
-                if typed_patient || only_patient {
-                    // the first compartment parameter decides the key; only use it when it is that one
-                    if params.first().is_some_and(|p| p == &param.code) || param.code == "patient" {
-                        return Some(PatientKey::for_patient_id(id));
-                    }
-                }
+        let Clause::Param { param, modifier, values } = c else { continue };
+        if param.kind != ParamType::Reference || values.len() != 1 || matches!(modifier, Modifier::Identifier) {
+            continue;
+        }
+        if !decides_patient_key(resource_type, &param.code) {
+            continue;
+        }
+        if let Term::Reference { target_type, id: Some(id), .. } = &values[0] {
+            let typed = target_type.as_deref().or(match modifier {
+                Modifier::Type(t) => Some(t.as_str()),
+                _ => None,
+            });
+            if typed.is_none_or(|t| t == "Patient") && (typed.is_some() || param.code == "patient" || param.targets == ["Patient"]) {
+                return Some(PatientKey::for_patient_id(id));
             }
         }
     }
     None
+}
+
+/// The part of a (possibly multi-type) expression for one type, without `.where(resolve() is Patient)`.
+fn own_path(expression: &str, resource_type: &str) -> Option<String> {
+    let prefix = format!("{resource_type}.");
+    expression
+        .split('|')
+        .map(|p| {
+            let p = p.trim().replace(".where(resolve() is Patient)", "");
+            match p.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+                Some(inner) => inner.to_string(),
+                None => p,
+            }
+        })
+        .find(|p| p.starts_with(&prefix))
+}
+
+/// Whether `code` is (or is equivalent to) the first Patient-compartment parameter of the type
+/// and follows a single-valued path: then a patient reference in it is the resource's key.
+fn decides_patient_key(resource_type: &str, code: &str) -> bool {
+    let Some(first) = model().patient_compartment_params(resource_type).first() else { return false };
+    let (Some(f), Some(p)) = (registry().get(resource_type, first), registry().get(resource_type, code)) else { return false };
+    let (Some(fp), Some(pp)) = (own_path(&f.expression, resource_type), own_path(&p.expression, resource_type)) else { return false };
+    if fp != pp || fp.contains('(') {
+        return false;
+    }
+    // every step of the path must allow one value only
+    let mut parent = resource_type.to_string();
+    for seg in fp.split('.').skip(1) {
+        let Some(el) = model().children(&parent).iter().find(|e| e.name == seg) else { return false };
+        if el.max != Some(1) {
+            return false;
+        }
+        parent = el.path.clone();
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decides_patient_key;
+
+    #[test]
+    fn partition_restriction_only_where_it_is_exact() {
+        assert!(decides_patient_key("Observation", "subject"));
+        assert!(decides_patient_key("Observation", "patient"));
+        assert!(decides_patient_key("Encounter", "patient"));
+        assert!(!decides_patient_key("Observation", "performer"));
+        // Coverage's patient is the beneficiary, but the key comes from the policy holder
+        assert!(!decides_patient_key("Coverage", "patient"));
+        // Appointment's actors are a list: another patient may be the key
+        assert!(!decides_patient_key("Appointment", "patient"));
+        assert!(!decides_patient_key("Organization", "name"));
+    }
 }
 
 fn outgoing_refs(resources: &[Stored], inc: &Include) -> Vec<(String, String)> {

@@ -5,8 +5,10 @@ fn main() {
     let (db, rt, q) = (&args[1], &args[2], &args[3]);
     let pairs: Vec<(String, String)> = q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
     let req = fascicolo_fhir::search::parse_search(Some(rt), &pairs).unwrap();
+    let patient = std::env::var("PK").ok().map(|v| fascicolo_domain::PatientKey::for_patient_id(&v));
     let plan = fascicolo_store::SearchPlan {
         resource_type: Some(rt.clone()),
+        patient,
         clauses: req.clauses,
         sort: req.sort,
         limit: 21,
