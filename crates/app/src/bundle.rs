@@ -126,12 +126,18 @@ impl FhirService {
     /// Process a `batch` or `transaction` Bundle posted to the base URL.
     pub async fn process_bundle(&self, actor: &Actor, body: &[u8], base: &str) -> AppResult<Value> {
         let bundle: Value = serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        self.process_bundle_value(actor, &bundle, base).await
+    }
+
+    /// As [`process_bundle`](Self::process_bundle), for a Bundle already parsed.
+    pub async fn process_bundle_value(&self, actor: &Actor, bundle: &Value, base: &str) -> AppResult<Value> {
+        let bundle = bundle;
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(AppError::BadRequest("POST to the base URL takes a Bundle of type batch or transaction".into()));
         }
         match bundle.get("type").and_then(Value::as_str) {
-            Some("transaction") => self.transaction(actor, &bundle, base).await,
-            Some("batch") => self.batch(actor, &bundle, base).await,
+            Some("transaction") => self.transaction(actor, bundle, base).await,
+            Some("batch") => self.batch(actor, bundle, base).await,
             _ => Err(AppError::BadRequest("Bundle.type must be batch or transaction".into())),
         }
     }

@@ -54,8 +54,9 @@ fn lex(s: &str) -> Result<Vec<Tok>, ParseError> {
         let c = cs[i];
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_alphabetic() || c == '_' || c == '$' {
+        } else if c.is_alphabetic() || c == '_' || c == '$' || c == '%' {
             let st = i;
+            i += 1;
             while i < cs.len() && (cs[i].is_alphanumeric() || cs[i] == '_' || cs[i] == '$') {
                 i += 1;
             }
@@ -395,6 +396,9 @@ pub fn eval<'a>(e: &Expr, focus: &[Item<'a>], root: &'a Value) -> Vec<Item<'a>> 
             }
             if name == "$this" {
                 return focus.to_vec();
+            }
+            if name == "%resource" || name == "%rootResource" {
+                return vec![Item::Node(root, None)];
             }
             let mut out = Vec::new();
             member(focus, name, &mut out);
