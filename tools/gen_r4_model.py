@@ -10,6 +10,7 @@ The output is a compact, derived form of the HL7 FHIR R4 (4.0.1) definitions (CC
 - valuesets: the codes of every required-binding value set that can be expanded from the
   package's own CodeSystems (whole-system includes and enumerated concepts);
 - compartment: the Patient CompartmentDefinition (resource type -> search parameters).
+Elements flagged isSummary carry "summary": true (for `_summary=true`).
 """
 import glob, json, os, sys
 
@@ -104,6 +105,7 @@ for url, sd in sds.items():
         if targets: el["targets"] = sorted(set(targets))
         if binding: el["binding"] = binding
         if e.get("contentReference"): el["ref"] = e["contentReference"].lstrip("#")
+        if e.get("isSummary"): el["summary"] = True
         els[path] = el
     types[sd["type"]] = {"kind": sd["kind"], "abstract": bool(sd.get("abstract")), "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1], "elements": els}
 

@@ -131,7 +131,6 @@ impl FhirService {
 
     /// As [`process_bundle`](Self::process_bundle), for a Bundle already parsed.
     pub async fn process_bundle_value(&self, actor: &Actor, bundle: &Value, base: &str) -> AppResult<Value> {
-        let bundle = bundle;
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(AppError::BadRequest("POST to the base URL takes a Bundle of type batch or transaction".into()));
         }

@@ -61,7 +61,7 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search: all parameter types with prefixes and the modifiers :exact :contains :missing :not :text :identifier :of-type :above :below and reference type modifiers; _sort, _count, _total, _summary (count, data, text, false), _elements, _include/_revinclude with :iterate, one level of chaining and _has. Paging uses keyset cursors.",
+            "documentation": "Search: all parameter types with prefixes and the modifiers :exact :contains :missing :not :text :identifier :of-type :above :below and reference type modifiers; _sort, _count, _total, _summary (true, count, data, text, false), _elements, _include/_revinclude with :iterate, one level of chaining and _has. Paging uses keyset cursors.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"}, {"code": "history-system"}],
             "searchParam": [

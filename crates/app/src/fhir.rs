@@ -183,6 +183,18 @@ fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Sum
         Some(Summary::Data) => {
             subsetted |= obj.remove("text").is_some();
         }
+        Some(Summary::True) => {
+            let rt = obj.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+            let keep: HashSet<String> = model().children(&rt).iter().filter(|e| e.summary || e.min > 0).map(|e| e.name.clone()).collect();
+            obj.retain(|k, _| {
+                let base = k.trim_start_matches('_');
+                let name_ok = keep.contains(base)
+                    || keep.iter().any(|n| base.strip_prefix(n.as_str()).is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase())));
+                let ok = matches!(k.as_str(), "resourceType" | "id" | "meta") || name_ok;
+                subsetted |= !ok;
+                ok
+            });
+        }
         Some(Summary::Text) => {
             obj.retain(|k, _| {
                 let ok = matches!(k.as_str(), "resourceType" | "id" | "meta" | "text");
@@ -481,7 +493,7 @@ impl FhirService {
         let matched: Vec<Stored> = hits.into_iter().map(|h| h.stored).collect();
         let included = self.includes(&matched, req).await?;
         let mut entries = Vec::with_capacity(matched.len() + included.len());
-        let reshape = !req.elements.is_empty() || matches!(req.summary, Some(Summary::Data | Summary::Text));
+        let reshape = !req.elements.is_empty() || matches!(req.summary, Some(Summary::True | Summary::Data | Summary::Text));
         for (s, mode) in matched.into_iter().map(|s| (s, "match")).chain(included.into_iter().map(|s| (s, "include"))) {
             let full = format!("{base}/{}/{}", s.resource_type, s.id);
             let json = if reshape {

@@ -238,6 +238,16 @@ async fn search_paging_sort_include_elements() {
     let res = &r.body["entry"][0]["resource"];
     assert!(res.get("name").is_some() && res.get("gender").is_none());
     assert!(res["meta"]["tag"].to_string().contains("SUBSETTED"));
+    // _summary=true keeps summary elements only (Patient.name yes, Patient.contact no)
+    let mut with_contact = patient("Sommario", "SMMGLI85D52F205L");
+    with_contact["contact"] = json!([{"name": {"family": "Parente"}}]);
+    with_contact["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Sommario</div>"});
+    let sid = app.create(with_contact).await;
+    let r = app.get(&format!("/Patient?_id={sid}&_summary=true")).await;
+    let res = &r.body["entry"][0]["resource"];
+    assert!(res.get("name").is_some() && res.get("birthDate").is_some(), "{res}");
+    assert!(res.get("contact").is_none() && res.get("text").is_none(), "{res}");
+    assert!(res["meta"]["tag"].to_string().contains("SUBSETTED"));
     // POST _search
     let r = app.send("POST", "/Patient/_search", None, &[]).await;
     assert_eq!(r.status, 415);
@@ -309,6 +319,28 @@ async fn transaction_resolves_references_and_is_all_or_nothing() {
     ]});
     assert_eq!(app.post("", tx).await.status, 422);
     assert_eq!(app.versions().await, before);
+}
+
+#[tokio::test]
+async fn searches_by_patient_find_resources_filed_under_another_patient() {
+    // An appointment with two patients is filed under the first; a search for the second must
+    // still find it (Appointment's actor list does not decide the key alone).
+    let app = spawn_app().await;
+    let a = app.create(patient("Primo", "PRMGLI85D52F205K")).await;
+    let b = app.create(patient("Secondo", "SCNGLI85D52F205J")).await;
+    let appt = json!({"resourceType": "Appointment", "status": "booked", "participant": [
+        {"actor": {"reference": format!("Patient/{a}")}, "status": "accepted"},
+        {"actor": {"reference": format!("Patient/{b}")}, "status": "accepted"}]});
+    let id = app.create(appt).await;
+    assert_eq!(ids(&app.get(&format!("/Appointment?patient={b}")).await.body), vec![id.clone()]);
+    assert_eq!(ids(&app.get(&format!("/Appointment?actor=Patient/{b}")).await.body), vec![id.clone()]);
+    assert_eq!(ids(&app.get(&format!("/Appointment?patient={a}")).await.body), vec![id]);
+    // Coverage: filed under the policy holder, found by beneficiary
+    let cov = json!({"resourceType": "Coverage", "status": "active", "policyHolder": {"reference": format!("Patient/{a}")},
+        "beneficiary": {"reference": format!("Patient/{b}")}, "payor": [{"reference": format!("Patient/{a}")}]});
+    let cid = app.create(cov).await;
+    assert_eq!(ids(&app.get(&format!("/Coverage?patient={b}")).await.body), vec![cid.clone()]);
+    assert_eq!(ids(&app.get(&format!("/Coverage?beneficiary=Patient/{b}")).await.body), vec![cid]);
 }
 
 #[tokio::test]

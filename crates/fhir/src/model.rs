@@ -19,6 +19,8 @@ struct RawElement {
     binding: Option<String>,
     #[serde(rename = "ref")]
     content_ref: Option<String>,
+    #[serde(default)]
+    summary: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +53,8 @@ pub struct Element {
     pub targets: Vec<String>,
     pub binding: Option<String>,
     pub content_ref: Option<String>,
+    /// Part of the `_summary=true` view.
+    pub summary: bool,
 }
 
 #[derive(Debug)]
@@ -95,6 +99,7 @@ impl Model {
                     targets: e.targets,
                     binding: e.binding,
                     content_ref: e.content_ref,
+                    summary: e.summary,
                 });
             }
             m.types.insert(name, TypeInfo { kind: t.kind, is_abstract: t.is_abstract });

@@ -146,6 +146,8 @@ pub struct Include {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
+    /// Only the elements the definitions mark as summary.
+    True,
     Count,
     Data,
     Text,
@@ -494,11 +496,12 @@ pub fn parse_search(resource_type: Option<&str>, pairs: &[(String, String)]) -> 
             }
             "_summary" => {
                 req.summary = Some(match value.as_str() {
+                    "true" => Summary::True,
                     "count" => Summary::Count,
                     "data" => Summary::Data,
                     "text" => Summary::Text,
                     "false" => Summary::False,
-                    other => return err(format!("_summary={other} is not supported (count, data, text, false)")),
+                    other => return err(format!("_summary={other}: use true, count, data, text or false")),
                 })
             }
             "_total" => {
