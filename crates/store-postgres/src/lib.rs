@@ -228,6 +228,10 @@ impl Store for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn analyze(&self) -> Result<(), StoreError> {
+        self.client().await?.batch_execute("ANALYZE").await.map_err(be)
+    }
+
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {
         let q = sql::history_sql(Dialect::Postgres, q);
         let c = self.client().await?;

@@ -282,6 +282,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn analyze(&self) -> Result<(), StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            writer.lock().execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;").map_err(be)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {
         let q = sql::history_sql(Dialect::Sqlite, q);
         self.with_reader(move |c| {

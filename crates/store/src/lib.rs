@@ -140,4 +140,6 @@ pub trait Store: Send + Sync + 'static {
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError>;
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;
+    /// Refresh the query planner's statistics (after a bulk load).
+    async fn analyze(&self) -> Result<(), StoreError>;
 }
