@@ -756,24 +756,6 @@ fn decides_patient_key(resource_type: &str, code: &str) -> bool {
     true
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decides_patient_key;
-
-    #[test]
-    fn partition_restriction_only_where_it_is_exact() {
-        assert!(decides_patient_key("Observation", "subject"));
-        assert!(decides_patient_key("Observation", "patient"));
-        assert!(decides_patient_key("Encounter", "patient"));
-        assert!(!decides_patient_key("Observation", "performer"));
-        // Coverage's patient is the beneficiary, but the key comes from the policy holder
-        assert!(!decides_patient_key("Coverage", "patient"));
-        // Appointment's actors are a list: another patient may be the key
-        assert!(!decides_patient_key("Appointment", "patient"));
-        assert!(!decides_patient_key("Organization", "name"));
-    }
-}
-
 fn outgoing_refs(resources: &[Stored], inc: &Include) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for s in resources.iter().filter(|s| s.resource_type == inc.source_type) {
@@ -833,5 +815,23 @@ pub(crate) fn rewrite_refs(v: &mut Value, map: &HashMap<String, String>) {
         }
         Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, map)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decides_patient_key;
+
+    #[test]
+    fn partition_restriction_only_where_it_is_exact() {
+        assert!(decides_patient_key("Observation", "subject"));
+        assert!(decides_patient_key("Observation", "patient"));
+        assert!(decides_patient_key("Encounter", "patient"));
+        assert!(!decides_patient_key("Observation", "performer"));
+        // Coverage's patient is the beneficiary, but the key comes from the policy holder
+        assert!(!decides_patient_key("Coverage", "patient"));
+        // Appointment's actors are a list: another patient may be the key
+        assert!(!decides_patient_key("Appointment", "patient"));
+        assert!(!decides_patient_key("Organization", "name"));
     }
 }

@@ -1,6 +1,8 @@
 //! The store conformance suite on PostgreSQL, when `FASCICOLO_TEST_DATABASE_URL` is set
 //! (a fresh schema per test); skipped otherwise.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use fascicolo_store_postgres::PgStore;
 
 async fn fresh() -> Option<PgStore> {

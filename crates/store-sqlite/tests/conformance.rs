@@ -1,5 +1,7 @@
 //! The store conformance suite on SQLite (a fresh database file per test).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use fascicolo_store_sqlite::SqliteStore;
 
 fn fresh() -> Option<SqliteStore> {

@@ -486,7 +486,18 @@ fn membership(
 }
 
 /// How selective a clause usually is (lower drives the query); `None` never drives.
-fn clause_rank(c: &Clause) -> Option<u8> {
+/// A reference to the very patient whose partition the plan is restricted to never drives: the
+/// partition scan in primary-key order already yields the page without sorting every match.
+fn clause_rank(c: &Clause, patient: Option<PatientKey>) -> Option<u8> {
+    if let (Clause::Param { param, values, .. }, Some(k)) = (c, patient) {
+        let own = values.iter().all(|v| {
+            matches!(v, Term::Reference { target_type, id: Some(id), .. }
+                if target_type.as_deref().is_none_or(|t| t == "Patient") && PatientKey::for_patient_id(id) == k)
+        });
+        if param.kind == ParamType::Reference && own {
+            return None;
+        }
+    }
     match c {
         Clause::Param { param, modifier, .. } => match (param.kind, modifier) {
             (_, Modifier::Not) => None,
@@ -695,7 +706,12 @@ fn where_sql(b: &mut SqlBuf, plan: &SearchPlan) {
     let driver = if has_id {
         None
     } else {
-        plan.clauses.iter().enumerate().filter_map(|(i, c)| clause_rank(c).filter(|r| *r <= limit).map(|r| (r, i))).min().map(|(_, i)| i)
+        plan.clauses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| clause_rank(c, plan.patient).filter(|r| *r <= limit).map(|r| (r, i)))
+            .min()
+            .map(|(_, i)| i)
     };
     for (i, c) in plan.clauses.iter().enumerate() {
         b.s(" AND ");
