@@ -344,6 +344,33 @@ async fn searches_by_patient_find_resources_filed_under_another_patient() {
 }
 
 #[tokio::test]
+async fn include_and_revinclude_iterate() {
+    let app = spawn_app().await;
+    let org = app.create(json!({"resourceType": "Organization", "name": "ASST Spedali Civili"})).await;
+    let pid = app.create(patient("Rinaldi", "RNLGLI85D52F205H")).await;
+    let enc = app
+        .create(json!({"resourceType": "Encounter", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": format!("Patient/{pid}")}, "serviceProvider": {"reference": format!("Organization/{org}")}}))
+        .await;
+    let mut o = observation(&pid, "2345-7", 90.0, "2024-05-01T09:00:00Z");
+    o["encounter"] = json!({"reference": format!("Encounter/{enc}")});
+    let oid = app.create(o).await;
+    // without :iterate the organization (two hops away) is not included
+    let r = app.get(&format!("/Observation?_id={oid}&_include=Observation:encounter&_include=Encounter:service-provider")).await;
+    let got: Vec<String> = ids(&r.body);
+    assert!(got.contains(&enc) && !got.contains(&org), "{got:?}");
+    let r = app.get(&format!("/Observation?_id={oid}&_include=Observation:encounter&_include:iterate=Encounter:service-provider")).await;
+    let got: Vec<String> = ids(&r.body);
+    assert!(got.contains(&enc) && got.contains(&org), "{got:?}");
+    // revinclude iterate: patient <- encounter <- observation
+    let r = app.get(&format!("/Patient?_id={pid}&_revinclude=Encounter:subject&_revinclude:iterate=Observation:encounter")).await;
+    let got: Vec<String> = ids(&r.body);
+    assert!(got.contains(&enc) && got.contains(&oid), "{got:?}");
+    let r = app.get(&format!("/Patient?_id={pid}&_revinclude=Encounter:subject&_revinclude=Observation:encounter")).await;
+    assert!(!ids(&r.body).contains(&oid));
+}
+
+#[tokio::test]
 async fn batch_reports_each_entry() {
     let app = spawn_app().await;
     let b = json!({"resourceType": "Bundle", "type": "batch", "entry": [
