@@ -351,20 +351,11 @@ impl FhirService {
                     r["id"] = Value::String(id.clone());
                     let method = if e.verb == Verb::Post { Method::Create } else { Method::Update };
                     let (w, stamped) = write_for(&r, t, id, cur.as_ref(), method, now)?;
+                    if let Some(c) = cur {
+                        authorize(actor, Action::Write, t, Some(c.patient_key))?;
+                    }
                     authorize(actor, Action::Write, t, Some(w.patient_key))?;
-                    results.insert(
-                        e.index,
-                        (
-                            Versioned {
-                                resource: stamped,
-                                resource_type: t.clone(),
-                                id: id.clone(),
-                                version: w.version,
-                                last_updated: w.last_updated,
-                            },
-                            cur.as_ref().is_none_or(|c| c.deleted),
-                        ),
-                    );
+                    results.insert(e.index, (Versioned::from_write(&w, stamped), cur.as_ref().is_none_or(|c| c.deleted)));
                     writes.push(w);
                 }
                 Verb::Patch => {
@@ -392,19 +383,9 @@ impl FhirService {
                                 continue;
                             }
                             let (w, stamped) = write_for(&doc, t, id, Some(c), Method::Patch, now)?;
-                            results.insert(
-                                e.index,
-                                (
-                                    Versioned {
-                                        resource: stamped,
-                                        resource_type: t.clone(),
-                                        id: id.clone(),
-                                        version: w.version,
-                                        last_updated: w.last_updated,
-                                    },
-                                    false,
-                                ),
-                            );
+                            authorize(actor, Action::Write, t, Some(c.patient_key))?;
+                            authorize(actor, Action::Write, t, Some(w.patient_key))?;
+                            results.insert(e.index, (Versioned::from_write(&w, stamped), false));
                             writes.push(w);
                         }
                         Err(msg) => issues.push(OutcomeIssue { expression: Some(prefix), ..OutcomeIssue::error("invalid", msg) }),

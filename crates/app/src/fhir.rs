@@ -30,7 +30,7 @@ impl Versioned {
         let resource = serde_json::from_str(&s.json).map_err(|e| AppError::Store(fascicolo_store::StoreError::Backend(e.to_string())))?;
         Ok(Self { resource, resource_type: s.resource_type.clone(), id: s.id.clone(), version: s.version, last_updated: s.last_updated })
     }
-    fn from_write(w: &Write, resource: Value) -> Self {
+    pub(crate) fn from_write(w: &Write, resource: Value) -> Self {
         Self { resource, resource_type: w.resource_type.clone(), id: w.id.clone(), version: w.version, last_updated: w.last_updated }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod codice_fiscale;
 pub mod patient_key;
+pub mod privacy;
 
 pub use codice_fiscale::CodiceFiscale;
 pub use patient_key::PatientKey;
