@@ -141,19 +141,6 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(),
     tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.method.as_str(), &hist])
         .await
         .map_err(be)?;
-    if w.method != Method::Delete {
-        for (table, rows) in sql::index_rows(w) {
-            for chunk in rows.chunks(sql::INSERT_CHUNK) {
-                let st = tx
-                    .prepare_cached(&sql::insert_index_sql(Dialect::Postgres, table, chunk.len().min(sql::INSERT_CHUNK)))
-                    .await
-                    .map_err(be)?;
-                let flat: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
-                let p = params(&flat);
-                tx.execute(&st, &refs(&p)).await.map_err(be)?;
-            }
-        }
-    }
     Ok(())
 }
 
@@ -201,6 +188,15 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(be)?;
         for w in &writes {
             apply(&tx, w).await?;
+        }
+        // every index row of the commit, in multi-row statements
+        for (table, rows) in sql::index_rows(&writes) {
+            for chunk in rows.chunks(sql::INSERT_CHUNK) {
+                let st = tx.prepare_cached(&sql::insert_index_sql(Dialect::Postgres, table, chunk.len())).await.map_err(be)?;
+                let flat: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+                let p = params(&flat);
+                tx.execute(&st, &refs(&p)).await.map_err(be)?;
+            }
         }
         tx.commit().await.map_err(be)
     }

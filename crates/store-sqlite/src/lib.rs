@@ -174,19 +174,21 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), StoreError> {
     if w.expect != Expect::Absent {
         tx.prepare_cached(&ws.upsert_locator).map_err(be)?.execute((&w.resource_type, &w.id, &key)).map_err(be)?;
     }
-    if w.method != Method::Delete {
-        for (table, rows) in sql::index_rows(w) {
-            for chunk in rows.chunks(sql::INSERT_CHUNK) {
-                let n = if chunk.len() == sql::INSERT_CHUNK { sql::INSERT_CHUNK } else { 1 };
-                let stmt_sql = sql::insert_index_sql(Dialect::Sqlite, table, n);
-                let mut stmt = tx.prepare_cached(&stmt_sql).map_err(be)?;
-                if n == sql::INSERT_CHUNK {
-                    let flat: Vec<Bind<'_>> = chunk.iter().flat_map(|r| r.iter().map(Bind)).collect();
-                    stmt.execute(rusqlite::params_from_iter(flat)).map_err(be)?;
-                } else {
-                    for r in chunk {
-                        stmt.execute(rusqlite::params_from_iter(binds(r))).map_err(be)?;
-                    }
+    Ok(())
+}
+
+/// Every index row of the commit, in 64-row statements (the remainder row by row).
+fn insert_index(tx: &rusqlite::Transaction<'_>, writes: &[Write]) -> Result<(), StoreError> {
+    for (table, rows) in sql::index_rows(writes) {
+        for chunk in rows.chunks(sql::INSERT_CHUNK) {
+            let n = if chunk.len() == sql::INSERT_CHUNK { sql::INSERT_CHUNK } else { 1 };
+            let mut stmt = tx.prepare_cached(&sql::insert_index_sql(Dialect::Sqlite, table, n)).map_err(be)?;
+            if n == sql::INSERT_CHUNK {
+                let flat: Vec<Bind<'_>> = chunk.iter().flat_map(|r| r.iter().map(Bind)).collect();
+                stmt.execute(rusqlite::params_from_iter(flat)).map_err(be)?;
+            } else {
+                for r in chunk {
+                    stmt.execute(rusqlite::params_from_iter(binds(r))).map_err(be)?;
                 }
             }
         }
@@ -249,6 +251,7 @@ impl Store for SqliteStore {
             for w in &writes {
                 apply(&tx, w)?;
             }
+            insert_index(&tx, &writes)?;
             tx.commit().map_err(be)
         })
         .await

@@ -785,10 +785,17 @@ pub fn read_many_sql(d: Dialect, refs: &[(String, String)]) -> SqlBuf {
     b
 }
 
-/// Index rows of a write, grouped by table, each row fully bound
-/// (patient_key, res_type, res_id, param, grp, values...).
-pub fn index_rows(w: &crate::Write) -> std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>> {
+/// Index rows of every (non-delete) write of a commit, grouped by table, each row fully bound
+/// (patient_key, res_type, res_id, param, grp, values...), so they go in as multi-row inserts.
+pub fn index_rows(writes: &[crate::Write]) -> std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>> {
     let mut out: std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>> = std::collections::BTreeMap::new();
+    for w in writes.iter().filter(|w| w.method != crate::Method::Delete) {
+        add_index_rows(w, &mut out);
+    }
+    out
+}
+
+fn add_index_rows(w: &crate::Write, out: &mut std::collections::BTreeMap<&'static str, Vec<Vec<SqlValue>>>) {
     for e in &w.index {
         let (table, vals) = index_row(&e.value);
         let mut row = Vec::with_capacity(5 + vals.len());
@@ -800,7 +807,6 @@ pub fn index_rows(w: &crate::Write) -> std::collections::BTreeMap<&'static str, 
         row.extend(vals);
         out.entry(table).or_default().push(row);
     }
-    out
 }
 
 /// Rows per multi-row index INSERT.
