@@ -36,12 +36,19 @@ fn parse_etag(s: &str) -> Option<i64> {
     s.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
 }
 
-fn parse_entries(bundle: &Value) -> AppResult<Vec<Entry>> {
+fn parse_entries(bundle: Value) -> AppResult<Vec<Entry>> {
     let mut issues = Vec::new();
     let mut out = Vec::new();
-    let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
-    for (i, e) in entries.iter().enumerate() {
+    let entries = match bundle {
+        Value::Object(mut m) => match m.shift_remove("entry") {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    for (i, mut e) in entries.into_iter().enumerate() {
         let loc = format!("Bundle.entry[{i}]");
+        let resource = e.as_object_mut().and_then(|o| o.shift_remove("resource"));
         let req = &e["request"];
         let verb = match req["method"].as_str() {
             Some("GET") => Verb::Get,
@@ -65,7 +72,6 @@ fn parse_entries(bundle: &Value) -> AppResult<Vec<Entry>> {
             });
             continue;
         };
-        let resource = e.get("resource").cloned();
         if matches!(verb, Verb::Post | Verb::Put) && resource.is_none() {
             issues.push(OutcomeIssue {
                 expression: Some(format!("{loc}.resource")),
@@ -126,11 +132,11 @@ impl FhirService {
     /// Process a `batch` or `transaction` Bundle posted to the base URL.
     pub async fn process_bundle(&self, actor: &Actor, body: &[u8], base: &str) -> AppResult<Value> {
         let bundle: Value = serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-        self.process_bundle_value(actor, &bundle, base).await
+        self.process_bundle_value(actor, bundle, base).await
     }
 
     /// As [`process_bundle`](Self::process_bundle), for a Bundle already parsed.
-    pub async fn process_bundle_value(&self, actor: &Actor, bundle: &Value, base: &str) -> AppResult<Value> {
+    pub async fn process_bundle_value(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(AppError::BadRequest("POST to the base URL takes a Bundle of type batch or transaction".into()));
         }
@@ -141,7 +147,7 @@ impl FhirService {
         }
     }
 
-    async fn batch(&self, actor: &Actor, bundle: &Value, base: &str) -> AppResult<Value> {
+    async fn batch(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
         let entries = parse_entries(bundle)?;
         let mut out = Vec::new();
         for e in entries {
@@ -185,7 +191,7 @@ impl FhirService {
         Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
     }
 
-    async fn transaction(&self, actor: &Actor, bundle: &Value, base: &str) -> AppResult<Value> {
+    async fn transaction(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
         let mut entries = parse_entries(bundle)?;
         let mut issues: Vec<OutcomeIssue> = Vec::new();
         // 1. Ids for creates; map fullUrls to their final references.
@@ -310,7 +316,7 @@ impl FhirService {
         let now = datetime::now_ms();
         let mut writes: Vec<Write> = Vec::new();
         let mut results: HashMap<usize, (Versioned, bool)> = HashMap::new();
-        for e in &entries {
+        for e in &mut entries {
             let Some((t, id, cur)) = targets.get(&e.index) else { continue };
             let prefix = format!("Bundle.entry[{}].resource", e.index);
             if let (Some(expected), Some(c)) = (e.if_match, cur) {
@@ -330,8 +336,7 @@ impl FhirService {
                     }
                 }
                 Verb::Post | Verb::Put => {
-                    let Some(r) = &e.resource else { continue };
-                    let mut r = r.clone();
+                    let Some(mut r) = e.resource.take() else { continue };
                     let found = check(&r, t, Some(&prefix));
                     if !found.is_empty() {
                         issues.extend(found);
@@ -350,7 +355,7 @@ impl FhirService {
                     }
                     r["id"] = Value::String(id.clone());
                     let method = if e.verb == Verb::Post { Method::Create } else { Method::Update };
-                    let (w, stamped) = write_for(&r, t, id, cur.as_ref(), method, now)?;
+                    let (w, stamped) = write_for(r, t, id, cur.as_ref(), method, now)?;
                     if let Some(c) = cur {
                         authorize(actor, Action::Write, t, Some(c.patient_key))?;
                     }
@@ -382,7 +387,7 @@ impl FhirService {
                                 issues.extend(found);
                                 continue;
                             }
-                            let (w, stamped) = write_for(&doc, t, id, Some(c), Method::Patch, now)?;
+                            let (w, stamped) = write_for(doc, t, id, Some(c), Method::Patch, now)?;
                             authorize(actor, Action::Write, t, Some(c.patient_key))?;
                             authorize(actor, Action::Write, t, Some(w.patient_key))?;
                             results.insert(e.index, (Versioned::from_write(&w, stamped), false));

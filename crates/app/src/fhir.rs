@@ -288,7 +288,7 @@ impl FhirService {
         }
         let id = new_id();
         self.references_exist(&resource, resource_type).await?;
-        let (w, stamped) = write_for(&resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
+        let (w, stamped) = write_for(resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
         authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
         let out = Versioned::from_write(&w, stamped);
         self.store.commit(vec![w]).await?;
@@ -357,7 +357,7 @@ impl FhirService {
         }
         let created = current.as_ref().is_none_or(|c| c.deleted);
         self.references_exist(resource, resource_type).await?;
-        let (w, stamped) = write_for(resource, resource_type, id, current.as_ref(), method, datetime::now_ms())?;
+        let (w, stamped) = write_for(resource.clone(), resource_type, id, current.as_ref(), method, datetime::now_ms())?;
         authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
         let out = Versioned::from_write(&w, stamped);
         self.store.commit(vec![w]).await?;

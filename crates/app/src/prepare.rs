@@ -63,14 +63,20 @@ pub fn patient_key_of(resource: &Value, resource_type: &str, id: &str) -> Patien
 
 /// Rebuild the resource with `resourceType`, `id` and `meta` (versionId, lastUpdated) first,
 /// every other element kept as received.
-pub fn stamp(resource: &Value, id: &str, version: i64, last_updated: i64) -> Value {
+pub fn stamp(resource: Value, id: &str, version: i64, last_updated: i64) -> Value {
     let mut out = Map::new();
-    let src = resource.as_object().cloned().unwrap_or_default();
-    if let Some(rt) = src.get("resourceType") {
-        out.insert("resourceType".into(), rt.clone());
+    let mut src = match resource {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(rt) = src.shift_remove("resourceType") {
+        out.insert("resourceType".into(), rt);
     }
     out.insert("id".into(), Value::String(id.to_string()));
-    let mut meta = src.get("meta").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut meta = match src.shift_remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
     meta.insert("versionId".into(), Value::String(version.to_string()));
     meta.insert("lastUpdated".into(), Value::String(datetime::format_instant(last_updated)));
     out.insert("meta".into(), Value::Object(meta));
@@ -84,7 +90,7 @@ pub fn stamp(resource: &Value, id: &str, version: i64, last_updated: i64) -> Val
 
 /// Build the store write for a new version of a resource.
 pub fn write_for(
-    resource: &Value,
+    resource: Value,
     resource_type: &str,
     id: &str,
     current: Option<&Stored>,

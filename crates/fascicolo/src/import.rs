@@ -94,7 +94,7 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     let bundle = as_bundle(v);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
-    match fhir.process_bundle_value(&Actor::System, &bundle, "urn:fascicolo:import").await {
+    match fhir.process_bundle_value(&Actor::System, bundle, "urn:fascicolo:import").await {
         Ok(resp) => {
             let failed: Vec<String> = resp["entry"]
                 .as_array()

@@ -31,7 +31,7 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     .map_err(be)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;",
+         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 10000;",
     )
     .map_err(be)?;
     conn.set_prepared_statement_cache_capacity(256);
