@@ -27,6 +27,7 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(landing))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(fhir_api::ready))
         .route("/metrics", get(metrics::render))
@@ -36,6 +37,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Until the citizen portal exists: what this server offers, in Italian and English.
+async fn landing() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/index.html"))
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.
