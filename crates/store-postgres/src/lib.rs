@@ -73,19 +73,18 @@ impl PgStore {
     /// used by tests to get a fresh, isolated store on a shared database.
     pub async fn connect_in_schema(url: &str, pool_size: usize, schema: Option<&str>) -> Result<Self, StoreError> {
         let mut cfg: tokio_postgres::Config = url.parse().map_err(be)?;
-        // Search data is skewed (one code is rare for a patient, common in the region): a generic
-        // plan cached for a prepared search ignores the values and was measured at 558 ms where
-        // the custom plan takes under 1 ms (planning included). Always plan with the values.
-        let mut options = String::from("-c plan_cache_mode=force_custom_plan");
+        let mut options = String::new();
         if let Some(s) = schema {
             let (client, conn) = cfg.connect(NoTls).await.map_err(be)?;
             let h = tokio::spawn(conn);
             client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await.map_err(be)?;
             drop(client);
             let _ = h.await;
-            options.push_str(&format!(" -c search_path={s}"));
+            options.push_str(&format!("-c search_path={s}"));
         }
-        cfg.options(&options);
+        if !options.is_empty() {
+            cfg.options(&options);
+        }
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(be)?;
         let client = pool.get().await.map_err(be)?;

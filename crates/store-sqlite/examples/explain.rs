@@ -14,7 +14,12 @@ fn main() {
         limit: 21,
         ..Default::default()
     };
-    let sql = fascicolo_store::sql::search_sql(fascicolo_store::sql::Dialect::Sqlite, &plan);
+    let dialect = if std::env::var("PG").is_ok() { fascicolo_store::sql::Dialect::Postgres } else { fascicolo_store::sql::Dialect::Sqlite };
+    let sql = fascicolo_store::sql::search_sql(dialect, &plan);
+    if std::env::var("PG").is_ok() {
+        println!("{}\n{:?}", sql.sql, sql.params);
+        return;
+    }
     println!("{}\n{:?}", sql.sql, sql.params);
     let c = rusqlite::Connection::open(db).unwrap();
     let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.sql)).unwrap();
