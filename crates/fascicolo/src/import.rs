@@ -57,41 +57,49 @@ fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Turn any file content into a transaction or batch Bundle.
+/// A Bundle as a transaction or batch: transaction and batch Bundles as they are, any other
+/// Bundle's resources as a transaction (PUT when they have an id, POST otherwise).
 fn as_bundle(v: Value) -> Value {
-    let entry_for = |r: Value| match r.get("id").and_then(Value::as_str) {
-        Some(id) => {
-            let url = format!("{}/{id}", r["resourceType"].as_str().unwrap_or_default());
-            json!({"resource": r, "request": {"method": "PUT", "url": url}})
-        }
-        None => {
-            let url = r["resourceType"].as_str().unwrap_or_default().to_string();
-            json!({"resource": r, "request": {"method": "POST", "url": url}})
-        }
-    };
-    if v["resourceType"] == "Bundle" {
-        match v["type"].as_str() {
-            Some("transaction" | "batch") => v,
-            _ => {
-                let entries: Vec<Value> = v["entry"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|e| e.get("resource").cloned())
-                    .map(entry_for)
-                    .collect();
-                json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-            }
-        }
-    } else {
-        json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry_for(v)]})
+    if matches!(v["type"].as_str(), Some("transaction" | "batch")) {
+        return v;
     }
+    let entries: Vec<Value> = v["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.get("resource").cloned())
+        .map(|r| {
+            let rt = r["resourceType"].as_str().unwrap_or_default().to_string();
+            match r.get("id").and_then(Value::as_str).map(String::from) {
+                Some(id) => json!({"resource": r, "request": {"method": "PUT", "url": format!("{rt}/{id}")}}),
+                None => json!({"resource": r, "request": {"method": "POST", "url": rt}}),
+            }
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// One line for a failed file: the status and the first problems with their locations.
+fn describe(path: &Path, e: &fascicolo_app::AppError) -> String {
+    let (code, issues) = error_status(e);
+    let msgs: Vec<String> =
+        issues.iter().take(5).map(|i| format!("{} {}", i.expression.clone().unwrap_or_default(), i.diagnostics)).collect();
+    format!("{}: HTTP {code}: {}", path.display(), msgs.join("; "))
 }
 
 async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     let bytes = tokio::fs::read(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        // a single resource: create (or update with its id) so problems are located in it
+        let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+        let res = match v.get("id").and_then(Value::as_str) {
+            Some(id) => fhir.update(&Actor::System, &rt, id, &bytes, None).await,
+            None => fhir.create(&Actor::System, &rt, &bytes, None).await,
+        };
+        return res.map(|_| 1).map_err(|e| describe(path, &e));
+    }
     let bundle = as_bundle(v);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
     match fhir.process_bundle_value(&Actor::System, bundle, "urn:fascicolo:import").await {
