@@ -66,14 +66,17 @@ pub const INDEX_TABLES: &[(&str, &str)] = &[
     ("idx_uri", "value TEXT NOT NULL"),
 ];
 
+/// Columns of the value index after `(res_type, param)`. The patient key follows the value that
+/// searches match by equality and precedes optional qualifiers (a token's system, a reference's
+/// type), so `status=active` for one patient is one seek even without a system.
 fn value_index_cols(table: &str) -> &'static str {
     match table {
-        "idx_token" => "code, system",
-        "idx_string" => "norm",
-        "idx_date" => "lo, hi",
-        "idx_ref" => "target_id, target_type",
-        "idx_quantity" => "code, value",
-        _ => "value",
+        "idx_token" => "code, patient_key, system",
+        "idx_string" => "norm, patient_key",
+        "idx_date" => "lo, hi, patient_key",
+        "idx_ref" => "target_id, patient_key, target_type",
+        "idx_quantity" => "code, value, patient_key",
+        _ => "value, patient_key",
     }
 }
 
@@ -115,7 +118,7 @@ pub fn schema(d: Dialect) -> Vec<String> {
         // equality lookup for one patient uses all of it (the patient key comes last, so the
         // planner never has to choose between two look-alike indexes without seeing the values).
         let vc = value_index_cols(table);
-        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_value ON {table} (res_type, param, {vc}, patient_key)"));
+        v.push(format!("CREATE INDEX IF NOT EXISTS {table}_value ON {table} (res_type, param, {vc})"));
     }
     v
 }
