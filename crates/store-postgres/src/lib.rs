@@ -6,7 +6,7 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use fascicolo_domain::PatientKey;
 use fascicolo_store::sql::{self, Dialect, SqlValue};
-use fascicolo_store::{Expect, HistoryQuery, Hit, Method, SearchPlan, Store, StoreError, Stored, Write};
+use fascicolo_store::{Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
@@ -24,6 +24,7 @@ fn to_sql(v: &SqlValue) -> Box<dyn ToSql + Sync + Send> {
         SqlValue::Int(i) => Box::new(*i),
         SqlValue::Real(f) => Box::new(*f),
         SqlValue::Key(k) => Box::new(k.uuid()),
+        SqlValue::Uuid(u) => Box::new(*u),
         SqlValue::Null => Box::new(Option::<String>::None),
     }
 }
@@ -187,7 +188,7 @@ impl Store for PgStore {
         rows.iter().map(|r| row_stored(r, false)).collect()
     }
 
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(be)?;
         for w in &writes {
@@ -202,7 +203,52 @@ impl Store for PgStore {
                 tx.execute(&st, &refs(&p)).await.map_err(be)?;
             }
         }
+        let os = sql::outbox_sql(Dialect::Postgres);
+        let now = fascicolo_fhir::datetime::now_ms();
+        for m in &outbox {
+            let st = tx.prepare_cached(&os.insert).await.map_err(be)?;
+            tx.execute(&st, &[&m.patient_key.uuid(), &m.id, &m.kind, &m.payload, &now, &m.available_at]).await.map_err(be)?;
+        }
         tx.commit().await.map_err(be)
+    }
+
+    async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        let c = self.client().await?;
+        let os = sql::outbox_sql(Dialect::Postgres);
+        let until = now.saturating_add(lease_ms);
+        let st = c.prepare_cached(&os.claim).await.map_err(be)?;
+        let rows = c.query(&st, &[&until, &now, &i64::try_from(limit).unwrap_or(i64::MAX)]).await.map_err(be)?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    message: OutboxMessage {
+                        patient_key: PatientKey::from_uuid(r.try_get(0).map_err(be)?),
+                        id: r.try_get(1).map_err(be)?,
+                        kind: r.try_get(2).map_err(be)?,
+                        payload: r.try_get(3).map_err(be)?,
+                        available_at: until,
+                    },
+                    attempts: r.try_get(4).map_err(be)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|c| c.message.id);
+        Ok(out)
+    }
+
+    async fn outbox_done(&self, patient_key: PatientKey, id: uuid::Uuid, now: i64) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::outbox_sql(Dialect::Postgres).done).await.map_err(be)?;
+        c.execute(&st, &[&now, &patient_key.uuid(), &id]).await.map_err(be)?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, patient_key: PatientKey, id: uuid::Uuid, next_at: i64, error: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::outbox_sql(Dialect::Postgres).retry).await.map_err(be)?;
+        c.execute(&st, &[&next_at, &error, &patient_key.uuid(), &id]).await.map_err(be)?;
+        Ok(())
     }
 
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {

@@ -32,6 +32,7 @@ fn main() {
             fascicolo_store::sql::SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
             fascicolo_store::sql::SqlValue::Real(f) => rusqlite::types::Value::Real(*f),
             fascicolo_store::sql::SqlValue::Key(k) => rusqlite::types::Value::Blob(k.uuid().as_bytes().to_vec()),
+            fascicolo_store::sql::SqlValue::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
             fascicolo_store::sql::SqlValue::Null => rusqlite::types::Value::Null,
         })
         .collect();

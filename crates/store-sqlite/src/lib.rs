@@ -4,7 +4,7 @@
 
 use fascicolo_domain::PatientKey;
 use fascicolo_store::sql::{self, Dialect, SqlValue};
-use fascicolo_store::{Expect, HistoryQuery, Hit, Method, SearchPlan, Store, StoreError, Stored, Write};
+use fascicolo_store::{Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write};
 use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, Value as SqlLite};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
@@ -47,6 +47,7 @@ impl rusqlite::ToSql for Bind<'_> {
             SqlValue::Int(i) => ToSqlOutput::Owned(SqlLite::Integer(*i)),
             SqlValue::Real(f) => ToSqlOutput::Owned(SqlLite::Real(*f)),
             SqlValue::Key(k) => ToSqlOutput::Owned(SqlLite::Blob(k.uuid().as_bytes().to_vec())),
+            SqlValue::Uuid(u) => ToSqlOutput::Owned(SqlLite::Blob(u.as_bytes().to_vec())),
             SqlValue::Null => ToSqlOutput::Owned(SqlLite::Null),
         })
     }
@@ -102,6 +103,14 @@ impl SqliteStore {
             writer.execute_batch(&stmt).map_err(be)?;
         }
         Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())) })
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || f(&mut writer.lock())).await.map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     async fn with_reader<T: Send + 'static>(
@@ -243,19 +252,73 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock();
+    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
             for w in &writes {
                 apply(&tx, w)?;
             }
             insert_index(&tx, &writes)?;
+            let os = sql::outbox_sql(Dialect::Sqlite);
+            let now = fascicolo_fhir::datetime::now_ms();
+            for m in &outbox {
+                tx.prepare_cached(&os.insert)
+                    .map_err(be)?
+                    .execute((key_param(m.patient_key), m.id.as_bytes().to_vec(), &m.kind, &m.payload, now, m.available_at))
+                    .map_err(be)?;
+            }
             tx.commit().map_err(be)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        self.with_writer(move |conn| {
+            let os = sql::outbox_sql(Dialect::Sqlite);
+            let until = now.saturating_add(lease_ms);
+            let mut stmt = conn.prepare_cached(&os.claim).map_err(be)?;
+            let rows = stmt
+                .query_map((until, now, i64::try_from(limit).unwrap_or(i64::MAX)), |r| {
+                    let id: Vec<u8> = r.get(1)?;
+                    Ok(Claimed {
+                        message: OutboxMessage {
+                            patient_key: row_key(r, 0)?,
+                            id: uuid::Uuid::from_slice(&id).unwrap_or_default(),
+                            kind: r.get(2)?,
+                            payload: r.get(3)?,
+                            available_at: until,
+                        },
+                        attempts: r.get(4)?,
+                    })
+                })
+                .map_err(be)?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(be)?;
+            out.sort_by_key(|c| c.message.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn outbox_done(&self, patient_key: PatientKey, id: uuid::Uuid, now: i64) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let os = sql::outbox_sql(Dialect::Sqlite);
+            conn.prepare_cached(&os.done).map_err(be)?.execute((now, key_param(patient_key), id.as_bytes().to_vec())).map_err(be)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_retry(&self, patient_key: PatientKey, id: uuid::Uuid, next_at: i64, error: &str) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.with_writer(move |conn| {
+            let os = sql::outbox_sql(Dialect::Sqlite);
+            conn.prepare_cached(&os.retry)
+                .map_err(be)?
+                .execute((next_at, &error, key_param(patient_key), id.as_bytes().to_vec()))
+                .map_err(be)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {

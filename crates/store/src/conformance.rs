@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
-use crate::{Expect, HistoryQuery, Method, PatientKey, SearchPlan, Store, StoreError, Write};
+use crate::{Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Write};
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
 use serde_json::{json, Value};
@@ -237,13 +237,83 @@ pub async fn patient_partitions(s: &dyn Store) {
     assert_eq!(ids(s, &plan("Observation", "patient=p2")).await, vec!["o3", "o4"]);
 }
 
+fn message(patient: &str, kind: &str, available_at: i64) -> OutboxMessage {
+    OutboxMessage {
+        id: uuid::Uuid::now_v7(),
+        patient_key: pk(patient),
+        kind: kind.into(),
+        payload: json!({"resource": "Observation/o9"}).to_string(),
+        available_at,
+    }
+}
+
+pub async fn outbox_commits_with_the_change(s: &dyn Store) {
+    seed(s).await;
+    let m = message("p1", "notify.new-document", 1_000);
+    s.commit_with(vec![write(obs("o9", "p1", "2345-7", 88.0, "2024-01-01"), pk("p1"), 1, 9_000, Expect::Absent)], vec![m.clone()])
+        .await
+        .unwrap();
+    // the same change again conflicts: neither the write nor its message is kept
+    let lost = message("p1", "notify.new-document", 1_000);
+    let err = s
+        .commit_with(vec![write(obs("o9", "p1", "2345-7", 88.0, "2024-01-01"), pk("p1"), 1, 9_500, Expect::Absent)], vec![lost])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    let claimed = s.outbox_claim(2_000, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.id, m.id);
+    assert_eq!(claimed[0].message.patient_key, pk("p1"));
+    assert_eq!(claimed[0].message.kind, "notify.new-document");
+    assert_eq!(claimed[0].message.payload, m.payload);
+    assert_eq!(claimed[0].attempts, 1);
+}
+
+pub async fn outbox_leases_retries_and_completes(s: &dyn Store) {
+    let a = message("p1", "notify.access", 1_000);
+    let b = message("p2", "notify.access", 5_000);
+    s.commit_with(Vec::new(), vec![a.clone(), b.clone()]).await.unwrap();
+    let ids = |c: Vec<crate::Claimed>| c.into_iter().map(|x| (x.message.id, x.attempts)).collect::<Vec<_>>();
+    assert_eq!(ids(s.outbox_claim(2_000, 10_000, 10).await.unwrap()), vec![(a.id, 1)]);
+    // leased until 12_000, and b is not due before 5_000
+    assert!(s.outbox_claim(3_000, 10_000, 10).await.unwrap().is_empty());
+    assert_eq!(ids(s.outbox_claim(6_000, 10_000, 10).await.unwrap()), vec![(b.id, 1)]);
+    s.outbox_retry(pk("p1"), a.id, 20_000, "smtp: connection refused").await.unwrap();
+    assert!(s.outbox_claim(13_000, 10_000, 10).await.unwrap().is_empty());
+    // both due again: a by its retry time, b because its lease (until 16_000) ran out
+    assert_eq!(ids(s.outbox_claim(20_000, 10_000, 10).await.unwrap()), vec![(a.id, 2), (b.id, 2)]);
+    s.outbox_done(pk("p1"), a.id, 21_000).await.unwrap();
+    s.outbox_done(pk("p2"), b.id, 21_000).await.unwrap();
+    // done is final, also for a late retry
+    s.outbox_retry(pk("p1"), a.id, 0, "late").await.unwrap();
+    assert!(s.outbox_claim(99_000, 10_000, 10).await.unwrap().is_empty());
+}
+
+pub async fn outbox_claims_are_disjoint(s: &dyn Store) {
+    let msgs: Vec<OutboxMessage> = (0..40).map(|i| message(if i % 2 == 0 { "p1" } else { "p2" }, "webhook", 1_000)).collect();
+    s.commit_with(Vec::new(), msgs.clone()).await.unwrap();
+    let (a, b, c, d) = tokio::join!(
+        s.outbox_claim(2_000, 60_000, 10),
+        s.outbox_claim(2_000, 60_000, 10),
+        s.outbox_claim(2_000, 60_000, 10),
+        s.outbox_claim(2_000, 60_000, 10)
+    );
+    let mut all: Vec<uuid::Uuid> = [a, b, c, d].into_iter().flat_map(|r| r.unwrap()).map(|x| x.message.id).collect();
+    assert_eq!(all.len(), 40);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40, "a message was claimed twice");
+    assert!(s.outbox_claim(2_000, 60_000, 10).await.unwrap().is_empty());
+}
+
 /// Expand to one test per behaviour, for a backend.
 /// `$make` is an async block returning `Option<impl Store>` (None skips, e.g. no PostgreSQL).
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, delete_is_logical,
-            search_parameter_types, sort_and_keyset_paging, patient_partitions);
+            search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
+            outbox_leases_retries_and_completes, outbox_claims_are_disjoint);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -125,6 +125,31 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A side effect to carry out after a commit (email, SMS, push, webhook), stored in the same
+/// transaction as the change that causes it (ARCHITECTURE.md invariant 6). The worker leases due
+/// messages, then marks them done or schedules a retry; consumers must be idempotent. Payloads
+/// carry no personal or clinical data (invariant 8): they point at what changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// UUID v7: also the order of creation.
+    pub id: uuid::Uuid,
+    /// The patient the message is about (SHARED when none), so it lives in that partition.
+    pub patient_key: PatientKey,
+    /// What to do, e.g. `notify.new-document`.
+    pub kind: String,
+    /// JSON for the consumer.
+    pub payload: String,
+    /// Not before this instant (ms since the epoch).
+    pub available_at: i64,
+}
+
+/// A leased message and how many times it has been claimed (this claim included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub message: OutboxMessage,
+    pub attempts: i64,
+}
+
 /// The storage interface. Every method is atomic; `commit` applies all writes or none.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -136,7 +161,18 @@ pub trait Store: Send + Sync + 'static {
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError>;
     /// Current, non-deleted versions of many resources (missing ones are skipped).
     async fn read_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError>;
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commit_with(writes, Vec::new()).await
+    }
+    /// Commit resource writes and outbox messages together: all or nothing.
+    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError>;
+    /// Lease up to `limit` due messages (not done, `available_at <= now`) until `now + lease_ms`,
+    /// oldest first; each claim counts an attempt. Concurrent claimers get disjoint messages.
+    async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError>;
+    /// The message was handled: it is never claimed again.
+    async fn outbox_done(&self, patient_key: PatientKey, id: uuid::Uuid, now: i64) -> Result<(), StoreError>;
+    /// Handling failed: claimable again from `next_at`, with the error kept for operators.
+    async fn outbox_retry(&self, patient_key: PatientKey, id: uuid::Uuid, next_at: i64, error: &str) -> Result<(), StoreError>;
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError>;
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;

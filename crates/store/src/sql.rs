@@ -21,6 +21,7 @@ pub enum SqlValue {
     Int(i64),
     Real(f64),
     Key(PatientKey),
+    Uuid(uuid::Uuid),
     Null,
 }
 
@@ -100,6 +101,10 @@ pub fn schema(d: Dialect) -> Vec<String> {
         "CREATE INDEX IF NOT EXISTS history_type_updated ON resource_history (res_type, last_updated)".into(),
         fix("CREATE TABLE IF NOT EXISTS locator (res_type TEXT NOT NULL, id TEXT NOT NULL, patient_key PKEY NOT NULL, \
              PRIMARY KEY (res_type, id))"),
+        fix("CREATE TABLE IF NOT EXISTS outbox (patient_key PKEY NOT NULL, id PKEY NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, \
+             created_at BIGINT NOT NULL, available_at BIGINT NOT NULL, attempts BIGINT NOT NULL, done_at BIGINT, last_error TEXT, \
+             PRIMARY KEY (patient_key, id))"),
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at) WHERE done_at IS NULL".into(),
     ];
     for (table, cols) in INDEX_TABLES {
         // The owner key serves deletes on update and the correlated EXISTS probes. (A WITHOUT
@@ -857,3 +862,47 @@ fn add_index_rows(w: &crate::Write, out: &mut std::collections::BTreeMap<&'stati
 
 /// Rows per multi-row index INSERT.
 pub const INSERT_CHUNK: usize = 64;
+
+/// Statements of the outbox, numbered for the dialect.
+pub struct OutboxSql {
+    pub insert: String,
+    /// Params: lease-until, now, limit. Returns patient_key, id, kind, payload, attempts.
+    pub claim: String,
+    /// Params: now, patient_key, id.
+    pub done: String,
+    /// Params: next_at, error, patient_key, id.
+    pub retry: String,
+}
+
+pub fn outbox_sql(d: Dialect) -> OutboxSql {
+    let p = |n| ph(d, n);
+    // PostgreSQL: concurrent workers skip each other's rows; SQLite has one writer.
+    let lock = if d == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    OutboxSql {
+        insert: format!(
+            "INSERT INTO outbox (patient_key, id, kind, payload, created_at, available_at, attempts) VALUES ({}, {}, {}, {}, {}, {}, 0)",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6)
+        ),
+        claim: format!(
+            "UPDATE outbox SET available_at = {}, attempts = attempts + 1 WHERE (patient_key, id) IN \
+             (SELECT patient_key, id FROM outbox WHERE done_at IS NULL AND available_at <= {} ORDER BY available_at, id LIMIT {}{lock}) \
+             RETURNING patient_key, id, kind, payload, attempts",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        done: format!("UPDATE outbox SET done_at = {} WHERE patient_key = {} AND id = {}", p(1), p(2), p(3)),
+        retry: format!(
+            "UPDATE outbox SET available_at = {}, last_error = {} WHERE patient_key = {} AND id = {} AND done_at IS NULL",
+            p(1),
+            p(2),
+            p(3),
+            p(4)
+        ),
+    }
+}
