@@ -7,9 +7,8 @@ use crate::fhir::{rewrite_refs, FhirService, Versioned};
 use crate::gate::{authorize, Action, Actor};
 use crate::prepare::{check, delete_for, new_id, write_for};
 use fascicolo_fhir::model::model;
-use fascicolo_fhir::search::parse_search;
 use fascicolo_fhir::{datetime, is_valid_id, operation_outcome, OutcomeIssue};
-use fascicolo_store::{Method, SearchPlan, Stored, Write};
+use fascicolo_store::{Method, Stored, Write};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -182,10 +181,7 @@ impl FhirService {
             };
             out.push(match result {
                 Ok(v) => v,
-                Err(err) => {
-                    let (code, msg) = crate::error_status(&err);
-                    json!({"response": {"status": code.to_string(), "outcome": operation_outcome(&msg)}})
-                }
+                Err(err) => error_entry(&err),
             });
         }
         Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
@@ -212,7 +208,7 @@ impl FhirService {
             let target: Option<(String, Option<Stored>)> = match (e.verb, id, query) {
                 (Verb::Post, None, _) => {
                     if let Some(q) = &e.if_none_exist {
-                        match self.tx_match(&t, q).await {
+                        match self.conditional_match(actor, &t, q).await {
                             Ok(Some(found)) => {
                                 if let Some(fu) = &e.full_url {
                                     map.insert(fu.clone(), format!("{t}/{}", found.id));
@@ -236,7 +232,7 @@ impl FhirService {
                     let cur = self.store().read(&t, &id).await?;
                     Some((id, cur))
                 }
-                (Verb::Put | Verb::Delete, None, Some(q)) => match self.tx_match(&t, &q).await {
+                (Verb::Put | Verb::Delete, None, Some(q)) => match self.conditional_match(actor, &t, &q).await {
                     Ok(Some(found)) => Some((found.id.clone(), Some(found))),
                     Ok(None) if e.verb == Verb::Put => {
                         let id = e.resource.as_ref().and_then(|r| r["id"].as_str()).map_or_else(new_id, String::from);
@@ -296,7 +292,7 @@ impl FhirService {
         for (q, slot) in conditional.iter_mut() {
             let (t, _, query) = split_url(q);
             let found = match query {
-                Some(qq) if model().is_concrete_resource(&t) => self.tx_match(&t, &qq).await.ok().flatten(),
+                Some(qq) if model().is_concrete_resource(&t) => self.conditional_match(actor, &t, &qq).await.ok().flatten(),
                 _ => None,
             };
             match found {
@@ -379,7 +375,7 @@ impl FhirService {
                         Some(v) => serde_json::from_value(v.clone()).map_err(|x| x.to_string()),
                         None => Err("missing patch".into()),
                     };
-                    let mut doc: Value = serde_json::from_str(&c.json).unwrap_or(Value::Null);
+                    let mut doc = crate::fhir::parse_stored(c)?;
                     match patch.and_then(|p| json_patch::patch(&mut doc, &p).map_err(|x| x.to_string())) {
                         Ok(()) => {
                             let found = check(&doc, t, Some(&prefix));
@@ -424,13 +420,7 @@ impl FhirService {
                 if s.id.is_empty() {
                     out.push(json!({"response": {"status": "204 No Content"}}));
                 } else {
-                    let v = Versioned {
-                        resource: serde_json::from_str(&s.json).unwrap_or(Value::Null),
-                        resource_type: s.resource_type.clone(),
-                        id: s.id.clone(),
-                        version: s.version,
-                        last_updated: s.last_updated,
-                    };
+                    let v = Versioned::from_stored(s)?;
                     out.push(response_entry(base, &v, false, true));
                 }
             } else if e.verb == Verb::Delete {
@@ -446,41 +436,26 @@ impl FhirService {
                 };
                 out.push(match r {
                     Ok(v) => json!({"resource": v, "response": {"status": "200 OK"}}),
-                    Err(err) => {
-                        let (code, msg) = crate::error_status(&err);
-                        json!({"response": {"status": code.to_string(), "outcome": operation_outcome(&msg)}})
-                    }
+                    Err(err) => error_entry(&err),
                 });
             }
         }
         Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": out}))
     }
-
-    async fn tx_match(&self, resource_type: &str, query: &str) -> AppResult<Option<Stored>> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-        let req = parse_search(Some(resource_type), &pairs)?;
-        let plan = SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses, limit: 2, ..Default::default() };
-        let mut hits = self.store().search(&plan).await?;
-        match hits.len() {
-            0 => Ok(None),
-            1 => Ok(hits.pop().map(|h| h.stored)),
-            _ => Err(AppError::PreconditionFailed(format!("'{resource_type}?{query}' matches more than one resource"))),
-        }
-    }
 }
 
+/// A batch/transaction response entry for a failed entry: its status and OperationOutcome.
+fn error_entry(err: &AppError) -> Value {
+    let (code, issues) = crate::error_status(err);
+    json!({"response": {"status": code.to_string(), "outcome": operation_outcome(&issues)}})
+}
+
+/// Conditional references (`Patient?identifier=...`), to resolve before the writes.
 fn collect_conditional(v: &Value, out: &mut HashMap<String, String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("reference") {
-                let path = r.split('?').next().unwrap_or(r);
-                if r.contains('?') && !path.starts_with("urn:") && !path.contains("://") {
-                    out.entry(r.clone()).or_default();
-                }
-            }
-            m.values().for_each(|x| collect_conditional(x, out));
+    crate::prepare::for_each_reference(v, &mut |r| {
+        let path = r.split('?').next().unwrap_or(r);
+        if r.contains('?') && !path.starts_with("urn:") && !path.contains("://") {
+            out.entry(r.to_string()).or_default();
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_conditional(x, out)),
-        _ => {}
-    }
+    });
 }

@@ -25,9 +25,15 @@ pub struct Versioned {
     pub last_updated: i64,
 }
 
+/// The JSON of a stored version. It was serialised by us: failing to parse it is a storage fault
+/// (500), never the client's error.
+pub(crate) fn parse_stored(s: &Stored) -> AppResult<Value> {
+    serde_json::from_str(&s.json).map_err(|e| AppError::Store(fascicolo_store::StoreError::Backend(format!("stored JSON: {e}"))))
+}
+
 impl Versioned {
-    fn from_stored(s: &Stored) -> AppResult<Self> {
-        let resource = serde_json::from_str(&s.json).map_err(|e| AppError::Store(fascicolo_store::StoreError::Backend(e.to_string())))?;
+    pub(crate) fn from_stored(s: &Stored) -> AppResult<Self> {
+        let resource = parse_stored(s)?;
         Ok(Self { resource, resource_type: s.resource_type.clone(), id: s.id.clone(), version: s.version, last_updated: s.last_updated })
     }
     pub(crate) fn from_write(w: &Write, resource: Value) -> Self {
@@ -134,37 +140,7 @@ fn decode_cursor(s: &str) -> AppResult<Vec<Value>> {
 
 /// Query string from decoded pairs (for self/next links).
 pub fn encode_query(pairs: &[(String, String)]) -> String {
-    let mut s = form_urlencoded_serializer();
-    for (k, v) in pairs {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
-
-fn form_urlencoded_serializer() -> Serializer {
-    Serializer(Vec::new())
-}
-
-/// A small `application/x-www-form-urlencoded` serializer.
-struct Serializer(Vec<String>);
-impl Serializer {
-    fn append_pair(&mut self, k: &str, v: &str) {
-        fn enc(s: &str) -> String {
-            let mut o = String::new();
-            for b in s.bytes() {
-                if b.is_ascii_alphanumeric() || b"-._~:|,$/".contains(&b) {
-                    o.push(char::from(b));
-                } else {
-                    o.push_str(&format!("%{b:02X}"));
-                }
-            }
-            o
-        }
-        self.0.push(format!("{}={}", enc(k), enc(v)));
-    }
-    fn finish(self) -> String {
-        self.0.join("&")
-    }
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
 fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Summary>) {
@@ -296,10 +272,12 @@ impl FhirService {
     }
 
     /// Zero or one match of a conditional query (more is 412).
-    async fn conditional_match(&self, actor: &Actor, resource_type: &str, query: &str) -> AppResult<Option<Stored>> {
+    /// The one resource a conditional operation or conditional reference names: none, one, or
+    /// 412 when the criteria match several. Empty criteria are refused (they would match anything).
+    pub(crate) async fn conditional_match(&self, actor: &Actor, resource_type: &str, query: &str) -> AppResult<Option<Stored>> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.trim_start_matches('?').as_bytes()).into_owned().collect();
         if pairs.is_empty() {
-            return Err(AppError::BadRequest("a conditional operation needs search criteria".into()));
+            return Err(AppError::BadRequest(format!("the condition '{resource_type}?{query}' has no search criteria")));
         }
         let req = parse_search(Some(resource_type), &pairs)?;
         authorize(actor, Action::Search, resource_type, None)?;
@@ -308,7 +286,7 @@ impl FhirService {
         match hits.len() {
             0 => Ok(None),
             1 => Ok(hits.pop().map(|h| h.stored)),
-            _ => Err(AppError::PreconditionFailed("the condition matches more than one resource".into())),
+            _ => Err(AppError::PreconditionFailed(format!("the condition '{resource_type}?{query}' matches more than one resource"))),
         }
     }
 
@@ -497,7 +475,7 @@ impl FhirService {
         for (s, mode) in matched.into_iter().map(|s| (s, "match")).chain(included.into_iter().map(|s| (s, "include"))) {
             let full = format!("{base}/{}/{}", s.resource_type, s.id);
             let json = if reshape {
-                let mut r: Value = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                let mut r = parse_stored(&s)?;
                 apply_elements(&mut r, &req.elements, req.summary);
                 r.to_string()
             } else {
@@ -647,7 +625,7 @@ impl FhirService {
             let mut e = json!({"fullUrl": full, "request": {"method": s.method.as_str(), "url": url},
                 "response": {"status": status, "etag": format!("W/\"{}\"", s.version), "lastModified": datetime::format_instant(s.last_updated)}});
             if !s.deleted {
-                e["resource"] = serde_json::from_str(&s.json).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                e["resource"] = parse_stored(s)?;
             }
             entries.push(e);
         }
@@ -782,19 +760,11 @@ fn outgoing_refs(resources: &[Stored], inc: &Include) -> Vec<(String, String)> {
 }
 
 fn collect_refs(v: &Value, out: &mut HashSet<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("reference") {
-                if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } = fascicolo_fhir::params::parse_reference(r)
-                {
-                    out.insert((t, id));
-                }
-            }
-            m.values().for_each(|x| collect_refs(x, out));
+    prepare::for_each_reference(v, &mut |r| {
+        if let Some(t) = prepare::local_target(r) {
+            out.insert(t);
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
-        _ => {}
-    }
+    });
 }
 
 /// Rewrite every `reference` found in `map` (used by transactions).

@@ -134,31 +134,41 @@ pub fn delete_for(current: &Stored, now: i64) -> Write {
     }
 }
 
+/// Call `f` with every `reference` string anywhere in a resource (contained resources and
+/// extensions included). The one walker behind reference checks, includes and transactions.
+pub fn for_each_reference<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("reference") {
+                f(r);
+            }
+            m.values().for_each(|x| for_each_reference(x, f));
+        }
+        Value::Array(a) => a.iter().for_each(|x| for_each_reference(x, f)),
+        _ => {}
+    }
+}
+
+/// `Type/id` of a literal reference to a resource on this server, if it is one.
+pub fn local_target(r: &str) -> Option<(String, String)> {
+    match fascicolo_fhir::params::parse_reference(r) {
+        IndexValue::Reference { target_type: Some(t), target_id: Some(id), url: None } => Some((t, id)),
+        _ => None,
+    }
+}
+
 /// Literal references to patients on this server (`Patient/id`), and unresolved `urn:uuid:`
 /// references, found anywhere in a resource. Only patient references are checked for
 /// existence: the patient is the compartment anchor, so a dangling one would file data under a
 /// partition nobody owns. Other references may point at resources that arrive later.
 pub fn literal_refs(v: &Value, out: &mut std::collections::BTreeSet<(String, String)>, urns: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("reference") {
-                if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
-                    urns.push(r.clone());
-                } else if !r.starts_with('#') && !r.contains("://") && !r.contains('?') {
-                    if let IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } =
-                        fascicolo_fhir::params::parse_reference(r)
-                    {
-                        if t == "Patient" {
-                            out.insert((t, id));
-                        }
-                    }
-                }
-            }
-            m.values().for_each(|x| literal_refs(x, out, urns));
+    for_each_reference(v, &mut |r| {
+        if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+            urns.push(r.to_string());
+        } else if let Some((t, id)) = local_target(r).filter(|(t, _)| t == "Patient") {
+            out.insert((t, id));
         }
-        Value::Array(a) => a.iter().for_each(|x| literal_refs(x, out, urns)),
-        _ => {}
-    }
+    });
 }
 
 /// Referential integrity: every patient reference must point at an existing, non-deleted

@@ -162,6 +162,15 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         assert_eq!(r.body["resourceType"], "OperationOutcome", "{method} {path}");
         assert!(r.body.to_string().contains(text), "{method} {path}: expected '{text}' in {}", r.body);
     }
+    // a body over the limit: 413 with an OperationOutcome, nothing stored
+    let huge = format!(
+        "{{\"resourceType\":\"Patient\",\"text\":{{\"status\":\"generated\",\"div\":\"<div>{}</div>\"}}}}",
+        "x".repeat(65 * 1024 * 1024)
+    );
+    let r = app.send("POST", "/Patient", Some(Value::String(huge)), &[]).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+    assert!(r.body.to_string().contains("larger than the limit of 64 MiB"), "{}", r.body);
     // every problem of one resource is listed, each with its location
     let r = app.post("/Patient", json!({"resourceType": "Patient", "gender": "f", "birthDate": "x", "foo": 1})).await;
     let locs: Vec<&str> = r.body["issue"].as_array().unwrap().iter().map(|i| i["expression"][0].as_str().unwrap()).collect();
@@ -312,6 +321,21 @@ async fn transaction_resolves_references_and_is_all_or_nothing() {
     assert!(text.contains("Patient/nobody"), "{text}");
     assert_eq!(app.versions().await, before);
     assert!(ids(&app.get("/Patient?family=valid").await.body).is_empty());
+
+    // a conditional reference without criteria names nothing, even if one patient would "match"
+    let solo = spawn_app().await;
+    solo.create(patient("Unico", "NCUGLI85D52F205G")).await;
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient?"}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": patient("Doppio", "DPPGLI85D52F205F"), "request": {"method": "POST", "url": "Patient", "ifNoneExist": ""}}
+    ]});
+    let r = solo.post("", tx).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.to_string().contains("'Patient?' does not match exactly one resource"), "{}", r.body);
+    assert!(r.body.to_string().contains("has no search criteria"), "{}", r.body);
+    assert_eq!(solo.count("Observation").await, 0);
+    assert_eq!(solo.count("Patient").await, 1);
 
     // version conflict inside a transaction
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [

@@ -75,8 +75,3 @@ pub fn operation_outcome(issues: &[OutcomeIssue]) -> Value {
         .collect();
     json!({"resourceType": "OperationOutcome", "issue": issue})
 }
-
-/// The logical id of a JSON resource.
-pub fn resource_id(v: &Value) -> Option<&str> {
-    v.get("id").and_then(Value::as_str)
-}

@@ -201,7 +201,6 @@ fn ph(d: Dialect, n: usize) -> String {
 
 /// Statements of the write path, numbered for the dialect.
 pub struct WriteSql {
-    pub locator_get: String,
     pub current_version: String,
     pub delete_current: String,
     pub delete_index: Vec<String>,
@@ -215,7 +214,6 @@ pub struct WriteSql {
 pub fn write_sql(d: Dialect) -> WriteSql {
     let p = |n| ph(d, n);
     WriteSql {
-        locator_get: format!("SELECT patient_key FROM locator WHERE res_type = {} AND id = {}", p(1), p(2)),
         current_version: format!(
             "SELECT version FROM resources WHERE patient_key = {} AND res_type = {} AND id = {}",
             p(1),
@@ -375,7 +373,7 @@ fn number_cond(b: &mut SqlBuf, col: &str, prefix: Prefix, value: f64, low: f64, 
 }
 
 /// The condition of one term on index alias `x`.
-fn term_cond(b: &mut SqlBuf, x: &str, kind: ParamType, modifier: &Modifier, term: &Term) {
+fn term_cond(b: &mut SqlBuf, x: &str, modifier: &Modifier, term: &Term) {
     match term {
         Term::Token { system, code } => {
             b.s("(1=1");
@@ -462,8 +460,8 @@ fn term_cond(b: &mut SqlBuf, x: &str, kind: ParamType, modifier: &Modifier, term
                 b.s(&format!("{x}.value = ")).text(u);
             }
         },
+        // composites are matched by `composite_sql`, component by component
         Term::Composite(_) => {
-            let _ = kind;
             b.s("1=0");
         }
     }
@@ -617,7 +615,7 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
                     if i > 0 {
                         b.s(" OR ");
                     }
-                    term_cond(b, "x", param.kind, modifier, v);
+                    term_cond(b, "x", modifier, v);
                 }
                 b.s(")");
                 if let Modifier::Type(t) = modifier {
@@ -688,9 +686,9 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
     } else {
         b.s(&format!(" WHERE c0.patient_key = {a}.patient_key AND c0.res_type = {a}.res_type AND c0.res_id = {a}.id"));
     }
-    for (i, ((_, ctype, _), term)) in param.components.iter().zip(terms).enumerate() {
+    for (i, term) in terms.iter().enumerate() {
         b.s(&format!(" AND c{i}.param = ")).p(SqlValue::Text(format!("{}#{i}", param.code))).s(" AND ");
-        term_cond(b, &format!("c{i}"), *ctype, &Modifier::None, term);
+        term_cond(b, &format!("c{i}"), &Modifier::None, term);
     }
     if !subj.driver {
         b.s(probe_fence(b.dialect));
@@ -699,7 +697,7 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
 }
 
 /// The SQL expression of a sort key and its "missing" sentinel.
-fn sort_expr(b: &mut SqlBuf, resource_type: Option<&str>, key: &SortKey) {
+fn sort_expr(b: &mut SqlBuf, key: &SortKey) {
     let agg = if key.descending { "MAX" } else { "MIN" };
     match (key.param.as_str(), key.kind) {
         ("_id", _) => {
@@ -721,7 +719,6 @@ fn sort_expr(b: &mut SqlBuf, resource_type: Option<&str>, key: &SortKey) {
             b.text(p).s("), ");
             b.p(if key.descending { lo } else { hi });
             b.s(")");
-            let _ = resource_type;
         }
         _ => {
             b.s("r.id");
@@ -777,7 +774,7 @@ pub fn search_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
     for (i, k) in plan.sort.iter().enumerate() {
         let mut kb = SqlBuf::new(d);
         kb.params = std::mem::take(&mut b.params);
-        sort_expr(&mut kb, plan.resource_type.as_deref(), k);
+        sort_expr(&mut kb, k);
         b.params = kb.params;
         b.s(", ").s(&kb.sql).s(&format!(" AS k{i}"));
         keys.push(kb.sql);

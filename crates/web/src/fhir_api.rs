@@ -156,8 +156,24 @@ fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap,
     }
 }
 
-pub async fn dispatch_root(state: State<AppState>, method: Method, query: RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    route(state, method, String::new(), query, headers, body).await
+/// A body that could not be read (too large, interrupted) is refused with an OperationOutcome.
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+fn body_error(e: &axum::extract::rejection::BytesRejection) -> Response {
+    let status = e.status().as_u16();
+    let msg = if status == 413 {
+        format!("the request body is larger than the limit of {} MiB", crate::MAX_BODY / (1024 * 1024))
+    } else {
+        format!("the request body could not be read: {}", e.body_text())
+    };
+    bad(status, if status == 413 { "too-costly" } else { "invalid" }, &msg, "fhir")
+}
+
+pub async fn dispatch_root(state: State<AppState>, method: Method, query: RawQuery, headers: HeaderMap, body: Body) -> Response {
+    match body {
+        Ok(b) => route(state, method, String::new(), query, headers, b).await,
+        Err(e) => body_error(&e),
+    }
 }
 
 pub async fn dispatch(
@@ -166,9 +182,12 @@ pub async fn dispatch(
     Path(rest): Path<String>,
     query: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    route(state, method, rest, query, headers, body).await
+    match body {
+        Ok(b) => route(state, method, rest, query, headers, b).await,
+        Err(e) => body_error(&e),
+    }
 }
 
 async fn route(
