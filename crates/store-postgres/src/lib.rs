@@ -6,7 +6,9 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use fascicolo_domain::PatientKey;
 use fascicolo_store::sql::{self, Dialect, SqlValue};
-use fascicolo_store::{Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write};
+use fascicolo_store::{
+    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
+};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
@@ -285,4 +287,46 @@ impl Store for PgStore {
         let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
         rows.iter().map(|r| row_stored(r, true)).collect()
     }
+
+    async fn auth_put(&self, rec: &AuthRecord, replace: bool) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let a = sql::auth_sql(Dialect::Postgres);
+        let st = c.prepare_cached(if replace { &a.upsert } else { &a.insert_new }).await.map_err(be)?;
+        let n = c.execute(&st, &[&rec.kind, &rec.id, &rec.subject, &rec.data, &rec.expires_at]).await.map_err(be)?;
+        Ok(n > 0)
+    }
+
+    async fn auth_get(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).get).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&kind, &id, &now]).await.map_err(be)?.map(|r| auth_row(&r)))
+    }
+
+    async fn auth_take(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).take).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&kind, &id]).await.map_err(be)?.map(|r| auth_row(&r)).filter(|r| r.expires_at > now))
+    }
+
+    async fn auth_delete(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).delete).await.map_err(be)?;
+        Ok(c.execute(&st, &[&kind, &id]).await.map_err(be)? > 0)
+    }
+
+    async fn auth_delete_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).delete_subject).await.map_err(be)?;
+        c.execute(&st, &[&kind, &subject]).await.map_err(be)
+    }
+
+    async fn auth_purge(&self, now: i64) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).purge).await.map_err(be)?;
+        c.execute(&st, &[&now]).await.map_err(be)
+    }
+}
+
+fn auth_row(r: &tokio_postgres::Row) -> AuthRecord {
+    AuthRecord { kind: r.get(0), id: r.get(1), subject: r.get(2), data: r.get(3), expires_at: r.get(4) }
 }

@@ -4,7 +4,9 @@
 
 use fascicolo_domain::PatientKey;
 use fascicolo_store::sql::{self, Dialect, SqlValue};
-use fascicolo_store::{Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write};
+use fascicolo_store::{
+    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
+};
 use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, Value as SqlLite};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
@@ -366,4 +368,68 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn auth_put(&self, rec: &AuthRecord, replace: bool) -> Result<bool, StoreError> {
+        let rec = rec.clone();
+        self.with_writer(move |conn| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            let stmt = if replace { &a.upsert } else { &a.insert_new };
+            let n = conn
+                .prepare_cached(stmt)
+                .map_err(be)?
+                .execute((&rec.kind, &rec.id, &rec.subject, &rec.data, rec.expires_at))
+                .map_err(be)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn auth_get(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with_reader(move |c| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            c.prepare_cached(&a.get).map_err(be)?.query_row((&kind, &id, now), auth_row).optional().map_err(be)
+        })
+        .await
+    }
+
+    async fn auth_take(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with_writer(move |c| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            let rec = c.prepare_cached(&a.take).map_err(be)?.query_row((&kind, &id), auth_row).optional().map_err(be)?;
+            Ok(rec.filter(|r| r.expires_at > now))
+        })
+        .await
+    }
+
+    async fn auth_delete(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.with_writer(move |c| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            Ok(c.prepare_cached(&a.delete).map_err(be)?.execute((&kind, &id)).map_err(be)? > 0)
+        })
+        .await
+    }
+
+    async fn auth_delete_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError> {
+        let (kind, subject) = (kind.to_string(), subject.to_string());
+        self.with_writer(move |c| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            Ok(c.prepare_cached(&a.delete_subject).map_err(be)?.execute((&kind, &subject)).map_err(be)? as u64)
+        })
+        .await
+    }
+
+    async fn auth_purge(&self, now: i64) -> Result<u64, StoreError> {
+        self.with_writer(move |c| {
+            let a = sql::auth_sql(Dialect::Sqlite);
+            Ok(c.prepare_cached(&a.purge).map_err(be)?.execute([now]).map_err(be)? as u64)
+        })
+        .await
+    }
+}
+
+fn auth_row(r: &Row<'_>) -> rusqlite::Result<AuthRecord> {
+    Ok(AuthRecord { kind: r.get(0)?, id: r.get(1)?, subject: r.get(2)?, data: r.get(3)?, expires_at: r.get(4)? })
 }

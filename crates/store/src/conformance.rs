@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
-use crate::{Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Write};
+use crate::{AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Visibility, Write};
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
 use serde_json::{json, Value};
@@ -308,12 +308,92 @@ pub async fn outbox_claims_are_disjoint(s: &dyn Store) {
 
 /// Expand to one test per behaviour, for a backend.
 /// `$make` is an async block returning `Option<impl Store>` (None skips, e.g. no PostgreSQL).
+/// A labelled row disappears from results, counts, chained targets and `_has` sources; the
+/// viewer's own rows stay visible.
+pub async fn visibility_filters_results_counts_chains_and_has(s: &dyn Store) {
+    let k = pk("v1");
+    let label = |v: &mut Value, sec: &[&str], tag: Option<&str>| {
+        v["meta"] = json!({"security": sec.iter().map(|c| json!({"system": "urn:test:vis", "code": c})).collect::<Vec<_>>()});
+        if let Some(t) = tag {
+            v["meta"]["tag"] = json!([{"system": "urn:test:by", "code": t}]);
+        }
+    };
+    let mut w = vec![write(patient("v1", "Verdi", "1970-01-01"), k, 1, 1000, Expect::Absent)];
+    for (id, sec, tag) in [("o-open", vec![], None), ("o-hidden", vec!["no-clin"], None), ("o-mine", vec!["no-clin"], Some("me"))] {
+        let mut o = obs(id, "v1", "2345-7", 90.0, "2024-01-01");
+        label(&mut o, &sec, tag);
+        let mut wr = write(o, k, 1, 1000, Expect::Absent);
+        // keep the labels (write() replaces meta)
+        let mut v: Value = serde_json::from_str(&wr.json).unwrap();
+        label(&mut v, &sec, tag);
+        wr.index = index_resource(&v);
+        wr.json = v.to_string();
+        w.push(wr);
+    }
+    let dr = json!({"resourceType": "DiagnosticReport", "id": "dr1", "status": "final", "code": {"text": "lab"},
+        "subject": {"reference": "Patient/v1"}, "result": [{"reference": "Observation/o-hidden"}]});
+    w.push(write(dr, k, 1, 1000, Expect::Absent));
+    s.commit(w).await.expect("seed");
+    let vis = Visibility { deny_security: vec![("urn:test:vis".into(), "no-clin".into())], ..Default::default() };
+    let mut p = plan("Observation", "subject=Patient/v1");
+    p.patient = Some(k);
+    assert_eq!(ids(s, &p).await, ["o-hidden", "o-mine", "o-open"]);
+    p.visibility = Some(vis.clone());
+    assert_eq!(ids(s, &p).await, ["o-open"]);
+    assert_eq!(s.count(&p).await.unwrap(), 1);
+    p.visibility = Some(Visibility { allow_tags: vec![("urn:test:by".into(), "me".into())], ..vis.clone() });
+    assert_eq!(ids(s, &p).await, ["o-mine", "o-open"]);
+    p.visibility = Some(Visibility { deny_all: true, allow_tags: vec![("urn:test:by".into(), "me".into())], ..Default::default() });
+    assert_eq!(ids(s, &p).await, ["o-mine"]);
+    // a chain through a hidden Observation finds nothing
+    let mut c = plan("DiagnosticReport", "result.code=2345-7");
+    assert_eq!(ids(s, &c).await, ["dr1"]);
+    c.visibility = Some(vis.clone());
+    assert!(ids(s, &c).await.is_empty());
+    // `_has` on a hidden source finds nothing, the shared patient row is not itself filtered
+    let mut h = plan("Patient", "_has:Observation:subject:_id=o-hidden");
+    assert_eq!(ids(s, &h).await, ["v1"]);
+    h.visibility = Some(vis);
+    assert!(ids(s, &h).await.is_empty());
+}
+
+pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
+    let rec = |id: &str, subject: &str, exp: i64| AuthRecord {
+        kind: "session".into(),
+        id: id.into(),
+        subject: subject.into(),
+        data: format!("{{\"n\":\"{id}\"}}"),
+        expires_at: exp,
+    };
+    assert!(s.auth_put(&rec("a", "alice", 2000), false).await.unwrap());
+    assert!(!s.auth_put(&rec("a", "mallory", 9000), false).await.unwrap(), "an existing record wins without replace");
+    assert_eq!(s.auth_get("session", "a", 1000).await.unwrap().unwrap().subject, "alice");
+    assert!(s.auth_get("session", "a", 2000).await.unwrap().is_none(), "expired");
+    assert!(s.auth_get("token", "a", 1000).await.unwrap().is_none(), "kinds are separate");
+    assert!(s.auth_put(&rec("a", "alice", 5000), true).await.unwrap());
+    assert!(s.auth_get("session", "a", 3000).await.unwrap().is_some());
+    // single use
+    assert!(s.auth_take("session", "a", 3000).await.unwrap().is_some());
+    assert!(s.auth_take("session", "a", 3000).await.unwrap().is_none());
+    // sign out everywhere
+    for id in ["b1", "b2", "c1"] {
+        s.auth_put(&rec(id, if id.starts_with('b') { "bob" } else { "carol" }, 9000), true).await.unwrap();
+    }
+    assert_eq!(s.auth_delete_subject("session", "bob").await.unwrap(), 2);
+    assert!(s.auth_get("session", "c1", 1000).await.unwrap().is_some());
+    assert!(s.auth_delete("session", "c1").await.unwrap());
+    assert!(!s.auth_delete("session", "c1").await.unwrap());
+    s.auth_put(&rec("old", "dan", 100), true).await.unwrap();
+    assert_eq!(s.auth_purge(1000).await.unwrap(), 1);
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
-            outbox_leases_retries_and_completes, outbox_claims_are_disjoint);
+            outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
+            auth_records_expire_and_are_single_use);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -94,6 +94,36 @@ pub struct SearchPlan {
     pub limit: usize,
     /// Keyset cursor: the sort values of the last row seen, then its type and id.
     pub after: Option<Vec<serde_json::Value>>,
+    /// Rows the viewer may not see are left out of results, counts, chained targets and `_has`
+    /// sources alike, so nothing hidden can be counted or inferred (ARCHITECTURE.md invariant 5).
+    pub visibility: Option<Visibility>,
+}
+
+/// A row filter by labels, decided by the app's gate. A row is visible when it carries none of
+/// `deny_security` (and `deny_all` is off), or when it carries one of `allow_tags` (the viewer's
+/// own work). Shared rows (no patient) are never filtered inside chains and `_has`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// `meta.security` codings (system, code) that hide a row.
+    pub deny_security: Vec<(String, String)>,
+    /// Hide every row except those with an `allow_tags` tag.
+    pub deny_all: bool,
+    /// `meta.tag` codings (system, code) that make a row visible regardless.
+    pub allow_tags: Vec<(String, String)>,
+}
+
+/// A record of the sign-in machinery (a session, an access token, an OIDC `state`, an
+/// authorization code, a signing key), kept in the database so app servers stay stateless.
+/// Secrets are stored only as hashes by the callers; `data` is JSON of the caller's own shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRecord {
+    pub kind: String,
+    pub id: String,
+    /// Whose record this is (a person or client), for "sign out everywhere".
+    pub subject: String,
+    pub data: String,
+    /// Milliseconds since the epoch; an expired record is never returned.
+    pub expires_at: i64,
 }
 
 /// A search result with the values of its sort keys (for the next page's cursor).
@@ -178,4 +208,18 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;
     /// Refresh the query planner's statistics (after a bulk load).
     async fn analyze(&self) -> Result<(), StoreError>;
+    /// Store a record; with `replace` false an existing (even expired-but-unpurged) record wins
+    /// and the call returns false.
+    async fn auth_put(&self, rec: &AuthRecord, replace: bool) -> Result<bool, StoreError>;
+    /// A record that has not expired at `now`.
+    async fn auth_get(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError>;
+    /// Remove a record and return it if it had not expired: single use (OIDC `state`,
+    /// authorization codes). Two concurrent takers never both get it.
+    async fn auth_take(&self, kind: &str, id: &str, now: i64) -> Result<Option<AuthRecord>, StoreError>;
+    /// Remove one record; true when it existed.
+    async fn auth_delete(&self, kind: &str, id: &str) -> Result<bool, StoreError>;
+    /// Remove every record of a kind for a subject ("sign out everywhere"); returns how many.
+    async fn auth_delete_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError>;
+    /// Remove records expired before `now`; returns how many.
+    async fn auth_purge(&self, now: i64) -> Result<u64, StoreError>;
 }

@@ -1,7 +1,7 @@
 //! The SQL both backends run: schema, write statements and the search query builder.
 //! One builder, two dialects (placeholders and column types differ; semantics do not).
 
-use crate::{HistoryQuery, PatientKey, SearchPlan};
+use crate::{HistoryQuery, PatientKey, SearchPlan, Visibility};
 use fascicolo_fhir::datetime;
 use fascicolo_fhir::params::{IndexValue, ParamType};
 use fascicolo_fhir::search::{Clause, Modifier, Prefix, SortKey, Term};
@@ -105,6 +105,10 @@ pub fn schema(d: Dialect) -> Vec<String> {
              created_at BIGINT NOT NULL, available_at BIGINT NOT NULL, attempts BIGINT NOT NULL, done_at BIGINT, last_error TEXT, \
              PRIMARY KEY (patient_key, id))"),
         "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (available_at) WHERE done_at IS NULL".into(),
+        fix("CREATE TABLE IF NOT EXISTS auth_records (kind TEXT NOT NULL, id TEXT NOT NULL, subject TEXT NOT NULL, \
+             data TEXT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (kind, id))"),
+        "CREATE INDEX IF NOT EXISTS auth_records_subject ON auth_records (kind, subject)".into(),
+        "CREATE INDEX IF NOT EXISTS auth_records_expiry ON auth_records (expires_at)".into(),
     ];
     for (table, cols) in INDEX_TABLES {
         // The owner key serves deletes on update and the correlated EXISTS probes. (A WITHOUT
@@ -301,6 +305,8 @@ pub fn history_sql(d: Dialect, q: &HistoryQuery) -> SqlBuf {
 #[derive(Clone, Copy)]
 struct Subject<'a> {
     alias: &'a str,
+    /// The viewer's filter, applied again to chained targets and `_has` sources.
+    vis: Option<&'a Visibility>,
     patient: Option<PatientKey>,
     /// The driving clause becomes an `IN (...)` the planner starts from; the others are
     /// correlated `EXISTS` probes on the owner index.
@@ -506,6 +512,42 @@ fn membership(
     b.s(")");
 }
 
+/// The viewer's filter on the row `a`; `shared_pass` lets shared rows (no patient) through.
+fn visibility_sql(b: &mut SqlBuf, a: &str, v: &Visibility, shared_pass: bool) {
+    let labels = |b: &mut SqlBuf, param: &str, codings: &[(String, String)]| {
+        b.s(&format!(
+            "EXISTS (SELECT 1 FROM idx_token x{} WHERE x.patient_key = {a}.patient_key AND x.res_type = {a}.res_type AND x.res_id = {a}.id AND x.param = ",
+            owner_hint(b.dialect, "idx_token")
+        ));
+        b.text(param).s(" AND (");
+        for (i, (system, code)) in codings.iter().enumerate() {
+            if i > 0 {
+                b.s(" OR ");
+            }
+            b.s("(x.system = ").text(system).s(" AND x.code = ").text(code).s(")");
+        }
+        let fence = probe_fence(b.dialect);
+        b.s(")").s(fence).s(")");
+    };
+    b.s("(");
+    if shared_pass {
+        b.s(&format!("{a}.patient_key = ")).p(SqlValue::Key(PatientKey::SHARED)).s(" OR ");
+    }
+    if v.deny_all {
+        b.s("1=0");
+    } else if v.deny_security.is_empty() {
+        b.s("1=1");
+    } else {
+        b.s("NOT ");
+        labels(b, "_security", &v.deny_security);
+    }
+    if !v.allow_tags.is_empty() {
+        b.s(" OR ");
+        labels(b, "_tag", &v.allow_tags);
+    }
+    b.s(")");
+}
+
 /// SQLite: pin a probe to the owner key (its statistics can prefer the value index, which for a
 /// patient reference means scanning every row of the patient per probe).
 fn owner_hint(d: Dialect, table: &str) -> String {
@@ -640,9 +682,13 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
                     b.text(t);
                 }
                 b.s(") AND ");
-                let tsubj = Subject { alias: "t", patient: None, driver: false };
+                let tsubj = Subject { alias: "t", vis: subj.vis, patient: None, driver: false };
                 // the inner clause was parsed against the first candidate type
                 clause_sql(b, tsubj, &target_types[0], inner);
+                if let Some(v) = subj.vis {
+                    b.s(" AND ");
+                    visibility_sql(b, "t", v, true);
+                }
                 b.s(")");
             });
         }
@@ -652,7 +698,11 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
             b.s(" AND h.target_type = ").text(resource_type);
             b.s(" AND (h.patient_key, h.res_type, h.res_id) IN (SELECT s.patient_key, s.res_type, s.id FROM resources s WHERE s.deleted = 0 AND s.res_type = ");
             b.text(source_type).s(" AND ");
-            clause_sql(b, Subject { alias: "s", patient: None, driver: false }, source_type, inner);
+            clause_sql(b, Subject { alias: "s", vis: subj.vis, patient: None, driver: false }, source_type, inner);
+            if let Some(v) = subj.vis {
+                b.s(" AND ");
+                visibility_sql(b, "s", v, true);
+            }
             b.s("))");
         }
     }
@@ -762,7 +812,11 @@ fn where_sql(b: &mut SqlBuf, plan: &SearchPlan) {
     };
     for (i, c) in plan.clauses.iter().enumerate() {
         b.s(" AND ");
-        clause_sql(b, Subject { alias: "r", patient: plan.patient, driver: driver == Some(i) }, rt, c);
+        clause_sql(b, Subject { alias: "r", vis: plan.visibility.as_ref(), patient: plan.patient, driver: driver == Some(i) }, rt, c);
+    }
+    if let Some(v) = &plan.visibility {
+        b.s(" AND ");
+        visibility_sql(b, "r", v, false);
     }
 }
 
@@ -901,5 +955,39 @@ pub fn outbox_sql(d: Dialect) -> OutboxSql {
             p(3),
             p(4)
         ),
+    }
+}
+
+/// Statements of the sign-in records, numbered for the dialect.
+pub struct AuthSql {
+    /// Params: kind, id, subject, data, expires_at.
+    pub upsert: String,
+    pub insert_new: String,
+    /// Params: kind, id, now. Returns kind, id, subject, data, expires_at.
+    pub get: String,
+    pub take: String,
+    /// Params: kind, id.
+    pub delete: String,
+    /// Params: kind, subject.
+    pub delete_subject: String,
+    /// Params: now.
+    pub purge: String,
+}
+
+pub fn auth_sql(d: Dialect) -> AuthSql {
+    let p = |n| ph(d, n);
+    let cols = "kind, id, subject, data, expires_at";
+    let values = format!("({}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5));
+    AuthSql {
+        upsert: format!(
+            "INSERT INTO auth_records ({cols}) VALUES {values} ON CONFLICT (kind, id) DO UPDATE SET subject = excluded.subject, \
+             data = excluded.data, expires_at = excluded.expires_at"
+        ),
+        insert_new: format!("INSERT INTO auth_records ({cols}) VALUES {values} ON CONFLICT (kind, id) DO NOTHING"),
+        get: format!("SELECT {cols} FROM auth_records WHERE kind = {} AND id = {} AND expires_at > {}", p(1), p(2), p(3)),
+        take: format!("DELETE FROM auth_records WHERE kind = {} AND id = {} RETURNING {cols}", p(1), p(2)),
+        delete: format!("DELETE FROM auth_records WHERE kind = {} AND id = {}", p(1), p(2)),
+        delete_subject: format!("DELETE FROM auth_records WHERE kind = {} AND subject = {}", p(1), p(2)),
+        purge: format!("DELETE FROM auth_records WHERE expires_at <= {}", p(1)),
     }
 }
