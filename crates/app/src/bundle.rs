@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, AppResult};
 use crate::fhir::{rewrite_refs, FhirService, Versioned};
-use crate::gate::{authorize, Action, Actor};
+use crate::gate::Actor;
 use crate::prepare::{check, delete_for, new_id, write_for};
 use fascicolo_fhir::model::model;
 use fascicolo_fhir::{datetime, is_valid_id, operation_outcome, OutcomeIssue};
@@ -188,6 +188,8 @@ impl FhirService {
     }
 
     async fn transaction(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
         let mut entries = parse_entries(bundle)?;
         let mut issues: Vec<OutcomeIssue> = Vec::new();
         // 1. Ids for creates; map fullUrls to their final references.
@@ -327,8 +329,10 @@ impl FhirService {
             match e.verb {
                 Verb::Delete => {
                     if let Some(c) = cur.as_ref().filter(|c| !c.deleted) {
-                        authorize(actor, Action::Write, t, Some(c.patient_key))?;
-                        writes.push(delete_for(c, now));
+                        let mut w = delete_for(c, now);
+                        let mut last = Value::Null;
+                        self.gate_write(&mut gate, &mut w, &mut last, Some(c)).await?;
+                        writes.push(w);
                     }
                 }
                 Verb::Post | Verb::Put => {
@@ -351,11 +355,8 @@ impl FhirService {
                     }
                     r["id"] = Value::String(id.clone());
                     let method = if e.verb == Verb::Post { Method::Create } else { Method::Update };
-                    let (w, stamped) = write_for(r, t, id, cur.as_ref(), method, now)?;
-                    if let Some(c) = cur {
-                        authorize(actor, Action::Write, t, Some(c.patient_key))?;
-                    }
-                    authorize(actor, Action::Write, t, Some(w.patient_key))?;
+                    let (mut w, mut stamped) = write_for(r, t, id, cur.as_ref(), method, now)?;
+                    self.gate_write(&mut gate, &mut w, &mut stamped, cur.as_ref()).await?;
                     results.insert(e.index, (Versioned::from_write(&w, stamped), cur.as_ref().is_none_or(|c| c.deleted)));
                     writes.push(w);
                 }
@@ -383,9 +384,8 @@ impl FhirService {
                                 issues.extend(found);
                                 continue;
                             }
-                            let (w, stamped) = write_for(doc, t, id, Some(c), Method::Patch, now)?;
-                            authorize(actor, Action::Write, t, Some(c.patient_key))?;
-                            authorize(actor, Action::Write, t, Some(w.patient_key))?;
+                            let (mut w, mut stamped) = write_for(doc, t, id, Some(c), Method::Patch, now)?;
+                            self.gate_write(&mut gate, &mut w, &mut stamped, Some(c)).await?;
                             results.insert(e.index, (Versioned::from_write(&w, stamped), false));
                             writes.push(w);
                         }
@@ -409,7 +409,7 @@ impl FhirService {
             return Err(AppError::Invalid(issues));
         }
         // 5. One atomic commit.
-        self.store().commit(writes).await?;
+        self.commit_gated(&gate, writes, Vec::new()).await?;
         // 5. Reads after writes, response in request order.
         entries.sort_by_key(|e| e.index);
         let mut out = Vec::new();

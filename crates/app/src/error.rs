@@ -21,6 +21,9 @@ pub enum AppError {
     PreconditionFailed(String),
     #[error("{0}")]
     Forbidden(String),
+    /// No or bad credentials.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotSupported(String),
     #[error("storage failure")]

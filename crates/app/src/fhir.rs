@@ -1,16 +1,18 @@
 //! The FHIR use cases: CRUD with versions and conditions, search with includes and keyset
 //! paging, history, `$everything`, batch and transaction. Every call takes an [`Actor`] and goes
-//! through [`authorize`].
+//! through the privacy gate ([`crate::access`]), which also writes the access log.
 
 use crate::error::{AppError, AppResult};
-use crate::gate::{authorize, Action, Actor};
+use crate::access::{label_resource, redact, refresh_write, Access, Gate, Policy, Relation};
+use crate::gate::{Actor, Op, Who};
+use fascicolo_domain::privacy::labels;
 use crate::prepare::{self, check, delete_for, new_id, write_for};
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::model::model;
 use fascicolo_fhir::params::{registry, IndexValue, ParamType};
 use fascicolo_fhir::search::{parse_search, Clause, Include, Modifier, SearchRequest, Summary, Term, Total};
 use fascicolo_fhir::{datetime, fhirpath, is_valid_id, OutcomeIssue};
-use fascicolo_store::{HistoryQuery, Method, SearchPlan, Store, Stored, Write};
+use fascicolo_store::{HistoryQuery, Method, SearchPlan, Store, Stored, Visibility, Write};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -95,10 +97,11 @@ impl Page {
     }
 }
 
-/// The FHIR service over one store.
+/// The FHIR service over one store, with the privacy policy its gate applies.
 #[derive(Clone)]
 pub struct FhirService {
     store: Arc<dyn Store>,
+    policy: Arc<Policy>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -193,11 +196,24 @@ fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Sum
 
 impl FhirService {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self::with_policy(store, Policy::default())
+    }
+
+    pub fn with_policy(store: Arc<dyn Store>, policy: Policy) -> Self {
+        Self { store, policy: Arc::new(policy) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A gate for one request.
+    pub fn gate<'a>(&'a self, actor: &'a Actor) -> Gate<'a> {
+        Gate::new(self.store.as_ref(), &self.policy, actor)
     }
 
     fn parse_body(body: &[u8]) -> AppResult<Value> {
@@ -217,41 +233,130 @@ impl FhirService {
         }
     }
 
+    /// A stored version the actor may see, or the error that does not reveal whether it exists.
+    pub(crate) async fn admit_read(gate: &mut Gate<'_>, s: &Stored, what: &str) -> AppResult<Option<Arc<Access>>> {
+        if s.patient_key.is_shared() {
+            gate.require_identity()?;
+            if !gate.actor.scope_permits(&s.resource_type, Op::Read) {
+                return Err(AppError::Forbidden(format!("the token's scopes do not allow reading {}", s.resource_type)));
+            }
+            return Ok(None);
+        }
+        let a = gate.access(s.patient_key).await?;
+        if let Some(e) = a.refusal().filter(|_| !matches!(a.relation, Relation::Stranger)) {
+            return Err(e);
+        }
+        if !gate.actor.scope_permits(&s.resource_type, Op::Read) {
+            return Err(AppError::Forbidden(format!("the token's scopes do not allow reading {}", s.resource_type)));
+        }
+        if gate.admit(s).await? {
+            Ok(Some(a))
+        } else {
+            Err(AppError::NotFound(format!("{what} is not known")))
+        }
+    }
+
+    /// The resource as this viewer may see it.
+    fn shown(s: &Stored, access: Option<&Access>) -> AppResult<Versioned> {
+        let mut v = Versioned::from_stored(s)?;
+        if let Some(a) = access {
+            redact(&mut v.resource, &a.relation);
+        }
+        Ok(v)
+    }
+
     pub async fn read(&self, actor: &Actor, resource_type: &str, id: &str) -> AppResult<Versioned> {
         check_type(resource_type)?;
         check_id(id)?;
-        let cur = self.store.read(resource_type, id).await?;
-        match cur {
-            None => Err(AppError::NotFound(format!("{resource_type}/{id} is not known"))),
-            Some(s) => {
-                authorize(actor, Action::Read, resource_type, Some(s.patient_key))?;
-                if s.deleted {
-                    return Err(AppError::Gone(format!("{resource_type}/{id} was deleted")));
-                }
-                Versioned::from_stored(&s)
-            }
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let what = format!("{resource_type}/{id}");
+        let Some(s) = self.store.read(resource_type, id).await? else {
+            return Err(AppError::NotFound(format!("{what} is not known")));
+        };
+        let access = Self::admit_read(&mut gate, &s, &what).await?;
+        if s.deleted {
+            return Err(AppError::Gone(format!("{what} was deleted")));
         }
+        if let Some(a) = &access {
+            gate.record(a, "read", vec![what.clone()], None);
+        }
+        gate.commit_audit().await?;
+        Self::shown(&s, access.as_deref())
     }
 
     pub async fn vread(&self, actor: &Actor, resource_type: &str, id: &str, version: &str) -> AppResult<Versioned> {
         check_type(resource_type)?;
         check_id(id)?;
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let what = format!("{resource_type}/{id}/_history/{version}");
         let v: i64 = version.parse().map_err(|_| AppError::NotFound(format!("version '{version}' is not known")))?;
-        match self.store.vread(resource_type, id, v).await? {
-            None => Err(AppError::NotFound(format!("{resource_type}/{id}/_history/{version} is not known"))),
-            Some(s) => {
-                authorize(actor, Action::Read, resource_type, Some(s.patient_key))?;
-                if s.deleted {
-                    return Err(AppError::Gone(format!("{resource_type}/{id} version {version} is a deletion")));
-                }
-                Versioned::from_stored(&s)
+        // the current version decides whether the resource is visible at all
+        let (Some(cur), Some(s)) = (self.store.read(resource_type, id).await?, self.store.vread(resource_type, id, v).await?) else {
+            return Err(AppError::NotFound(format!("{what} is not known")));
+        };
+        Self::admit_read(&mut gate, &cur, &what).await?;
+        let access = Self::admit_read(&mut gate, &s, &what).await?;
+        if s.deleted {
+            return Err(AppError::Gone(format!("{resource_type}/{id} version {version} is a deletion")));
+        }
+        if let Some(a) = &access {
+            gate.record(a, "vread", vec![format!("{resource_type}/{id}")], None);
+        }
+        gate.commit_audit().await?;
+        Self::shown(&s, access.as_deref())
+    }
+
+    /// Gate one write: the actor may write this type in this record (and the current version,
+    /// if any, is theirs to change); labels are derived; the access is recorded for the audit.
+    pub(crate) async fn gate_write(&self, gate: &mut Gate<'_>, w: &mut Write, stamped: &mut Value, current: Option<&Stored>) -> AppResult<()> {
+        let live = current.filter(|c| !c.deleted);
+        let op = match (w.method, live) {
+            (Method::Delete, _) => Op::Delete,
+            (_, Some(_)) => Op::Update,
+            _ => Op::Create,
+        };
+        if let Some(c) = live {
+            if c.patient_key != w.patient_key {
+                gate.check_write(c.patient_key, &c.resource_type, Op::Update, Some(c)).await?;
             }
         }
+        let mut a = gate.check_write(w.patient_key, &w.resource_type, op, live).await?;
+        if w.resource_type == "Patient" {
+            a = gate.registering(a, &w.id);
+        }
+        if w.method != Method::Delete {
+            let cur_v = match live {
+                Some(c) => Some(parse_stored(c)?),
+                None => None,
+            };
+            label_resource(stamped, cur_v.as_ref(), gate.actor, true);
+            refresh_write(w, stamped)?;
+        }
+        let interaction = match op {
+            Op::Create => "create",
+            Op::Delete => "delete",
+            _ => "update",
+        };
+        gate.record(&a, interaction, vec![format!("{}/{}", w.resource_type, w.id)], None);
+        Ok(())
+    }
+
+    /// Commit writes with the audit of the accesses the gate recorded, all or nothing.
+    pub(crate) async fn commit_gated(&self, gate: &Gate<'_>, mut writes: Vec<Write>, mut outbox: Vec<fascicolo_store::OutboxMessage>) -> AppResult<()> {
+        let (audit, notes) = gate.audit_writes(datetime::now_ms())?;
+        writes.extend(audit);
+        outbox.extend(notes);
+        self.store.commit_with(writes, outbox).await?;
+        Ok(())
     }
 
     /// Create with a server-assigned id; `if_none_exist` makes it conditional.
     pub async fn create(&self, actor: &Actor, resource_type: &str, body: &[u8], if_none_exist: Option<&str>) -> AppResult<WriteOutcome> {
         check_type(resource_type)?;
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
         let resource = Self::parse_body(body)?;
         let issues = check(&resource, resource_type, None);
         if !issues.is_empty() {
@@ -264,24 +369,38 @@ impl FhirService {
         }
         let id = new_id();
         self.references_exist(&resource, resource_type).await?;
-        let (w, stamped) = write_for(resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
-        authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
+        let (mut w, mut stamped) = write_for(resource, resource_type, &id, None, Method::Create, datetime::now_ms())?;
+        self.gate_write(&mut gate, &mut w, &mut stamped, None).await?;
         let out = Versioned::from_write(&w, stamped);
-        self.store.commit(vec![w]).await?;
+        self.commit_gated(&gate, vec![w], Vec::new()).await?;
         Ok(WriteOutcome { created: true, version: out })
     }
 
-    /// Zero or one match of a conditional query (more is 412).
     /// The one resource a conditional operation or conditional reference names: none, one, or
     /// 412 when the criteria match several. Empty criteria are refused (they would match anything).
+    /// Only what the actor may see can match.
     pub(crate) async fn conditional_match(&self, actor: &Actor, resource_type: &str, query: &str) -> AppResult<Option<Stored>> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.trim_start_matches('?').as_bytes()).into_owned().collect();
         if pairs.is_empty() {
             return Err(AppError::BadRequest(format!("the condition '{resource_type}?{query}' has no search criteria")));
         }
         let req = parse_search(Some(resource_type), &pairs)?;
-        authorize(actor, Action::Search, resource_type, None)?;
-        let plan = SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses, limit: 2, ..Default::default() };
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let mut plan = SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses.clone(), limit: 2, ..Default::default() };
+        if !matches!(actor.who, Who::System | Who::Client { platform: true, .. }) && in_patient_compartment(resource_type) {
+            match named_patient(resource_type, &req).or_else(|| default_patient(actor)) {
+                Some(k) => {
+                    let a = gate.access(k).await?;
+                    plan.patient = Some(k);
+                    plan.visibility = a.visibility(actor);
+                }
+                None => {
+                    let own = actor.own_codes().into_iter().map(|c| (labels::PRODUCER.to_string(), c)).collect();
+                    plan.visibility = Some(Visibility { deny_all: true, allow_tags: own, ..Default::default() });
+                }
+            }
+        }
         let mut hits = self.store.search(&plan).await?;
         match hits.len() {
             0 => Ok(None),
@@ -301,6 +420,7 @@ impl FhirService {
     ) -> AppResult<WriteOutcome> {
         check_type(resource_type)?;
         check_id(id)?;
+        self.gate(actor).require_identity()?;
         let resource = Self::parse_body(body)?;
         let mut issues = check(&resource, resource_type, None);
         match resource.get("id").and_then(Value::as_str) {
@@ -324,8 +444,10 @@ impl FhirService {
         if_match: Option<i64>,
         method: Method,
     ) -> AppResult<WriteOutcome> {
-        if let Some(c) = &current {
-            authorize(actor, Action::Write, resource_type, Some(c.patient_key))?;
+        let mut gate = self.gate(actor);
+        if let Some(c) = current.as_ref().filter(|c| !c.deleted) {
+            // the same answer for a resource the actor may not see as for a missing one
+            gate.check_write(c.patient_key, resource_type, Op::Update, Some(c)).await?;
         }
         if let Some(expected) = if_match {
             match &current {
@@ -335,16 +457,17 @@ impl FhirService {
         }
         let created = current.as_ref().is_none_or(|c| c.deleted);
         self.references_exist(resource, resource_type).await?;
-        let (w, stamped) = write_for(resource.clone(), resource_type, id, current.as_ref(), method, datetime::now_ms())?;
-        authorize(actor, Action::Write, resource_type, Some(w.patient_key))?;
+        let (mut w, mut stamped) = write_for(resource.clone(), resource_type, id, current.as_ref(), method, datetime::now_ms())?;
+        self.gate_write(&mut gate, &mut w, &mut stamped, current.as_ref()).await?;
         let out = Versioned::from_write(&w, stamped);
-        self.store.commit(vec![w]).await?;
+        self.commit_gated(&gate, vec![w], Vec::new()).await?;
         Ok(WriteOutcome { created, version: out })
     }
 
     /// `PUT Type?criteria`
     pub async fn conditional_update(&self, actor: &Actor, resource_type: &str, query: &str, body: &[u8]) -> AppResult<WriteOutcome> {
         check_type(resource_type)?;
+        self.gate(actor).require_identity()?;
         let resource = Self::parse_body(body)?;
         let issues = check(&resource, resource_type, None);
         if !issues.is_empty() {
@@ -375,10 +498,18 @@ impl FhirService {
 
     /// JSON Patch (RFC 6902).
     pub async fn patch(&self, actor: &Actor, resource_type: &str, id: &str, body: &[u8], if_match: Option<i64>) -> AppResult<WriteOutcome> {
-        let current = self.read(actor, resource_type, id).await?;
+        check_type(resource_type)?;
+        check_id(id)?;
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let what = format!("{resource_type}/{id}");
+        let Some(stored) = self.store.read(resource_type, id).await?.filter(|s| !s.deleted) else {
+            return Err(AppError::NotFound(format!("{what} is not known")));
+        };
+        Self::admit_read(&mut gate, &stored, &what).await?;
         let patch: json_patch::Patch =
             serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("not a JSON Patch document: {e}")))?;
-        let mut doc = current.resource.clone();
+        let mut doc = parse_stored(&stored)?;
         json_patch::patch(&mut doc, &patch).map_err(|e| AppError::BadRequest(format!("the patch cannot be applied: {e}")))?;
         if doc.get("id").and_then(Value::as_str) != Some(id) || doc.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
             return Err(AppError::BadRequest("a patch must not change id or resourceType".into()));
@@ -387,8 +518,7 @@ impl FhirService {
         if !issues.is_empty() {
             return Err(AppError::Invalid(issues));
         }
-        let stored = self.store.read(resource_type, id).await?;
-        self.write_version(actor, (resource_type, id), &doc, stored, if_match, Method::Patch).await
+        self.write_version(actor, (resource_type, id), &doc, Some(stored), if_match, Method::Patch).await
     }
 
     /// Logical delete: a new version marked deleted, kept in history. Returns false when the
@@ -396,15 +526,73 @@ impl FhirService {
     pub async fn delete(&self, actor: &Actor, resource_type: &str, id: &str) -> AppResult<bool> {
         check_type(resource_type)?;
         check_id(id)?;
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
         let Some(cur) = self.store.read(resource_type, id).await? else {
             return Err(AppError::NotFound(format!("{resource_type}/{id} is not known")));
         };
-        authorize(actor, Action::Write, resource_type, Some(cur.patient_key))?;
         if cur.deleted {
+            Self::admit_read(&mut gate, &cur, &format!("{resource_type}/{id}")).await?;
             return Ok(false);
         }
-        self.store.commit(vec![delete_for(&cur, datetime::now_ms())]).await?;
+        let mut w = delete_for(&cur, datetime::now_ms());
+        let mut last = Value::Null;
+        self.gate_write(&mut gate, &mut w, &mut last, Some(&cur)).await?;
+        self.commit_gated(&gate, vec![w], Vec::new()).await?;
         Ok(true)
+    }
+
+    /// Scope a search to what the actor may see: one patient's record for everyone but the
+    /// platform (the named one, or the citizen's own), with the visibility filter.
+    async fn scope_search(
+        &self,
+        gate: &mut Gate<'_>,
+        resource_type: Option<&str>,
+        req: &SearchRequest,
+        pairs: &[(String, String)],
+        plan: &mut SearchPlan,
+    ) -> AppResult<()> {
+        let actor = gate.actor;
+        let full = matches!(actor.who, Who::System | Who::Client { platform: true, .. });
+        let Some(rt) = resource_type else {
+            if full {
+                return Ok(());
+            }
+            return Err(AppError::Forbidden("search one resource type at a time (e.g. /Observation?patient=...)".into()));
+        };
+        if !actor.scope_permits(rt, Op::Search) {
+            return Err(AppError::Forbidden(format!("the token's scopes do not allow searching {rt}")));
+        }
+        if full {
+            // the platform searches across records; every record in the results is audited
+            return Ok(());
+        }
+        if !in_patient_compartment(rt) {
+            // shared data (practitioners, organisations...): no way into patient data from here
+            if !full && req.clauses.iter().any(crosses_into_patients) {
+                return Err(AppError::Forbidden("chained and _has searches into patient data need one patient (search that record)".into()));
+            }
+            return Ok(());
+        }
+        let key = match named_patient(rt, req).or_else(|| default_patient(actor)) {
+            Some(k) => k,
+            None => {
+                return Err(AppError::Forbidden(format!(
+                    "search one patient's record at a time: add patient=<id> (or subject=Patient/<id>) to the {rt} search"
+                )))
+            }
+        };
+        let a = gate.access(key).await?;
+        a.check_type(actor, rt, Op::Search)?;
+        if let Relation::Delegate { scope, .. } = &a.relation {
+            if !scope.is_empty() && req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. })) {
+                return Err(AppError::Forbidden("a delegation limited to some kinds of record does not allow chained or _has searches".into()));
+            }
+        }
+        plan.patient = Some(key);
+        plan.visibility = a.visibility(actor);
+        gate.record(&a, "search-type", Vec::new(), Some(format!("{rt}?{}", encode_query(pairs))));
+        Ok(())
     }
 
     /// Search; `base` is the absolute FHIR base URL for links.
@@ -412,26 +600,31 @@ impl FhirService {
         if let Some(t) = resource_type {
             check_type(t)?;
         }
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
         let req = parse_search(resource_type, pairs)?;
-        authorize(actor, Action::Search, resource_type.unwrap_or("*"), None)?;
-        let patient = resource_type.and_then(|t| compartment_patient(t, &req));
-        let plan = SearchPlan {
+        let mut plan = SearchPlan {
             resource_type: resource_type.map(String::from),
-            patient,
+            patient: resource_type.and_then(|t| compartment_patient(t, &req)),
             clauses: req.clauses.clone(),
             sort: req.sort.clone(),
             limit: req.count,
             after: None,
+            visibility: None,
         };
+        self.scope_search(&mut gate, resource_type, &req, pairs, &mut plan).await?;
         let path = match resource_type {
             Some(t) => format!("{base}/{t}"),
             None => base.to_string(),
         };
-        self.run_search(plan, &req, pairs, &path, base).await
+        let page = self.run_search(&mut gate, plan, &req, pairs, &path, base).await?;
+        gate.commit_audit().await?;
+        Ok(page)
     }
 
     async fn run_search(
         &self,
+        gate: &mut Gate<'_>,
         mut plan: SearchPlan,
         req: &SearchRequest,
         pairs: &[(String, String)],
@@ -469,13 +662,27 @@ impl FhirService {
             }
         }
         let matched: Vec<Stored> = hits.into_iter().map(|h| h.stored).collect();
-        let included = self.includes(&matched, req).await?;
-        let mut entries = Vec::with_capacity(matched.len() + included.len());
+        // the SQL filter already applied; the same rule again per row guards the platform's
+        // cross-patient searches and records every record touched
+        let mut shown: Vec<Stored> = Vec::with_capacity(matched.len());
+        for s in matched {
+            if gate.admit(&s).await? {
+                gate.record_seen(&s, "search-type").await?;
+                shown.push(s);
+            }
+        }
+        let included = self.includes(gate, &shown, req).await?;
+        let mut entries = Vec::with_capacity(shown.len() + included.len());
         let reshape = !req.elements.is_empty() || matches!(req.summary, Some(Summary::True | Summary::Data | Summary::Text));
-        for (s, mode) in matched.into_iter().map(|s| (s, "match")).chain(included.into_iter().map(|s| (s, "include"))) {
+        for (s, mode) in shown.into_iter().map(|s| (s, "match")).chain(included.into_iter().map(|s| (s, "include"))) {
             let full = format!("{base}/{}/{}", s.resource_type, s.id);
-            let json = if reshape {
+            let needs_redact = s.json.contains(labels::VISIBILITY) || s.json.contains(labels::HIDING);
+            let json = if reshape || needs_redact {
                 let mut r = parse_stored(&s)?;
+                if needs_redact && !s.patient_key.is_shared() {
+                    let a = gate.access(s.patient_key).await?;
+                    redact(&mut r, &a.relation);
+                }
                 apply_elements(&mut r, &req.elements, req.summary);
                 r.to_string()
             } else {
@@ -486,8 +693,9 @@ impl FhirService {
         Ok(Page { total, links, entries })
     }
 
-    /// `_include` and `_revinclude`, with `:iterate` (bounded to 3 rounds).
-    async fn includes(&self, matched: &[Stored], req: &SearchRequest) -> AppResult<Vec<Stored>> {
+    /// `_include` and `_revinclude`, with `:iterate` (bounded to 3 rounds); only what the actor
+    /// may see.
+    async fn includes(&self, gate: &mut Gate<'_>, matched: &[Stored], req: &SearchRequest) -> AppResult<Vec<Stored>> {
         if req.include.is_empty() && req.revinclude.is_empty() {
             return Ok(Vec::new());
         }
@@ -495,15 +703,11 @@ impl FhirService {
         let mut out: Vec<Stored> = Vec::new();
         let mut frontier: Vec<Stored> = matched.to_vec();
         for round in 0..3 {
-            let mut added: Vec<Stored> = Vec::new();
+            let mut found: Vec<Stored> = Vec::new();
             for inc in req.include.iter().filter(|i| round == 0 || i.iterate) {
                 let refs = outgoing_refs(&frontier, inc);
                 let want: Vec<(String, String)> = refs.into_iter().filter(|r| !seen.contains(r)).collect();
-                for s in self.store.read_many(&want).await? {
-                    if seen.insert((s.resource_type.clone(), s.id.clone())) {
-                        added.push(s);
-                    }
-                }
+                found.extend(self.store.read_many(&want).await?);
             }
             for inc in req.revinclude.iter().filter(|i| round == 0 || i.iterate) {
                 let targets: Vec<&Stored> = frontier.iter().collect();
@@ -531,11 +735,18 @@ impl FhirService {
                         limit: 1000,
                         ..Default::default()
                     };
-                    for h in self.store.search(&plan).await? {
-                        if seen.insert((h.stored.resource_type.clone(), h.stored.id.clone())) {
-                            added.push(h.stored);
-                        }
-                    }
+                    found.extend(self.store.search(&plan).await?.into_iter().map(|h| h.stored));
+                }
+            }
+            let mut added: Vec<Stored> = Vec::new();
+            for s in found {
+                if seen.contains(&(s.resource_type.clone(), s.id.clone())) {
+                    continue;
+                }
+                if gate.admit(&s).await? {
+                    seen.insert((s.resource_type.clone(), s.id.clone()));
+                    gate.record_seen(&s, "search-type").await?;
+                    added.push(s);
                 }
             }
             if added.is_empty() {
@@ -559,16 +770,45 @@ impl FhirService {
         if let Some(t) = resource_type {
             check_type(t)?;
         }
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let full = matches!(actor.who, Who::System | Who::Client { platform: true, .. });
         let mut q = HistoryQuery { resource_type: resource_type.map(String::from), limit: 50, ..Default::default() };
+        let mut current: Option<Stored> = None;
         if let (Some(t), Some(id)) = (resource_type, id) {
             check_id(id)?;
+            let what = format!("{t}/{id}");
             let Some(cur) = self.store.read(t, id).await? else {
-                return Err(AppError::NotFound(format!("{t}/{id} is not known")));
+                return Err(AppError::NotFound(format!("{what} is not known")));
             };
+            if let Some(a) = Self::admit_read(&mut gate, &cur, &what).await? {
+                gate.record(&a, "history-instance", vec![what], None);
+            }
             q.id = Some(id.to_string());
             q.patient = Some(cur.patient_key);
+            current = Some(cur);
+        } else if !full {
+            // across records: only the citizen's own (or the one they act for)
+            match default_patient(actor) {
+                Some(k) => {
+                    let a = gate.access(k).await?;
+                    if let Some(e) = a.refusal() {
+                        return Err(e);
+                    }
+                    q.patient = Some(k);
+                }
+                None => {
+                    return Err(AppError::Forbidden(
+                        "history across records is not available to your role; ask for one resource's history".into(),
+                    ))
+                }
+            }
         }
-        authorize(actor, Action::History, resource_type.unwrap_or("*"), q.patient)?;
+        if let Some(t) = resource_type {
+            if !actor.scope_permits(t, Op::Read) {
+                return Err(AppError::Forbidden(format!("the token's scopes do not allow reading {t}")));
+            }
+        }
         for (k, v) in pairs {
             match k.as_str() {
                 "_count" => {
@@ -610,8 +850,29 @@ impl FhirService {
                 links.push(json!({"relation": "next", "url": format!("{path}?{}", encode_query(&next))}));
             }
         }
+        // a version is shown when both it and the resource's current version are visible
+        let mut currents: HashMap<(String, String), bool> = HashMap::new();
+        if let Some(c) = &current {
+            currents.insert((c.resource_type.clone(), c.id.clone()), true);
+        }
         let mut entries = Vec::new();
         for s in &rows {
+            let k = (s.resource_type.clone(), s.id.clone());
+            let cur_ok = match currents.get(&k) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = match self.store.read(&s.resource_type, &s.id).await? {
+                        Some(c) => gate.admit(&c).await?,
+                        None => false,
+                    };
+                    currents.insert(k, ok);
+                    ok
+                }
+            };
+            if !cur_ok || (!s.deleted && !gate.admit(s).await?) {
+                continue;
+            }
+            gate.record_seen(s, "history-type").await?;
             let full = format!("{base}/{}/{}", s.resource_type, s.id);
             let status = match s.method {
                 Method::Create => "201 Created",
@@ -625,19 +886,35 @@ impl FhirService {
             let mut e = json!({"fullUrl": full, "request": {"method": s.method.as_str(), "url": url},
                 "response": {"status": status, "etag": format!("W/\"{}\"", s.version), "lastModified": datetime::format_instant(s.last_updated)}});
             if !s.deleted {
-                e["resource"] = parse_stored(s)?;
+                let mut r = parse_stored(s)?;
+                if !s.patient_key.is_shared() {
+                    let a = gate.access(s.patient_key).await?;
+                    redact(&mut r, &a.relation);
+                }
+                e["resource"] = r;
             }
             entries.push(e);
         }
+        gate.commit_audit().await?;
         Ok(json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}))
     }
 
-    /// `Patient/{id}/$everything`: every resource in the patient's compartment, paged, plus the
-    /// resources they reference outside it (practitioners, organizations...) on the first page.
+    /// `Patient/{id}/$everything`: every resource in the patient's compartment the actor may see,
+    /// paged, plus the resources they reference outside it (practitioners, organizations...) on
+    /// the first page.
     pub async fn everything(&self, actor: &Actor, id: &str, pairs: &[(String, String)], base: &str) -> AppResult<Page> {
-        let patient = self.read(actor, "Patient", id).await?;
-        let key = PatientKey::for_patient_id(&patient.id);
-        authorize(actor, Action::Search, "Patient", Some(key))?;
+        check_id(id)?;
+        let mut gate = self.gate(actor);
+        gate.require_identity()?;
+        let key = PatientKey::for_patient_id(id);
+        let a = gate.access(key).await?;
+        if a.patient_id.as_deref() != Some(id) {
+            return Err(AppError::NotFound(format!("Patient/{id} is not known")));
+        }
+        if let Some(e) = a.refusal() {
+            return Err(if matches!(a.relation, Relation::Stranger) { AppError::NotFound(format!("Patient/{id} is not known")) } else { e });
+        }
+        a.check_type(actor, "Patient", Op::Search)?;
         let mut count = 50;
         let mut cursor = None;
         for (k, v) in pairs {
@@ -648,11 +925,12 @@ impl FhirService {
                 other => return Err(AppError::BadRequest(format!("'{other}' is not supported for $everything (use _count)"))),
             }
         }
+        gate.record(&a, "everything", Vec::new(), Some(format!("Patient/{id}/$everything")));
         let mut req = parse_search(None, &[])?;
         req.count = count;
         req.cursor = cursor.clone();
-        let plan = SearchPlan { resource_type: None, patient: Some(key), limit: count, ..Default::default() };
-        let mut page = self.run_search(plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
+        let plan = SearchPlan { resource_type: None, patient: Some(key), limit: count, visibility: a.visibility(actor), ..Default::default() };
+        let mut page = self.run_search(&mut gate, plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
         if cursor.is_none() {
             // referenced shared resources (one hop)
             let mut refs: HashSet<(String, String)> = HashSet::new();
@@ -667,10 +945,65 @@ impl FhirService {
             refs.retain(|r| !have.contains(r));
             let want: Vec<(String, String)> = refs.into_iter().collect();
             for s in self.store.read_many(&want).await?.into_iter().filter(|s| s.patient_key.is_shared()) {
-                page.entries.push((format!("{base}/{}/{}", s.resource_type, s.id), s.json, "include"));
+                if actor.scope_permits(&s.resource_type, Op::Read) {
+                    page.entries.push((format!("{base}/{}/{}", s.resource_type, s.id), s.json, "include"));
+                }
             }
         }
+        gate.commit_audit().await?;
         Ok(page)
+    }
+}
+
+/// Types whose resources belong to a patient's record.
+pub(crate) fn in_patient_compartment(resource_type: &str) -> bool {
+    resource_type == "Patient" || !model().patient_compartment_params(resource_type).is_empty()
+}
+
+/// A chained or `_has` clause that reaches into patient records.
+fn crosses_into_patients(c: &Clause) -> bool {
+    match c {
+        Clause::Has { .. } => true,
+        Clause::Chain { target_types, inner, .. } => target_types.iter().any(|t| in_patient_compartment(t)) || crosses_into_patients(inner),
+        _ => false,
+    }
+}
+
+/// The one patient a search names (`patient=`, `subject=Patient/..`, any patient-compartment
+/// reference, or `Patient?_id=`), for the gate.
+fn named_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
+    if let Some(k) = compartment_patient(resource_type, req) {
+        return Some(k);
+    }
+    let comp = model().patient_compartment_params(resource_type);
+    for c in &req.clauses {
+        match c {
+            Clause::Id(ids) if resource_type == "Patient" && ids.len() == 1 => return Some(PatientKey::for_patient_id(&ids[0])),
+            Clause::Param { param, modifier, values } if param.kind == ParamType::Reference && values.len() == 1 => {
+                if matches!(modifier, Modifier::Identifier) || !(comp.iter().any(|p| *p == param.code) || param.code == "patient") {
+                    continue;
+                }
+                if let Term::Reference { target_type, id: Some(id), .. } = &values[0] {
+                    let typed = target_type.as_deref().or(match modifier {
+                        Modifier::Type(t) => Some(t.as_str()),
+                        _ => None,
+                    });
+                    if typed == Some("Patient") || (typed.is_none() && (param.code == "patient" || param.targets == ["Patient"])) {
+                        return Some(PatientKey::for_patient_id(id));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The record a citizen's search goes to when it names none: the one they act for.
+fn default_patient(actor: &Actor) -> Option<PatientKey> {
+    match &actor.who {
+        Who::Citizen { .. } => actor.acting_for.as_deref().map(PatientKey::for_patient_id),
+        _ => None,
     }
 }
 

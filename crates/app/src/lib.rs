@@ -2,16 +2,20 @@
 //! writes audit. Handlers call these; nothing else touches the store.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod auth;
 pub mod bundle;
 pub mod capability;
 pub mod error;
 pub mod fhir;
 pub mod gate;
 pub mod prepare;
+pub mod privacy_ops;
 
 pub use error::{AppError, AppResult};
 pub use fhir::{FhirService, Versioned, WriteOutcome};
-pub use gate::Actor;
+pub use access::Policy;
+pub use gate::{Actor, Who};
 
 use fascicolo_fhir::OutcomeIssue;
 
@@ -27,6 +31,7 @@ pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
         AppError::Conflict(m) => (409, one("conflict", m.clone())),
         AppError::PreconditionFailed(m) => (412, one("conflict", m.clone())),
         AppError::Forbidden(m) => (403, one("forbidden", m.clone())),
+        AppError::Unauthorized(m) => (401, one("login", m.clone())),
         AppError::NotSupported(m) => (501, one("not-supported", m.clone())),
         AppError::Store(_) => (500, one("exception", "the server could not complete the request".into())),
     }

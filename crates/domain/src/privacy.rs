@@ -10,6 +10,30 @@
 
 use time::{Date, OffsetDateTime};
 
+/// Codings the platform uses to carry privacy facts on every resource (`meta.security` and
+/// `meta.tag`). The gate reads them; only the app layer writes them.
+pub mod labels {
+    /// `meta.security`: oscuramento codes P99, P97, P98 (P00 removes them).
+    pub const HIDING: &str = "urn:fascicolo:oscuramento";
+    /// `meta.security`: the art. 6 category (`hiv`, `abortion`, `sexual-violence`, `addiction`,
+    /// `anonymous-birth`, `family-planning`).
+    pub const ART6: &str = "urn:fascicolo:art6";
+    /// `meta.tag` `released`: the patient explicitly made an art. 6 item visible.
+    pub const ART6_CONSENT: &str = "urn:fascicolo:art6-consent";
+    /// `meta.security`: who may not see the item, derived from the facts above on every write
+    /// (`not-patient`, `not-parent`, `not-delegate`, `not-clinician`), so searches filter in SQL.
+    pub const VISIBILITY: &str = "urn:fascicolo:visibility";
+    /// `meta.tag`: who wrote the item through the platform (`Practitioner/x`, `Organization/y`,
+    /// `Patient/z`, `Client/c`); professionals always see their own work.
+    pub const PRODUCER: &str = "urn:fascicolo:producer";
+    /// `meta.tag`: the DocumentReference a derived resource belongs to (hidden with it).
+    pub const DOCUMENT: &str = "urn:fascicolo:document";
+    pub const NOT_PATIENT: &str = "not-patient";
+    pub const NOT_PARENT: &str = "not-parent";
+    pub const NOT_DELEGATE: &str = "not-delegate";
+    pub const NOT_CLINICIAN: &str = "not-clinician";
+}
+
 /// An oscuramento instruction carried by a document's metadata or given later by the citizen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HidingCode {
@@ -80,6 +104,61 @@ pub enum Art6Category {
     FamilyPlanning,
 }
 
+impl Art6Category {
+    pub const ALL: [Art6Category; 6] =
+        [Self::Hiv, Self::Abortion, Self::SexualViolence, Self::Addiction, Self::AnonymousBirth, Self::FamilyPlanning];
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Hiv => "hiv",
+            Self::Abortion => "abortion",
+            Self::SexualViolence => "sexual-violence",
+            Self::Addiction => "addiction",
+            Self::AnonymousBirth => "anonymous-birth",
+            Self::FamilyPlanning => "family-planning",
+        }
+    }
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+/// Which kinds of viewer an item is closed to, whatever their relation to the patient: the
+/// parts of [`may_see`] that depend on the item alone. Stored as `labels::VISIBILITY` codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Closed {
+    pub patient: bool,
+    pub parent: bool,
+    pub delegate: bool,
+    pub clinician: bool,
+}
+
+impl Closed {
+    pub fn of(doc: DocumentFacts) -> Self {
+        let denied = |v: Viewer| matches!(may_see(v, doc), Decision::Deny(_));
+        Closed {
+            patient: denied(Viewer::Patient),
+            parent: denied(Viewer::Parent { child_is_minor: true }),
+            delegate: denied(Viewer::Delegate { active: true, covers_document: true }),
+            clinician: denied(Viewer::Clinician { consent: true, care_relation: true, author: false, emergency: false }),
+        }
+    }
+    /// The `labels::VISIBILITY` codes of this state.
+    pub fn codes(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (closed, code) in [
+            (self.patient, labels::NOT_PATIENT),
+            (self.parent, labels::NOT_PARENT),
+            (self.delegate, labels::NOT_DELEGATE),
+            (self.clinician, labels::NOT_CLINICIAN),
+        ] {
+            if closed {
+                v.push(code);
+            }
+        }
+        v
+    }
+}
+
 /// What the gate knows about one document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DocumentFacts {
@@ -121,16 +200,17 @@ pub struct Delegation {
     pub valid_from: OffsetDateTime,
     pub valid_until: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
-    /// Document classes (FSE class codes: REF, LDO, VAC...) the delegate may see; empty = all.
-    pub classes: Vec<String>,
+    /// The kinds of record the delegate may see, as FHIR resource types (`DocumentReference`,
+    /// `Immunization`, `MedicationRequest`...); empty = all.
+    pub scope: Vec<String>,
 }
 
 impl Delegation {
     pub fn active(&self, now: OffsetDateTime) -> bool {
         self.valid_from <= now && now < self.valid_until && self.revoked_at.is_none_or(|r| now < r)
     }
-    pub fn covers(&self, class_code: &str) -> bool {
-        self.classes.is_empty() || self.classes.iter().any(|c| c == class_code)
+    pub fn covers(&self, resource_type: &str) -> bool {
+        self.scope.is_empty() || self.scope.iter().any(|c| c == resource_type)
     }
 }
 
@@ -333,12 +413,12 @@ mod tests {
             valid_from: datetime!(2026-01-01 0:00 UTC),
             valid_until: datetime!(2026-07-01 0:00 UTC),
             revoked_at: Some(datetime!(2026-05-01 0:00 UTC)),
-            classes: vec!["REF".into(), "VAC".into()],
+            scope: vec!["DocumentReference".into(), "Immunization".into()],
         };
         assert!(!d.active(datetime!(2025-12-31 23:59 UTC)));
         assert!(d.active(datetime!(2026-04-30 12:00 UTC)));
         assert!(!d.active(datetime!(2026-05-01 0:00 UTC)));
-        assert!(d.covers("VAC") && !d.covers("LDO"));
+        assert!(d.covers("Immunization") && !d.covers("Condition"));
         let b = BreakGlass {
             started_at: datetime!(2026-11-26 10:00 UTC),
             until: datetime!(2026-11-26 11:00 UTC),
@@ -348,6 +428,19 @@ mod tests {
         assert!(!b.active(datetime!(2026-11-26 11:00 UTC)));
         let no_reason = BreakGlass { reason: "  ".into(), ..b };
         assert!(!no_reason.active(datetime!(2026-11-26 10:30 UTC)));
+    }
+
+    #[test]
+    fn closed_labels_follow_may_see() {
+        assert_eq!(Closed::of(doc(&[], false, false)).codes(), Vec::<&str>::new());
+        assert_eq!(Closed::of(doc(&["P99"], false, false)).codes(), ["not-clinician"]);
+        assert_eq!(Closed::of(doc(&["P97"], false, false)).codes(), ["not-parent"]);
+        assert_eq!(Closed::of(doc(&["P98"], false, false)).codes(), ["not-patient", "not-parent", "not-delegate"]);
+        assert_eq!(Closed::of(doc(&[], true, false)).codes(), ["not-parent", "not-delegate", "not-clinician"]);
+        assert_eq!(Closed::of(doc(&[], true, true)).codes(), Vec::<&str>::new());
+        for c in Art6Category::ALL {
+            assert_eq!(Art6Category::parse(c.code()), Some(c));
+        }
     }
 
     #[test]

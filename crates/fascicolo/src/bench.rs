@@ -87,7 +87,7 @@ async fn scenario(name: &str, base: &str, paths: Arc<Vec<String>>, clients: usiz
 async fn sample(fhir: &FhirService, query: &str) -> anyhow::Result<Vec<Value>> {
     let pairs: Vec<(String, String)> = form_urlencoded_pairs(query);
     let (t, _) = query.split_once('?').unwrap_or((query, ""));
-    let b = fhir.search(&fascicolo_app::Actor::System, Some(t), &pairs, "").await.map_err(|e| anyhow::anyhow!("{e}"))?.into_value();
+    let b = fhir.search(&fascicolo_app::Actor::system(), Some(t), &pairs, "").await.map_err(|e| anyhow::anyhow!("{e}"))?.into_value();
     Ok(b["entry"].as_array().cloned().unwrap_or_default().into_iter().map(|e| e["resource"].clone()).collect())
 }
 

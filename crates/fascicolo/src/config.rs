@@ -18,11 +18,93 @@ pub struct Config {
     pub base_url: Option<String>,
     /// Maximum PostgreSQL connections.
     pub pg_pool_size: usize,
+    /// Public URL of the site (e.g. `https://fse.example`), for OIDC redirects and cookies;
+    /// default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Demo mode: the built-in identity provider and demo clients, and a small synthetic
+    /// registry on an empty store. On unless an OIDC issuer is configured.
+    pub demo: Option<bool>,
+    /// The identity provider (in production the regional SPID/CIE proxy).
+    pub oidc: Option<OidcConfig>,
+    /// Registered API clients (SMART apps, hospital systems).
+    pub clients: Vec<fascicolo_app::auth::Client>,
+    /// Privacy rules that are configuration.
+    pub privacy: PrivacyConfig,
+    /// Portal sessions.
+    pub session: SessionConfig,
+    /// Where notifications go.
+    pub notify: NotifyConfig,
+}
+
+/// An OpenID Connect provider, found by discovery at `{issuer}/.well-known/openid-configuration`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// Extra claims carrying the codice fiscale, tried before the standard ones
+    /// (`fiscal_number`, `https://attributes.eid.gov.it/fiscal_number`).
+    #[serde(default)]
+    pub fiscal_number_claim: Option<String>,
+    /// Scopes asked for (default `openid profile`).
+    #[serde(default)]
+    pub scopes: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrivacyConfig {
+    pub notice_version: u32,
+    pub max_delegations: usize,
+    pub break_glass_minutes: i64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        let p = fascicolo_app::Policy::default();
+        Self { notice_version: p.notice_version, max_delegations: p.max_delegations, break_glass_minutes: p.break_glass_minutes }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionConfig {
+    pub idle_minutes: i64,
+    pub absolute_hours: i64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { idle_minutes: 30, absolute_hours: 12 }
+    }
+}
+
+/// Delivery of notifications. Unset SMTP/SMS means they are written to `outbox_dir`
+/// (default `<data>/outbox`), one file per message, where the demo shows them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NotifyConfig {
+    /// `smtp://user:pass@host:587` (STARTTLS) or `smtps://...`.
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    /// HTTP endpoint of an SMS gateway: POST JSON `{"to": ..., "text": ...}`.
+    pub sms_gateway_url: Option<String>,
+    pub outbox_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), data_dir: PathBuf::from("./data"), database_url: None, base_url: None, pg_pool_size: 16 }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            base_url: None,
+            pg_pool_size: 16,
+            public_url: None,
+            demo: None,
+            oidc: None,
+            clients: Vec::new(),
+            privacy: PrivacyConfig::default(),
+            session: SessionConfig::default(),
+            notify: NotifyConfig::default(),
+        }
     }
 }
 
@@ -33,7 +115,37 @@ impl Config {
             Some(f) => fig = fig.merge(Toml::file_exact(f)),
             None => fig = fig.merge(Toml::file("fascicolo.toml")),
         }
-        fig = fig.merge(Env::prefixed("FASCICOLO_"));
+        fig = fig.merge(Env::prefixed("FASCICOLO_").split("__"));
         Ok(fig.extract()?)
+    }
+
+    /// Demo mode unless switched off or a real identity provider is configured.
+    pub fn demo_mode(&self) -> bool {
+        self.demo.unwrap_or(self.oidc.is_none())
+    }
+
+    /// The site's public URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    pub fn policy(&self) -> fascicolo_app::Policy {
+        fascicolo_app::Policy {
+            notice_version: self.privacy.notice_version,
+            max_delegations: self.privacy.max_delegations,
+            break_glass_minutes: self.privacy.break_glass_minutes,
+        }
+    }
+
+    /// Registered clients, plus the demo ones in demo mode.
+    pub fn all_clients(&self) -> Vec<fascicolo_app::auth::Client> {
+        let mut v = self.clients.clone();
+        if self.demo_mode() {
+            v.extend(crate::demo::clients());
+        }
+        v
     }
 }

@@ -95,14 +95,14 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
         // a single resource: create (or update with its id) so problems are located in it
         let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
         let res = match v.get("id").and_then(Value::as_str) {
-            Some(id) => fhir.update(&Actor::System, &rt, id, &bytes, None).await,
-            None => fhir.create(&Actor::System, &rt, &bytes, None).await,
+            Some(id) => fhir.update(&Actor::system(), &rt, id, &bytes, None).await,
+            None => fhir.create(&Actor::system(), &rt, &bytes, None).await,
         };
         return res.map(|_| 1).map_err(|e| describe(path, &e));
     }
     let bundle = as_bundle(v);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
-    match fhir.process_bundle_value(&Actor::System, bundle, "urn:fascicolo:import").await {
+    match fhir.process_bundle_value(&Actor::system(), bundle, "urn:fascicolo:import").await {
         Ok(resp) => {
             let failed: Vec<String> = resp["entry"]
                 .as_array()

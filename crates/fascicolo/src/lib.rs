@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod import;
+pub mod token;
 
 use anyhow::Context;
 use config::Config;
@@ -31,7 +33,17 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// The FHIR service with the configured privacy policy.
+pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
+    FhirService::with_policy(store, cfg.policy())
+}
+
 pub fn build_router(store: Arc<dyn Store>, base_url: Option<String>) -> axum::Router {
-    let state = fascicolo_web::AppState { fhir: FhirService::new(store), metrics: Arc::default(), base_url };
+    let state = fascicolo_web::AppState {
+        fhir: FhirService::new(Arc::clone(&store)),
+        tokens: fascicolo_app::auth::Tokens::new(store),
+        metrics: Arc::default(),
+        base_url,
+    };
     fascicolo_web::router(state)
 }

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fascicolo::config::Config;
-use fascicolo::{bench, build_router, import, open_store};
+use fascicolo::{bench, build_router, demo, import, open_store};
 use fascicolo_app::FhirService;
 use std::path::PathBuf;
 
@@ -45,6 +45,23 @@ enum Command {
     },
     /// Load test the server over loopback and print a table of figures.
     Bench(bench::BenchArgs),
+    /// Print an access token for the FHIR API, for trying it with curl:
+    /// `--as citizen:<CF>`, `--as clinician:<Practitioner id>`, `--as operator:<Practitioner id>`,
+    /// `--as system:<client id>` (a hospital-system token with system/*.*).
+    Token {
+        /// Who the token is for.
+        #[arg(long = "as", value_name = "KIND:ID")]
+        who: String,
+        /// SMART scopes (space separated); default: everything the actor may do.
+        #[arg(long)]
+        scope: Option<String>,
+        /// For a citizen: the record to act on (their own, a child's, a delegator's Patient id).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before the
@@ -89,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let store = open_store(&cfg).await?;
+            if cfg.demo_mode() && demo::seed(&fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store))).await? {
+                println!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
+            }
             let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
             let addr = listener.local_addr()?;
             let shutdown = shutdown_signal();
@@ -108,6 +128,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench(args) => bench::run(cfg, args).await?,
+        Command::Token { who, scope, patient, ttl } => {
+            let store = open_store(&cfg).await?;
+            let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
+            if cfg.demo_mode() {
+                demo::seed(&fhir).await?;
+            }
+            let token = fascicolo::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
+            println!("{token}");
+        }
     }
     Ok(())
 }

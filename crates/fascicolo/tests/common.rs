@@ -11,6 +11,17 @@ pub struct TestApp {
     pub root: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// A platform client's token: full access, audited (the tests of the FHIR surface use it).
+    pub token: String,
+}
+
+/// A token for any actor, issued the way the authorization server issues them.
+pub async fn token_for(store: &Arc<dyn Store>, actor: &fascicolo_app::Actor) -> String {
+    fascicolo_app::auth::Tokens::new(Arc::clone(store)).issue(actor, "tests", 3600).await.expect("token").access_token
+}
+
+pub fn platform_actor() -> fascicolo_app::Actor {
+    fascicolo_app::Actor::new(fascicolo_app::Who::Client { client_id: "tests".into(), organization: None, platform: true })
 }
 
 pub async fn fresh_store() -> Arc<dyn Store> {
@@ -32,7 +43,8 @@ pub async fn spawn_app() -> TestApp {
     let addr = listener.local_addr().expect("addr");
     let router = fascicolo::build_router(Arc::clone(&store), None);
     tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
-    TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store }
+    let token = token_for(&store, &platform_actor()).await;
+    TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store, token }
 }
 
 pub struct Resp {
@@ -46,7 +58,13 @@ impl TestApp {
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) };
         let mut rb = self.client.request(method.parse().expect("method"), url);
         let mut has_ct = false;
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            rb = rb.bearer_auth(&self.token);
+        }
         for (k, v) in headers {
+            if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+                continue; // an empty value stands for "no credentials"
+            }
             has_ct |= k.eq_ignore_ascii_case("content-type");
             rb = rb.header(*k, *v);
         }

@@ -35,11 +35,17 @@ fn outcome(status: u16, issues: &[OutcomeIssue], interaction: &'static str) -> R
 }
 
 fn app_error(e: &AppError, interaction: &'static str) -> Response {
-    if let AppError::Store(inner) = e {
-        tracing::error!(error = %inner, interaction, "storage failure");
+    match e {
+        AppError::Store(inner) => tracing::error!(error = %inner, interaction, "storage failure"),
+        AppError::Forbidden(_) => tracing::info!(interaction, "access refused by the gate"),
+        _ => {}
     }
     let (status, issues) = error_status(e);
-    outcome(status, &issues, interaction)
+    let mut r = outcome(status, &issues, interaction);
+    if status == 401 {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fascicolo\", error=\"invalid_token\""));
+    }
+    r
 }
 
 fn bad(status: u16, code: &str, msg: &str, interaction: &'static str) -> Response {
@@ -59,9 +65,23 @@ fn pairs(q: &Option<String>) -> Vec<(String, String)> {
     q.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-/// The actor of a request. Until sign-in (issue 3) the API runs open, in demo mode only.
-fn actor(_headers: &HeaderMap) -> Actor {
-    Actor::DemoOpen
+/// The actor of a request: the bearer token's, or anonymous (who sees no patient data). A token
+/// that is sent but not valid is refused outright.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, AppError> {
+    let Some(h) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Actor::anonymous());
+    };
+    let v = h.to_str().unwrap_or("");
+    let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else {
+        return Err(AppError::Unauthorized("the Authorization header must be 'Bearer <access token>'".into()));
+    };
+    match state.tokens.resolve(token.trim()).await {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            tracing::warn!("refused an invalid access token");
+            Err(e)
+        }
+    }
 }
 
 fn wants_xml(headers: &HeaderMap, q: &[(String, String)]) -> bool {
@@ -204,8 +224,11 @@ async fn route(
     }
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let base = base_url(&state, &headers);
-    let who = actor(&headers);
     let f = &state.fhir;
+    let who = match authenticate(&state, &headers).await {
+        Ok(a) => a,
+        Err(e) => return app_error(&e, "fhir"),
+    };
     let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search");
     if needs_json && !is_json(&content_type(&headers)) {
         return bad(415, "not-supported", "send application/fhir+json", "fhir");
@@ -270,6 +293,21 @@ async fn route(
             }
             Err(e) => app_error(&e, "delete"),
         },
+        (&Method::POST, [t, id, op]) if op.starts_with('$') => {
+            let params = match parameters(&body) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            operation(f, &who, t, id, op, &params, &base).await
+        }
+        (&Method::GET, ["Patient", id, "$consent"]) => match f.consent_status(&who, id).await {
+            Ok(given) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "inForce", "valueBoolean": given}]}),
+                "operation",
+            ),
+            Err(e) => app_error(&e, "operation"),
+        },
         (&Method::GET, ["Patient", id, "$everything"]) => page(f.everything(&who, id, &q, &base).await, "everything"),
         (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance"),
         (&Method::GET, [t, id, "_history", vid]) => match f.vread(&who, t, id, vid).await {
@@ -295,5 +333,62 @@ fn search(res: Result<Value, AppError>, interaction: &'static str) -> Response {
     match res {
         Ok(b) => json_response(StatusCode::OK, &b, interaction),
         Err(e) => app_error(&e, interaction),
+    }
+}
+
+/// A `Parameters` body.
+fn parameters(body: &[u8]) -> Result<Value, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v["resourceType"] == "Parameters" => Ok(v),
+        Ok(_) => Err(bad(400, "invalid", "an operation takes a Parameters resource", "operation")),
+        Err(e) => Err(bad(400, "invalid", &format!("the body is not valid JSON: {e}"), "operation")),
+    }
+}
+
+/// The privacy operations: `$consent`, `$hide`, `$art6-release`, `$delegate`, `$revoke`,
+/// `$break-glass`.
+async fn operation(f: &fascicolo_app::FhirService, who: &Actor, t: &str, id: &str, op: &str, params: &Value, base: &str) -> Response {
+    use fascicolo_app::privacy_ops::{param_bool, param_str};
+    let missing = |name: &str| bad(400, "required", &format!("the operation needs the parameter '{name}'"), "operation");
+    let res = match (t, op) {
+        ("Patient", "$consent") => {
+            let Some(given) = param_bool(params, "given") else { return missing("given (valueBoolean)") };
+            f.record_consent(who, id, given, param_str(params, "channel").unwrap_or("api")).await
+        }
+        (_, "$hide") => {
+            let Some(code) = param_str(params, "code") else { return missing("code (P99, P97, P98 or P00)") };
+            f.hide(who, t, id, code).await
+        }
+        (_, "$art6-release") => {
+            let Some(released) = param_bool(params, "released") else { return missing("released (valueBoolean)") };
+            f.release_art6(who, t, id, released).await
+        }
+        ("Patient", "$delegate") => f.grant_delegation(who, id, params).await,
+        ("RelatedPerson", "$revoke") => f.revoke_delegation(who, id).await,
+        ("Patient", "$break-glass") => {
+            let Some(reason) = param_str(params, "reason") else { return missing("reason") };
+            return match f.break_glass(who, id, reason).await {
+                Ok(o) => {
+                    let entries: Vec<Value> = o.summary.into_iter().map(|r| serde_json::json!({"resource": r})).collect();
+                    let mut bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection"});
+                    if !entries.is_empty() {
+                        bundle["entry"] = Value::Array(entries);
+                    }
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"resourceType": "Parameters", "parameter": [
+                            {"name": "until", "valueInstant": fascicolo_fhir::datetime::format_instant(o.until)},
+                            {"name": "summary", "resource": bundle}]}),
+                        "operation",
+                    )
+                }
+                Err(e) => app_error(&e, "operation"),
+            };
+        }
+        _ => return bad(404, "not-supported", &format!("{t}/{{id}}/{op} is not an operation this server supports"), "operation"),
+    };
+    match res {
+        Ok(v) => versioned(StatusCode::OK, &v, base, &HeaderMap::new(), "operation", false),
+        Err(e) => app_error(&e, "operation"),
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub fhir: FhirService,
+    pub tokens: fascicolo_app::auth::Tokens,
     pub metrics: Arc<metrics::Metrics>,
     /// Public base URL of the FHIR API; derived from the Host header when unset.
     pub base_url: Option<String>,

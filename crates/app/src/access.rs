@@ -1,0 +1,800 @@
+//! The privacy gate: the one place that decides who may see and change what in a citizen's
+//! record (ARCHITECTURE.md invariants 3–5), and that writes the access log.
+//!
+//! For each patient compartment an actor touches, [`Gate::access`] gathers the facts from the
+//! store (whose record it is, parental responsibility and delegations as `RelatedPerson`, the
+//! latest consent-to-consultation `Consent`, care relations, break-glass) into a [`Relation`].
+//! The relation then gives (a) a SQL [`Visibility`] filter so lists, counts, `_total`, chains and
+//! `_has` never include hidden items, and (b) a per-resource check for reads, includes, history
+//! and `$everything`. Both read the same labels, derived on every write from the rules in
+//! `fascicolo_domain::privacy` (see [`label_resource`]).
+
+use crate::error::{AppError, AppResult};
+use crate::gate::{Actor, Op, ProRole, Who};
+use fascicolo_domain::privacy::{self, labels, Art6Category, Closed, DocumentFacts, Hiding};
+use fascicolo_domain::PatientKey;
+use fascicolo_fhir::search::parse_search;
+use fascicolo_fhir::{datetime, params::index_resource};
+use fascicolo_store::{Method, OutboxMessage, SearchPlan, Store, Stored, Visibility, Write};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Identifier system of the codice fiscale.
+pub const CF_SYSTEM: &str = "http://hl7.it/sid/codiceFiscale";
+/// `RelatedPerson.relationship` codes of this platform: `parent`, `delegate`.
+pub const RELATIONSHIP_SYSTEM: &str = "urn:fascicolo:relationship";
+/// HL7 v3 RoleCode codes that also mean parental responsibility.
+pub const V3_ROLE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+const PARENT_CODES: [&str; 4] = ["PRN", "MTH", "FTH", "parent"];
+/// Extension on a delegation `RelatedPerson`: one resource type the delegate may see (repeats).
+pub const DELEGATION_SCOPE_EXT: &str = "urn:fascicolo:delegation-scope";
+/// `AuditEvent.subtype` codes of this platform: `emergency` (access under break-glass),
+/// `break-glass` (the opening of one), `on-behalf` (a parent or delegate).
+pub const ACCESS_SYSTEM: &str = "urn:fascicolo:access";
+/// `Consent.category` of consent to consultation.
+pub const CONSENT_CATEGORY: &str = "urn:fascicolo:consent";
+/// `Consent.policy.uri` prefix; the information-notice version follows.
+pub const NOTICE_PREFIX: &str = "urn:fascicolo:notice:";
+/// `Consent` extension: the channel the record was given through.
+pub const CONSENT_CHANNEL_EXT: &str = "urn:fascicolo:consent-channel";
+
+/// Rules that are configuration, not law.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Current version of the information notice; consent to an older one is not in force.
+    pub notice_version: u32,
+    /// Most active delegations a citizen may grant.
+    pub max_delegations: usize,
+    /// How long a break-glass access lasts.
+    pub break_glass_minutes: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { notice_version: 1, max_delegations: 3, break_glass_minutes: 60 }
+    }
+}
+
+/// An actor's relation to one patient's record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relation {
+    /// The console, or a trusted platform client: everything (clients are audited).
+    Full,
+    /// The citizen's own record.
+    Own,
+    /// Parental responsibility, through `RelatedPerson/{rp}`; `minor` evaluated today.
+    Parent { rp: String, minor: bool },
+    /// A delegation through `RelatedPerson/{rp}`.
+    Delegate { rp: String, active: bool, scope: Vec<String> },
+    /// A clinician: consent in force, care relation, active break-glass.
+    Clinician { consent: bool, care: bool, emergency: bool },
+    /// An administrative operator (no clinical content).
+    Operator(ProRole),
+    /// A document producer (its own organisation's work only).
+    Producer,
+    /// No relation (another citizen's record).
+    Stranger,
+}
+
+/// Types that only the citizen side (and the console) reads: the access log and consent.
+const PRIVATE_TYPES: [&str; 2] = ["AuditEvent", "Consent"];
+/// What citizens (and parents for a minor) may write directly: the Taccuino.
+const CITIZEN_WRITABLE: [&str; 3] = ["Observation", "DocumentReference", "Media"];
+/// Registry types that clinicians and producers must not write.
+const REGISTRY_TYPES: [&str; 5] = ["Patient", "RelatedPerson", "Consent", "AuditEvent", "Coverage"];
+
+fn operator_types(role: ProRole, write: bool) -> &'static [&'static str] {
+    match (role, write) {
+        (ProRole::CupOperator, false) => &["Patient", "Appointment", "AppointmentResponse", "ServiceRequest", "Coverage"],
+        (ProRole::CupOperator, true) => &["Appointment", "AppointmentResponse"],
+        (ProRole::AsstAdmin, false) => &["Patient", "RelatedPerson", "Coverage", "Appointment"],
+        (ProRole::AsstAdmin, true) => &["Patient", "RelatedPerson", "Coverage"],
+        _ => &[],
+    }
+}
+
+/// Shared (non-patient) types a role may write.
+fn shared_writable(actor: &Actor, resource_type: &str) -> bool {
+    match &actor.who {
+        Who::System | Who::Client { platform: true, .. } => true,
+        Who::Client { platform: false, .. } => {
+            matches!(resource_type, "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "Medication" | "Device" | "Binary")
+        }
+        Who::Professional { role: ProRole::AsstAdmin, .. } => matches!(
+            resource_type,
+            "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "HealthcareService" | "Schedule" | "Slot"
+        ),
+        Who::Professional { role: ProRole::CupOperator, .. } => matches!(resource_type, "Schedule" | "Slot"),
+        _ => false,
+    }
+}
+
+/// The facts about one patient compartment for one actor.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub key: PatientKey,
+    /// The Patient id of the compartment, when the patient is registered.
+    pub patient_id: Option<String>,
+    pub relation: Relation,
+}
+
+fn vis_label(code: &str) -> (String, String) {
+    (labels::VISIBILITY.to_string(), code.to_string())
+}
+
+/// The privacy-relevant labels of a resource.
+struct Labels {
+    closed: Vec<String>,
+    own_codes: Vec<String>,
+}
+
+fn labels_of(v: &Value) -> Labels {
+    let mut l = Labels { closed: Vec::new(), own_codes: Vec::new() };
+    for c in v["meta"]["security"].as_array().into_iter().flatten() {
+        if c["system"] == labels::VISIBILITY {
+            if let Some(code) = c["code"].as_str() {
+                l.closed.push(code.to_string());
+            }
+        }
+    }
+    for c in v["meta"]["tag"].as_array().into_iter().flatten() {
+        if c["system"] == labels::PRODUCER {
+            if let Some(code) = c["code"].as_str() {
+                l.own_codes.push(code.to_string());
+            }
+        }
+    }
+    l
+}
+
+impl Access {
+    /// A relation that must be refused outright, whatever the item.
+    pub fn refusal(&self) -> Option<AppError> {
+        match &self.relation {
+            Relation::Parent { minor: false, .. } => {
+                Some(AppError::Forbidden("parental access ends when the child comes of age (18)".into()))
+            }
+            Relation::Delegate { active: false, .. } => {
+                Some(AppError::Forbidden("the delegation is not active (expired, revoked or not yet valid)".into()))
+            }
+            Relation::Stranger => Some(AppError::Forbidden("this record is not yours and you do not act for its owner".into())),
+            _ => None,
+        }
+    }
+
+    /// Type-level rule: may this relation do `op` on `resource_type` at all?
+    pub fn check_type(&self, actor: &Actor, resource_type: &str, op: Op) -> AppResult<()> {
+        if !actor.scope_permits(resource_type, op) {
+            return Err(AppError::Forbidden(format!("the token's scopes do not allow this operation on {resource_type}")));
+        }
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let write = matches!(op, Op::Create | Op::Update | Op::Delete);
+        let private = PRIVATE_TYPES.contains(&resource_type);
+        let ok = match &self.relation {
+            Relation::Full => !(write && resource_type == "AuditEvent" && !matches!(actor.who, Who::System)),
+            Relation::Own | Relation::Parent { .. } => !write || CITIZEN_WRITABLE.contains(&resource_type),
+            Relation::Delegate { scope, .. } => !write && (scope.is_empty() || scope.iter().any(|s| s == resource_type) || private),
+            Relation::Clinician { care, emergency, .. } => {
+                !private && (!write || ((*care || *emergency) && !REGISTRY_TYPES.contains(&resource_type)))
+            }
+            Relation::Operator(role) => operator_types(*role, write).contains(&resource_type),
+            Relation::Producer => !private && !REGISTRY_TYPES.contains(&resource_type),
+            Relation::Stranger => false,
+        };
+        if ok {
+            Ok(())
+        } else if write {
+            Err(AppError::Forbidden(format!("your role may not write {resource_type} in this record")))
+        } else {
+            Err(AppError::Forbidden(format!("your role may not read {resource_type} in this record")))
+        }
+    }
+
+    /// The SQL filter for searches in this compartment.
+    pub fn visibility(&self, actor: &Actor) -> Option<Visibility> {
+        let own: Vec<(String, String)> = actor.own_codes().into_iter().map(|c| (labels::PRODUCER.to_string(), c)).collect();
+        let deny = |code: &str| Some(Visibility { deny_security: vec![vis_label(code)], ..Default::default() });
+        match &self.relation {
+            Relation::Full => None,
+            Relation::Own => deny(labels::NOT_PATIENT),
+            Relation::Parent { .. } => deny(labels::NOT_PARENT),
+            Relation::Delegate { .. } => deny(labels::NOT_DELEGATE),
+            Relation::Clinician { consent, care, emergency } => {
+                if (*consent && *care) || *emergency {
+                    Some(Visibility { deny_security: vec![vis_label(labels::NOT_CLINICIAN)], deny_all: false, allow_tags: own })
+                } else {
+                    Some(Visibility { deny_security: Vec::new(), deny_all: true, allow_tags: own })
+                }
+            }
+            Relation::Operator(_) => deny(labels::NOT_CLINICIAN),
+            Relation::Producer => Some(Visibility { deny_security: Vec::new(), deny_all: true, allow_tags: own }),
+            Relation::Stranger => Some(Visibility { deny_all: true, ..Default::default() }),
+        }
+    }
+
+    /// May the actor see this stored resource (same rule as [`Access::visibility`], plus the
+    /// type rules)?
+    pub fn admits(&self, actor: &Actor, resource_type: &str, v: &Value) -> bool {
+        if self.check_type(actor, resource_type, Op::Read).is_err() {
+            return false;
+        }
+        let l = labels_of(v);
+        let closed = |code: &str| l.closed.iter().any(|c| c == code);
+        let own = actor.own_codes().iter().any(|c| l.own_codes.contains(c));
+        match &self.relation {
+            Relation::Full => true,
+            Relation::Own => !closed(labels::NOT_PATIENT),
+            Relation::Parent { minor, .. } => *minor && !closed(labels::NOT_PARENT),
+            Relation::Delegate { active, .. } => *active && !closed(labels::NOT_DELEGATE),
+            Relation::Clinician { consent, care, emergency } => own || (((*consent && *care) || *emergency) && !closed(labels::NOT_CLINICIAN)),
+            Relation::Operator(_) => !closed(labels::NOT_CLINICIAN),
+            Relation::Producer => own,
+            Relation::Stranger => false,
+        }
+    }
+
+    /// Accesses by anyone but the citizen themself (and the console) go to the access log.
+    pub fn audited(&self, actor: &Actor) -> bool {
+        !matches!(self.relation, Relation::Own) && !matches!(actor.who, Who::System)
+    }
+
+    /// The access is possible only because of break-glass.
+    pub fn emergency(&self) -> bool {
+        matches!(self.relation, Relation::Clinician { consent, care, emergency: true } if !(consent && care))
+    }
+}
+
+/// A recorded access, turned into an AuditEvent at commit time.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    pub access: Arc<Access>,
+    /// FHIR restful interaction code: read, vread, search-type, history-instance, create, update,
+    /// delete, operation.
+    pub interaction: &'static str,
+    /// What was touched: `Type/id` references.
+    pub entities: Vec<String>,
+    /// The query of a search.
+    pub query: Option<String>,
+}
+
+/// Per-request gate: caches relations, records every compartment touched for the audit.
+pub struct Gate<'a> {
+    store: &'a dyn Store,
+    policy: &'a Policy,
+    pub actor: &'a Actor,
+    cache: HashMap<PatientKey, Arc<Access>>,
+    records: Vec<AccessRecord>,
+}
+
+/// Resources of one type in one compartment (small lookups for the gate).
+async fn in_compartment(store: &dyn Store, key: PatientKey, resource_type: &str, query: &[(&str, &str)], limit: usize) -> AppResult<Vec<Value>> {
+    let pairs: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let req = parse_search(Some(resource_type), &pairs)?;
+    let plan = SearchPlan {
+        resource_type: Some(resource_type.to_string()),
+        patient: Some(key),
+        clauses: req.clauses,
+        sort: req.sort,
+        limit,
+        ..Default::default()
+    };
+    let hits = store.search(&plan).await?;
+    Ok(hits.iter().filter_map(|h| serde_json::from_str(&h.stored.json).ok()).collect())
+}
+
+fn has_coding(v: &Value, systems: &[&str], codes: &[&str]) -> bool {
+    v["coding"].as_array().into_iter().flatten().any(|c| {
+        c["system"].as_str().is_some_and(|s| systems.contains(&s)) && c["code"].as_str().is_some_and(|k| codes.contains(&k))
+    })
+}
+
+fn has_cf(v: &Value, cf: &str) -> bool {
+    v["identifier"].as_array().into_iter().flatten().any(|i| i["system"] == CF_SYSTEM && i["value"].as_str() == Some(cf))
+}
+
+fn instant(v: &Value) -> Option<i64> {
+    v.as_str().and_then(datetime::parse).map(|(r, _)| r.low)
+}
+
+fn instant_end(v: &Value) -> Option<i64> {
+    v.as_str().and_then(datetime::parse).map(|(r, _)| r.high)
+}
+
+/// Is a delegation `RelatedPerson` active now?
+pub fn delegation_active(rp: &Value, now: i64) -> bool {
+    if rp["active"] == Value::Bool(false) {
+        return false;
+    }
+    let start = instant(&rp["period"]["start"]).unwrap_or(i64::MIN);
+    let end = instant_end(&rp["period"]["end"]).unwrap_or(i64::MAX);
+    start <= now && now < end
+}
+
+pub fn delegation_scope(rp: &Value) -> Vec<String> {
+    rp["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == DELEGATION_SCOPE_EXT)
+        .filter_map(|e| e["valueCode"].as_str().map(String::from))
+        .collect()
+}
+
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+fn birth_date(patient: &Value) -> Option<time::Date> {
+    let s = patient["birthDate"].as_str()?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s.get(..10)?, &fmt).ok()
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(store: &'a dyn Store, policy: &'a Policy, actor: &'a Actor) -> Self {
+        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new() }
+    }
+
+    /// Refuse anonymous callers before anything else.
+    pub fn require_identity(&self) -> AppResult<()> {
+        match self.actor.who {
+            Who::Anonymous => Err(AppError::Unauthorized("sign-in required: send an access token (Authorization: Bearer ...)".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The actor's relation to the record in partition `key`.
+    pub async fn access(&mut self, key: PatientKey) -> AppResult<Arc<Access>> {
+        self.require_identity()?;
+        if let Some(a) = self.cache.get(&key) {
+            return Ok(Arc::clone(a));
+        }
+        let a = Arc::new(self.resolve(key).await?);
+        self.cache.insert(key, Arc::clone(&a));
+        Ok(a)
+    }
+
+    async fn resolve(&self, key: PatientKey) -> AppResult<Access> {
+        let store = self.store;
+        let patient = in_compartment(store, key, "Patient", &[], 2).await?.into_iter().next();
+        let patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
+        let mut access = Access { key, patient_id: patient_id.clone(), relation: Relation::Stranger };
+        // a token bound to one patient sees only that patient
+        if self.actor.patient_scoped() && self.actor.acting_for.as_deref().map(PatientKey::for_patient_id) != Some(key) {
+            return Ok(access);
+        }
+        access.relation = match &self.actor.who {
+            Who::Anonymous => Relation::Stranger,
+            Who::System | Who::Client { platform: true, .. } => Relation::Full,
+            Who::Client { platform: false, .. } => Relation::Producer,
+            Who::Citizen { cf, patient: own } => {
+                let is_own = own.as_deref().is_some_and(|o| PatientKey::for_patient_id(o) == key)
+                    || patient.as_ref().is_some_and(|p| has_cf(p, cf));
+                if is_own {
+                    Relation::Own
+                } else {
+                    let now = datetime::now_ms();
+                    let rps = in_compartment(store, key, "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))], 20).await?;
+                    let mut rel = Relation::Stranger;
+                    for rp in &rps {
+                        let rp_id = rp["id"].as_str().unwrap_or_default().to_string();
+                        let rels = rp["relationship"].as_array().cloned().unwrap_or_default();
+                        if rels.iter().any(|r| has_coding(r, &[V3_ROLE, RELATIONSHIP_SYSTEM], &PARENT_CODES)) && rp["active"] != Value::Bool(false) {
+                            let minor = patient.as_ref().and_then(birth_date).is_some_and(|b| privacy::is_minor(b, today()));
+                            rel = Relation::Parent { rp: rp_id, minor };
+                            if minor {
+                                break;
+                            }
+                        } else if rels.iter().any(|r| has_coding(r, &[RELATIONSHIP_SYSTEM], &["delegate"])) {
+                            let active = delegation_active(rp, now);
+                            let candidate = Relation::Delegate { rp: rp_id, active, scope: delegation_scope(rp) };
+                            if active || matches!(rel, Relation::Stranger) {
+                                rel = candidate;
+                            }
+                        }
+                    }
+                    rel
+                }
+            }
+            Who::Professional { role, practitioner, organization } => {
+                if !role.clinical() {
+                    Relation::Operator(*role)
+                } else {
+                    let consent = self.consent_in_force(key).await?;
+                    let care = self.care_relation(key, patient.as_ref(), practitioner, organization.as_deref()).await?;
+                    let emergency = if consent && care { false } else { self.break_glass_active(key, practitioner).await? };
+                    Relation::Clinician { consent, care, emergency }
+                }
+            }
+        };
+        Ok(access)
+    }
+
+    /// The latest consent-to-consultation record, in force for the current notice version.
+    pub async fn consent_in_force(&self, key: PatientKey) -> AppResult<bool> {
+        let latest = in_compartment(
+            self.store,
+            key,
+            "Consent",
+            &[("category", &format!("{CONSENT_CATEGORY}|consultation")), ("_sort", "-date,-_lastUpdated")],
+            1,
+        )
+        .await?;
+        let record = latest.first().map(|c| privacy::ConsentRecord {
+            notice_version: c["policy"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|p| p["uri"].as_str().and_then(|u| u.strip_prefix(NOTICE_PREFIX)).and_then(|n| n.parse().ok()))
+                .unwrap_or(0),
+            given: c["status"] == "active" && c["provision"]["type"] == "permit",
+        });
+        Ok(privacy::consent_in_force(record, self.policy.notice_version))
+    }
+
+    /// GP or pediatrician of the patient; or a professional (or their structure) with an open
+    /// encounter, a booked appointment or an active care team for the patient.
+    async fn care_relation(&self, key: PatientKey, patient: Option<&Value>, practitioner: &str, org: Option<&str>) -> AppResult<bool> {
+        let me = format!("Practitioner/{practitioner}");
+        let my_org = org.map(|o| format!("Organization/{o}"));
+        if let Some(p) = patient {
+            let gps = p["generalPractitioner"].as_array().into_iter().flatten().filter_map(|r| r["reference"].as_str());
+            if gps.into_iter().any(|r| r == me) {
+                return Ok(true);
+            }
+        }
+        let open_encounter = "planned,arrived,triaged,in-progress,onleave";
+        if !in_compartment(self.store, key, "Encounter", &[("status", open_encounter), ("participant", &me)], 1).await?.is_empty() {
+            return Ok(true);
+        }
+        if let Some(o) = &my_org {
+            if !in_compartment(self.store, key, "Encounter", &[("status", open_encounter), ("service-provider", o)], 1).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        if !in_compartment(self.store, key, "Appointment", &[("status", "proposed,pending,booked,arrived,checked-in"), ("actor", &me)], 1)
+            .await?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+        if !in_compartment(self.store, key, "CareTeam", &[("status", "proposed,active"), ("participant", &me)], 1).await?.is_empty() {
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// An emergency access opened by this practitioner that has not ended.
+    async fn break_glass_active(&self, key: PatientKey, practitioner: &str) -> AppResult<bool> {
+        let now = datetime::now_ms();
+        let since = datetime::format_instant(now - self.policy.break_glass_minutes.max(1) * 60_000 - 60_000);
+        let found = in_compartment(
+            self.store,
+            key,
+            "AuditEvent",
+            &[
+                ("subtype", &format!("{ACCESS_SYSTEM}|break-glass")),
+                ("agent", &format!("Practitioner/{practitioner}")),
+                ("date", &format!("ge{since}")),
+            ],
+            20,
+        )
+        .await?;
+        Ok(found.iter().any(|e| {
+            instant(&e["period"]["start"]).is_some_and(|s| s <= now) && instant(&e["period"]["end"]).is_some_and(|end| now < end)
+        }))
+    }
+
+    /// May the actor see this stored resource? Shared resources: any signed-in actor whose
+    /// scopes allow reading the type. Records the compartment as touched when it is seen.
+    pub async fn admit(&mut self, s: &Stored) -> AppResult<bool> {
+        if s.patient_key.is_shared() {
+            self.require_identity()?;
+            return Ok(self.actor.scope_permits(&s.resource_type, Op::Read));
+        }
+        let a = self.access(s.patient_key).await?;
+        let v: Value = match serde_json::from_str(&s.json) {
+            Ok(v) => v,
+            Err(_) => return Ok(false),
+        };
+        Ok(a.admits(self.actor, &s.resource_type, &v))
+    }
+
+    /// Check a write of `resource_type` into partition `key` (shared or a patient's).
+    pub async fn check_write(&mut self, key: PatientKey, resource_type: &str, op: Op, current: Option<&Stored>) -> AppResult<Arc<Access>> {
+        self.require_identity()?;
+        if key.is_shared() {
+            if !self.actor.scope_permits(resource_type, op) || !shared_writable(self.actor, resource_type) {
+                return Err(AppError::Forbidden(format!("your role may not write {resource_type}")));
+            }
+            return Ok(Arc::new(Access { key, patient_id: None, relation: Relation::Full }));
+        }
+        let a = self.access(key).await?;
+        a.check_type(self.actor, resource_type, op)?;
+        if let Some(cur) = current.filter(|c| !c.deleted) {
+            let v: Value = serde_json::from_str(&cur.json).unwrap_or(Value::Null);
+            if !a.admits(self.actor, resource_type, &v) && !matches!(a.relation, Relation::Full) {
+                // never reveal that a hidden item exists
+                return Err(AppError::NotFound(format!("{resource_type}/{} is not known", cur.id)));
+            }
+            let mine = labels_of(&v).own_codes.iter().any(|c| self.actor.own_codes().contains(c));
+            let may_change = match &a.relation {
+                Relation::Full => true,
+                Relation::Operator(_) => true,
+                Relation::Own | Relation::Parent { .. } | Relation::Clinician { .. } | Relation::Producer => mine,
+                _ => false,
+            };
+            if !may_change {
+                return Err(AppError::Forbidden(format!("only who produced {resource_type}/{} may change it", cur.id)));
+            }
+        }
+        Ok(a)
+    }
+
+    /// A Patient is being registered in this partition: its id names the record from now on.
+    pub fn registering(&mut self, access: Arc<Access>, patient_id: &str) -> Arc<Access> {
+        if access.patient_id.is_some() {
+            return access;
+        }
+        let a = Arc::new(Access { patient_id: Some(patient_id.to_string()), ..(*access).clone() });
+        self.cache.insert(a.key, Arc::clone(&a));
+        a
+    }
+
+    /// Record an access for the audit log (when the relation is audited).
+    pub fn record(&mut self, access: &Arc<Access>, interaction: &'static str, entities: Vec<String>, query: Option<String>) {
+        if access.key.is_shared() || !access.audited(self.actor) {
+            return;
+        }
+        // one AuditEvent per record touched by one request
+        if let Some(r) = self.records.iter_mut().find(|r| r.access.key == access.key) {
+            if r.query.is_none() {
+                r.query = query;
+            }
+            for e in entities {
+                if !r.entities.contains(&e) {
+                    r.entities.push(e);
+                }
+            }
+            return;
+        }
+        self.records.push(AccessRecord { access: Arc::clone(access), interaction, entities, query });
+    }
+
+    /// Record that a stored resource was returned.
+    pub async fn record_seen(&mut self, s: &Stored, interaction: &'static str) -> AppResult<()> {
+        if s.patient_key.is_shared() {
+            return Ok(());
+        }
+        let a = self.access(s.patient_key).await?;
+        self.record(&a, interaction, vec![format!("{}/{}", s.resource_type, s.id)], None);
+        Ok(())
+    }
+
+    /// The AuditEvents (and access notifications) of everything recorded, to commit with the
+    /// access itself.
+    pub fn audit_writes(&self, now: i64) -> AppResult<(Vec<Write>, Vec<OutboxMessage>)> {
+        let mut writes = Vec::new();
+        let mut outbox = Vec::new();
+        for r in &self.records {
+            let (w, notify) = audit_event(self.actor, r, now, None)?;
+            if notify {
+                outbox.push(access_notification(&w, r.access.emergency(), now));
+            }
+            writes.push(w);
+        }
+        Ok((writes, outbox))
+    }
+
+    /// Commit the recorded audit (for reads); nothing to do when nothing was recorded.
+    pub async fn commit_audit(&self) -> AppResult<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let (w, o) = self.audit_writes(datetime::now_ms())?;
+        self.store.commit_with(w, o).await?;
+        Ok(())
+    }
+}
+
+/// `notify.access`: carries only the audit event's id (no personal or clinical data).
+pub fn access_notification(audit: &Write, emergency: bool, now: i64) -> OutboxMessage {
+    OutboxMessage {
+        id: uuid::Uuid::now_v7(),
+        patient_key: audit.patient_key,
+        kind: "notify.access".into(),
+        payload: json!({"audit": audit.id, "emergency": emergency}).to_string(),
+        available_at: now,
+    }
+}
+
+/// One AuditEvent (IHE BALP style) for one access; returns whether the citizen is notified.
+/// `period` makes it a break-glass opening.
+pub fn audit_event(actor: &Actor, r: &AccessRecord, now: i64, period: Option<(i64, i64, &str)>) -> AppResult<(Write, bool)> {
+    // a record whose Patient was deleted still gets its log entry (in its partition)
+    let patient_ref = r.access.patient_id.as_ref().map(|p| format!("Patient/{p}"));
+    let (action, restful) = match r.interaction {
+        "create" => ("C", "create"),
+        "update" | "patch" => ("U", r.interaction),
+        "delete" => ("D", "delete"),
+        "search-type" | "search-system" | "history-instance" | "history-type" | "everything" => ("E", r.interaction),
+        "operation" => ("E", "operation"),
+        other => ("R", other),
+    };
+    let emergency = r.access.emergency() || period.is_some();
+    let (purpose, on_behalf) = match &r.access.relation {
+        Relation::Clinician { .. } if emergency => ("ETREAT", false),
+        Relation::Clinician { .. } => ("TREAT", false),
+        Relation::Operator(_) => ("HOPERAT", false),
+        Relation::Parent { .. } | Relation::Delegate { .. } => ("PATADMIN", true),
+        _ => ("HSYSADMIN", false),
+    };
+    let mut agents = Vec::new();
+    match (&actor.who, &r.access.relation) {
+        (_, Relation::Parent { rp, .. } | Relation::Delegate { rp, .. }) => {
+            let code = if matches!(r.access.relation, Relation::Parent { .. }) { "parent" } else { "delegate" };
+            agents.push(json!({"type": {"coding": [{"system": RELATIONSHIP_SYSTEM, "code": code}]},
+                "who": {"reference": format!("RelatedPerson/{rp}")}, "requestor": true}));
+        }
+        (Who::Professional { practitioner, organization, role }, _) => {
+            agents.push(json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": role.code()}]},
+                "who": {"reference": format!("Practitioner/{practitioner}")}, "requestor": true}));
+            if let Some(o) = organization {
+                agents.push(json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": "PROV"}]},
+                    "who": {"reference": format!("Organization/{o}")}, "requestor": false}));
+            }
+        }
+        (Who::Client { client_id, organization, .. }, _) => {
+            agents.push(json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": "system"}]},
+                "who": {"identifier": {"system": "urn:fascicolo:client", "value": client_id}}, "requestor": true}));
+            if let Some(o) = organization {
+                agents.push(json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": "PROV"}]},
+                    "who": {"reference": format!("Organization/{o}")}, "requestor": false}));
+            }
+        }
+        _ => {
+            agents.push(json!({"who": {"display": "Fascicolo"}, "requestor": true}));
+        }
+    }
+    let mut subtype = vec![json!({"system": "http://hl7.org/fhir/restful-interaction", "code": restful})];
+    if period.is_some() {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "break-glass"}));
+    } else if emergency {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "emergency"}));
+    }
+    if on_behalf {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "on-behalf"}));
+    }
+    let mut entities = Vec::new();
+    if let Some(p) = &patient_ref {
+        entities.push(json!({"what": {"reference": p},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}));
+    }
+    for e in &r.entities {
+        if Some(e) != patient_ref.as_ref() {
+            entities.push(json!({"what": {"reference": e},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}));
+        }
+    }
+    if let Some(q) = &r.query {
+        use base64::Engine as _;
+        entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
+            "query": base64::engine::general_purpose::STANDARD.encode(q)}));
+    }
+    let mut ev = json!({"resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "subtype": subtype, "action": action, "recorded": datetime::format_instant(now), "outcome": "0",
+        "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}],
+        "agent": agents,
+        "source": {"observer": {"display": "Fascicolo"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+        "entity": entities});
+    if let Some((start, end, reason)) = period {
+        ev["period"] = json!({"start": datetime::format_instant(start), "end": datetime::format_instant(end)});
+        ev["purposeOfEvent"][0]["text"] = Value::String(reason.to_string());
+    }
+    let id = crate::prepare::new_id();
+    let (mut w, _) = crate::prepare::write_for(ev, "AuditEvent", &id, None, Method::Create, now)?;
+    // the event lives in the patient's partition
+    w.patient_key = r.access.key;
+    let notify = !on_behalf && !matches!(actor.who, Who::System);
+    Ok((w, notify))
+}
+
+/// Derive the privacy labels of a resource about to be written: strip what only the platform
+/// may set, carry the hiding and art. 6 release of the current version (only the dedicated
+/// operations change them), tag the producer, recompute the visibility codes.
+pub fn label_resource(v: &mut Value, current: Option<&Value>, actor: &Actor, may_set_hiding: bool) {
+    let meta = match v.get_mut("meta") {
+        Some(Value::Object(m)) => m,
+        _ => {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("meta".into(), Value::Object(Map::new()));
+            }
+            match v.get_mut("meta") {
+                Some(Value::Object(m)) => m,
+                _ => return,
+            }
+        }
+    };
+    let keep_from = |arr: Option<&Value>, systems: &[&str]| -> Vec<Value> {
+        arr.and_then(Value::as_array).into_iter().flatten().filter(|c| c["system"].as_str().is_some_and(|s| systems.contains(&s))).cloned().collect()
+    };
+    let drop_systems = |arr: Option<&Value>, systems: &[&str]| -> Vec<Value> {
+        arr.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| !c["system"].as_str().is_some_and(|s| systems.contains(&s)))
+            .cloned()
+            .collect()
+    };
+    let cur_meta = current.map(|c| &c["meta"]);
+    // security: keep the client's own labels, but the platform decides hiding and visibility
+    let mut security = drop_systems(meta.get("security"), &[labels::VISIBILITY, labels::HIDING]);
+    if may_set_hiding && current.is_none() {
+        security.extend(keep_from(meta.get("security"), &[labels::HIDING]));
+    } else {
+        security.extend(keep_from(cur_meta.and_then(|m| m.get("security")), &[labels::HIDING]));
+    }
+    let mut tags = drop_systems(meta.get("tag"), &[labels::PRODUCER, labels::ART6_CONSENT]);
+    tags.extend(keep_from(cur_meta.and_then(|m| m.get("tag")), &[labels::ART6_CONSENT]));
+    let producer = keep_from(cur_meta.and_then(|m| m.get("tag")), &[labels::PRODUCER]);
+    if producer.is_empty() {
+        if let Some(code) = actor.producer_code() {
+            tags.push(json!({"system": labels::PRODUCER, "code": code}));
+        }
+    } else {
+        tags.extend(producer);
+    }
+    apply_visibility(&mut security, &tags);
+    set_or_remove(meta, "security", security);
+    set_or_remove(meta, "tag", tags);
+}
+
+fn set_or_remove(meta: &mut Map<String, Value>, key: &str, list: Vec<Value>) {
+    if list.is_empty() {
+        meta.shift_remove(key);
+    } else {
+        meta.insert(key.into(), Value::Array(list));
+    }
+}
+
+/// Recompute the `labels::VISIBILITY` codes from hiding, art. 6 and its release.
+pub fn apply_visibility(security: &mut Vec<Value>, tags: &[Value]) {
+    security.retain(|c| c["system"] != labels::VISIBILITY);
+    let hiding = Hiding::from_codes(security.iter().filter(|c| c["system"] == labels::HIDING).filter_map(|c| c["code"].as_str()));
+    let art6 = security.iter().filter(|c| c["system"] == labels::ART6).find_map(|c| c["code"].as_str().and_then(Art6Category::parse));
+    let released = tags.iter().any(|t| t["system"] == labels::ART6_CONSENT && t["code"] == "released");
+    let closed = Closed::of(DocumentFacts { hiding, art6, art6_released: released });
+    for code in closed.codes() {
+        security.push(json!({"system": labels::VISIBILITY, "code": code}));
+    }
+}
+
+/// Rebuild a write's JSON and index after its resource changed.
+pub fn refresh_write(w: &mut Write, v: &Value) -> AppResult<()> {
+    w.json = serde_json::to_string(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    w.index = index_resource(v);
+    Ok(())
+}
+
+/// Remove what a viewer must not learn from a resource they may see: the hiding and
+/// visibility labels (they tell who else it is hidden from).
+pub fn redact(v: &mut Value, relation: &Relation) {
+    if matches!(relation, Relation::Own | Relation::Full) {
+        return;
+    }
+    if let Some(Value::Array(sec)) = v.get_mut("meta").and_then(|m| m.get_mut("security")) {
+        sec.retain(|c| c["system"] != labels::VISIBILITY && c["system"] != labels::HIDING);
+        if sec.is_empty() {
+            if let Some(m) = v.get_mut("meta").and_then(Value::as_object_mut) {
+                m.shift_remove("security");
+            }
+        }
+    }
+}

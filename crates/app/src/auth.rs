@@ -1,0 +1,220 @@
+//! Credentials: opaque access tokens (stored hashed, introspectable, revocable), registered
+//! clients, and who a signed-in person is in the registry (citizen, professional, operator).
+
+use crate::access::CF_SYSTEM;
+use crate::error::{AppError, AppResult};
+use crate::gate::{Actor, ProRole, Scope, Who, ROLE_SYSTEM};
+use fascicolo_domain::CodiceFiscale;
+use fascicolo_fhir::datetime;
+use fascicolo_fhir::search::parse_search;
+use fascicolo_store::{AuthRecord, SearchPlan, Store};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Record kind of access tokens.
+pub const ACCESS_TOKEN: &str = "access-token";
+
+/// A random secret: 32 bytes from the OS, base64url.
+pub fn random_secret() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// SHA-256 as lowercase hex: secrets are stored only as their hash.
+pub fn hash_secret(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A client registered with the authorization server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    /// `platform` (trusted integration, full access, audited), `producer` (writes documents for
+    /// its organisation), `app` (a SMART app acting for a signed-in user).
+    pub kind: String,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// JWK Set (JSON text) of keys the client signs its assertions with (backend services).
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// SHA-256 hex of the client secret, for confidential apps using client_secret_basic.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+}
+
+impl Client {
+    /// The actor a client-credentials token of this client stands for.
+    pub fn system_actor(&self, scopes: Vec<Scope>) -> AppResult<Actor> {
+        let platform = match self.kind.as_str() {
+            "platform" => true,
+            "producer" => false,
+            _ => return Err(AppError::Forbidden(format!("client '{}' is not a backend service", self.id))),
+        };
+        let mut a = Actor::new(Who::Client { client_id: self.id.clone(), organization: self.organization.clone(), platform });
+        a.scopes = Some(scopes);
+        Ok(a)
+    }
+}
+
+/// What a token record holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenData {
+    actor: Actor,
+    client_id: String,
+    scope: String,
+    issued_at: i64,
+}
+
+/// A freshly issued token (the secret is shown once).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+/// The subject key of an actor, for "sign out everywhere" and revocation by subject.
+pub fn subject_of(actor: &Actor) -> String {
+    match &actor.who {
+        Who::Citizen { cf, .. } => format!("cf:{cf}"),
+        Who::Professional { practitioner, .. } => format!("practitioner:{practitioner}"),
+        Who::Client { client_id, .. } => format!("client:{client_id}"),
+        Who::System => "system".into(),
+        Who::Anonymous => "anonymous".into(),
+    }
+}
+
+/// Tokens over the store's sign-in records (shared by every app server).
+#[derive(Clone)]
+pub struct Tokens {
+    store: Arc<dyn Store>,
+}
+
+impl Tokens {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Tokens { store }
+    }
+
+    pub async fn issue(&self, actor: &Actor, client_id: &str, ttl_secs: i64) -> AppResult<Issued> {
+        let token = format!("fat_{}", random_secret());
+        let now = datetime::now_ms();
+        let scope = actor.scopes.as_ref().map(|l| l.iter().map(Scope::to_scope_string).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+        let data = TokenData { actor: actor.clone(), client_id: client_id.to_string(), scope: scope.clone(), issued_at: now };
+        let rec = AuthRecord {
+            kind: ACCESS_TOKEN.into(),
+            id: hash_secret(&token),
+            subject: subject_of(actor),
+            data: serde_json::to_string(&data).map_err(|e| AppError::BadRequest(e.to_string()))?,
+            expires_at: now + ttl_secs * 1000,
+        };
+        self.store.auth_put(&rec, true).await?;
+        Ok(Issued { access_token: token, expires_in: ttl_secs, scope })
+    }
+
+    /// The actor of a bearer token; a clear 401 when it is unknown, expired or revoked.
+    pub async fn resolve(&self, token: &str) -> AppResult<Actor> {
+        let rec = self.store.auth_get(ACCESS_TOKEN, &hash_secret(token), datetime::now_ms()).await?;
+        let rec = rec.ok_or_else(|| AppError::Unauthorized("the access token is not valid (unknown, expired or revoked)".into()))?;
+        let data: TokenData = serde_json::from_str(&rec.data).map_err(|_| AppError::Unauthorized("the access token is not valid".into()))?;
+        Ok(data.actor)
+    }
+
+    /// RFC 7662 introspection response.
+    pub async fn introspect(&self, token: &str) -> AppResult<Value> {
+        let now = datetime::now_ms();
+        let Some(rec) = self.store.auth_get(ACCESS_TOKEN, &hash_secret(token), now).await? else {
+            return Ok(json!({"active": false}));
+        };
+        let Ok(data) = serde_json::from_str::<TokenData>(&rec.data) else { return Ok(json!({"active": false})) };
+        let mut v = json!({"active": true, "scope": data.scope, "client_id": data.client_id, "token_type": "Bearer",
+            "exp": rec.expires_at / 1000, "iat": data.issued_at / 1000, "sub": rec.subject});
+        if let Some(p) = &data.actor.acting_for {
+            v["patient"] = Value::String(p.clone());
+        }
+        Ok(v)
+    }
+
+    /// RFC 7009 revocation: always succeeds (unknown tokens included).
+    pub async fn revoke(&self, token: &str) -> AppResult<()> {
+        self.store.auth_delete(ACCESS_TOKEN, &hash_secret(token)).await?;
+        Ok(())
+    }
+}
+
+/// One way a person can act: as a citizen, or in one of their professional roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub who: Who,
+    /// For the profile picker: "Cittadino", "Medico di medicina generale — ASST ...".
+    pub label: String,
+}
+
+async fn search_all(store: &dyn Store, rt: &str, q: &[(&str, &str)]) -> AppResult<Vec<Value>> {
+    let pairs: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let req = parse_search(Some(rt), &pairs)?;
+    let plan = SearchPlan { resource_type: Some(rt.into()), clauses: req.clauses, limit: 50, ..Default::default() };
+    Ok(store.search(&plan).await?.iter().filter_map(|h| serde_json::from_str(&h.stored.json).ok()).collect())
+}
+
+fn display_name(v: &Value) -> String {
+    let n = &v["name"][0];
+    let given = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
+    format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()
+}
+
+/// Every profile a person identified by codice fiscale holds in the registry: citizen (a
+/// Patient with that CF, or none yet), and each active PractitionerRole of the Practitioner
+/// with that CF.
+pub async fn profiles_for(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Vec<Profile>> {
+    let cf = cf.as_str().to_string();
+    let ident = format!("{CF_SYSTEM}|{cf}");
+    let mut out = Vec::new();
+    let patients = search_all(store, "Patient", &[("identifier", &ident)]).await?;
+    let patient = patients.first().and_then(|p| p["id"].as_str()).map(String::from);
+    out.push(Profile { who: Who::Citizen { cf: cf.clone(), patient }, label: "citizen".into() });
+    for pr in search_all(store, "Practitioner", &[("identifier", &ident)]).await? {
+        let Some(pid) = pr["id"].as_str() else { continue };
+        for role in search_all(store, "PractitionerRole", &[("practitioner", &format!("Practitioner/{pid}"))]).await? {
+            if role["active"] == Value::Bool(false) {
+                continue;
+            }
+            let org = role["organization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from);
+            for code in role["code"].as_array().into_iter().flatten().flat_map(|c| c["coding"].as_array().cloned().unwrap_or_default()) {
+                if code["system"] != ROLE_SYSTEM {
+                    continue;
+                }
+                if let Some(r) = code["code"].as_str().and_then(ProRole::parse) {
+                    let who = Who::Professional { practitioner: pid.to_string(), organization: org.clone(), role: r };
+                    if !out.iter().any(|p: &Profile| p.who == who) {
+                        out.push(Profile { who, label: format!("{} ({})", r.code(), display_name(&pr)) });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The professional profile of a Practitioner id (for `fascicolo token --as clinician:<id>`).
+pub async fn professional(store: &dyn Store, practitioner: &str, clinical_only: bool) -> AppResult<Who> {
+    for role in search_all(store, "PractitionerRole", &[("practitioner", &format!("Practitioner/{practitioner}"))]).await? {
+        let org = role["organization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from);
+        for code in role["code"].as_array().into_iter().flatten().flat_map(|c| c["coding"].as_array().cloned().unwrap_or_default()) {
+            if let Some(r) = code["code"].as_str().and_then(ProRole::parse).filter(|_| code["system"] == ROLE_SYSTEM) {
+                if !clinical_only || r.clinical() {
+                    return Ok(Who::Professional { practitioner: practitioner.to_string(), organization: org, role: r });
+                }
+            }
+        }
+    }
+    Err(AppError::NotFound(format!("Practitioner/{practitioner} has no {}role in the registry", if clinical_only { "clinical " } else { "" })))
+}

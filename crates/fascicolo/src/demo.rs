@@ -1,0 +1,233 @@
+//! Demo mode: a small synthetic registry (citizens, a family, a delegation, GP, pediatrician,
+//! specialist, nurse, CUP operator, ASST administrator, consent, documents with hiding and an
+//! art. 6 item) and the demo API clients. Every person is fictional; every codice fiscale is
+//! well formed (check character computed). The regional-scale generator is `fascicolo seed`.
+
+use anyhow::Context;
+use fascicolo_app::access::{CF_SYSTEM, CONSENT_CATEGORY, DELEGATION_SCOPE_EXT, NOTICE_PREFIX, RELATIONSHIP_SYSTEM, V3_ROLE};
+use fascicolo_app::auth::Client;
+use fascicolo_app::gate::ROLE_SYSTEM;
+use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_domain::codice_fiscale::check_char;
+use fascicolo_domain::privacy::labels;
+use serde_json::{json, Value};
+
+/// The demo organisation that the demo hospital system publishes for.
+pub const DEMO_HOSPITAL_ORG: &str = "asst-fbf-sacco";
+
+/// A codice fiscale from its first 15 characters.
+pub fn cf(first15: &str) -> String {
+    format!("{first15}{}", check_char(first15.as_bytes()))
+}
+
+/// A person of the demo registry.
+#[derive(Debug, Clone)]
+pub struct Persona {
+    pub id: &'static str,
+    pub cf: String,
+    pub given: &'static str,
+    pub family: &'static str,
+    /// What the demo identity provider shows.
+    pub role: &'static str,
+}
+
+/// Everyone the demo identity provider lets you be.
+pub fn personas() -> Vec<Persona> {
+    let p = |id, code: &str, given, family, role| Persona { id, cf: cf(code), given, family, role };
+    vec![
+        p("rossi-giulia", "RSSGLI85D52F205", "Giulia", "Rossi", "citizen"),
+        p("verdi-anna", "VRDNNA40B60F205", "Anna", "Verdi", "citizen"),
+        p("bianchi-marco", "BNCMRC07A10F205", "Marco", "Bianchi", "citizen"),
+        p("ferrari-paolo", "FRRPLA70A01F205", "Paolo", "Ferrari", "gp"),
+        p("colombo-elena", "CLMLNE75E55F205", "Elena", "Colombo", "pediatrician"),
+        p("ricci-marco", "RCCMRC68L22F205", "Marco", "Ricci", "specialist"),
+        p("galli-sara", "GLLSRA90S70F205", "Sara", "Galli", "nurse"),
+        p("moretti-luigi", "MRTLGU82C08F205", "Luigi", "Moretti", "cup-operator"),
+        p("conti-chiara", "CNTCHR79T41F205", "Chiara", "Conti", "asst-admin"),
+    ]
+}
+
+/// The child in the demo family (no login of his own: his mother acts for him).
+pub fn child() -> Persona {
+    Persona { id: "bianchi-luca", cf: cf("BNCLCU16P03F205"), given: "Luca", family: "Bianchi", role: "minor" }
+}
+
+/// Built-in API clients of demo mode.
+pub fn clients() -> Vec<Client> {
+    vec![
+        Client {
+            id: "demo-platform".into(),
+            name: "Demo regional integration (full access, audited)".into(),
+            kind: "platform".into(),
+            organization: None,
+            redirect_uris: Vec::new(),
+            jwks: None,
+            secret_sha256: None,
+        },
+        Client {
+            id: "demo-hospital".into(),
+            name: "Demo hospital system (ASST Fatebenefratelli Sacco)".into(),
+            kind: "producer".into(),
+            organization: Some(DEMO_HOSPITAL_ORG.into()),
+            redirect_uris: Vec::new(),
+            jwks: None,
+            secret_sha256: None,
+        },
+        Client {
+            id: "demo-app".into(),
+            name: "Demo SMART app (public client, PKCE, loopback redirects)".into(),
+            kind: "app".into(),
+            organization: None,
+            redirect_uris: vec!["http://127.0.0.1*".into(), "http://localhost*".into()],
+            jwks: None,
+            secret_sha256: None,
+        },
+    ]
+}
+
+fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {
+    json!({"resourceType": rt, "id": p.id, "active": true,
+        "identifier": [{"system": CF_SYSTEM, "value": p.cf}],
+        "name": [{"family": p.family, "given": [p.given]}], "gender": gender, "birthDate": birth})
+}
+
+fn docref(id: &str, patient: &str, loinc: &str, title: &str, date: &str, security: &[(&str, &str)]) -> Value {
+    let mut d = json!({"resourceType": "DocumentReference", "id": id, "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": title}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "date": date, "description": title,
+        "custodian": {"reference": format!("Organization/{DEMO_HOSPITAL_ORG}")},
+        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}]});
+    if !security.is_empty() {
+        d["meta"] = json!({"security": security.iter().map(|(s, c)| json!({"system": s, "code": c})).collect::<Vec<_>>()});
+    }
+    d
+}
+
+/// Seed the demo registry when it is not there yet; returns whether it seeded.
+pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
+    if fhir.store().read("Patient", "rossi-giulia").await?.is_some() {
+        return Ok(false);
+    }
+    let ps = personas();
+    let by = |id: &str| ps.iter().find(|p| p.id == id).cloned().context("demo persona");
+    let put = |v: Value| async move {
+        let rt = v["resourceType"].as_str().unwrap_or_default().to_string();
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        fhir.update(&Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.with_context(|| format!("seeding {rt}/{id}"))
+    };
+    put(json!({"resourceType": "Organization", "id": DEMO_HOSPITAL_ORG, "active": true, "name": "ASST Fatebenefratelli Sacco",
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]}))
+    .await?;
+    put(json!({"resourceType": "Organization", "id": "ats-milano", "active": true, "name": "ATS della Città Metropolitana di Milano",
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "govt"}]}]}))
+    .await?;
+    // professionals: Practitioner + PractitionerRole with the platform's role code
+    let roles = [
+        ("ferrari-paolo", "gp", None, "male", "1970-01-01"),
+        ("colombo-elena", "pediatrician", None, "female", "1975-05-15"),
+        ("ricci-marco", "specialist", Some(DEMO_HOSPITAL_ORG), "male", "1968-07-22"),
+        ("galli-sara", "nurse", Some(DEMO_HOSPITAL_ORG), "female", "1990-11-30"),
+        ("moretti-luigi", "cup-operator", Some(DEMO_HOSPITAL_ORG), "male", "1982-03-08"),
+        ("conti-chiara", "asst-admin", Some(DEMO_HOSPITAL_ORG), "female", "1979-12-01"),
+    ];
+    for (id, role, org, gender, birth) in roles {
+        let p = by(id)?;
+        put(person("Practitioner", &p, gender, birth)).await?;
+        let mut r = json!({"resourceType": "PractitionerRole", "id": format!("{id}-role"), "active": true,
+            "practitioner": {"reference": format!("Practitioner/{id}")},
+            "code": [{"coding": [{"system": ROLE_SYSTEM, "code": role}]}]});
+        if let Some(o) = org {
+            r["organization"] = json!({"reference": format!("Organization/{o}")});
+        }
+        put(r).await?;
+    }
+    // citizens
+    let giulia = by("rossi-giulia")?;
+    let mut g = person("Patient", &giulia, "female", "1985-04-12");
+    g["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
+    g["telecom"] = json!([{"system": "email", "value": "giulia.rossi@example.invalid"}, {"system": "sms", "value": "+39 333 000 0001"}]);
+    put(g).await?;
+    let mut a = person("Patient", &by("verdi-anna")?, "female", "1940-02-20");
+    a["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
+    a["telecom"] = json!([{"system": "email", "value": "anna.verdi@example.invalid"}]);
+    put(a).await?;
+    let mut l = person("Patient", &child(), "male", "2016-09-03");
+    l["generalPractitioner"] = json!([{"reference": "Practitioner/colombo-elena"}]);
+    put(l).await?;
+    let mut m = person("Patient", &by("bianchi-marco")?, "male", "2007-01-10");
+    m["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
+    put(m).await?;
+    // family: Giulia holds parental responsibility for Luca (minor) and had it for Marco (19)
+    for (id, child_id) in [("rossi-giulia-for-luca", "bianchi-luca"), ("rossi-giulia-for-marco", "bianchi-marco")] {
+        put(json!({"resourceType": "RelatedPerson", "id": id, "active": true, "patient": {"reference": format!("Patient/{child_id}")},
+            "relationship": [{"coding": [{"system": V3_ROLE, "code": "MTH", "display": "mother"}]}],
+            "identifier": [{"system": CF_SYSTEM, "value": giulia.cf}], "name": [{"family": "Rossi", "given": ["Giulia"]}]}))
+        .await?;
+    }
+    // Anna delegates her daughter-in-law Giulia (documents and vaccinations... everything)
+    put(json!({"resourceType": "RelatedPerson", "id": "rossi-giulia-for-anna", "active": true, "patient": {"reference": "Patient/verdi-anna"},
+        "relationship": [{"coding": [{"system": RELATIONSHIP_SYSTEM, "code": "delegate"}]}],
+        "identifier": [{"system": CF_SYSTEM, "value": giulia.cf}], "name": [{"family": "Rossi", "given": ["Giulia"]}],
+        "period": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T00:00:00Z"},
+        "extension": [{"url": DELEGATION_SCOPE_EXT, "valueCode": "DocumentReference"}, {"url": DELEGATION_SCOPE_EXT, "valueCode": "Immunization"},
+            {"url": DELEGATION_SCOPE_EXT, "valueCode": "Appointment"}, {"url": DELEGATION_SCOPE_EXT, "valueCode": "AuditEvent"}]}))
+    .await?;
+    // consent to consultation (notice version 1) for Giulia, Anna and Luca (given by his mother)
+    for (pid, performer) in [("rossi-giulia", "Patient/rossi-giulia"), ("verdi-anna", "Patient/verdi-anna"), ("bianchi-luca", "RelatedPerson/rossi-giulia-for-luca")]
+    {
+        put(json!({"resourceType": "Consent", "id": format!("consent-{pid}"), "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": CONSENT_CATEGORY, "code": "consultation"}]}],
+            "patient": {"reference": format!("Patient/{pid}")}, "dateTime": "2026-01-15T09:00:00Z",
+            "performer": [{"reference": performer}], "policy": [{"uri": format!("{NOTICE_PREFIX}1")}],
+            "provision": {"type": "permit"},
+            "extension": [{"url": fascicolo_app::access::CONSENT_CHANNEL_EXT, "valueCode": "portal"}]}))
+        .await?;
+    }
+    // care relations: Giulia has a booked cardiology visit; Anna has an active home-care team
+    put(json!({"resourceType": "Appointment", "id": "appt-giulia-cardio", "status": "booked",
+        "description": "Visita cardiologica", "start": "2026-12-10T09:30:00Z", "end": "2026-12-10T10:00:00Z",
+        "participant": [{"actor": {"reference": "Patient/rossi-giulia"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/ricci-marco"}, "status": "accepted"}]}))
+    .await?;
+    put(json!({"resourceType": "CareTeam", "id": "careteam-anna", "status": "active", "name": "ADI Verdi Anna",
+        "subject": {"reference": "Patient/verdi-anna"},
+        "participant": [{"member": {"reference": "Practitioner/galli-sara"}}, {"member": {"reference": "Practitioner/ferrari-paolo"}}]}))
+    .await?;
+    // Giulia's documents: a lab report with results, a patient summary, a report she hid from
+    // clinicians (P99), an art. 6 test result
+    put(docref("doc-giulia-lab", "rossi-giulia", "11502-2", "Referto di laboratorio", "2026-10-02T08:00:00Z", &[])).await?;
+    for (i, (v, date)) in [(92.0, "2025-10-01T08:00:00Z"), (104.0, "2026-10-02T08:00:00Z")].iter().enumerate() {
+        let mut o = json!({"resourceType": "Observation", "id": format!("obs-giulia-glucose-{i}"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucosio"}]},
+            "subject": {"reference": "Patient/rossi-giulia"}, "effectiveDateTime": date,
+            "valueQuantity": {"value": v, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+            "referenceRange": [{"low": {"value": 70, "unit": "mg/dL"}, "high": {"value": 99, "unit": "mg/dL"}}]});
+        if i == 1 {
+            o["meta"] = json!({"tag": [{"system": labels::DOCUMENT, "code": "DocumentReference/doc-giulia-lab"}]});
+        }
+        put(o).await?;
+    }
+    put(docref("doc-giulia-summary", "rossi-giulia", "60591-5", "Profilo sanitario sintetico", "2026-09-01T08:00:00Z", &[])).await?;
+    put(docref("doc-giulia-psy", "rossi-giulia", "11488-4", "Referto di consulenza psicologica", "2026-06-12T10:00:00Z", &[(labels::HIDING, "P99")]))
+        .await?;
+    put(docref("doc-giulia-hiv", "rossi-giulia", "11502-2", "Test HIV", "2026-03-03T10:00:00Z", &[(labels::ART6, "hiv")])).await?;
+    // Luca's vaccination, and a document the child's record keeps from parents (P97)
+    put(json!({"resourceType": "Immunization", "id": "imm-luca-mpr", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "03", "display": "MMR"}]},
+        "patient": {"reference": "Patient/bianchi-luca"}, "occurrenceDateTime": "2018-03-01"}))
+    .await?;
+    put(docref("doc-luca-consultorio", "bianchi-luca", "11488-4", "Colloquio al consultorio", "2026-05-05T15:00:00Z", &[(labels::HIDING, "P97")]))
+        .await?;
+    put(docref("doc-anna-ldo", "verdi-anna", "34105-7", "Lettera di dimissione ospedaliera", "2026-08-20T12:00:00Z", &[])).await?;
+    // the specialist's own report on Giulia, written through the gate as him
+    let ricci = Actor::new(Who::Professional {
+        practitioner: "ricci-marco".into(),
+        organization: Some(DEMO_HOSPITAL_ORG.into()),
+        role: fascicolo_app::gate::ProRole::Specialist,
+    });
+    let report = docref("doc-giulia-cardio", "rossi-giulia", "11488-4", "Referto di visita cardiologica", "2026-11-02T10:00:00Z", &[]);
+    fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None).await.context("seeding the specialist report")?;
+    Ok(true)
+}
