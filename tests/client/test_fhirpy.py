@@ -4,6 +4,7 @@ resource it returns with fhir.resources 6.4.0 (strict R4 models).
 Usage: python3 test_fhirpy.py http://127.0.0.1:8080/fhir/r4
 Prints one line per check and a closing "N passed, N failed" line; exits non-zero on failure.
 """
+import os
 import sys
 import traceback
 
@@ -11,7 +12,7 @@ from fhir.resources import construct_fhir_element
 from fhirpy import SyncFHIRClient
 
 BASE = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080/fhir/r4"
-client = SyncFHIRClient(BASE, extra_headers={"Accept": "application/fhir+json"})
+client = SyncFHIRClient(BASE, authorization=f"Bearer {os.environ['FHIR_TOKEN']}", extra_headers={"Accept": "application/fhir+json"})
 checked = 0
 
 

@@ -16,6 +16,8 @@ import sys
 import urllib.error
 import urllib.request
 
+TOKEN = os.environ.get("FHIR_TOKEN", "")
+
 # Examples of the 4.0.1 package that violate R4 itself, and why.
 KNOWN_INVALID = {
     "Questionnaire-qs1.json": "Questionnaire.item.linkId is 1..1 but nested items lack it",
@@ -32,7 +34,7 @@ CONFORMANCE = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter
 
 def request(method, url, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json", "Authorization": f"Bearer {TOKEN}"})
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, json.loads(r.read() or b"null")

@@ -229,7 +229,9 @@ impl Access {
             Relation::Own => !closed(labels::NOT_PATIENT),
             Relation::Parent { minor, .. } => *minor && !closed(labels::NOT_PARENT),
             Relation::Delegate { active, .. } => *active && !closed(labels::NOT_DELEGATE),
-            Relation::Clinician { consent, care, emergency } => own || (((*consent && *care) || *emergency) && !closed(labels::NOT_CLINICIAN)),
+            Relation::Clinician { consent, care, emergency } => {
+                own || (((*consent && *care) || *emergency) && !closed(labels::NOT_CLINICIAN))
+            }
             Relation::Operator(_) => !closed(labels::NOT_CLINICIAN),
             Relation::Producer => own,
             Relation::Stranger => false,
@@ -270,7 +272,13 @@ pub struct Gate<'a> {
 }
 
 /// Resources of one type in one compartment (small lookups for the gate).
-async fn in_compartment(store: &dyn Store, key: PatientKey, resource_type: &str, query: &[(&str, &str)], limit: usize) -> AppResult<Vec<Value>> {
+async fn in_compartment(
+    store: &dyn Store,
+    key: PatientKey,
+    resource_type: &str,
+    query: &[(&str, &str)],
+    limit: usize,
+) -> AppResult<Vec<Value>> {
     let pairs: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let req = parse_search(Some(resource_type), &pairs)?;
     let plan = SearchPlan {
@@ -286,9 +294,11 @@ async fn in_compartment(store: &dyn Store, key: PatientKey, resource_type: &str,
 }
 
 fn has_coding(v: &Value, systems: &[&str], codes: &[&str]) -> bool {
-    v["coding"].as_array().into_iter().flatten().any(|c| {
-        c["system"].as_str().is_some_and(|s| systems.contains(&s)) && c["code"].as_str().is_some_and(|k| codes.contains(&k))
-    })
+    v["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["system"].as_str().is_some_and(|s| systems.contains(&s)) && c["code"].as_str().is_some_and(|k| codes.contains(&k)))
 }
 
 fn has_cf(v: &Value, cf: &str) -> bool {
@@ -371,8 +381,8 @@ impl<'a> Gate<'a> {
             Who::System | Who::Client { platform: true, .. } => Relation::Full,
             Who::Client { platform: false, .. } => Relation::Producer,
             Who::Citizen { cf, patient: own } => {
-                let is_own = own.as_deref().is_some_and(|o| PatientKey::for_patient_id(o) == key)
-                    || patient.as_ref().is_some_and(|p| has_cf(p, cf));
+                let is_own =
+                    own.as_deref().is_some_and(|o| PatientKey::for_patient_id(o) == key) || patient.as_ref().is_some_and(|p| has_cf(p, cf));
                 if is_own {
                     Relation::Own
                 } else {
@@ -382,7 +392,9 @@ impl<'a> Gate<'a> {
                     for rp in &rps {
                         let rp_id = rp["id"].as_str().unwrap_or_default().to_string();
                         let rels = rp["relationship"].as_array().cloned().unwrap_or_default();
-                        if rels.iter().any(|r| has_coding(r, &[V3_ROLE, RELATIONSHIP_SYSTEM], &PARENT_CODES)) && rp["active"] != Value::Bool(false) {
+                        if rels.iter().any(|r| has_coding(r, &[V3_ROLE, RELATIONSHIP_SYSTEM], &PARENT_CODES))
+                            && rp["active"] != Value::Bool(false)
+                        {
                             let minor = patient.as_ref().and_then(birth_date).is_some_and(|b| privacy::is_minor(b, today()));
                             rel = Relation::Parent { rp: rp_id, minor };
                             if minor {
@@ -483,9 +495,9 @@ impl<'a> Gate<'a> {
             20,
         )
         .await?;
-        Ok(found.iter().any(|e| {
-            instant(&e["period"]["start"]).is_some_and(|s| s <= now) && instant(&e["period"]["end"]).is_some_and(|end| now < end)
-        }))
+        Ok(found
+            .iter()
+            .any(|e| instant(&e["period"]["start"]).is_some_and(|s| s <= now) && instant(&e["period"]["end"]).is_some_and(|end| now < end)))
     }
 
     /// May the actor see this stored resource? Shared resources: any signed-in actor whose
@@ -723,7 +735,12 @@ pub fn label_resource(v: &mut Value, current: Option<&Value>, actor: &Actor, may
         }
     };
     let keep_from = |arr: Option<&Value>, systems: &[&str]| -> Vec<Value> {
-        arr.and_then(Value::as_array).into_iter().flatten().filter(|c| c["system"].as_str().is_some_and(|s| systems.contains(&s))).cloned().collect()
+        arr.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c["system"].as_str().is_some_and(|s| systems.contains(&s)))
+            .cloned()
+            .collect()
     };
     let drop_systems = |arr: Option<&Value>, systems: &[&str]| -> Vec<Value> {
         arr.and_then(Value::as_array)

@@ -124,7 +124,8 @@ impl Tokens {
     pub async fn resolve(&self, token: &str) -> AppResult<Actor> {
         let rec = self.store.auth_get(ACCESS_TOKEN, &hash_secret(token), datetime::now_ms()).await?;
         let rec = rec.ok_or_else(|| AppError::Unauthorized("the access token is not valid (unknown, expired or revoked)".into()))?;
-        let data: TokenData = serde_json::from_str(&rec.data).map_err(|_| AppError::Unauthorized("the access token is not valid".into()))?;
+        let data: TokenData =
+            serde_json::from_str(&rec.data).map_err(|_| AppError::Unauthorized("the access token is not valid".into()))?;
         Ok(data.actor)
     }
 
@@ -216,5 +217,8 @@ pub async fn professional(store: &dyn Store, practitioner: &str, clinical_only: 
             }
         }
     }
-    Err(AppError::NotFound(format!("Practitioner/{practitioner} has no {}role in the registry", if clinical_only { "clinical " } else { "" })))
+    Err(AppError::NotFound(format!(
+        "Practitioner/{practitioner} has no {}role in the registry",
+        if clinical_only { "clinical " } else { "" }
+    )))
 }

@@ -2,11 +2,11 @@
 //! paging, history, `$everything`, batch and transaction. Every call takes an [`Actor`] and goes
 //! through the privacy gate ([`crate::access`]), which also writes the access log.
 
-use crate::error::{AppError, AppResult};
 use crate::access::{label_resource, redact, refresh_write, Access, Gate, Policy, Relation};
+use crate::error::{AppError, AppResult};
 use crate::gate::{Actor, Op, Who};
-use fascicolo_domain::privacy::labels;
 use crate::prepare::{self, check, delete_for, new_id, write_for};
+use fascicolo_domain::privacy::labels;
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::model::model;
 use fascicolo_fhir::params::{registry, IndexValue, ParamType};
@@ -310,7 +310,13 @@ impl FhirService {
 
     /// Gate one write: the actor may write this type in this record (and the current version,
     /// if any, is theirs to change); labels are derived; the access is recorded for the audit.
-    pub(crate) async fn gate_write(&self, gate: &mut Gate<'_>, w: &mut Write, stamped: &mut Value, current: Option<&Stored>) -> AppResult<()> {
+    pub(crate) async fn gate_write(
+        &self,
+        gate: &mut Gate<'_>,
+        w: &mut Write,
+        stamped: &mut Value,
+        current: Option<&Stored>,
+    ) -> AppResult<()> {
         let live = current.filter(|c| !c.deleted);
         let op = match (w.method, live) {
             (Method::Delete, _) => Op::Delete,
@@ -344,7 +350,12 @@ impl FhirService {
     }
 
     /// Commit writes with the audit of the accesses the gate recorded, all or nothing.
-    pub(crate) async fn commit_gated(&self, gate: &Gate<'_>, mut writes: Vec<Write>, mut outbox: Vec<fascicolo_store::OutboxMessage>) -> AppResult<()> {
+    pub(crate) async fn commit_gated(
+        &self,
+        gate: &Gate<'_>,
+        mut writes: Vec<Write>,
+        mut outbox: Vec<fascicolo_store::OutboxMessage>,
+    ) -> AppResult<()> {
         let (audit, notes) = gate.audit_writes(datetime::now_ms())?;
         writes.extend(audit);
         outbox.extend(notes);
@@ -387,7 +398,8 @@ impl FhirService {
         let req = parse_search(Some(resource_type), &pairs)?;
         let mut gate = self.gate(actor);
         gate.require_identity()?;
-        let mut plan = SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses.clone(), limit: 2, ..Default::default() };
+        let mut plan =
+            SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses.clone(), limit: 2, ..Default::default() };
         if !matches!(actor.who, Who::System | Who::Client { platform: true, .. }) && in_patient_compartment(resource_type) {
             match named_patient(resource_type, &req).or_else(|| default_patient(actor)) {
                 Some(k) => {
@@ -570,7 +582,9 @@ impl FhirService {
         if !in_patient_compartment(rt) {
             // shared data (practitioners, organisations...): no way into patient data from here
             if !full && req.clauses.iter().any(crosses_into_patients) {
-                return Err(AppError::Forbidden("chained and _has searches into patient data need one patient (search that record)".into()));
+                return Err(AppError::Forbidden(
+                    "chained and _has searches into patient data need one patient (search that record)".into(),
+                ));
             }
             return Ok(());
         }
@@ -586,7 +600,9 @@ impl FhirService {
         a.check_type(actor, rt, Op::Search)?;
         if let Relation::Delegate { scope, .. } = &a.relation {
             if !scope.is_empty() && req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. })) {
-                return Err(AppError::Forbidden("a delegation limited to some kinds of record does not allow chained or _has searches".into()));
+                return Err(AppError::Forbidden(
+                    "a delegation limited to some kinds of record does not allow chained or _has searches".into(),
+                ));
             }
         }
         plan.patient = Some(key);
@@ -912,7 +928,11 @@ impl FhirService {
             return Err(AppError::NotFound(format!("Patient/{id} is not known")));
         }
         if let Some(e) = a.refusal() {
-            return Err(if matches!(a.relation, Relation::Stranger) { AppError::NotFound(format!("Patient/{id} is not known")) } else { e });
+            return Err(if matches!(a.relation, Relation::Stranger) {
+                AppError::NotFound(format!("Patient/{id} is not known"))
+            } else {
+                e
+            });
         }
         a.check_type(actor, "Patient", Op::Search)?;
         let mut count = 50;
@@ -929,7 +949,8 @@ impl FhirService {
         let mut req = parse_search(None, &[])?;
         req.count = count;
         req.cursor = cursor.clone();
-        let plan = SearchPlan { resource_type: None, patient: Some(key), limit: count, visibility: a.visibility(actor), ..Default::default() };
+        let plan =
+            SearchPlan { resource_type: None, patient: Some(key), limit: count, visibility: a.visibility(actor), ..Default::default() };
         let mut page = self.run_search(&mut gate, plan, &req, pairs, &format!("{base}/Patient/{id}/$everything"), base).await?;
         if cursor.is_none() {
             // referenced shared resources (one hop)

@@ -12,9 +12,9 @@ pub mod gate;
 pub mod prepare;
 pub mod privacy_ops;
 
+pub use access::Policy;
 pub use error::{AppError, AppResult};
 pub use fhir::{FhirService, Versioned, WriteOutcome};
-pub use access::Policy;
 pub use gate::{Actor, Who};
 
 use fascicolo_fhir::OutcomeIssue;

@@ -20,6 +20,26 @@ use fascicolo_store::{Method, SearchPlan, Stored, Write};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// The kinds of resource a published document is mapped to (tagged with `labels::DOCUMENT`).
+const DERIVED_TYPES: [&str; 16] = [
+    "Composition",
+    "DiagnosticReport",
+    "Observation",
+    "Immunization",
+    "Encounter",
+    "MedicationRequest",
+    "ServiceRequest",
+    "Media",
+    "DocumentReference",
+    "Condition",
+    "Procedure",
+    "AllergyIntolerance",
+    "CarePlan",
+    "MedicationStatement",
+    "ImagingStudy",
+    "Specimen",
+];
+
 /// A value of a FHIR `Parameters` resource by name.
 pub fn param<'a>(params: &'a Value, name: &str) -> Option<&'a Value> {
     params["parameter"].as_array()?.iter().find(|p| p["name"] == name)
@@ -58,7 +78,15 @@ fn is_citizen_side(r: &Relation) -> bool {
 
 impl FhirService {
     /// Build, label and gate-check a new resource version written by a privacy use case.
-    fn privacy_write(&self, actor: &Actor, rt: &str, id: &str, v: Value, current: Option<&Stored>, key: PatientKey) -> AppResult<(Write, Value)> {
+    fn privacy_write(
+        &self,
+        actor: &Actor,
+        rt: &str,
+        id: &str,
+        v: Value,
+        current: Option<&Stored>,
+        key: PatientKey,
+    ) -> AppResult<(Write, Value)> {
         let method = if current.is_some() { Method::Update } else { Method::Create };
         let (mut w, mut stamped) = write_for(v, rt, id, current, method, datetime::now_ms())?;
         if w.patient_key != key {
@@ -96,9 +124,9 @@ impl FhirService {
             return Err(AppError::NotFound(format!("Patient/{patient_id} is not known")));
         }
         if !is_citizen_side(&a.relation) && !matches!(a.relation, Relation::Full) {
-            return Err(a.refusal().unwrap_or_else(|| {
-                AppError::Forbidden("only the citizen (or a parent for a minor) gives or revokes consent".into())
-            }));
+            return Err(a
+                .refusal()
+                .unwrap_or_else(|| AppError::Forbidden("only the citizen (or a parent for a minor) gives or revokes consent".into())));
         }
         if !matches!(channel, "portal" | "app" | "desk" | "api" | "pharmacy" | "gp") {
             return Err(AppError::BadRequest(format!("channel '{channel}' is not one of portal, app, desk, api, pharmacy, gp")));
@@ -137,9 +165,19 @@ impl FhirService {
     /// Resources of a record that belong to a document (tagged with it), for hiding them together.
     async fn document_family(&self, s: &Stored) -> AppResult<Vec<Stored>> {
         let code = format!("{}/{}", s.resource_type, s.id);
-        let req = parse_search(None, &[("_tag".to_string(), format!("{}|{code}", labels::DOCUMENT))])?;
-        let plan = SearchPlan { resource_type: None, patient: Some(s.patient_key), clauses: req.clauses, limit: 1000, ..Default::default() };
-        Ok(self.store().search(&plan).await?.into_iter().map(|h| h.stored).collect())
+        let mut out = Vec::new();
+        for rt in DERIVED_TYPES {
+            let req = parse_search(Some(rt), &[("_tag".to_string(), format!("{}|{code}", labels::DOCUMENT))])?;
+            let plan = SearchPlan {
+                resource_type: Some(rt.to_string()),
+                patient: Some(s.patient_key),
+                clauses: req.clauses,
+                limit: 1000,
+                ..Default::default()
+            };
+            out.extend(self.store().search(&plan).await?.into_iter().map(|h| h.stored));
+        }
+        Ok(out)
     }
 
     /// Oscuramento: apply P99/P97/P98/P00 to a resource and everything derived from it, with
@@ -147,7 +185,8 @@ impl FhirService {
     /// undoes their own hiding (P00); a parent may hide a minor's item from clinicians; P98
     /// (hidden from the patient) is the producer's, at publication.
     pub async fn hide(&self, actor: &Actor, rt: &str, id: &str, code: &str) -> AppResult<Versioned> {
-        let hc = HidingCode::parse(code).ok_or_else(|| AppError::BadRequest(format!("'{code}' is not a hiding code (P99, P97, P98, P00)")))?;
+        let hc =
+            HidingCode::parse(code).ok_or_else(|| AppError::BadRequest(format!("'{code}' is not a hiding code (P99, P97, P98, P00)")))?;
         if !model().is_concrete_resource(rt) || !is_valid_id(id) {
             return Err(AppError::NotFound(format!("{rt}/{id} is not known")));
         }
@@ -164,7 +203,9 @@ impl FhirService {
         let allowed: &[HidingCode] = match &a.relation {
             Relation::Own => &[HidingCode::FromClinicians, HidingCode::FromParents, HidingCode::Undo],
             Relation::Parent { minor: true, .. } => &[HidingCode::FromClinicians, HidingCode::Undo],
-            Relation::Full | Relation::Producer => &[HidingCode::FromClinicians, HidingCode::FromParents, HidingCode::FromPatient, HidingCode::Undo],
+            Relation::Full | Relation::Producer => {
+                &[HidingCode::FromClinicians, HidingCode::FromParents, HidingCode::FromPatient, HidingCode::Undo]
+            }
             _ => &[],
         };
         if !allowed.contains(&hc) {
@@ -188,7 +229,9 @@ impl FhirService {
             let mut v = parse_stored(t)?;
             let mut security: Vec<Value> = v["meta"]["security"].as_array().cloned().unwrap_or_default();
             match hc {
-                HidingCode::Undo => security.retain(|c| !(c["system"] == labels::HIDING && c["code"].as_str().is_some_and(|k| lifts.contains(&k)))),
+                HidingCode::Undo => {
+                    security.retain(|c| !(c["system"] == labels::HIDING && c["code"].as_str().is_some_and(|k| lifts.contains(&k))))
+                }
                 other => {
                     if !security.iter().any(|c| c["system"] == labels::HIDING && c["code"] == other.code()) {
                         security.push(json!({"system": labels::HIDING, "code": other.code()}));
@@ -215,7 +258,9 @@ impl FhirService {
         let Some(cur) = self.store().read(rt, id).await?.filter(|s| !s.deleted) else {
             return Err(AppError::NotFound(format!("{what} is not known")));
         };
-        let a = Self::admit_read(&mut gate, &cur, &what).await?.ok_or_else(|| AppError::BadRequest(format!("{rt} is not part of a citizen's record")))?;
+        let a = Self::admit_read(&mut gate, &cur, &what)
+            .await?
+            .ok_or_else(|| AppError::BadRequest(format!("{rt} is not part of a citizen's record")))?;
         if !matches!(a.relation, Relation::Own) {
             return Err(AppError::Forbidden("only the citizen may release an art. 6 item".into()));
         }
@@ -290,7 +335,13 @@ impl FhirService {
         let (Some(cf), Some(until)) = (cf, until) else { return Err(AppError::BadRequest("incomplete delegation".into())) };
         // at most N active delegations
         let req = parse_search(Some("RelatedPerson"), &[("patient".into(), format!("Patient/{patient_id}"))])?;
-        let plan = SearchPlan { resource_type: Some("RelatedPerson".into()), patient: Some(key), clauses: req.clauses, limit: 1000, ..Default::default() };
+        let plan = SearchPlan {
+            resource_type: Some("RelatedPerson".into()),
+            patient: Some(key),
+            clauses: req.clauses,
+            limit: 1000,
+            ..Default::default()
+        };
         let active = self
             .store()
             .search(&plan)
@@ -304,9 +355,7 @@ impl FhirService {
             })
             .count();
         if active >= self.policy().max_delegations {
-            return Err(AppError::Conflict(format!(
-                "you already have {active} active delegations, the most allowed; revoke one first"
-            )));
+            return Err(AppError::Conflict(format!("you already have {active} active delegations, the most allowed; revoke one first")));
         }
         let mut rp = json!({"resourceType": "RelatedPerson", "active": true, "patient": {"reference": format!("Patient/{patient_id}")},
             "relationship": [{"coding": [{"system": RELATIONSHIP_SYSTEM, "code": "delegate", "display": "Delegato"}]}],

@@ -173,8 +173,11 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
             {"url": DELEGATION_SCOPE_EXT, "valueCode": "Appointment"}, {"url": DELEGATION_SCOPE_EXT, "valueCode": "AuditEvent"}]}))
     .await?;
     // consent to consultation (notice version 1) for Giulia, Anna and Luca (given by his mother)
-    for (pid, performer) in [("rossi-giulia", "Patient/rossi-giulia"), ("verdi-anna", "Patient/verdi-anna"), ("bianchi-luca", "RelatedPerson/rossi-giulia-for-luca")]
-    {
+    for (pid, performer) in [
+        ("rossi-giulia", "Patient/rossi-giulia"),
+        ("verdi-anna", "Patient/verdi-anna"),
+        ("bianchi-luca", "RelatedPerson/rossi-giulia-for-luca"),
+    ] {
         put(json!({"resourceType": "Consent", "id": format!("consent-{pid}"), "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
             "category": [{"coding": [{"system": CONSENT_CATEGORY, "code": "consultation"}]}],
@@ -210,16 +213,30 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         put(o).await?;
     }
     put(docref("doc-giulia-summary", "rossi-giulia", "60591-5", "Profilo sanitario sintetico", "2026-09-01T08:00:00Z", &[])).await?;
-    put(docref("doc-giulia-psy", "rossi-giulia", "11488-4", "Referto di consulenza psicologica", "2026-06-12T10:00:00Z", &[(labels::HIDING, "P99")]))
-        .await?;
+    put(docref(
+        "doc-giulia-psy",
+        "rossi-giulia",
+        "11488-4",
+        "Referto di consulenza psicologica",
+        "2026-06-12T10:00:00Z",
+        &[(labels::HIDING, "P99")],
+    ))
+    .await?;
     put(docref("doc-giulia-hiv", "rossi-giulia", "11502-2", "Test HIV", "2026-03-03T10:00:00Z", &[(labels::ART6, "hiv")])).await?;
     // Luca's vaccination, and a document the child's record keeps from parents (P97)
     put(json!({"resourceType": "Immunization", "id": "imm-luca-mpr", "status": "completed",
         "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "03", "display": "MMR"}]},
         "patient": {"reference": "Patient/bianchi-luca"}, "occurrenceDateTime": "2018-03-01"}))
     .await?;
-    put(docref("doc-luca-consultorio", "bianchi-luca", "11488-4", "Colloquio al consultorio", "2026-05-05T15:00:00Z", &[(labels::HIDING, "P97")]))
-        .await?;
+    put(docref(
+        "doc-luca-consultorio",
+        "bianchi-luca",
+        "11488-4",
+        "Colloquio al consultorio",
+        "2026-05-05T15:00:00Z",
+        &[(labels::HIDING, "P97")],
+    ))
+    .await?;
     put(docref("doc-anna-ldo", "verdi-anna", "34105-7", "Lettera di dimissione ospedaliera", "2026-08-20T12:00:00Z", &[])).await?;
     // the specialist's own report on Giulia, written through the gate as him
     let ricci = Actor::new(Who::Professional {
@@ -228,6 +245,8 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         role: fascicolo_app::gate::ProRole::Specialist,
     });
     let report = docref("doc-giulia-cardio", "rossi-giulia", "11488-4", "Referto di visita cardiologica", "2026-11-02T10:00:00Z", &[]);
-    fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None).await.context("seeding the specialist report")?;
+    fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None)
+        .await
+        .context("seeding the specialist report")?;
     Ok(true)
 }

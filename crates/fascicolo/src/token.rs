@@ -23,7 +23,14 @@ fn scopes(spec: Option<&str>, default: &str) -> anyhow::Result<Vec<Scope>> {
 }
 
 /// Resolve `kind:id` to an actor and issue a token for it.
-pub async fn issue_for(cfg: &Config, store: Arc<dyn Store>, who: &str, scope: Option<&str>, patient: Option<&str>, ttl: i64) -> anyhow::Result<String> {
+pub async fn issue_for(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    who: &str,
+    scope: Option<&str>,
+    patient: Option<&str>,
+    ttl: i64,
+) -> anyhow::Result<String> {
     let (kind, id) = who.split_once(':').context("--as takes KIND:ID, e.g. citizen:RSSGLI85D52F205Q")?;
     let mut actor = match kind {
         "citizen" => {

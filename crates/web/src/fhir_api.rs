@@ -296,7 +296,7 @@ async fn route(
         (&Method::POST, [t, id, op]) if op.starts_with('$') => {
             let params = match parameters(&body) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(m) => return bad(400, "invalid", &m, "operation"),
             };
             operation(f, &who, t, id, op, &params, &base).await
         }
@@ -337,11 +337,11 @@ fn search(res: Result<Value, AppError>, interaction: &'static str) -> Response {
 }
 
 /// A `Parameters` body.
-fn parameters(body: &[u8]) -> Result<Value, Response> {
+fn parameters(body: &[u8]) -> Result<Value, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) if v["resourceType"] == "Parameters" => Ok(v),
-        Ok(_) => Err(bad(400, "invalid", "an operation takes a Parameters resource", "operation")),
-        Err(e) => Err(bad(400, "invalid", &format!("the body is not valid JSON: {e}"), "operation")),
+        Ok(_) => Err("an operation takes a Parameters resource".into()),
+        Err(e) => Err(format!("the body is not valid JSON: {e}")),
     }
 }
 
