@@ -222,3 +222,138 @@ pub async fn professional(store: &dyn Store, practitioner: &str, clinical_only: 
         if clinical_only { "clinical " } else { "" }
     )))
 }
+
+/// Record kind of portal sessions.
+pub const SESSION: &str = "session";
+
+/// A signed-in browser session, stored server-side (app servers stay stateless).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// The person's codice fiscale (every profile is theirs).
+    pub person: String,
+    /// The active profile, and whose record it acts on.
+    pub actor: Actor,
+    /// Every profile the person holds (citizen, professional roles).
+    pub profiles: Vec<Profile>,
+    /// Synchronizer token that every form of the session must carry.
+    pub csrf: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// The provider's ID token, for the logout hint.
+    pub id_token: Option<String>,
+}
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub idle_ms: i64,
+    pub absolute_ms: i64,
+}
+
+/// Sessions over the store's sign-in records.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    pub limits: SessionLimits,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, limits: SessionLimits) -> Self {
+        Sessions { store, limits }
+    }
+
+    fn expiry(&self, s: &Session) -> i64 {
+        (s.created_at + self.limits.absolute_ms).min(s.last_seen + self.limits.idle_ms)
+    }
+
+    async fn save(&self, id_hash: &str, s: &Session) -> AppResult<()> {
+        let rec = AuthRecord {
+            kind: SESSION.into(),
+            id: id_hash.to_string(),
+            subject: format!("cf:{}", s.person),
+            data: serde_json::to_string(s).map_err(|e| AppError::BadRequest(e.to_string()))?,
+            expires_at: self.expiry(s),
+        };
+        self.store.auth_put(&rec, true).await?;
+        Ok(())
+    }
+
+    /// Start a session; returns the cookie secret (shown once, stored hashed).
+    pub async fn create(
+        &self,
+        person: &str,
+        actor: Actor,
+        profiles: Vec<Profile>,
+        id_token: Option<String>,
+    ) -> AppResult<(String, Session)> {
+        let now = datetime::now_ms();
+        let secret = random_secret();
+        let s = Session { person: person.to_string(), actor, profiles, csrf: random_secret(), created_at: now, last_seen: now, id_token };
+        self.save(&hash_secret(&secret), &s).await?;
+        Ok((secret, s))
+    }
+
+    /// The live session of a cookie secret, its idle clock refreshed (at most once a minute).
+    pub async fn get(&self, secret: &str) -> AppResult<Option<Session>> {
+        let id = hash_secret(secret);
+        let now = datetime::now_ms();
+        let Some(rec) = self.store.auth_get(SESSION, &id, now).await? else { return Ok(None) };
+        let Ok(mut s) = serde_json::from_str::<Session>(&rec.data) else { return Ok(None) };
+        if now - s.last_seen > 60_000 {
+            s.last_seen = now;
+            self.save(&id, &s).await?;
+        }
+        Ok(Some(s))
+    }
+
+    pub async fn update(&self, secret: &str, s: &Session) -> AppResult<()> {
+        self.save(&hash_secret(secret), s).await
+    }
+
+    pub async fn end(&self, secret: &str) -> AppResult<()> {
+        self.store.auth_delete(SESSION, &hash_secret(secret)).await?;
+        Ok(())
+    }
+
+    /// Sign out everywhere: every session of this person, and the access tokens of every
+    /// profile they hold.
+    pub async fn end_all(&self, s: &Session) -> AppResult<u64> {
+        let n = self.store.auth_delete_subject(SESSION, &format!("cf:{}", s.person)).await?;
+        for p in &s.profiles {
+            self.store.auth_delete_subject(ACCESS_TOKEN, &subject_of(&Actor::new(p.who.clone()))).await?;
+        }
+        Ok(n)
+    }
+}
+
+/// The records a citizen may act on besides their own: children (parental responsibility,
+/// while minors) and delegators (active delegations), as (Patient id, relation, display name).
+pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<(String, String, String)>> {
+    let now = datetime::now_ms();
+    let mut out = Vec::new();
+    for rp in search_all(store, "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))]).await? {
+        let Some(pid) = rp["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")) else { continue };
+        let codes: Vec<String> = rp["relationship"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["coding"].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c["code"].as_str().map(String::from))
+            .collect();
+        let Some(p) = store.read("Patient", pid).await?.filter(|s| !s.deleted) else { continue };
+        let pv: Value = serde_json::from_str(&p.json).unwrap_or(Value::Null);
+        let name = display_name(&pv);
+        if codes.iter().any(|c| matches!(c.as_str(), "PRN" | "MTH" | "FTH" | "parent")) && rp["active"] != Value::Bool(false) {
+            let minor = pv["birthDate"]
+                .as_str()
+                .and_then(|b| time::Date::parse(b.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok())
+                .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, time::OffsetDateTime::now_utc().date()));
+            if minor {
+                out.push((pid.to_string(), "parent".into(), name));
+            }
+        } else if codes.iter().any(|c| c == "delegate") && crate::access::delegation_active(&rp, now) {
+            out.push((pid.to_string(), "delegate".into(), name));
+        }
+    }
+    Ok(out)
+}

@@ -160,7 +160,8 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut total = s.resources;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let router = crate::build_router(Arc::clone(&store), None);
+    cfg.public_url = Some(format!("http://{addr}"));
+    let router = crate::build_router(Arc::clone(&store), &cfg);
     let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let base = format!("http://{addr}/fhir/r4");
     let rows = scenarios(&fhir, &base, &args).await?;

@@ -250,3 +250,35 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         .context("seeding the specialist report")?;
     Ok(true)
 }
+
+/// The people the demo identity provider offers, with what they show.
+pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
+    let describe = |role: &str| -> (String, String) {
+        let (it, en) = match role {
+            "citizen" => ("Cittadina/o", "Citizen"),
+            "gp" => ("Medico di medicina generale", "General practitioner"),
+            "pediatrician" => ("Pediatra di libera scelta", "Family pediatrician"),
+            "specialist" => ("Cardiologo, ASST Fatebenefratelli Sacco", "Cardiologist, ASST Fatebenefratelli Sacco"),
+            "nurse" => ("Infermiera, assistenza domiciliare", "Nurse, home care"),
+            "cup-operator" => ("Operatore CUP", "Booking-centre operator"),
+            _ => ("Amministratrice anagrafe ASST", "ASST registry administrator"),
+        };
+        (it.to_string(), en.to_string())
+    };
+    personas()
+        .into_iter()
+        .map(|p| {
+            let mut description = describe(p.role);
+            if p.id == "rossi-giulia" {
+                description.0.push_str(" — madre di Luca (9 anni) e Marco (19), delegata di Anna Verdi");
+                description.1.push_str(" — mother of Luca (9) and Marco (19), delegate of Anna Verdi");
+            }
+            fascicolo_web::demo_idp::DemoPersona {
+                cf: p.cf,
+                name: format!("{} {}", p.given, p.family),
+                profile: p.role.to_string(),
+                description,
+            }
+        })
+        .collect()
+}

@@ -9,10 +9,12 @@ pub mod token;
 
 use anyhow::Context;
 use config::Config;
+use fascicolo_app::auth::{SessionLimits, Sessions};
 use fascicolo_app::FhirService;
 use fascicolo_store::Store;
 use fascicolo_store_postgres::PgStore;
 use fascicolo_store_sqlite::SqliteStore;
+use fascicolo_web::oidc::{default_fiscal_claims, RelyingParty, RpConfig};
 use std::sync::Arc;
 
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -38,12 +40,47 @@ pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
     FhirService::with_policy(store, cfg.policy())
 }
 
-pub fn build_router(store: Arc<dyn Store>, base_url: Option<String>) -> axum::Router {
+/// The whole web application for a configuration (the server and the tests build it alike).
+pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    let public_url = cfg.public_url();
+    let demo = cfg.demo_mode();
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap_or_default();
+    let rp_cfg = match (&cfg.oidc, demo) {
+        (Some(o), _) => RpConfig {
+            issuer: o.issuer.trim_end_matches('/').to_string(),
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.clone(),
+            redirect_uri: format!("{public_url}/auth/callback"),
+            scopes: o.scopes.clone().unwrap_or_else(|| "openid profile".into()),
+            fiscal_claims: default_fiscal_claims(o.fiscal_number_claim.as_deref()),
+        },
+        (None, _) => RpConfig {
+            issuer: format!("{public_url}/demo-idp"),
+            client_id: fascicolo_web::demo_idp::PORTAL_CLIENT.into(),
+            client_secret: None,
+            redirect_uri: format!("{public_url}/auth/callback"),
+            scopes: "openid profile".into(),
+            fiscal_claims: default_fiscal_claims(None),
+        },
+    };
+    let personas = if demo { demo::idp_personas() } else { Vec::new() };
+    let limits = SessionLimits { idle_ms: cfg.session.idle_minutes * 60_000, absolute_ms: cfg.session.absolute_hours * 3_600_000 };
+    let auth = fascicolo_web::AuthState {
+        cookie_secure: public_url.starts_with("https://"),
+        public_url,
+        demo,
+        rp: RelyingParty::new(rp_cfg, http),
+        personas,
+        clients: cfg.all_clients(),
+        sessions: Sessions::new(Arc::clone(&store), limits),
+    };
     let state = fascicolo_web::AppState {
-        fhir: FhirService::new(Arc::clone(&store)),
+        fhir: fhir_service(cfg, Arc::clone(&store)),
         tokens: fascicolo_app::auth::Tokens::new(store),
         metrics: Arc::default(),
-        base_url,
+        base_url: cfg.base_url.clone(),
+        auth: Arc::new(auth),
     };
     fascicolo_web::router(state)
 }

@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FASCICOLO_LOG").unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
@@ -107,13 +108,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let store = open_store(&cfg).await?;
             if cfg.demo_mode() && demo::seed(&fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store))).await? {
-                println!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
+                tracing::info!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
             }
             let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
             let addr = listener.local_addr()?;
             let shutdown = shutdown_signal();
+            if cfg.public_url.is_none() {
+                cfg.public_url = Some(format!("http://{addr}"));
+            }
             println!("Fascicolo is serving on http://{addr}/  (FHIR API: http://{addr}/fhir/r4, store: {})", store.backend());
-            fascicolo_web::serve(listener, build_router(store, cfg.base_url.clone()), shutdown).await?;
+            if cfg.demo_mode() {
+                println!("demo sign-in: http://{addr}/auth/login   API token: fascicolo token --as citizen:RSSGLI85D52F205Q");
+            }
+            fascicolo_web::serve(listener, build_router(store, &cfg), shutdown).await?;
         }
         Command::Migrate => {
             let store = open_store(&cfg).await?;

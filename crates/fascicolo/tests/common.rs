@@ -41,7 +41,8 @@ pub async fn spawn_app() -> TestApp {
     let store = fresh_store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let router = fascicolo::build_router(Arc::clone(&store), None);
+    let cfg = fascicolo::config::Config { public_url: Some(format!("http://{addr}")), ..Default::default() };
+    let router = fascicolo::build_router(Arc::clone(&store), &cfg);
     tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let token = token_for(&store, &platform_actor()).await;
     TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store, token }

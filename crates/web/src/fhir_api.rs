@@ -67,7 +67,7 @@ fn pairs(q: &Option<String>) -> Vec<(String, String)> {
 
 /// The actor of a request: the bearer token's, or anonymous (who sees no patient data). A token
 /// that is sent but not valid is refused outright.
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, AppError> {
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, AppError> {
     let Some(h) = headers.get(header::AUTHORIZATION) else {
         return Ok(Actor::anonymous());
     };

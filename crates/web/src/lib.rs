@@ -2,12 +2,17 @@
 //! call the app layer, render. Every route is registered in [`router`].
 #![forbid(unsafe_code)]
 
+pub mod auth_web;
+pub mod demo_idp;
 mod fhir_api;
+pub mod html;
 mod http_date;
 pub mod metrics;
+pub mod oidc;
+pub mod smart;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use fascicolo_app::FhirService;
 use std::sync::Arc;
@@ -20,6 +25,29 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Public base URL of the FHIR API; derived from the Host header when unset.
     pub base_url: Option<String>,
+    pub auth: Arc<AuthState>,
+}
+
+/// Sign-in and authorization: the relying party, sessions, the demo provider, clients.
+pub struct AuthState {
+    /// The site's public URL (no trailing slash).
+    pub public_url: String,
+    /// Cookies carry `Secure` (the site is served over HTTPS).
+    pub cookie_secure: bool,
+    /// Demo mode: the demo identity provider is on and pages say so.
+    pub demo: bool,
+    pub rp: oidc::RelyingParty,
+    /// People the demo provider offers (empty outside demo mode).
+    pub personas: Vec<demo_idp::DemoPersona>,
+    pub clients: Vec<fascicolo_app::auth::Client>,
+    pub sessions: fascicolo_app::auth::Sessions,
+}
+
+impl AppState {
+    /// The FHIR base URL (for `aud` checks and links).
+    pub fn fhir_base(&self) -> String {
+        self.base_url.clone().unwrap_or_else(|| format!("{}/fhir/r4", self.auth.public_url))
+    }
 }
 
 /// Largest request body (transaction Bundles of a whole patient fit comfortably).
@@ -32,12 +60,38 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(fhir_api::ready))
         .route("/metrics", get(metrics::render))
+        .route("/auth/login", get(auth_web::login))
+        .route("/auth/callback", get(auth_web::callback))
+        .route("/auth/profile", post(auth_web::switch_profile))
+        .route("/auth/logout", post(auth_web::logout))
+        .route("/auth/logout-everywhere", post(auth_web::logout_everywhere))
+        .route("/me", get(auth_web::me))
+        .route("/.well-known/smart-configuration", get(smart::configuration))
+        .route("/fhir/r4/.well-known/smart-configuration", get(smart::configuration))
+        .route("/oauth/authorize", get(smart::authorize).post(smart::approve))
+        .route("/oauth/token", post(smart::token))
+        .route("/oauth/introspect", post(smart::introspect))
+        .route("/oauth/revoke", post(smart::revoke))
+        .merge(demo_routes(&state))
         .route("/fhir/r4", any(fhir_api::dispatch_root))
         .route("/fhir/r4/", any(fhir_api::dispatch_root))
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The demo identity provider's routes, only in demo mode.
+fn demo_routes(state: &AppState) -> Router<AppState> {
+    if !state.auth.demo {
+        return Router::new();
+    }
+    Router::new()
+        .route("/demo-idp/.well-known/openid-configuration", get(demo_idp::discovery))
+        .route("/demo-idp/authorize", get(demo_idp::authorize).post(demo_idp::choose))
+        .route("/demo-idp/token", post(demo_idp::token))
+        .route("/demo-idp/jwks", get(demo_idp::jwks))
+        .route("/demo-idp/logout", get(demo_idp::logout))
 }
 
 /// Until the citizen portal exists: what this server offers, in Italian and English.

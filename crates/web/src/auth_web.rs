@@ -1,0 +1,357 @@
+//! Sign-in for people: the relying party's routes (`/auth/*`), server-side sessions in the
+//! database (HttpOnly, SameSite=Lax, Secure behind HTTPS; idle and absolute timeouts), CSRF
+//! tokens on every form, profile and record switching, sign-out and sign-out everywhere.
+
+use crate::html::{error_page, esc, page, Lang};
+use crate::AppState;
+use axum::extract::{Form, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use fascicolo_app::auth::{hash_secret, profiles_for, random_secret, represented, Session};
+use fascicolo_app::{Actor, Who};
+use fascicolo_store::AuthRecord;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+pub const SESSION_COOKIE: &str = "fascicolo_session";
+const LOGIN_COOKIE: &str = "fascicolo_login";
+const STATE_KIND: &str = "oidc-state";
+
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn set_cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: Option<i64>) -> HeaderValue {
+    let secure = if state.auth.cookie_secure { "; Secure" } else { "" };
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax{secure}{age}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+/// The live session of a request, with its cookie secret.
+pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
+    let secret = cookie(headers, SESSION_COOKIE)?;
+    let s = state.auth.sessions.get(&secret).await.ok()??;
+    Some((secret, s))
+}
+
+fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+    raw.map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// Only local paths: never an open redirect.
+fn local_path(next: Option<&String>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        _ => "/me".into(),
+    }
+}
+
+fn refuse(lang: Lang, status: StatusCode, title: &str, message: &str) -> Response {
+    (status, Html(error_page(lang, title, message))).into_response()
+}
+
+/// Start a sign-in at the identity provider.
+pub async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let q = query_map(raw.as_deref());
+    let lang = Lang::from_query(raw.as_deref());
+    let st = random_secret();
+    let (url, ls) = match state.auth.rp.begin(&st, &local_path(q.get("next"))).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in could not start");
+            return refuse(
+                lang,
+                StatusCode::BAD_GATEWAY,
+                lang.t("Accesso non disponibile", "Sign-in unavailable"),
+                lang.t(
+                    "Il servizio di identità non risponde. Riprova tra qualche minuto.",
+                    "The identity service does not answer. Please try again in a few minutes.",
+                ),
+            );
+        }
+    };
+    let rec = AuthRecord {
+        kind: STATE_KIND.into(),
+        id: hash_secret(&st),
+        subject: "login".into(),
+        data: serde_json::to_string(&ls).unwrap_or_default(),
+        expires_at: fascicolo_fhir::datetime::now_ms() + 600_000,
+    };
+    if state.fhir.store().auth_put(&rec, true).await.is_err() {
+        return refuse(
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            lang.t("Riprova", "Try again"),
+            lang.t("Servizio momentaneamente non disponibile.", "Service temporarily unavailable."),
+        );
+    }
+    let mut r = Redirect::to(&url).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, &st, "/auth", Some(600)));
+    r
+}
+
+/// Back from the provider: check state (single use, same browser), exchange the code,
+/// validate the ID token, find the person's profiles, open a session.
+pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let q = query_map(raw.as_deref());
+    let lang = Lang::It;
+    let failed = lang.t("Accesso non riuscito", "Sign-in failed");
+    if let Some(err) = q.get("error") {
+        tracing::info!(error = %err, "the identity provider ended the sign-in");
+        return refuse(
+            lang,
+            StatusCode::UNAUTHORIZED,
+            failed,
+            "Il servizio di identità ha interrotto l'accesso. / The identity service stopped the sign-in.",
+        );
+    }
+    let (Some(code), Some(st)) = (q.get("code"), q.get("state")) else {
+        return refuse(
+            lang,
+            StatusCode::BAD_REQUEST,
+            failed,
+            "Risposta incompleta dal servizio di identità. / Incomplete answer from the identity service.",
+        );
+    };
+    if cookie(&headers, LOGIN_COOKIE).as_deref() != Some(st.as_str()) {
+        tracing::warn!("sign-in refused: state not bound to this browser");
+        return refuse(lang, StatusCode::BAD_REQUEST, failed, "Questo accesso è stato avviato da un altro browser. Ricomincia. / This sign-in was started in another browser. Please start again.");
+    }
+    let ls = match state.fhir.store().auth_take(STATE_KIND, &hash_secret(st), fascicolo_fhir::datetime::now_ms()).await {
+        Ok(Some(rec)) => match serde_json::from_str::<crate::oidc::LoginState>(&rec.data) {
+            Ok(ls) => ls,
+            Err(_) => return refuse(lang, StatusCode::BAD_REQUEST, failed, "Stato di accesso non valido. / Invalid sign-in state."),
+        },
+        _ => {
+            tracing::warn!("sign-in refused: unknown, expired or replayed state");
+            return refuse(lang, StatusCode::BAD_REQUEST, failed, "Questo accesso è scaduto o è già stato usato. Ricomincia. / This sign-in has expired or was already used. Please start again.");
+        }
+    };
+    let identity = match state.auth.rp.finish(code, &ls).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in refused");
+            return refuse(lang, StatusCode::UNAUTHORIZED, failed, &format!("{e}"));
+        }
+    };
+    let profiles = match profiles_for(state.fhir.store().as_ref(), &identity.cf).await {
+        Ok(p) => p,
+        Err(_) => {
+            return refuse(
+                lang,
+                StatusCode::SERVICE_UNAVAILABLE,
+                failed,
+                "Servizio momentaneamente non disponibile. / Service temporarily unavailable.",
+            )
+        }
+    };
+    // the provider may hint at a profile (the demo one does); the registry decides
+    let hint = identity.claims["fascicolo_profile"].as_str().unwrap_or("citizen");
+    let chosen = profiles
+        .iter()
+        .find(|p| match &p.who {
+            Who::Citizen { .. } => hint == "citizen",
+            Who::Professional { role, .. } => role.code() == hint,
+            _ => false,
+        })
+        .or_else(|| profiles.iter().find(|p| matches!(&p.who, Who::Citizen { patient: Some(_), .. })))
+        .or_else(|| profiles.iter().find(|p| matches!(p.who, Who::Professional { .. })))
+        .or_else(|| profiles.first())
+        .cloned();
+    let Some(chosen) = chosen else {
+        return refuse(lang, StatusCode::FORBIDDEN, failed, "Nessun profilo per questa identità. / No profile for this identity.");
+    };
+    let (secret, _) =
+        match state.auth.sessions.create(identity.cf.as_str(), Actor::new(chosen.who), profiles, Some(identity.id_token)).await {
+            Ok(x) => x,
+            Err(_) => {
+                return refuse(
+                    lang,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    failed,
+                    "Servizio momentaneamente non disponibile. / Service temporarily unavailable.",
+                )
+            }
+        };
+    let mut r = Redirect::to(&ls.next).into_response();
+    let h = r.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, &secret, "/", None));
+    h.append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", "/auth", Some(0)));
+    r
+}
+
+fn profile_label(lang: Lang, who: &Who) -> String {
+    match who {
+        Who::Citizen { .. } => lang.t("Cittadino", "Citizen").to_string(),
+        Who::Professional { role, organization, .. } => {
+            let r = match role.code() {
+                "gp" => lang.t("Medico di medicina generale", "General practitioner"),
+                "pediatrician" => lang.t("Pediatra di libera scelta", "Family pediatrician"),
+                "specialist" => lang.t("Medico specialista", "Specialist"),
+                "nurse" => lang.t("Infermiere", "Nurse"),
+                "cup-operator" => lang.t("Operatore CUP", "Booking-centre operator"),
+                _ => lang.t("Amministratore ASST", "ASST administrator"),
+            };
+            match organization {
+                Some(o) => format!("{r} — {o}"),
+                None => r.to_string(),
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// The signed-in person's page: who they are, whose record they act on, sign-out.
+pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let lang = Lang::from_query(raw.as_deref());
+    let Some((_, s)) = session(&state, &headers).await else {
+        return Redirect::to("/auth/login?next=/me").into_response();
+    };
+    let csrf = esc(&s.csrf);
+    let mut body = format!("<h1>{}</h1>", lang.t("Il tuo profilo", "Your profile"));
+    body.push_str(&format!(
+        "<p>{}: <strong>{}</strong></p>",
+        lang.t("Profilo attivo", "Active profile"),
+        esc(&profile_label(lang, &s.actor.who))
+    ));
+    if let Who::Citizen { cf, patient } = &s.actor.who {
+        body.push_str(&format!("<p>{} <strong>{}</strong></p>", lang.t("Codice fiscale", "Tax code"), esc(cf)));
+        let mut options = Vec::new();
+        if let Some(p) = patient {
+            options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
+        }
+        if let Ok(list) = represented(state.fhir.store().as_ref(), cf).await {
+            for (pid, rel, name) in list {
+                let what = if rel == "parent" { lang.t("figlio/a minore", "minor child") } else { lang.t("delega", "delegation") };
+                options.push((pid, format!("{name} ({what})")));
+            }
+        }
+        let current = s.actor.acting_for.clone().unwrap_or_default();
+        let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
+        body.push_str(&format!(
+            "<p role=\"status\">{}: <strong>{}</strong></p>",
+            lang.t("Stai consultando il fascicolo di", "You are looking at the record of"),
+            esc(&current_label)
+        ));
+        if options.len() > 1 {
+            let opts: String = options
+                .iter()
+                .map(|(p, l)| format!("<option value=\"{}\"{}>{}</option>", esc(p), if *p == current { " selected" } else { "" }, esc(l)))
+                .collect();
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/auth/profile\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <label for=\"acting_for\">{}</label><select id=\"acting_for\" name=\"acting_for\">{opts}</select> \
+                 <button type=\"submit\">{}</button></form>",
+                lang.t("Fascicolo da consultare", "Record to look at"),
+                lang.t("Cambia", "Switch")
+            ));
+        }
+    }
+    if s.profiles.len() > 1 {
+        let opts: String = s
+            .profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "<option value=\"{i}\"{}>{}</option>",
+                    if p.who == s.actor.who { " selected" } else { "" },
+                    esc(&profile_label(lang, &p.who))
+                )
+            })
+            .collect();
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/auth/profile\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label for=\"profile\">{}</label><select id=\"profile\" name=\"profile\">{opts}</select> <button type=\"submit\">{}</button></form>",
+            lang.t("Profilo", "Profile"),
+            lang.t("Cambia profilo", "Switch profile")
+        ));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/auth/logout\" style=\"margin-top:2rem\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\">{}</button></form>\
+         <form method=\"post\" action=\"/auth/logout-everywhere\" style=\"margin-top:.5rem\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" class=\"secondary\">{}</button></form>",
+        lang.t("Esci", "Sign out"),
+        lang.t("Esci da tutti i dispositivi", "Sign out everywhere")
+    ));
+    let banner = state.auth.demo.then(|| lang.t("AMBIENTE DEMO — dati sintetici", "DEMO ENVIRONMENT — synthetic data"));
+    Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, &body)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+    profile: Option<usize>,
+    acting_for: Option<String>,
+}
+
+/// The form's CSRF token must be the session's (constant-time comparison).
+fn csrf_ok(s: &Session, sent: &str) -> bool {
+    let (a, b) = (s.csrf.as_bytes(), sent.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn csrf_refused() -> Response {
+    tracing::warn!("form refused: missing or wrong CSRF token");
+    (StatusCode::FORBIDDEN, Html(error_page(Lang::It, "Richiesta rifiutata / Request refused",
+        "Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova. / The form has expired or does not come from this site. Reload the page and try again."))).into_response()
+}
+
+pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some((secret, mut s)) = session(&state, &headers).await else {
+        return Redirect::to("/auth/login?next=/me").into_response();
+    };
+    if !csrf_ok(&s, &f.csrf) {
+        return csrf_refused();
+    }
+    if let Some(i) = f.profile {
+        let Some(p) = s.profiles.get(i) else { return (StatusCode::BAD_REQUEST, "unknown profile").into_response() };
+        s.actor = Actor::new(p.who.clone());
+    }
+    if let (Some(target), Who::Citizen { cf, patient }) = (f.acting_for, &s.actor.who) {
+        let own = patient.as_deref() == Some(target.as_str());
+        let allowed =
+            own || represented(state.fhir.store().as_ref(), cf).await.map(|l| l.iter().any(|(p, _, _)| *p == target)).unwrap_or(false);
+        if !allowed {
+            return refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
+                "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age).");
+        }
+        s.actor.acting_for = Some(target);
+    }
+    if state.auth.sessions.update(&secret, &s).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+    }
+    Redirect::to("/me").into_response()
+}
+
+fn cleared(state: &AppState, to: &str) -> Response {
+    let mut r = Redirect::to(to).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(state, SESSION_COOKIE, "", "/", Some(0)));
+    r
+}
+
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some((secret, s)) = session(&state, &headers).await else { return cleared(&state, "/") };
+    if !csrf_ok(&s, &f.csrf) {
+        return csrf_refused();
+    }
+    let _ = state.auth.sessions.end(&secret).await;
+    let after = format!("{}/", state.auth.public_url);
+    let to = state.auth.rp.logout_url(s.id_token.as_deref(), &after).await.unwrap_or_else(|| "/".into());
+    cleared(&state, &to)
+}
+
+pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some((_, s)) = session(&state, &headers).await else { return cleared(&state, "/") };
+    if !csrf_ok(&s, &f.csrf) {
+        return csrf_refused();
+    }
+    let _ = state.auth.sessions.end_all(&s).await;
+    cleared(&state, "/")
+}
