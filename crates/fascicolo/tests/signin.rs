@@ -11,70 +11,11 @@ use common::*;
 use fascicolo_app::FhirService;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 const GIULIA_CF: &str = "RSSGLI85D52F205Q";
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()["location"].to_str().unwrap().to_string()
-}
-
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
-        let (kv, _) = c.split_once(';').unwrap_or((c, ""));
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    let q = url.split_once('?').map_or("", |(_, q)| q);
-    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
-}
-
-fn csrf_of(html: &str) -> String {
-    let i = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    html[i..].split('"').next().unwrap().to_string()
-}
-
-/// Sign in through the demo provider as a persona; returns the session cookie.
-async fn sign_in(app: &TestApp, cf: &str, profile: &str) -> String {
-    let c = no_redirects();
-    let r = c.get(format!("{}/auth/login?next=/me", app.root)).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let login_cookie = set_cookie(&r, "fascicolo_login").unwrap();
-    let authorize = location(&r);
-    assert!(authorize.starts_with(&format!("{}/demo-idp/authorize?", app.root)), "{authorize}");
-    let q = query(&authorize);
-    assert_eq!(q["code_challenge_method"], "S256");
-    assert!(!q["nonce"].is_empty() && !q["state"].is_empty());
-    let page = c.get(&authorize).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("AMBIENTE DEMO") && page.contains(cf), "the picker lists the persona and says it is a demo");
-    let mut form: Vec<(String, String)> =
-        ["client_id", "redirect_uri", "state", "nonce", "code_challenge"].iter().map(|k| (k.to_string(), q[*k].clone())).collect();
-    form.push(("cf".into(), cf.into()));
-    form.push(("profile".into(), profile.into()));
-    let r = c.post(format!("{}/demo-idp/authorize", app.root)).form(&form).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let callback = location(&r);
-    assert!(callback.starts_with(&format!("{}/auth/callback?", app.root)));
-    let r = c.get(&callback).header("cookie", format!("fascicolo_login={login_cookie}")).send().await.unwrap();
-    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
-    assert_eq!(location(&r), "/me");
-    let set = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>().join("\n");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax"), "{set}");
-    // the same callback again: the state was single use
-    let again = c.get(&callback).header("cookie", format!("fascicolo_login={login_cookie}")).send().await.unwrap();
-    assert_eq!(again.status(), 400, "a replayed state must be refused");
-    set_cookie(&r, "fascicolo_session").unwrap()
-}
 
 async fn me(app: &TestApp, session: &str) -> (u16, String) {
     let r = no_redirects().get(format!("{}/me", app.root)).header("cookie", format!("fascicolo_session={session}")).send().await.unwrap();

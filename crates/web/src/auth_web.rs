@@ -50,6 +50,10 @@ fn local_path(next: Option<&String>) -> String {
     }
 }
 
+fn unavailable(title: &str) -> Response {
+    refuse(Lang::It, StatusCode::SERVICE_UNAVAILABLE, title, "Servizio momentaneamente non disponibile. / Service temporarily unavailable.")
+}
+
 fn refuse(lang: Lang, status: StatusCode, title: &str, message: &str) -> Response {
     (status, Html(error_page(lang, title, message))).into_response()
 }
@@ -140,14 +144,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     };
     let profiles = match profiles_for(state.fhir.store().as_ref(), &identity.cf).await {
         Ok(p) => p,
-        Err(_) => {
-            return refuse(
-                lang,
-                StatusCode::SERVICE_UNAVAILABLE,
-                failed,
-                "Servizio momentaneamente non disponibile. / Service temporarily unavailable.",
-            )
-        }
+        Err(_) => return unavailable(failed),
     };
     // the provider may hint at a profile (the demo one does); the registry decides
     let hint = identity.claims["fascicolo_profile"].as_str().unwrap_or("citizen");
@@ -168,14 +165,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     let (secret, _) =
         match state.auth.sessions.create(identity.cf.as_str(), Actor::new(chosen.who), profiles, Some(identity.id_token)).await {
             Ok(x) => x,
-            Err(_) => {
-                return refuse(
-                    lang,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    failed,
-                    "Servizio momentaneamente non disponibile. / Service temporarily unavailable.",
-                )
-            }
+            Err(_) => return unavailable(failed),
         };
     let mut r = Redirect::to(&ls.next).into_response();
     let h = r.headers_mut();
