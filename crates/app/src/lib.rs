@@ -9,6 +9,7 @@ pub mod capability;
 pub mod error;
 pub mod fhir;
 pub mod gate;
+pub mod notify;
 pub mod prepare;
 pub mod privacy_ops;
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod import;
 pub mod token;
+pub mod worker;
 
 use anyhow::Context;
 use config::Config;

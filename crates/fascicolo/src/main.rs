@@ -120,7 +120,13 @@ async fn main() -> anyhow::Result<()> {
             if cfg.demo_mode() {
                 println!("demo sign-in: http://{addr}/auth/login   API token: fascicolo token --as citizen:RSSGLI85D52F205Q");
             }
+            let worker = fascicolo::worker::spawn(
+                fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)),
+                fascicolo::worker::Channels::from_config(&cfg)?,
+                cfg.public_url(),
+            );
             fascicolo_web::serve(listener, build_router(store, &cfg), shutdown).await?;
+            worker.abort();
         }
         Command::Migrate => {
             let store = open_store(&cfg).await?;

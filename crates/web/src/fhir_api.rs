@@ -308,6 +308,13 @@ async fn route(
             ),
             Err(e) => app_error(&e, "operation"),
         },
+        (&Method::GET, ["Patient", id, "$notifications"]) => match f.notifications_off(&who, id).await {
+            Ok(off) => {
+                let p: Vec<Value> = off.into_iter().map(|o| serde_json::json!({"name": "off", "valueCode": o})).collect();
+                json_response(StatusCode::OK, &serde_json::json!({"resourceType": "Parameters", "parameter": p}), "operation")
+            }
+            Err(e) => app_error(&e, "operation"),
+        },
         (&Method::GET, ["Patient", id, "$everything"]) => page(f.everything(&who, id, &q, &base).await, "everything"),
         (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance"),
         (&Method::GET, [t, id, "_history", vid]) => match f.vread(&who, t, id, vid).await {
@@ -365,6 +372,10 @@ async fn operation(f: &fascicolo_app::FhirService, who: &Actor, t: &str, id: &st
         }
         ("Patient", "$delegate") => f.grant_delegation(who, id, params).await,
         ("RelatedPerson", "$revoke") => f.revoke_delegation(who, id).await,
+        ("Patient", "$notifications") => {
+            let off: Vec<String> = fascicolo_app::privacy_ops::param_strs(params, "off").into_iter().map(String::from).collect();
+            f.set_notifications_off(who, id, &off).await
+        }
         ("Patient", "$break-glass") => {
             let Some(reason) = param_str(params, "reason") else { return missing("reason") };
             return match f.break_glass(who, id, reason).await {

@@ -1,0 +1,212 @@
+//! Notifications of accesses and new documents (DM 7/9/2023 arts. 9, 21, 22): on by default,
+//! switched off per kind and channel by the citizen, never carrying personal or clinical data.
+//! Messages wait in the transactional outbox; the worker asks [`FhirService::deliveries`] what
+//! each one means and for whom, then hands the deliveries to the channels.
+
+use crate::access::Relation;
+use crate::error::{AppError, AppResult};
+use crate::fhir::{parse_stored, Versioned};
+use crate::gate::Actor;
+use crate::prepare::write_for;
+use crate::FhirService;
+use fascicolo_domain::PatientKey;
+use fascicolo_fhir::datetime;
+use fascicolo_fhir::search::parse_search;
+use fascicolo_store::{AuthRecord, Method, OutboxMessage, SearchPlan};
+use serde_json::{json, Value};
+
+/// `Basic.code` of a citizen's notification preferences.
+pub const PREFERENCES_CODE: &str = "notification-preferences";
+pub const RESOURCE_CODES: &str = "urn:fascicolo:resource";
+/// Extension of the preferences: one `kind.channel` switched off (repeats).
+pub const OFF_EXT: &str = "urn:fascicolo:notify-off";
+pub const KINDS: [&str; 2] = ["access", "new-document"];
+pub const CHANNELS: [&str; 2] = ["email", "sms"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn code(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+/// One message to one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub channel: Channel,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+fn texts(kind: &str, emergency: bool, link: &str) -> (String, String) {
+    match (kind, emergency) {
+        ("access", true) => (
+            "Fascicolo Sanitario Elettronico: accesso in emergenza".into(),
+            format!(
+                "È stato registrato un accesso in emergenza al tuo Fascicolo Sanitario Elettronico.\n\
+                 Puoi vedere chi, quando e perché nel registro degli accessi: {link}\n\n\
+                 An emergency access to your electronic health record was logged. See who, when and why in the access log: {link}"
+            ),
+        ),
+        ("access", false) => (
+            "Fascicolo Sanitario Elettronico: nuovo accesso".into(),
+            format!(
+                "È stato registrato un nuovo accesso al tuo Fascicolo Sanitario Elettronico.\n\
+                 Puoi vedere chi e quando nel registro degli accessi: {link}\n\n\
+                 A new access to your electronic health record was logged. See who and when in the access log: {link}"
+            ),
+        ),
+        _ => (
+            "Fascicolo Sanitario Elettronico: nuovo documento".into(),
+            format!(
+                "Nel tuo Fascicolo Sanitario Elettronico è disponibile un nuovo documento: {link}\n\n\
+                 A new document is available in your electronic health record: {link}"
+            ),
+        ),
+    }
+}
+
+impl FhirService {
+    async fn preferences_resource(&self, key: PatientKey) -> AppResult<Option<Value>> {
+        let req = parse_search(Some("Basic"), &[("code".into(), format!("{RESOURCE_CODES}|{PREFERENCES_CODE}"))])?;
+        let plan =
+            SearchPlan { resource_type: Some("Basic".into()), patient: Some(key), clauses: req.clauses, limit: 1, ..Default::default() };
+        self.store().search(&plan).await?.first().map(|h| parse_stored(&h.stored)).transpose()
+    }
+
+    /// The `kind.channel` pairs the citizen switched off (everything else is on).
+    pub async fn notifications_off(&self, actor: &Actor, patient_id: &str) -> AppResult<Vec<String>> {
+        let key = PatientKey::for_patient_id(patient_id);
+        let mut gate = self.gate(actor);
+        let a = gate.access(key).await?;
+        if !matches!(a.relation, Relation::Own | Relation::Full) {
+            return Err(a.refusal().unwrap_or_else(|| AppError::Forbidden("notification settings are the citizen's".into())));
+        }
+        Ok(off_list(self.preferences_resource(key).await?.as_ref()))
+    }
+
+    /// Switch notifications off (the listed `kind.channel` pairs) and on (all the others).
+    pub async fn set_notifications_off(&self, actor: &Actor, patient_id: &str, off: &[String]) -> AppResult<Versioned> {
+        for o in off {
+            let ok = o.split_once('.').is_some_and(|(k, c)| KINDS.contains(&k) && CHANNELS.contains(&c));
+            if !ok {
+                return Err(AppError::BadRequest(format!(
+                    "'{o}' is not a notification setting (kind.channel: access.email, access.sms, new-document.email, new-document.sms)"
+                )));
+            }
+        }
+        let key = PatientKey::for_patient_id(patient_id);
+        let mut gate = self.gate(actor);
+        let a = gate.access(key).await?;
+        if !matches!(a.relation, Relation::Own) || a.patient_id.as_deref() != Some(patient_id) {
+            return Err(a.refusal().unwrap_or_else(|| AppError::Forbidden("only the citizen changes their notification settings".into())));
+        }
+        let current = self.preferences_resource(key).await?;
+        let cur_stored = match &current {
+            Some(v) => self.store().read("Basic", v["id"].as_str().unwrap_or_default()).await?,
+            None => None,
+        };
+        let id = current.as_ref().and_then(|v| v["id"].as_str()).map_or_else(crate::prepare::new_id, String::from);
+        let mut v = json!({"resourceType": "Basic", "id": id,
+            "code": {"coding": [{"system": RESOURCE_CODES, "code": PREFERENCES_CODE, "display": "Preferenze di notifica"}]},
+            "subject": {"reference": format!("Patient/{patient_id}")}});
+        if !off.is_empty() {
+            v["extension"] = off.iter().map(|o| json!({"url": OFF_EXT, "valueCode": o})).collect();
+        }
+        let method = if cur_stored.is_some() { Method::Update } else { Method::Create };
+        let (w, stamped) = write_for(v, "Basic", &id, cur_stored.as_ref(), method, datetime::now_ms())?;
+        let out = Versioned::from_write(&w, stamped);
+        self.commit_gated(&gate, vec![w], Vec::new()).await?;
+        Ok(out)
+    }
+
+    /// What an outbox message means: the deliveries to make now (none when the citizen switched
+    /// them off, has no address, or was told of the same professional's access within the hour).
+    /// `site` is the public URL the messages link to.
+    pub async fn deliveries(&self, m: &OutboxMessage, site: &str) -> AppResult<Vec<Delivery>> {
+        let payload: Value = serde_json::from_str(&m.payload).unwrap_or(Value::Null);
+        let (kind, emergency, agent) = match m.kind.as_str() {
+            "notify.access" => {
+                let Some(ev) = self.store().read("AuditEvent", payload["audit"].as_str().unwrap_or_default()).await? else {
+                    return Ok(Vec::new());
+                };
+                let ev = parse_stored(&ev)?;
+                let agent = ev["agent"][0]["who"]["reference"]
+                    .as_str()
+                    .or(ev["agent"][0]["who"]["identifier"]["value"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                ("access", payload["emergency"] == true, agent)
+            }
+            "notify.new-document" => ("new-document", false, String::new()),
+            _ => return Ok(Vec::new()),
+        };
+        let req = parse_search(Some("Patient"), &[])?;
+        let plan = SearchPlan {
+            resource_type: Some("Patient".into()),
+            patient: Some(m.patient_key),
+            clauses: req.clauses,
+            limit: 1,
+            ..Default::default()
+        };
+        let Some(patient) = self.store().search(&plan).await?.first().map(|h| parse_stored(&h.stored)).transpose()? else {
+            return Ok(Vec::new());
+        };
+        let off = off_list(self.preferences_resource(m.patient_key).await?.as_ref());
+        // one message per professional per hour for ordinary accesses; emergencies always
+        if kind == "access" && !emergency {
+            let bucket = m.available_at / 3_600_000;
+            let rec = AuthRecord {
+                kind: "notified".into(),
+                id: crate::auth::hash_secret(&format!("{}:{agent}:{bucket}", m.patient_key.uuid())),
+                subject: "notify".into(),
+                data: m.id.to_string(),
+                expires_at: (bucket + 2) * 3_600_000,
+            };
+            // the first message of the hour wins; its own retries keep their claim
+            if !self.store().auth_put(&rec, false).await? {
+                let owner = self.store().auth_get(&rec.kind, &rec.id, 0).await?;
+                if owner.is_none_or(|o| o.data != rec.data) {
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let link = match kind {
+            "access" => format!("{site}/me"),
+            _ => format!("{site}/"),
+        };
+        let (subject, text) = texts(kind, emergency, &link);
+        let mut out = Vec::new();
+        for t in patient["telecom"].as_array().into_iter().flatten() {
+            let (channel, value) = match (t["system"].as_str(), t["value"].as_str()) {
+                (Some("email"), Some(v)) => (Channel::Email, v),
+                (Some("sms"), Some(v)) => (Channel::Sms, v),
+                _ => continue,
+            };
+            if off.iter().any(|o| *o == format!("{kind}.{}", channel.code())) {
+                continue;
+            }
+            out.push(Delivery { channel, to: value.to_string(), subject: subject.clone(), text: text.clone() });
+        }
+        Ok(out)
+    }
+}
+
+fn off_list(prefs: Option<&Value>) -> Vec<String> {
+    prefs
+        .and_then(|p| p["extension"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == OFF_EXT)
+        .filter_map(|e| e["valueCode"].as_str().map(String::from))
+        .collect()
+}
