@@ -269,6 +269,8 @@ pub struct Gate<'a> {
     pub actor: &'a Actor,
     cache: HashMap<PatientKey, Arc<Access>>,
     records: Vec<AccessRecord>,
+    /// Documents published by this request that the patient may see: (record, document id).
+    new_documents: Vec<(PatientKey, String)>,
 }
 
 /// Resources of one type in one compartment (small lookups for the gate).
@@ -345,7 +347,7 @@ fn birth_date(patient: &Value) -> Option<time::Date> {
 
 impl<'a> Gate<'a> {
     pub fn new(store: &'a dyn Store, policy: &'a Policy, actor: &'a Actor) -> Self {
-        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new() }
+        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new(), new_documents: Vec::new() }
     }
 
     /// Refuse anonymous callers before anything else.
@@ -556,6 +558,18 @@ impl<'a> Gate<'a> {
         a
     }
 
+    /// A document was published for a citizen: they are told (when it is not hidden from them,
+    /// they did not write it themselves, and it is not the console loading data).
+    pub fn published(&mut self, access: &Access, document: &str, resource: &Value) {
+        let closed_to_patient = labels_of(resource).closed.iter().any(|c| c == labels::NOT_PATIENT);
+        // the console loads data (imports, seeding): not a publication to announce
+        let console = matches!(self.actor.who, Who::System);
+        if console || access.key.is_shared() || closed_to_patient || matches!(access.relation, Relation::Own | Relation::Parent { .. }) {
+            return;
+        }
+        self.new_documents.push((access.key, document.to_string()));
+    }
+
     /// Record an access for the audit log (when the relation is audited).
     pub fn record(&mut self, access: &Arc<Access>, interaction: &'static str, entities: Vec<String>, query: Option<String>) {
         if access.key.is_shared() || !access.audited(self.actor) {
@@ -598,12 +612,21 @@ impl<'a> Gate<'a> {
             }
             writes.push(w);
         }
+        for (key, doc) in &self.new_documents {
+            outbox.push(OutboxMessage {
+                id: uuid::Uuid::now_v7(),
+                patient_key: *key,
+                kind: "notify.new-document".into(),
+                payload: json!({"document": doc}).to_string(),
+                available_at: now,
+            });
+        }
         Ok((writes, outbox))
     }
 
     /// Commit the recorded audit (for reads); nothing to do when nothing was recorded.
     pub async fn commit_audit(&self) -> AppResult<()> {
-        if self.records.is_empty() {
+        if self.records.is_empty() && self.new_documents.is_empty() {
             return Ok(());
         }
         let (w, o) = self.audit_writes(datetime::now_ms())?;

@@ -6,6 +6,7 @@ use fascicolo_fhir::params::{registry, ParamType};
 use serde_json::{json, Value};
 
 pub fn capability_statement(base: &str, software_version: &str) -> Value {
+    let site = base.trim_end_matches('/').trim_end_matches("/fhir/r4");
     let mut resources = Vec::new();
     for t in model().resource_types() {
         let mut params: Vec<Value> = registry()
@@ -61,6 +62,16 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": {
+                "cors": true,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "description": "OAuth2 bearer tokens (SMART on FHIR v2 scopes): see .well-known/smart-configuration. Every interaction goes through the privacy gate and is written to the patient's access log.",
+                "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [
+                    {"url": "authorize", "valueUri": format!("{site}/oauth/authorize")},
+                    {"url": "token", "valueUri": format!("{site}/oauth/token")},
+                    {"url": "introspect", "valueUri": format!("{site}/oauth/introspect")},
+                    {"url": "revoke", "valueUri": format!("{site}/oauth/revoke")}]}]
+            },
             "documentation": "Search: all parameter types with prefixes and the modifiers :exact :contains :missing :not :text :identifier :of-type :above :below and reference type modifiers; _sort, _count, _total, _summary (true, count, data, text, false), _elements, _include/_revinclude with :iterate, one level of chaining and _has. Paging uses keyset cursors.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"}, {"code": "history-system"}],

@@ -339,6 +339,9 @@ impl FhirService {
             };
             label_resource(stamped, cur_v.as_ref(), gate.actor, true);
             refresh_write(w, stamped)?;
+            if op == Op::Create && w.resource_type == "DocumentReference" {
+                gate.published(&a, &w.id, stamped);
+            }
         }
         let interaction = match op {
             Op::Create => "create",

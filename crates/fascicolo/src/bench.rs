@@ -3,9 +3,11 @@
 
 use crate::config::Config;
 use crate::import;
-use fascicolo_app::FhirService;
+use fascicolo_app::{Actor, FhirService, Who};
 use fascicolo_store::Store;
+use serde_json::json;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,12 @@ pub struct BenchArgs {
     /// run the searches again (0 = skip).
     #[arg(long, default_value_t = 0)]
     pub scale_resources: usize,
+    /// Who the clients are, comma separated: `system` (the console: no privacy filter, no
+    /// access log), `citizen` (each patient on their own record: visibility filter),
+    /// `clinician` (a GP with consent and a care relation: relation lookups, filter, and one
+    /// AuditEvent written per request).
+    #[arg(long, default_value = "system,citizen,clinician")]
+    pub actors: String,
 }
 
 struct Rng(u64);
@@ -49,7 +57,10 @@ struct Row {
     p99: f64,
 }
 
-async fn scenario(name: &str, base: &str, paths: Arc<Vec<String>>, clients: usize, seconds: f64) -> Row {
+/// A request path and the bearer token to send it with.
+type Req = (String, Arc<str>);
+
+async fn scenario(name: &str, base: &str, paths: Arc<Vec<Req>>, clients: usize, seconds: f64) -> Row {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -60,9 +71,10 @@ async fn scenario(name: &str, base: &str, paths: Arc<Vec<String>>, clients: usiz
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
             let (mut lat, mut errors) = (Vec::new(), 0usize);
             while Instant::now() < deadline {
-                let url = format!("{base}{}", rng.pick(&paths));
+                let (path, token) = rng.pick(&paths);
+                let url = format!("{base}{path}");
                 let t = Instant::now();
-                match client.get(&url).header("accept", "application/fhir+json").send().await {
+                match client.get(&url).header("accept", "application/fhir+json").bearer_auth(token).send().await {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                     }
@@ -96,7 +108,82 @@ fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
     qs.split('&').filter(|s| !s.is_empty()).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-async fn scenarios(fhir: &FhirService, base: &str, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+/// Who sends the requests: a token per patient (or one for all).
+struct Tokens {
+    kind: String,
+    by_patient: HashMap<String, Arc<str>>,
+    shared: Option<Arc<str>>,
+}
+
+impl Tokens {
+    fn for_patient(&self, p: &str) -> Arc<str> {
+        self.shared.clone().or_else(|| self.by_patient.get(p).cloned()).unwrap_or_else(|| Arc::from(""))
+    }
+}
+
+/// Tokens for an actor kind; the clinician gets consent and a care team on every sampled record.
+async fn tokens_for(kind: &str, fhir: &FhirService, patients: &[String]) -> anyhow::Result<Tokens> {
+    let issuer = fascicolo_app::auth::Tokens::new(Arc::clone(fhir.store()));
+    let issue = |a: Actor| {
+        let issuer = issuer.clone();
+        async move { anyhow::Ok(Arc::<str>::from(issuer.issue(&a, "bench", 86_400).await.map_err(|e| anyhow::anyhow!("{e}"))?.access_token)) }
+    };
+    let mut t = Tokens { kind: kind.to_string(), by_patient: HashMap::new(), shared: None };
+    match kind {
+        "system" => t.shared = Some(issue(Actor::system()).await?),
+        "citizen" => {
+            for p in patients {
+                let a = Actor::new(Who::Citizen { cf: String::new(), patient: Some(p.clone()) });
+                t.by_patient.insert(p.clone(), issue(a).await?);
+            }
+        }
+        "clinician" => {
+            let sys = Actor::system();
+            let put = |rt: &'static str, id: String, v: serde_json::Value| {
+                let fhir = fhir.clone();
+                let sys = sys.clone();
+                async move { fhir.update(&sys, rt, &id, v.to_string().as_bytes(), None).await.map_err(|e| anyhow::anyhow!("{rt}/{id}: {e}")) }
+            };
+            put(
+                "Practitioner",
+                "bench-gp".into(),
+                json!({"resourceType": "Practitioner", "id": "bench-gp", "name": [{"family": "Bench"}]}),
+            )
+            .await?;
+            put("PractitionerRole", "bench-gp-role".into(), json!({"resourceType": "PractitionerRole", "id": "bench-gp-role",
+                "practitioner": {"reference": "Practitioner/bench-gp"}, "code": [{"coding": [{"system": fascicolo_app::gate::ROLE_SYSTEM, "code": "gp"}]}]})).await?;
+            for p in patients {
+                put(
+                    "Consent",
+                    format!("bench-consent-{p}"),
+                    json!({"resourceType": "Consent", "id": format!("bench-consent-{p}"), "status": "active",
+                    "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                    "category": [{"coding": [{"system": fascicolo_app::access::CONSENT_CATEGORY, "code": "consultation"}]}],
+                    "patient": {"reference": format!("Patient/{p}")}, "dateTime": "2026-01-01T00:00:00Z",
+                    "policy": [{"uri": format!("{}1", fascicolo_app::access::NOTICE_PREFIX)}], "provision": {"type": "permit"}}),
+                )
+                .await?;
+                put(
+                    "CareTeam",
+                    format!("bench-team-{p}"),
+                    json!({"resourceType": "CareTeam", "id": format!("bench-team-{p}"), "status": "active",
+                    "subject": {"reference": format!("Patient/{p}")}, "participant": [{"member": {"reference": "Practitioner/bench-gp"}}]}),
+                )
+                .await?;
+            }
+            let a = Actor::new(Who::Professional {
+                practitioner: "bench-gp".into(),
+                organization: None,
+                role: fascicolo_app::gate::ProRole::Gp,
+            });
+            t.shared = Some(issue(a).await?);
+        }
+        other => anyhow::bail!("unknown bench actor '{other}' (system, citizen, clinician)"),
+    }
+    Ok(t)
+}
+
+async fn scenarios(fhir: &FhirService, base: &str, args: &BenchArgs, tokens: &Tokens) -> anyhow::Result<Vec<Row>> {
     let patients: Vec<String> =
         sample(fhir, "Patient?_count=1000").await?.iter().filter_map(|p| p["id"].as_str().map(String::from)).collect();
     anyhow::ensure!(!patients.is_empty(), "no patients to benchmark with");
@@ -107,11 +194,13 @@ async fn scenarios(fhir: &FhirService, base: &str, args: &BenchArgs) -> anyhow::
         if let (Some(id), Some(p), Some(code)) =
             (o["id"].as_str(), o["subject"]["reference"].as_str(), o["code"]["coding"][0]["code"].as_str())
         {
-            reads.push(format!("/Observation/{id}"));
-            obs_q.push(format!("/Observation?patient={}&code=http://loinc.org|{code}&date=ge2000-01-01", p.trim_start_matches("Patient/")));
+            let p = p.trim_start_matches("Patient/");
+            reads.push((format!("/Observation/{id}"), tokens.for_patient(p)));
+            obs_q.push((format!("/Observation?patient={p}&code=http://loinc.org|{code}&date=ge2000-01-01"), tokens.for_patient(p)));
         }
     }
-    let per_patient = |tpl: &str| -> Arc<Vec<String>> { Arc::new(patients.iter().map(|p| tpl.replace("{p}", p)).collect()) };
+    let per_patient =
+        |tpl: &str| -> Arc<Vec<Req>> { Arc::new(patients.iter().map(|p| (tpl.replace("{p}", p), tokens.for_patient(p))).collect()) };
     let mut rows = Vec::new();
     let run = [
         ("read by id", Arc::new(reads)),
@@ -130,6 +219,26 @@ async fn scenarios(fhir: &FhirService, base: &str, args: &BenchArgs) -> anyhow::
         rows.push(scenario(name, base, paths, args.clients, args.seconds).await);
     }
     Ok(rows)
+}
+
+/// Throughput of each actor relative to the first (the gate's overhead).
+fn compare(all: &[(String, Vec<Row>)]) {
+    let Some((base_kind, base)) = all.first() else { return };
+    if all.len() < 2 {
+        return;
+    }
+    let others: Vec<&(String, Vec<Row>)> = all.iter().skip(1).collect();
+    println!("\n### throughput relative to {base_kind} (1.00 = no overhead)\n");
+    let head: Vec<String> = others.iter().map(|(k, _)| format!("{k} / {base_kind}")).collect();
+    println!("| scenario | {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(others.len()));
+    for (i, r) in base.iter().enumerate() {
+        let cells: Vec<String> = others
+            .iter()
+            .map(|(_, rows)| rows.get(i).map_or("-".to_string(), |o| format!("{:.2}", o.rps / r.rps.max(f64::MIN_POSITIVE))))
+            .collect();
+        println!("| {} | {} |", r.name, cells.join(" | "));
+    }
 }
 
 fn print(title: &str, rows: &[Row]) {
@@ -158,22 +267,38 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let s = import::run(fhir.clone(), std::slice::from_ref(&args.synthea), 4, false).await?;
     println!("ingest: {s}");
     let mut total = s.resources;
+    let patients: Vec<String> =
+        sample(&fhir, "Patient?_count=1000").await?.iter().filter_map(|p| p["id"].as_str().map(String::from)).collect();
+    let mut actor_tokens = Vec::new();
+    for kind in args.actors.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        actor_tokens.push(tokens_for(kind, &fhir, &patients).await?);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     cfg.public_url = Some(format!("http://{addr}"));
     let router = crate::build_router(Arc::clone(&store), &cfg);
     let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let base = format!("http://{addr}/fhir/r4");
-    let rows = scenarios(&fhir, &base, &args).await?;
-    print(&format!("{} resources", total), &rows);
+    let mut all_rows = Vec::new();
+    for t in &actor_tokens {
+        let rows = scenarios(&fhir, &base, &args, t).await?;
+        print(&format!("{} resources, as {}", total, t.kind), &rows);
+        all_rows.push((t.kind.clone(), rows));
+    }
+    compare(&all_rows);
     if args.scale_resources > total {
         while total < args.scale_resources {
             let s = import::run(fhir.clone(), std::slice::from_ref(&args.synthea), 4, false).await?;
             total += s.resources;
             println!("loaded {total} resources ({:.0}/s)", s.resources as f64 / s.seconds);
         }
-        let rows = scenarios(&fhir, &base, &args).await?;
-        print(&format!("{} resources", total), &rows);
+        let mut all_rows = Vec::new();
+        for t in &actor_tokens {
+            let rows = scenarios(&fhir, &base, &args, t).await?;
+            print(&format!("{} resources, as {}", total, t.kind), &rows);
+            all_rows.push((t.kind.clone(), rows));
+        }
+        compare(&all_rows);
     }
     server.abort();
     if store.backend() == "sqlite" {

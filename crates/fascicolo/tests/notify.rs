@@ -106,6 +106,27 @@ async fn accesses_are_notified_without_personal_data() {
     let sent = files(&dir);
     assert_eq!(sent.len(), 3);
     assert_eq!(sent.iter().filter(|m| m["channel"] == "email").count(), 1, "no new e-mail");
+    // a hospital publishes a report: she is told a new document is there (not what it is);
+    // a report hidden from her (P98) is not announced
+    let hospital =
+        Actor::new(Who::Client { client_id: "demo-hospital".into(), organization: Some("asst-fbf-sacco".into()), platform: false });
+    let doc = |sec: bool| {
+        let mut d = serde_json::json!({"resourceType": "DocumentReference", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11502-2"}]}, "subject": {"reference": "Patient/rossi-giulia"},
+            "content": [{"attachment": {"contentType": "application/pdf", "title": "Referto"}}]});
+        if sec {
+            d["meta"] = serde_json::json!({"security": [{"system": "urn:fascicolo:oscuramento", "code": "P98"}]});
+        }
+        d.to_string()
+    };
+    fhir.create(&hospital, "DocumentReference", doc(true).as_bytes(), None).await.unwrap();
+    run_once(&fhir, &channels, site).await.unwrap();
+    assert!(!files(&dir).iter().any(|m| m["subject"].as_str().unwrap().contains("nuovo documento")), "a P98 report was announced");
+    fhir.create(&hospital, "DocumentReference", doc(false).as_bytes(), None).await.unwrap();
+    run_once(&fhir, &channels, site).await.unwrap();
+    let news: Vec<Value> = files(&dir).into_iter().filter(|m| m["subject"].as_str().unwrap().contains("nuovo documento")).collect();
+    assert_eq!(news.len(), 2, "e-mail and SMS: {news:?}");
+    assert!(!news[0]["text"].as_str().unwrap().contains("Referto"));
     // an emergency access is always notified, and says so
     let ped = Actor::new(Who::Professional { practitioner: "colombo-elena".into(), organization: None, role: ProRole::Pediatrician });
     fhir.break_glass(&ped, "rossi-giulia", "paziente incosciente in pronto soccorso").await.unwrap();
