@@ -520,6 +520,9 @@ impl<'a> Gate<'a> {
     /// Check a write of `resource_type` into partition `key` (shared or a patient's).
     pub async fn check_write(&mut self, key: PatientKey, resource_type: &str, op: Op, current: Option<&Stored>) -> AppResult<Arc<Access>> {
         self.require_identity()?;
+        if resource_type == "AuditEvent" && !matches!(self.actor.who, Who::System) {
+            return Err(AppError::Forbidden("the access log is written by the server only".into()));
+        }
         if key.is_shared() {
             if !self.actor.scope_permits(resource_type, op) || !shared_writable(self.actor, resource_type) {
                 return Err(AppError::Forbidden(format!("your role may not write {resource_type}")));
