@@ -306,6 +306,10 @@ impl FhirService {
                 problems.push("cf: you cannot delegate yourself".into());
             }
         }
+        let today = time::OffsetDateTime::now_utc().date();
+        if cf.as_ref().and_then(|c| c.birth_date(today)).is_some_and(|b| fascicolo_domain::privacy::is_minor(b, today)) {
+            problems.push("cf: a delegate must be an adult".into());
+        }
         let family = param_str(params, "family").unwrap_or_default().trim().to_string();
         let given = param_str(params, "given").unwrap_or_default().trim().to_string();
         if family.is_empty() || given.is_empty() {

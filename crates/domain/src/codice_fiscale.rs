@@ -77,6 +77,27 @@ impl CodiceFiscale {
         &self.0
     }
 
+    /// The birth date the code encodes (day + 40 for women), taking the century that does not
+    /// put it after `today` (the code carries only two digits of the year).
+    pub fn birth_date(&self, today: time::Date) -> Option<time::Date> {
+        let c = self.canonical();
+        let b = c.0.as_bytes();
+        let num = |i: usize, j: usize| c.0.get(i..j).and_then(|x| x.parse::<i32>().ok());
+        let yy = num(6, 8)?;
+        let month = MONTHS.iter().position(|&m| m == b[8])? as u8 + 1;
+        let day = num(9, 11)? % 40;
+        let month = time::Month::try_from(month).ok()?;
+        let this_century = today.year() - today.year() % 100;
+        for year in [this_century + yy, this_century - 100 + yy] {
+            if let Ok(d) = time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?) {
+                if d <= today {
+                    return Some(d);
+                }
+            }
+        }
+        None
+    }
+
     /// The same code with omocodia letters turned back into digits (and the check recomputed).
     pub fn canonical(&self) -> CodiceFiscale {
         let mut b = self.0.as_bytes().to_vec();
@@ -111,5 +132,13 @@ mod tests {
         assert_eq!(CodiceFiscale::parse("RSSMRA80A01H50"), Err(CodiceFiscaleError::Length));
         let omo = CodiceFiscale::parse("RSSMRA80A01H50MM").unwrap();
         assert_eq!(omo.canonical().as_str(), "RSSMRA80A01H501U");
+        let today = time::macros::date!(2026 - 11 - 26);
+        assert_eq!(omo.birth_date(today), Some(time::macros::date!(1980 - 01 - 01)));
+        // born this century
+        let child = CodiceFiscale::parse("PPRPLN20H09D969W").unwrap();
+        assert_eq!(child.birth_date(today), Some(time::macros::date!(2020 - 06 - 09)));
+        // a woman (day + 40)
+        let giulia = CodiceFiscale::parse("RSSGLI85D52F205Q").unwrap();
+        assert_eq!(giulia.birth_date(today), Some(time::macros::date!(1985 - 04 - 12)));
     }
 }

@@ -116,10 +116,11 @@ async fn main() -> anyhow::Result<()> {
             if cfg.public_url.is_none() {
                 cfg.public_url = Some(format!("http://{addr}"));
             }
-            println!("Fascicolo is serving on http://{addr}/  (FHIR API: http://{addr}/fhir/r4, store: {})", store.backend());
             if cfg.demo_mode() {
-                println!("demo sign-in: http://{addr}/auth/login   API token: fascicolo token --as citizen:RSSGLI85D52F205Q");
+                tracing::info!("demo mode: sign in at http://{addr}/auth/login; API tokens: fascicolo token --as citizen:RSSGLI85D52F205Q");
             }
+            // the one line on stdout (scripts wait for it; stdout may be closed after it)
+            println!("Fascicolo is serving on http://{addr}/  (FHIR API: http://{addr}/fhir/r4, store: {})", store.backend());
             let worker = fascicolo::worker::spawn(
                 fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)),
                 fascicolo::worker::Channels::from_config(&cfg)?,

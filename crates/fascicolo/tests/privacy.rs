@@ -255,6 +255,11 @@ async fn family_delegation_and_minors() {
     let marco = env.token(&citizen(&fascicolo::demo::cf("BNCMRC07A10F205"), "bianchi-marco", "verdi-anna")).await;
     assert_eq!(env.as_(&marco, "GET", "/DocumentReference", None).await.status, 403, "out of the delegation's scope");
     assert_eq!(env.as_(&marco, "GET", "/Immunization", None).await.status, 200);
+    // a minor cannot be a delegate (the birth date is in the codice fiscale)
+    let minor =
+        env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("BNCLCU16P03F205"), "2030-01-01"))).await;
+    assert_eq!(minor.status, 422);
+    assert!(minor.body.to_string().contains("adult"));
     // nobody but Anna may grant on her record
     assert_eq!(
         env.as_(&t, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("BNCMRC07A10F205"), "2030-01-01")))
