@@ -370,6 +370,10 @@ impl<'a> Gate<'a> {
     }
 
     async fn resolve(&self, key: PatientKey) -> AppResult<Access> {
+        // the console sees everything and is not logged: nothing to look up
+        if matches!(self.actor.who, Who::System) {
+            return Ok(Access { key, patient_id: None, relation: Relation::Full });
+        }
         let store = self.store;
         let patient = in_compartment(store, key, "Patient", &[], 2).await?.into_iter().next();
         let patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
@@ -417,8 +421,11 @@ impl<'a> Gate<'a> {
                 if !role.clinical() {
                     Relation::Operator(*role)
                 } else {
-                    let consent = self.consent_in_force(key).await?;
-                    let care = self.care_relation(key, patient.as_ref(), practitioner, organization.as_deref()).await?;
+                    let (consent, care) = tokio::join!(
+                        self.consent_in_force(key),
+                        self.care_relation(key, patient.as_ref(), practitioner, organization.as_deref())
+                    );
+                    let (consent, care) = (consent?, care?);
                     let emergency = if consent && care { false } else { self.break_glass_active(key, practitioner).await? };
                     Relation::Clinician { consent, care, emergency }
                 }
@@ -510,6 +517,10 @@ impl<'a> Gate<'a> {
             return Ok(self.actor.scope_permits(&s.resource_type, Op::Read));
         }
         let a = self.access(s.patient_key).await?;
+        // most resources carry no platform label: no need to parse them to know
+        if !s.json.contains("urn:fascicolo:") {
+            return Ok(a.admits(self.actor, &s.resource_type, &Value::Null));
+        }
         let v: Value = match serde_json::from_str(&s.json) {
             Ok(v) => v,
             Err(_) => return Ok(false),

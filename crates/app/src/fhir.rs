@@ -337,8 +337,11 @@ impl FhirService {
                 Some(c) => Some(parse_stored(c)?),
                 None => None,
             };
+            let before = stamped.get("meta").cloned();
             label_resource(stamped, cur_v.as_ref(), gate.actor, true);
-            refresh_write(w, stamped)?;
+            if stamped.get("meta") != before.as_ref() {
+                refresh_write(w, stamped)?;
+            }
             if op == Op::Create && w.resource_type == "DocumentReference" {
                 gate.published(&a, &w.id, stamped);
             }
@@ -927,7 +930,11 @@ impl FhirService {
         gate.require_identity()?;
         let key = PatientKey::for_patient_id(id);
         let a = gate.access(key).await?;
-        if a.patient_id.as_deref() != Some(id) {
+        let exists = match &a.patient_id {
+            Some(p) => p == id,
+            None => self.store.read("Patient", id).await?.is_some_and(|s| !s.deleted),
+        };
+        if !exists {
             return Err(AppError::NotFound(format!("Patient/{id} is not known")));
         }
         if let Some(e) = a.refusal() {
