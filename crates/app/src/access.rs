@@ -374,6 +374,13 @@ impl<'a> Gate<'a> {
         if matches!(self.actor.who, Who::System) {
             return Ok(Access { key, patient_id: None, relation: Relation::Full });
         }
+        // a citizen on their own record (by their Patient id): nothing to look up either
+        if let Who::Citizen { patient: Some(own), .. } = &self.actor.who {
+            let bound_elsewhere = self.actor.patient_scoped() && self.actor.acting_for.as_deref() != Some(own.as_str());
+            if PatientKey::for_patient_id(own) == key && !bound_elsewhere {
+                return Ok(Access { key, patient_id: Some(own.clone()), relation: Relation::Own });
+            }
+        }
         let store = self.store;
         let patient = in_compartment(store, key, "Patient", &[], 2).await?.into_iter().next();
         let patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);

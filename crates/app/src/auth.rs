@@ -93,15 +93,21 @@ pub fn subject_of(actor: &Actor) -> String {
     }
 }
 
-/// Tokens over the store's sign-in records (shared by every app server).
+/// How long a server trusts a token it has looked up before asking the database again. A
+/// token revoked on this server stops at once; on other servers within this time.
+pub const TOKEN_CACHE_MS: i64 = 5_000;
+
+/// Tokens over the store's sign-in records (shared by every app server), with a short
+/// per-server cache of the ones recently seen.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<dyn Store>,
+    cache: Arc<parking_lot::Mutex<std::collections::HashMap<String, (i64, Arc<Actor>)>>>,
 }
 
 impl Tokens {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Tokens { store }
+        Tokens { store, cache: Arc::default() }
     }
 
     pub async fn issue(&self, actor: &Actor, client_id: &str, ttl_secs: i64) -> AppResult<Issued> {
@@ -122,10 +128,22 @@ impl Tokens {
 
     /// The actor of a bearer token; a clear 401 when it is unknown, expired or revoked.
     pub async fn resolve(&self, token: &str) -> AppResult<Actor> {
-        let rec = self.store.auth_get(ACCESS_TOKEN, &hash_secret(token), datetime::now_ms()).await?;
+        let id = hash_secret(token);
+        let now = datetime::now_ms();
+        if let Some((until, actor)) = self.cache.lock().get(&id) {
+            if now < *until {
+                return Ok((**actor).clone());
+            }
+        }
+        let rec = self.store.auth_get(ACCESS_TOKEN, &id, now).await?;
         let rec = rec.ok_or_else(|| AppError::Unauthorized("the access token is not valid (unknown, expired or revoked)".into()))?;
         let data: TokenData =
             serde_json::from_str(&rec.data).map_err(|_| AppError::Unauthorized("the access token is not valid".into()))?;
+        let mut cache = self.cache.lock();
+        if cache.len() > 50_000 {
+            cache.retain(|_, (until, _)| *until > now);
+        }
+        cache.insert(id, ((now + TOKEN_CACHE_MS).min(rec.expires_at), Arc::new(data.actor.clone())));
         Ok(data.actor)
     }
 
@@ -146,8 +164,15 @@ impl Tokens {
 
     /// RFC 7009 revocation: always succeeds (unknown tokens included).
     pub async fn revoke(&self, token: &str) -> AppResult<()> {
-        self.store.auth_delete(ACCESS_TOKEN, &hash_secret(token)).await?;
+        let id = hash_secret(token);
+        self.cache.lock().remove(&id);
+        self.store.auth_delete(ACCESS_TOKEN, &id).await?;
         Ok(())
+    }
+
+    /// Forget every cached token (after "sign out everywhere" on this server).
+    pub fn forget_all(&self) {
+        self.cache.lock().clear();
     }
 }
 

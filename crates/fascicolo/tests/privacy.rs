@@ -522,9 +522,17 @@ async fn bad_credentials_are_refused() {
     let tokens = fascicolo_app::auth::Tokens::new(Arc::clone(&env.app.store));
     let expired = tokens.issue(&platform_actor(), "tests", -1).await.unwrap().access_token;
     assert_eq!(env.as_(&expired, "GET", "/Patient/rossi-giulia", None).await.status, 401);
-    // revoked
+    // revoked (at the server that answers: at once)
+    let t = tokens.issue(&platform_actor(), "tests", 600).await.unwrap().access_token;
+    assert_eq!(env.as_(&t, "GET", "/Patient/rossi-giulia", None).await.status, 200);
+    let r = env.app.client.post(format!("{}/oauth/revoke", env.app.root)).form(&[("token", t.as_str())]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.as_(&t, "GET", "/Patient/rossi-giulia", None).await.status, 401);
+    // revoked by another server: refused here once the short per-server cache has expired
     let t = tokens.issue(&platform_actor(), "tests", 600).await.unwrap().access_token;
     assert_eq!(env.as_(&t, "GET", "/Patient/rossi-giulia", None).await.status, 200);
     tokens.revoke(&t).await.unwrap();
+    let ms = u64::try_from(fascicolo_app::auth::TOKEN_CACHE_MS).unwrap() + 200;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     assert_eq!(env.as_(&t, "GET", "/Patient/rossi-giulia", None).await.status, 401);
 }

@@ -343,5 +343,6 @@ pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap
         return csrf_refused();
     }
     let _ = state.auth.sessions.end_all(&s).await;
+    state.tokens.forget_all();
     cleared(&state, "/")
 }
