@@ -97,12 +97,15 @@ pub fn subject_of(actor: &Actor) -> String {
 /// token revoked on this server stops at once; on other servers within this time.
 pub const TOKEN_CACHE_MS: i64 = 5_000;
 
+/// Token hash → (trusted until, actor).
+type TokenCache = std::collections::HashMap<String, (i64, Arc<Actor>)>;
+
 /// Tokens over the store's sign-in records (shared by every app server), with a short
 /// per-server cache of the ones recently seen.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<dyn Store>,
-    cache: Arc<parking_lot::Mutex<std::collections::HashMap<String, (i64, Arc<Actor>)>>>,
+    cache: Arc<parking_lot::Mutex<TokenCache>>,
 }
 
 impl Tokens {
