@@ -119,8 +119,26 @@ pub struct Access {
     pub relation: Relation,
 }
 
-fn vis_label(code: &str) -> (String, String) {
-    (labels::VISIBILITY.to_string(), code.to_string())
+/// The store's restriction bit of each visibility code.
+fn bit(code: &str) -> i64 {
+    match code {
+        labels::NOT_PATIENT => 1,
+        labels::NOT_PARENT => 2,
+        labels::NOT_DELEGATE => 4,
+        labels::NOT_CLINICIAN => 8,
+        _ => 0,
+    }
+}
+
+/// The restriction bits of a labelled resource (what [`Write::restrict`] stores).
+pub fn restrict_bits(v: &Value) -> i64 {
+    v["meta"]["security"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["system"] == labels::VISIBILITY)
+        .filter_map(|c| c["code"].as_str())
+        .fold(0, |acc, c| acc | bit(c))
 }
 
 /// The privacy-relevant labels of a resource.
@@ -196,7 +214,7 @@ impl Access {
     /// The SQL filter for searches in this compartment.
     pub fn visibility(&self, actor: &Actor) -> Option<Visibility> {
         let own: Vec<(String, String)> = actor.own_codes().into_iter().map(|c| (labels::PRODUCER.to_string(), c)).collect();
-        let deny = |code: &str| Some(Visibility { deny_security: vec![vis_label(code)], ..Default::default() });
+        let deny = |code: &str| Some(Visibility { deny_bits: bit(code), ..Default::default() });
         match &self.relation {
             Relation::Full => None,
             Relation::Own => deny(labels::NOT_PATIENT),
@@ -204,13 +222,13 @@ impl Access {
             Relation::Delegate { .. } => deny(labels::NOT_DELEGATE),
             Relation::Clinician { consent, care, emergency } => {
                 if (*consent && *care) || *emergency {
-                    Some(Visibility { deny_security: vec![vis_label(labels::NOT_CLINICIAN)], deny_all: false, allow_tags: own })
+                    Some(Visibility { deny_bits: bit(labels::NOT_CLINICIAN), deny_all: false, allow_tags: own })
                 } else {
-                    Some(Visibility { deny_security: Vec::new(), deny_all: true, allow_tags: own })
+                    Some(Visibility { deny_bits: 0, deny_all: true, allow_tags: own })
                 }
             }
             Relation::Operator(_) => deny(labels::NOT_CLINICIAN),
-            Relation::Producer => Some(Visibility { deny_security: Vec::new(), deny_all: true, allow_tags: own }),
+            Relation::Producer => Some(Visibility { deny_bits: 0, deny_all: true, allow_tags: own }),
             Relation::Stranger => Some(Visibility { deny_all: true, ..Default::default() }),
         }
     }
@@ -837,10 +855,11 @@ pub fn apply_visibility(security: &mut Vec<Value>, tags: &[Value]) {
     }
 }
 
-/// Rebuild a write's JSON and index after its resource changed.
+/// Rebuild a write's JSON, index and restriction bits after its resource changed.
 pub fn refresh_write(w: &mut Write, v: &Value) -> AppResult<()> {
     w.json = serde_json::to_string(v).map_err(|e| AppError::BadRequest(e.to_string()))?;
     w.index = index_resource(v);
+    w.restrict = restrict_bits(v);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! paging, history, `$everything`, batch and transaction. Every call takes an [`Actor`] and goes
 //! through the privacy gate ([`crate::access`]), which also writes the access log.
 
-use crate::access::{label_resource, redact, refresh_write, Access, Gate, Policy, Relation};
+use crate::access::{label_resource, redact, refresh_write, restrict_bits, Access, Gate, Policy, Relation};
 use crate::error::{AppError, AppResult};
 use crate::gate::{Actor, Op, Who};
 use crate::prepare::{self, check, delete_for, new_id, write_for};
@@ -341,6 +341,8 @@ impl FhirService {
             label_resource(stamped, cur_v.as_ref(), gate.actor, true);
             if stamped.get("meta") != before.as_ref() {
                 refresh_write(w, stamped)?;
+            } else {
+                w.restrict = restrict_bits(stamped);
             }
             if op == Op::Create && w.resource_type == "DocumentReference" {
                 gate.published(&a, &w.id, stamped);

@@ -114,6 +114,7 @@ pub fn write_for(
         json,
         index: index_resource(&stamped),
         expect: current.map_or(Expect::Absent, |c| Expect::Version(c.version)),
+        restrict: 0,
     };
     Ok((w, stamped))
 }
@@ -131,6 +132,7 @@ pub fn delete_for(current: &Stored, now: i64) -> Write {
         json: current.json.clone(),
         index: Vec::new(),
         expect: Expect::Version(current.version),
+        restrict: 0,
     }
 }
 

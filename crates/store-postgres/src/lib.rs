@@ -94,7 +94,8 @@ impl PgStore {
         // serialise concurrent start-ups on the same database
         client.batch_execute("SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
         let mut res = Ok(());
-        for stmt in sql::schema(Dialect::Postgres) {
+        let added = sql::ADDED_COLUMNS.iter().map(|(t, c, ty)| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {ty}"));
+        for stmt in sql::schema(Dialect::Postgres).into_iter().chain(added) {
             if let Err(e) = client.batch_execute(&stmt).await {
                 res = Err(be(e));
                 break;
@@ -142,7 +143,7 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(),
     }
     let deleted = i64::from(w.method == Method::Delete);
     let st = tx.prepare_cached(&ws.upsert_current).await.map_err(be)?;
-    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.json]).await.map_err(be)?;
+    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.json, &w.restrict]).await.map_err(be)?;
     let hist: &str = if w.method == Method::Delete { "" } else { &w.json };
     let st = tx.prepare_cached(&ws.insert_history).await.map_err(be)?;
     tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.method.as_str(), &hist])

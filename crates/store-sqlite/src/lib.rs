@@ -104,6 +104,14 @@ impl SqliteStore {
         for stmt in sql::schema(Dialect::Sqlite) {
             writer.execute_batch(&stmt).map_err(be)?;
         }
+        for (table, column, ty) in sql::ADDED_COLUMNS {
+            let present: i64 = writer
+                .query_row("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2", (table, column), |r| r.get(0))
+                .map_err(be)?;
+            if present == 0 {
+                writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).map_err(be)?;
+            }
+        }
         Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())) })
     }
 
@@ -175,7 +183,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), StoreError> {
     let key = key_param(w.patient_key);
     tx.prepare_cached(&ws.upsert_current)
         .map_err(be)?
-        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, &w.json))
+        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, &w.json, w.restrict))
         .map_err(be)?;
     let hist_content = if w.method == Method::Delete { "" } else { w.json.as_str() };
     tx.prepare_cached(&ws.insert_history)

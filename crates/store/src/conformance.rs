@@ -24,6 +24,7 @@ pub fn write(mut v: Value, key: PatientKey, version: i64, at: i64, expect: Expec
         json: v.to_string(),
         index: index_resource(&v),
         expect,
+        restrict: 0,
     }
 }
 
@@ -312,45 +313,41 @@ pub async fn outbox_claims_are_disjoint(s: &dyn Store) {
 /// viewer's own rows stay visible.
 pub async fn visibility_filters_results_counts_chains_and_has(s: &dyn Store) {
     let k = pk("v1");
-    let label = |v: &mut Value, sec: &[&str], tag: Option<&str>| {
-        v["meta"] = json!({"security": sec.iter().map(|c| json!({"system": "urn:test:vis", "code": c})).collect::<Vec<_>>()});
-        if let Some(t) = tag {
-            v["meta"]["tag"] = json!([{"system": "urn:test:by", "code": t}]);
-        }
-    };
+    const NOT_CLIN: i64 = 8;
     let mut w = vec![write(patient("v1", "Verdi", "1970-01-01"), k, 1, 1000, Expect::Absent)];
-    for (id, sec, tag) in [("o-open", vec![], None), ("o-hidden", vec!["no-clin"], None), ("o-mine", vec!["no-clin"], Some("me"))] {
-        let mut o = obs(id, "v1", "2345-7", 90.0, "2024-01-01");
-        label(&mut o, &sec, tag);
-        let mut wr = write(o, k, 1, 1000, Expect::Absent);
-        // keep the labels (write() replaces meta)
-        let mut v: Value = serde_json::from_str(&wr.json).unwrap();
-        label(&mut v, &sec, tag);
-        wr.index = index_resource(&v);
-        wr.json = v.to_string();
+    for (id, bits, tag) in [("o-open", 0, None), ("o-hidden", NOT_CLIN, None), ("o-mine", NOT_CLIN, Some("me")), ("o-other", 2, None)] {
+        let mut wr = write(obs(id, "v1", "2345-7", 90.0, "2024-01-01"), k, 1, 1000, Expect::Absent);
+        if let Some(t) = tag {
+            // write() sets meta; add the producer tag afterwards, as the app does
+            let mut v: Value = serde_json::from_str(&wr.json).unwrap();
+            v["meta"]["tag"] = json!([{"system": "urn:test:by", "code": t}]);
+            wr.index = index_resource(&v);
+            wr.json = v.to_string();
+        }
+        wr.restrict = bits;
         w.push(wr);
     }
     let dr = json!({"resourceType": "DiagnosticReport", "id": "dr1", "status": "final", "code": {"text": "lab"},
         "subject": {"reference": "Patient/v1"}, "result": [{"reference": "Observation/o-hidden"}]});
     w.push(write(dr, k, 1, 1000, Expect::Absent));
     s.commit(w).await.expect("seed");
-    let vis = Visibility { deny_security: vec![("urn:test:vis".into(), "no-clin".into())], ..Default::default() };
+    let vis = Visibility { deny_bits: NOT_CLIN, ..Default::default() };
     let mut p = plan("Observation", "subject=Patient/v1");
     p.patient = Some(k);
-    assert_eq!(ids(s, &p).await, ["o-hidden", "o-mine", "o-open"]);
+    assert_eq!(ids(s, &p).await, ["o-hidden", "o-mine", "o-open", "o-other"]);
     p.visibility = Some(vis.clone());
-    assert_eq!(ids(s, &p).await, ["o-open"]);
-    assert_eq!(s.count(&p).await.unwrap(), 1);
+    assert_eq!(ids(s, &p).await, ["o-open", "o-other"]);
+    assert_eq!(s.count(&p).await.unwrap(), 2);
     p.visibility = Some(Visibility { allow_tags: vec![("urn:test:by".into(), "me".into())], ..vis.clone() });
-    assert_eq!(ids(s, &p).await, ["o-mine", "o-open"]);
+    assert_eq!(ids(s, &p).await, ["o-mine", "o-open", "o-other"]);
     p.visibility = Some(Visibility { deny_all: true, allow_tags: vec![("urn:test:by".into(), "me".into())], ..Default::default() });
     assert_eq!(ids(s, &p).await, ["o-mine"]);
     // a chain through a hidden Observation finds nothing
     let mut c = plan("DiagnosticReport", "result.code=2345-7");
     assert_eq!(ids(s, &c).await, ["dr1"]);
     c.visibility = Some(vis.clone());
-    assert!(ids(s, &c).await.is_empty());
-    // `_has` on a hidden source finds nothing, the shared patient row is not itself filtered
+    assert!(ids(s, &c).await.is_empty(), "the report's only result is hidden");
+    // `_has` on a hidden source finds nothing
     let mut h = plan("Patient", "_has:Observation:subject:_id=o-hidden");
     assert_eq!(ids(s, &h).await, ["v1"]);
     h.visibility = Some(vis);

@@ -80,6 +80,9 @@ pub struct Write {
     pub json: String,
     pub index: Vec<IndexEntry>,
     pub expect: Expect,
+    /// Who may not see this version, as bits the app defines (0: no restriction); searches
+    /// filter on it with [`Visibility::deny_bits`] without probing the index.
+    pub restrict: i64,
 }
 
 /// A search over current, non-deleted resources.
@@ -99,13 +102,13 @@ pub struct SearchPlan {
     pub visibility: Option<Visibility>,
 }
 
-/// A row filter by labels, decided by the app's gate. A row is visible when it carries none of
-/// `deny_security` (and `deny_all` is off), or when it carries one of `allow_tags` (the viewer's
+/// A row filter decided by the app's gate. A row is visible when its `restrict` bits share none
+/// of `deny_bits` (and `deny_all` is off), or when it carries one of `allow_tags` (the viewer's
 /// own work). Shared rows (no patient) are never filtered inside chains and `_has`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Visibility {
-    /// `meta.security` codings (system, code) that hide a row.
-    pub deny_security: Vec<(String, String)>,
+    /// Restriction bits that hide a row from this viewer.
+    pub deny_bits: i64,
     /// Hide every row except those with an `allow_tags` tag.
     pub deny_all: bool,
     /// `meta.tag` codings (system, code) that make a row visible regardless.

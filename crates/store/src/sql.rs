@@ -81,6 +81,10 @@ fn value_index_cols(table: &str) -> &'static str {
     }
 }
 
+/// Columns added after a table was first created: (table, column, type and default). Backends
+/// add the missing ones at start-up.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("resources", "restrict_bits", "BIGINT NOT NULL DEFAULT 0")];
+
 /// The schema, as a list of statements (idempotent).
 pub fn schema(d: Dialect) -> Vec<String> {
     let (key, text, real) = match d {
@@ -91,7 +95,7 @@ pub fn schema(d: Dialect) -> Vec<String> {
     let mut v = vec![
         fix("CREATE TABLE IF NOT EXISTS resources (patient_key PKEY NOT NULL, res_type TEXT NOT NULL, id TEXT NOT NULL, \
              version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, content TEXT NOT NULL, \
-             PRIMARY KEY (patient_key, res_type, id))"),
+             restrict_bits BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (patient_key, res_type, id))"),
         "CREATE INDEX IF NOT EXISTS resources_type_id ON resources (res_type, id)".into(),
         "CREATE INDEX IF NOT EXISTS resources_type_updated ON resources (res_type, last_updated)".into(),
         fix("CREATE TABLE IF NOT EXISTS resource_history (patient_key PKEY NOT NULL, res_type TEXT NOT NULL, id TEXT NOT NULL, \
@@ -230,10 +234,10 @@ pub fn write_sql(d: Dialect) -> WriteSql {
             .map(|(t, _)| format!("DELETE FROM {t} WHERE patient_key = {} AND res_type = {} AND res_id = {}", p(1), p(2), p(3)))
             .collect(),
         upsert_current: format!(
-            "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES ({}, {}, {}, {}, {}, {}, {}) \
+            "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content, restrict_bits) VALUES ({}, {}, {}, {}, {}, {}, {}, {}) \
              ON CONFLICT (patient_key, res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, \
-             deleted = excluded.deleted, content = excluded.content",
-            p(1), p(2), p(3), p(4), p(5), p(6), p(7)
+             deleted = excluded.deleted, content = excluded.content, restrict_bits = excluded.restrict_bits",
+            p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8)
         ),
         insert_history: format!(
             "INSERT INTO resource_history (patient_key, res_type, id, version, last_updated, deleted, method, content) \
@@ -535,11 +539,10 @@ fn visibility_sql(b: &mut SqlBuf, a: &str, v: &Visibility, shared_pass: bool) {
     }
     if v.deny_all {
         b.s("1=0");
-    } else if v.deny_security.is_empty() {
+    } else if v.deny_bits == 0 {
         b.s("1=1");
     } else {
-        b.s("NOT ");
-        labels(b, "_security", &v.deny_security);
+        b.s(&format!("({a}.restrict_bits & ")).p(SqlValue::Int(v.deny_bits)).s(") = 0");
     }
     if !v.allow_tags.is_empty() {
         b.s(" OR ");
