@@ -611,7 +611,8 @@ impl<'a> Gate<'a> {
 
     /// Record an access for the audit log (when the relation is audited).
     pub fn record(&mut self, access: &Arc<Access>, interaction: &'static str, entities: Vec<String>, query: Option<String>) {
-        if access.key.is_shared() || !access.audited(self.actor) {
+        // no log for a record that does not exist (e.g. a search for an unknown identifier)
+        if access.key.is_shared() || !access.audited(self.actor) || access.patient_id.is_none() {
             return;
         }
         // one AuditEvent per record touched by one request

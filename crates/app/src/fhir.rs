@@ -598,6 +598,16 @@ impl FhirService {
         }
         let key = match named_patient(rt, req).or_else(|| default_patient(actor)) {
             Some(k) => k,
+            // a professional finds a patient by identifier (codice fiscale): the record it names,
+            // then the same rules as any search in it (no relation: nothing, as for no match)
+            None if rt == "Patient" => match self.patient_by_identifier(req).await? {
+                Some(k) => k,
+                None => {
+                    return Err(AppError::Forbidden(
+                        "search patients by identifier (identifier=http://hl7.it/sid/codiceFiscale|<CF>) or by _id".into(),
+                    ))
+                }
+            },
             None => {
                 return Err(AppError::Forbidden(format!(
                     "search one patient's record at a time: add patient=<id> (or subject=Patient/<id>) to the {rt} search"
@@ -617,6 +627,22 @@ impl FhirService {
         plan.visibility = a.visibility(actor);
         gate.record(&a, "search-type", Vec::new(), Some(format!("{rt}?{}", encode_query(pairs))));
         Ok(())
+    }
+
+    /// The record a Patient search's single `identifier` value names; a record that exists
+    /// nowhere when none or several match (the search then finds nothing). `None` without one.
+    async fn patient_by_identifier(&self, req: &SearchRequest) -> AppResult<Option<PatientKey>> {
+        let Some(clause) = req.clauses.iter().find(
+            |c| matches!(c, Clause::Param { param, values, modifier: Modifier::None } if param.code == "identifier" && values.len() == 1),
+        ) else {
+            return Ok(None);
+        };
+        let plan = SearchPlan { resource_type: Some("Patient".into()), clauses: vec![clause.clone()], limit: 2, ..Default::default() };
+        let hits = self.store.search(&plan).await?;
+        Ok(Some(match hits.as_slice() {
+            [one] => one.stored.patient_key,
+            _ => PatientKey::for_patient_id(&new_id()),
+        }))
     }
 
     /// Search; `base` is the absolute FHIR base URL for links.

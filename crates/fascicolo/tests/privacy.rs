@@ -202,6 +202,22 @@ async fn authorization_matrix_documents() {
             assert_eq!(ids(&by_text.body).len(), usize::from(sees("doc-giulia-hiv")), "{name}: search by content of an art. 6 document");
         }
     }
+    // professionals find a patient by codice fiscale: the GP does, a clinician without a
+    // relation gets the same empty answer as for a codice fiscale nobody has
+    let by_cf = |cf: &str| format!("/Patient?identifier=http://hl7.it/sid/codiceFiscale|{cf}");
+    let gp = env.token(&pro("ferrari-paolo", None, ProRole::Gp)).await;
+    assert_eq!(ids(&env.as_(&gp, "GET", &by_cf(GIULIA_CF), None).await.body), vec!["rossi-giulia"]);
+    let nurse = env.token(&pro("galli-sara", Some("asst-fbf-sacco"), ProRole::Nurse)).await;
+    let unrelated = env.as_(&nurse, "GET", &by_cf(GIULIA_CF), None).await;
+    let nobody = env.as_(&nurse, "GET", &by_cf("RSSMRA80A01H501U"), None).await;
+    assert_eq!((unrelated.status, unrelated.body["total"].clone()), (200, json!(0)));
+    assert_eq!((nobody.status, nobody.body["total"].clone()), (200, json!(0)));
+    let cup = env.token(&pro("moretti-luigi", Some("asst-fbf-sacco"), ProRole::CupOperator)).await;
+    assert_eq!(
+        ids(&env.as_(&cup, "GET", &by_cf(GIULIA_CF), None).await.body),
+        vec!["rossi-giulia"],
+        "the booking centre finds the patient"
+    );
     // anonymous: nothing at all, with a clear 401
     let r = env.app.send("GET", "/DocumentReference?patient=rossi-giulia", None, &[("authorization", "")]).await;
     assert_eq!(r.status, 401);
