@@ -473,6 +473,14 @@ async fn every_resource_type_is_gated() {
         assert_eq!(gp_s, if private && !shared { 403 } else { 200 }, "{t}: GP");
         assert_eq!(cup_s, if shared || cup_types.contains(&t) { 200 } else { 403 }, "{t}: CUP operator");
         assert_eq!(sc_s, if t == "Observation" { 200 } else { 403 }, "{t}: token scoped to patient/Observation.rs");
+        // history across records: the citizen's own only; never a clinician's
+        let hist = format!("/{t}/_history");
+        assert_eq!(env.as_(&own, "GET", &hist, None).await.status, 200, "{t}: citizen's own history");
+        assert_eq!(env.as_(&gp, "GET", &hist, None).await.status, 403, "{t}: GP history across records");
+        // an unknown id is the same answer for everyone; no write without credentials
+        assert_eq!(env.as_(&gp, "GET", &format!("/{t}/no-such-id"), None).await.status, 404, "{t}");
+        let w = env.app.send("POST", &format!("/{t}"), Some(json!({"resourceType": t})), &[("authorization", "")]).await;
+        assert_eq!(w.status, 401, "{t}: anonymous write");
         checked += 1;
     }
     assert!(checked > 140, "{checked} types checked");
