@@ -401,7 +401,13 @@ impl<'a> Gate<'a> {
         }
         let store = self.store;
         let patient = in_compartment(store, key, "Patient", &[], 2).await?.into_iter().next();
-        let patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
+        let mut patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
+        if patient_id.is_none() {
+            // a deleted Patient still names its record (for the log)
+            let q =
+                fascicolo_store::HistoryQuery { resource_type: Some("Patient".into()), patient: Some(key), limit: 1, ..Default::default() };
+            patient_id = store.history(&q).await?.into_iter().next().map(|s| s.id);
+        }
         let mut access = Access { key, patient_id: patient_id.clone(), relation: Relation::Stranger };
         // a token bound to one patient sees only that patient
         if self.actor.patient_scoped() && self.actor.acting_for.as_deref().map(PatientKey::for_patient_id) != Some(key) {

@@ -532,6 +532,11 @@ async fn audit_trail_is_complete_and_transactional() {
     let r = env.as_(&gp, "POST", "", Some(tx)).await;
     assert!(r.status >= 400);
     assert_eq!((env.audit_count().await, env.app.versions().await), before);
+    // a record whose Patient was deleted keeps its log: reading its history is logged under it
+    assert_eq!(env.app.send("DELETE", "/Patient/bianchi-marco", None, &[]).await.status, 204);
+    let before = env.audit_count().await;
+    assert_eq!(env.app.get("/Patient/bianchi-marco/_history").await.status, 200);
+    assert_eq!(env.audit_count().await, before + 1);
 }
 
 #[tokio::test]
