@@ -199,7 +199,7 @@ impl Access {
                 !private && (!write || ((*care || *emergency) && !REGISTRY_TYPES.contains(&resource_type)))
             }
             Relation::Operator(role) => operator_types(*role, write).contains(&resource_type),
-            Relation::Producer => !private && !REGISTRY_TYPES.contains(&resource_type),
+            Relation::Producer => !private && (!REGISTRY_TYPES.contains(&resource_type) || (!write && resource_type == "Patient")),
             Relation::Stranger => false,
         };
         if ok {
@@ -251,7 +251,8 @@ impl Access {
                 own || (((*consent && *care) || *emergency) && !closed(labels::NOT_CLINICIAN))
             }
             Relation::Operator(_) => !closed(labels::NOT_CLINICIAN),
-            Relation::Producer => own,
+            // a producer identifies the patients it publishes for (demographics, not records)
+            Relation::Producer => own || resource_type == "Patient",
             Relation::Stranger => false,
         }
     }

@@ -409,11 +409,15 @@ impl FhirService {
         let mut plan =
             SearchPlan { resource_type: Some(resource_type.to_string()), clauses: req.clauses.clone(), limit: 2, ..Default::default() };
         if !matches!(actor.who, Who::System | Who::Client { platform: true, .. }) && in_patient_compartment(resource_type) {
-            match named_patient(resource_type, &req).or_else(|| default_patient(actor)) {
+            let named = match named_patient(resource_type, &req).or_else(|| default_patient(actor)) {
+                None if resource_type == "Patient" => self.patient_by_identifier(&req).await?,
+                k => k,
+            };
+            match named {
                 Some(k) => {
                     let a = gate.access(k).await?;
                     plan.patient = Some(k);
-                    plan.visibility = a.visibility(actor);
+                    plan.visibility = visibility_for(&a, actor, resource_type, &req)?;
                 }
                 None => {
                     let own = actor.own_codes().into_iter().map(|c| (labels::PRODUCER.to_string(), c)).collect();
@@ -624,7 +628,7 @@ impl FhirService {
             }
         }
         plan.patient = Some(key);
-        plan.visibility = a.visibility(actor);
+        plan.visibility = visibility_for(&a, actor, rt, req)?;
         gate.record(&a, "search-type", Vec::new(), Some(format!("{rt}?{}", encode_query(pairs))));
         Ok(())
     }
@@ -1012,6 +1016,19 @@ impl FhirService {
         gate.commit_audit().await?;
         Ok(page)
     }
+}
+
+/// The SQL filter of a search of `resource_type` in a record. Producers see the Patient itself
+/// (to identify whom they publish for) and nothing else of the record: for them a Patient search
+/// has no filter, so it must not reach into the record through chains or `_has` (refused).
+fn visibility_for(a: &Access, actor: &Actor, resource_type: &str, req: &SearchRequest) -> AppResult<Option<Visibility>> {
+    if resource_type == "Patient" && matches!(a.relation, Relation::Producer) {
+        if req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. })) {
+            return Err(AppError::Forbidden("a producer looks patients up by identifier only (no chained or _has search)".into()));
+        }
+        return Ok(None);
+    }
+    Ok(a.visibility(actor))
 }
 
 /// Types whose resources belong to a patient's record.

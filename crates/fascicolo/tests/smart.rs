@@ -100,7 +100,20 @@ async fn backend_services_introspection_and_revocation() {
     let r = app.send("POST", "/Observation", Some(obs), &[("authorization", &auth)]).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let listed = app.send("GET", "/Observation?patient=rossi-giulia", None, &[("authorization", &auth)]).await;
-    assert_eq!(ids(&listed.body), vec![r.body["id"].as_str().unwrap().to_string()]);
+    let mine = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(ids(&listed.body), vec![mine.clone()]);
+    // it finds the patient by codice fiscale (demographics only) and publishes with a
+    // conditional reference, as hospital systems do
+    let found =
+        app.send("GET", "/Patient?identifier=http://hl7.it/sid/codiceFiscale|RSSGLI85D52F205Q", None, &[("authorization", &auth)]).await;
+    assert_eq!(ids(&found.body), vec!["rossi-giulia"]);
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST", "url": "Observation"},
+        "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "emoglobina"},
+            "subject": {"reference": "Patient?identifier=http://hl7.it/sid/codiceFiscale|RSSGLI85D52F205Q"}}}]});
+    let r = app.send("POST", "", Some(tx), &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // but not the rest of her record
+    assert_eq!(ids(&app.send("GET", "/DocumentReference?patient=rossi-giulia", None, &[("authorization", &auth)]).await.body).len(), 0);
     // introspection by a registered system; revocation
     let (s, v) = post_form(&format!("{}/oauth/introspect", app.root), &[("token", &token)], Some(&token)).await;
     assert_eq!(s, 200);
