@@ -292,26 +292,38 @@ pub struct Gate<'a> {
     new_documents: Vec<(PatientKey, String)>,
 }
 
-/// Resources of one type in one compartment (small lookups for the gate).
-async fn in_compartment(
+/// The platform's own lookups (the gate's facts, registry profiles, notification settings):
+/// current resources of one type matching a query, in one record or everywhere, unfiltered.
+/// Callers decide what the result may be used for; nothing here is shown to a user as is.
+pub(crate) async fn lookup(
     store: &dyn Store,
-    key: PatientKey,
+    patient: Option<PatientKey>,
     resource_type: &str,
     query: &[(&str, &str)],
     limit: usize,
-) -> AppResult<Vec<Value>> {
+) -> AppResult<Vec<Stored>> {
     let pairs: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let req = parse_search(Some(resource_type), &pairs)?;
     let plan = SearchPlan {
         resource_type: Some(resource_type.to_string()),
-        patient: Some(key),
+        patient,
         clauses: req.clauses,
         sort: req.sort,
         limit,
         ..Default::default()
     };
-    let hits = store.search(&plan).await?;
-    Ok(hits.iter().filter_map(|h| serde_json::from_str(&h.stored.json).ok()).collect())
+    Ok(store.search(&plan).await?.into_iter().map(|h| h.stored).collect())
+}
+
+/// [`lookup`], parsed.
+pub(crate) async fn lookup_values(
+    store: &dyn Store,
+    patient: Option<PatientKey>,
+    resource_type: &str,
+    query: &[(&str, &str)],
+    limit: usize,
+) -> AppResult<Vec<Value>> {
+    Ok(lookup(store, patient, resource_type, query, limit).await?.iter().filter_map(|s| serde_json::from_str(&s.json).ok()).collect())
 }
 
 fn has_coding(v: &Value, systems: &[&str], codes: &[&str]) -> bool {
@@ -332,6 +344,22 @@ fn instant(v: &Value) -> Option<i64> {
 
 fn instant_end(v: &Value) -> Option<i64> {
     v.as_str().and_then(datetime::parse).map(|(r, _)| r.high)
+}
+
+/// The relation a `RelatedPerson` gives its person to the patient's record: parental
+/// responsibility (minor evaluated today from the patient's `birthDate`, when the Patient is
+/// given) or a delegation (active now or not). `None` for any other relationship.
+pub fn relation_through(rp: &Value, patient: Option<&Value>, now: i64) -> Option<Relation> {
+    let rp_id = rp["id"].as_str().unwrap_or_default().to_string();
+    let rels = rp["relationship"].as_array().cloned().unwrap_or_default();
+    if rels.iter().any(|r| has_coding(r, &[V3_ROLE, RELATIONSHIP_SYSTEM], &PARENT_CODES)) && rp["active"] != Value::Bool(false) {
+        let minor = patient.and_then(birth_date).is_some_and(|b| privacy::is_minor(b, today()));
+        return Some(Relation::Parent { rp: rp_id, minor });
+    }
+    if rels.iter().any(|r| has_coding(r, &[RELATIONSHIP_SYSTEM], &["delegate"])) {
+        return Some(Relation::Delegate { rp: rp_id, active: delegation_active(rp, now), scope: delegation_scope(rp) });
+    }
+    None
 }
 
 /// Is a delegation `RelatedPerson` active now?
@@ -401,7 +429,7 @@ impl<'a> Gate<'a> {
             }
         }
         let store = self.store;
-        let patient = in_compartment(store, key, "Patient", &[], 2).await?.into_iter().next();
+        let patient = lookup_values(store, Some(key), "Patient", &[], 2).await?.into_iter().next();
         let mut patient_id = patient.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
         if patient_id.is_none() {
             // a deleted Patient still names its record (for the log)
@@ -425,28 +453,15 @@ impl<'a> Gate<'a> {
                     Relation::Own
                 } else {
                     let now = datetime::now_ms();
-                    let rps = in_compartment(store, key, "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))], 20).await?;
-                    let mut rel = Relation::Stranger;
-                    for rp in &rps {
-                        let rp_id = rp["id"].as_str().unwrap_or_default().to_string();
-                        let rels = rp["relationship"].as_array().cloned().unwrap_or_default();
-                        if rels.iter().any(|r| has_coding(r, &[V3_ROLE, RELATIONSHIP_SYSTEM], &PARENT_CODES))
-                            && rp["active"] != Value::Bool(false)
-                        {
-                            let minor = patient.as_ref().and_then(birth_date).is_some_and(|b| privacy::is_minor(b, today()));
-                            rel = Relation::Parent { rp: rp_id, minor };
-                            if minor {
-                                break;
-                            }
-                        } else if rels.iter().any(|r| has_coding(r, &[RELATIONSHIP_SYSTEM], &["delegate"])) {
-                            let active = delegation_active(rp, now);
-                            let candidate = Relation::Delegate { rp: rp_id, active, scope: delegation_scope(rp) };
-                            if active || matches!(rel, Relation::Stranger) {
-                                rel = candidate;
-                            }
-                        }
-                    }
-                    rel
+                    let rps = lookup_values(store, Some(key), "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))], 20).await?;
+                    // a parent of a minor first, then an active delegation, then whatever refuses
+                    let mut found: Vec<Relation> = rps.iter().filter_map(|rp| relation_through(rp, patient.as_ref(), now)).collect();
+                    found.sort_by_key(|r| match r {
+                        Relation::Parent { minor: true, .. } => 0,
+                        Relation::Delegate { active: true, .. } => 1,
+                        _ => 2,
+                    });
+                    found.into_iter().next().unwrap_or(Relation::Stranger)
                 }
             }
             Who::Professional { role, practitioner, organization } => {
@@ -468,9 +483,9 @@ impl<'a> Gate<'a> {
 
     /// The latest consent-to-consultation record, in force for the current notice version.
     pub async fn consent_in_force(&self, key: PatientKey) -> AppResult<bool> {
-        let latest = in_compartment(
+        let latest = lookup_values(
             self.store,
-            key,
+            Some(key),
             "Consent",
             &[("category", &format!("{CONSENT_CATEGORY}|consultation")), ("_sort", "-date,-_lastUpdated")],
             1,
@@ -500,21 +515,30 @@ impl<'a> Gate<'a> {
             }
         }
         let open_encounter = "planned,arrived,triaged,in-progress,onleave";
-        if !in_compartment(self.store, key, "Encounter", &[("status", open_encounter), ("participant", &me)], 1).await?.is_empty() {
+        if !lookup_values(self.store, Some(key), "Encounter", &[("status", open_encounter), ("participant", &me)], 1).await?.is_empty() {
             return Ok(true);
         }
         if let Some(o) = &my_org {
-            if !in_compartment(self.store, key, "Encounter", &[("status", open_encounter), ("service-provider", o)], 1).await?.is_empty() {
+            if !lookup_values(self.store, Some(key), "Encounter", &[("status", open_encounter), ("service-provider", o)], 1)
+                .await?
+                .is_empty()
+            {
                 return Ok(true);
             }
         }
-        if !in_compartment(self.store, key, "Appointment", &[("status", "proposed,pending,booked,arrived,checked-in"), ("actor", &me)], 1)
-            .await?
-            .is_empty()
+        if !lookup_values(
+            self.store,
+            Some(key),
+            "Appointment",
+            &[("status", "proposed,pending,booked,arrived,checked-in"), ("actor", &me)],
+            1,
+        )
+        .await?
+        .is_empty()
         {
             return Ok(true);
         }
-        if !in_compartment(self.store, key, "CareTeam", &[("status", "proposed,active"), ("participant", &me)], 1).await?.is_empty() {
+        if !lookup_values(self.store, Some(key), "CareTeam", &[("status", "proposed,active"), ("participant", &me)], 1).await?.is_empty() {
             return Ok(true);
         }
         Ok(false)
@@ -524,9 +548,9 @@ impl<'a> Gate<'a> {
     async fn break_glass_active(&self, key: PatientKey, practitioner: &str) -> AppResult<bool> {
         let now = datetime::now_ms();
         let since = datetime::format_instant(now - self.policy.break_glass_minutes.max(1) * 60_000 - 60_000);
-        let found = in_compartment(
+        let found = lookup_values(
             self.store,
-            key,
+            Some(key),
             "AuditEvent",
             &[
                 ("subtype", &format!("{ACCESS_SYSTEM}|break-glass")),

@@ -6,8 +6,7 @@ use crate::error::{AppError, AppResult};
 use crate::gate::{Actor, ProRole, Scope, Who, ROLE_SYSTEM};
 use fascicolo_domain::CodiceFiscale;
 use fascicolo_fhir::datetime;
-use fascicolo_fhir::search::parse_search;
-use fascicolo_store::{AuthRecord, SearchPlan, Store};
+use fascicolo_store::{AuthRecord, Store};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -150,6 +149,14 @@ impl Tokens {
         Ok(data.actor)
     }
 
+    /// RFC 7662 introspection, for a caller that is a registered system.
+    pub async fn introspect_for(&self, caller: &Actor, token: &str) -> AppResult<Value> {
+        if !matches!(caller.who, Who::Client { .. }) {
+            return Err(AppError::Forbidden("introspection is for registered systems".into()));
+        }
+        self.introspect(token).await
+    }
+
     /// RFC 7662 introspection response.
     pub async fn introspect(&self, token: &str) -> AppResult<Value> {
         let now = datetime::now_ms();
@@ -187,13 +194,6 @@ pub struct Profile {
     pub label: String,
 }
 
-async fn search_all(store: &dyn Store, rt: &str, q: &[(&str, &str)]) -> AppResult<Vec<Value>> {
-    let pairs: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let req = parse_search(Some(rt), &pairs)?;
-    let plan = SearchPlan { resource_type: Some(rt.into()), clauses: req.clauses, limit: 50, ..Default::default() };
-    Ok(store.search(&plan).await?.iter().filter_map(|h| serde_json::from_str(&h.stored.json).ok()).collect())
-}
-
 fn display_name(v: &Value) -> String {
     let n = &v["name"][0];
     let given = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
@@ -207,12 +207,14 @@ pub async fn profiles_for(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Ve
     let cf = cf.as_str().to_string();
     let ident = format!("{CF_SYSTEM}|{cf}");
     let mut out = Vec::new();
-    let patients = search_all(store, "Patient", &[("identifier", &ident)]).await?;
+    let patients = crate::access::lookup_values(store, None, "Patient", &[("identifier", &ident)], 50).await?;
     let patient = patients.first().and_then(|p| p["id"].as_str()).map(String::from);
     out.push(Profile { who: Who::Citizen { cf: cf.clone(), patient }, label: "citizen".into() });
-    for pr in search_all(store, "Practitioner", &[("identifier", &ident)]).await? {
+    for pr in crate::access::lookup_values(store, None, "Practitioner", &[("identifier", &ident)], 50).await? {
         let Some(pid) = pr["id"].as_str() else { continue };
-        for role in search_all(store, "PractitionerRole", &[("practitioner", &format!("Practitioner/{pid}"))]).await? {
+        for role in
+            crate::access::lookup_values(store, None, "PractitionerRole", &[("practitioner", &format!("Practitioner/{pid}"))], 50).await?
+        {
             if role["active"] == Value::Bool(false) {
                 continue;
             }
@@ -235,7 +237,10 @@ pub async fn profiles_for(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Ve
 
 /// The professional profile of a Practitioner id (for `fascicolo token --as clinician:<id>`).
 pub async fn professional(store: &dyn Store, practitioner: &str, clinical_only: bool) -> AppResult<Who> {
-    for role in search_all(store, "PractitionerRole", &[("practitioner", &format!("Practitioner/{practitioner}"))]).await? {
+    for role in
+        crate::access::lookup_values(store, None, "PractitionerRole", &[("practitioner", &format!("Practitioner/{practitioner}"))], 50)
+            .await?
+    {
         let org = role["organization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from);
         for code in role["code"].as_array().into_iter().flatten().flat_map(|c| c["coding"].as_array().cloned().unwrap_or_default()) {
             if let Some(r) = code["code"].as_str().and_then(ProRole::parse).filter(|_| code["system"] == ROLE_SYSTEM) {
@@ -357,31 +362,72 @@ impl Sessions {
 /// The records a citizen may act on besides their own: children (parental responsibility,
 /// while minors) and delegators (active delegations), as (Patient id, relation, display name).
 pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<(String, String, String)>> {
+    use crate::access::{relation_through, Relation};
     let now = datetime::now_ms();
     let mut out = Vec::new();
-    for rp in search_all(store, "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))]).await? {
+    for rp in crate::access::lookup_values(store, None, "RelatedPerson", &[("identifier", &format!("{CF_SYSTEM}|{cf}"))], 50).await? {
         let Some(pid) = rp["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")) else { continue };
-        let codes: Vec<String> = rp["relationship"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r["coding"].as_array().cloned().unwrap_or_default())
-            .filter_map(|c| c["code"].as_str().map(String::from))
-            .collect();
         let Some(p) = store.read("Patient", pid).await?.filter(|s| !s.deleted) else { continue };
         let pv: Value = serde_json::from_str(&p.json).unwrap_or(Value::Null);
-        let name = display_name(&pv);
-        if codes.iter().any(|c| matches!(c.as_str(), "PRN" | "MTH" | "FTH" | "parent")) && rp["active"] != Value::Bool(false) {
-            let minor = pv["birthDate"]
-                .as_str()
-                .and_then(|b| time::Date::parse(b.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok())
-                .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, time::OffsetDateTime::now_utc().date()));
-            if minor {
-                out.push((pid.to_string(), "parent".into(), name));
-            }
-        } else if codes.iter().any(|c| c == "delegate") && crate::access::delegation_active(&rp, now) {
-            out.push((pid.to_string(), "delegate".into(), name));
-        }
+        let kind = match relation_through(&rp, Some(&pv), now) {
+            Some(Relation::Parent { minor: true, .. }) => "parent",
+            Some(Relation::Delegate { active: true, .. }) => "delegate",
+            _ => continue,
+        };
+        out.push((pid.to_string(), kind.to_string(), display_name(&pv)));
     }
     Ok(out)
+}
+
+/// Compare two secrets in constant time (CSRF tokens).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a signed-in citizen may act on `target`'s record: their own, a minor child's, or an
+/// active delegator's. Other profiles act on no record by default.
+pub async fn may_act_for(store: &dyn Store, who: &Who, target: &str) -> AppResult<bool> {
+    let Who::Citizen { cf, patient } = who else { return Ok(false) };
+    if patient.as_deref() == Some(target) {
+        return Ok(true);
+    }
+    Ok(represented(store, cf).await?.iter().any(|(p, _, _)| p == target))
+}
+
+/// The scopes a person may grant an app: citizens `patient/` ones, professionals `user/` ones;
+/// plus the non-clinical scopes that are only echoed back (`launch/patient`, `openid`...).
+pub fn grantable_scopes(actor: &Actor, requested: &str) -> (Vec<Scope>, Vec<String>) {
+    let ctx = match actor.who {
+        Who::Citizen { .. } => "patient",
+        _ => "user",
+    };
+    let mut clinical = Vec::new();
+    let mut other = Vec::new();
+    for s in requested.split_whitespace() {
+        match Scope::parse(s) {
+            Some(sc) if sc.context == ctx => clinical.push(sc),
+            Some(_) => {}
+            None if matches!(s, "launch/patient" | "openid" | "fhirUser" | "offline_access") => other.push(s.to_string()),
+            None => {}
+        }
+    }
+    (clinical, other)
+}
+
+/// The profile a sign-in starts in: the one hinted at (if the person holds it), else the citizen
+/// with a record, else a professional role, else whatever there is.
+pub fn choose_profile(profiles: &[Profile], hint: Option<&str>) -> Option<Profile> {
+    let hint = hint.unwrap_or("citizen");
+    profiles
+        .iter()
+        .find(|p| match &p.who {
+            Who::Citizen { .. } => hint == "citizen",
+            Who::Professional { role, .. } => role.code() == hint,
+            _ => false,
+        })
+        .or_else(|| profiles.iter().find(|p| matches!(&p.who, Who::Citizen { patient: Some(_), .. })))
+        .or_else(|| profiles.iter().find(|p| matches!(p.who, Who::Professional { .. })))
+        .or_else(|| profiles.first())
+        .cloned()
 }

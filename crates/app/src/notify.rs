@@ -3,7 +3,7 @@
 //! Messages wait in the transactional outbox; the worker asks [`FhirService::deliveries`] what
 //! each one means and for whom, then hands the deliveries to the channels.
 
-use crate::access::Relation;
+use crate::access::{lookup_values, Relation};
 use crate::error::{AppError, AppResult};
 use crate::fhir::{parse_stored, Versioned};
 use crate::gate::Actor;
@@ -11,8 +11,7 @@ use crate::prepare::write_for;
 use crate::FhirService;
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::datetime;
-use fascicolo_fhir::search::parse_search;
-use fascicolo_store::{AuthRecord, Method, OutboxMessage, SearchPlan};
+use fascicolo_store::{AuthRecord, Method, OutboxMessage};
 use serde_json::{json, Value};
 
 /// `Basic.code` of a citizen's notification preferences.
@@ -77,10 +76,8 @@ fn texts(kind: &str, emergency: bool, link: &str) -> (String, String) {
 
 impl FhirService {
     async fn preferences_resource(&self, key: PatientKey) -> AppResult<Option<Value>> {
-        let req = parse_search(Some("Basic"), &[("code".into(), format!("{RESOURCE_CODES}|{PREFERENCES_CODE}"))])?;
-        let plan =
-            SearchPlan { resource_type: Some("Basic".into()), patient: Some(key), clauses: req.clauses, limit: 1, ..Default::default() };
-        self.store().search(&plan).await?.first().map(|h| parse_stored(&h.stored)).transpose()
+        let code = format!("{RESOURCE_CODES}|{PREFERENCES_CODE}");
+        Ok(lookup_values(self.store().as_ref(), Some(key), "Basic", &[("code", &code)], 1).await?.into_iter().next())
     }
 
     /// The `kind.channel` pairs the citizen switched off (everything else is on).
@@ -150,15 +147,7 @@ impl FhirService {
             "notify.new-document" => ("new-document", false, String::new()),
             _ => return Ok(Vec::new()),
         };
-        let req = parse_search(Some("Patient"), &[])?;
-        let plan = SearchPlan {
-            resource_type: Some("Patient".into()),
-            patient: Some(m.patient_key),
-            clauses: req.clauses,
-            limit: 1,
-            ..Default::default()
-        };
-        let Some(patient) = self.store().search(&plan).await?.first().map(|h| parse_stored(&h.stored)).transpose()? else {
+        let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
             return Ok(Vec::new());
         };
         let off = off_list(self.preferences_resource(m.patient_key).await?.as_ref());

@@ -3,8 +3,8 @@
 //! art. 6 item, granting and revoking delegations, break-glass.
 
 use crate::access::{
-    apply_visibility, audit_event, delegation_active, refresh_write, AccessRecord, Relation, CF_SYSTEM, CONSENT_CATEGORY,
-    CONSENT_CHANNEL_EXT, DELEGATION_SCOPE_EXT, NOTICE_PREFIX, RELATIONSHIP_SYSTEM,
+    apply_visibility, audit_event, lookup, lookup_values, refresh_write, relation_through, AccessRecord, Relation, CF_SYSTEM,
+    CONSENT_CATEGORY, CONSENT_CHANNEL_EXT, DELEGATION_SCOPE_EXT, NOTICE_PREFIX, RELATIONSHIP_SYSTEM,
 };
 use crate::error::{AppError, AppResult};
 use crate::fhir::{parse_stored, Versioned};
@@ -164,18 +164,10 @@ impl FhirService {
 
     /// Resources of a record that belong to a document (tagged with it), for hiding them together.
     async fn document_family(&self, s: &Stored) -> AppResult<Vec<Stored>> {
-        let code = format!("{}/{}", s.resource_type, s.id);
+        let code = format!("{}|{}/{}", labels::DOCUMENT, s.resource_type, s.id);
         let mut out = Vec::new();
         for rt in DERIVED_TYPES {
-            let req = parse_search(Some(rt), &[("_tag".to_string(), format!("{}|{code}", labels::DOCUMENT))])?;
-            let plan = SearchPlan {
-                resource_type: Some(rt.to_string()),
-                patient: Some(s.patient_key),
-                clauses: req.clauses,
-                limit: 1000,
-                ..Default::default()
-            };
-            out.extend(self.store().search(&plan).await?.into_iter().map(|h| h.stored));
+            out.extend(lookup(self.store().as_ref(), Some(s.patient_key), rt, &[("_tag", &code)], 1000).await?);
         }
         Ok(out)
     }
@@ -338,25 +330,10 @@ impl FhirService {
         }
         let (Some(cf), Some(until)) = (cf, until) else { return Err(AppError::BadRequest("incomplete delegation".into())) };
         // at most N active delegations
-        let req = parse_search(Some("RelatedPerson"), &[("patient".into(), format!("Patient/{patient_id}"))])?;
-        let plan = SearchPlan {
-            resource_type: Some("RelatedPerson".into()),
-            patient: Some(key),
-            clauses: req.clauses,
-            limit: 1000,
-            ..Default::default()
-        };
-        let active = self
-            .store()
-            .search(&plan)
+        let active = lookup_values(self.store().as_ref(), Some(key), "RelatedPerson", &[], 1000)
             .await?
             .iter()
-            .filter_map(|h| serde_json::from_str::<Value>(&h.stored.json).ok())
-            .filter(|rp| {
-                rp["relationship"].as_array().into_iter().flatten().any(|r| {
-                    r["coding"].as_array().into_iter().flatten().any(|c| c["system"] == RELATIONSHIP_SYSTEM && c["code"] == "delegate")
-                }) && delegation_active(rp, now)
-            })
+            .filter(|rp| matches!(relation_through(rp, None, now), Some(Relation::Delegate { active: true, .. })))
             .count();
         if active >= self.policy().max_delegations {
             return Err(AppError::Conflict(format!("you already have {active} active delegations, the most allowed; revoke one first")));

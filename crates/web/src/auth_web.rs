@@ -147,18 +147,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
         Err(_) => return unavailable(failed),
     };
     // the provider may hint at a profile (the demo one does); the registry decides
-    let hint = identity.claims["fascicolo_profile"].as_str().unwrap_or("citizen");
-    let chosen = profiles
-        .iter()
-        .find(|p| match &p.who {
-            Who::Citizen { .. } => hint == "citizen",
-            Who::Professional { role, .. } => role.code() == hint,
-            _ => false,
-        })
-        .or_else(|| profiles.iter().find(|p| matches!(&p.who, Who::Citizen { patient: Some(_), .. })))
-        .or_else(|| profiles.iter().find(|p| matches!(p.who, Who::Professional { .. })))
-        .or_else(|| profiles.first())
-        .cloned();
+    let chosen = fascicolo_app::auth::choose_profile(&profiles, identity.claims["fascicolo_profile"].as_str());
     let Some(chosen) = chosen else {
         return refuse(lang, StatusCode::FORBIDDEN, failed, "Nessun profilo per questa identità. / No profile for this identity.");
     };
@@ -281,10 +270,9 @@ pub struct CsrfForm {
     acting_for: Option<String>,
 }
 
-/// The form's CSRF token must be the session's (constant-time comparison).
+/// The form's CSRF token must be the session's.
 fn csrf_ok(s: &Session, sent: &str) -> bool {
-    let (a, b) = (s.csrf.as_bytes(), sent.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    fascicolo_app::auth::same_secret(&s.csrf, sent)
 }
 
 fn csrf_refused() -> Response {
@@ -304,11 +292,9 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
         let Some(p) = s.profiles.get(i) else { return (StatusCode::BAD_REQUEST, "unknown profile").into_response() };
         s.actor = Actor::new(p.who.clone());
     }
-    if let (Some(target), Who::Citizen { cf, patient }) = (f.acting_for, &s.actor.who) {
-        let own = patient.as_deref() == Some(target.as_str());
-        let allowed =
-            own || represented(state.fhir.store().as_ref(), cf).await.map(|l| l.iter().any(|(p, _, _)| *p == target)).unwrap_or(false);
-        if !allowed {
+    if let Some(target) = f.acting_for {
+        // whose record this person may act on is the app's decision
+        if !fascicolo_app::auth::may_act_for(state.fhir.store().as_ref(), &s.actor.who, &target).await.unwrap_or(false) {
             return refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
                 "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age).");
         }

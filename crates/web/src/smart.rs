@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use fascicolo_app::auth::{hash_secret, random_secret, Client};
 use fascicolo_app::gate::Scope;
-use fascicolo_app::{Actor, Who};
+use fascicolo_app::Actor;
 use fascicolo_store::AuthRecord;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -69,26 +69,6 @@ fn redirect_allowed(c: &Client, uri: &str) -> bool {
     })
 }
 
-/// The scopes a person may grant: citizens `patient/`, professionals `user/`; plus the
-/// non-clinical scopes that are only echoed back.
-fn grantable(actor: &Actor, requested: &str) -> (Vec<Scope>, Vec<String>) {
-    let ctx = match actor.who {
-        Who::Citizen { .. } => "patient",
-        _ => "user",
-    };
-    let mut clinical = Vec::new();
-    let mut other = Vec::new();
-    for s in requested.split_whitespace() {
-        match Scope::parse(s) {
-            Some(sc) if sc.context == ctx => clinical.push(sc),
-            Some(_) => {}
-            None if matches!(s, "launch/patient" | "openid" | "fhirUser" | "offline_access") => other.push(s.to_string()),
-            None => {}
-        }
-    }
-    (clinical, other)
-}
-
 /// The approval page of the authorization code flow.
 pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
     let lang = Lang::from_query(raw.as_deref());
@@ -128,7 +108,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
         let next = form_urlencoded::Serializer::new(String::new()).append_pair("next", &here).finish();
         return Redirect::to(&format!("/auth/login?{next}")).into_response();
     };
-    let (clinical, _) = grantable(&s.actor, get("scope"));
+    let (clinical, _) = fascicolo_app::auth::grantable_scopes(&s.actor, get("scope"));
     if clinical.is_empty() {
         return back("invalid_scope");
     }
@@ -167,8 +147,7 @@ pub struct Approval {
 
 pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> Response {
     let Some((_, s)) = session(&state, &headers).await else { return Redirect::to("/auth/login").into_response() };
-    let same = s.csrf.len() == a.csrf.len() && s.csrf.as_bytes().iter().zip(a.csrf.as_bytes()).fold(0u8, |x, (p, q)| x | (p ^ q)) == 0;
-    if !same {
+    if !fascicolo_app::auth::same_secret(&s.csrf, &a.csrf) {
         return (StatusCode::FORBIDDEN, "the form has expired; reload the page").into_response();
     }
     let Some(c) = client(&state, &a.client_id).filter(|c| c.kind == "app" && redirect_allowed(c, &a.redirect_uri)) else {
@@ -185,7 +164,7 @@ pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a):
     if a.decision != "allow" {
         return reply(&[("error", "access_denied")]);
     }
-    let (clinical, other) = grantable(&s.actor, &a.scope);
+    let (clinical, other) = fascicolo_app::auth::grantable_scopes(&s.actor, &a.scope);
     let mut actor = s.actor.clone();
     actor.scopes = Some(clinical);
     let code = random_secret();
@@ -374,11 +353,9 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, Form(
         Ok(a) => a,
         Err(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "authenticate with an access token"),
     };
-    if !matches!(caller.who, Who::Client { .. }) {
-        return oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", "introspection is for registered systems");
-    }
-    match state.tokens.introspect(&f.token).await {
+    match state.tokens.introspect_for(&caller, &f.token).await {
         Ok(v) => Json(v).into_response(),
+        Err(fascicolo_app::AppError::Forbidden(m)) => oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", &m),
         Err(_) => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),
     }
 }
