@@ -1022,10 +1022,12 @@ impl FhirService {
 /// (to identify whom they publish for) and nothing else of the record: for them a Patient search
 /// has no filter, so it must not reach into the record through chains or `_has` (refused).
 fn visibility_for(a: &Access, actor: &Actor, resource_type: &str, req: &SearchRequest) -> AppResult<Option<Visibility>> {
+    // operators and producers see no clinical records: a chain or `_has` would reach into them
+    let reaches = req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. }));
+    if reaches && matches!(a.relation, Relation::Producer | Relation::Operator(_)) {
+        return Err(AppError::Forbidden("your role searches by identifier and simple parameters only (no chained or _has search)".into()));
+    }
     if resource_type == "Patient" && matches!(a.relation, Relation::Producer) {
-        if req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. })) {
-            return Err(AppError::Forbidden("a producer looks patients up by identifier only (no chained or _has search)".into()));
-        }
         return Ok(None);
     }
     Ok(a.visibility(actor))

@@ -88,7 +88,10 @@ impl FhirService {
         if !matches!(a.relation, Relation::Own | Relation::Full) {
             return Err(a.refusal().unwrap_or_else(|| AppError::Forbidden("notification settings are the citizen's".into())));
         }
-        Ok(off_list(self.preferences_resource(key).await?.as_ref()))
+        let off = off_list(self.preferences_resource(key).await?.as_ref());
+        gate.record(&a, "operation", Vec::new(), Some(format!("Patient/{patient_id}/$notifications")));
+        gate.commit_audit().await?;
+        Ok(off)
     }
 
     /// Switch notifications off (the listed `kind.channel` pairs) and on (all the others).

@@ -159,7 +159,11 @@ impl FhirService {
         if !is_citizen_side(&a.relation) && !matches!(a.relation, Relation::Full | Relation::Delegate { active: true, .. }) {
             return Err(a.refusal().unwrap_or_else(|| AppError::Forbidden("consent is visible to the citizen only".into())));
         }
-        gate.consent_in_force(key).await
+        let in_force = gate.consent_in_force(key).await?;
+        // a parent, a delegate or the platform reading it is an access to the record
+        gate.record(&a, "operation", Vec::new(), Some(format!("Patient/{patient_id}/$consent")));
+        gate.commit_audit().await?;
+        Ok(in_force)
     }
 
     /// Resources of a record that belong to a document (tagged with it), for hiding them together.
@@ -370,6 +374,7 @@ impl FhirService {
         v["period"]["end"] = Value::String(datetime::format_instant(now));
         let (w, stamped) = self.privacy_write(actor, "RelatedPerson", rp_id, v, Some(&cur), cur.patient_key)?;
         let out = Versioned::from_write(&w, stamped);
+        gate.record(&a, "update", vec![what.clone()], None);
         self.commit_gated(&gate, vec![w], Vec::new()).await?;
         Ok(out)
     }

@@ -195,9 +195,18 @@ async fn authorization_matrix_documents() {
             .await;
         let by_text = env.as_(&t, "GET", &format!("/DocumentReference?{q}&description=Test"), None).await;
         let sees = |d: &str| expected.as_ref().is_some_and(|x| x.contains(&d));
-        if has.status == 200 {
+        // operators, producers and strangers may not reach into the record with `_has` at all
+        let has_allowed = expected.is_some() && name != "producer";
+        assert_eq!(has.status, if has_allowed { 200 } else { 403 }, "{name}: _has: {}", has.body);
+        if has_allowed {
             assert_eq!(ids(&has.body).len(), usize::from(sees("doc-giulia-psy")), "{name}: _has on a hidden document");
         }
+        // a plain (not hidden) clinical document is not detectable by an operator either
+        let plain = env
+            .as_(&t, "GET", "/Patient?_id=rossi-giulia&_has:DocumentReference:subject:description=Referto%20di%20laboratorio", None)
+            .await;
+        assert_eq!(plain.status == 200 && !ids(&plain.body).is_empty(), sees("doc-giulia-lab"), "{name}: _has on a plain document");
+        assert_eq!(by_text.status, if expected.is_some() { 200 } else { 403 }, "{name}: search by content");
         if by_text.status == 200 {
             assert_eq!(ids(&by_text.body).len(), usize::from(sees("doc-giulia-hiv")), "{name}: search by content of an art. 6 document");
         }
@@ -311,6 +320,27 @@ async fn consent_hiding_art6_and_break_glass() {
     let obs = env.as_(&gp, "GET", "/Observation?patient=rossi-giulia", None).await;
     assert_eq!(ids(&obs.body), vec!["obs-giulia-glucose-0"], "the result of the hidden report leaked");
     assert_eq!(env.as_(&gp, "GET", "/Observation/obs-giulia-glucose-1", None).await.status, 404);
+    // nor through an _include from a document he may see
+    let comp = json!({"resourceType": "Composition", "status": "final", "type": {"coding": [{"system": "http://loinc.org", "code": "60591-5"}]},
+        "subject": {"reference": "Patient/rossi-giulia"}, "date": "2026-11-01", "title": "Sintesi", "author": [{"reference": "Practitioner/ferrari-paolo"}],
+        "section": [{"title": "Referti", "entry": [{"reference": "DocumentReference/doc-giulia-lab"}, {"reference": "DocumentReference/doc-giulia-cardio"}]}]});
+    let comp_id = env.app.create(comp).await;
+    let inc_url = format!("/Composition?_id={comp_id}&patient=rossi-giulia&_include=Composition:entry");
+    let included = |b: &Value| -> BTreeSet<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        included(&env.as_(&gp, "GET", &inc_url, None).await.body),
+        set(&["doc-giulia-cardio"]),
+        "the hidden report came in through _include"
+    );
+    assert_eq!(included(&env.as_(&giulia, "GET", &inc_url, None).await.body), set(&["doc-giulia-lab", "doc-giulia-cardio"]));
     // the GP cannot undo it, nor apply hiding
     assert_eq!(env.as_(&gp, "POST", "/DocumentReference/doc-giulia-lab/$hide", Some(hide("P00"))).await.status, 404);
     assert_eq!(env.as_(&gp, "POST", "/DocumentReference/doc-giulia-cardio/$hide", Some(hide("P99"))).await.status, 403);
@@ -342,6 +372,10 @@ async fn consent_hiding_art6_and_break_glass() {
     assert_eq!(mine.status, 201, "a GP writes in his patient's record without consent (feeding needs none): {}", mine.body);
     let mine_id = mine.body["id"].as_str().unwrap().to_string();
     assert_eq!(gp_docs().await, set(&[&mine_id]), "without consent, only his own work");
+    let counted = env.as_(&gp, "GET", "/DocumentReference?patient=rossi-giulia&_summary=count", None).await;
+    assert_eq!(counted.body["total"], 1, "counts see only his own work too");
+    let everything = env.as_(&gp, "GET", "/Patient/rossi-giulia/$everything", None).await;
+    assert_eq!(ids(&everything.body), vec![mine_id.clone()], "$everything without consent: only his own work");
     assert_eq!(env.as_(&giulia, "POST", "/Patient/rossi-giulia/$consent", Some(consent(true))).await.status, 200);
     assert!(gp_docs().await.contains("doc-giulia-summary"));
     // a new information-notice version asks again: the consent to version 1 is not in force
@@ -503,6 +537,8 @@ async fn audit_trail_is_complete_and_transactional() {
         (giulia.as_str(), "GET", "/DocumentReference", None, 0),
         (giulia.as_str(), "GET", "/Patient/rossi-giulia/$everything", None, 0),
         (mother_for_luca.as_str(), "GET", "/Immunization", None, 1),
+        (mother_for_luca.as_str(), "GET", "/Patient/bianchi-luca/$consent", None, 1),
+        (giulia.as_str(), "GET", "/Patient/rossi-giulia/$consent", None, 0),
     ];
     for (t, m, path, body, n) in accesses {
         let before = env.audit_count().await;
