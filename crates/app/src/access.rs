@@ -141,29 +141,15 @@ pub fn restrict_bits(v: &Value) -> i64 {
         .fold(0, |acc, c| acc | bit(c))
 }
 
-/// The privacy-relevant labels of a resource.
-struct Labels {
-    closed: Vec<String>,
-    own_codes: Vec<String>,
-}
-
-fn labels_of(v: &Value) -> Labels {
-    let mut l = Labels { closed: Vec::new(), own_codes: Vec::new() };
-    for c in v["meta"]["security"].as_array().into_iter().flatten() {
-        if c["system"] == labels::VISIBILITY {
-            if let Some(code) = c["code"].as_str() {
-                l.closed.push(code.to_string());
-            }
-        }
-    }
-    for c in v["meta"]["tag"].as_array().into_iter().flatten() {
-        if c["system"] == labels::PRODUCER {
-            if let Some(code) = c["code"].as_str() {
-                l.own_codes.push(code.to_string());
-            }
-        }
-    }
-    l
+/// The producer codes a resource is tagged with (whose work it is).
+fn producers_of(v: &Value) -> Vec<String> {
+    v["meta"]["tag"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["system"] == labels::PRODUCER)
+        .filter_map(|c| c["code"].as_str().map(String::from))
+        .collect()
 }
 
 impl Access {
@@ -239,9 +225,11 @@ impl Access {
         if self.check_type(actor, resource_type, Op::Read).is_err() {
             return false;
         }
-        let l = labels_of(v);
-        let closed = |code: &str| l.closed.iter().any(|c| c == code);
-        let own = actor.own_codes().iter().any(|c| l.own_codes.contains(c));
+        // the same bits the SQL filter tests (`restrict_bits`), so both paths agree
+        let bits = restrict_bits(v);
+        let closed = |code: &str| bits & bit(code) != 0;
+        let producers = producers_of(v);
+        let own = actor.own_codes().iter().any(|c| producers.contains(c));
         match &self.relation {
             Relation::Full => true,
             Relation::Own => !closed(labels::NOT_PATIENT),
@@ -604,7 +592,7 @@ impl<'a> Gate<'a> {
                 // never reveal that a hidden item exists
                 return Err(AppError::NotFound(format!("{resource_type}/{} is not known", cur.id)));
             }
-            let mine = labels_of(&v).own_codes.iter().any(|c| self.actor.own_codes().contains(c));
+            let mine = producers_of(&v).iter().any(|c| self.actor.own_codes().contains(c));
             let may_change = match &a.relation {
                 Relation::Full => true,
                 Relation::Operator(_) => true,
@@ -631,7 +619,7 @@ impl<'a> Gate<'a> {
     /// A document was published for a citizen: they are told (when it is not hidden from them,
     /// they did not write it themselves, and it is not the console loading data).
     pub fn published(&mut self, access: &Access, document: &str, resource: &Value) {
-        let closed_to_patient = labels_of(resource).closed.iter().any(|c| c == labels::NOT_PATIENT);
+        let closed_to_patient = restrict_bits(resource) & bit(labels::NOT_PATIENT) != 0;
         // the console loads data (imports, seeding): not a publication to announce
         let console = matches!(self.actor.who, Who::System);
         if console || access.key.is_shared() || closed_to_patient || matches!(access.relation, Relation::Own | Relation::Parent { .. }) {

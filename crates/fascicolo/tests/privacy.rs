@@ -65,6 +65,11 @@ fn id_set(b: &Value) -> BTreeSet<String> {
     ids(b).into_iter().collect()
 }
 
+/// The ids of a Bundle's entries that pass `keep`.
+fn entry_ids(b: &Value, keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
+    b["entry"].as_array().into_iter().flatten().filter(|e| keep(e)).map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect()
+}
+
 fn set(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -144,25 +149,12 @@ async fn authorization_matrix_documents() {
                 assert_eq!(search.body["total"], json!(want.len()), "{name}: _total");
                 assert_eq!(count.body["total"], json!(want.len()), "{name}: _summary=count");
                 if every.status == 200 {
-                    let got: BTreeSet<String> = every.body["entry"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|e| e["resource"]["resourceType"] == "DocumentReference")
-                        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-                        .collect();
+                    let got = entry_ids(&every.body, |e| e["resource"]["resourceType"] == "DocumentReference");
                     assert_eq!(got, want, "{name}: $everything");
                 } else {
                     assert!(want.is_empty(), "{name}: $everything refused but documents expected");
                 }
-                let included: BTreeSet<String> = rev.body["entry"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e["search"]["mode"] == "include")
-                    .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-                    .collect();
-                assert_eq!(included, want, "{name}: _revinclude");
+                assert_eq!(entry_ids(&rev.body, |e| e["search"]["mode"] == "include"), want, "{name}: _revinclude");
             }
         }
         // read, vread and history of every document: visible ones 200, the others not found
@@ -326,15 +318,7 @@ async fn consent_hiding_art6_and_break_glass() {
         "section": [{"title": "Referti", "entry": [{"reference": "DocumentReference/doc-giulia-lab"}, {"reference": "DocumentReference/doc-giulia-cardio"}]}]});
     let comp_id = env.app.create(comp).await;
     let inc_url = format!("/Composition?_id={comp_id}&patient=rossi-giulia&_include=Composition:entry");
-    let included = |b: &Value| -> BTreeSet<String> {
-        b["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["search"]["mode"] == "include")
-            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let included = |b: &Value| entry_ids(b, |e| e["search"]["mode"] == "include");
     assert_eq!(
         included(&env.as_(&gp, "GET", &inc_url, None).await.body),
         set(&["doc-giulia-cardio"]),

@@ -289,7 +289,14 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
         return csrf_refused();
     }
     if let Some(i) = f.profile {
-        let Some(p) = s.profiles.get(i) else { return (StatusCode::BAD_REQUEST, "unknown profile").into_response() };
+        let Some(p) = s.profiles.get(i) else {
+            return refuse(
+                Lang::It,
+                StatusCode::BAD_REQUEST,
+                "Profilo sconosciuto / Unknown profile",
+                "Il profilo scelto non è tra i tuoi. Ricarica la pagina. / The chosen profile is not one of yours. Reload the page.",
+            );
+        };
         s.actor = Actor::new(p.who.clone());
     }
     if let Some(target) = f.acting_for {
@@ -301,7 +308,7 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
         s.actor.acting_for = Some(target);
     }
     if state.auth.sessions.update(&secret, &s).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        return unavailable("Riprova / Try again");
     }
     Redirect::to("/me").into_response()
 }

@@ -118,31 +118,20 @@ impl RelyingParty {
         RelyingParty { cfg, http, cache: RwLock::new(None) }
     }
 
+    /// GET a JSON document from the provider; `what` names it in errors.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str, what: &str) -> Result<T, RpError> {
+        let resp = self.http.get(url).send().await.and_then(reqwest::Response::error_for_status);
+        let resp = resp.map_err(|e| RpError::Provider(format!("{what}: {e}")))?;
+        resp.json().await.map_err(|e| RpError::Provider(format!("{what} is not the expected JSON: {e}")))
+    }
+
     async fn fetch(&self) -> Result<std::sync::Arc<Cached>, RpError> {
         let url = format!("{}/.well-known/openid-configuration", self.cfg.issuer.trim_end_matches('/'));
-        let d: Discovery = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| RpError::Provider(format!("discovery: {e}")))?
-            .json()
-            .await
-            .map_err(|e| RpError::Provider(format!("discovery document: {e}")))?;
+        let d: Discovery = self.get_json(&url, "discovery document").await?;
         if d.issuer.trim_end_matches('/') != self.cfg.issuer.trim_end_matches('/') {
             return Err(RpError::Provider(format!("discovery names issuer '{}', expected '{}'", d.issuer, self.cfg.issuer)));
         }
-        let jwks: JwkSet = self
-            .http
-            .get(&d.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| RpError::Provider(format!("keys: {e}")))?
-            .json()
-            .await
-            .map_err(|e| RpError::Provider(format!("key set: {e}")))?;
+        let jwks: JwkSet = self.get_json(&d.jwks_uri, "key set").await?;
         let c = std::sync::Arc::new(Cached { discovery: d, jwks, at: Instant::now() });
         *self.cache.write() = Some(std::sync::Arc::clone(&c));
         Ok(c)

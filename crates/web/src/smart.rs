@@ -93,15 +93,19 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
         )
             .into_response();
     }
-    let back = |err: &str| {
-        let qs = form_urlencoded::Serializer::new(String::new()).append_pair("error", err).append_pair("state", get("state")).finish();
+    let back = |err: &str, why: &str| {
+        let qs = form_urlencoded::Serializer::new(String::new())
+            .append_pair("error", err)
+            .append_pair("error_description", why)
+            .append_pair("state", get("state"))
+            .finish();
         Redirect::to(&format!("{}?{qs}", get("redirect_uri"))).into_response()
     };
     if get("response_type") != "code" || get("code_challenge_method") != "S256" || get("code_challenge").is_empty() {
-        return back("invalid_request");
+        return back("invalid_request", "response_type=code and PKCE (code_challenge, code_challenge_method=S256) are required");
     }
     if !get("aud").is_empty() && get("aud").trim_end_matches('/') != state.fhir_base().trim_end_matches('/') {
-        return back("invalid_request");
+        return back("invalid_request", "aud must be this server's FHIR base URL");
     }
     let Some((_, s)) = session(&state, &headers).await else {
         let here = format!("/oauth/authorize?{}", raw.unwrap_or_default());
@@ -110,7 +114,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
     };
     let (clinical, _) = fascicolo_app::auth::grantable_scopes(&s.actor, get("scope"));
     if clinical.is_empty() {
-        return back("invalid_scope");
+        return back("invalid_scope", "no clinical scope your profile may grant (citizens: patient/..., professionals: user/...)");
     }
     let hidden: String = ["client_id", "redirect_uri", "scope", "state", "code_challenge"]
         .iter()
