@@ -265,6 +265,16 @@ fn compare(all: &[(String, Vec<Row>)]) {
             .collect();
         println!("| {} | {} |", r.name, cells.join(" | "));
     }
+    // one figure per actor: the geometric mean of the ratios (robust to one noisy scenario)
+    let means: Vec<String> = others
+        .iter()
+        .map(|(_, rows)| {
+            let logs: Vec<f64> =
+                base.iter().zip(rows.iter()).filter(|(b, o)| b.rps > 0.0 && o.rps > 0.0).map(|(b, o)| (o.rps / b.rps).ln()).collect();
+            format!("{:.2}", (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp())
+        })
+        .collect();
+    println!("| geometric mean | {} |", means.join(" | "));
 }
 
 fn print(title: &str, rows: &[Row]) {
