@@ -1,0 +1,226 @@
+//! The FSE 2.0 document types: national template, LOINC type, XDS class and schematron.
+
+/// One document type the national gateway knows.
+#[derive(Debug, Clone, Copy)]
+pub struct DocType {
+    /// `ClinicalDocument/templateId/@root` (the first one).
+    pub template: &'static str,
+    /// LOINC document type (`ClinicalDocument/code/@code`).
+    pub loinc: &'static str,
+    /// Italian name.
+    pub name: &'static str,
+    /// XDS class code (`REF`, `LDO`, `VRB`, `SUM`, `VAC`, `PRS`, `PRE`, ...).
+    pub class: &'static str,
+    /// Schematron file name and text.
+    pub schematron: (&'static str, &'static str),
+}
+
+macro_rules! sch {
+    ($f:literal) => {
+        ($f, include_str!(concat!("../data/schematron/", $f)))
+    };
+}
+
+/// The 22 types with a national schematron.
+pub const TYPES: &[DocType] = &[
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.1",
+        loinc: "11502-2",
+        name: "Referto di laboratorio",
+        class: "REF",
+        schematron: sch!("schematronFSE_LAB_v27.1.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.5",
+        loinc: "34105-7",
+        name: "Lettera di dimissione ospedaliera",
+        class: "LDO",
+        schematron: sch!("schematronFSE_LDO_v5.5.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.6.1",
+        loinc: "59258-4",
+        name: "Verbale di pronto soccorso",
+        class: "VRB",
+        schematron: sch!("schematron_VPS_v3.8.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.7.1",
+        loinc: "68604-8",
+        name: "Referto di radiologia",
+        class: "REF",
+        schematron: sch!("schematronFSE_RAD_v4.1.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.8.1",
+        loinc: "11526-1",
+        name: "Referto di anatomia patologica",
+        class: "REF",
+        schematron: sch!("schematronFSE_RAP_1.4.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.9.1",
+        loinc: "11488-4",
+        name: "Referto di specialistica ambulatoriale",
+        class: "REF",
+        schematron: sch!("schematron_RSA_v8.3.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.4.1.1",
+        loinc: "60591-5",
+        name: "Profilo sanitario sintetico",
+        class: "SUM",
+        schematron: sch!("schematron_PSS_v4.0.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.11.1.2",
+        loinc: "82593-5",
+        name: "Certificato vaccinale",
+        class: "VAC",
+        schematron: sch!("schematron_certificato_VACC_v2.4.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.11.1.1",
+        loinc: "87273-9",
+        name: "Scheda singola vaccinazione",
+        class: "VAC",
+        schematron: sch!("schematron_singola_VACC_v3.3.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.2.1",
+        loinc: "57833-6",
+        name: "Prescrizione farmaceutica",
+        class: "PRS",
+        schematron: sch!("schematronFSE_PrF_4.6.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.3.1",
+        loinc: "57833-6",
+        name: "Prescrizione farmaceutica non a carico SSN",
+        class: "PRS",
+        schematron: sch!("schematron_PrFNoSSN_1.2.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.2.2",
+        loinc: "57832-8",
+        name: "Prescrizione specialistica",
+        class: "PRS",
+        schematron: sch!("schematron_PrS_v2.7.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.13.1.1",
+        loinc: "60593-1",
+        name: "Erogazione farmaceutica",
+        class: "PRE",
+        schematron: sch!("schematronFSE_ErF_1.1.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.13.2.1",
+        loinc: "60593-1",
+        name: "Erogazione farmaceutica non a carico SSN",
+        class: "PRE",
+        schematron: sch!("schematron_ErF_NoSSN_1.2.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.13.1.2",
+        loinc: "81223-0",
+        name: "Erogazione specialistica",
+        class: "PRE",
+        schematron: sch!("schematronFSE_ErS_1.1.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.16.1.1",
+        loinc: "75496-0",
+        name: "Referto di televisita",
+        class: "REF",
+        schematron: sch!("schematron_Referto_Televisita_v1.0.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.16.2.1",
+        loinc: "85208-7",
+        name: "Relazione di teleconsulto",
+        class: "REF",
+        schematron: sch!("schematron_Relazione_CTC_v1.0.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.16.4.1",
+        loinc: "75496-0",
+        name: "Relazione finale di teleassistenza",
+        class: "REF",
+        schematron: sch!("schematron_Rel_Fin_Teleassistenza_v1.0.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.18.1",
+        loinc: "100971-1",
+        name: "Certificato di malattia",
+        class: "CER",
+        schematron: sch!("schematron_CC_v1.0.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.14.1",
+        loinc: "108276-7",
+        name: "Lettera di invito allo screening",
+        class: "LET",
+        schematron: sch!("schematron_Lettera_Screening_v1.2.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.15.1",
+        loinc: "111490-9",
+        name: "Lettera di invito alla vaccinazione",
+        class: "LET",
+        schematron: sch!("schematron_Lettera_VACC_v1.4.sch"),
+    },
+    DocType {
+        template: "2.16.840.1.113883.2.9.10.1.17.1",
+        loinc: "101881-1",
+        name: "Taccuino - piano terapeutico individuale",
+        class: "PDC",
+        schematron: sch!("schematron_TPI_v1.1.sch"),
+    },
+];
+
+/// The type whose template is `root`.
+pub fn by_template(root: &str) -> Option<&'static DocType> {
+    TYPES.iter().find(|t| t.template == root)
+}
+
+/// XDS class codes (DOMAIN.md) with their Italian names.
+pub const CLASSES: &[(&str, &str)] = &[
+    ("WOR", "Documento di workflow"),
+    ("REF", "Referto"),
+    ("LDO", "Lettera di dimissione ospedaliera"),
+    ("RIC", "Richiesta"),
+    ("SUM", "Sommario"),
+    ("TAC", "Taccuino"),
+    ("PRS", "Prescrizione"),
+    ("PRE", "Prestazioni"),
+    ("ESE", "Esenzione"),
+    ("PDC", "Piano di cura"),
+    ("VAC", "Vaccino"),
+    ("CER", "Certificato per DSA"),
+    ("VRB", "Verbale"),
+    ("CON", "Documento di consenso"),
+    ("CNT", "Documento di controllo"),
+    ("CRT", "Documento di certificazione"),
+    ("LET", "Lettera"),
+    ("PRO", "Promemoria"),
+    ("COL", "Documento di collaborazione"),
+];
+
+/// Facility types (`healthcareFacilityTypeCode`).
+pub const FACILITY_TYPES: &[&str] =
+    &["Ospedale", "Prevenzione", "Territorio", "SistemaTS", "Cittadino", "MdsPLS", "Infermiere", "Farmacista"];
+
+/// Whether `class` may carry the LOINC document type `loinc` (the gateway's typeCode ↔ classCode
+/// correlation; types without a schematron map to `TAC` and `PRO`).
+pub fn class_matches_type(class: &str, loinc: &str) -> bool {
+    let expected: Vec<&str> = TYPES.iter().filter(|t| t.loinc == loinc).map(|t| t.class).collect();
+    if !expected.is_empty() {
+        return expected.contains(&class);
+    }
+    match loinc {
+        "103140-0" => class == "TAC",
+        "101134-5" => class == "PRO",
+        _ => CLASSES.iter().any(|(c, _)| *c == class),
+    }
+}

@@ -1,0 +1,480 @@
+//! An interpreter of the ISO Schematron subset the national FSE 2.0 schematrons use, over the
+//! XPath 3.1 engine `xee-xpath`.
+//!
+//! The `.sch` files run as published. Semantics follow the ISO skeleton with `queryBinding="xslt2"`:
+//! within a pattern every element is handled by the *first* rule whose context matches it; `let`
+//! binds in order (an XSLT `for-each`/`value-of` body becomes the equivalent XPath); an `assert`
+//! whose test is false and a `report` whose test is true fire, with their message built from the
+//! text, `<name/>` and `<value-of select>`.
+//!
+//! A [`Schematron`] is the parsed model (plain data, `Send + Sync`). Compiled XPath programs in
+//! xee are reference counted and stay on one thread, so each validating thread compiles its own
+//! [`Compiled`] once and reuses it for every document.
+
+use std::collections::HashMap;
+
+use xee_xpath::context::StaticContextBuilder;
+use xee_xpath::query::SequenceQuery;
+use xee_xpath::{Documents, Queries, Query};
+
+const SCH_NS: &str = "http://purl.oclc.org/dsdl/schematron";
+const XSL_NS: &str = "http://www.w3.org/1999/XSL/Transform";
+
+/// Whether a check is an `assert` (fires when false: an error) or a `report` (fires when true: a warning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Assert,
+    Report,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    /// `<name/>` or `<name path="..."/>`: an XPath returning the name.
+    Expr(String),
+}
+
+#[derive(Debug, Clone)]
+struct Check {
+    kind: Kind,
+    test: String,
+    id: String,
+    message: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    context: String,
+    /// `let $a := e1, $b := e2 return ` (empty when there are none).
+    lets: String,
+    checks: Vec<Check>,
+}
+
+/// A parsed schematron.
+#[derive(Debug, Clone)]
+pub struct Schematron {
+    pub name: String,
+    pub title: String,
+    namespaces: Vec<(String, String)>,
+    patterns: Vec<Vec<Rule>>,
+}
+
+/// One firing: an assert that failed or a report that hit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Firing {
+    pub kind: Kind,
+    /// The schematron's own id: the `id` attribute, or the message text before its first `|`
+    /// (`ERRORE-46a`, `W001`).
+    pub id: String,
+    pub message: String,
+    /// Where: `/ClinicalDocument[1]/component[1]/...` (local names with their position among
+    /// same-named siblings).
+    pub location: String,
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Kind::Assert => "assert",
+            Kind::Report => "report",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchematronError {
+    #[error("schematron {name}: {detail}")]
+    Load { name: String, detail: String },
+    #[error("schematron {name}: XPath `{xpath}` does not compile: {detail}")]
+    Compile { name: String, xpath: String, detail: String },
+    #[error("evaluating the schematron failed: {0}")]
+    Eval(String),
+}
+
+impl Schematron {
+    /// Parses a `.sch` file.
+    pub fn parse(name: &str, text: &str) -> Result<Self, SchematronError> {
+        let load = |detail: String| SchematronError::Load { name: name.to_string(), detail };
+        let doc = roxmltree::Document::parse(text).map_err(|e| load(e.to_string()))?;
+        let root = doc.root_element();
+        if !is_sch(root, "schema") {
+            return Err(load("the root element is not an ISO schematron <schema>".into()));
+        }
+        if let Some(binding) = root.attribute("queryBinding") {
+            if !matches!(binding, "xslt2" | "xslt3" | "xpath2" | "xpath3" | "xpath31") {
+                return Err(load(format!("queryBinding {binding} is not supported")));
+            }
+        }
+        let mut namespaces = Vec::new();
+        let mut title = String::new();
+        let mut patterns = Vec::new();
+        let mut schema_lets = Vec::new();
+        for child in root.children().filter(|n| n.is_element()) {
+            if is_sch(child, "ns") {
+                let (Some(p), Some(u)) = (child.attribute("prefix"), child.attribute("uri")) else {
+                    return Err(load("<ns> without prefix or uri".into()));
+                };
+                namespaces.push((p.to_string(), u.to_string()));
+            } else if is_sch(child, "title") {
+                title = normalize(child.text().unwrap_or_default());
+            } else if is_sch(child, "let") {
+                schema_lets.push(let_binding(child).map_err(load)?);
+            } else if is_sch(child, "pattern") {
+                let mut lets = schema_lets.clone();
+                let mut rules = Vec::new();
+                for item in child.children().filter(|n| n.is_element()) {
+                    if is_sch(item, "let") {
+                        lets.push(let_binding(item).map_err(load)?);
+                    } else if is_sch(item, "rule") {
+                        rules.push(rule(item, &lets).map_err(load)?);
+                    } else if !is_sch(item, "title") && !is_sch(item, "p") {
+                        return Err(load(format!("unsupported <{}> in a pattern", item.tag_name().name())));
+                    }
+                }
+                patterns.push(rules);
+            } else if !is_sch(child, "p") && !is_sch(child, "phase") {
+                return Err(load(format!("unsupported <{}>", child.tag_name().name())));
+            }
+        }
+        Ok(Self { name: name.to_string(), title, namespaces, patterns })
+    }
+
+    /// Number of rules over all patterns.
+    pub fn rule_count(&self) -> usize {
+        self.patterns.iter().map(Vec::len).sum()
+    }
+
+    /// Compiles every XPath of the schematron for use on the current thread.
+    pub fn compile(&self) -> Result<Compiled, SchematronError> {
+        let mut builder = StaticContextBuilder::default();
+        for (p, u) in &self.namespaces {
+            builder.add_namespace(p, u);
+        }
+        let queries = Queries::new(builder);
+        let compile = |xpath: String| -> Result<SequenceQuery, SchematronError> {
+            queries.sequence(&xpath).map_err(|e| SchematronError::Compile { name: self.name.clone(), xpath, detail: e.to_string() })
+        };
+        let mut patterns = Vec::new();
+        for rules in &self.patterns {
+            let mut compiled = Vec::new();
+            for r in rules {
+                let tests = r.checks.iter().map(|c| format!("boolean({})", c.test)).collect::<Vec<_>>().join(", ");
+                let mut messages = Vec::new();
+                for c in &r.checks {
+                    let mut parts = Vec::new();
+                    for p in &c.message {
+                        parts.push(match p {
+                            Part::Text(t) => CPart::Text(t.clone()),
+                            Part::Expr(e) => CPart::Expr(compile(format!("{}string-join(({e}) ! string(.), ' ')", r.lets))?),
+                        });
+                    }
+                    messages.push(parts);
+                }
+                compiled.push(CRule {
+                    context: compile(context_query(&r.context))?,
+                    tests: compile(format!("{}({tests})", r.lets))?,
+                    single: r.checks.iter().map(|c| compile(format!("{}boolean({})", r.lets, c.test))).collect::<Result<_, _>>()?,
+                    messages,
+                });
+            }
+            patterns.push(compiled);
+        }
+        Ok(Compiled { schema: self.clone(), patterns })
+    }
+}
+
+enum CPart {
+    Text(String),
+    Expr(SequenceQuery),
+}
+
+struct CRule {
+    context: SequenceQuery,
+    tests: SequenceQuery,
+    /// One query per check, used only when the combined one raises a dynamic error, to tell which.
+    single: Vec<SequenceQuery>,
+    messages: Vec<Vec<CPart>>,
+}
+
+/// A schematron compiled for this thread.
+pub struct Compiled {
+    schema: Schematron,
+    patterns: Vec<Vec<CRule>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled").field("name", &self.schema.name).finish()
+    }
+}
+
+impl Compiled {
+    pub fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// Runs the schematron over a well-formed XML document (already checked for DTDs).
+    pub fn validate(&self, xml: &str) -> Result<Vec<Firing>, SchematronError> {
+        let mut documents = Documents::new();
+        let handle = documents.add_string_without_uri(xml).map_err(|e| SchematronError::Eval(e.to_string()))?;
+        let root = documents.document_node(handle).ok_or_else(|| SchematronError::Eval("no document node".into()))?;
+        let eval = |e: xee_xpath::error::Error| SchematronError::Eval(e.to_string());
+        let mut firings = Vec::new();
+        for (p, rules) in self.patterns.iter().enumerate() {
+            let mut handled: HashMap<xot::Node, ()> = HashMap::new();
+            for (r, rule) in rules.iter().enumerate() {
+                let nodes = rule.context.execute(&mut documents, root).map_err(eval)?;
+                let nodes: Vec<xot::Node> = nodes.nodes().collect::<Result<_, _>>().map_err(|e| SchematronError::Eval(e.to_string()))?;
+                for node in nodes {
+                    if handled.insert(node, ()).is_some() {
+                        continue;
+                    }
+                    let checks = &self.schema.patterns[p][r].checks;
+                    let results: Vec<Option<bool>> = match rule.tests.execute(&mut documents, node) {
+                        Ok(seq) => seq.iter().map(|i| i.effective_boolean_value().ok()).collect(),
+                        Err(_) => rule
+                            .single
+                            .iter()
+                            .map(|q| q.execute(&mut documents, node).ok().and_then(|s| s.effective_boolean_value().ok()))
+                            .collect(),
+                    };
+                    for (i, check) in checks.iter().enumerate() {
+                        let fired = match (check.kind, results.get(i).copied().flatten()) {
+                            (_, None) => true,
+                            (Kind::Assert, Some(v)) => !v,
+                            (Kind::Report, Some(v)) => v,
+                        };
+                        if !fired {
+                            continue;
+                        }
+                        let mut message = String::new();
+                        for part in &rule.messages[i] {
+                            match part {
+                                CPart::Text(t) => message.push_str(t),
+                                CPart::Expr(q) => {
+                                    if let Ok(s) = q.execute(&mut documents, node) {
+                                        message.push_str(&s.string_value(documents.xot()).unwrap_or_default());
+                                    }
+                                }
+                            }
+                        }
+                        if results.get(i).copied().flatten().is_none() {
+                            message.push_str(" [the test raised an XPath error]");
+                        }
+                        firings.push(Firing {
+                            kind: check.kind,
+                            id: check.id.clone(),
+                            message: normalize(&message),
+                            location: location(documents.xot(), node),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(firings)
+    }
+}
+
+/// `/ClinicalDocument[1]/component[1]/...` for an element.
+pub fn location(xot: &xot::Xot, node: xot::Node) -> String {
+    let mut steps = Vec::new();
+    let mut current = Some(node);
+    while let Some(n) = current {
+        let Some(el) = xot.element(n) else { break };
+        let name = el.name();
+        let position = match xot.parent(n) {
+            Some(parent) => {
+                xot.children(parent).take_while(|c| *c != n).filter(|c| xot.element(*c).is_some_and(|e| e.name() == name)).count() + 1
+            }
+            None => 1,
+        };
+        steps.push(format!("{}[{position}]", xot.local_name_str(name)));
+        current = xot.parent(n);
+    }
+    steps.reverse();
+    format!("/{}", steps.join("/"))
+}
+
+/// The XPath selecting every node a rule context (an XSLT match pattern) matches.
+fn context_query(pattern: &str) -> String {
+    split_union(pattern)
+        .into_iter()
+        .map(|p| {
+            let p = p.trim();
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("//{p}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Splits a pattern at its top-level `|` (outside brackets, parentheses and string literals).
+fn split_union(pattern: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut current = String::new();
+    for c in pattern.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '[' | '(' => depth += 1,
+                ']' | ')' => depth -= 1,
+                '|' if depth == 0 => {
+                    parts.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            },
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    parts
+}
+
+fn is_sch(node: roxmltree::Node, name: &str) -> bool {
+    node.is_element() && node.tag_name().name() == name && node.tag_name().namespace() == Some(SCH_NS)
+}
+
+fn normalize(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `(name, xpath)` for a `<let>`: its `value`, or its XSLT body as the equivalent XPath string.
+fn let_binding(node: roxmltree::Node) -> Result<(String, String), String> {
+    let name = node.attribute("name").ok_or("<let> without a name")?.to_string();
+    if let Some(v) = node.attribute("value") {
+        return Ok((name, v.to_string()));
+    }
+    let body = xslt_body(node)?;
+    Ok((name, format!("string-join(({body}), '')")))
+}
+
+/// The XPath producing the strings an XSLT `for-each` / `value-of` body writes.
+fn xslt_body(node: roxmltree::Node) -> Result<String, String> {
+    let mut items = Vec::new();
+    for child in node.children() {
+        if child.is_text() {
+            let t = child.text().unwrap_or_default();
+            if !t.trim().is_empty() {
+                items.push(format!("'{}'", t.replace('\'', "''")));
+            }
+            continue;
+        }
+        if !child.is_element() {
+            continue;
+        }
+        let ns = child.tag_name().namespace();
+        let local = child.tag_name().name();
+        let select = child.attribute("select");
+        match (ns, local, select) {
+            (Some(XSL_NS), "for-each", Some(sel)) => items.push(format!("({sel}) ! string-join(({}), '')", xslt_body(child)?)),
+            (Some(XSL_NS | SCH_NS), "value-of", Some(sel)) => items.push(format!("string-join(({sel}) ! string(.), ' ')")),
+            _ => return Err(format!("unsupported <{local}> in a <let> body")),
+        }
+    }
+    if items.is_empty() {
+        return Ok("''".into());
+    }
+    Ok(items.join(", "))
+}
+
+fn rule(node: roxmltree::Node, outer_lets: &[(String, String)]) -> Result<Rule, String> {
+    if node.attribute("abstract") == Some("true") {
+        return Err("abstract rules are not supported".into());
+    }
+    let context = node.attribute("context").ok_or("<rule> without a context")?.to_string();
+    let mut lets = outer_lets.to_vec();
+    let mut checks = Vec::new();
+    for child in node.children().filter(|n| n.is_element()) {
+        if is_sch(child, "let") {
+            lets.push(let_binding(child)?);
+        } else if is_sch(child, "assert") || is_sch(child, "report") {
+            let kind = if is_sch(child, "assert") { Kind::Assert } else { Kind::Report };
+            let test = child.attribute("test").ok_or("a check without a test")?.to_string();
+            let message = message(child)?;
+            let text: String = message
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => t.as_str(),
+                    Part::Expr(_) => "",
+                })
+                .collect();
+            let id = match child.attribute("id") {
+                Some(id) => id.to_string(),
+                None => normalize(text.split('|').next().unwrap_or_default()),
+            };
+            checks.push(Check { kind, test, id, message });
+        } else {
+            return Err(format!("unsupported <{}> in a rule", child.tag_name().name()));
+        }
+    }
+    let lets = if lets.is_empty() {
+        String::new()
+    } else {
+        let bindings: Vec<String> = lets.iter().map(|(n, e)| format!("${n} := ({e})")).collect();
+        format!("let {} return ", bindings.join(", "))
+    };
+    Ok(Rule { context, lets, checks })
+}
+
+fn message(node: roxmltree::Node) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    for child in node.children() {
+        if child.is_text() {
+            parts.push(Part::Text(child.text().unwrap_or_default().to_string()));
+        } else if child.is_element() {
+            match child.tag_name().name() {
+                "name" => parts.push(Part::Expr(match child.attribute("path") {
+                    Some(p) => format!("name({p})"),
+                    None => "name(.)".into(),
+                })),
+                "value-of" => parts.push(Part::Expr(child.attribute("select").ok_or("value-of without select")?.to_string())),
+                "emph" | "dir" | "span" => parts.push(Part::Text(child.text().unwrap_or_default().to_string())),
+                other => return Err(format!("unsupported <{other}> in a message")),
+            }
+        }
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unions_split_outside_predicates() {
+        assert_eq!(context_query("a[b|c] | /d"), "//a[b|c] | /d");
+        assert_eq!(context_query("hl7:x[@a='|']"), "//hl7:x[@a='|']");
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_messages_are_built() {
+        let sch = r#"<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">
+          <ns prefix="h" uri="urn:x"/>
+          <pattern>
+            <rule context="h:b[@k='1']">
+              <let name="n" value="count(h:c)"/>
+              <assert test="$n = 2">E-1| <name/> needs two c, has <value-of select="$n"/></assert>
+            </rule>
+            <rule context="h:b">
+              <report test="true()">W-2| other b</report>
+            </rule>
+          </pattern>
+        </schema>"#;
+        let s = Schematron::parse("t", sch).unwrap();
+        let c = s.compile().unwrap();
+        let f = c.validate(r#"<a xmlns="urn:x"><b k="1"><c/></b><b/><b k="1"><c/><c/></b></a>"#).unwrap();
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!((f[0].id.as_str(), f[0].kind), ("E-1", Kind::Assert));
+        assert_eq!(f[0].message, "E-1| b needs two c, has 1");
+        assert_eq!(f[0].location, "/a[1]/b[1]");
+        assert_eq!((f[1].id.as_str(), f[1].location.as_str()), ("W-2", "/a[1]/b[2]"));
+    }
+}

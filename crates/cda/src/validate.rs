@@ -1,0 +1,325 @@
+//! Validation as the national gateway does it: well-formed and safe XML, the CDA XSD, the
+//! schematron of the document's template, terminology. Every problem is listed, not the first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use crate::catalog::{self, DocType};
+use crate::schematron::{Compiled, Kind, Schematron};
+use crate::xsd;
+
+pub const HL7_NS: &str = "urn:hl7-org:v3";
+pub const LOINC: &str = "2.16.840.1.113883.6.1";
+pub const ICD9CM: &str = "2.16.840.1.113883.6.103";
+pub const CONFIDENTIALITY: &str = "2.16.840.1.113883.5.25";
+pub const GENDER: &str = "2.16.840.1.113883.5.1";
+/// The largest document accepted, in bytes (the national gateway's limit is in the same range).
+pub const MAX_XML_BYTES: usize = 20 * 1024 * 1024;
+/// The most XML nodes accepted: a guard against documents built to exhaust memory.
+pub const MAX_NODES: u32 = 2_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Which check found a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Xml,
+    Xsd,
+    Schematron,
+    Terminology,
+    Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub source: Source,
+    /// The rule's own id (`ERRORE-46a`, `W001`, `xsd`, `loinc-check-digit`...).
+    pub id: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl Problem {
+    pub fn error(source: Source, id: &str, message: impl Into<String>, location: Option<String>) -> Self {
+        Self { severity: Severity::Error, source, id: id.into(), message: message.into(), location }
+    }
+    fn warning(source: Source, id: &str, message: impl Into<String>, location: Option<String>) -> Self {
+        Self { severity: Severity::Warning, source, id: id.into(), message: message.into(), location }
+    }
+}
+
+/// The outcome of validating one document.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    /// The document type chosen by the first `templateId/@root`, when known.
+    #[serde(skip)]
+    pub doc_type: Option<&'static DocType>,
+}
+
+impl Report {
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+}
+
+/// Decodes and parses the bytes of an XML document, refusing what must never be processed:
+/// non-UTF-8 text, oversized input, DTDs (so no entity expansion and no external fetch).
+pub fn parse(bytes: &[u8]) -> Result<String, Problem> {
+    let xml_err = |id: &str, m: String| Problem::error(Source::Xml, id, m, None);
+    if bytes.len() > MAX_XML_BYTES {
+        return Err(xml_err("too-large", format!("the document is {} bytes; at most {MAX_XML_BYTES} are accepted", bytes.len())));
+    }
+    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+        .map_err(|e| xml_err("encoding", format!("the document is not UTF-8 text: {e}")))?;
+    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
+    match roxmltree::Document::parse_with_options(text, opts) {
+        Ok(_) => Ok(text.to_string()),
+        Err(roxmltree::Error::DtdDetected) => Err(xml_err(
+            "dtd",
+            "the document carries a DOCTYPE declaration; DTDs and entities are refused (nothing is expanded or fetched)".to_string(),
+        )),
+        Err(e) => Err(xml_err("not-well-formed", format!("the document is not well-formed XML: {e}"))),
+    }
+}
+
+/// Parses `text` (already accepted by [`parse`]) into a tree.
+pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
+    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
+    roxmltree::Document::parse_with_options(text, opts)
+        .map_err(|e| Problem::error(Source::Xml, "not-well-formed", format!("the document is not well-formed XML: {e}"), None))
+}
+
+fn parsed_schematrons() -> &'static HashMap<&'static str, Result<Schematron, String>> {
+    static CELL: OnceLock<HashMap<&'static str, Result<Schematron, String>>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        catalog::TYPES.iter().map(|t| (t.template, Schematron::parse(t.schematron.0, t.schematron.1).map_err(|e| e.to_string()))).collect()
+    })
+}
+
+fn icd9_diagnoses() -> &'static HashSet<&'static str> {
+    static CELL: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    CELL.get_or_init(|| include_str!("../data/icd9cm-diagnoses.txt").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect())
+}
+
+/// A validator for one thread: schematrons are compiled on first use and kept.
+#[derive(Debug, Default)]
+pub struct Validator {
+    compiled: HashMap<&'static str, Compiled>,
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles every national schematron now (otherwise each is compiled on first use).
+    pub fn warm_up(&mut self) -> Result<(), String> {
+        for t in catalog::TYPES {
+            self.schematron(t)?;
+        }
+        Ok(())
+    }
+
+    fn schematron(&mut self, t: &'static DocType) -> Result<&Compiled, String> {
+        if !self.compiled.contains_key(t.template) {
+            let parsed = parsed_schematrons().get(t.template).ok_or("no schematron")?.as_ref().map_err(Clone::clone)?;
+            let compiled = parsed.compile().map_err(|e| e.to_string())?;
+            self.compiled.insert(t.template, compiled);
+        }
+        self.compiled.get(t.template).ok_or_else(|| "no schematron".to_string())
+    }
+
+    /// Validates the bytes of a CDA2 document.
+    pub fn validate(&mut self, bytes: &[u8]) -> Report {
+        let text = match parse(bytes) {
+            Ok(text) => text,
+            Err(p) => return Report { problems: vec![p], doc_type: None },
+        };
+        self.validate_text(&text)
+    }
+
+    /// Validates a document that [`parse`] accepted.
+    pub fn validate_text(&mut self, text: &str) -> Report {
+        let doc = match tree(text) {
+            Ok(d) => d,
+            Err(p) => return Report { problems: vec![p], doc_type: None },
+        };
+        let mut problems = Vec::new();
+        let root = doc.root_element();
+        if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7_NS) {
+            problems.push(Problem::error(
+                Source::Xml,
+                "not-cda",
+                "the root element is not a CDA ClinicalDocument in the urn:hl7-org:v3 namespace",
+                None,
+            ));
+            return Report { problems, doc_type: None };
+        }
+        problems.extend(xsd::validate(&doc));
+        let template = child(root, "templateId").and_then(|t| t.attribute("root"));
+        let doc_type = template.and_then(catalog::by_template);
+        match (template, doc_type) {
+            (None, _) => problems.push(Problem::error(
+                Source::Schematron,
+                "template",
+                "ClinicalDocument has no templateId: the schematron cannot be chosen",
+                Some("/ClinicalDocument[1]".into()),
+            )),
+            (Some(t), None) => problems.push(Problem::error(
+                Source::Schematron,
+                "template",
+                format!("the first templateId root {t} is not a national FSE 2.0 document template"),
+                Some("/ClinicalDocument[1]/templateId[1]".into()),
+            )),
+            (Some(_), Some(t)) => match self.schematron(t) {
+                Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e, None)),
+                Ok(compiled) => match compiled.validate(text) {
+                    Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e.to_string(), None)),
+                    Ok(firings) => problems.extend(firings.into_iter().map(|f| Problem {
+                        severity: if f.kind == Kind::Assert { Severity::Error } else { Severity::Warning },
+                        source: Source::Schematron,
+                        id: f.id,
+                        message: f.message,
+                        location: Some(f.location),
+                    })),
+                },
+            },
+        }
+        problems.extend(terminology(root, doc_type));
+        Report { problems, doc_type }
+    }
+}
+
+/// The first child element of `node` named `name` in the HL7 namespace.
+pub fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children().find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(HL7_NS))
+}
+
+/// `/ClinicalDocument[1]/...` for an element (the schematron engine's location format).
+pub fn location(node: roxmltree::Node) -> String {
+    let mut steps = Vec::new();
+    let mut current = Some(node);
+    while let Some(n) = current.filter(|n| n.is_element()) {
+        let name = n.tag_name();
+        let mut position = 1;
+        let mut sibling = n.prev_sibling_element();
+        while let Some(s) = sibling {
+            if s.tag_name() == name {
+                position += 1;
+            }
+            sibling = s.prev_sibling_element();
+        }
+        steps.push(format!("{}[{position}]", name.name()));
+        current = n.parent();
+    }
+    steps.reverse();
+    format!("/{}", steps.join("/"))
+}
+
+/// Whether a LOINC code's check digit (mod 10, as LOINC defines it) is right.
+pub fn loinc_check_digit_ok(code: &str) -> bool {
+    // Answer (LA), part (LP), group (LG) and answer-list (LL) codes use another check digit
+    // scheme: only their form is checked.
+    if let Some(rest) = ["LA", "LP", "LG", "LL"].iter().find_map(|p| code.strip_prefix(p)) {
+        return rest.split_once('-').is_some_and(|(b, c)| {
+            !b.is_empty() && b.len() <= 7 && b.bytes().all(|x| x.is_ascii_digit()) && c.len() == 1 && c.bytes().all(|x| x.is_ascii_digit())
+        });
+    }
+    let Some((body, check)) = code.split_once('-') else { return false };
+    if body.is_empty() || body.len() > 7 || check.len() != 1 || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let Some(check) = check.bytes().next().filter(u8::is_ascii_digit).map(|b| u32::from(b - b'0')) else {
+        return false;
+    };
+    // Luhn over the digits, the rightmost doubled.
+    let mut sum = 0;
+    for (i, b) in body.bytes().rev().enumerate() {
+        let d = u32::from(b - b'0');
+        sum += if i % 2 == 0 {
+            let x = d * 2;
+            x / 10 + x % 10
+        } else {
+            d
+        };
+    }
+    (10 - sum % 10) % 10 == check
+}
+
+fn terminology(root: roxmltree::Node, doc_type: Option<&DocType>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let term = |id: &str, m: String, n: roxmltree::Node| Problem::error(Source::Terminology, id, m, Some(location(n)));
+    for node in root.descendants().filter(|n| n.is_element()) {
+        let (Some(system), Some(code)) = (node.attribute("codeSystem"), node.attribute("code")) else { continue };
+        match system {
+            LOINC if !loinc_check_digit_ok(code) => {
+                problems.push(term("loinc", format!("{code} is not a LOINC code (wrong format or check digit)"), node))
+            }
+            ICD9CM => {
+                let procedure = code.len() >= 2
+                    && code.len() <= 5
+                    && code.bytes().take(2).all(|b| b.is_ascii_digit())
+                    && (code.len() == 2 || code.as_bytes()[2] == b'.' && code[3..].bytes().all(|b| b.is_ascii_digit()) && code.len() > 3);
+                if !procedure && !icd9_diagnoses().contains(code) {
+                    problems.push(term("icd9cm", format!("{code} is not an ICD-9-CM diagnosis or procedure code"), node));
+                }
+            }
+            CONFIDENTIALITY if !matches!(code, "N" | "R" | "V") => {
+                problems.push(term("confidentiality", format!("confidentiality {code} is not N, R or V"), node))
+            }
+            GENDER if !matches!(code, "M" | "F" | "UN") => {
+                problems.push(term("gender", format!("administrative gender {code} is not M, F or UN"), node))
+            }
+            _ => {}
+        }
+    }
+    if let (Some(t), Some(code)) = (doc_type, child(root, "code")) {
+        let loinc = code.attribute("code").unwrap_or_default();
+        if code.attribute("codeSystem") == Some(LOINC)
+            && loinc != t.loinc
+            && !catalog::TYPES.iter().any(|o| o.template == t.template && o.loinc == loinc)
+        {
+            problems.push(Problem::warning(
+                Source::Terminology,
+                "type",
+                format!("document code {loinc} differs from the type {} of template {}", t.loinc, t.template),
+                Some(location(code)),
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loinc_check_digits() {
+        for ok in ["11502-2", "34105-7", "59258-4", "2160-0", "718-7", "60591-5", "LA28752-6", "LA16666-2"] {
+            assert!(loinc_check_digit_ok(ok), "{ok}");
+        }
+        for bad in ["11502-3", "34105", "ABC-1", "-1", "11502-22", "LA16666", "LX16666-2"] {
+            assert!(!loinc_check_digit_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dtds_and_entities_are_refused() {
+        let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><a>&lol2;</a>"#;
+        assert_eq!(parse(bomb).unwrap_err().id, "dtd");
+        let xxe = br#"<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>"#;
+        assert_eq!(parse(xxe).unwrap_err().id, "dtd");
+        assert_eq!(parse(b"<a><b></a>").unwrap_err().id, "not-well-formed");
+        assert_eq!(parse(b"\xff\xfe<a/>").unwrap_err().id, "encoding");
+    }
+}
