@@ -225,6 +225,45 @@ pub fn location(node: roxmltree::Node) -> String {
     format!("/{}", steps.join("/"))
 }
 
+/// Elements whose `value` is an HL7 timestamp (TS) in the CDA schema.
+const TS_ELEMENTS: &[&str] = &["effectiveTime", "time", "birthTime", "deceasedTime", "expirationTime", "signatureTime"];
+
+/// Whether `v` is an HL7 v3 TS literal with real calendar values.
+pub fn ts_ok(v: &str) -> bool {
+    let (main, zone) = match v.find(['+', '-']) {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    if zone.is_some_and(|z| z.len() != 4 || !z.bytes().all(|b| b.is_ascii_digit()) || z[..2] > *"14" || z[2..] > *"59") {
+        return false;
+    }
+    let (digits, fraction) = match main.split_once('.') {
+        Some((d, f)) => (d, Some(f)),
+        None => (main, None),
+    };
+    if fraction.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) || digits.len() != 14) {
+        return false;
+    }
+    if !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<u32>().ok());
+    let month_ok = n(4..6).is_none_or(|m| (1..=12).contains(&m));
+    let day_ok = n(6..8).is_none_or(|d| {
+        let (y, m) = (n(0..4).unwrap_or(2000), n(4..6).unwrap_or(1));
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        let days = match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        (1..=days).contains(&d)
+    });
+    let time_ok = n(8..10).is_none_or(|h| h <= 23) && n(10..12).is_none_or(|m| m <= 59) && n(12..14).is_none_or(|s| s <= 60);
+    month_ok && day_ok && time_ok
+}
+
 /// Whether a LOINC code's check digit (mod 10, as LOINC defines it) is right.
 pub fn loinc_check_digit_ok(code: &str) -> bool {
     // Answer (LA), part (LP), group (LG) and answer-list (LL) codes use another check digit
@@ -259,6 +298,28 @@ fn terminology(root: roxmltree::Node, doc_type: Option<&DocType>) -> Vec<Problem
     let mut problems = Vec::new();
     let term = |id: &str, m: String, n: roxmltree::Node| Problem::error(Source::Terminology, id, m, Some(location(n)));
     for node in root.descendants().filter(|n| n.is_element()) {
+        let name = node.tag_name().name();
+        let interval_part = matches!(name, "low" | "high" | "center");
+        let is_ts = if interval_part {
+            node.parent_element().is_some_and(|p| {
+                matches!(p.tag_name().name(), "effectiveTime" | "time")
+                    || p.attribute(("http://www.w3.org/2001/XMLSchema-instance", "type")).is_some_and(|t| t.ends_with("IVL_TS"))
+            })
+        } else {
+            TS_ELEMENTS.contains(&name)
+        };
+        if is_ts && node.attribute(("http://www.w3.org/2001/XMLSchema-instance", "type")).is_none_or(|t| t.ends_with("TS")) {
+            if let Some(v) = node.attribute("value") {
+                if !ts_ok(v) {
+                    problems.push(Problem::error(
+                        Source::Xsd,
+                        "ts",
+                        format!("{v} is not an HL7 timestamp (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+|-ZZZZ])"),
+                        Some(location(node)),
+                    ));
+                }
+            }
+        }
         let (Some(system), Some(code)) = (node.attribute("codeSystem"), node.attribute("code")) else { continue };
         match system {
             LOINC if !loinc_check_digit_ok(code) => {
@@ -310,6 +371,16 @@ mod tests {
         }
         for bad in ["11502-3", "34105", "ABC-1", "-1", "11502-22", "LA16666", "LX16666-2"] {
             assert!(!loinc_check_digit_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        for ok in ["2022", "202203", "20220330", "20220330112426+0100", "20240229", "20220330112426.123-0500"] {
+            assert!(ts_ok(ok), "{ok}");
+        }
+        for bad in ["2022-13-45", "20221345", "20230229", "2022033", "20220330251000", "20220330112426+01", "x"] {
+            assert!(!ts_ok(bad), "{bad}");
         }
     }
 

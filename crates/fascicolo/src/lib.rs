@@ -85,3 +85,22 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
     };
     fascicolo_web::router(state)
 }
+
+/// `fascicolo validate`: validates CDA2 files and prints one JSON object per file
+/// (`{"file": ..., "valid": ..., "problems": [...]}`). Returns whether every file is valid.
+pub fn validate_files(files: &[std::path::PathBuf]) -> anyhow::Result<bool> {
+    let mut validator = fascicolo_cda::Validator::new();
+    let mut all_valid = true;
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let report = validator.validate(&bytes);
+        all_valid &= !report.has_errors();
+        let line = serde_json::json!({
+            "file": file.display().to_string(),
+            "valid": !report.has_errors(),
+            "problems": report.problems,
+        });
+        println!("{line}");
+    }
+    Ok(all_valid)
+}

@@ -62,6 +62,12 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Validate CDA2 documents as the publication endpoint does (XSD, national schematron,
+    /// terminology) and print the problems as JSON, one object per file; exits 1 if any has errors.
+    Validate {
+        /// CDA2 XML files.
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before the
@@ -150,6 +156,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let token = fascicolo::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
             println!("{token}");
+        }
+        Command::Validate { files } => {
+            if !fascicolo::validate_files(&files)? {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())
