@@ -35,3 +35,88 @@ fn every_national_schematron_compiles() {
     let mut v = Validator::new();
     v.warm_up().unwrap();
 }
+
+fn mapped(name: &str) -> (fascicolo_cda::mapping::Header, Vec<serde_json::Value>) {
+    use fascicolo_cda::mapping::{header, map, Context};
+    let bytes = example(name);
+    let text = fascicolo_cda::validate::parse(&bytes).unwrap();
+    let doc = fascicolo_cda::validate::tree(&text).unwrap();
+    let h = header(&doc);
+    let ctx =
+        Context { patient: "p1".into(), producer_org: Some("org1".into()), class: "REF".into(), sha256: "ab".into(), ..Context::default() };
+    let m = map(&doc, &h, &ctx);
+    assert_eq!(m.resources[0]["resourceType"], "DocumentReference");
+    assert_eq!(m.resources[0]["id"], m.document_reference_id.as_str());
+    (h, m.resources)
+}
+
+#[test]
+fn the_lab_report_maps_to_a_diagnostic_report_with_charted_results() {
+    let (h, rs) = mapped("LAB");
+    assert_eq!(h.patient_cf.as_deref(), Some("GTWGWY82B42G920M"));
+    let obs: Vec<_> = rs.iter().filter(|r| r["resourceType"] == "Observation").collect();
+    let albumin = obs.iter().find(|o| o["code"]["coding"][0]["code"] == "14957-5").expect("the microalbumin result");
+    assert_eq!(albumin["valueQuantity"]["value"], 16.0);
+    assert_eq!(albumin["valueQuantity"]["unit"], "mg/L");
+    assert_eq!(albumin["referenceRange"][0]["high"]["value"], 20.0);
+    assert_eq!(albumin["interpretation"][0]["coding"][0]["code"], "N");
+    assert_eq!(albumin["effectiveDateTime"], "2022-03-30T11:24:26+01:00");
+    let dr = rs.iter().find(|r| r["resourceType"] == "DiagnosticReport").unwrap();
+    assert!(dr["result"].as_array().unwrap().iter().any(|r| r["reference"] == format!("Observation/{}", albumin["id"].as_str().unwrap())));
+    // every resource belongs to the document's family
+    let family = format!("DocumentReference/{}", rs[0]["id"].as_str().unwrap());
+    assert!(rs.iter().all(|r| r["meta"]["tag"][0]["code"] == family.as_str()));
+    // mapping twice gives the same ids (idempotent publication)
+    let (_, again) = mapped("LAB");
+    assert_eq!(rs.iter().map(|r| &r["id"]).collect::<Vec<_>>(), again.iter().map(|r| &r["id"]).collect::<Vec<_>>());
+}
+
+#[test]
+fn vaccinations_discharge_letters_and_er_reports_carry_their_resources() {
+    let (_, rs) = mapped("SING_VACC");
+    let imm = rs.iter().find(|r| r["resourceType"] == "Immunization").expect("an Immunization");
+    assert_eq!(imm["vaccineCode"]["coding"][0]["code"], "035606033");
+    assert_eq!(imm["lotNumber"], "20");
+    assert_eq!(imm["protocolApplied"][0]["doseNumberPositiveInt"], 3);
+    let (_, rs) = mapped("LDO");
+    let enc = rs.iter().find(|r| r["resourceType"] == "Encounter").expect("an Encounter");
+    assert_eq!(enc["class"]["code"], "IMP");
+    assert_eq!(enc["period"]["start"], "2022-03-17T00:00:00+01:00");
+    let (_, rs) = mapped("VPS");
+    assert_eq!(rs.iter().find(|r| r["resourceType"] == "Encounter").unwrap()["class"]["code"], "EMER");
+}
+
+#[test]
+fn the_rendering_shows_header_and_narrative_escaped() {
+    let bytes = example("LAB");
+    let text = fascicolo_cda::validate::parse(&bytes).unwrap();
+    let doc = fascicolo_cda::validate::tree(&text).unwrap();
+    let html = fascicolo_cda::render::render(&doc);
+    assert!(html.contains("<dt>Paziente</dt><dd>Giuseppe Test</dd>"), "{html}");
+    assert!(html.contains("<dt>Codice fiscale</dt><dd>GTWGWY82B42G920M</dd>"));
+    assert!(html.contains("<section>"));
+    let evil = text.replacen("<title> REFERTO DI LABORATORIO</title>", "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>", 1);
+    let doc = fascicolo_cda::validate::tree(&evil).unwrap();
+    let html = fascicolo_cda::render::render(&doc);
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
+}
+
+#[test]
+fn mutations_are_caught_with_their_rule_ids() {
+    let mut v = Validator::new();
+    let lab = String::from_utf8(example("LAB")).unwrap();
+    let ids = |v: &mut Validator, xml: &str| -> Vec<String> {
+        v.validate(xml.as_bytes()).problems.into_iter().filter(|p| p.severity == Severity::Error).map(|p| p.id).collect()
+    };
+    let wrong_realm = lab.replacen(r#"<realmCode code="IT"/>"#, r#"<realmCode code="FR"/>"#, 1);
+    assert_eq!(ids(&mut v, &wrong_realm), ["ERRORE-2"]);
+    let wrong_conf = lab.replacen(r#"<confidentialityCode code="N""#, r#"<confidentialityCode code="X""#, 1);
+    let got = ids(&mut v, &wrong_conf);
+    assert!(got.contains(&"ERRORE-6".to_string()) && got.contains(&"confidentiality".to_string()), "{got:?}");
+    let bad_date = lab.replacen(r#"<effectiveTime value="20220330112426+0100"/>"#, r#"<effectiveTime value="20221345112426+0100"/>"#, 1);
+    assert!(ids(&mut v, &bad_date).contains(&"ts".to_string()));
+    let unknown_element = lab.replacen("<languageCode", "<colour/><languageCode", 1);
+    assert!(ids(&mut v, &unknown_element).contains(&"xsd".to_string()));
+    let no_mood = lab.replacen(r#"<observation moodCode="EVN" classCode="OBS">"#, r#"<observation classCode="OBS">"#, 1);
+    assert!(ids(&mut v, &no_mood).contains(&"xsd".to_string()));
+}

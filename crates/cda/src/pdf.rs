@@ -1,0 +1,210 @@
+//! PDF handling: the CDA2 a producer embeds in a PDF (as the national gateway takes it, an
+//! embedded file or a PDF/A-3 associated file), and a plain PDF generated from a rendering when
+//! the original is bare XML.
+
+use std::io::Read;
+
+use lopdf::{dictionary, Document, Object, Stream};
+
+use crate::validate::MAX_XML_BYTES;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PdfError {
+    #[error("the file is not a readable PDF: {0}")]
+    Unreadable(String),
+    #[error("the PDF carries no embedded CDA2 document (no embedded file holds a ClinicalDocument)")]
+    NoCda,
+    #[error("an embedded file uses the {0} filter, which is not supported")]
+    Filter(String),
+    #[error("an embedded file expands beyond {MAX_XML_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Whether bytes look like a PDF.
+pub fn is_pdf(bytes: &[u8]) -> bool {
+    bytes.len() > 5 && bytes[..bytes.len().min(1024)].windows(5).any(|w| w == b"%PDF-")
+}
+
+/// The bytes of the embedded CDA2 (the first embedded file that is a `ClinicalDocument`).
+pub fn extract_cda(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
+    let doc = Document::load_mem(bytes).map_err(|e| PdfError::Unreadable(e.to_string()))?;
+    let mut specs = Vec::new();
+    if let Ok(catalog) = doc.catalog() {
+        if let Ok(names) = catalog.get_deref(b"Names", &doc).and_then(Object::as_dict) {
+            if let Ok(ef) = names.get_deref(b"EmbeddedFiles", &doc) {
+                collect_name_tree(&doc, ef, &mut specs, 0);
+            }
+        }
+        if let Ok(af) = catalog.get_deref(b"AF", &doc).and_then(Object::as_array) {
+            specs.extend(af.iter().cloned());
+        }
+    }
+    let mut last_error = None;
+    for spec in specs {
+        let Ok((_, spec)) = doc.dereference(&spec) else { continue };
+        let Ok(spec) = spec.as_dict() else { continue };
+        let Ok(ef) = spec.get_deref(b"EF", &doc).and_then(Object::as_dict) else { continue };
+        let Ok(file) = ef.get_deref(b"F", &doc).or_else(|_| ef.get_deref(b"UF", &doc)).and_then(Object::as_stream) else { continue };
+        match content(file) {
+            Ok(content) => {
+                let head = String::from_utf8_lossy(&content[..content.len().min(4096)]).to_string();
+                if head.contains("ClinicalDocument") {
+                    return Ok(content);
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or(PdfError::NoCda))
+}
+
+fn collect_name_tree(doc: &Document, node: &Object, out: &mut Vec<Object>, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    let Ok(dict) = node.as_dict() else { return };
+    if let Ok(names) = dict.get_deref(b"Names", doc).and_then(Object::as_array) {
+        out.extend(names.iter().skip(1).step_by(2).cloned());
+    }
+    if let Ok(kids) = dict.get_deref(b"Kids", doc).and_then(Object::as_array) {
+        for k in kids {
+            if let Ok((_, kid)) = doc.dereference(k) {
+                collect_name_tree(doc, kid, out, depth + 1);
+            }
+        }
+    }
+}
+
+/// A stream's content, inflated with a size limit (a small PDF must not expand without bound).
+fn content(stream: &Stream) -> Result<Vec<u8>, PdfError> {
+    let filters: Vec<Vec<u8>> = stream.filters().map(|f| f.into_iter().map(<[u8]>::to_vec).collect()).unwrap_or_default();
+    match filters.as_slice() {
+        [] => {
+            if stream.content.len() > MAX_XML_BYTES {
+                return Err(PdfError::TooLarge);
+            }
+            Ok(stream.content.clone())
+        }
+        [f] if f.as_slice() == b"FlateDecode" => {
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(stream.content.as_slice())
+                .take(MAX_XML_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| PdfError::Unreadable(e.to_string()))?;
+            if out.len() > MAX_XML_BYTES {
+                return Err(PdfError::TooLarge);
+            }
+            Ok(out)
+        }
+        other => Err(PdfError::Filter(other.iter().map(|f| String::from_utf8_lossy(f).to_string()).collect::<Vec<_>>().join(","))),
+    }
+}
+
+/// Windows-1252 bytes for the standard Helvetica font (characters outside it become `?`).
+fn win_ansi(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| match c {
+            '€' => 0x80,
+            '’' | '‘' => b'\'',
+            '“' | '”' => b'"',
+            '–' | '—' => b'-',
+            c if (c as u32) < 0x100 => c as u32 as u8,
+            _ => b'?',
+        })
+        .collect()
+}
+
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for word in line.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    out.push(cur);
+    out
+}
+
+/// A simple A4 PDF of text lines (a title, then paragraphs), embedding `attachment` (the CDA2) as
+/// an embedded file when given, as producers do.
+pub fn text_pdf(title: &str, paragraphs: &[String], attachment: Option<(&str, &[u8])>) -> Result<Vec<u8>, PdfError> {
+    let err = |e: lopdf::Error| PdfError::Unreadable(e.to_string());
+    let mut doc = Document::with_version("1.7");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
+    });
+    let bold = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica-Bold", "Encoding" => "WinAnsiEncoding",
+    });
+    let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font, "F2" => bold } });
+    let mut lines: Vec<(bool, String)> = wrap(title, 60).into_iter().map(|l| (true, l)).collect();
+    lines.push((false, String::new()));
+    for p in paragraphs {
+        lines.extend(wrap(p, 95).into_iter().map(|l| (false, l)));
+        lines.push((false, String::new()));
+    }
+    let per_page = 60;
+    let mut kids = Vec::new();
+    for chunk in lines.chunks(per_page) {
+        let mut ops: Vec<u8> = b"BT\n".to_vec();
+        let mut y = 800;
+        for (is_bold, l) in chunk {
+            let (font, size) = if *is_bold { ("F2", 14) } else { ("F1", 10) };
+            ops.extend_from_slice(format!("/{font} {size} Tf 1 0 0 1 50 {y} Tm\n(").as_bytes());
+            for b in win_ansi(l) {
+                if matches!(b, b'\\' | b'(' | b')') {
+                    ops.push(b'\\');
+                }
+                ops.push(b);
+            }
+            ops.extend_from_slice(b") Tj\n");
+            y -= 13;
+        }
+        ops.extend_from_slice(b"ET\n");
+        let content_id = doc.add_object(Stream::new(dictionary! {}, ops));
+        let page = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "Resources" => resources,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        });
+        kids.push(Object::from(page));
+    }
+    let count = kids.len() as i64;
+    doc.objects.insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }));
+    let mut catalog = dictionary! { "Type" => "Catalog", "Pages" => pages_id };
+    if let Some((name, bytes)) = attachment {
+        let file = doc.add_object(Stream::new(dictionary! { "Type" => "EmbeddedFile", "Subtype" => "text#2Fxml" }, bytes.to_vec()));
+        let spec = doc.add_object(dictionary! {
+            "Type" => "Filespec", "F" => Object::string_literal(name), "UF" => Object::string_literal(name),
+            "EF" => dictionary! { "F" => file }, "AFRelationship" => "Source",
+        });
+        catalog.set("Names", dictionary! { "EmbeddedFiles" => dictionary! { "Names" => vec![Object::string_literal(name), spec.into()] } });
+        catalog.set("AF", vec![Object::from(spec)]);
+    }
+    let catalog_id = doc.add_object(catalog);
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).map_err(|e| err(lopdf::Error::IO(e)))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_pdf_carries_its_cda_back() {
+        let cda = r#"<ClinicalDocument xmlns="urn:hl7-org:v3"><title>Perché</title></ClinicalDocument>"#.as_bytes();
+        let pdf = text_pdf("Referto di laboratorio", &["Paziente: Città (prova)".into()], Some(("cda.xml", cda))).unwrap();
+        assert!(is_pdf(&pdf));
+        assert_eq!(extract_cda(&pdf).unwrap(), cda.to_vec());
+        let plain = text_pdf("Senza allegato", &["testo".into()], None).unwrap();
+        assert_eq!(extract_cda(&plain), Err(PdfError::NoCda));
+        assert!(matches!(extract_cda(b"%PDF-1.7 garbage"), Err(PdfError::Unreadable(_))));
+    }
+}

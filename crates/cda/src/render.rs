@@ -1,0 +1,190 @@
+//! A human-readable HTML rendering of a CDA2: the header (document, patient, author, custodian,
+//! dates) and every section with its narrative block. Only the narrative elements CDA defines
+//! are turned into HTML (paragraphs, lists, tables, line breaks, emphasis); everything else is
+//! text, escaped. The output is an HTML fragment for the web layer's page template.
+
+use crate::mapping::{fhir_datetime, header};
+use crate::validate::{child, HL7_NS};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn text(n: roxmltree::Node) -> String {
+    n.descendants()
+        .filter(|d| d.is_text())
+        .filter_map(|d| d.text())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn name_of(n: Option<roxmltree::Node>) -> String {
+    let Some(name) = n.and_then(|n| child(n, "name")) else { return String::new() };
+    let part = |p: &str| name.children().filter(|c| c.is_element() && c.tag_name().name() == p).map(text).collect::<Vec<_>>().join(" ");
+    let joined = [part("prefix"), part("given"), part("family")].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+    if joined.is_empty() {
+        text(name)
+    } else {
+        joined
+    }
+}
+
+fn date(ts: Option<&str>) -> String {
+    let Some(dt) = ts.and_then(fhir_datetime) else { return String::new() };
+    // 2022-03-30T11:24:26+01:00 -> 30/03/2022 11:24
+    let d = &dt[..dt.len().min(10)];
+    let parts: Vec<&str> = d.split('-').collect();
+    let day = match parts.as_slice() {
+        [y, m, dd] => format!("{dd}/{m}/{y}"),
+        [y, m] => format!("{m}/{y}"),
+        _ => d.to_string(),
+    };
+    if dt.len() >= 16 {
+        format!("{day} {}", &dt[11..16])
+    } else {
+        day
+    }
+}
+
+fn path<'a, 'i>(n: roxmltree::Node<'a, 'i>, names: &[&str]) -> Option<roxmltree::Node<'a, 'i>> {
+    let mut cur = n;
+    for name in names {
+        cur = child(cur, name)?;
+    }
+    Some(cur)
+}
+
+/// Renders a parsed CDA2 as an HTML fragment.
+pub fn render(doc: &roxmltree::Document) -> String {
+    let root = doc.root_element();
+    let h = header(doc);
+    let patient = path(root, &["recordTarget", "patientRole", "patient"]);
+    let author = path(root, &["author", "assignedAuthor", "assignedPerson"]);
+    let custodian =
+        path(root, &["custodian", "assignedCustodian", "representedCustodianOrganization", "name"]).map(text).unwrap_or_default();
+    let legal = path(root, &["legalAuthenticator", "assignedEntity", "assignedPerson"]);
+    let birth = patient.and_then(|p| child(p, "birthTime")).and_then(|b| b.attribute("value"));
+    let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title.clone() };
+    let mut out = String::new();
+    out.push_str(&format!("<article class=\"cda\" lang=\"it\"><h1>{}</h1>\n<dl class=\"cda-header\">\n", escape(&title)));
+    let mut row = |k: &str, v: String| {
+        if !v.is_empty() {
+            out.push_str(&format!("<dt>{}</dt><dd>{}</dd>\n", escape(k), escape(&v)));
+        }
+    };
+    row("Paziente", name_of(patient));
+    row("Codice fiscale", h.patient_cf.clone().unwrap_or_default());
+    row("Data di nascita", date(birth));
+    row("Data del documento", date(h.effective.as_deref()));
+    row("Autore", name_of(author));
+    row("Firmato da", name_of(legal));
+    row("Struttura", custodian);
+    row("Tipo (LOINC)", h.loinc.clone().unwrap_or_default());
+    row("Identificativo", h.id.clone());
+    row("Versione", h.version.clone().unwrap_or_default());
+    out.push_str("</dl>\n");
+    if let Some(body) = path(root, &["component", "structuredBody"]) {
+        for c in body.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
+            if let Some(s) = child(c, "section") {
+                section(s, 2, &mut out);
+            }
+        }
+    } else if let Some(nb) = path(root, &["component", "nonXMLBody", "text"]) {
+        out.push_str(&format!("<p>{}</p>", escape(&text(nb))));
+    }
+    out.push_str("</article>\n");
+    out
+}
+
+fn section(s: roxmltree::Node, level: usize, out: &mut String) {
+    let level = level.min(6);
+    out.push_str("<section>");
+    let title = child(s, "title")
+        .map(text)
+        .filter(|t| !t.is_empty())
+        .or_else(|| child(s, "code").and_then(|c| c.attribute("displayName")).map(str::to_string));
+    if let Some(t) = title {
+        out.push_str(&format!("<h{level}>{}</h{level}>", escape(&t)));
+    }
+    if let Some(t) = child(s, "text") {
+        out.push_str("<div class=\"narrative\">");
+        narrative(t, out);
+        out.push_str("</div>");
+    }
+    for c in s.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
+        if let Some(sub) = child(c, "section") {
+            section(sub, level + 1, out);
+        }
+    }
+    out.push_str("</section>\n");
+}
+
+/// The CDA narrative block as HTML: known elements mapped, the rest reduced to their text.
+fn narrative(n: roxmltree::Node, out: &mut String) {
+    for c in n.children() {
+        if c.is_text() {
+            out.push_str(&escape(c.text().unwrap_or_default()));
+            continue;
+        }
+        if !c.is_element() || c.tag_name().namespace() != Some(HL7_NS) {
+            continue;
+        }
+        let tag = match c.tag_name().name() {
+            "paragraph" => Some("p"),
+            "list" => Some(if c.attribute("listType") == Some("ordered") { "ol" } else { "ul" }),
+            "item" => Some("li"),
+            "table" => Some("table"),
+            "thead" => Some("thead"),
+            "tbody" => Some("tbody"),
+            "tfoot" => Some("tfoot"),
+            "tr" => Some("tr"),
+            "td" => Some("td"),
+            "th" => Some("th"),
+            "caption" => Some("caption"),
+            "sub" => Some("sub"),
+            "sup" => Some("sup"),
+            "content" => Some("span"),
+            "footnote" => Some("small"),
+            "br" => {
+                out.push_str("<br>");
+                None
+            }
+            _ => {
+                narrative(c, out);
+                None
+            }
+        };
+        if let Some(tag) = tag {
+            let mut attrs = String::new();
+            for a in ["colspan", "rowspan"] {
+                if let Some(v) = c.attribute(a).filter(|v| v.bytes().all(|b| b.is_ascii_digit())) {
+                    attrs.push_str(&format!(" {a}=\"{v}\""));
+                }
+            }
+            if c.attribute("styleCode").is_some_and(|s| s.contains("Bold")) && tag == "span" {
+                out.push_str("<strong>");
+                narrative(c, out);
+                out.push_str("</strong>");
+                continue;
+            }
+            out.push_str(&format!("<{tag}{attrs}>"));
+            narrative(c, out);
+            out.push_str(&format!("</{tag}>"));
+        }
+    }
+}
