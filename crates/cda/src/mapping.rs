@@ -47,7 +47,7 @@ fn hl7_children<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &'a str) -> impl Itera
     n.children().filter(move |c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(HL7_NS))
 }
 
-fn path<'a, 'i>(n: roxmltree::Node<'a, 'i>, names: &[&str]) -> Option<roxmltree::Node<'a, 'i>> {
+pub(crate) fn path<'a, 'i>(n: roxmltree::Node<'a, 'i>, names: &[&str]) -> Option<roxmltree::Node<'a, 'i>> {
     let mut cur = n;
     for name in names {
         cur = child(cur, name)?;
@@ -55,7 +55,7 @@ fn path<'a, 'i>(n: roxmltree::Node<'a, 'i>, names: &[&str]) -> Option<roxmltree:
     Some(cur)
 }
 
-fn text(n: roxmltree::Node) -> String {
+pub(crate) fn text(n: roxmltree::Node) -> String {
     n.descendants()
         .filter(|d| d.is_text())
         .filter_map(|d| d.text())

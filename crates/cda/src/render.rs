@@ -3,7 +3,7 @@
 //! are turned into HTML (paragraphs, lists, tables, line breaks, emphasis); everything else is
 //! text, escaped. The output is an HTML fragment for the web layer's page template.
 
-use crate::mapping::{fhir_datetime, header};
+use crate::mapping::{fhir_datetime, header, path, text};
 use crate::validate::{child, HL7_NS};
 
 /// Escapes text for HTML element content and attribute values.
@@ -20,17 +20,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn text(n: roxmltree::Node) -> String {
-    n.descendants()
-        .filter(|d| d.is_text())
-        .filter_map(|d| d.text())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn name_of(n: Option<roxmltree::Node>) -> String {
@@ -59,14 +48,6 @@ fn date(ts: Option<&str>) -> String {
     } else {
         day
     }
-}
-
-fn path<'a, 'i>(n: roxmltree::Node<'a, 'i>, names: &[&str]) -> Option<roxmltree::Node<'a, 'i>> {
-    let mut cur = n;
-    for name in names {
-        cur = child(cur, name)?;
-    }
-    Some(cur)
 }
 
 /// Renders a parsed CDA2 as an HTML fragment.
