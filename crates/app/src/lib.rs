@@ -4,11 +4,13 @@
 
 pub mod access;
 pub mod auth;
+pub mod blobs;
 pub mod bundle;
 pub mod capability;
 pub mod error;
 pub mod fhir;
 pub mod gate;
+pub mod ingest;
 pub mod notify;
 pub mod prepare;
 pub mod privacy_ops;

@@ -204,6 +204,9 @@ pub struct Context {
     pub original_url: String,
     /// The DocumentReference this one replaces.
     pub replaces: Option<String>,
+    /// The document's identity for derived ids (the producer's identificativoDoc); empty: the
+    /// CDA id.
+    pub identity: String,
 }
 
 /// The mapped resources, DocumentReference first.
@@ -222,7 +225,8 @@ pub fn derived_id(doc_id: &str, what: &str) -> String {
 pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
     let root = doc.root_element();
     let doc_type: Option<&DocType> = h.template.as_deref().and_then(catalog::by_template);
-    let docref_id = derived_id(&h.id, "DocumentReference");
+    let key = if ctx.identity.is_empty() { h.id.as_str() } else { ctx.identity.as_str() };
+    let docref_id = derived_id(key, "DocumentReference");
     let subject = json!({"reference": format!("Patient/{}", ctx.patient)});
     let date = h.effective.as_deref().and_then(fhir_datetime);
     let doc_tag = format!("DocumentReference/{docref_id}");
@@ -240,7 +244,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
     let mut refs: Vec<Value> = Vec::new();
 
     // Composition with one section per CDA section (narrative kept as text).
-    let composition_id = derived_id(&h.id, "Composition");
+    let composition_id = derived_id(key, "Composition");
     let sections: Vec<Value> = path(root, &["component", "structuredBody"])
         .map(|body| hl7_children(body, "component").filter_map(|c| child(c, "section")).map(section).collect())
         .unwrap_or_default();
@@ -266,7 +270,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
     // Encounter for discharge letters and ER reports.
     if template_is("5") || template_is("6.1") {
         if let Some(enc) = path(root, &["componentOf", "encompassingEncounter"]) {
-            let id = derived_id(&h.id, "Encounter");
+            let id = derived_id(key, "Encounter");
             let (code, display) = if template_is("5") { ("IMP", "inpatient encounter") } else { ("EMER", "emergency") };
             let mut e = json!({"resourceType": "Encounter", "id": id, "status": "finished",
                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code, "display": display},
@@ -311,7 +315,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
             }
             let Some(code) = child(obs, "code").filter(|c| c.attribute("codeSystem") == Some(LOINC)) else { continue };
             let Some(value) = child(obs, "value") else { continue };
-            let id = derived_id(&h.id, &format!("Observation/{n}"));
+            let id = derived_id(key, &format!("Observation/{n}"));
             let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
                 "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                     "code": if lab { "laboratory" } else { "imaging" }}]}],
@@ -373,7 +377,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
             refs.push(json!({"reference": format!("Observation/{id}")}));
             resources.push(o);
         }
-        let id = derived_id(&h.id, "DiagnosticReport");
+        let id = derived_id(key, "DiagnosticReport");
         let mut dr = json!({"resourceType": "DiagnosticReport", "id": id, "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": if lab { "LAB" } else if template_is("7.1") { "RAD" } else { "PAT" }}]}],
             "code": child(root, "code").and_then(concept).unwrap_or_else(|| json!({"text": title})), "subject": subject});
@@ -403,7 +407,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
             }
             let material = path(sa, &["consumable", "manufacturedProduct", "manufacturedMaterial"]);
             let Some(vaccine) = material.and_then(|m| child(m, "code")).and_then(concept) else { continue };
-            let id = derived_id(&h.id, &format!("Immunization/{n}"));
+            let id = derived_id(key, &format!("Immunization/{n}"));
             let when = child(sa, "effectiveTime")
                 .and_then(|e| e.attribute("value").or_else(|| child(e, "low").and_then(|l| l.attribute("value"))))
                 .and_then(fhir_datetime);
@@ -447,7 +451,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
                 let Some(med) = path(sa, &["consumable", "manufacturedProduct", "manufacturedMaterial", "code"]).and_then(concept) else {
                     continue;
                 };
-                let id = derived_id(&h.id, &format!("MedicationRequest/{n}"));
+                let id = derived_id(key, &format!("MedicationRequest/{n}"));
                 let mut mr = json!({"resourceType": "MedicationRequest", "id": id, "status": "active", "intent": "order",
                     "medicationCodeableConcept": med, "subject": subject});
                 if let Some(d) = &date {
@@ -460,7 +464,7 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
                 resources.push(mr);
             } else if matches!(name, "observation" | "act" | "procedure") && intent {
                 let Some(code) = child(sa, "code").and_then(concept) else { continue };
-                let id = derived_id(&h.id, &format!("ServiceRequest/{n}"));
+                let id = derived_id(key, &format!("ServiceRequest/{n}"));
                 let mut sr = json!({"resourceType": "ServiceRequest", "id": id, "status": "active", "intent": "order",
                     "code": code, "subject": subject});
                 if let Some(d) = &date {

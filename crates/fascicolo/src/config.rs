@@ -34,6 +34,22 @@ pub struct Config {
     pub session: SessionConfig,
     /// Where notifications go.
     pub notify: NotifyConfig,
+    /// Document publication (`/ingest/v1`).
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestConfig {
+    /// Largest accepted upload, in MiB.
+    pub max_upload_mib: usize,
+    /// Validator threads (each keeps the national schematrons compiled); 0: one per core.
+    pub validators: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { max_upload_mib: 20, validators: 0 }
+    }
 }
 
 /// An OpenID Connect provider, found by discovery at `{issuer}/.well-known/openid-configuration`.
@@ -104,6 +120,7 @@ impl Default for Config {
             privacy: PrivacyConfig::default(),
             session: SessionConfig::default(),
             notify: NotifyConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }

@@ -76,12 +76,22 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
         clients: cfg.all_clients(),
         sessions: Sessions::new(Arc::clone(&store), limits),
     };
+    let fhir = fhir_service(cfg, Arc::clone(&store));
+    let threads = match cfg.ingest.validators {
+        0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
+        n => n,
+    };
+    let blobs = Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs")));
+    let ingest =
+        fascicolo_app::ingest::Ingest::new(fhir.clone(), blobs, fascicolo_app::ingest::Validators::start(threads), &auth.public_url);
     let state = fascicolo_web::AppState {
-        fhir: fhir_service(cfg, Arc::clone(&store)),
+        fhir,
         tokens: fascicolo_app::auth::Tokens::new(store),
         metrics: Arc::default(),
         base_url: cfg.base_url.clone(),
         auth: Arc::new(auth),
+        ingest,
+        ingest_max_bytes: cfg.ingest.max_upload_mib * 1024 * 1024,
     };
     fascicolo_web::router(state)
 }

@@ -7,12 +7,13 @@ pub mod demo_idp;
 mod fhir_api;
 pub mod html;
 mod http_date;
+mod ingest_api;
 pub mod metrics;
 pub mod oidc;
 pub mod smart;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use fascicolo_app::FhirService;
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub struct AppState {
     /// Public base URL of the FHIR API; derived from the Host header when unset.
     pub base_url: Option<String>,
     pub auth: Arc<AuthState>,
+    /// Document publication.
+    pub ingest: fascicolo_app::ingest::Ingest,
+    /// Largest accepted document upload, in bytes.
+    pub ingest_max_bytes: usize,
 }
 
 /// Sign-in and authorization: the relying party, sessions, the demo provider, clients.
@@ -72,6 +77,14 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(smart::token))
         .route("/oauth/introspect", post(smart::introspect))
         .route("/oauth/revoke", post(smart::revoke))
+        .route("/ingest/v1/documents/validation", post(ingest_api::validation))
+        .route("/ingest/v1/documents", post(ingest_api::publish))
+        .route("/ingest/v1/documents/{id}", put(ingest_api::replace).delete(ingest_api::delete))
+        .route("/ingest/v1/documents/{id}/metadata", put(ingest_api::metadata))
+        .route("/ingest/v1/status/{id}", get(ingest_api::status))
+        .route("/documents/{id}", get(ingest_api::rendering))
+        .route("/documents/{id}/original", get(ingest_api::original))
+        .route("/documents/{id}/pdf", get(ingest_api::pdf))
         .merge(demo_routes(&state))
         .route("/fhir/r4", any(fhir_api::dispatch_root))
         .route("/fhir/r4/", any(fhir_api::dispatch_root))

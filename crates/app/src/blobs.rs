@@ -1,0 +1,110 @@
+//! Content-addressed storage of original documents (CDA2 XML, PDF, FHIR document Bundles): a
+//! blob's name is the SHA-256 of its bytes, so storing is idempotent and a blob written before a
+//! failed transaction is harmless (it is simply never referenced).
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::{AppError, AppResult};
+
+/// Where originals live.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Stores `bytes` under their SHA-256 (hex) and returns it.
+    async fn put(&self, bytes: &[u8]) -> AppResult<String>;
+    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>>;
+}
+
+/// The SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_hash(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Blobs in a local folder: `<root>/sha256/ab/cdef...`.
+#[derive(Debug, Clone)]
+pub struct FolderBlobs {
+    root: PathBuf,
+}
+
+impl FolderBlobs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, hash: &str) -> PathBuf {
+        self.root.join("sha256").join(&hash[..2]).join(&hash[2..])
+    }
+}
+
+fn io(e: std::io::Error) -> AppError {
+    AppError::Store(fascicolo_store::StoreError::Backend(format!("blob store: {e}")))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FolderBlobs {
+    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
+        let hash = sha256_hex(bytes);
+        let path = self.path(&hash);
+        if tokio::fs::try_exists(&path).await.map_err(io)? {
+            return Ok(hash);
+        }
+        let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        // write aside, then rename: a reader never sees half a blob
+        let tmp = dir.join(format!(".{}.{}", &hash[2..], uuid::Uuid::new_v4()));
+        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        Ok(hash)
+    }
+
+    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+        if !valid_hash(sha256) {
+            return Ok(None);
+        }
+        match tokio::fs::read(self.path(sha256)).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
+/// Blobs in memory (tests).
+#[derive(Debug, Default)]
+pub struct MemoryBlobs(parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+#[async_trait::async_trait]
+impl BlobStore for MemoryBlobs {
+    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
+        let hash = sha256_hex(bytes);
+        self.0.lock().insert(hash.clone(), bytes.to_vec());
+        Ok(hash)
+    }
+
+    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+        Ok(self.0.lock().get(sha256).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn folder_blobs_are_content_addressed() {
+        let dir = std::env::temp_dir().join(format!("fascicolo-blobs-{}", uuid::Uuid::new_v4()));
+        let blobs = FolderBlobs::new(&dir);
+        let h = blobs.put(b"hello").await.unwrap();
+        assert_eq!(h, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(blobs.put(b"hello").await.unwrap(), h);
+        assert_eq!(blobs.get(&h).await.unwrap().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(blobs.get(&"0".repeat(64)).await.unwrap(), None);
+        assert_eq!(blobs.get("../../etc/passwd").await.unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,862 @@
+//! Document publication (FSE 2.0 gateway style): producers validate, publish, replace, delete
+//! and re-label CDA2 documents (bare or embedded in a PDF). Validation runs on a pool of threads
+//! that keep the national schematrons compiled; publication maps the document to FHIR and writes
+//! everything in one transaction through the FHIR service (so the privacy gate labels it, the
+//! audit row and the "new document" notification commit with it).
+
+use std::sync::{mpsc, Arc};
+
+use fascicolo_cda::mapping::{self, Context, Header, SHA256_SYSTEM};
+use fascicolo_cda::{catalog, pdf, validate, Problem, Report, Severity, Source, Validator};
+use fascicolo_fhir::datetime;
+use fascicolo_store::AuthRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::blobs::BlobStore;
+use crate::fhir::parse_stored;
+use crate::gate::Who;
+use crate::{access, Actor, AppError, FhirService};
+
+/// How long a submission's status stays available.
+const STATUS_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+const STATUS_KIND: &str = "ingest-status";
+
+/// The XDS-style metadata the national gateway takes with a document (all optional here:
+/// defaults come from the document and its type).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// Facility type: Ospedale, Prevenzione, Territorio, SistemaTS, Cittadino, MdsPLS, Infermiere, Farmacista.
+    pub tipologia_struttura: Option<String>,
+    /// Practice setting, `AD_PSC001`…`AD_PSC999` (an array, as the gateway takes it, or one string).
+    pub assetto_organizzativo: Option<OneOrMany>,
+    /// XDS class code (REF, LDO, VRB, SUM, VAC, PRS, PRE...).
+    pub tipo_documento_liv_alto: Option<String>,
+    /// Clinical-activity type: PHR, CON, DIS, ERP.
+    pub tipo_attivita_clinica: Option<String>,
+    /// Hiding rules: P99 (hidden), P97 (hidden from parents), P98 (hidden from the patient), P00 (none).
+    pub atti_clinici_regole_accesso: Option<OneOrMany>,
+    /// Art. 6 category (hiv, ivg, violence, addiction, anonymous-birth, consultorio).
+    pub categoria_art6: Option<String>,
+    /// Service start and end (HL7 TS, e.g. 20220330112426+0100).
+    pub data_inizio_prestazione: Option<String>,
+    pub data_fine_prestazione: Option<String>,
+    /// The document's unique id; default: `ClinicalDocument/id` as `root^extension`.
+    pub identificativo_doc: Option<String>,
+    /// The organisation the document is published for (an Organization id); must be the
+    /// producer's own.
+    pub organizzazione: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn values(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// What went wrong, for the web layer to turn into a status and a JSON body.
+#[derive(Debug)]
+pub struct IngestError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub problems: Vec<Problem>,
+    pub workflow: Option<String>,
+}
+
+impl IngestError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), problems: Vec::new(), workflow: None }
+    }
+
+    fn invalid(problems: Vec<Problem>) -> Self {
+        let n = problems.iter().filter(|p| p.severity == Severity::Error).count();
+        Self { status: 422, code: "invalid", message: format!("the document is not valid: {n} error(s)"), problems, workflow: None }
+    }
+}
+
+impl From<AppError> for IngestError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NotFound(m) => IngestError::new(404, "not-found", m),
+            AppError::Gone(m) => IngestError::new(410, "gone", m),
+            AppError::BadRequest(m) => IngestError::new(400, "bad-request", m),
+            AppError::Invalid(issues) => {
+                let problems =
+                    issues.iter().map(|i| Problem::error(Source::Metadata, "fhir", i.diagnostics.clone(), i.expression.clone())).collect();
+                IngestError { problems, ..IngestError::new(422, "invalid", "the mapped FHIR resources are not valid") }
+            }
+            AppError::Conflict(m) | AppError::PreconditionFailed(m) => IngestError::new(409, "conflict", m),
+            AppError::Forbidden(m) => IngestError::new(403, "forbidden", m),
+            AppError::Unauthorized(m) => IngestError::new(401, "unauthorized", m),
+            AppError::NotSupported(m) => IngestError::new(415, "unsupported", m),
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "ingest: storage failure");
+                IngestError::new(500, "storage", "storage failure")
+            }
+        }
+    }
+}
+
+pub type IngestResult<T> = Result<T, IngestError>;
+
+/// A submitted document as received.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub bytes: Vec<u8>,
+    /// The declared media type (without parameters); empty to sniff.
+    pub content_type: String,
+    pub metadata: Metadata,
+}
+
+/// The answer to a validation or publication.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub workflow_instance_id: String,
+    /// `validated`, `published`, `already-published`, `replaced`, `deleted`, `metadata-updated`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_reference: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// Every problem found (for publication: the warnings; errors refuse it).
+    pub problems: Vec<Problem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_type: Option<String>,
+}
+
+type Job = (String, tokio::sync::oneshot::Sender<Report>);
+
+/// Threads that validate CDA2 documents, each with its own compiled schematrons.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Validators {
+    /// Starts `threads` validator threads (at least one).
+    pub fn start(threads: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(parking_lot::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new().name(format!("cda-validator-{i}")).spawn(move || {
+                let mut validator = Validator::new();
+                loop {
+                    let job = rx.lock().recv();
+                    let Ok((text, reply)) = job else { break };
+                    let _ = reply.send(validator.validate_text(&text));
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a validator thread");
+            }
+        }
+        Self { tx }
+    }
+
+    /// Validates a document [`validate::parse`] accepted.
+    pub async fn validate(&self, text: String) -> Report {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send((text, reply)).is_err() {
+            return engine_down();
+        }
+        rx.await.unwrap_or_else(|_| engine_down())
+    }
+}
+
+fn engine_down() -> Report {
+    Report { problems: vec![Problem::error(Source::Schematron, "engine", "the validation engine is not running", None)], doc_type: None }
+}
+
+/// The document publication service.
+#[derive(Clone)]
+pub struct Ingest {
+    fhir: FhirService,
+    blobs: Arc<dyn BlobStore>,
+    validators: Validators,
+    base_url: String,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").field("base_url", &self.base_url).finish()
+    }
+}
+
+struct Prepared {
+    original: Vec<u8>,
+    original_type: &'static str,
+    text: String,
+}
+
+/// Whose documents: the producer's organisation (None for the platform itself).
+struct Producer {
+    organization: Option<String>,
+    subject: String,
+}
+
+impl Ingest {
+    pub fn new(fhir: FhirService, blobs: Arc<dyn BlobStore>, validators: Validators, base_url: &str) -> Self {
+        Self { fhir, blobs, validators, base_url: base_url.trim_end_matches('/').to_string() }
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    fn producer(actor: &Actor) -> IngestResult<Producer> {
+        match &actor.who {
+            Who::Client { client_id, organization: Some(o), platform: false } => {
+                Ok(Producer { organization: Some(o.clone()), subject: format!("client:{client_id}") })
+            }
+            Who::Client { client_id, platform: true, organization } => {
+                Ok(Producer { organization: organization.clone(), subject: format!("client:{client_id}") })
+            }
+            Who::System => Ok(Producer { organization: None, subject: "system".into() }),
+            Who::Anonymous => {
+                Err(IngestError::new(401, "unauthorized", "sign-in required: send a system access token (client credentials)"))
+            }
+            _ => Err(IngestError::new(
+                403,
+                "forbidden",
+                "only document producers (system clients of a health organisation) use the publication API",
+            )),
+        }
+    }
+
+    /// Turns the bytes received into the CDA2 text (extracting it from a PDF).
+    fn prepare(sub: &Submission) -> IngestResult<Prepared> {
+        let declared = sub.content_type.to_ascii_lowercase();
+        let looks_pdf = pdf::is_pdf(&sub.bytes);
+        let kind = match declared.as_str() {
+            "application/pdf" => "pdf",
+            "application/xml" | "text/xml" | "application/hl7-cda+xml" | "application/cda+xml" => "xml",
+            "application/fhir+json" | "application/json" => {
+                return Err(IngestError::new(415, "unsupported", "FHIR document Bundles are taken at POST /fhir/r4 (transaction); this endpoint takes CDA2 XML or a PDF with the CDA2 embedded"))
+            }
+            "" | "application/octet-stream" => {
+                if looks_pdf {
+                    "pdf"
+                } else {
+                    "xml"
+                }
+            }
+            other => return Err(IngestError::new(415, "unsupported", format!("{other} is not accepted: send application/xml (CDA2) or application/pdf (PDF with the CDA2 embedded)"))),
+        };
+        if kind == "pdf" {
+            let xml = pdf::extract_cda(&sub.bytes)
+                .map_err(|e| IngestError::invalid(vec![Problem::error(Source::Xml, "pdf", e.to_string(), None)]))?;
+            let text = validate::parse(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
+            Ok(Prepared { original: sub.bytes.clone(), original_type: "application/pdf", text })
+        } else {
+            let text = validate::parse(&sub.bytes).map_err(|p| IngestError::invalid(vec![p]))?;
+            Ok(Prepared { original: sub.bytes.clone(), original_type: "application/xml", text })
+        }
+    }
+
+    /// Checks the metadata against the document; returns the mapping context (without patient,
+    /// hash and URL) and the problems.
+    fn resolve_metadata(meta: &Metadata, h: &Header, report: &Report) -> (Context, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let meta_err = |id: &str, m: String| Problem::error(Source::Metadata, id, m, None);
+        let facility = meta.tipologia_struttura.clone().unwrap_or_else(|| "Ospedale".into());
+        if !catalog::FACILITY_TYPES.contains(&facility.as_str()) {
+            problems.push(meta_err(
+                "tipologiaStruttura",
+                format!("{facility} is not a facility type ({})", catalog::FACILITY_TYPES.join(", ")),
+            ));
+        }
+        let practice = meta.assetto_organizzativo.as_ref().map(OneOrMany::values).unwrap_or_default();
+        let practice = practice.first().cloned().unwrap_or_else(|| "AD_PSC999".into());
+        let psc_ok = practice.strip_prefix("AD_PSC").is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()));
+        if !psc_ok {
+            problems.push(meta_err("assettoOrganizzativo", format!("{practice} is not a practice setting (AD_PSC001…AD_PSC999)")));
+        }
+        let default_class = report.doc_type.map(|t| t.class).unwrap_or("REF");
+        let class = meta.tipo_documento_liv_alto.clone().unwrap_or_else(|| default_class.to_string());
+        if !catalog::CLASSES.iter().any(|(c, _)| *c == class) {
+            problems.push(meta_err("tipoDocumentoLivAlto", format!("{class} is not a document class")));
+        } else if let Some(loinc) = &h.loinc {
+            if !catalog::class_matches_type(&class, loinc) {
+                problems.push(meta_err(
+                    "class-type",
+                    format!("class {class} does not go with the document type {loinc} (classCode ↔ typeCode)"),
+                ));
+            }
+        }
+        let activity = meta.tipo_attivita_clinica.clone().unwrap_or_else(|| "CON".into());
+        if !matches!(activity.as_str(), "PHR" | "CON" | "DIS" | "ERP") {
+            problems.push(meta_err("tipoAttivitaClinica", format!("{activity} is not a clinical-activity type (PHR, CON, DIS, ERP)")));
+        }
+        let mut hiding = Vec::new();
+        for code in meta.atti_clinici_regole_accesso.as_ref().map(OneOrMany::values).unwrap_or_default() {
+            match code.as_str() {
+                "P99" | "P97" | "P98" => hiding.push(code),
+                "P00" => {}
+                other => problems.push(meta_err("attiCliniciRegoleAccesso", format!("{other} is not a hiding rule (P99, P97, P98, P00)"))),
+            }
+        }
+        let art6 = meta.categoria_art6.clone();
+        if let Some(a) = &art6 {
+            if fascicolo_domain::privacy::Art6Category::parse(a).is_none() {
+                problems.push(meta_err("categoriaArt6", format!("{a} is not an art. 6 category")));
+            }
+        }
+        for (field, v) in [("dataInizioPrestazione", &meta.data_inizio_prestazione), ("dataFinePrestazione", &meta.data_fine_prestazione)] {
+            if let Some(v) = v {
+                if !validate::ts_ok(v) {
+                    problems.push(meta_err(field, format!("{v} is not an HL7 timestamp")));
+                }
+            }
+        }
+        let ctx = Context {
+            facility_type: facility,
+            practice_setting: practice,
+            class,
+            activity,
+            hiding,
+            art6,
+            service_start: meta.data_inizio_prestazione.clone(),
+            service_end: meta.data_fine_prestazione.clone(),
+            ..Context::default()
+        };
+        (ctx, problems)
+    }
+
+    async fn record_status(&self, producer: &Producer, workflow: &str, body: &Value) {
+        let rec = AuthRecord {
+            kind: STATUS_KIND.into(),
+            id: workflow.to_string(),
+            subject: producer.subject.clone(),
+            data: body.to_string(),
+            expires_at: datetime::now_ms() + STATUS_TTL_MS,
+        };
+        if let Err(e) = self.fhir.store().auth_put(&rec, true).await {
+            tracing::warn!(error = %e, "could not record a submission status");
+        }
+    }
+
+    async fn failed(&self, producer: &Producer, workflow: String, operation: &str, mut e: IngestError) -> IngestError {
+        let body = json!({"workflowInstanceId": workflow, "operation": operation, "status": "failed", "error": e.code,
+            "message": e.message, "problems": e.problems, "at": datetime::now_ms()});
+        self.record_status(producer, &workflow, &body).await;
+        e.workflow = Some(workflow);
+        e
+    }
+
+    /// Validate only: nothing is looked up or stored (besides the submission's status).
+    pub async fn validate(&self, actor: &Actor, sub: Submission) -> IngestResult<Outcome> {
+        let producer = Self::producer(actor)?;
+        let workflow = uuid::Uuid::now_v7().to_string();
+        let result = self.validate_inner(&sub).await;
+        match result {
+            Ok((report, problems, h)) => {
+                let status = if problems.iter().any(|p| p.severity == Severity::Error) { "invalid" } else { "validated" };
+                let out = Outcome {
+                    workflow_instance_id: workflow.clone(),
+                    status: status.into(),
+                    document_reference: None,
+                    resources: Vec::new(),
+                    problems,
+                    document_type: report.doc_type.map(|t| t.name.to_string()).or(h.loinc),
+                };
+                self.record_status(&producer, &workflow, &json!({"operation": "validation", "at": datetime::now_ms(), "outcome": out}))
+                    .await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(&producer, workflow, "validation", e).await),
+        }
+    }
+
+    async fn validate_inner(&self, sub: &Submission) -> IngestResult<(Report, Vec<Problem>, Header)> {
+        let prepared = Self::prepare(sub)?;
+        let report = self.validators.validate(prepared.text.clone()).await;
+        let doc = validate::tree(&prepared.text).map_err(|p| IngestError::invalid(vec![p]))?;
+        let h = mapping::header(&doc);
+        let (_, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
+        let mut problems = report.problems.clone();
+        problems.extend(meta_problems);
+        Ok((report, problems, h))
+    }
+
+    /// Validate and publish.
+    pub async fn publish(&self, actor: &Actor, sub: Submission) -> IngestResult<Outcome> {
+        let producer = Self::producer(actor)?;
+        let workflow = uuid::Uuid::now_v7().to_string();
+        match self.publish_inner(actor, &producer, &workflow, sub, None).await {
+            Ok(out) => {
+                self.record_status(&producer, &workflow, &json!({"operation": "publication", "at": datetime::now_ms(), "outcome": out}))
+                    .await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(&producer, workflow, "publication", e).await),
+        }
+    }
+
+    /// Publish a new version replacing the document `old` (its identifier or DocumentReference id).
+    pub async fn replace(&self, actor: &Actor, old: &str, sub: Submission) -> IngestResult<Outcome> {
+        let producer = Self::producer(actor)?;
+        let workflow = uuid::Uuid::now_v7().to_string();
+        let result = async {
+            let previous = self.own_document(&producer, old).await?;
+            self.publish_inner(actor, &producer, &workflow, sub, Some(previous)).await
+        }
+        .await;
+        match result {
+            Ok(out) => {
+                self.record_status(&producer, &workflow, &json!({"operation": "replacement", "at": datetime::now_ms(), "outcome": out}))
+                    .await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(&producer, workflow, "replacement", e).await),
+        }
+    }
+
+    /// The current DocumentReference named by `reference` (a document identifier or the
+    /// DocumentReference id) that this producer published.
+    async fn own_document(&self, producer: &Producer, reference: &str) -> IngestResult<Value> {
+        let not_found = || IngestError::new(404, "not-found", format!("no current document {reference} published by your organisation"));
+        let mut stored = None;
+        for id in [reference.to_string(), mapping::derived_id(reference, "DocumentReference")] {
+            if fascicolo_fhir::is_valid_id(&id) {
+                if let Some(s) = self.fhir.store().read("DocumentReference", &id).await.map_err(AppError::from)? {
+                    stored = Some(s);
+                    break;
+                }
+            }
+        }
+        let stored = stored.filter(|s| !s.deleted).ok_or_else(not_found)?;
+        let v = parse_stored(&stored)?;
+        if v["status"] != "current" {
+            return Err(IngestError::new(
+                409,
+                "conflict",
+                format!("document {reference} is {} and cannot change", v["status"].as_str().unwrap_or("?")),
+            ));
+        }
+        if let Some(org) = &producer.organization {
+            let mine = v["custodian"]["reference"].as_str() == Some(&format!("Organization/{org}"));
+            if !mine {
+                return Err(not_found());
+            }
+        }
+        Ok(v)
+    }
+
+    async fn publish_inner(
+        &self,
+        actor: &Actor,
+        producer: &Producer,
+        workflow: &str,
+        sub: Submission,
+        previous: Option<Value>,
+    ) -> IngestResult<Outcome> {
+        // the organisation: the producer's own, never another
+        let organization = match (&producer.organization, &sub.metadata.organizzazione) {
+            (Some(own), Some(named)) if own != named => {
+                return Err(IngestError::new(
+                    403,
+                    "forbidden",
+                    format!("your client publishes for Organization/{own}, not for Organization/{named}"),
+                ))
+            }
+            (Some(own), _) => Some(own.clone()),
+            (None, named) => named.clone(),
+        };
+        let prepared = Self::prepare(&sub)?;
+        let report = self.validators.validate(prepared.text.clone()).await;
+        let doc = validate::tree(&prepared.text).map_err(|p| IngestError::invalid(vec![p]))?;
+        let h = mapping::header(&doc);
+        let (mut ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
+        let mut problems = report.problems.clone();
+        problems.extend(meta_problems);
+        if problems.iter().any(|p| p.severity == Severity::Error) {
+            return Err(IngestError::invalid(problems));
+        }
+        if let Some(org) = &organization {
+            self.check_custodian(org, &doc).await?;
+        }
+        // the citizen must be in the registry
+        let Some(cf) = h.patient_cf.clone() else {
+            return Err(IngestError::invalid(vec![Problem::error(
+                Source::Metadata,
+                "patient",
+                "the document names no patient by codice fiscale",
+                None,
+            )]));
+        };
+        let ident = format!("{}|{cf}", access::CF_SYSTEM);
+        let patients = access::lookup(self.fhir.store().as_ref(), None, "Patient", &[("identifier", ident.as_str())], 2).await?;
+        let patient = match patients.as_slice() {
+            [p] => p.id.clone(),
+            [] => {
+                return Err(IngestError::invalid(vec![Problem::error(
+                    Source::Metadata,
+                    "patient-unknown",
+                    "the document's patient (recordTarget/patientRole/id) is not in the regional registry: it cannot be published",
+                    Some("/ClinicalDocument[1]/recordTarget[1]/patientRole[1]".into()),
+                )]))
+            }
+            _ => return Err(IngestError::new(409, "conflict", "more than one registry record carries the document's codice fiscale")),
+        };
+        // identity: the same document (id and bytes) is published once
+        let identity = sub.metadata.identificativo_doc.clone().unwrap_or_else(|| h.id.clone());
+        if identity.is_empty() {
+            return Err(IngestError::invalid(vec![Problem::error(Source::Metadata, "identificativoDoc", "the document has no id", None)]));
+        }
+        let sha256 = crate::blobs::sha256_hex(&prepared.original);
+        let docref_id = mapping::derived_id(&identity, "DocumentReference");
+        if let Some(existing) =
+            self.fhir.store().read("DocumentReference", &docref_id).await.map_err(AppError::from)?.filter(|s| !s.deleted)
+        {
+            let v = parse_stored(&existing)?;
+            let same = v["identifier"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i["system"] == SHA256_SYSTEM && i["value"] == sha256.as_str()));
+            if same && previous.is_none() {
+                return Ok(Outcome {
+                    workflow_instance_id: workflow.to_string(),
+                    status: "already-published".into(),
+                    document_reference: Some(format!("DocumentReference/{docref_id}")),
+                    resources: related(&v),
+                    problems,
+                    document_type: report.doc_type.map(|t| t.name.to_string()),
+                });
+            }
+            return Err(IngestError::new(
+                409,
+                "conflict",
+                format!("a different document with the id {identity} is already published: send a replacement with a new id"),
+            ));
+        }
+        if let Some(prev) = &previous {
+            if prev["subject"]["reference"].as_str() != Some(&format!("Patient/{patient}")) {
+                return Err(IngestError::new(409, "conflict", "a replacement must concern the same patient as the document it replaces"));
+            }
+        }
+        self.blobs.put(&prepared.original).await?;
+        ctx.patient = patient;
+        ctx.producer_org = organization;
+        ctx.sha256 = sha256;
+        ctx.size = prepared.original.len();
+        ctx.content_type = prepared.original_type.to_string();
+        ctx.original_url = format!("{}/documents/{docref_id}/original", self.base_url);
+        ctx.replaces = previous.as_ref().and_then(|p| p["id"].as_str()).map(str::to_string);
+        ctx.identity = identity.clone();
+        let mapped = mapping::map(&doc, &h, &ctx);
+        let mut entries: Vec<Value> = mapped
+            .resources
+            .iter()
+            .map(|r| {
+                let url = format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default());
+                json!({"fullUrl": format!("{}/fhir/r4/{url}", self.base_url), "resource": r, "request": {"method": "PUT", "url": url}})
+            })
+            .collect();
+        if let Some(prev) = &previous {
+            entries.extend(retire(prev, "superseded"));
+        }
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        self.fhir.process_bundle_value(actor, bundle, &format!("{}/fhir/r4", self.base_url)).await?;
+        let resources: Vec<String> = mapped
+            .resources
+            .iter()
+            .skip(1)
+            .map(|r| format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()))
+            .collect();
+        Ok(Outcome {
+            workflow_instance_id: workflow.to_string(),
+            status: if previous.is_some() { "replaced" } else { "published" }.into(),
+            document_reference: Some(format!("DocumentReference/{}", mapped.document_reference_id)),
+            resources,
+            problems,
+            document_type: report.doc_type.map(|t| t.name.to_string()),
+        })
+    }
+
+    /// When the producer's Organization carries identifiers, the document's custodian must be one
+    /// of them.
+    async fn check_custodian(&self, org: &str, doc: &roxmltree::Document<'_>) -> IngestResult<()> {
+        let Some(stored) = self.fhir.store().read("Organization", org).await.map_err(AppError::from)?.filter(|s| !s.deleted) else {
+            return Ok(());
+        };
+        let v = parse_stored(&stored)?;
+        let ids: Vec<(String, String)> = v["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((i["system"].as_str()?.trim_start_matches("urn:oid:").to_string(), i["value"].as_str()?.to_string())))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let custodian = doc
+            .root_element()
+            .descendants()
+            .find(|n| n.tag_name().name() == "representedCustodianOrganization")
+            .into_iter()
+            .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
+            .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
+            .collect::<Vec<_>>();
+        if custodian.iter().any(|c| ids.contains(c)) {
+            Ok(())
+        } else {
+            Err(IngestError::new(
+                403,
+                "forbidden",
+                format!("the document's custodian is not Organization/{org}: a producer publishes only its own organisation's documents"),
+            ))
+        }
+    }
+
+    /// Logical deletion of a published document and everything mapped from it (audited; the
+    /// versions stay in history).
+    pub async fn delete(&self, actor: &Actor, reference: &str) -> IngestResult<Outcome> {
+        let producer = Self::producer(actor)?;
+        let workflow = uuid::Uuid::now_v7().to_string();
+        let result = async {
+            let doc = self.own_document(&producer, reference).await?;
+            let id = doc["id"].as_str().unwrap_or_default().to_string();
+            let mut entries: Vec<Value> = related(&doc).into_iter().map(|r| json!({"request": {"method": "DELETE", "url": r}})).collect();
+            entries.push(json!({"request": {"method": "DELETE", "url": format!("DocumentReference/{id}")}}));
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+            self.fhir.process_bundle_value(actor, bundle, &format!("{}/fhir/r4", self.base_url)).await?;
+            Ok::<_, IngestError>(Outcome {
+                workflow_instance_id: workflow.clone(),
+                status: "deleted".into(),
+                document_reference: Some(format!("DocumentReference/{id}")),
+                resources: related(&doc),
+                problems: Vec::new(),
+                document_type: None,
+            })
+        }
+        .await;
+        match result {
+            Ok(out) => {
+                self.record_status(&producer, &workflow, &json!({"operation": "deletion", "at": datetime::now_ms(), "outcome": out})).await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(&producer, workflow, "deletion", e).await),
+        }
+    }
+
+    /// Updates a published document's metadata: hiding rules (applied to the whole document
+    /// family) and the XDS context (facility type, practice setting, activity, class, dates).
+    pub async fn update_metadata(&self, actor: &Actor, reference: &str, meta: Metadata) -> IngestResult<Outcome> {
+        let producer = Self::producer(actor)?;
+        let workflow = uuid::Uuid::now_v7().to_string();
+        let result = async {
+            let doc = self.own_document(&producer, reference).await?;
+            let id = doc["id"].as_str().unwrap_or_default().to_string();
+            let loinc = doc["type"]["coding"][0]["code"].as_str().map(str::to_string);
+            let h = Header { loinc, ..header_stub() };
+            let report = Report::default();
+            let mut effective = meta.clone();
+            // fields not sent keep their current values
+            let cur = |v: &Value| v.as_str().map(str::to_string);
+            effective.tipologia_struttura =
+                meta.tipologia_struttura.clone().or_else(|| cur(&doc["context"]["facilityType"]["coding"][0]["code"]));
+            effective.assetto_organizzativo = meta
+                .assetto_organizzativo
+                .clone()
+                .or_else(|| cur(&doc["context"]["practiceSetting"]["coding"][0]["code"]).map(OneOrMany::One));
+            effective.tipo_documento_liv_alto =
+                meta.tipo_documento_liv_alto.clone().or_else(|| cur(&doc["category"][0]["coding"][0]["code"]));
+            effective.tipo_attivita_clinica =
+                meta.tipo_attivita_clinica.clone().or_else(|| cur(&doc["context"]["event"][0]["coding"][0]["code"]));
+            let (ctx, problems) = Self::resolve_metadata(&effective, &h, &report);
+            if problems.iter().any(|p| p.severity == Severity::Error) {
+                return Err(IngestError::invalid(problems));
+            }
+            let mut v = doc.clone();
+            v["context"]["facilityType"] = json!({"coding": [{"system": mapping::FACILITY_SYSTEM, "code": ctx.facility_type}]});
+            v["context"]["practiceSetting"] = json!({"coding": [{"system": mapping::PRACTICE_SYSTEM, "code": ctx.practice_setting}]});
+            v["context"]["event"] = json!([{"coding": [{"system": mapping::ACTIVITY_SYSTEM, "code": ctx.activity}]}]);
+            v["category"] = json!([{"coding": [{"system": mapping::CLASS_SYSTEM, "code": ctx.class}]}]);
+            if let Some(s) = meta.data_inizio_prestazione.as_deref().and_then(mapping::fhir_datetime) {
+                v["context"]["period"]["start"] = json!(s);
+            }
+            if let Some(e) = meta.data_fine_prestazione.as_deref().and_then(mapping::fhir_datetime) {
+                v["context"]["period"]["end"] = json!(e);
+            }
+            if v != doc {
+                self.fhir.update(actor, "DocumentReference", &id, v.to_string().as_bytes(), None).await?;
+            }
+            if let Some(rules) = &meta.atti_clinici_regole_accesso {
+                for code in rules.values() {
+                    self.fhir.hide(actor, "DocumentReference", &id, &code).await?;
+                }
+            }
+            Ok::<_, IngestError>(Outcome {
+                workflow_instance_id: workflow.clone(),
+                status: "metadata-updated".into(),
+                document_reference: Some(format!("DocumentReference/{id}")),
+                resources: Vec::new(),
+                problems: Vec::new(),
+                document_type: None,
+            })
+        }
+        .await;
+        match result {
+            Ok(out) => {
+                self.record_status(&producer, &workflow, &json!({"operation": "metadata", "at": datetime::now_ms(), "outcome": out})).await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(&producer, workflow, "metadata", e).await),
+        }
+    }
+
+    /// The recorded status of a submission (only the producer that sent it may read it).
+    pub async fn status(&self, actor: &Actor, workflow: &str) -> IngestResult<Value> {
+        let producer = Self::producer(actor)?;
+        let rec = self.fhir.store().auth_get(STATUS_KIND, workflow, datetime::now_ms()).await.map_err(AppError::from)?;
+        match rec {
+            Some(r) if r.subject == producer.subject => {
+                serde_json::from_str(&r.data).map_err(|_| IngestError::new(500, "storage", "unreadable status"))
+            }
+            _ => Err(IngestError::new(404, "not-found", format!("no submission {workflow} of yours"))),
+        }
+    }
+
+    /// The original bytes of a document the actor may read, with their media type.
+    pub async fn original(&self, actor: &Actor, docref_id: &str) -> IngestResult<(String, Vec<u8>)> {
+        let v = self.fhir.read(actor, "DocumentReference", docref_id).await?;
+        let attachment = &v.resource["content"][0]["attachment"];
+        let hash = v.resource["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["system"] == SHA256_SYSTEM)
+            .and_then(|i| i["value"].as_str())
+            .ok_or_else(|| IngestError::new(404, "not-found", "this document has no stored original"))?;
+        let bytes =
+            self.blobs.get(hash).await?.ok_or_else(|| IngestError::new(404, "not-found", "the original is missing from the blob store"))?;
+        Ok((attachment["contentType"].as_str().unwrap_or("application/octet-stream").to_string(), bytes))
+    }
+
+    /// The CDA2 of a document the actor may read (extracted from the PDF when needed).
+    async fn cda_text(&self, actor: &Actor, docref_id: &str) -> IngestResult<(String, Vec<u8>, String)> {
+        let (ct, bytes) = self.original(actor, docref_id).await?;
+        let xml = if ct == "application/pdf" {
+            pdf::extract_cda(&bytes).map_err(|e| IngestError::new(500, "storage", e.to_string()))?
+        } else {
+            bytes.clone()
+        };
+        let text = validate::parse(&xml).map_err(|p| IngestError::new(500, "storage", p.message))?;
+        Ok((text, bytes, ct))
+    }
+
+    /// The HTML rendering (a fragment) of a document the actor may read.
+    pub async fn rendering(&self, actor: &Actor, docref_id: &str) -> IngestResult<String> {
+        let (text, _, _) = self.cda_text(actor, docref_id).await?;
+        let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
+        Ok(fascicolo_cda::render::render(&doc))
+    }
+
+    /// A PDF of the document: the original when it was a PDF, otherwise one generated from the
+    /// rendering (with the CDA2 embedded).
+    pub async fn pdf(&self, actor: &Actor, docref_id: &str) -> IngestResult<Vec<u8>> {
+        let (text, bytes, ct) = self.cda_text(actor, docref_id).await?;
+        if ct == "application/pdf" {
+            return Ok(bytes);
+        }
+        let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
+        let h = mapping::header(&doc);
+        let html = fascicolo_cda::render::render(&doc);
+        let paragraphs = html_to_paragraphs(&html);
+        let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title };
+        pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
+            .map_err(|e| IngestError::new(500, "pdf", e.to_string()))
+    }
+}
+
+fn header_stub() -> Header {
+    Header {
+        id: String::new(),
+        set_id: None,
+        version: None,
+        template: None,
+        loinc: None,
+        title: String::new(),
+        patient_cf: None,
+        effective: None,
+        confidentiality: None,
+        nre: None,
+        custodian: None,
+    }
+}
+
+/// The resources a DocumentReference lists as mapped from it.
+fn related(docref: &Value) -> Vec<String> {
+    docref["context"]["related"].as_array().into_iter().flatten().filter_map(|r| r["reference"].as_str().map(str::to_string)).collect()
+}
+
+/// Transaction entries retiring a document: its DocumentReference gets `status`, the
+/// resources mapped from it are deleted.
+fn retire(docref: &Value, status: &str) -> Vec<Value> {
+    let mut old = docref.clone();
+    old["status"] = json!(status);
+    if let Some(m) = old.get_mut("meta").and_then(Value::as_object_mut) {
+        m.remove("versionId");
+        m.remove("lastUpdated");
+    }
+    let id = docref["id"].as_str().unwrap_or_default();
+    let mut entries = vec![json!({"resource": old, "request": {"method": "PUT", "url": format!("DocumentReference/{id}")}})];
+    for r in related(docref) {
+        entries.push(json!({"request": {"method": "DELETE", "url": r}}));
+    }
+    entries
+}
+
+/// Plain text paragraphs of an HTML fragment (for the generated PDF).
+fn html_to_paragraphs(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_tag = false;
+    let mut tag = String::new();
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                tag.clear();
+            }
+            '>' if in_tag => {
+                in_tag = false;
+                let name = tag.trim_start_matches('/').split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                if matches!(name.as_str(), "p" | "br" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "dd" | "section" | "div") {
+                    let t = cur.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if !t.is_empty() {
+                        out.push(t);
+                    }
+                    cur.clear();
+                } else if name == "dt" || name == "td" || name == "th" {
+                    cur.push(' ');
+                }
+                if name == "dt" && tag.starts_with('/') {
+                    cur.push_str(": ");
+                }
+            }
+            _ if in_tag => tag.push(c),
+            _ => cur.push(c),
+        }
+    }
+    let t = cur.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !t.is_empty() {
+        out.push(t);
+    }
+    out.into_iter()
+        .map(|p| p.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&"))
+        .collect()
+}
