@@ -349,6 +349,17 @@ impl Ingest {
         }
     }
 
+    /// Records the outcome of a submission (success or failure) under its workflow id.
+    async fn finish(&self, producer: &Producer, workflow: String, operation: &str, result: IngestResult<Outcome>) -> IngestResult<Outcome> {
+        match result {
+            Ok(out) => {
+                self.record_status(producer, &workflow, &json!({"operation": operation, "at": datetime::now_ms(), "outcome": out})).await;
+                Ok(out)
+            }
+            Err(e) => Err(self.failed(producer, workflow, operation, e).await),
+        }
+    }
+
     async fn failed(&self, producer: &Producer, workflow: String, operation: &str, mut e: IngestError) -> IngestError {
         let body = json!({"workflowInstanceId": workflow, "operation": operation, "status": "failed", "error": e.code,
             "message": e.message, "problems": e.problems, "at": datetime::now_ms()});
@@ -396,14 +407,8 @@ impl Ingest {
     pub async fn publish(&self, actor: &Actor, sub: Submission) -> IngestResult<Outcome> {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
-        match self.publish_inner(actor, &producer, &workflow, sub, None).await {
-            Ok(out) => {
-                self.record_status(&producer, &workflow, &json!({"operation": "publication", "at": datetime::now_ms(), "outcome": out}))
-                    .await;
-                Ok(out)
-            }
-            Err(e) => Err(self.failed(&producer, workflow, "publication", e).await),
-        }
+        let result = self.publish_inner(actor, &producer, &workflow, sub, None).await;
+        self.finish(&producer, workflow, "publication", result).await
     }
 
     /// Publish a new version replacing the document `old` (its identifier or DocumentReference id).
@@ -415,14 +420,7 @@ impl Ingest {
             self.publish_inner(actor, &producer, &workflow, sub, Some(previous)).await
         }
         .await;
-        match result {
-            Ok(out) => {
-                self.record_status(&producer, &workflow, &json!({"operation": "replacement", "at": datetime::now_ms(), "outcome": out}))
-                    .await;
-                Ok(out)
-            }
-            Err(e) => Err(self.failed(&producer, workflow, "replacement", e).await),
-        }
+        self.finish(&producer, workflow, "replacement", result).await
     }
 
     /// The current DocumentReference named by `reference` (a document identifier or the
@@ -643,13 +641,7 @@ impl Ingest {
             })
         }
         .await;
-        match result {
-            Ok(out) => {
-                self.record_status(&producer, &workflow, &json!({"operation": "deletion", "at": datetime::now_ms(), "outcome": out})).await;
-                Ok(out)
-            }
-            Err(e) => Err(self.failed(&producer, workflow, "deletion", e).await),
-        }
+        self.finish(&producer, workflow, "deletion", result).await
     }
 
     /// Updates a published document's metadata: hiding rules (applied to the whole document
@@ -709,13 +701,7 @@ impl Ingest {
             })
         }
         .await;
-        match result {
-            Ok(out) => {
-                self.record_status(&producer, &workflow, &json!({"operation": "metadata", "at": datetime::now_ms(), "outcome": out})).await;
-                Ok(out)
-            }
-            Err(e) => Err(self.failed(&producer, workflow, "metadata", e).await),
-        }
+        self.finish(&producer, workflow, "metadata", result).await
     }
 
     /// The recorded status of a submission (only the producer that sent it may read it).

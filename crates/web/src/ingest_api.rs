@@ -124,6 +124,12 @@ async fn submission(state: &AppState, req: Request) -> Result<Submission, Respon
     Ok(Submission { bytes, content_type: declared, metadata: Metadata::default() })
 }
 
+/// The caller and the submission of a request.
+async fn authed_submission(state: &AppState, req: Request) -> Result<(Actor, Submission), Response> {
+    let actor = actor(state, req.headers()).await?;
+    Ok((actor, submission(state, req).await?))
+}
+
 fn outcome(status: StatusCode, o: &Outcome) -> Response {
     let mut resp = (status, axum::Json(o)).into_response();
     if let Some(d) = &o.document_reference {
@@ -136,12 +142,8 @@ fn outcome(status: StatusCode, o: &Outcome) -> Response {
 
 /// `POST /ingest/v1/documents/validation`: 200 with the problems (warnings only), or 422.
 pub async fn validation(State(state): State<AppState>, req: Request) -> Response {
-    let actor = match actor(&state, req.headers()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let sub = match submission(&state, req).await {
-        Ok(s) => s,
+    let (actor, sub) = match authed_submission(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match state.ingest.validate(&actor, sub).await {
@@ -153,12 +155,8 @@ pub async fn validation(State(state): State<AppState>, req: Request) -> Response
 
 /// `POST /ingest/v1/documents`: 201 with the ids; 200 when the same document was already published.
 pub async fn publish(State(state): State<AppState>, req: Request) -> Response {
-    let actor = match actor(&state, req.headers()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let sub = match submission(&state, req).await {
-        Ok(s) => s,
+    let (actor, sub) = match authed_submission(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match state.ingest.publish(&actor, sub).await {
@@ -170,12 +168,8 @@ pub async fn publish(State(state): State<AppState>, req: Request) -> Response {
 
 /// `PUT /ingest/v1/documents/{id}`: publish a new version replacing document `id`.
 pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let actor = match actor(&state, req.headers()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let sub = match submission(&state, req).await {
-        Ok(s) => s,
+    let (actor, sub) = match authed_submission(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match state.ingest.replace(&actor, &id, sub).await {
