@@ -172,6 +172,14 @@ impl Schematron {
                 }
                 compiled.push(CRule {
                     context: compile(context_query(&r.context))?,
+                    rooted: match rooted_query(&r.context, &self.namespaces) {
+                        Some(q) => Some(compile(q)?),
+                        None => None,
+                    },
+                    by_name: match name_contains_plan(&r.context) {
+                        Some((literal, q)) => Some((literal, compile(q)?)),
+                        None => None,
+                    },
                     tests: compile(format!("{}({tests})", r.lets))?,
                     single: r.checks.iter().map(|c| compile(format!("{}boolean({})", r.lets, c.test))).collect::<Result<_, _>>()?,
                     messages,
@@ -190,6 +198,13 @@ enum CPart {
 
 struct CRule {
     context: SequenceQuery,
+    /// For a context that starts at `ClinicalDocument`: the same selection from the document
+    /// element only, valid (and much faster) when the document holds a single ClinicalDocument.
+    rooted: Option<SequenceQuery>,
+    /// For a context `//*[contains(local-name(), 'X') ...]...`: the literal, and the rest of the
+    /// pattern as a query from each element whose local name contains it (found without XPath:
+    /// the string test over every element is the slowest part of a naive evaluation).
+    by_name: Option<(String, SequenceQuery)>,
     tests: SequenceQuery,
     /// One query per check, used only when the combined one raises a dynamic error, to tell which.
     single: Vec<SequenceQuery>,
@@ -220,10 +235,40 @@ impl Compiled {
         let root = documents.document_node(handle).ok_or_else(|| SchematronError::Eval("no document node".into()))?;
         let eval = |e: xee_xpath::error::Error| SchematronError::Eval(e.to_string());
         let mut firings = Vec::new();
+        let single_root = single_clinical_document(documents.xot(), root);
         for (p, rules) in self.patterns.iter().enumerate() {
             let mut handled: HashMap<xot::Node, ()> = HashMap::new();
             for (r, rule) in rules.iter().enumerate() {
-                let nodes = rule.context.execute(&mut documents, root).map_err(eval)?;
+                let query = match (&rule.rooted, single_root) {
+                    (Some(q), true) => q,
+                    _ => &rule.context,
+                };
+                let nodes = match &rule.by_name {
+                    Some((literal, q)) => {
+                        let candidates: Vec<xot::Node> = documents
+                            .xot()
+                            .descendants(root)
+                            .filter(|n| {
+                                documents
+                                    .xot()
+                                    .element(*n)
+                                    .is_some_and(|e| documents.xot().local_name_str(e.name()).contains(literal.as_str()))
+                            })
+                            .collect();
+                        let mut found = Vec::new();
+                        for c in candidates {
+                            let seq = q.execute(&mut documents, c).map_err(eval)?;
+                            for n in seq.nodes() {
+                                let n = n.map_err(|e| SchematronError::Eval(e.to_string()))?;
+                                if !found.contains(&n) {
+                                    found.push(n);
+                                }
+                            }
+                        }
+                        xee_xpath::Sequence::from(found.into_iter().map(xee_xpath::Item::Node).collect::<Vec<_>>())
+                    }
+                    None => query.execute(&mut documents, root).map_err(eval)?,
+                };
                 let nodes: Vec<xot::Node> = nodes.nodes().collect::<Result<_, _>>().map_err(|e| SchematronError::Eval(e.to_string()))?;
                 for node in nodes {
                     if handled.insert(node, ()).is_some() {
@@ -301,14 +346,131 @@ fn context_query(pattern: &str) -> String {
         .into_iter()
         .map(|p| {
             let p = p.trim();
-            if p.starts_with('/') {
+            let rest = p.strip_prefix("//").unwrap_or(p);
+            if rest.starts_with('/') || (p.starts_with('/') && !p.starts_with("//")) {
                 p.to_string()
+            } else if first_step_positional(rest) {
+                format!("//{rest}")
             } else {
-                format!("//{p}")
+                // `/descendant::S` selects what `//S` does when S's predicates are not positional,
+                // without building the descendant-or-self sequence first
+                format!("/descendant::{rest}")
             }
         })
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// Whether the document element is the document's only `ClinicalDocument` (any namespace).
+fn single_clinical_document(xot: &xot::Xot, root: xot::Node) -> bool {
+    let mut count = 0;
+    for n in xot.descendants(root) {
+        if xot.element(n).is_some_and(|e| xot.local_name_str(e.name()) == "ClinicalDocument") {
+            count += 1;
+            if count > 1 {
+                return false;
+            }
+        }
+    }
+    xot.document_element(root).ok().and_then(|e| xot.element(e)).is_some_and(|e| xot.local_name_str(e.name()) == "ClinicalDocument")
+}
+
+/// `/p:ClinicalDocument/rest` for a context `[//]p:ClinicalDocument[/rest]` whose prefix is the
+/// HL7 namespace and that has no union: what it selects when ClinicalDocument is the document
+/// element and occurs once.
+fn rooted_query(pattern: &str, namespaces: &[(String, String)]) -> Option<String> {
+    if split_union(pattern).len() != 1 {
+        return None;
+    }
+    let p = pattern.trim();
+    let p = p.strip_prefix("//").unwrap_or(p);
+    let (prefix, rest) = p.split_once(':')?;
+    if !namespaces.iter().any(|(pre, uri)| pre == prefix && uri == "urn:hl7-org:v3") {
+        return None;
+    }
+    let after = rest.strip_prefix("ClinicalDocument")?;
+    if !(after.is_empty() || after.starts_with('/') || after.starts_with('[')) || after.starts_with("//") {
+        return None;
+    }
+    Some(format!("/{prefix}:ClinicalDocument{after}"))
+}
+
+/// For `//*[contains(local-name(), 'LIT')]REST` or `//*[contains(local-name(), 'LIT') and Q]REST`
+/// (REST: further predicates or child steps): `LIT` and the query `self::*[Q]REST` that, from each
+/// element whose local name contains LIT, selects what the pattern selects through it.
+fn name_contains_plan(pattern: &str) -> Option<(String, String)> {
+    let p = pattern.trim().strip_prefix("//*[contains(local-name(), '")?;
+    let (literal, after) = p.split_once("')")?;
+    if literal.is_empty() || !literal.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    // the rest of the first predicate, up to its closing bracket
+    let mut depth = 1i32;
+    let mut quote: Option<char> = None;
+    let mut end = None;
+    for (i, c) in after.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '[' | '(' => depth += 1,
+                ')' => depth -= 1,
+                ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    let end = end?;
+    let inner = after[..end].trim();
+    let rest = &after[end + 1..];
+    if rest.starts_with("//") || !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('[')) || split_union(rest).len() != 1 {
+        return None;
+    }
+    let first = if inner.is_empty() {
+        "self::*".to_string()
+    } else {
+        let q = inner.strip_prefix("and ")?;
+        format!("self::*[{q}]")
+    };
+    if first_step_positional(&format!("x{rest}")) {
+        return None;
+    }
+    Some((literal.to_string(), format!("{first}{rest}")))
+}
+
+/// Whether the first step of a relative path has a predicate that may depend on position.
+fn first_step_positional(path: &str) -> bool {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut first_step = String::new();
+    for c in path.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '[' | '(' => depth += 1,
+                ']' | ')' => depth -= 1,
+                '/' if depth == 0 => break,
+                _ => {}
+            },
+        }
+        first_step.push(c);
+    }
+    let predicates = first_step.split_once('[').map(|(_, p)| p).unwrap_or_default();
+    predicates.contains("position")
+        || predicates.contains("last()")
+        || predicates.split(']').any(|p| {
+            let p = p.trim_start_matches('[').trim();
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// Splits a pattern at its top-level `|` (outside brackets, parentheses and string literals).
@@ -450,8 +612,19 @@ mod tests {
 
     #[test]
     fn unions_split_outside_predicates() {
-        assert_eq!(context_query("a[b|c] | /d"), "//a[b|c] | /d");
-        assert_eq!(context_query("hl7:x[@a='|']"), "//hl7:x[@a='|']");
+        assert_eq!(context_query("a[b|c] | /d"), "/descendant::a[b|c] | /d");
+        assert_eq!(context_query("hl7:x[@a='|']"), "/descendant::hl7:x[@a='|']");
+        assert_eq!(context_query("//x[1]/y"), "//x[1]/y");
+        assert_eq!(context_query("//x[last()]"), "//x[last()]");
+        assert_eq!(
+            name_contains_plan("//*[contains(local-name(), 'Person') and not(ancestor::hl7:section)]/hl7:name"),
+            Some(("Person".into(), "self::*[not(ancestor::hl7:section)]/hl7:name".into()))
+        );
+        assert_eq!(
+            name_contains_plan("//*[contains(local-name(), 'Organization')][hl7:telecom]"),
+            Some(("Organization".into(), "self::*[hl7:telecom]".into()))
+        );
+        assert_eq!(name_contains_plan("//*[contains(local-name(), 'X') or y]/z"), None);
     }
 
     #[test]

@@ -103,8 +103,30 @@ fn docref(id: &str, patient: &str, loinc: &str, title: &str, date: &str, securit
     d
 }
 
+/// The patients the 9 official FSE 2.0 CDA2 examples name (synthetic test codes), so that the
+/// examples can be published as they are.
+pub const EXAMPLE_PATIENTS: [(&str, &str, &str); 3] =
+    [("GTWGWY82B42G920M", "Giuseppe", "Test"), ("RSSMRA22A01A399Z", "Guido", "Test"), ("PROVAX00X00X000Y", "Giuseppe", "Prova")];
+
+/// Registers the official examples' patients (idempotent).
+pub async fn seed_example_patients(fhir: &FhirService) -> anyhow::Result<()> {
+    for (i, (cf, given, family)) in EXAMPLE_PATIENTS.iter().enumerate() {
+        let id = format!("esempio-fse-{}", i + 1);
+        if fhir.store().read("Patient", &id).await?.is_some() {
+            continue;
+        }
+        let p = json!({"resourceType": "Patient", "id": id, "active": true,
+            "identifier": [{"system": CF_SYSTEM, "value": cf}], "name": [{"family": family, "given": [given]}]});
+        fhir.update(&Actor::system(), "Patient", &id, p.to_string().as_bytes(), None)
+            .await
+            .with_context(|| format!("seeding Patient/{id}"))?;
+    }
+    Ok(())
+}
+
 /// Seed the demo registry when it is not there yet; returns whether it seeded.
 pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
+    seed_example_patients(fhir).await?;
     if fhir.store().read("Patient", "rossi-giulia").await?.is_some() {
         return Ok(false);
     }

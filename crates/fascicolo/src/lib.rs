@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_docs;
 pub mod config;
 pub mod demo;
 pub mod import;

@@ -45,6 +45,8 @@ enum Command {
     },
     /// Load test the server over loopback and print a table of figures.
     Bench(bench::BenchArgs),
+    /// Document validation and publication throughput with the official CDA2 examples.
+    BenchDocuments(fascicolo::bench_docs::BenchDocsArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
     /// `--as citizen:<CF>`, `--as clinician:<Practitioner id>`, `--as operator:<Practitioner id>`,
     /// `--as system:<client id>` (a hospital-system token with system/*.*).
@@ -148,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench(args) => bench::run(cfg, args).await?,
+        Command::BenchDocuments(args) => fascicolo::bench_docs::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;
             let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));

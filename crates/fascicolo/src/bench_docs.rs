@@ -1,0 +1,182 @@
+//! `fascicolo bench-documents`: document validation and publication throughput over loopback
+//! with the 8 valid official CDA2 examples, plus the validation engine's cost per document type
+//! on one thread. Both backends (`FASCICOLO_DATABASE_URL` for PostgreSQL).
+
+use crate::config::Config;
+use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_store::Store;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchDocsArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Single-thread validations per document type for the engine table.
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
+}
+
+/// The 8 official examples that pass the national schematrons.
+const EXAMPLES: [(&str, &[u8]); 8] = [
+    ("LAB", include_bytes!("../../cda/tests/data/LAB.xml")),
+    ("LDO", include_bytes!("../../cda/tests/data/LDO.xml")),
+    ("RAD", include_bytes!("../../cda/tests/data/RAD.xml")),
+    ("RAP", include_bytes!("../../cda/tests/data/RAP.xml")),
+    ("RSA", include_bytes!("../../cda/tests/data/RSA.xml")),
+    ("PSS", include_bytes!("../../cda/tests/data/PSS.xml")),
+    ("CERT_VACC", include_bytes!("../../cda/tests/data/CERT_VACC.xml")),
+    ("SING_VACC", include_bytes!("../../cda/tests/data/SING_VACC.xml")),
+];
+
+struct Row {
+    name: &'static str,
+    docs: usize,
+    errors: usize,
+    per_s: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: bool, clients: usize, seconds: f64) -> Row {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, url, token, counter) = (client.clone(), url.clone(), Arc::clone(&token), Arc::clone(&counter));
+        set.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let (name, bytes) = EXAMPLES[n % EXAMPLES.len()];
+                let t = Instant::now();
+                let req = if publish {
+                    let meta = json!({"identificativoDoc": format!("bench-{name}-{n}-{}", uuid::Uuid::new_v4())});
+                    let form = reqwest::multipart::Form::new()
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(bytes.to_vec())
+                                .mime_str("application/xml")
+                                .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new())),
+                        )
+                        .text("requestBody", meta.to_string());
+                    client.post(&url).bearer_auth(&*token).multipart(form)
+                } else {
+                    client.post(&url).bearer_auth(&*token).header("content-type", "application/xml").body(bytes.to_vec())
+                };
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            (lat, errors)
+        });
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    while let Some(Ok((l, e))) = set.join_next().await {
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    Row { name, docs: all.len(), errors, per_s: all.len() as f64 / elapsed, p50: pct(0.50), p99: pct(0.99) }
+}
+
+pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
+    // 1. the engine alone, one thread
+    let mut validator = fascicolo_cda::Validator::new();
+    let t = Instant::now();
+    validator.warm_up().map_err(anyhow::Error::msg)?;
+    println!("compiling the 22 national schematrons: {:.0} ms (once per validator thread)", t.elapsed().as_secs_f64() * 1000.0);
+    println!("\nvalidation engine, one thread (XML parse + XSD + schematron + terminology)");
+    println!("| document | KiB | ms per document | documents/s |");
+    println!("|---|---:|---:|---:|");
+    let mut total_ms = 0.0;
+    for (name, bytes) in EXAMPLES {
+        let t = Instant::now();
+        for _ in 0..args.repeat.max(1) {
+            let r = validator.validate(bytes);
+            if r.has_errors() {
+                anyhow::bail!("{name} did not validate");
+            }
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / args.repeat.max(1) as f64;
+        total_ms += ms;
+        println!("| {name} | {} | {ms:.1} | {:.0} |", bytes.len() / 1024, 1000.0 / ms);
+    }
+    println!("| mean | | {:.1} | {:.0} |", total_ms / EXAMPLES.len() as f64, 1000.0 * EXAMPLES.len() as f64 / total_ms);
+
+    // 2. over HTTP, with the store
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let store: Arc<dyn Store> = match cfg.database_url.clone() {
+        Some(url) if url.starts_with("postgres") => Arc::new(
+            fascicolo_store_postgres::PgStore::connect_in_schema(&url, cfg.pg_pool_size, Some(&format!("benchdocs_{stamp}"))).await?,
+        ),
+        _ => {
+            cfg.data_dir = cfg.data_dir.join(format!("bench-docs-{stamp}"));
+            crate::open_store(&cfg).await?
+        }
+    };
+    let fhir = FhirService::new(Arc::clone(&store));
+    crate::demo::seed_example_patients(&fhir).await?;
+    fhir.update(
+        &Actor::system(),
+        "Organization",
+        "bench-hospital",
+        json!({"resourceType": "Organization", "id": "bench-hospital", "name": "Bench"}).to_string().as_bytes(),
+        None,
+    )
+    .await?;
+    let producer = Actor::new(Who::Client { client_id: "bench-lis".into(), organization: Some("bench-hospital".into()), platform: false });
+    let token: Arc<str> = fascicolo_app::auth::Tokens::new(Arc::clone(&store)).issue(&producer, "bench", 3600).await?.access_token.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    cfg.public_url = Some(format!("http://{addr}"));
+    let router = crate::build_router(Arc::clone(&store), &cfg);
+    let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
+    let base = format!("http://{addr}/ingest/v1/documents");
+    // warm every validator thread on every type
+    let _ = scenario("warm-up", format!("{base}/validation"), Arc::clone(&token), false, args.clients, 3.0).await;
+    let rows = [
+        scenario(
+            "validate (POST /ingest/v1/documents/validation)",
+            format!("{base}/validation"),
+            Arc::clone(&token),
+            false,
+            args.clients,
+            args.seconds,
+        )
+        .await,
+        scenario("validate + publish (POST /ingest/v1/documents)", base.clone(), Arc::clone(&token), true, args.clients, args.seconds)
+            .await,
+    ];
+    println!(
+        "\nbackend: {}, {} clients, {}s per scenario, the 8 valid official examples in turn",
+        store.backend(),
+        args.clients,
+        args.seconds
+    );
+    println!("| scenario | documents | errors | documents/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!("| {} | {} | {} | {:.0} | {:.1} | {:.1} |", r.name, r.docs, r.errors, r.per_s, r.p50, r.p99);
+    }
+    println!("target 200 documents/s: publication reaches {:.2}× of it", rows[1].per_s / 200.0);
+    server.abort();
+    if store.backend() == "sqlite" {
+        let _ = std::fs::remove_dir_all(&cfg.data_dir);
+    }
+    Ok(())
+}
