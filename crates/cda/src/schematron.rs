@@ -404,29 +404,8 @@ fn name_contains_plan(pattern: &str) -> Option<(String, String)> {
     if literal.is_empty() || !literal.chars().all(|c| c.is_ascii_alphanumeric()) {
         return None;
     }
-    // the rest of the first predicate, up to its closing bracket
-    let mut depth = 1i32;
-    let mut quote: Option<char> = None;
-    let mut end = None;
-    for (i, c) in after.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '[' | '(' => depth += 1,
-                ')' => depth -= 1,
-                ']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            },
-        }
-    }
+    // the rest of the first predicate, up to its closing bracket (depth 1 inside it)
+    let end = top_level(after).into_iter().find(|&(_, c, d)| c == ']' && d == 0).map(|(i, _, _)| i);
     let end = end?;
     let inner = after[..end].trim();
     let rest = &after[end + 1..];
@@ -445,25 +424,37 @@ fn name_contains_plan(pattern: &str) -> Option<(String, String)> {
     Some((literal.to_string(), format!("{first}{rest}")))
 }
 
-/// Whether the first step of a relative path has a predicate that may depend on position.
-fn first_step_positional(path: &str) -> bool {
+/// The byte offsets of the characters of `s` that lie outside string literals, with the bracket
+/// and parenthesis depth before each (depth counts `[` and `(`).
+fn top_level(s: &str) -> Vec<(usize, char, i32)> {
+    let mut out = Vec::new();
     let mut depth = 0i32;
     let mut quote: Option<char> = None;
-    let mut first_step = String::new();
-    for c in path.chars() {
+    for (i, c) in s.char_indices() {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => {}
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '[' | '(' => depth += 1,
-                ']' | ')' => depth -= 1,
-                '/' if depth == 0 => break,
-                _ => {}
-            },
+            None => {
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                    continue;
+                }
+                out.push((i, c, depth));
+                match c {
+                    '[' | '(' => depth += 1,
+                    ']' | ')' => depth -= 1,
+                    _ => {}
+                }
+            }
         }
-        first_step.push(c);
     }
+    out
+}
+
+/// Whether the first step of a relative path has a predicate that may depend on position.
+fn first_step_positional(path: &str) -> bool {
+    let end = top_level(path).into_iter().find(|&(_, c, d)| c == '/' && d == 0).map_or(path.len(), |(i, _, _)| i);
+    let first_step = &path[..end];
     let predicates = first_step.split_once('[').map(|(_, p)| p).unwrap_or_default();
     predicates.contains("position")
         || predicates.contains("last()")
@@ -476,27 +467,14 @@ fn first_step_positional(path: &str) -> bool {
 /// Splits a pattern at its top-level `|` (outside brackets, parentheses and string literals).
 fn split_union(pattern: &str) -> Vec<String> {
     let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut quote: Option<char> = None;
-    let mut current = String::new();
-    for c in pattern.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '[' | '(' => depth += 1,
-                ']' | ')' => depth -= 1,
-                '|' if depth == 0 => {
-                    parts.push(std::mem::take(&mut current));
-                    continue;
-                }
-                _ => {}
-            },
+    let mut start = 0;
+    for (i, c, d) in top_level(pattern) {
+        if c == '|' && d == 0 {
+            parts.push(pattern[start..i].to_string());
+            start = i + 1;
         }
-        current.push(c);
     }
-    parts.push(current);
+    parts.push(pattern[start..].to_string());
     parts
 }
 

@@ -63,40 +63,77 @@ struct Row {
 /// A request path and the bearer token to send it with.
 type Req = (String, Arc<str>);
 
-async fn scenario(name: &str, base: &str, paths: Arc<Vec<Req>>, clients: usize, seconds: f64) -> Row {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+/// What a load run measured: latencies (ms), errors, wall time (s).
+pub(crate) struct Load {
+    pub latencies: Vec<f64>,
+    pub errors: usize,
+    pub seconds: f64,
+}
+
+impl Load {
+    /// The `p` quantile of the latencies (sorted by [`drive`]).
+    pub fn pct(&self, p: f64) -> f64 {
+        let all = &self.latencies;
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0.0)
+    }
+}
+
+/// Runs `clients` loops for `seconds`; each iteration awaits one request built by `request`
+/// (given the client index and an iteration counter) and records its latency and success.
+pub(crate) async fn drive<F, Fut>(clients: usize, seconds: f64, request: F) -> Load
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (client, paths, base) = (client.clone(), Arc::clone(&paths), base.to_string());
+        let request = Arc::clone(&request);
         set.spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, 0u64);
             while Instant::now() < deadline {
-                let (path, token) = rng.pick(&paths);
-                let url = format!("{base}{path}");
                 let t = Instant::now();
-                match client.get(&url).header("accept", "application/fhir+json").bearer_auth(token).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
+                if !request(c, i).await {
+                    errors += 1;
                 }
+                i += 1;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             (lat, errors)
         });
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut latencies, mut errors) = (Vec::new(), 0);
     while let Some(Ok((l, e))) = set.join_next().await {
-        all.extend(l);
+        latencies.extend(l);
         errors += e;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Row { name: name.to_string(), requests: all.len(), errors, rps: all.len() as f64 / elapsed, p50: pct(0.50), p99: pct(0.99) }
+    latencies.sort_by(f64::total_cmp);
+    Load { latencies, errors, seconds: start.elapsed().as_secs_f64() }
+}
+
+/// Sends a request and reads the whole answer; whether it succeeded.
+pub(crate) async fn succeeded(req: reqwest::RequestBuilder) -> bool {
+    match req.send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+async fn scenario(name: &str, base: &str, paths: Arc<Vec<Req>>, clients: usize, seconds: f64) -> Row {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+    let base = base.to_string();
+    let load = drive(clients, seconds, move |c, i| {
+        let mut rng =
+            Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)) ^ i.wrapping_mul(0xA24B_AED4_963E_E407));
+        let (path, token) = rng.pick(&paths).clone();
+        let req = client.get(format!("{base}{path}")).header("accept", "application/fhir+json").bearer_auth(&*token);
+        succeeded(req)
+    })
+    .await;
+    let n = load.latencies.len();
+    Row { name: name.to_string(), requests: n, errors: load.errors, rps: n as f64 / load.seconds, p50: load.pct(0.50), p99: load.pct(0.99) }
 }
 
 async fn sample(fhir: &FhirService, query: &str) -> anyhow::Result<Vec<Value>> {

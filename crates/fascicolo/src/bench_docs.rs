@@ -8,7 +8,7 @@ use fascicolo_store::Store;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchDocsArgs {
@@ -47,51 +47,23 @@ struct Row {
 async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: bool, clients: usize, seconds: f64) -> Row {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
     let counter = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (client, url, token, counter) = (client.clone(), url.clone(), Arc::clone(&token), Arc::clone(&counter));
-        set.spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let (name, bytes) = EXAMPLES[n % EXAMPLES.len()];
-                let t = Instant::now();
-                let req = if publish {
-                    let meta = json!({"identificativoDoc": format!("bench-{name}-{n}-{}", uuid::Uuid::new_v4())});
-                    let form = reqwest::multipart::Form::new()
-                        .part(
-                            "file",
-                            reqwest::multipart::Part::bytes(bytes.to_vec())
-                                .mime_str("application/xml")
-                                .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new())),
-                        )
-                        .text("requestBody", meta.to_string());
-                    client.post(&url).bearer_auth(&*token).multipart(form)
-                } else {
-                    client.post(&url).bearer_auth(&*token).header("content-type", "application/xml").body(bytes.to_vec())
-                };
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            (lat, errors)
-        });
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    while let Some(Ok((l, e))) = set.join_next().await {
-        all.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Row { name, docs: all.len(), errors, per_s: all.len() as f64 / elapsed, p50: pct(0.50), p99: pct(0.99) }
+    let load = crate::bench::drive(clients, seconds, move |_, _| {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let (name, bytes) = EXAMPLES[n % EXAMPLES.len()];
+        let req = if publish {
+            let meta = json!({"identificativoDoc": format!("bench-{name}-{n}-{}", uuid::Uuid::new_v4())});
+            let file = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("cda.xml");
+            let file = file.mime_str("application/xml").unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
+            let form = reqwest::multipart::Form::new().part("file", file).text("requestBody", meta.to_string());
+            client.post(&url).bearer_auth(&*token).multipart(form)
+        } else {
+            client.post(&url).bearer_auth(&*token).header("content-type", "application/xml").body(bytes.to_vec())
+        };
+        crate::bench::succeeded(req)
+    })
+    .await;
+    let n = load.latencies.len();
+    Row { name, docs: n, errors: load.errors, per_s: n as f64 / load.seconds, p50: load.pct(0.50), p99: load.pct(0.99) }
 }
 
 pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
