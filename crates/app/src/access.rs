@@ -99,7 +99,20 @@ fn shared_writable(actor: &Actor, resource_type: &str) -> bool {
     match &actor.who {
         Who::System | Who::Client { platform: true, .. } => true,
         Who::Client { platform: false, .. } => {
-            matches!(resource_type, "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "Medication" | "Device" | "Binary")
+            // what documents carry besides the patient's record (a Specimen may name no subject)
+            matches!(
+                resource_type,
+                "Practitioner"
+                    | "PractitionerRole"
+                    | "Organization"
+                    | "OrganizationAffiliation"
+                    | "Location"
+                    | "Medication"
+                    | "Device"
+                    | "Binary"
+                    | "Specimen"
+                    | "Substance"
+            )
         }
         Who::Professional { role: ProRole::AsstAdmin, .. } => matches!(
             resource_type,

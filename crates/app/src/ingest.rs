@@ -196,10 +196,23 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
-struct Prepared {
+/// A submission analysed: every problem, and what publication needs.
+struct Analysis {
     original: Vec<u8>,
     original_type: &'static str,
-    text: String,
+    problems: Vec<Problem>,
+    /// The mapping context from the metadata (patient, hash and URLs filled later).
+    ctx: Context,
+    patient_cf: Option<String>,
+    /// The document's own id (CDA `root^extension`, FHIR Composition identifier).
+    identity: Option<String>,
+    document_type: Option<String>,
+    payload: Payload,
+}
+
+enum Payload {
+    Cda { text: String },
+    Fhir(crate::fhir_document::Checked),
 }
 
 /// Whose documents: the producer's organisation (None for the platform itself).
@@ -237,34 +250,70 @@ impl Ingest {
         }
     }
 
-    /// Turns the bytes received into the CDA2 text (extracting it from a PDF).
-    fn prepare(sub: &Submission) -> IngestResult<Prepared> {
+    /// Reads and checks a submission: CDA2 XML, a PDF with the CDA2 embedded, or a FHIR document
+    /// Bundle; validates it and its metadata.
+    async fn analyse(&self, sub: &Submission) -> IngestResult<Analysis> {
         let declared = sub.content_type.to_ascii_lowercase();
-        let looks_pdf = pdf::is_pdf(&sub.bytes);
+        let first = sub.bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
         let kind = match declared.as_str() {
             "application/pdf" => "pdf",
             "application/xml" | "text/xml" | "application/hl7-cda+xml" | "application/cda+xml" => "xml",
-            "application/fhir+json" | "application/json" => {
-                return Err(IngestError::new(415, "unsupported", "FHIR document Bundles are taken at POST /fhir/r4 (transaction); this endpoint takes CDA2 XML or a PDF with the CDA2 embedded"))
+            "application/fhir+json" | "application/json" => "fhir",
+            "" | "application/octet-stream" if pdf::is_pdf(&sub.bytes) => "pdf",
+            "" | "application/octet-stream" if first == Some(b'{') => "fhir",
+            "" | "application/octet-stream" => "xml",
+            other => {
+                return Err(IngestError::new(
+                    415,
+                    "unsupported",
+                    format!("{other} is not accepted: send application/xml (CDA2), application/pdf (PDF with the CDA2 embedded) or application/fhir+json (a FHIR document Bundle)"),
+                ))
             }
-            "" | "application/octet-stream" => {
-                if looks_pdf {
-                    "pdf"
-                } else {
-                    "xml"
-                }
-            }
-            other => return Err(IngestError::new(415, "unsupported", format!("{other} is not accepted: send application/xml (CDA2) or application/pdf (PDF with the CDA2 embedded)"))),
         };
-        if kind == "pdf" {
+        if kind == "fhir" {
+            let checked = crate::fhir_document::check(&sub.bytes);
+            let doc_type = checked.loinc.as_deref().and_then(|l| catalog::TYPES.iter().find(|t| t.loinc == l));
+            let h = Header { loinc: checked.loinc.clone(), ..header_stub() };
+            let report = Report { problems: Vec::new(), doc_type };
+            let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
+            let mut problems = checked.problems.clone();
+            problems.extend(meta_problems);
+            return Ok(Analysis {
+                original: sub.bytes.clone(),
+                original_type: "application/fhir+json",
+                problems,
+                ctx,
+                patient_cf: checked.patient_cf.clone(),
+                identity: checked.identity.clone(),
+                document_type: doc_type.map(|t| t.name.to_string()).or(checked.loinc.clone()),
+                payload: Payload::Fhir(checked),
+            });
+        }
+        let (xml, original_type) = if kind == "pdf" {
             let xml = pdf::extract_cda(&sub.bytes)
                 .map_err(|e| IngestError::invalid(vec![Problem::error(Source::Xml, "pdf", e.to_string(), None)]))?;
-            let text = validate::parse(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
-            Ok(Prepared { original: sub.bytes.clone(), original_type: "application/pdf", text })
+            (xml, "application/pdf")
         } else {
-            let text = validate::parse(&sub.bytes).map_err(|p| IngestError::invalid(vec![p]))?;
-            Ok(Prepared { original: sub.bytes.clone(), original_type: "application/xml", text })
-        }
+            (sub.bytes.clone(), "application/xml")
+        };
+        let text = validate::parse(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
+        let report = self.validators.validate(text.clone()).await;
+        let doc = validate::tree(&text).map_err(|p| IngestError::invalid(vec![p]))?;
+        let h = mapping::header(&doc);
+        let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
+        let mut problems = report.problems.clone();
+        problems.extend(meta_problems);
+        let document_type = report.doc_type.map(|t| t.name.to_string()).or(h.loinc.clone());
+        Ok(Analysis {
+            original: sub.bytes.clone(),
+            original_type,
+            problems,
+            ctx,
+            patient_cf: h.patient_cf.clone(),
+            identity: Some(h.id.clone()).filter(|i| !i.is_empty()),
+            document_type,
+            payload: Payload::Cda { text },
+        })
     }
 
     /// Checks the metadata against the document; returns the mapping context (without patient,
@@ -372,17 +421,17 @@ impl Ingest {
     pub async fn validate(&self, actor: &Actor, sub: Submission) -> IngestResult<Outcome> {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
-        let result = self.validate_inner(&sub).await;
+        let result = self.analyse(&sub).await;
         match result {
-            Ok((report, problems, h)) => {
-                let status = if problems.iter().any(|p| p.severity == Severity::Error) { "invalid" } else { "validated" };
+            Ok(a) => {
+                let status = if a.problems.iter().any(|p| p.severity == Severity::Error) { "invalid" } else { "validated" };
                 let out = Outcome {
                     workflow_instance_id: workflow.clone(),
                     status: status.into(),
                     document_reference: None,
                     resources: Vec::new(),
-                    problems,
-                    document_type: report.doc_type.map(|t| t.name.to_string()).or(h.loinc),
+                    problems: a.problems,
+                    document_type: a.document_type,
                 };
                 self.record_status(&producer, &workflow, &json!({"operation": "validation", "at": datetime::now_ms(), "outcome": out}))
                     .await;
@@ -390,17 +439,6 @@ impl Ingest {
             }
             Err(e) => Err(self.failed(&producer, workflow, "validation", e).await),
         }
-    }
-
-    async fn validate_inner(&self, sub: &Submission) -> IngestResult<(Report, Vec<Problem>, Header)> {
-        let prepared = Self::prepare(sub)?;
-        let report = self.validators.validate(prepared.text.clone()).await;
-        let doc = validate::tree(&prepared.text).map_err(|p| IngestError::invalid(vec![p]))?;
-        let h = mapping::header(&doc);
-        let (_, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
-        let mut problems = report.problems.clone();
-        problems.extend(meta_problems);
-        Ok((report, problems, h))
     }
 
     /// Validate and publish.
@@ -474,21 +512,17 @@ impl Ingest {
             (Some(own), _) => Some(own.clone()),
             (None, named) => named.clone(),
         };
-        let prepared = Self::prepare(&sub)?;
-        let report = self.validators.validate(prepared.text.clone()).await;
-        let doc = validate::tree(&prepared.text).map_err(|p| IngestError::invalid(vec![p]))?;
-        let h = mapping::header(&doc);
-        let (mut ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
-        let mut problems = report.problems.clone();
-        problems.extend(meta_problems);
+        let analysis = self.analyse(&sub).await?;
+        let problems = analysis.problems.clone();
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(IngestError::invalid(problems));
         }
-        if let Some(org) = &organization {
+        if let (Some(org), Payload::Cda { text }) = (&organization, &analysis.payload) {
+            let doc = validate::tree(text).map_err(|p| IngestError::invalid(vec![p]))?;
             self.check_custodian(org, &doc).await?;
         }
         // the citizen must be in the registry
-        let Some(cf) = h.patient_cf.clone() else {
+        let Some(cf) = analysis.patient_cf.clone() else {
             return Err(IngestError::invalid(vec![Problem::error(
                 Source::Metadata,
                 "patient",
@@ -511,11 +545,11 @@ impl Ingest {
             _ => return Err(IngestError::new(409, "conflict", "more than one registry record carries the document's codice fiscale")),
         };
         // identity: the same document (id and bytes) is published once
-        let identity = sub.metadata.identificativo_doc.clone().unwrap_or_else(|| h.id.clone());
+        let identity = sub.metadata.identificativo_doc.clone().or(analysis.identity.clone()).unwrap_or_default();
         if identity.is_empty() {
             return Err(IngestError::invalid(vec![Problem::error(Source::Metadata, "identificativoDoc", "the document has no id", None)]));
         }
-        let sha256 = crate::blobs::sha256_hex(&prepared.original);
+        let sha256 = crate::blobs::sha256_hex(&analysis.original);
         let docref_id = mapping::derived_id(&identity, "DocumentReference");
         if let Some(existing) =
             self.fhir.store().read("DocumentReference", &docref_id).await.map_err(AppError::from)?.filter(|s| !s.deleted)
@@ -531,7 +565,7 @@ impl Ingest {
                     document_reference: Some(format!("DocumentReference/{docref_id}")),
                     resources: related(&v),
                     problems,
-                    document_type: report.doc_type.map(|t| t.name.to_string()),
+                    document_type: analysis.document_type.clone(),
                 });
             }
             return Err(IngestError::new(
@@ -545,42 +579,47 @@ impl Ingest {
                 return Err(IngestError::new(409, "conflict", "a replacement must concern the same patient as the document it replaces"));
             }
         }
-        self.blobs.put(&prepared.original).await?;
+        self.blobs.put(&analysis.original).await?;
+        let mut ctx = analysis.ctx.clone();
         ctx.patient = patient;
         ctx.producer_org = organization;
         ctx.sha256 = sha256;
-        ctx.size = prepared.original.len();
-        ctx.content_type = prepared.original_type.to_string();
+        ctx.size = analysis.original.len();
+        ctx.content_type = analysis.original_type.to_string();
         ctx.original_url = format!("{}/documents/{docref_id}/original", self.base_url);
         ctx.replaces = previous.as_ref().and_then(|p| p["id"].as_str()).map(str::to_string);
         ctx.identity = identity.clone();
-        let mapped = mapping::map(&doc, &h, &ctx);
-        let mut entries: Vec<Value> = mapped
-            .resources
-            .iter()
-            .map(|r| {
-                let url = format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default());
-                json!({"fullUrl": format!("{}/fhir/r4/{url}", self.base_url), "resource": r, "request": {"method": "PUT", "url": url}})
-            })
-            .collect();
+        let fhir_base = format!("{}/fhir/r4", self.base_url);
+        let (docref, mut entries) = match &analysis.payload {
+            Payload::Cda { text } => {
+                let doc = validate::tree(text).map_err(|p| IngestError::invalid(vec![p]))?;
+                let h = mapping::header(&doc);
+                let mapped = mapping::map(&doc, &h, &ctx);
+                let entries = mapped
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        let url = format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default());
+                        json!({"fullUrl": format!("{fhir_base}/{url}"), "resource": r, "request": {"method": "PUT", "url": url}})
+                    })
+                    .collect::<Vec<_>>();
+                (mapped.document_reference_id, entries)
+            }
+            Payload::Fhir(checked) => crate::fhir_document::entries(checked, &ctx, &fhir_base),
+        };
+        let resources: Vec<String> = entries.iter().skip(1).filter_map(|e| e["request"]["url"].as_str().map(str::to_string)).collect();
         if let Some(prev) = &previous {
             entries.extend(retire(prev, "superseded"));
         }
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-        self.fhir.process_bundle_value(actor, bundle, &format!("{}/fhir/r4", self.base_url)).await?;
-        let resources: Vec<String> = mapped
-            .resources
-            .iter()
-            .skip(1)
-            .map(|r| format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()))
-            .collect();
+        self.fhir.process_bundle_value(actor, bundle, &fhir_base).await?;
         Ok(Outcome {
             workflow_instance_id: workflow.to_string(),
             status: if previous.is_some() { "replaced" } else { "published" }.into(),
-            document_reference: Some(format!("DocumentReference/{}", mapped.document_reference_id)),
+            document_reference: Some(format!("DocumentReference/{docref}")),
             resources,
             problems,
-            document_type: report.doc_type.map(|t| t.name.to_string()),
+            document_type: analysis.document_type.clone(),
         })
     }
 

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod capability;
 pub mod error;
 pub mod fhir;
+pub mod fhir_document;
 pub mod gate;
 pub mod ingest;
 pub mod notify;

@@ -381,3 +381,50 @@ async fn publication_notifies_the_citizen_in_the_same_transaction() {
     let audit = app.get(&format!("/AuditEvent?patient={giuseppe}")).await;
     assert!(audit.body["entry"].as_array().unwrap().iter().any(|e| e["resource"]["action"] == "C"), "{}", audit.body);
 }
+
+#[tokio::test]
+async fn fhir_document_bundles_are_published_with_the_registry_patient() {
+    let s = setup().await;
+    let app = &s.app;
+    let patients_before = app.count("Patient").await;
+    let mut published = 0;
+    for name in EXAMPLES {
+        let bytes = std::fs::read(format!("{}/../cda/tests/data/fhir/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let meta = json!({"identificativoDoc": format!("fhir-{name}")});
+        let r = multipart(app, "/ingest/v1/documents", &s.hospital, bytes, "application/fhir+json", meta).await;
+        assert_eq!(r.status, 201, "{name}: {}", r.body);
+        published += 1;
+        let id = docref_id(&r.body);
+        let d = app.get(&format!("/DocumentReference/{id}")).await.body;
+        assert_eq!(d["content"][0]["attachment"]["contentType"], "application/fhir+json");
+        let subject = d["subject"]["reference"].as_str().unwrap().to_string();
+        assert!(s.patients.iter().any(|(_, p)| subject == format!("Patient/{p}")), "{name}: {subject}");
+        // every mapped resource points at the registry patient, never at the Bundle's own
+        for res in r.body["resources"].as_array().unwrap() {
+            let v = app.get(&format!("/{}", res.as_str().unwrap())).await;
+            assert_eq!(v.status, 200, "{name}: {res}");
+            assert!(!v.body.to_string().contains("https://example/Patient/"), "{name}: {res} keeps a Bundle reference");
+        }
+    }
+    assert_eq!(published, 9);
+    assert_eq!(app.count("Patient").await, patients_before, "the Bundles' Patients do not enter the registry");
+    let giuseppe = &s.patients[0].1;
+    let obs = app.get(&format!("/Observation?patient={giuseppe}&_count=200")).await;
+    assert!(!obs.body["entry"].as_array().unwrap().is_empty());
+    // a Bundle without a Composition, or not JSON, is refused with its problems
+    let bad = json!({"resourceType": "Bundle", "type": "document", "entry": [{"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient",
+        "identifier": [{"system": "http://hl7.it/sid/codiceFiscale", "value": PATIENT_CFS[0]}]}}]});
+    let r = call(
+        app,
+        "POST",
+        "/ingest/v1/documents/validation",
+        Some(&s.hospital),
+        Some((bad.to_string().into_bytes(), "application/fhir+json")),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(error_ids(&r.body).contains(&"composition".to_string()), "{}", r.body);
+    let r = call(app, "POST", "/ingest/v1/documents", Some(&s.hospital), Some((b"{not json".to_vec(), "application/fhir+json"))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["problems"][0]["id"], "not-well-formed");
+}

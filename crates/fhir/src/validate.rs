@@ -84,7 +84,13 @@ fn check_object(v: &Value, def_path: &str, loc: &str, is_resource: bool, issues:
                         push(issues, "structure", &loc_key, format!("at most {max} values allowed"));
                     }
                 }
+                // a null item is a placeholder when the `_key` array carries the item's id or
+                // extensions at the same index (R4 JSON, primitive arrays)
+                let companion = obj.get(&format!("_{key}")).and_then(Value::as_array);
                 for (i, it) in items.iter().enumerate() {
+                    if it.is_null() && companion.and_then(|c| c.get(i)).is_some_and(|c| !c.is_null()) {
+                        continue;
+                    }
                     check_value(it, el, &ty, &format!("{loc_key}[{i}]"), issues);
                 }
             }
@@ -256,6 +262,17 @@ fn string_problem(ty: &str, s: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_null_primitive_item_is_a_placeholder_only_with_its_companion() {
+        let with = json!({"resourceType": "Patient", "address": [{"line": [null, "Via Roma 1"],
+            "_line": [{"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-censusTract", "valueString": "058091"}]}, null]}]});
+        assert!(validate_resource(&with).is_empty(), "{:?}", validate_resource(&with));
+        let without = json!({"resourceType": "Patient", "address": [{"line": [null, "Via Roma 1"]}]});
+        let issues = validate_resource(&without);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].location, "Patient.address[0].line[0]");
+    }
 
     #[test]
     fn valid_patient() {
