@@ -37,7 +37,7 @@ pub struct Metadata {
     pub tipo_attivita_clinica: Option<String>,
     /// Hiding rules: P99 (hidden), P97 (hidden from parents), P98 (hidden from the patient), P00 (none).
     pub atti_clinici_regole_accesso: Option<OneOrMany>,
-    /// Art. 6 category (hiv, ivg, violence, addiction, anonymous-birth, consultorio).
+    /// Art. 6 category (hiv, abortion, sexual-violence, addiction, anonymous-birth, family-planning).
     pub categoria_art6: Option<String>,
     /// Service start and end (HL7 TS, e.g. 20220330112426+0100).
     pub data_inizio_prestazione: Option<String>,

@@ -428,3 +428,77 @@ async fn fhir_document_bundles_are_published_with_the_registry_patient() {
     assert_eq!(r.status, 422);
     assert_eq!(r.body["problems"][0]["id"], "not-well-formed");
 }
+
+#[tokio::test]
+async fn published_documents_obey_consent_and_hiding_everywhere() {
+    use fascicolo_app::gate::ProRole;
+    let app = spawn_app().await;
+    let fhir = fascicolo_app::FhirService::new(std::sync::Arc::clone(&app.store));
+    assert!(fascicolo::demo::seed(&fhir).await.unwrap());
+    let hospital = token_for(
+        &app.store,
+        &Actor::new(Who::Client { client_id: "demo-hospital".into(), organization: Some("asst-fbf-sacco".into()), platform: false }),
+    )
+    .await;
+    let giulia_cf = "RSSGLI85D52F205Q";
+    let lab = String::from_utf8(example("LAB")).unwrap().replace("GTWGWY82B42G920M", giulia_cf);
+    let visible = multipart(
+        &app,
+        "/ingest/v1/documents",
+        &hospital,
+        lab.clone().into_bytes(),
+        "application/xml",
+        json!({"identificativoDoc": "giulia-lab-1"}),
+    )
+    .await;
+    assert_eq!(visible.status, 201, "{}", visible.body);
+    let hidden_lab = lab.replace(r#"value="16.00" unit="mg/L""#, r#"value="77.00" unit="mg/L""#);
+    let hidden = multipart(
+        &app,
+        "/ingest/v1/documents",
+        &hospital,
+        hidden_lab.into_bytes(),
+        "application/xml",
+        json!({"identificativoDoc": "giulia-lab-2", "attiCliniciRegoleAccesso": ["P99"]}),
+    )
+    .await;
+    assert_eq!(hidden.status, 201, "{}", hidden.body);
+    let (shown, secret) = (docref_id(&visible.body), docref_id(&hidden.body));
+
+    let gp = token_for(
+        &app.store,
+        &Actor::new(Who::Professional { practitioner: "ferrari-paolo".into(), organization: None, role: ProRole::Gp }),
+    )
+    .await;
+    let stranger = token_for(
+        &app.store,
+        &Actor::new(Who::Professional { practitioner: "colombo-elena".into(), organization: None, role: ProRole::Pediatrician }),
+    )
+    .await;
+    let giulia = token_for(&app.store, &Actor::new(Who::Citizen { cf: giulia_cf.into(), patient: Some("rossi-giulia".into()) })).await;
+
+    // her GP (consent, care relation): the plain report, never the hidden one, nor its result
+    for suffix in ["", "/original", "/pdf"] {
+        assert_eq!(call(&app, "GET", &format!("/documents/{shown}{suffix}"), Some(&gp), None).await.status, 200, "{suffix}");
+        assert_eq!(call(&app, "GET", &format!("/documents/{secret}{suffix}"), Some(&gp), None).await.status, 404, "{suffix}");
+    }
+    let values = |b: &Value| -> Vec<f64> {
+        b["entry"].as_array().into_iter().flatten().filter_map(|e| e["resource"]["valueQuantity"]["value"].as_f64()).collect()
+    };
+    let obs = call(&app, "GET", "/fhir/r4/Observation?patient=rossi-giulia&code=http://loinc.org|14957-5", Some(&gp), None).await;
+    assert_eq!(values(&obs.body), [16.0], "{}", obs.body);
+    let docs = call(&app, "GET", "/fhir/r4/DocumentReference?patient=rossi-giulia", Some(&gp), None).await;
+    assert!(!docs.body.to_string().contains(&secret), "the hidden document leaks into a search");
+    // a clinician with no consent-backed relation: nothing at all
+    for id in [&shown, &secret] {
+        let r = call(&app, "GET", &format!("/documents/{id}"), Some(&stranger), None).await;
+        assert!(r.status == 403 || r.status == 404, "{}", r.status);
+        assert!(!String::from_utf8_lossy(&r.bytes).contains("Giuseppe"), "no content leaks in the refusal");
+    }
+    // the citizen sees both of her documents and both results
+    assert_eq!(call(&app, "GET", &format!("/documents/{secret}"), Some(&giulia), None).await.status, 200);
+    let obs = call(&app, "GET", "/fhir/r4/Observation?patient=rossi-giulia&code=http://loinc.org|14957-5", Some(&giulia), None).await;
+    let mut v = values(&obs.body);
+    v.sort_by(f64::total_cmp);
+    assert_eq!(v, [16.0, 77.0]);
+}
