@@ -211,7 +211,11 @@ struct Analysis {
 }
 
 enum Payload {
-    Cda { text: String },
+    /// The CDA2 text and its custodian organisation's ids (`root`, `extension`).
+    Cda {
+        text: String,
+        custodian: Vec<(String, String)>,
+    },
     Fhir(crate::fhir_document::Checked),
 }
 
@@ -296,10 +300,13 @@ impl Ingest {
         } else {
             (sub.bytes.clone(), "application/xml")
         };
-        let text = validate::parse(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
+        let text = validate::decode(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
+        // parsed here first: a DTD or a malformed document never reaches the validator
+        let (h, custodian) = {
+            let doc = validate::tree(&text).map_err(|p| IngestError::invalid(vec![p]))?;
+            (mapping::header(&doc), custodian_ids(&doc))
+        };
         let report = self.validators.validate(text.clone()).await;
-        let doc = validate::tree(&text).map_err(|p| IngestError::invalid(vec![p]))?;
-        let h = mapping::header(&doc);
         let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
         let mut problems = report.problems.clone();
         problems.extend(meta_problems);
@@ -312,7 +319,7 @@ impl Ingest {
             patient_cf: h.patient_cf.clone(),
             identity: Some(h.id.clone()).filter(|i| !i.is_empty()),
             document_type,
-            payload: Payload::Cda { text },
+            payload: Payload::Cda { text, custodian },
         })
     }
 
@@ -517,9 +524,8 @@ impl Ingest {
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(IngestError::invalid(problems));
         }
-        if let (Some(org), Payload::Cda { text }) = (&organization, &analysis.payload) {
-            let doc = validate::tree(text).map_err(|p| IngestError::invalid(vec![p]))?;
-            self.check_custodian(org, &doc).await?;
+        if let (Some(org), Payload::Cda { custodian, .. }) = (&organization, &analysis.payload) {
+            self.check_custodian(org, custodian).await?;
         }
         // the citizen must be in the registry
         let Some(cf) = analysis.patient_cf.clone() else {
@@ -591,7 +597,7 @@ impl Ingest {
         ctx.identity = identity.clone();
         let fhir_base = format!("{}/fhir/r4", self.base_url);
         let (docref, mut entries) = match &analysis.payload {
-            Payload::Cda { text } => {
+            Payload::Cda { text, .. } => {
                 let doc = validate::tree(text).map_err(|p| IngestError::invalid(vec![p]))?;
                 let h = mapping::header(&doc);
                 let mapped = mapping::map(&doc, &h, &ctx);
@@ -625,7 +631,7 @@ impl Ingest {
 
     /// When the producer's Organization carries identifiers, the document's custodian must be one
     /// of them.
-    async fn check_custodian(&self, org: &str, doc: &roxmltree::Document<'_>) -> IngestResult<()> {
+    async fn check_custodian(&self, org: &str, custodian: &[(String, String)]) -> IngestResult<()> {
         let Some(stored) = self.fhir.store().read("Organization", org).await.map_err(AppError::from)?.filter(|s| !s.deleted) else {
             return Ok(());
         };
@@ -639,14 +645,6 @@ impl Ingest {
         if ids.is_empty() {
             return Ok(());
         }
-        let custodian = doc
-            .root_element()
-            .descendants()
-            .find(|n| n.tag_name().name() == "representedCustodianOrganization")
-            .into_iter()
-            .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
-            .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
-            .collect::<Vec<_>>();
         if custodian.iter().any(|c| ids.contains(c)) {
             Ok(())
         } else {
@@ -805,6 +803,17 @@ impl Ingest {
         pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
             .map_err(|e| IngestError::new(500, "pdf", e.to_string()))
     }
+}
+
+/// The ids (`root`, `extension`) of a CDA2's custodian organisation.
+fn custodian_ids(doc: &roxmltree::Document) -> Vec<(String, String)> {
+    doc.root_element()
+        .descendants()
+        .find(|n| n.tag_name().name() == "representedCustodianOrganization")
+        .into_iter()
+        .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
+        .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
+        .collect()
 }
 
 fn header_stub() -> Header {

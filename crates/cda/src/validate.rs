@@ -71,31 +71,38 @@ impl Report {
     }
 }
 
-/// Decodes and parses the bytes of an XML document, refusing what must never be processed:
-/// non-UTF-8 text, oversized input, DTDs (so no entity expansion and no external fetch).
-pub fn parse(bytes: &[u8]) -> Result<String, Problem> {
+/// Decodes the bytes of an XML document, refusing oversized input and non-UTF-8 text.
+pub fn decode(bytes: &[u8]) -> Result<String, Problem> {
     let xml_err = |id: &str, m: String| Problem::error(Source::Xml, id, m, None);
     if bytes.len() > MAX_XML_BYTES {
         return Err(xml_err("too-large", format!("the document is {} bytes; at most {MAX_XML_BYTES} are accepted", bytes.len())));
     }
-    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
-        .map_err(|e| xml_err("encoding", format!("the document is not UTF-8 text: {e}")))?;
-    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
-    match roxmltree::Document::parse_with_options(text, opts) {
-        Ok(_) => Ok(text.to_string()),
-        Err(roxmltree::Error::DtdDetected) => Err(xml_err(
-            "dtd",
-            "the document carries a DOCTYPE declaration; DTDs and entities are refused (nothing is expanded or fetched)".to_string(),
-        )),
-        Err(e) => Err(xml_err("not-well-formed", format!("the document is not well-formed XML: {e}"))),
-    }
+    std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+        .map(str::to_string)
+        .map_err(|e| xml_err("encoding", format!("the document is not UTF-8 text: {e}")))
 }
 
-/// Parses `text` (already accepted by [`parse`]) into a tree.
+/// Decodes and parses the bytes of an XML document, refusing what must never be processed:
+/// non-UTF-8 text, oversized input, DTDs (so no entity expansion and no external fetch).
+pub fn parse(bytes: &[u8]) -> Result<String, Problem> {
+    let text = decode(bytes)?;
+    tree(&text)?;
+    Ok(text)
+}
+
+/// Parses text into a tree, refusing DTDs (nothing is expanded or fetched) and documents with
+/// more than [`MAX_NODES`] nodes.
 pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
     let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
-    roxmltree::Document::parse_with_options(text, opts)
-        .map_err(|e| Problem::error(Source::Xml, "not-well-formed", format!("the document is not well-formed XML: {e}"), None))
+    roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
+        roxmltree::Error::DtdDetected => Problem::error(
+            Source::Xml,
+            "dtd",
+            "the document carries a DOCTYPE declaration; DTDs and entities are refused (nothing is expanded or fetched)",
+            None,
+        ),
+        e => Problem::error(Source::Xml, "not-well-formed", format!("the document is not well-formed XML: {e}"), None),
+    })
 }
 
 fn parsed_schematrons() -> &'static HashMap<&'static str, Result<Schematron, String>> {
