@@ -74,6 +74,75 @@ impl BlobStore for FolderBlobs {
     }
 }
 
+/// Blobs in any object store: S3 and S3-compatible services (MinIO, Ceph...) in production,
+/// `<prefix>/sha256/ab/cdef...` as in the folder store.
+#[derive(Debug)]
+pub struct ObjectBlobs {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+}
+
+impl ObjectBlobs {
+    pub fn new(store: std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Self {
+        Self { store, prefix: prefix.trim_matches('/').to_string() }
+    }
+
+    /// An S3 bucket from a URL (`s3://bucket/prefix`), with the standard AWS environment
+    /// variables for credentials, region and endpoint (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for MinIO).
+    pub fn s3(url: &str) -> AppResult<Self> {
+        let parsed = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| AppError::BadRequest(format!("the blob store URL must start with s3:// (got {url})")))?;
+        let (bucket, prefix) = parsed.split_once('/').unwrap_or((parsed, ""));
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| AppError::BadRequest(format!("the S3 blob store is not configured: {e}")))?;
+        Ok(Self::new(std::sync::Arc::new(store), prefix))
+    }
+
+    fn path(&self, hash: &str) -> object_store::path::Path {
+        let rel = format!("sha256/{}/{}", &hash[..2], &hash[2..]);
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(rel)
+        } else {
+            object_store::path::Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+}
+
+fn remote(e: object_store::Error) -> AppError {
+    AppError::Store(fascicolo_store::StoreError::Backend(format!("blob store: {e}")))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for ObjectBlobs {
+    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
+        let hash = sha256_hex(bytes);
+        let path = self.path(&hash);
+        match self.store.head(&path).await {
+            Ok(_) => return Ok(hash),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(remote(e)),
+        }
+        // a PUT of an object is atomic: readers see all of it or nothing
+        self.store.put(&path, object_store::PutPayload::from(bytes.to_vec())).await.map_err(remote)?;
+        Ok(hash)
+    }
+
+    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+        if !valid_hash(sha256) {
+            return Ok(None);
+        }
+        match self.store.get(&self.path(sha256)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(remote)?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote(e)),
+        }
+    }
+}
+
 /// Blobs in memory (tests).
 #[derive(Debug, Default)]
 pub struct MemoryBlobs(parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>);
@@ -106,5 +175,25 @@ mod tests {
         assert_eq!(blobs.get(&"0".repeat(64)).await.unwrap(), None);
         assert_eq!(blobs.get("../../etc/passwd").await.unwrap(), None);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn object_store_blobs_are_content_addressed() {
+        let mem = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let blobs = ObjectBlobs::new(mem.clone(), "/fse/");
+        let h = blobs.put(b"hello").await.unwrap();
+        assert_eq!(blobs.put(b"hello").await.unwrap(), h);
+        assert_eq!(blobs.get(&h).await.unwrap().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(blobs.get(&"0".repeat(64)).await.unwrap(), None);
+        // where it lives, as an S3 bucket would hold it
+        let key = object_store::path::Path::from(format!("fse/sha256/{}/{}", &h[..2], &h[2..]));
+        use object_store::ObjectStore;
+        assert_eq!(mem.get(&key).await.unwrap().bytes().await.unwrap().as_ref(), b"hello");
+    }
+
+    #[test]
+    fn an_s3_url_configures_a_bucket_without_contacting_it() {
+        assert!(ObjectBlobs::s3("s3://fascicolo-docs/originals").is_ok());
+        assert!(ObjectBlobs::s3("https://example.invalid/x").is_err());
     }
 }

@@ -349,7 +349,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     cfg.public_url = Some(format!("http://{addr}"));
-    let router = crate::build_router(Arc::clone(&store), &cfg);
+    let router = crate::build_router(Arc::clone(&store), &cfg)?;
     let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let base = format!("http://{addr}/fhir/r4");
     let all_rows = run_all(&fhir, &base, &args, &actor_tokens).await?;

@@ -116,7 +116,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     cfg.public_url = Some(format!("http://{addr}"));
-    let router = crate::build_router(Arc::clone(&store), &cfg);
+    let router = crate::build_router(Arc::clone(&store), &cfg)?;
     let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let base = format!("http://{addr}/ingest/v1/documents");
     // warm every validator thread on every type

@@ -42,13 +42,16 @@ pub struct Config {
 pub struct IngestConfig {
     /// Largest accepted upload, in MiB.
     pub max_upload_mib: usize,
+    /// Where originals are kept: unset, the data folder's `blobs/`; `s3://bucket/prefix` for S3
+    /// or an S3-compatible service (credentials and endpoint from the standard `AWS_*` variables).
+    pub blob_url: Option<String>,
     /// Validator threads (each keeps the national schematrons compiled); 0: one per core.
     pub validators: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_upload_mib: 20, validators: 0 }
+        Self { max_upload_mib: 20, blob_url: None, validators: 0 }
     }
 }
 

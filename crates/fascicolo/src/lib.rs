@@ -43,7 +43,7 @@ pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
 }
 
 /// The whole web application for a configuration (the server and the tests build it alike).
-pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
+pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum::Router> {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let public_url = cfg.public_url();
     let demo = cfg.demo_mode();
@@ -82,7 +82,10 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
         0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
         n => n,
     };
-    let blobs = Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs")));
+    let blobs: Arc<dyn fascicolo_app::blobs::BlobStore> = match cfg.ingest.blob_url.as_deref() {
+        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
+        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
+    };
     let ingest =
         fascicolo_app::ingest::Ingest::new(fhir.clone(), blobs, fascicolo_app::ingest::Validators::start(threads), &auth.public_url);
     let state = fascicolo_web::AppState {
@@ -94,7 +97,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> axum::Router {
         ingest,
         ingest_max_bytes: cfg.ingest.max_upload_mib * 1024 * 1024,
     };
-    fascicolo_web::router(state)
+    Ok(fascicolo_web::router(state))
 }
 
 /// `fascicolo validate`: validates CDA2 files and prints one JSON object per file

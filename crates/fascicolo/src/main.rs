@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 fascicolo::worker::Channels::from_config(&cfg)?,
                 cfg.public_url(),
             );
-            fascicolo_web::serve(listener, build_router(store, &cfg), shutdown).await?;
+            fascicolo_web::serve(listener, build_router(store, &cfg)?, shutdown).await?;
             worker.abort();
         }
         Command::Migrate => {

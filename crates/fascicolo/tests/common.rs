@@ -49,7 +49,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo::config::Config)) -
     let addr = listener.local_addr().expect("addr");
     let mut cfg = fascicolo::config::Config { public_url: Some(format!("http://{addr}")), ..Default::default() };
     tune(&mut cfg);
-    let router = fascicolo::build_router(Arc::clone(&store), &cfg);
+    let router = fascicolo::build_router(Arc::clone(&store), &cfg).expect("router");
     tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let token = token_for(&store, &platform_actor()).await;
     TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store, token }

@@ -502,3 +502,34 @@ async fn published_documents_obey_consent_and_hiding_everywhere() {
     v.sort_by(f64::total_cmp);
     assert_eq!(v, [16.0, 77.0]);
 }
+
+/// Originals in S3 (or an S3-compatible service): run when `FASCICOLO_TEST_S3_ENDPOINT` names one
+/// (CI starts an S3 emulator, PyPI `moto`, and sets the `AWS_*` variables); skipped otherwise.
+#[tokio::test]
+async fn originals_can_live_in_s3() {
+    let Ok(endpoint) = std::env::var("FASCICOLO_TEST_S3_ENDPOINT") else {
+        eprintln!("skipped: FASCICOLO_TEST_S3_ENDPOINT is not set");
+        return;
+    };
+    let bucket = format!("fse-{}", uuid::Uuid::now_v7().simple());
+    // create the bucket (the emulator takes unsigned requests)
+    let r = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // credentials and endpoint come from the standard AWS_* variables, as in production (CI sets
+    // AWS_ENDPOINT to the emulator, AWS_ALLOW_HTTP, and test credentials)
+    let app = spawn_app_with(|c| c.ingest.blob_url = Some(format!("s3://{bucket}/originals"))).await;
+    let org = app.put("/Organization/org-a", json!({"resourceType": "Organization", "id": "org-a", "name": "org-a"})).await;
+    assert_eq!(org.status, 201);
+    app.create(json!({"resourceType": "Patient", "identifier": [{"system": "http://hl7.it/sid/codiceFiscale", "value": PATIENT_CFS[0]}]}))
+        .await;
+    let hospital = token_for(&app.store, &producer("org-a")).await;
+    let r = call(&app, "POST", "/ingest/v1/documents", Some(&hospital), Some((example("LAB"), "application/xml"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = docref_id(&r.body);
+    let original = call(&app, "GET", &format!("/documents/{id}/original"), Some(&app.token), None).await;
+    assert_eq!(original.bytes, example("LAB"));
+    // the object is in the bucket, under its SHA-256
+    let hash = fascicolo_app::blobs::sha256_hex(&example("LAB"));
+    let listing = reqwest::get(format!("{endpoint}/{bucket}?list-type=2")).await.unwrap().text().await.unwrap();
+    assert!(listing.contains(&format!("originals/sha256/{}/{}", &hash[..2], &hash[2..])), "{listing}");
+}
