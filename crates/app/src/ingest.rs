@@ -157,7 +157,23 @@ impl Validators {
                 loop {
                     let job = rx.lock().recv();
                     let Ok((text, reply)) = job else { break };
-                    let _ = reply.send(validator.validate_text(&text));
+                    // an engine panic on some input refuses that document; the thread goes on
+                    // with a fresh validator
+                    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| validator.validate_text(&text)));
+                    let report = report.unwrap_or_else(|_| {
+                        tracing::error!("the validation engine failed on a document");
+                        validator = Validator::new();
+                        Report {
+                            problems: vec![Problem::error(
+                                Source::Schematron,
+                                "engine",
+                                "the validation engine could not process this document",
+                                None,
+                            )],
+                            doc_type: None,
+                        }
+                    });
+                    let _ = reply.send(report);
                 }
             });
             if let Err(e) = spawned {

@@ -27,6 +27,12 @@ pub fn is_pdf(bytes: &[u8]) -> bool {
 
 /// The bytes of the embedded CDA2 (the first embedded file that is a `ClinicalDocument`).
 pub fn extract_cda(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
+    // a PDF parser meets hostile input here: a panic in it is a refusal, not a crash
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| extract(bytes)))
+        .unwrap_or_else(|_| Err(PdfError::Unreadable("the PDF structure could not be read".into())))
+}
+
+fn extract(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
     let doc = Document::load_mem(bytes).map_err(|e| PdfError::Unreadable(e.to_string()))?;
     let mut specs = Vec::new();
     if let Ok(catalog) = doc.catalog() {

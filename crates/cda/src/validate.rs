@@ -17,6 +17,8 @@ pub const GENDER: &str = "2.16.840.1.113883.5.1";
 pub const MAX_XML_BYTES: usize = 20 * 1024 * 1024;
 /// The most XML nodes accepted: a guard against documents built to exhaust memory.
 pub const MAX_NODES: u32 = 2_000_000;
+/// The deepest element nesting accepted (real CDA2 documents stay under 40).
+pub const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,8 +95,13 @@ pub fn parse(bytes: &[u8]) -> Result<String, Problem> {
 /// Parses text into a tree, refusing DTDs (nothing is expanded or fetched) and documents with
 /// more than [`MAX_NODES`] nodes.
 pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
+    // the parser and every later step walk the tree recursively: a document nested deeper than
+    // any CDA is refused before parsing rather than exhausting a thread's stack
+    if nesting_depth(text) > MAX_DEPTH {
+        return Err(Problem::error(Source::Xml, "too-deep", format!("the document nests elements deeper than {MAX_DEPTH} levels"), None));
+    }
     let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
-    roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
         roxmltree::Error::DtdDetected => Problem::error(
             Source::Xml,
             "dtd",
@@ -102,7 +109,52 @@ pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
             None,
         ),
         e => Problem::error(Source::Xml, "not-well-formed", format!("the document is not well-formed XML: {e}"), None),
-    })
+    })?;
+    Ok(doc)
+}
+
+/// The deepest element nesting in XML text, by a scan that skips comments, CDATA, processing
+/// instructions, declarations and quoted attribute values (no tree is built).
+fn nesting_depth(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
+    let find = |from: usize, pat: &[u8]| b[from.min(b.len())..].windows(pat.len()).position(|w| w == pat).map(|p| from + p + pat.len());
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'/') => {
+                depth = depth.saturating_sub(1);
+                i = find(i, b">").unwrap_or(b.len());
+            }
+            Some(b'?') => i = find(i, b"?>").unwrap_or(b.len()),
+            Some(b'!') if b[i..].starts_with(b"<!--") => i = find(i, b"-->").unwrap_or(b.len()),
+            Some(b'!') if b[i..].starts_with(b"<![CDATA[") => i = find(i, b"]]>").unwrap_or(b.len()),
+            Some(b'!') => i = find(i, b">").unwrap_or(b.len()),
+            _ => {
+                // an element start: to its '>', quotes respected
+                let mut j = i + 1;
+                let mut quote = None;
+                while j < b.len() {
+                    match (quote, b[j]) {
+                        (Some(q), c) if c == q => quote = None,
+                        (None, b'"' | b'\'') => quote = Some(b[j]),
+                        (None, b'>') => break,
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if b.get(j.wrapping_sub(1)) != Some(&b'/') {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                i = j + 1;
+            }
+        }
+    }
+    max
 }
 
 fn parsed_schematrons() -> &'static HashMap<&'static str, Result<Schematron, String>> {
@@ -399,5 +451,10 @@ mod tests {
         assert_eq!(parse(xxe).unwrap_err().id, "dtd");
         assert_eq!(parse(b"<a><b></a>").unwrap_err().id, "not-well-formed");
         assert_eq!(parse(b"\xff\xfe<a/>").unwrap_err().id, "encoding");
+        let deep = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
+        assert_eq!(parse(deep.as_bytes()).unwrap_err().id, "too-deep");
+        let fine = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
+        assert!(parse(fine.as_bytes()).is_ok());
+        assert_eq!(nesting_depth(r#"<?xml version="1.0"?><a x="1>2" y='<'><!-- <b><b> --><![CDATA[<c><c>]]><d/><e></e></a>"#), 2);
     }
 }
