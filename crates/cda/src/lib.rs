@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod fastpath;
 pub mod mapping;
 pub mod pdf;
 pub mod render;

@@ -47,6 +47,8 @@ struct Rule {
     context: String,
     /// `let $a := e1, $b := e2 return ` (empty when there are none).
     lets: String,
+    /// The same bindings, one by one.
+    bindings: Vec<(String, String)>,
     checks: Vec<Check>,
 }
 
@@ -151,6 +153,7 @@ impl Schematron {
             builder.add_namespace(p, u);
         }
         let queries = Queries::new(builder);
+        let ns_map: HashMap<String, String> = self.namespaces.iter().cloned().collect();
         let compile = |xpath: String| -> Result<SequenceQuery, SchematronError> {
             queries.sequence(&xpath).map_err(|e| SchematronError::Compile { name: self.name.clone(), xpath, detail: e.to_string() })
         };
@@ -176,6 +179,11 @@ impl Schematron {
                         Some(q) => Some(compile(q)?),
                         None => None,
                     },
+                    fast: fast_rule(r, &ns_map),
+                    fast_context: rooted_query(&r.context, &self.namespaces).and_then(|q| match crate::fastpath::parse(&q, &ns_map) {
+                        Some(crate::fastpath::Expr::Path(p)) => Some(p),
+                        _ => None,
+                    }),
                     by_name: match name_contains_plan(&r.context) {
                         Some((literal, q)) => Some((literal, compile(q)?)),
                         None => None,
@@ -191,6 +199,38 @@ impl Schematron {
     }
 }
 
+struct FastRule {
+    lets: Vec<(String, crate::fastpath::Expr)>,
+    tests: Vec<crate::fastpath::Expr>,
+}
+
+fn fast_rule(r: &Rule, ns: &HashMap<String, String>) -> Option<FastRule> {
+    let lets = r.bindings.iter().map(|(n, e)| Some((n.clone(), crate::fastpath::parse(e, ns)?))).collect::<Option<Vec<_>>>()?;
+    let tests = r.checks.iter().map(|c| crate::fastpath::parse(&c.test, ns)).collect::<Option<Vec<_>>>()?;
+    Some(FastRule { lets, tests })
+}
+
+/// The rule's test results at `node` by the native evaluator, or `None` when it cannot decide.
+fn fast_results(xot: &xot::Xot, f: &FastRule, node: xot::Node) -> Option<Vec<Option<bool>>> {
+    use crate::fastpath::{eval, Env, Val};
+    let mut env = Env::new();
+    for (name, e) in &f.lets {
+        let v = eval(xot, e, node, &env).ok()?;
+        env.insert(name.clone(), v);
+    }
+    let mut out = Vec::with_capacity(f.tests.len());
+    for t in &f.tests {
+        let v = eval(xot, t, node, &env).ok()?;
+        out.push(Some(match v {
+            Val::Items(i) => !i.is_empty(),
+            Val::Num(n) => n != 0.0 && !n.is_nan(),
+            Val::Str(s) => !s.is_empty(),
+            Val::Bool(b) => b,
+        }));
+    }
+    Some(out)
+}
+
 enum CPart {
     Text(String),
     Expr(SequenceQuery),
@@ -201,6 +241,10 @@ struct CRule {
     /// For a context that starts at `ClinicalDocument`: the same selection from the document
     /// element only, valid (and much faster) when the document holds a single ClinicalDocument.
     rooted: Option<SequenceQuery>,
+    /// The rule's lets and tests in the native subset, when all of them fit it.
+    fast: Option<FastRule>,
+    /// The rooted context in the native subset.
+    fast_context: Option<crate::fastpath::Path>,
     /// For a context `//*[contains(local-name(), 'X') ...]...`: the literal, and the rest of the
     /// pattern as a query from each element whose local name contains it (found without XPath:
     /// the string test over every element is the slowest part of a naive evaluation).
@@ -243,8 +287,21 @@ impl Compiled {
                     (Some(q), true) => q,
                     _ => &rule.context,
                 };
-                let nodes = match &rule.by_name {
-                    Some((literal, q)) => {
+                let fast_nodes = match (&rule.fast_context, single_root) {
+                    (Some(p), true) => crate::fastpath::path(documents.xot(), p, root, &crate::fastpath::Env::new()).ok().map(|items| {
+                        items
+                            .into_iter()
+                            .filter_map(|i| match i {
+                                crate::fastpath::Item::Element(n) => Some(xee_xpath::Item::Node(n)),
+                                crate::fastpath::Item::Attr(_) => None,
+                            })
+                            .collect::<Vec<_>>()
+                    }),
+                    _ => None,
+                };
+                let nodes = match (&rule.by_name, fast_nodes) {
+                    (_, Some(found)) => xee_xpath::Sequence::from(found),
+                    (Some((literal, q)), None) => {
                         let candidates: Vec<xot::Node> = documents
                             .xot()
                             .descendants(root)
@@ -267,7 +324,7 @@ impl Compiled {
                         }
                         xee_xpath::Sequence::from(found.into_iter().map(xee_xpath::Item::Node).collect::<Vec<_>>())
                     }
-                    None => query.execute(&mut documents, root).map_err(eval)?,
+                    (None, None) => query.execute(&mut documents, root).map_err(eval)?,
                 };
                 let nodes: Vec<xot::Node> = nodes.nodes().collect::<Result<_, _>>().map_err(|e| SchematronError::Eval(e.to_string()))?;
                 for node in nodes {
@@ -275,13 +332,17 @@ impl Compiled {
                         continue;
                     }
                     let checks = &self.schema.patterns[p][r].checks;
-                    let results: Vec<Option<bool>> = match rule.tests.execute(&mut documents, node) {
-                        Ok(seq) => seq.iter().map(|i| i.effective_boolean_value().ok()).collect(),
-                        Err(_) => rule
-                            .single
-                            .iter()
-                            .map(|q| q.execute(&mut documents, node).ok().and_then(|s| s.effective_boolean_value().ok()))
-                            .collect(),
+                    let fast = rule.fast.as_ref().and_then(|f| fast_results(documents.xot(), f, node));
+                    let results: Vec<Option<bool>> = match fast {
+                        Some(r) => r,
+                        None => match rule.tests.execute(&mut documents, node) {
+                            Ok(seq) => seq.iter().map(|i| i.effective_boolean_value().ok()).collect(),
+                            Err(_) => rule
+                                .single
+                                .iter()
+                                .map(|q| q.execute(&mut documents, node).ok().and_then(|s| s.effective_boolean_value().ok()))
+                                .collect(),
+                        },
                     };
                     for (i, check) in checks.iter().enumerate() {
                         let fired = match (check.kind, results.get(i).copied().flatten()) {
@@ -555,13 +616,14 @@ fn rule(node: roxmltree::Node, outer_lets: &[(String, String)]) -> Result<Rule, 
             return Err(format!("unsupported <{}> in a rule", child.tag_name().name()));
         }
     }
-    let lets = if lets.is_empty() {
+    let bindings = lets;
+    let lets = if bindings.is_empty() {
         String::new()
     } else {
-        let bindings: Vec<String> = lets.iter().map(|(n, e)| format!("${n} := ({e})")).collect();
-        format!("let {} return ", bindings.join(", "))
+        let list: Vec<String> = bindings.iter().map(|(n, e)| format!("${n} := ({e})")).collect();
+        format!("let {} return ", list.join(", "))
     };
-    Ok(Rule { context, lets, checks })
+    Ok(Rule { context, lets, bindings, checks })
 }
 
 fn message(node: roxmltree::Node) -> Result<Vec<Part>, String> {
