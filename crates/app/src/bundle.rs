@@ -197,6 +197,21 @@ impl FhirService {
         let mut targets: HashMap<usize, (String, String, Option<Stored>)> = HashMap::new();
         let mut noop: HashMap<usize, Stored> = HashMap::new();
         let mut seen: HashSet<(String, String)> = HashSet::new();
+        // the current versions of every resource named by id, read at once
+        let named: Vec<(String, String)> = entries
+            .iter()
+            .filter(|e| matches!(e.verb, Verb::Put | Verb::Patch | Verb::Delete))
+            .filter_map(|e| match split_url(&e.url) {
+                (t, Some(id), None) if is_valid_id(&id) && model().is_concrete_resource(&t) => Some((t, id)),
+                _ => None,
+            })
+            .collect();
+        let mut current: HashMap<(String, String), Stored> = HashMap::new();
+        for chunk in named.chunks(200) {
+            for s in self.store().read_current_many(chunk).await? {
+                current.insert((s.resource_type.clone(), s.id.clone()), s);
+            }
+        }
         for e in &entries {
             let (t, id, query) = split_url(&e.url);
             let loc = format!("Bundle.entry[{}].request.url", e.index);
@@ -231,7 +246,7 @@ impl FhirService {
                     Some((new_id(), None))
                 }
                 (Verb::Put | Verb::Patch | Verb::Delete, Some(id), None) if is_valid_id(&id) => {
-                    let cur = self.store().read(&t, &id).await?;
+                    let cur = current.remove(&(t.clone(), id.clone()));
                     Some((id, cur))
                 }
                 (Verb::Put | Verb::Delete, None, Some(q)) => match self.conditional_match(actor, &t, &q).await {

@@ -67,6 +67,17 @@ fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
 }
 
 impl PgStore {
+    async fn read_many_with(&self, refs_: &[(String, String)], include_deleted: bool) -> Result<Vec<Stored>, StoreError> {
+        if refs_.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = sql::read_many_sql_with(Dialect::Postgres, refs_, include_deleted);
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
+        rows.iter().map(|r| row_stored(r, false)).collect()
+    }
+
     /// Connect and apply the schema.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
         Self::connect_in_schema(url, pool_size, None).await
@@ -181,14 +192,11 @@ impl Store for PgStore {
     }
 
     async fn read_many(&self, refs_: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
-        if refs_.is_empty() {
-            return Ok(Vec::new());
-        }
-        let q = sql::read_many_sql(Dialect::Postgres, refs_);
-        let c = self.client().await?;
-        let p = params(&q.params);
-        let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
-        rows.iter().map(|r| row_stored(r, false)).collect()
+        self.read_many_with(refs_, false).await
+    }
+
+    async fn read_current_many(&self, refs_: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
+        self.read_many_with(refs_, true).await
     }
 
     async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {

@@ -115,6 +115,19 @@ impl SqliteStore {
         Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())) })
     }
 
+    async fn read_many_with(&self, refs: &[(String, String)], include_deleted: bool) -> Result<Vec<Stored>, StoreError> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = sql::read_many_sql_with(Dialect::Sqlite, refs, include_deleted);
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare(&q.sql).map_err(be)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -250,16 +263,11 @@ impl Store for SqliteStore {
     }
 
     async fn read_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
-        if refs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let q = sql::read_many_sql(Dialect::Sqlite, refs);
-        self.with_reader(move |c| {
-            let mut stmt = c.prepare(&q.sql).map_err(be)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(be)
-        })
-        .await
+        self.read_many_with(refs, false).await
+    }
+
+    async fn read_current_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError> {
+        self.read_many_with(refs, true).await
     }
 
     async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {

@@ -153,6 +153,11 @@ pub async fn delete_is_logical(s: &dyn Store) {
     assert!(h[0].deleted);
     assert!(s.vread("Observation", "o1", 1).await.unwrap().is_some());
     assert!(s.read_many(&[("Observation".into(), "o1".into()), ("Observation".into(), "o2".into())]).await.unwrap().len() == 1);
+    // a transaction's read: deletions included, as `read` returns them; missing ones skipped
+    let cur = s.read_current_many(&[("Observation".into(), "o1".into()), ("Observation".into(), "nope".into())]).await.unwrap();
+    assert_eq!(cur.len(), 1);
+    assert!(cur[0].deleted && cur[0].id == "o1");
+    assert_eq!(cur[0].version, s.read("Observation", "o1").await.unwrap().unwrap().version);
 }
 
 pub async fn search_parameter_types(s: &dyn Store) {

@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError>;
     /// Current, non-deleted versions of many resources (missing ones are skipped).
     async fn read_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError>;
+    /// Current versions of many resources, deletions included (as [`Store::read`] returns them;
+    /// missing ones are skipped): what a transaction reads before writing.
+    async fn read_current_many(&self, refs: &[(String, String)]) -> Result<Vec<Stored>, StoreError>;
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.commit_with(writes, Vec::new()).await
     }

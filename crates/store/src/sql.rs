@@ -877,8 +877,14 @@ pub fn count_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
 
 /// Current versions of many resources, through the locator.
 pub fn read_many_sql(d: Dialect, refs: &[(String, String)]) -> SqlBuf {
+    read_many_sql_with(d, refs, false)
+}
+
+/// The current versions of many resources; `include_deleted` keeps deletions (as `read` does).
+pub fn read_many_sql_with(d: Dialect, refs: &[(String, String)], include_deleted: bool) -> SqlBuf {
     let mut b = SqlBuf::new(d);
-    b.s(&format!("SELECT {RESOURCE_COLS} FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id WHERE r.deleted = 0 AND ("));
+    let filter = if include_deleted { "" } else { "r.deleted = 0 AND " };
+    b.s(&format!("SELECT {RESOURCE_COLS} FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id WHERE {filter}("));
     for (i, (t, id)) in refs.iter().enumerate() {
         if i > 0 {
             b.s(" OR ");
