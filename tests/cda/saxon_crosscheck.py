@@ -44,6 +44,11 @@ MUTATIONS = [
     ("no-language", r"<languageCode [^>]*/>", ""),
     ("no-author-time", r"(<author[^>]*>\s*)<time [^>]*/>", r"\g<1>"),
     ("no-custodian-name", r"(<representedCustodianOrganization>[\s\S]*?)<name>[^<]*</name>", r"\g<1>"),
+    ("version-2-unrelated", r'<versionNumber value="1"\s*/>', '<versionNumber value="2"/>'),
+    ("version-not-a-number", r'<versionNumber value="[0-9]+"\s*/>', '<versionNumber value="uno"/>'),
+    ("other-xsi-type", r'xsi:type="CD"', 'xsi:type="CE"'),
+    ("no-set-id", r"<setId [^>]*/>", ""),
+    ("wrong-patient-id-root", r'(<patientRole[^>]*>\s*<id root=")2\.16\.840\.1\.113883\.2\.9\.4\.3\.2', r"\g<1>2.16.840.1.113883.2.9.4.3.9"),
 ]
 
 
