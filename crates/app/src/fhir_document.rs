@@ -34,7 +34,8 @@ const PATIENT_TYPES: [&str; 4] = ["Immunization", "AllergyIntolerance", "BodyStr
 /// (RelatedPerson) and coverage come from the registry, never from a producer's document.
 const NOT_TAKEN: [&str; 2] = ["RelatedPerson", "Coverage"];
 const DROPPED: &str = "#not-taken";
-const CF_SYSTEMS: [&str; 2] = ["http://hl7.it/sid/codiceFiscale", "urn:oid:2.16.840.1.113883.2.9.4.3.2"];
+/// The codice fiscale as FHIR names it, and as the national FHIR examples do (its OID).
+const CF_SYSTEMS: [&str; 2] = [crate::access::CF_SYSTEM, "urn:oid:2.16.840.1.113883.2.9.4.3.2"];
 
 /// What the checks found in a Bundle.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ pub struct Checked {
 }
 
 fn err(id: &str, message: impl Into<String>, location: Option<String>) -> Problem {
-    Problem::error(Source::Xsd, id, message, location)
+    Problem::error(Source::Fhir, id, message, location)
 }
 
 /// Parses and checks a FHIR document Bundle: structure, every resource against R4, a

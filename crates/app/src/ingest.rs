@@ -94,8 +94,11 @@ impl From<AppError> for IngestError {
             AppError::BadRequest(m) => IngestError::new(400, "bad-request", m),
             AppError::Invalid(issues) => {
                 let problems =
-                    issues.iter().map(|i| Problem::error(Source::Metadata, "fhir", i.diagnostics.clone(), i.expression.clone())).collect();
-                IngestError { problems, ..IngestError::new(422, "invalid", "the mapped FHIR resources are not valid") }
+                    issues.iter().map(|i| Problem::error(Source::Fhir, "fhir", i.diagnostics.clone(), i.expression.clone())).collect();
+                IngestError {
+                    problems,
+                    ..IngestError::new(422, "invalid", "the document's FHIR resources were refused by the R4 validation")
+                }
             }
             AppError::Conflict(m) | AppError::PreconditionFailed(m) => IngestError::new(409, "conflict", m),
             AppError::Forbidden(m) => IngestError::new(403, "forbidden", m),
@@ -293,7 +296,7 @@ impl Ingest {
         if kind == "fhir" {
             let checked = crate::fhir_document::check(&sub.bytes);
             let doc_type = checked.loinc.as_deref().and_then(|l| catalog::TYPES.iter().find(|t| t.loinc == l));
-            let h = Header { loinc: checked.loinc.clone(), ..header_stub() };
+            let h = Header { loinc: checked.loinc.clone(), ..Header::default() };
             let report = Report { problems: Vec::new(), doc_type };
             let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
             let mut problems = checked.problems.clone();
@@ -477,7 +480,7 @@ impl Ingest {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
         let result = async {
-            let previous = self.own_document(&producer, old).await?;
+            let previous = self.own_document(actor, &producer, old).await?;
             self.publish_inner(actor, &producer, &workflow, sub, Some(previous)).await
         }
         .await;
@@ -486,19 +489,16 @@ impl Ingest {
 
     /// The current DocumentReference named by `reference` (a document identifier or the
     /// DocumentReference id) that this producer published.
-    async fn own_document(&self, producer: &Producer, reference: &str) -> IngestResult<Value> {
+    async fn own_document(&self, actor: &Actor, producer: &Producer, reference: &str) -> IngestResult<Value> {
         let not_found = || IngestError::new(404, "not-found", format!("no current document {reference} published by your organisation"));
-        let mut stored = None;
+        let mut found = None;
         for id in [reference.to_string(), mapping::derived_id(reference, "DocumentReference")] {
-            if fascicolo_fhir::is_valid_id(&id) {
-                if let Some(s) = self.fhir.store().read("DocumentReference", &id).await.map_err(AppError::from)? {
-                    stored = Some(s);
-                    break;
-                }
+            if let Some(v) = self.readable_document(actor, &id).await? {
+                found = Some(v);
+                break;
             }
         }
-        let stored = stored.filter(|s| !s.deleted).ok_or_else(not_found)?;
-        let v = parse_stored(&stored)?;
+        let v = found.ok_or_else(not_found)?;
         if v["status"] != "current" {
             return Err(IngestError::new(
                 409,
@@ -513,6 +513,19 @@ impl Ingest {
             }
         }
         Ok(v)
+    }
+
+    /// A DocumentReference as `actor` may see it: read through the gate (so the access is
+    /// logged), `None` when it does not exist or is not the actor's to see.
+    async fn readable_document(&self, actor: &Actor, id: &str) -> IngestResult<Option<Value>> {
+        if !fascicolo_fhir::is_valid_id(id) {
+            return Ok(None);
+        }
+        match self.fhir.read(actor, "DocumentReference", id).await {
+            Ok(v) => Ok(Some(v.resource)),
+            Err(AppError::NotFound(_) | AppError::Gone(_) | AppError::Forbidden(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn publish_inner(
@@ -573,19 +586,21 @@ impl Ingest {
         }
         let sha256 = crate::blobs::sha256_hex(&analysis.original);
         let docref_id = mapping::derived_id(&identity, "DocumentReference");
-        if let Some(existing) =
-            self.fhir.store().read("DocumentReference", &docref_id).await.map_err(AppError::from)?.filter(|s| !s.deleted)
-        {
-            let v = parse_stored(&existing)?;
-            let same = v["identifier"]
-                .as_array()
-                .is_some_and(|ids| ids.iter().any(|i| i["system"] == SHA256_SYSTEM && i["value"] == sha256.as_str()));
-            if same && previous.is_none() {
+        // existence is checked in the store (an id is taken whoever took it); what is returned
+        // about it comes only from a read the gate allows
+        let taken = self.fhir.store().read("DocumentReference", &docref_id).await.map_err(AppError::from)?.is_some_and(|s| !s.deleted);
+        if taken {
+            let same = self.readable_document(actor, &docref_id).await?.filter(|v| {
+                v["identifier"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|i| i["system"] == SHA256_SYSTEM && i["value"] == sha256.as_str()))
+            });
+            if let (Some(v), None) = (&same, &previous) {
                 return Ok(Outcome {
                     workflow_instance_id: workflow.to_string(),
                     status: "already-published".into(),
                     document_reference: Some(format!("DocumentReference/{docref_id}")),
-                    resources: related(&v),
+                    resources: related(v),
                     problems,
                     document_type: analysis.document_type.clone(),
                 });
@@ -593,7 +608,7 @@ impl Ingest {
             return Err(IngestError::new(
                 409,
                 "conflict",
-                format!("a different document with the id {identity} is already published: send a replacement with a new id"),
+                format!("the document id {identity} is already used by another published document: send a replacement, or a new id"),
             ));
         }
         if let Some(prev) = &previous {
@@ -678,7 +693,7 @@ impl Ingest {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
         let result = async {
-            let doc = self.own_document(&producer, reference).await?;
+            let doc = self.own_document(actor, &producer, reference).await?;
             let id = doc["id"].as_str().unwrap_or_default().to_string();
             let mut entries: Vec<Value> = related(&doc).into_iter().map(|r| json!({"request": {"method": "DELETE", "url": r}})).collect();
             entries.push(json!({"request": {"method": "DELETE", "url": format!("DocumentReference/{id}")}}));
@@ -703,10 +718,10 @@ impl Ingest {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
         let result = async {
-            let doc = self.own_document(&producer, reference).await?;
+            let doc = self.own_document(actor, &producer, reference).await?;
             let id = doc["id"].as_str().unwrap_or_default().to_string();
             let loinc = doc["type"]["coding"][0]["code"].as_str().map(str::to_string);
-            let h = Header { loinc, ..header_stub() };
+            let h = Header { loinc, ..Header::default() };
             let report = Report::default();
             let mut effective = meta.clone();
             // fields not sent keep their current values
@@ -736,12 +751,24 @@ impl Ingest {
             if let Some(e) = meta.data_fine_prestazione.as_deref().and_then(mapping::fhir_datetime) {
                 v["context"]["period"]["end"] = json!(e);
             }
-            if v != doc {
-                self.fhir.update(actor, "DocumentReference", &id, v.to_string().as_bytes(), None).await?;
-            }
+            // hiding first: if it is refused, nothing else has changed; the context update after it
+            // is one write (on the current version, which hiding advanced)
             if let Some(rules) = &meta.atti_clinici_regole_accesso {
                 for code in rules.values() {
                     self.fhir.hide(actor, "DocumentReference", &id, &code).await?;
+                }
+            }
+            if v != doc {
+                let current = self
+                    .readable_document(actor, &id)
+                    .await?
+                    .ok_or_else(|| IngestError::new(404, "not-found", "the document disappeared"))?;
+                let mut next = current.clone();
+                for key in ["context", "category"] {
+                    next[key] = v[key].clone();
+                }
+                if next != current {
+                    self.fhir.update(actor, "DocumentReference", &id, next.to_string().as_bytes(), None).await?;
                 }
             }
             Ok::<_, IngestError>(Outcome {
@@ -813,8 +840,7 @@ impl Ingest {
         }
         let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
         let h = mapping::header(&doc);
-        let html = fascicolo_cda::render::render(&doc);
-        let paragraphs = html_to_paragraphs(&html);
+        let paragraphs = fascicolo_cda::render::text_lines(&doc);
         let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title };
         pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
             .map_err(|e| IngestError::new(500, "pdf", e.to_string()))
@@ -830,22 +856,6 @@ fn custodian_ids(doc: &roxmltree::Document) -> Vec<(String, String)> {
         .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
         .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
         .collect()
-}
-
-fn header_stub() -> Header {
-    Header {
-        id: String::new(),
-        set_id: None,
-        version: None,
-        template: None,
-        loinc: None,
-        title: String::new(),
-        patient_cf: None,
-        effective: None,
-        confidentiality: None,
-        nre: None,
-        custodian: None,
-    }
 }
 
 /// The resources a DocumentReference lists as mapped from it.
@@ -868,45 +878,4 @@ fn retire(docref: &Value, status: &str) -> Vec<Value> {
         entries.push(json!({"request": {"method": "DELETE", "url": r}}));
     }
     entries
-}
-
-/// Plain text paragraphs of an HTML fragment (for the generated PDF).
-fn html_to_paragraphs(html: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_tag = false;
-    let mut tag = String::new();
-    for c in html.chars() {
-        match c {
-            '<' => {
-                in_tag = true;
-                tag.clear();
-            }
-            '>' if in_tag => {
-                in_tag = false;
-                let name = tag.trim_start_matches('/').split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
-                if matches!(name.as_str(), "p" | "br" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "dd" | "section" | "div") {
-                    let t = cur.split_whitespace().collect::<Vec<_>>().join(" ");
-                    if !t.is_empty() {
-                        out.push(t);
-                    }
-                    cur.clear();
-                } else if name == "dt" || name == "td" || name == "th" {
-                    cur.push(' ');
-                }
-                if name == "dt" && tag.starts_with('/') {
-                    cur.push_str(": ");
-                }
-            }
-            _ if in_tag => tag.push(c),
-            _ => cur.push(c),
-        }
-    }
-    let t = cur.split_whitespace().collect::<Vec<_>>().join(" ");
-    if !t.is_empty() {
-        out.push(t);
-    }
-    out.into_iter()
-        .map(|p| p.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&"))
-        .collect()
 }

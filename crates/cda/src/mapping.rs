@@ -25,7 +25,7 @@ const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 const NS_IDS: Uuid = Uuid::from_u128(0x6a1f_7c52_9e0b_4b8e_a3f1_2d5c_8e4a_0b17);
 
 /// What the header of a CDA2 says, as needed before mapping (patient lookup, identity).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
     /// `root^extension` of `ClinicalDocument/id`.
     pub id: String,

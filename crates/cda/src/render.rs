@@ -50,8 +50,8 @@ fn date(ts: Option<&str>) -> String {
     }
 }
 
-/// Renders a parsed CDA2 as an HTML fragment.
-pub fn render(doc: &roxmltree::Document) -> String {
+/// The header as (label, value) rows, empty values left out.
+fn header_rows(doc: &roxmltree::Document) -> Vec<(&'static str, String)> {
     let root = doc.root_element();
     let h = header(doc);
     let patient = path(root, &["recordTarget", "patientRole", "patient"]);
@@ -60,24 +60,58 @@ pub fn render(doc: &roxmltree::Document) -> String {
         path(root, &["custodian", "assignedCustodian", "representedCustodianOrganization", "name"]).map(text).unwrap_or_default();
     let legal = path(root, &["legalAuthenticator", "assignedEntity", "assignedPerson"]);
     let birth = patient.and_then(|p| child(p, "birthTime")).and_then(|b| b.attribute("value"));
+    let rows = [
+        ("Paziente", name_of(patient)),
+        ("Codice fiscale", h.patient_cf.clone().unwrap_or_default()),
+        ("Data di nascita", date(birth)),
+        ("Data del documento", date(h.effective.as_deref())),
+        ("Autore", name_of(author)),
+        ("Firmato da", name_of(legal)),
+        ("Struttura", custodian),
+        ("Tipo (LOINC)", h.loinc.clone().unwrap_or_default()),
+        ("Identificativo", h.id.clone()),
+        ("Versione", h.version.clone().unwrap_or_default()),
+    ];
+    rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+/// The document as plain text lines (header rows, then each section's title and narrative), for
+/// the generated PDF.
+pub fn text_lines(doc: &roxmltree::Document) -> Vec<String> {
+    let mut out: Vec<String> = header_rows(doc).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    fn walk(s: roxmltree::Node, out: &mut Vec<String>) {
+        if let Some(t) = child(s, "title").map(text).filter(|t| !t.is_empty()) {
+            out.push(t.to_uppercase());
+        }
+        if let Some(t) = child(s, "text").map(text).filter(|t| !t.is_empty()) {
+            out.push(t);
+        }
+        for c in s.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
+            if let Some(sub) = child(c, "section") {
+                walk(sub, out);
+            }
+        }
+    }
+    if let Some(body) = path(doc.root_element(), &["component", "structuredBody"]) {
+        for c in body.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
+            if let Some(s) = child(c, "section") {
+                walk(s, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Renders a parsed CDA2 as an HTML fragment.
+pub fn render(doc: &roxmltree::Document) -> String {
+    let root = doc.root_element();
+    let h = header(doc);
     let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title.clone() };
     let mut out = String::new();
     out.push_str(&format!("<article class=\"cda\" lang=\"it\"><h1>{}</h1>\n<dl class=\"cda-header\">\n", escape(&title)));
-    let mut row = |k: &str, v: String| {
-        if !v.is_empty() {
-            out.push_str(&format!("<dt>{}</dt><dd>{}</dd>\n", escape(k), escape(&v)));
-        }
-    };
-    row("Paziente", name_of(patient));
-    row("Codice fiscale", h.patient_cf.clone().unwrap_or_default());
-    row("Data di nascita", date(birth));
-    row("Data del documento", date(h.effective.as_deref()));
-    row("Autore", name_of(author));
-    row("Firmato da", name_of(legal));
-    row("Struttura", custodian);
-    row("Tipo (LOINC)", h.loinc.clone().unwrap_or_default());
-    row("Identificativo", h.id.clone());
-    row("Versione", h.version.clone().unwrap_or_default());
+    for (k, v) in header_rows(doc) {
+        out.push_str(&format!("<dt>{}</dt><dd>{}</dd>\n", escape(k), escape(&v)));
+    }
     out.push_str("</dl>\n");
     if let Some(body) = path(root, &["component", "structuredBody"]) {
         for c in body.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {

@@ -36,6 +36,8 @@ pub enum Source {
     Schematron,
     Terminology,
     Metadata,
+    /// The structure of a FHIR document Bundle.
+    Fhir,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -154,24 +154,34 @@ async fn raw_xml_with_default_metadata_is_idempotent_and_ids_are_not_reused() {
     let first = call(app, "POST", "/ingest/v1/documents", Some(&s.hospital), Some((example("LAB"), "application/xml"))).await;
     assert_eq!(first.status, 201, "{}", first.body);
     let after_first = app.versions().await;
+    let audit_first = app.count("AuditEvent").await;
     let again = call(app, "POST", "/ingest/v1/documents", Some(&s.hospital), Some((example("LAB"), "application/xml"))).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["status"], "already-published");
     assert_eq!(again.body["documentReference"], first.body["documentReference"]);
-    assert_eq!(app.versions().await, after_first, "re-sending stores nothing new");
+    // nothing new but the access-log entry of the producer's look at its existing document
+    assert_eq!(app.versions().await, after_first + 1, "re-sending stores nothing new");
+    assert_eq!(app.count("AuditEvent").await, audit_first + 1);
     // RAP carries the same ClinicalDocument/id with other content: refused, not overwritten
     let clash = call(app, "POST", "/ingest/v1/documents", Some(&s.hospital), Some((example("RAP"), "application/xml"))).await;
     assert_eq!(clash.status, 409, "{}", clash.body);
-    assert_eq!(app.versions().await, after_first);
+    assert_eq!(app.versions().await, after_first + 2, "only the second access-log entry");
+    assert_eq!(app.count("AuditEvent").await, audit_first + 2);
     assert_eq!(app.count("DocumentReference").await, 1);
+    // another organisation sending the very same bytes learns nothing about the document
+    let org_b = token_for(&app.store, &producer("org-b")).await;
+    let copy = call(app, "POST", "/ingest/v1/documents", Some(&org_b), Some((example("LAB"), "application/xml"))).await;
+    assert_eq!(copy.status, 409, "{}", copy.body);
+    assert!(
+        copy.body.get("documentReference").is_none() && !copy.body.to_string().contains(first.body["documentReference"].as_str().unwrap())
+    );
     // the status of each submission, for its producer only
     let wf = first.body["workflowInstanceId"].as_str().unwrap();
     let st = call(app, "GET", &format!("/ingest/v1/status/{wf}"), Some(&s.hospital), None).await;
     assert_eq!(st.status, 200);
     assert_eq!(st.body["operation"], "publication");
     assert_eq!(st.body["outcome"]["status"], "published");
-    let other = token_for(&app.store, &producer("org-b")).await;
-    assert_eq!(call(app, "GET", &format!("/ingest/v1/status/{wf}"), Some(&other), None).await.status, 404);
+    assert_eq!(call(app, "GET", &format!("/ingest/v1/status/{wf}"), Some(&org_b), None).await.status, 404);
     let failed = clash.body["workflowInstanceId"].as_str().unwrap();
     let st = call(app, "GET", &format!("/ingest/v1/status/{failed}"), Some(&s.hospital), None).await;
     assert_eq!(st.body["status"], "failed");
@@ -497,7 +507,42 @@ async fn published_documents_obey_consent_and_hiding_everywhere() {
     assert_eq!(values(&obs.body), [16.0], "{}", obs.body);
     let docs = call(&app, "GET", "/fhir/r4/DocumentReference?patient=rossi-giulia", Some(&gp), None).await;
     assert!(!docs.body.to_string().contains(&secret), "the hidden document leaks into a search");
+    // nor in counts, includes or $everything
+    let secret_obs_value = |b: &Value| b.to_string().contains("77.0") || b.to_string().contains(&secret);
+    let count = |b: &Value| b["total"].as_u64().unwrap_or(0);
+    let all =
+        call(&app, "GET", "/fhir/r4/Observation?patient=rossi-giulia&code=http://loinc.org|14957-5&_summary=count", Some(&gp), None).await;
+    assert_eq!(count(&all.body), 1, "{}", all.body);
+    let mine =
+        call(&app, "GET", "/fhir/r4/Observation?patient=rossi-giulia&code=http://loinc.org|14957-5&_summary=count", Some(&giulia), None)
+            .await;
+    assert_eq!(count(&mine.body), 2, "the count differs only by what is hidden: {}", mine.body);
+    let inc = call(&app, "GET", "/fhir/r4/DiagnosticReport?patient=rossi-giulia&_include=DiagnosticReport:result", Some(&gp), None).await;
+    assert_eq!(inc.status, 200, "{}", inc.body);
+    assert!(inc.body["entry"].as_array().is_some_and(|e| !e.is_empty()), "the plain report is there: {}", inc.body);
+    assert!(!secret_obs_value(&inc.body), "the hidden report or its result leaks through _include: {}", inc.body);
+    let rev = call(&app, "GET", "/fhir/r4/Observation?patient=rossi-giulia&_revinclude=DiagnosticReport:result", Some(&gp), None).await;
+    assert!(!secret_obs_value(&rev.body), "leak through _revinclude");
+    let everything = call(&app, "GET", "/fhir/r4/Patient/rossi-giulia/$everything", Some(&gp), None).await;
+    assert_eq!(everything.status, 200);
+    assert!(everything.body.to_string().contains(&shown) && !secret_obs_value(&everything.body), "$everything");
     // a clinician with no consent-backed relation: nothing at all
+    for path in ["/fhir/r4/DocumentReference?patient=rossi-giulia", "/fhir/r4/Observation?patient=rossi-giulia&_summary=count"] {
+        let r = call(&app, "GET", path, Some(&stranger), None).await;
+        assert!(r.status == 403 || count(&r.body) == 0 && r.body["entry"].as_array().is_none_or(Vec::is_empty), "{path}: {}", r.body);
+        assert!(!r.body.to_string().contains(&shown) && !r.body.to_string().contains(&secret));
+    }
+    // another producer: neither document, through no surface
+    let other = token_for(
+        &app.store,
+        &Actor::new(Who::Client { client_id: "lis-other".into(), organization: Some("ats-milano".into()), platform: false }),
+    )
+    .await;
+    for id in [&shown, &secret] {
+        for suffix in ["", "/original", "/pdf"] {
+            assert_eq!(call(&app, "GET", &format!("/documents/{id}{suffix}"), Some(&other), None).await.status, 404, "{suffix}");
+        }
+    }
     for id in [&shown, &secret] {
         let r = call(&app, "GET", &format!("/documents/{id}"), Some(&stranger), None).await;
         assert!(r.status == 403 || r.status == 404, "{}", r.status);
