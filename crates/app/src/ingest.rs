@@ -140,7 +140,15 @@ pub struct Outcome {
     pub document_type: Option<String>,
 }
 
-type Job = (String, tokio::sync::oneshot::Sender<Report>);
+/// What a validator thread answers: the report and, when the document is well-formed XML, its
+/// header and custodian ids (read from the same parse).
+#[derive(Debug)]
+pub struct Validated {
+    pub report: Report,
+    pub read: Option<(Header, Vec<(String, String)>)>,
+}
+
+type Job = (String, tokio::sync::oneshot::Sender<Validated>);
 
 /// Threads that validate CDA2 documents, each with its own compiled schematrons.
 #[derive(Debug, Clone)]
@@ -162,21 +170,17 @@ impl Validators {
                     let Ok((text, reply)) = job else { break };
                     // an engine panic on some input refuses that document; the thread goes on
                     // with a fresh validator
-                    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| validator.validate_text(&text)));
-                    let report = report.unwrap_or_else(|_| {
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        validator.validate_text_with(&text, |doc| (mapping::header(doc), mapping::custodian_ids(doc)))
+                    }));
+                    let (report, read) = outcome.unwrap_or_else(|_| {
                         tracing::error!("the validation engine failed on a document");
                         validator = Validator::new();
-                        Report {
-                            problems: vec![Problem::error(
-                                Source::Schematron,
-                                "engine",
-                                "the validation engine could not process this document",
-                                None,
-                            )],
-                            doc_type: None,
-                        }
+                        let problem =
+                            Problem::error(Source::Schematron, "engine", "the validation engine could not process this document", None);
+                        (Report { problems: vec![problem], doc_type: None }, None)
                     });
-                    let _ = reply.send(report);
+                    let _ = reply.send(Validated { report, read });
                 }
             });
             if let Err(e) = spawned {
@@ -186,8 +190,8 @@ impl Validators {
         Self { tx }
     }
 
-    /// Validates a document [`validate::parse`] accepted.
-    pub async fn validate(&self, text: String) -> Report {
+    /// Validates a document [`validate::decode`] accepted.
+    pub async fn validate(&self, text: String) -> Validated {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.tx.send((text, reply)).is_err() {
             return engine_down();
@@ -196,8 +200,9 @@ impl Validators {
     }
 }
 
-fn engine_down() -> Report {
-    Report { problems: vec![Problem::error(Source::Schematron, "engine", "the validation engine is not running", None)], doc_type: None }
+fn engine_down() -> Validated {
+    let problem = Problem::error(Source::Schematron, "engine", "the validation engine is not running", None);
+    Validated { report: Report { problems: vec![problem], doc_type: None }, read: None }
 }
 
 /// The document publication service.
@@ -320,12 +325,11 @@ impl Ingest {
             (sub.bytes.clone(), "application/xml")
         };
         let text = validate::decode(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
-        // parsed here first: a DTD or a malformed document never reaches the validator
-        let (h, custodian) = {
-            let doc = validate::tree(&text).map_err(|p| IngestError::invalid(vec![p]))?;
-            (mapping::header(&doc), custodian_ids(&doc))
+        // the validator parses it once (refusing DTDs and malformed XML) and reads the header
+        let Validated { report, read } = self.validators.validate(text.clone()).await;
+        let Some((h, custodian)) = read else {
+            return Err(IngestError::invalid(report.problems));
         };
-        let report = self.validators.validate(text.clone()).await;
         let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
         let mut problems = report.problems.clone();
         problems.extend(meta_problems);
@@ -845,17 +849,6 @@ impl Ingest {
         pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
             .map_err(|e| IngestError::new(500, "pdf", e.to_string()))
     }
-}
-
-/// The ids (`root`, `extension`) of a CDA2's custodian organisation.
-fn custodian_ids(doc: &roxmltree::Document) -> Vec<(String, String)> {
-    doc.root_element()
-        .descendants()
-        .find(|n| n.tag_name().name() == "representedCustodianOrganization")
-        .into_iter()
-        .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
-        .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
-        .collect()
 }
 
 /// The resources a DocumentReference lists as mapped from it.

@@ -74,6 +74,17 @@ fn ii(n: roxmltree::Node) -> Option<String> {
     })
 }
 
+/// The ids (`root`, `extension`) of a CDA2's custodian organisation.
+pub fn custodian_ids(doc: &roxmltree::Document) -> Vec<(String, String)> {
+    doc.root_element()
+        .descendants()
+        .find(|n| n.tag_name().name() == "representedCustodianOrganization")
+        .into_iter()
+        .flat_map(|o| o.children().filter(|c| c.tag_name().name() == "id").collect::<Vec<_>>())
+        .filter_map(|i| Some((i.attribute("root")?.to_string(), i.attribute("extension")?.to_string())))
+        .collect()
+}
+
 /// Reads the header of a parsed CDA2.
 pub fn header(doc: &roxmltree::Document) -> Header {
     let root = doc.root_element();

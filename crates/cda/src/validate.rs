@@ -210,10 +210,21 @@ impl Validator {
 
     /// Validates a document that [`parse`] accepted.
     pub fn validate_text(&mut self, text: &str) -> Report {
+        self.validate_text_with(text, |_| ()).0
+    }
+
+    /// Validates a document that [`parse`] accepted, and reads what `read` wants from its tree
+    /// (`None` when it is not well-formed XML), so that callers need not parse it again.
+    pub fn validate_text_with<T>(&mut self, text: &str, read: impl FnOnce(&roxmltree::Document) -> T) -> (Report, Option<T>) {
         let doc = match tree(text) {
             Ok(d) => d,
-            Err(p) => return Report { problems: vec![p], doc_type: None },
+            Err(p) => return (Report { problems: vec![p], doc_type: None }, None),
         };
+        let read = read(&doc);
+        (self.validate_tree(text, &doc), Some(read))
+    }
+
+    fn validate_tree(&mut self, text: &str, doc: &roxmltree::Document) -> Report {
         let mut problems = Vec::new();
         let root = doc.root_element();
         if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7_NS) {
@@ -225,7 +236,7 @@ impl Validator {
             ));
             return Report { problems, doc_type: None };
         }
-        problems.extend(xsd::validate(&doc));
+        problems.extend(xsd::validate(doc));
         let template = child(root, "templateId").and_then(|t| t.attribute("root"));
         let doc_type = template.and_then(catalog::by_template);
         match (template, doc_type) {

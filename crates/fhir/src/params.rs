@@ -365,12 +365,22 @@ pub fn index_resource(resource: &Value) -> Vec<IndexEntry> {
         if p.kind == ParamType::Composite {
             for root in &items {
                 group += 1;
+                // a composite matches only when every component does: a group missing one
+                // component could never match, so it is not indexed
+                let mut parts = Vec::with_capacity(p.components.len());
                 for (i, (_, ctype, cexpr)) in p.components.iter().enumerate() {
                     let citems = fhirpath::eval(cexpr, std::slice::from_ref(root), resource);
                     let (mut vals, mut aux) = (Vec::new(), Vec::new());
                     for it in &citems {
                         extract(*ctype, it, &mut vals, &mut aux);
                     }
+                    if vals.is_empty() {
+                        parts.clear();
+                        break;
+                    }
+                    parts.push((i, vals));
+                }
+                for (i, vals) in parts {
                     rows.extend(vals.into_iter().map(|value| IndexEntry { param: format!("{}#{i}", p.code), group, value }));
                 }
             }
@@ -434,6 +444,11 @@ mod tests {
         assert_eq!(c0.len(), 1);
         assert_eq!(c1.len(), 1);
         assert_eq!(c0[0].group, c1[0].group);
+        // a composite whose value component is absent (no dateTime, string or concept value)
+        // is not indexed at all
+        for p in ["code-value-date#0", "code-value-string#0", "code-value-concept#0", "code-value-concept#1"] {
+            assert!(rows.iter().all(|r| r.param != p), "{p} indexed without its value");
+        }
     }
 
     #[test]
