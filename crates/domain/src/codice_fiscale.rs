@@ -112,6 +112,89 @@ impl CodiceFiscale {
     }
 }
 
+/// The letters of a name as the code reads them: upper case, accents dropped, anything that is
+/// not a letter (spaces, apostrophes) left out.
+fn letters(name: &str) -> Vec<u8> {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfd().filter(char::is_ascii_alphabetic).map(|c| c.to_ascii_uppercase() as u8).collect()
+}
+
+fn is_vowel(c: u8) -> bool {
+    matches!(c, b'A' | b'E' | b'I' | b'O' | b'U')
+}
+
+/// Three letters for a surname (`given == false`) or a given name: consonants, then vowels,
+/// then `X`; a given name with four or more consonants takes the 1st, 3rd and 4th.
+fn name_code(name: &str, given: bool) -> [u8; 3] {
+    let l = letters(name);
+    let consonants: Vec<u8> = l.iter().copied().filter(|&c| !is_vowel(c)).collect();
+    let vowels = l.iter().copied().filter(|&c| is_vowel(c));
+    let picked: Vec<u8> = if given && consonants.len() >= 4 {
+        vec![consonants[0], consonants[2], consonants[3]]
+    } else {
+        consonants.iter().copied().chain(vowels).chain(std::iter::repeat(b'X')).take(3).collect()
+    };
+    [picked[0], picked[1], picked[2]]
+}
+
+/// Why a codice fiscale cannot be computed from personal data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComputeError {
+    #[error("the birth place code must be a codice catastale (a letter and three digits)")]
+    Place,
+    #[error("the birth year must be between 1800 and 2199")]
+    Year,
+}
+
+impl CodiceFiscale {
+    /// The code of a person from surname, given name(s), birth date, sex and birth place
+    /// (codice catastale of the municipality, or `Z…` of the foreign country, valid on the
+    /// birth date).
+    pub fn compute(surname: &str, given: &str, birth: time::Date, female: bool, place: &str) -> Result<Self, ComputeError> {
+        let p = place.as_bytes();
+        if p.len() != 4 || !p[0].is_ascii_uppercase() || !p[1..].iter().all(u8::is_ascii_digit) {
+            return Err(ComputeError::Place);
+        }
+        if !(1800..2200).contains(&birth.year()) {
+            return Err(ComputeError::Year);
+        }
+        let mut b = Vec::with_capacity(16);
+        b.extend(name_code(surname, false));
+        b.extend(name_code(given, true));
+        b.extend(format!("{:02}", birth.year() % 100).bytes());
+        b.push(MONTHS[usize::from(u8::from(birth.month())) - 1]);
+        let day = birth.day() + if female { 40 } else { 0 };
+        b.extend(format!("{day:02}").bytes());
+        b.extend(p);
+        let c = check_char(&b);
+        b.push(c as u8);
+        Ok(CodiceFiscale(String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The omocodia variant of `level` (1–7): the `level` rightmost digits become letters, as
+    /// the Agenzia delle Entrate assigns them when two people would share a code; level 0 is
+    /// the code itself.
+    pub fn omocode(&self, level: usize) -> CodiceFiscale {
+        let mut b = self.canonical().0.into_bytes();
+        for &i in DIGIT_POSITIONS.iter().rev().take(level) {
+            b[i] = OMOCODIA[usize::from(b[i] - b'0')];
+        }
+        let c = check_char(&b[..15]);
+        b[15] = c as u8;
+        CodiceFiscale(String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The codice catastale of the birth place (omocodia undone).
+    pub fn birth_place(&self) -> String {
+        self.canonical().0[11..15].to_string()
+    }
+
+    /// Whether the code is a woman's (day + 40).
+    pub fn is_female(&self) -> bool {
+        self.canonical().0.get(9..11).and_then(|d| d.parse::<u8>().ok()).is_some_and(|d| d > 40)
+    }
+}
+
 impl fmt::Display for CodiceFiscale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -140,5 +223,32 @@ mod tests {
         // a woman (day + 40)
         let giulia = CodiceFiscale::parse("RSSGLI85D52F205Q").unwrap();
         assert_eq!(giulia.birth_date(today), Some(time::macros::date!(1985 - 04 - 12)));
+    }
+
+    #[test]
+    fn computed_from_personal_data() {
+        let d = |y, m, day| time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), day).unwrap();
+        // the reference vectors: Mario Rossi born in Rome on 1 January 1980
+        assert_eq!(CodiceFiscale::compute("Rossi", "Mario", d(1980, 1, 1), false, "H501").unwrap().as_str(), "RSSMRA80A01H501U");
+        // a woman: day + 40; a given name with four consonants takes the 1st, 3rd and 4th
+        let g = CodiceFiscale::compute("Rossi", "Giulia", d(1985, 4, 12), true, "F205").unwrap();
+        assert_eq!(g.as_str(), "RSSGLI85D52F205Q");
+        assert!(g.is_female());
+        assert_eq!(&CodiceFiscale::compute("Bianchi", "Francesca", d(1990, 12, 5), true, "F205").unwrap().as_str()[3..6], "FNC");
+        // short names pad with X; accents and apostrophes are dropped
+        assert_eq!(&CodiceFiscale::compute("Hu", "Li", d(2001, 7, 3), true, "Z210").unwrap().as_str()[..6], "HUXLIX");
+        assert_eq!(&CodiceFiscale::compute("D'Angelo", "Nicolò", d(1975, 3, 3), false, "F205").unwrap().as_str()[..6], "DNGNCL");
+        assert_eq!(&CodiceFiscale::compute("Viganò", "Ugo", d(1950, 8, 30), false, "F205").unwrap().as_str()[..6], "VGNGUO");
+        assert_eq!(CodiceFiscale::compute("Rossi", "Mario", d(1980, 1, 1), false, "H5O1"), Err(ComputeError::Place));
+        // omocodia: the rightmost digits become letters, the check is recomputed
+        let c = CodiceFiscale::parse("RSSMRA80A01H501U").unwrap();
+        assert_eq!(c.omocode(1).as_str(), "RSSMRA80A01H50MM");
+        assert_eq!(c.omocode(0), c);
+        for level in 1..=7 {
+            let o = c.omocode(level);
+            assert!(CodiceFiscale::parse(o.as_str()).is_ok());
+            assert_eq!(o.canonical(), c);
+            assert_eq!(o.birth_place(), "H501");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod bench_docs;
 pub mod config;
 pub mod demo;
 pub mod import;
+pub mod seed;
 pub mod token;
 pub mod worker;
 
@@ -40,6 +41,19 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// The FHIR service with the configured privacy policy.
 pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
     FhirService::with_policy(store, cfg.policy())
+}
+
+/// The document publication service for a configuration (validator threads, blob store).
+pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyhow::Result<fascicolo_app::ingest::Ingest> {
+    let threads = match cfg.ingest.validators {
+        0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
+        n => n,
+    };
+    let blobs: Arc<dyn fascicolo_app::blobs::BlobStore> = match cfg.ingest.blob_url.as_deref() {
+        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
+        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
+    };
+    Ok(fascicolo_app::ingest::Ingest::new(fhir, blobs, fascicolo_app::ingest::Validators::start(threads), public_url))
 }
 
 /// The whole web application for a configuration (the server and the tests build it alike).
@@ -78,16 +92,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
         sessions: Sessions::new(Arc::clone(&store), limits),
     };
     let fhir = fhir_service(cfg, Arc::clone(&store));
-    let threads = match cfg.ingest.validators {
-        0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
-        n => n,
-    };
-    let blobs: Arc<dyn fascicolo_app::blobs::BlobStore> = match cfg.ingest.blob_url.as_deref() {
-        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
-        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
-    };
-    let ingest =
-        fascicolo_app::ingest::Ingest::new(fhir.clone(), blobs, fascicolo_app::ingest::Validators::start(threads), &auth.public_url);
+    let ingest = ingest_service(cfg, fhir.clone(), &auth.public_url)?;
     let state = fascicolo_web::AppState {
         fhir,
         tokens: fascicolo_app::auth::Tokens::new(store),

@@ -64,6 +64,9 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Generate a synthetic Lombardy and load it (registry, and clinical documents published
+    /// through the producer path); deterministic for a seed, resumable.
+    Seed(fascicolo::seed::SeedArgs),
     /// Validate CDA2 documents as the publication endpoint does (XSD, national schematron,
     /// terminology) and print the problems as JSON, one object per file; exits 1 if any has errors.
     Validate {
@@ -117,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
             let store = open_store(&cfg).await?;
             if cfg.demo_mode() && demo::seed(&fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store))).await? {
                 tracing::info!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
+                // and a small synthetic Lombardy around it, its documents published like a hospital's
+                let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
+                let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
+                let args = fascicolo::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
+                let s = fascicolo::seed::run(&fhir, &ingest, &args, false).await?;
+                tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
             }
             let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
             let addr = listener.local_addr()?;
@@ -159,6 +168,22 @@ async fn main() -> anyhow::Result<()> {
             }
             let token = fascicolo::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
             println!("{token}");
+        }
+        Command::Seed(args) => {
+            let store = open_store(&cfg).await?;
+            let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
+            let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
+            let started = std::time::Instant::now();
+            let s = fascicolo::seed::run(&fhir, &ingest, &args, true).await?;
+            println!(
+                "seeded {} citizens in {} households ({} registry resources, {} documents published) in {:.1} s{}",
+                s.citizens,
+                s.households,
+                s.resources,
+                s.documents,
+                started.elapsed().as_secs_f64(),
+                if s.skipped_households > 0 { format!("; resumed after {} households", s.skipped_households) } else { String::new() }
+            );
         }
         Command::Validate { files } => {
             if !fascicolo::validate_files(&files)? {

@@ -1,0 +1,175 @@
+//! `fascicolo seed --citizens N --seed S`: loads the synthetic Lombardy (fascicolo-seed) into the
+//! store. Registry resources go in one transaction per batch of households; every clinical
+//! document is published through the producer path (validation, mapping, audit) by the client
+//! of the ASST that wrote it. Streamed (one batch in memory), resumable (the last finished
+//! batch is recorded), deterministic for a seed.
+
+use anyhow::Context;
+use fascicolo_app::ingest::{Ingest, Metadata, Submission};
+use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_seed::clinical::{documents, Depth, Doc};
+use fascicolo_seed::people::{Config, Generator, Household};
+use fascicolo_store::AuthRecord;
+use serde_json::{json, Value};
+
+const PROGRESS_KIND: &str = "seed-progress";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SeedArgs {
+    /// Citizens to generate.
+    #[arg(long, default_value_t = 1_000)]
+    pub citizens: u64,
+    /// The seed: the same seed gives the same region.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Years of clinical history.
+    #[arg(long, default_value_t = 5)]
+    pub years: i64,
+    /// Registry only, no clinical documents.
+    #[arg(long)]
+    pub no_documents: bool,
+    /// Households per registry transaction.
+    #[arg(long, default_value_t = 50)]
+    pub batch: usize,
+    /// Documents published concurrently.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub households: u64,
+    pub citizens: u64,
+    pub resources: u64,
+    pub documents: u64,
+    pub skipped_households: u64,
+}
+
+async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<u64> {
+    let n = resources.len() as u64;
+    for chunk in resources.chunks(500) {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .map(|r| {
+                let url = format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default());
+                json!({"resource": r, "request": {"method": "PUT", "url": url}})
+            })
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        fhir.process_bundle_value(&Actor::system(), bundle, "urn:fascicolo:seed").await.context("loading registry resources")?;
+    }
+    Ok(n)
+}
+
+async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Result<u64> {
+    let mut n = 0;
+    let mut set = tokio::task::JoinSet::new();
+    let mut queue = docs.into_iter();
+    loop {
+        while set.len() < jobs.max(1) {
+            let Some(doc) = queue.next() else { break };
+            let ingest = ingest.clone();
+            set.spawn(async move {
+                let producer = Actor::new(Who::Client {
+                    client_id: format!("seed-{}", doc.producer),
+                    organization: Some(doc.producer.clone()),
+                    platform: false,
+                });
+                let sub = Submission { bytes: doc.xml.into_bytes(), content_type: "application/xml".into(), metadata: Metadata::default() };
+                ingest.publish(&producer, sub).await.map_err(|e| anyhow::anyhow!("publishing {} ({}): {}", doc.id, doc.kind, e.message))
+            });
+        }
+        match set.join_next().await {
+            None => return Ok(n),
+            Some(r) => {
+                r.context("a publication task failed")??;
+                n += 1;
+            }
+        }
+    }
+}
+
+async fn progress(fhir: &FhirService, key: &str) -> anyhow::Result<u64> {
+    Ok(fhir
+        .store()
+        .auth_get(PROGRESS_KIND, key, 0)
+        .await?
+        .and_then(|r| serde_json::from_str::<Value>(&r.data).ok())
+        .and_then(|v| v["households"].as_u64())
+        .unwrap_or(0))
+}
+
+async fn record(fhir: &FhirService, key: &str, households: u64, citizens: u64) -> anyhow::Result<()> {
+    let rec = AuthRecord {
+        kind: PROGRESS_KIND.into(),
+        id: key.into(),
+        subject: "seed".into(),
+        data: json!({"households": households, "citizens": citizens}).to_string(),
+        expires_at: i64::MAX,
+    };
+    fhir.store().auth_put(&rec, true).await?;
+    Ok(())
+}
+
+/// Generates and loads the region; `show` draws a progress bar.
+pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: bool) -> anyhow::Result<Summary> {
+    let today = fascicolo_seed::today();
+    let key = format!("seed-{}-{}-{}", args.seed, args.citizens, args.years);
+    let done = progress(fhir, &key).await?;
+    let mut summary = Summary { skipped_households: done, ..Summary::default() };
+    let mut generator = Generator::new(Config::new(args.seed, args.citizens, today));
+    let layout = generator.layout().clone();
+    if done == 0 {
+        summary.resources += put_all(fhir, fascicolo_seed::region::resources(args.seed, &layout)).await?;
+    }
+    let bar = if show { indicatif::ProgressBar::new(args.citizens) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} citizens, {msg} [{elapsed_precise}, eta {eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let depth = Depth { years: args.years };
+    let mut batch: Vec<Household> = Vec::with_capacity(args.batch);
+    let mut index = 0u64;
+    loop {
+        let next = generator.next();
+        let finished = next.is_none();
+        if let Some(h) = next {
+            index += 1;
+            if index <= done {
+                // generated again (cheaply) so that codes and lists continue as before
+                bar.set_position(generator.produced());
+                continue;
+            }
+            batch.push(h);
+            if batch.len() < args.batch.max(1) {
+                continue;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let mut resources = Vec::new();
+        let mut docs = Vec::new();
+        for h in &batch {
+            let ats = layout.assts[h.asst].ats;
+            resources.extend(fascicolo_seed::registry::resources(h, ats, today));
+            if !args.no_documents {
+                docs.extend(documents(args.seed, &layout, today, depth, h));
+            }
+            summary.citizens += h.members.len() as u64;
+        }
+        summary.resources += put_all(fhir, resources).await?;
+        summary.documents += publish(ingest, docs, args.jobs).await?;
+        summary.households += batch.len() as u64;
+        record(fhir, &key, index, generator.produced()).await?;
+        bar.set_position(generator.produced());
+        bar.set_message(format!("{} documents", summary.documents));
+        batch.clear();
+        if finished {
+            break;
+        }
+    }
+    bar.finish();
+    Ok(summary)
+}

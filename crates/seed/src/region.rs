@@ -1,0 +1,250 @@
+//! The region's organisations: Regione Lombardia, the 8 ATS, the ASST and hospitals of the
+//! national list, community houses and pharmacies, each with a site (Location) at plausible
+//! coordinates in its province.
+
+use crate::data::{data, Hospital, Province, Town, PROVINCES};
+use rand::Rng;
+use serde_json::{json, Value};
+
+/// OID of the ASL/ATS codes (Ministero della Salute).
+pub const ASL_OID: &str = "2.16.840.1.113883.2.9.4.1.1";
+/// OID of the HSP.11 hospital codes.
+pub const HSP_OID: &str = "2.16.840.1.113883.2.9.4.1.2";
+/// The kind of an organisation in the synthetic region.
+pub const ORG_KIND: &str = "urn:fascicolo:organization-kind";
+const ORG_TYPE: &str = "http://terminology.hl7.org/CodeSystem/organization-type";
+/// Community houses per ASST.
+const COMMUNITY_HOUSES_PER_ASST: usize = 8;
+/// Citizens per pharmacy (Lombardy: about 3,300).
+const CITIZENS_PER_PHARMACY: u64 = 3_300;
+
+/// A place with a name, a town and coordinates.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub town: &'static Town,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// An ASST with its hospitals.
+#[derive(Debug, Clone)]
+pub struct Asst {
+    pub id: String,
+    pub code: &'static str,
+    pub name: String,
+    pub ats: &'static str,
+    pub town: &'static Town,
+    pub hospitals: Vec<&'static Hospital>,
+}
+
+/// Where the region's organisations are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub assts: Vec<Asst>,
+    pub community_houses: Vec<(usize, Site)>,
+    pub pharmacies: Vec<Site>,
+}
+
+/// `ASST DELL'INSUBRIA - MILANO` → `ASST dell'Insubria - Milano`.
+pub fn title_case(s: &str) -> String {
+    const KEEP: [&str; 6] = ["ASST", "ATS", "IRCCS", "SPA", "SRL", "II"];
+    const LOWER: [&str; 12] = ["di", "del", "della", "dei", "degli", "delle", "e", "ed", "in", "al", "alla", "da"];
+    s.split(' ')
+        .enumerate()
+        .map(|(i, w)| {
+            if KEEP.contains(&w) || w.chars().any(|c| c.is_ascii_digit()) {
+                return w.to_string();
+            }
+            let lower = w.to_lowercase();
+            if i > 0 && LOWER.contains(&lower.as_str()) {
+                return lower;
+            }
+            // capitalise each part: dell'insubria → Dell'Insubria, s.agostino → S.Agostino
+            let mut out = String::with_capacity(lower.len());
+            let mut up = true;
+            for c in lower.chars() {
+                if up && c.is_alphabetic() {
+                    out.extend(c.to_uppercase());
+                    up = false;
+                } else {
+                    out.push(c);
+                }
+                if matches!(c, '\'' | '.' | '-' | '(') {
+                    up = true;
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn jitter(rng: &mut impl Rng, town: &Town) -> (f64, f64) {
+    let p: &Province = town.province;
+    // the chief town itself: within its city; elsewhere: within the province's extent
+    let (dlat, dlon) = if town.name == p.chief_town { (0.03, 0.04) } else { (0.22, 0.28) };
+    let lat = p.lat + rng.gen_range(-dlat..dlat);
+    let lon = p.lon + rng.gen_range(-dlon..dlon);
+    ((lat * 1e5).round() / 1e5, (lon * 1e5).round() / 1e5)
+}
+
+fn towns_of(p: &Province) -> Vec<&'static Town> {
+    data().towns.iter().filter(|t| std::ptr::eq(t.province, p)).collect()
+}
+
+/// The ASST a town's citizens are served by: one with its head office in the town's province,
+/// else one of the town's ATS.
+pub fn asst_for<'a>(layout: &'a Layout, town: &Town) -> &'a Asst {
+    let same_province: Vec<&Asst> = layout.assts.iter().filter(|a| std::ptr::eq(a.town.province, town.province)).collect();
+    let pool = if same_province.is_empty() {
+        layout.assts.iter().filter(|a| a.ats == town.province.ats).collect::<Vec<_>>()
+    } else {
+        same_province
+    };
+    let i = town.istat.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+    pool.get(i % pool.len().max(1)).copied().unwrap_or(&layout.assts[0])
+}
+
+/// Lays out the region for `citizens` citizens.
+pub fn layout(seed: u64, citizens: u64) -> Layout {
+    let d = data();
+    let mut assts: Vec<Asst> = d
+        .hospitals
+        .iter()
+        .filter(|h| h.kind == "0")
+        .filter_map(|h| {
+            let town = d.town_by_istat(h.istat)?;
+            Some(Asst { id: format!("asst-{}", h.code), code: h.code, name: title_case(h.name), ats: h.ats, town, hospitals: Vec::new() })
+        })
+        .collect();
+    for h in d.hospitals.iter().filter(|h| h.kind != "0") {
+        if let Some(a) = assts.iter_mut().find(|a| a.code.ends_with(h.azienda) && a.ats == h.ats) {
+            a.hospitals.push(h);
+        }
+    }
+    let mut rng = crate::rng(seed, "layout", 0);
+    let mut community_houses = Vec::new();
+    for (ai, a) in assts.iter().enumerate() {
+        let towns = towns_of(a.town.province);
+        for k in 0..COMMUNITY_HOUSES_PER_ASST {
+            let town = if k == 0 { a.town } else { towns[rng.gen_range(0..towns.len())] };
+            let (lat, lon) = jitter(&mut rng, town);
+            community_houses.push((
+                ai,
+                Site { id: format!("cdc-{}-{}", a.code, k + 1), name: format!("Casa di Comunità di {}", town.name), town, lat, lon },
+            ));
+        }
+    }
+    let n_pharmacies = citizens.div_ceil(CITIZENS_PER_PHARMACY).max(12);
+    let mut pharmacies = Vec::new();
+    for k in 0..n_pharmacies {
+        let p = &PROVINCES[usize::try_from(k).unwrap_or(0) % PROVINCES.len()];
+        let towns = towns_of(p);
+        let town = towns[rng.gen_range(0..towns.len())];
+        let (lat, lon) = jitter(&mut rng, town);
+        let surname = d.names.surnames[rng.gen_range(0..d.names.surnames.len())].1;
+        let name = if rng.gen_bool(0.5) { format!("Farmacia {surname}") } else { format!("Farmacia Comunale {}", town.name) };
+        pharmacies.push(Site { id: format!("farmacia-{}", k + 1), name, town, lat, lon });
+    }
+    Layout { assts, community_houses, pharmacies }
+}
+
+fn organization(id: &str, name: &str, kind: &str, fhir_type: &str, part_of: Option<&str>, town: Option<&Town>) -> Value {
+    let mut o = json!({"resourceType": "Organization", "id": id, "active": true, "name": name,
+        "type": [{"coding": [{"system": ORG_TYPE, "code": fhir_type}]}, {"coding": [{"system": ORG_KIND, "code": kind}]}]});
+    if let Some(p) = part_of {
+        o["partOf"] = json!({"reference": format!("Organization/{p}")});
+    }
+    if let Some(t) = town {
+        o["address"] = json!([{"city": t.name, "district": t.province.code, "country": "IT"}]);
+    }
+    o
+}
+
+fn location(site: &Site, org: &str) -> Value {
+    json!({"resourceType": "Location", "id": format!("loc-{}", site.id), "status": "active", "name": site.name,
+        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT"},
+        "position": {"latitude": site.lat, "longitude": site.lon},
+        "managingOrganization": {"reference": format!("Organization/{org}")}})
+}
+
+/// The FHIR resources of the region's organisations and sites.
+pub fn resources(seed: u64, layout: &Layout) -> Vec<Value> {
+    let d = data();
+    let mut out = vec![organization("regione-lombardia", "Regione Lombardia", "region", "govt", None, d.town_by_istat("015146"))];
+    for a in &d.ats {
+        let mut o = organization(
+            &format!("ats-{}", a.code),
+            &title_case(a.name),
+            "ats",
+            "govt",
+            Some("regione-lombardia"),
+            d.town_by_istat(a.seat_istat),
+        );
+        o["identifier"] = json!([{"system": format!("urn:oid:{ASL_OID}"), "value": a.code}]);
+        out.push(o);
+    }
+    let mut rng = crate::rng(seed, "sites", 0);
+    for a in &layout.assts {
+        let mut o = organization(&a.id, &a.name, "asst", "prov", Some(&format!("ats-{}", a.ats)), Some(a.town));
+        o["identifier"] = json!([{"system": format!("urn:oid:{HSP_OID}"), "value": a.code}]);
+        out.push(o);
+    }
+    for h in &d.hospitals {
+        if h.kind == "0" {
+            continue;
+        }
+        let Some(town) = d.town_by_istat(h.istat) else { continue };
+        let id = format!("hsp-{}", h.code);
+        let part_of = layout.assts.iter().find(|a| a.hospitals.iter().any(|x| x.code == h.code)).map(|a| a.id.clone());
+        let mut o = organization(&id, &title_case(h.name), "hospital", "prov", part_of.as_deref(), Some(town));
+        o["identifier"] = json!([{"system": format!("urn:oid:{HSP_OID}"), "value": h.code}]);
+        o["extension"] = json!([{"url": "urn:fascicolo:ownership", "valueString": h.ownership}]);
+        out.push(o);
+        let (lat, lon) = jitter(&mut rng, town);
+        out.push(location(&Site { id: id.clone(), name: title_case(h.name), town, lat, lon }, &id));
+    }
+    for (ai, site) in &layout.community_houses {
+        out.push(organization(&site.id, &site.name, "community-house", "prov", Some(&layout.assts[*ai].id), Some(site.town)));
+        out.push(location(site, &site.id));
+    }
+    for site in &layout.pharmacies {
+        out.push(organization(&site.id, &site.name, "pharmacy", "prov", None, Some(site.town)));
+        out.push(location(site, &site.id));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_as_names() {
+        assert_eq!(title_case("ASST FATEBENEFRATELLI SACCO"), "ASST Fatebenefratelli Sacco");
+        assert_eq!(title_case("ATS DELL'INSUBRIA"), "ATS Dell'Insubria");
+        assert_eq!(title_case("OSPEDALE DI CIRCOLO - VARESE"), "Ospedale di Circolo - Varese");
+    }
+
+    #[test]
+    fn the_region_is_lombardy() {
+        let l = layout(7, 100_000);
+        assert_eq!(l.assts.len(), 26);
+        assert!(l.assts.iter().all(|a| a.ats.starts_with("0303")));
+        // nearly every public hospital belongs to an ASST
+        assert!(l.assts.iter().map(|a| a.hospitals.len()).sum::<usize>() >= 60);
+        assert_eq!(l.community_houses.len(), 26 * COMMUNITY_HOUSES_PER_ASST);
+        assert_eq!(l.pharmacies.len(), 31);
+        let r = resources(7, &l);
+        // every site lies in Lombardy (45.0–46.6 N, 8.5–11.4 E)
+        for loc in r.iter().filter(|v| v["resourceType"] == "Location") {
+            let (lat, lon) = (loc["position"]["latitude"].as_f64().unwrap(), loc["position"]["longitude"].as_f64().unwrap());
+            assert!((44.7..46.7).contains(&lat) && (8.4..11.5).contains(&lon), "{loc}");
+        }
+        assert_eq!(r.iter().filter(|v| v["type"][1]["coding"][0]["code"] == "ats").count(), 8);
+        // the same seed lays out the same region
+        assert_eq!(resources(7, &layout(7, 100_000)), r);
+    }
+}
