@@ -176,11 +176,12 @@ async fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let s = fascicolo::seed::run(&fhir, &ingest, &args, true).await?;
             println!(
-                "seeded {} citizens in {} households ({} registry resources, {} documents published) in {:.1} s{}",
+                "seeded {} citizens in {} households ({} registry resources, {} documents published: {}) in {:.1} s{}",
                 s.citizens,
                 s.households,
                 s.resources,
                 s.documents,
+                s.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", "),
                 started.elapsed().as_secs_f64(),
                 if s.skipped_households > 0 { format!("; resumed after {} households", s.skipped_households) } else { String::new() }
             );

@@ -37,12 +37,14 @@ pub struct SeedArgs {
 }
 
 /// What a run did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub households: u64,
     pub citizens: u64,
     pub resources: u64,
     pub documents: u64,
+    /// Documents by kind (`lab`, `vaccination`, `specialist`, `radiology`, `discharge`).
+    pub kinds: std::collections::BTreeMap<&'static str, u64>,
     pub skipped_households: u64,
 }
 
@@ -155,7 +157,10 @@ pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: boo
             let ats = layout.assts[h.asst].ats;
             resources.extend(fascicolo_seed::registry::resources(h, ats, today));
             if !args.no_documents {
-                docs.extend(documents(args.seed, &layout, today, depth, h));
+                for d in documents(args.seed, &layout, today, depth, h) {
+                    *summary.kinds.entry(d.kind).or_default() += 1;
+                    docs.push(d);
+                }
             }
             summary.citizens += h.members.len() as u64;
         }

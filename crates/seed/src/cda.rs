@@ -57,16 +57,20 @@ impl LabResult {
     }
 }
 
-fn patient_role(p: &Person) -> String {
+fn patient_role(p: &Person, pacs: Option<&str>) -> String {
     let gender = if p.female { ("F", "FEMMINA") } else { ("M", "MASCHIO") };
     format!(
         r#"<recordTarget typeCode="RCT" contextControlCode="OP"><patientRole classCode="PAT">
-<id root="{CF_OID}" extension="{cf}" assigningAuthorityName="MEF"/>
+<id root="{CF_OID}" extension="{cf}" assigningAuthorityName="MEF"/>{pacs}
 <addr use="H"><country>100</country><state>030</state><county>{prov}</county><city>{city}</city><censusTract>{istat}</censusTract><streetAddressLine>{street}</streetAddressLine></addr>
 <patient><name><family>{family}</family><given>{given}</given></name>
 <administrativeGenderCode code="{g}" codeSystem="2.16.840.1.113883.5.1" codeSystemName="HL7 AdministrativeGender" displayName="{gd}"/>
-<birthTime value="{birth}"/></patient></patientRole></recordTarget>"#,
+<birthTime value="{birth}"/>
+<birthplace><place><addr><city>{bcity}</city><county>{bprov}</county></addr></place></birthplace></patient></patientRole></recordTarget>"#,
+        bcity = esc(p.birth_place.name),
+        bprov = p.birth_place.province,
         cf = p.cf,
+        pacs = pacs.map(|x| format!(r#"<id root="{DOC_OID}.1" extension="{x}" assigningAuthorityName="PACS"/>"#)).unwrap_or_default(),
         prov = p.town.province.code,
         city = esc(p.town.name),
         istat = p.town.istat,
@@ -85,10 +89,10 @@ fn assigned_person(a: &Author) -> String {
 
 fn custodian(a: &Author) -> String {
     format!(
-        r#"<custodian><assignedCustodian><representedCustodianOrganization>
+        r#"<custodian typeCode="CST"><assignedCustodian><representedCustodianOrganization>
 <id root="2.16.840.1.113883.2.9.4.1.2" extension="{code}" assigningAuthorityName="Ministero della Salute"/>
 <name>{name}</name>
-<addr><country>100</country><state>030</state><city>{city}</city><streetAddressLine>{street}</streetAddressLine></addr>
+<addr use="WP"><country>100</country><state>030</state><city>{city}</city><streetAddressLine>{street}</streetAddressLine></addr>
 </representedCustodianOrganization></assignedCustodian></custodian>"#,
         code = a.structure_code,
         name = esc(&a.structure_name),
@@ -101,7 +105,7 @@ fn legal(a: &Author, when: &str) -> String {
     format!(
         r#"<legalAuthenticator><time value="{when}"/><signatureCode code="S"/><assignedEntity>
 <id root="{CF_OID}" extension="{cf}" assigningAuthorityName="MEF"/>
-<addr><country>100</country><state>030</state><city>{city}</city><streetAddressLine>{street}</streetAddressLine></addr>
+<addr use="WP"><country>100</country><state>030</state><city>{city}</city><streetAddressLine>{street}</streetAddressLine></addr>
 {person}</assignedEntity></legalAuthenticator>"#,
         cf = a.cf,
         city = esc(&a.city),
@@ -165,22 +169,109 @@ pub fn lab_report(id: &str, p: &Person, author: &Author, collected: Date, result
             unit = esc(r.unit),
         ));
     }
-    let order = nre
-        .map(|n| {
-            format!(
-                r#"<inFulfillmentOf><order classCode="ACT" moodCode="RQO"><id root="2.16.840.1.113883.2.9.4.3.9" extension="{n}" assigningAuthorityName="Ministero delle Finanze"/><priorityCode code="R" codeSystem="2.16.840.1.113883.5.7" codeSystemName="HL7 ActPriority" displayName="routine"/></order></inFulfillmentOf>"#
-            )
-        })
-        .unwrap_or_default();
+    let order = nre.map(in_fulfillment_of).unwrap_or_default();
+    let header = Header {
+        after_legal: order,
+        ..Header::new(("2.16.840.1.113883.2.9.10.1.1", "1.3"), ("11502-2", "Referto di laboratorio"), id, &when, &taken)
+    };
+    let body = format!(
+        r#"<component><section ID="CHIMICA_CLINICA">
+<code code="18719-5" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="CHIMICA"/>
+<title>Chimica clinica</title>
+{sections}
+</section></component>"#
+    );
+    document(&header, p, author, &body)
+}
+
+/// The prescription (NRE) a report fulfils.
+fn in_fulfillment_of(nre: &str) -> String {
+    format!(
+        r#"<inFulfillmentOf><order classCode="ACT" moodCode="RQO"><id root="{NRE_OID}" extension="{nre}" assigningAuthorityName="Ministero delle Finanze"/><priorityCode code="R" codeSystem="2.16.840.1.113883.5.7" codeSystemName="HL7 ActPriority" displayName="routine"/></order></inFulfillmentOf>"#
+    )
+}
+
+/// What differs between document types in the header.
+#[derive(Debug)]
+pub struct Header<'a> {
+    /// Template root and extension.
+    pub template: (&'a str, &'a str),
+    /// LOINC code and display.
+    pub code: (&'a str, &'a str),
+    pub title: &'a str,
+    pub id: &'a str,
+    /// The document's time.
+    pub when: &'a str,
+    /// The service's time.
+    pub service: &'a str,
+    /// Header elements after the legal authenticator (participants, inFulfillmentOf).
+    pub after_legal: String,
+    /// Whether the header carries the encounter (componentOf).
+    pub encounter: bool,
+    /// The service event's code (ActCode 2.16.840.1.113883.2.9.5.1.4) and display.
+    pub service_code: Option<(&'a str, &'a str)>,
+    /// A second patient id (the PACS's) after the codice fiscale.
+    pub pacs_id: Option<String>,
+    /// A stay (admission id, from, to): the encounter and the service carry its period.
+    pub stay: Option<(String, String, String)>,
+    /// The id's root when not the region's document root (a prescription's id is its NRE).
+    pub id_root: Option<&'a str>,
+    /// XML inside the document's `code` (translations).
+    pub code_translation: String,
+}
+
+impl<'a> Header<'a> {
+    /// A header with the common defaults: encounter in the header, no service code, no PACS
+    /// id, no stay, the region's id root, no translation.
+    pub fn new(template: (&'a str, &'a str), code: (&'a str, &'a str), id: &'a str, when: &'a str, service: &'a str) -> Self {
+        Header {
+            template,
+            code,
+            title: code.1,
+            id,
+            when,
+            service,
+            after_legal: String::new(),
+            encounter: true,
+            service_code: None,
+            pacs_id: None,
+            stay: None,
+            id_root: None,
+            code_translation: String::new(),
+        }
+    }
+}
+
+/// A whole CDA2: the header of `h` and the structured body's components.
+pub fn document(h: &Header, p: &Person, author: &Author, body: &str) -> String {
+    let (encounter_time, encounter_id) = match &h.stay {
+        Some((id, from, to)) => (
+            format!(r#"<effectiveTime><low value="{from}"/><high value="{to}"/></effectiveTime>"#),
+            format!(r#"<id root="{DOC_OID}.2" extension="{id}" assigningAuthorityName="{}"/>"#, esc(&author.structure_name)),
+        ),
+        None => (format!(r#"<effectiveTime value="{}"/>"#, h.service), String::new()),
+    };
+    let encounter = if h.encounter {
+        format!(
+            r#"<componentOf><encompassingEncounter>{encounter_id}{encounter_time}<location typeCode="LOC"><healthCareFacility classCode="SDLOC">
+<id root="2.16.840.1.113883.2.9.4.1.6" extension="{scode}" assigningAuthorityName="Ministero della Salute"/>
+<serviceProviderOrganization><id root="2.16.840.1.113883.2.9.4.1.2" extension="{scode}" assigningAuthorityName="Ministero della Salute"/><name>{sname}</name></serviceProviderOrganization>
+</healthCareFacility></location></encompassingEncounter></componentOf>"#,
+            scode = author.structure_code,
+            sname = esc(&author.structure_name),
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:sdtc="urn:hl7-org:sdtc">
 <realmCode code="IT"/>
 <typeId root="2.16.840.1.113883.1.3" extension="POCD_MT000040UV02"/>
-<templateId root="2.16.840.1.113883.2.9.10.1.1" extension="1.3" assigningAuthorityName="HL7 Italia"/>
-<id root="{DOC_OID}" extension="{id}" assigningAuthorityName="Regione Lombardia"/>
-<code code="11502-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Referto di laboratorio"/>
-<title>Referto di laboratorio</title>
+<templateId root="{troot}" extension="{text}" assigningAuthorityName="HL7 Italia"/>
+<id root="{id_root}" extension="{id}" assigningAuthorityName="{id_authority}"/>
+<code code="{code}" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="{display}">{code_translation}</code>
+<title>{title}</title>
 <sdtc:statusCode code="completed"/>
 <effectiveTime value="{when}"/>
 <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25" codeSystemName="HL7 Confidentiality" displayName="Normal"/>
@@ -188,28 +279,306 @@ pub fn lab_report(id: &str, p: &Person, author: &Author, collected: Date, result
 <setId root="{DOC_OID}" extension="{id}" assigningAuthorityName="Regione Lombardia"/>
 <versionNumber value="1"/>
 {patient}
-<author><time value="{when}"/><assignedAuthor classCode="ASSIGNED"><id root="{CF_OID}" extension="{acf}" assigningAuthorityName="MEF"/><telecom use="WP" value="tel:+390200000000"/>{aperson}</assignedAuthor></author>
+<author typeCode="AUT" contextControlCode="OP"><time value="{when}"/><assignedAuthor classCode="ASSIGNED"><id root="{CF_OID}" extension="{acf}" assigningAuthorityName="MEF"/><telecom use="WP" value="tel:+390200000000"/>{aperson}</assignedAuthor></author>
 {custodian}
 {legal}
-{order}
-<documentationOf><serviceEvent moodCode="EVN"><statusCode code="completed"/><effectiveTime value="{taken}"/></serviceEvent></documentationOf>
-<componentOf><encompassingEncounter><effectiveTime value="{taken}"/><location><healthCareFacility>
-<id root="2.16.840.1.113883.2.9.4.1.6" extension="{scode}" assigningAuthorityName="Ministero della Salute"/>
-<serviceProviderOrganization><id root="2.16.840.1.113883.2.9.4.1.2" extension="{scode}" assigningAuthorityName="Ministero della Salute"/><name>{sname}</name></serviceProviderOrganization>
-</healthCareFacility></location></encompassingEncounter></componentOf>
-<component><structuredBody><component><section ID="CHIMICA_CLINICA">
-<code code="18719-5" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="CHIMICA"/>
-<title>Chimica clinica</title>
-{sections}
-</section></component></structuredBody></component>
+{after}
+<documentationOf><serviceEvent moodCode="EVN">{scode}<statusCode code="completed"/>{encounter_time}</serviceEvent></documentationOf>
+{encounter}
+<component><structuredBody>
+{body}
+</structuredBody></component>
 </ClinicalDocument>
 "#,
-        patient = patient_role(p),
+        id_root = h.id_root.unwrap_or(DOC_OID),
+        id_authority = if h.id_root.is_some() { "Ministero delle Finanze" } else { "Regione Lombardia" },
+        code_translation = h.code_translation,
+        troot = h.template.0,
+        text = h.template.1,
+        id = h.id,
+        code = h.code.0,
+        display = esc(h.code.1),
+        title = esc(h.title),
+        when = h.when,
+        after = h.after_legal,
+        patient = patient_role(p, h.pacs_id.as_deref()),
+        scode = h
+            .service_code
+            .map(|(c, d)| format!(
+                r#"<code code="{c}" codeSystem="2.16.840.1.113883.2.9.5.1.4" codeSystemName="ActCode" displayName="{}"/>"#,
+                esc(d)
+            ))
+            .unwrap_or_default(),
         acf = author.cf,
         aperson = assigned_person(author),
         custodian = custodian(author),
-        legal = legal(author, &when),
-        scode = author.structure_code,
-        sname = esc(&author.structure_name),
+        legal = legal(author, h.when),
     )
+}
+
+/// A vaccine as administered: ATC code and name, the product (AIC code and name), the dose.
+#[derive(Debug, Clone)]
+pub struct Vaccine {
+    pub atc: &'static str,
+    pub atc_name: &'static str,
+    pub aic: &'static str,
+    pub product: &'static str,
+    /// What it protects from (ICD-9-CM code and name of the disease).
+    pub disease: (&'static str, &'static str),
+}
+
+/// A single vaccination record (Scheda singola vaccinazione, template
+/// 2.16.840.1.113883.2.9.10.1.11.1.1).
+pub fn vaccination(id: &str, p: &Person, author: &Author, given: Date, v: &Vaccine, dose: u32, lot: &str) -> String {
+    let when = ts(given, 10, 0);
+    let header = Header {
+        encounter: false,
+        ..Header::new(("2.16.840.1.113883.2.9.10.1.11.1.1", "1.1"), ("87273-9", "Scheda della singola vaccinazione"), id, &when, &when)
+    };
+    let shown = format!("{:02}/{:02}/{}", given.day(), given.month() as u8, given.year());
+    let body = format!(
+        r#"<component typeCode="COMP"><section classCode="DOCSECT" moodCode="EVN">
+<templateId root="2.16.840.1.113883.2.9.10.1.11.3.1"/>
+<code code="11369-6" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="History of Immunization Narrative"/>
+<title>Scheda della singola vaccinazione</title>
+<text><table><thead><tr><th>Vaccino</th><th>Data</th><th>Dose</th><th>Lotto</th><th>Malattia prevenuta</th></tr></thead>
+<tbody><tr><td>{product} ({atc_name})</td><td>{date}</td><td>{dose}</td><td>{lot}</td><td>{disease}</td></tr></tbody></table></text>
+<entry><substanceAdministration moodCode="EVN" classCode="SBADM">
+<templateId root="2.16.840.1.113883.2.9.10.1.11.4.1"/>
+<statusCode code="completed"/>
+<effectiveTime value="{when}"/>
+<routeCode code="IM" codeSystem="2.16.840.1.113883.5.112" codeSystemName="HL7 RouteOfAdministration" displayName="Injection, intramuscular"/>
+<approachSiteCode code="LA" codeSystem="2.16.840.1.113883.5.1052" codeSystemName="ActSite" displayName="left arm"/>
+<doseQuantity value="0.5" unit="mL"/>
+<consumable typeCode="CSM"><manufacturedProduct><manufacturedMaterial>
+<code code="{aic}" codeSystem="2.16.840.1.113883.2.9.6.1.5" codeSystemName="AIC" displayName="{product}"><translation code="{atc}" codeSystem="2.16.840.1.113883.6.73" codeSystemName="ATC" displayName="{atc_name}"/></code>
+<lotNumberText>{lot}</lotNumberText>
+</manufacturedMaterial></manufacturedProduct></consumable>
+<participant typeCode="LOC"><participantRole classCode="ROL"><id root="2.16.840.1.113883.2.9.4.1.2" extension="{scode}" assigningAuthorityName="Ministero della Salute"/></participantRole></participant>
+<entryRelationship typeCode="SUBJ" inversionInd="true"><observation classCode="OBS" moodCode="EVN">
+<templateId root="2.16.840.1.113883.2.9.10.1.11.4.3"/>
+<code code="30973-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Numero di dose"/>
+<statusCode code="completed"/>
+<value xsi:type="INT" value="{dose}"/>
+</observation></entryRelationship>
+<entryRelationship typeCode="RSON" inversionInd="false"><observation classCode="OBS" moodCode="EVN">
+<templateId root="2.16.840.1.113883.2.9.10.1.11.4.9"/>
+<code code="75323-6" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Condizione"/>
+<statusCode code="completed"/>
+<value xsi:type="CD" code="{dcode}" codeSystem="2.16.840.1.113883.6.103" codeSystemName="ICD-9CM" displayName="{disease}"/>
+</observation></entryRelationship>
+</substanceAdministration></entry>
+</section></component>"#,
+        product = esc(v.product),
+        atc_name = esc(v.atc_name),
+        atc = v.atc,
+        aic = v.aic,
+        date = shown,
+        lot = esc(lot),
+        disease = esc(v.disease.1),
+        dcode = v.disease.0,
+        scode = author.structure_code,
+    );
+    document(&header, p, author, &body)
+}
+
+/// A narrative section: id, LOINC code and display, title, paragraphs; optional extra XML
+/// inside the section (entries, sub-sections).
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub id: &'static str,
+    pub code: &'static str,
+    pub display: &'static str,
+    pub title: String,
+    pub text: Vec<String>,
+    pub extra: String,
+}
+
+fn sections(list: &[Section]) -> String {
+    list.iter()
+        .map(|s| {
+            let paragraphs: String = s.text.iter().map(|t| format!("<paragraph>{}</paragraph>", esc(t))).collect();
+            format!(
+                r#"<component><section ID="{id}">
+<code code="{code}" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="{display}"/>
+<title>{title}</title>
+<text>{paragraphs}</text>
+{extra}</section></component>"#,
+                id = s.id,
+                code = s.code,
+                display = esc(s.display),
+                title = esc(&s.title),
+                extra = s.extra,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The kinds of narrative report the region writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Narrative {
+    /// Referto di specialistica ambulatoriale.
+    Specialist,
+    /// Referto di radiologia.
+    Radiology,
+    /// Verbale di pronto soccorso.
+    Emergency,
+    /// Lettera di dimissione ospedaliera.
+    Discharge,
+}
+
+impl Narrative {
+    fn header(self) -> ((&'static str, &'static str), (&'static str, &'static str), &'static str) {
+        match self {
+            Self::Specialist => (
+                ("2.16.840.1.113883.2.9.10.1.9.1", "1.1"),
+                ("11488-4", "Referto di specialistica ambulatoriale"),
+                "Referto di specialistica ambulatoriale",
+            ),
+            Self::Radiology => (("2.16.840.1.113883.2.9.10.1.7.1", "1.1"), ("68604-8", "Referto di radiologia"), "Referto di radiologia"),
+            Self::Emergency => {
+                (("2.16.840.1.113883.2.9.10.1.6.1", "1.1"), ("59258-4", "Verbale di pronto soccorso"), "Verbale di pronto soccorso")
+            }
+            Self::Discharge => (
+                ("2.16.840.1.113883.2.9.10.1.5", "1.2"),
+                ("34105-7", "Lettera di dimissione ospedaliera"),
+                "Lettera di dimissione ospedaliera",
+            ),
+        }
+    }
+}
+
+/// A narrative report (specialist visit, radiology) with its sections; `nre` is the
+/// prescription it fulfils.
+pub fn narrative(kind: Narrative, id: &str, p: &Person, author: &Author, on: Date, list: &[Section], nre: Option<&str>) -> String {
+    narrative_stay(kind, id, p, author, on, list, nre, None)
+}
+
+/// A narrative report about a stay (admission id, first and last day): discharge letters.
+#[allow(clippy::too_many_arguments)]
+pub fn narrative_stay(
+    kind: Narrative,
+    id: &str,
+    p: &Person,
+    author: &Author,
+    on: Date,
+    list: &[Section],
+    nre: Option<&str>,
+    stay: Option<(&str, Date, Date)>,
+) -> String {
+    let when = ts(on, 12, 0);
+    let service = ts(on, 10, 30);
+    let (template, code, title) = kind.header();
+    let order = nre.map(in_fulfillment_of).unwrap_or_default();
+    let (service_code, pacs_id) = match kind {
+        Narrative::Specialist => (("PROG", "Accesso Programmato"), None),
+        Narrative::Radiology => (("RAD_PROG", "Accesso Programmato (Radiologia)"), Some(format!("PACS-{}", p.id))),
+        Narrative::Emergency | Narrative::Discharge => (("DIR", "Accesso Diretto"), None),
+    };
+    let header = Header {
+        title,
+        after_legal: order,
+        service_code: Some(service_code),
+        pacs_id,
+        stay: stay.map(|(id, from, to)| (id.to_string(), ts(from, 9, 0), ts(to, 11, 0))),
+        ..Header::new(template, code, id, &when, &service)
+    };
+    document(&header, p, author, &sections(list))
+}
+
+/// The entry of a radiology report's "Esame eseguito" section: the procedure (ICD-9-CM).
+pub fn performed_procedure(code: &str, display: &str, on: Date) -> String {
+    act_entry(code, "2.16.840.1.113883.6.103", "ICD-9-CM", display, on)
+}
+
+/// An act performed on `on`, coded in `system`.
+pub fn act_entry(code: &str, system: &str, system_name: &str, display: &str, on: Date) -> String {
+    format!(
+        r#"<entry><act moodCode="EVN" classCode="ACT"><code code="{code}" displayName="{}" codeSystem="{system}" codeSystemName="{system_name}"/><statusCode code="completed"/><effectiveTime value="{}"/></act></entry>"#,
+        esc(display),
+        ts(on, 10, 30)
+    )
+}
+
+/// OID of the NRE (prescription numbers, Ministero dell'Economia e delle Finanze).
+pub const NRE_OID: &str = "2.16.840.1.113883.2.9.4.3.9";
+
+/// A drug as prescribed: AIC and ATC codes, name, packs, the diagnosis it is for (ICD-9-CM).
+#[derive(Debug, Clone)]
+pub struct Drug {
+    pub aic: &'static str,
+    pub atc: &'static str,
+    pub name: &'static str,
+    pub packs: u32,
+    pub diagnosis: (&'static str, &'static str),
+}
+
+/// A pharmaceutical prescription (Prescrizione farmaceutica, template
+/// 2.16.840.1.113883.2.9.10.1.2.1): its id is the NRE; exemption, drugs, notes.
+pub fn drug_prescription(nre: &str, p: &Person, gp: &Author, on: Date, drugs: &[Drug], exemption: Option<(&str, &str)>) -> String {
+    let when = ts(on, 9, 15);
+    let id_section =
+        |s: &str| format!(r#"<id root="{NRE_OID}" extension="{nre}" assigningAuthorityName="Ministero delle Finanze"/><!-- {s} -->"#);
+    let header = Header {
+        id_root: Some(NRE_OID),
+        code_translation: r#"<translation code="PRESC_FARMA" codeSystem="2.16.840.1.113883.2.9.5.2.1" displayName="Prescrizione farmaceutica"><qualifier><name code="TR" codeSystem="2.16.840.1.113883.2.9.5.2.1"/><value code="N" codeSystem="2.16.840.1.113883.2.9.5.2.1"/></qualifier></translation>"#.into(),
+        ..Header::new(("2.16.840.1.113883.2.9.10.1.2.1", "4.6"), ("57833-6", "Prescrizione farmaceutica"), nre, &when, &when)
+    };
+    let (ex_code, ex_name) = exemption.unwrap_or(("NE", "Non esente"));
+    let exemption_xml = format!(
+        r##"<component><section>{id}
+<code code="57827-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Esenzioni"/>
+<title>Esenzioni</title>
+<text><paragraph ID="ESENZIONE">{ex_code} - {ex_name}</paragraph></text>
+<entry><act classCode="ACT" moodCode="EVN"><code code="{ex_code}" codeSystem="2.16.840.1.113883.2.9.6.1.22" codeSystemName="Catalogo esenzioni" displayName="{ex_name}"><originalText><reference value="#ESENZIONE"/></originalText></code></act></entry>
+</section></component>"##,
+        id = id_section("esenzioni"),
+        ex_name = esc(ex_name),
+    );
+    let mut rows = String::new();
+    let mut entries = String::new();
+    for (i, d) in drugs.iter().enumerate() {
+        rows.push_str(&format!(
+            r#"<tr ID="FARMACO_{i}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            d.aic,
+            esc(d.name),
+            d.packs,
+            esc(d.diagnosis.1)
+        ));
+        entries.push_str(&format!(
+            r##"<entry><substanceAdministration classCode="SBADM" moodCode="RQO">
+<effectiveTime xsi:type="IVL_TS"><low value="{day}"/></effectiveTime>
+<consumable><manufacturedProduct><manufacturedMaterial><code code="{aic}" codeSystem="2.16.840.1.113883.2.9.6.1.5" codeSystemName="AIC" displayName="{name}"><originalText><reference value="#FARMACO_{i}"/></originalText><translation code="{atc}" codeSystem="2.16.840.1.113883.6.73" codeSystemName="ATC"/></code></manufacturedMaterial></manufacturedProduct></consumable>
+<entryRelationship typeCode="COMP"><supply classCode="SPLY" moodCode="RQO"><independentInd value="false"/><quantity value="{packs}"/></supply></entryRelationship>
+<entryRelationship typeCode="RSON"><observation classCode="OBS" moodCode="EVN"><code code="{dx}" codeSystem="2.16.840.1.113883.6.103" codeSystemName="ICD-9-CM" displayName="{dx_name}"/></observation></entryRelationship>
+</substanceAdministration></entry>"##,
+            day = day(on),
+            aic = d.aic,
+            name = esc(d.name),
+            atc = d.atc,
+            packs = d.packs,
+            dx = d.diagnosis.0,
+            dx_name = esc(d.diagnosis.1),
+        ));
+    }
+    let prescriptions = format!(
+        r#"<component><section>{id}
+<code code="57828-6" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Prescrizioni"/>
+<title>Prescrizioni</title>
+<text><table><thead><tr><th>AIC</th><th>Farmaco</th><th>Confezioni</th><th>Diagnosi</th></tr></thead><tbody>{rows}</tbody></table></text>
+{entries}
+</section></component>"#,
+        id = id_section("prescrizioni"),
+    );
+    let notes = format!(
+        r##"<component><section>{id}
+<code code="48767-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Annotazioni"/>
+<title>Annotazioni</title>
+<text><paragraph ID="NOTA">Ricetta dematerializzata: promemoria consegnato all'assistito.</paragraph></text>
+<entry><act classCode="ACT" moodCode="EVN"><code code="48767-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Annotazioni"/><text><reference value="#NOTA"/></text></act></entry>
+</section></component>"##,
+        id = id_section("annotazioni"),
+    );
+    document(&header, p, gp, &format!("{exemption_xml}\n{prescriptions}\n{notes}"))
 }

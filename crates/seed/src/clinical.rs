@@ -236,9 +236,249 @@ fn lab_author(seed: u64, code: &str, name: &str, city: &str) -> Author {
     Author { cf, given: given.into(), surname: surname.into(), structure_code: code.into(), structure_name: name.into(), city: city.into() }
 }
 
+/// Vaccines of the national calendar (ATC codes real; the AIC product codes are synthetic: the
+/// corpora carry no list of vaccines).
+const HEXAVALENT: cda::Vaccine = cda::Vaccine {
+    atc: "J07CA09",
+    atc_name: "Difterite-Haemophilus influenzae B-pertosse-poliomielite-tetano-epatite B",
+    aic: "900000011",
+    product: "Vaccino esavalente",
+    disease: ("033.9", "Pertosse, non specificata"),
+};
+const PNEUMOCOCCAL: cda::Vaccine = cda::Vaccine {
+    atc: "J07AL02",
+    atc_name: "Pneumococco, polisaccaride coniugato",
+    aic: "900000023",
+    product: "Vaccino pneumococcico coniugato",
+    disease: ("481", "Polmonite pneumococcica"),
+};
+const MMRV: cda::Vaccine = cda::Vaccine {
+    atc: "J07BD54",
+    atc_name: "Morbillo, combinazioni con parotite, rosolia e varicella, vivo attenuato",
+    aic: "900000035",
+    product: "Vaccino morbillo-parotite-rosolia-varicella",
+    disease: ("055.9", "Morbillo senza menzione di complicazioni"),
+};
+const DTAP_IPV: cda::Vaccine = cda::Vaccine {
+    atc: "J07CA02",
+    atc_name: "Difterite-pertosse-poliomielite-tetano",
+    aic: "900000047",
+    product: "Vaccino difterite-tetano-pertosse-polio (richiamo)",
+    disease: ("037", "Tetano"),
+};
+const MENACWY: cda::Vaccine = cda::Vaccine {
+    atc: "J07AH08",
+    atc_name: "Meningococco A, C, Y, W-135, tetravalente coniugato",
+    aic: "900000050",
+    product: "Vaccino meningococcico ACWY coniugato",
+    disease: ("036.0", "Meningite meningococcica"),
+};
+const HPV: cda::Vaccine = cda::Vaccine {
+    atc: "J07BM03",
+    atc_name: "Papillomavirus (tipi umani 6, 11, 16, 18, 31, 33, 45, 52, 58)",
+    aic: "900000062",
+    product: "Vaccino papillomavirus 9-valente",
+    disease: ("079.4", "Infezione da papillomavirus umano"),
+};
+const INFLUENZA: cda::Vaccine = cda::Vaccine {
+    atc: "J07BB02",
+    atc_name: "Influenza, antigene purificato",
+    aic: "900000074",
+    product: "Vaccino antinfluenzale quadrivalente",
+    disease: ("487.1", "Influenza con altre manifestazioni respiratorie"),
+};
+const ZOSTER: cda::Vaccine = cda::Vaccine {
+    atc: "J07BK03",
+    atc_name: "Zoster, antigene purificato",
+    aic: "900000086",
+    product: "Vaccino herpes zoster ricombinante adiuvato",
+    disease: ("053.9", "Herpes zoster senza menzione di complicazioni"),
+};
+
+/// The vaccinations of a person by the national calendar (PNPV 2023–2025, simplified): dates,
+/// vaccine, dose number.
+fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'static cda::Vaccine, u32)> {
+    let months = |m: i64| p.birth + Duration::days(m * 30 + m / 2);
+    let years = |y: i64| p.birth + Duration::days(y * 365 + y / 4);
+    let mut out = vec![
+        (months(3), &HEXAVALENT, 1),
+        (months(5), &HEXAVALENT, 2),
+        (months(11), &HEXAVALENT, 3),
+        (months(3), &PNEUMOCOCCAL, 1),
+        (months(5), &PNEUMOCOCCAL, 2),
+        (months(11), &PNEUMOCOCCAL, 3),
+        (months(13), &MMRV, 1),
+        (years(6), &MMRV, 2),
+        (years(6), &DTAP_IPV, 1),
+        (years(14), &DTAP_IPV, 2),
+        (years(12), &MENACWY, 1),
+        (years(11), &HPV, 1),
+        (years(11) + Duration::days(180), &HPV, 2),
+    ];
+    let age = p.age(today);
+    if age >= 65 || !p.chronic.is_empty() {
+        // the yearly flu shot, each autumn since 65 (or since the chronic condition)
+        let from = if p.chronic.is_empty() { years(65).year() } else { today.year() - 4 };
+        for (n, y) in (from..=today.year()).enumerate() {
+            if rng.gen_bool(0.7) {
+                if let Ok(d) = Date::from_calendar_date(y, time::Month::October, rng.gen_range(15..31)) {
+                    out.push((d, &INFLUENZA, u32::try_from(n).unwrap_or(0) + 1));
+                }
+            }
+        }
+    }
+    if age >= 65 && rng.gen_bool(0.4) {
+        out.push((years(65) + Duration::days(rng.gen_range(30..400)), &ZOSTER, 1));
+        out.push((years(65) + Duration::days(rng.gen_range(460..600)), &ZOSTER, 2));
+    }
+    // a few children miss a dose, nobody is vaccinated in the future or before the FSE
+    let fse = today - Duration::days(10 * 365);
+    out.retain(|(d, _, _)| *d < today && *d >= fse && *d > p.birth);
+    out.retain(|_| rng.gen_bool(0.95));
+    out
+}
+
+/// A specialist visit: specialty, reason, findings, conclusion.
+struct Visit {
+    specialty: &'static str,
+    reason: &'static str,
+    findings: &'static [&'static str],
+    conclusion: &'static [&'static str],
+}
+
+const DIABETOLOGY: Visit = Visit {
+    specialty: "Diabetologia",
+    reason: "Controllo periodico di diabete mellito tipo 2",
+    findings: &[
+        "Paziente in buon compenso glicemico, non episodi ipoglicemici riferiti.",
+        "Compenso glicemico subottimale; riferita scarsa aderenza alla dieta.",
+    ],
+    conclusion: &[
+        "Si conferma la terapia in atto. Controllo tra 12 mesi con emoglobina glicata.",
+        "Si potenzia la terapia ipoglicemizzante. Controllo tra 6 mesi.",
+    ],
+};
+const CARDIOLOGY: Visit = Visit {
+    specialty: "Cardiologia",
+    reason: "Ipertensione arteriosa: valutazione cardiologica",
+    findings: &[
+        "PA 135/85 mmHg, FC 68 bpm ritmica. ECG: ritmo sinusale, nei limiti.",
+        "PA 150/95 mmHg. ECG: segni di ipertrofia ventricolare sinistra.",
+    ],
+    conclusion: &[
+        "Buon controllo pressorio. Si prosegue la terapia in atto.",
+        "Controllo pressorio non ottimale: si modifica la terapia antipertensiva.",
+    ],
+};
+const GASTRO: Visit = Visit {
+    specialty: "Gastroenterologia",
+    reason: "Celiachia: controllo annuale",
+    findings: &["Paziente asintomatico in dieta aglutinata, anticorpi anti-transglutaminasi negativi."],
+    conclusion: &["Proseguire la dieta senza glutine. Controllo tra 12 mesi."],
+};
+const ONCOLOGY: Visit = Visit {
+    specialty: "Oncologia",
+    reason: "Follow-up oncologico",
+    findings: &["Non segni clinici di ripresa di malattia. Marcatori nella norma."],
+    conclusion: &["Prosegue il follow-up secondo protocollo. Controllo tra 6 mesi."],
+};
+const OTHER_VISITS: [Visit; 4] = [
+    Visit {
+        specialty: "Dermatologia",
+        reason: "Controllo dei nevi",
+        findings: &["Nevi melanocitici benigni all'esame dermoscopico."],
+        conclusion: &["Nessun intervento necessario. Controllo tra 12 mesi."],
+    },
+    Visit {
+        specialty: "Ortopedia",
+        reason: "Lombalgia",
+        findings: &["Contrattura della muscolatura paravertebrale lombare, Lasègue negativo."],
+        conclusion: &["Terapia antinfiammatoria e fisioterapia."],
+    },
+    Visit {
+        specialty: "Oculistica",
+        reason: "Calo del visus da vicino",
+        findings: &["Presbiopia. Fondo dell'occhio nella norma."],
+        conclusion: &["Prescrizione di lenti correttive."],
+    },
+    Visit {
+        specialty: "Otorinolaringoiatria",
+        reason: "Ipoacusia",
+        findings: &["Tappo di cerume bilaterale, rimosso."],
+        conclusion: &["Udito ripristinato. Nessun controllo necessario."],
+    },
+];
+
+/// A radiology exam: ICD-9-CM procedure, name, findings.
+const EXAMS: [(&str, &str, &str, &str); 3] = [
+    ("87.37", "Mammografia bilaterale", "Screening mammografico", "Parenchima fibroghiandolare senza lesioni focali sospette. BI-RADS 1."),
+    (
+        "87.44",
+        "Radiografia del torace",
+        "Tosse persistente",
+        "Non addensamenti parenchimali in atto. Seni costofrenici liberi. Ombra cardiaca nei limiti.",
+    ),
+    (
+        "88.76",
+        "Ecografia dell'addome completo",
+        "Dolore addominale",
+        "Fegato di dimensioni e ecostruttura regolari. Colecisti alitiasica. Reni nei limiti.",
+    ),
+];
+
+/// Reasons for a hospital stay: ICD-9-CM, name, course.
+const STAYS: [(&str, &str, &str); 4] = [
+    ("486", "Polmonite, agente non specificato", "Terapia antibiotica endovenosa con progressivo miglioramento clinico e radiologico."),
+    (
+        "428.0",
+        "Insufficienza cardiaca congestizia non specificata",
+        "Terapia diuretica endovenosa con risoluzione della congestione; ottimizzata la terapia.",
+    ),
+    (
+        "820.8",
+        "Frattura del collo del femore non specificata, chiusa",
+        "Intervento di osteosintesi; mobilizzazione precoce con fisioterapia.",
+    ),
+    ("540.9", "Appendicite acuta senza menzione di peritonite", "Appendicectomia laparoscopica senza complicanze."),
+];
+
+const METFORMIN: cda::Drug = cda::Drug {
+    aic: "017758018",
+    atc: "A10BA02",
+    name: "GLUCOPHAGE",
+    packs: 2,
+    diagnosis: ("250.00", "Diabete mellito tipo II senza complicanze"),
+};
+const RAMIPRIL: cda::Drug = cda::Drug {
+    aic: "038271021",
+    atc: "C09AA05",
+    name: "ECLIPSE",
+    packs: 2,
+    diagnosis: ("401.9", "Ipertensione essenziale non specificata"),
+};
+const AMLODIPINE: cda::Drug =
+    cda::Drug { aic: "038038028", atc: "C08CA01", name: "ABIS", packs: 2, diagnosis: ("401.9", "Ipertensione essenziale non specificata") };
+const ATORVASTATIN: cda::Drug = cda::Drug {
+    aic: "040234027",
+    atc: "C10AA05",
+    name: "ATORVASTATINA TEVA ITALIA",
+    packs: 2,
+    diagnosis: ("272.0", "Ipercolesterolemia pura"),
+};
+const ACUTE: [cda::Drug; 3] = [
+    cda::Drug { aic: "033151034", atc: "J01CA04", name: "AMOXICILLINA SANDOZ", packs: 1, diagnosis: ("462", "Faringite acuta") },
+    cda::Drug { aic: "049168014", atc: "M01AE01", name: "BRUFEN", packs: 1, diagnosis: ("724.2", "Lombalgia") },
+    cda::Drug { aic: "028245114", atc: "A02BC01", name: "ANTRA", packs: 1, diagnosis: ("530.81", "Reflusso esofageo") },
+];
+
+fn section(id: &'static str, code: &'static str, display: &'static str, title: &str, text: &str) -> cda::Section {
+    cda::Section { id, code, display, title: title.to_string(), text: vec![text.to_string()], extra: String::new() }
+}
+
 /// An NRE-like prescription number: region (030), then 12 digits.
-fn nre(rng: &mut impl Rng) -> String {
-    format!("030{:012}", rng.gen_range(0..1_000_000_000_000u64))
+fn nre(household: u64, member: usize, seq: u64) -> String {
+    // unique by construction: household, member, sequence (12 digits hold 10 million citizens)
+    format!("030{:012}", (household * 8 + member as u64) * 10_000 + seq % 10_000)
 }
 
 /// The documents of one household, oldest first.
@@ -247,13 +487,14 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
     // the ASST's laboratory writes, the ASST is the custodian (and the publishing organisation)
     let code = asst.code;
     let author = lab_author(seed, code, &asst.name, asst.town.name);
+    let vaccinator = lab_author(seed ^ 0x5eed, code, &asst.name, asst.town.name);
+    let specialist = lab_author(seed ^ 0x5bec, code, &asst.name, asst.town.name);
+    let radiologist = lab_author(seed ^ 0xad10, code, &asst.name, asst.town.name);
+    let ward = lab_author(seed ^ 0x1d0, code, &asst.name, asst.town.name);
     let mut out = Vec::new();
-    for p in &h.members {
-        let mut rng = crate::rng(seed, "clinical", h.index * 16 + p.id.len() as u64 + out.len() as u64);
+    for (k, p) in h.members.iter().enumerate() {
+        let mut rng = crate::rng(seed, "clinical", h.index * 16 + k as u64);
         let age = p.age(today);
-        if age < 1 {
-            continue;
-        }
         let chronic = !p.chronic.is_empty();
         // how often blood is drawn: chronic patients twice a year, the elderly yearly,
         // others every two or three years, children seldom
@@ -264,9 +505,213 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
             _ => 1_500,
         };
         let baselines: Vec<f64> = PANEL.iter().map(|a| baseline(&mut rng, a, p, age)).collect();
+        // no blood tests in the first year of life
         let start = (today - Duration::days(depth.years * 365)).max(p.birth + Duration::days(365));
         let mut when = start + Duration::days(rng.gen_range(0..every_days.max(1)));
         let mut seq = 0u64;
+        for (date, vaccine, dose) in vaccinations(&mut rng, p, today) {
+            let stamp = cda::ts(date, 10, 0);
+            seq += 1;
+            let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
+            let lot = format!("{}{:05}", &vaccine.atc[5..], rng.gen_range(0..100_000));
+            out.push(Doc {
+                id: id.clone(),
+                patient: p.id.clone(),
+                producer: asst.id.clone(),
+                date,
+                kind: "vaccination",
+                xml: cda::vaccination(&id, p, &vaccinator, date, vaccine, dose, &lot),
+            });
+        }
+        // specialist visits: follow-up of chronic conditions, now and then another specialty
+        let mut visits: Vec<(Date, &Visit)> = Vec::new();
+        let history_start = today - Duration::days(depth.years * 365);
+        for c in &p.chronic {
+            let (visit, every) = match c {
+                Chronic::Diabetes => (&DIABETOLOGY, 365),
+                Chronic::Hypertension => (&CARDIOLOGY, 365),
+                Chronic::Celiac => (&GASTRO, 365),
+                Chronic::Cancer => (&ONCOLOGY, 180),
+            };
+            let mut d = history_start + Duration::days(rng.gen_range(0..every));
+            while d < today {
+                visits.push((d, visit));
+                d += Duration::days(every + rng.gen_range(-30..30));
+            }
+        }
+        if age >= 14 {
+            for y in 0..depth.years {
+                if rng.gen_bool(0.15) {
+                    let v = &OTHER_VISITS[rng.gen_range(0..OTHER_VISITS.len())];
+                    visits.push((history_start + Duration::days(y * 365 + rng.gen_range(0..365)), v));
+                }
+            }
+        }
+        for (date, v) in visits.into_iter().filter(|(d, _)| *d < today) {
+            let stamp = cda::ts(date, 12, 0);
+            seq += 1;
+            let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
+            let mut prestazioni =
+                section("PRESTAZIONI", "62387-6", "Prestazioni", "Prestazioni", &format!("Visita {}", v.specialty.to_lowercase()));
+            prestazioni.extra =
+                cda::act_entry("34108-1", "2.16.840.1.113883.6.1", "LOINC", &format!("Visita {}", v.specialty.to_lowercase()), date);
+            let list = [
+                section("QUESITO_DIAGNOSTICO", "29299-5", "Quesito diagnostico", "Quesito diagnostico", v.reason),
+                prestazioni,
+                section(
+                    "REFERTO",
+                    "47045-0",
+                    "Referto",
+                    &format!("Referto - {}", v.specialty),
+                    v.findings[rng.gen_range(0..v.findings.len())],
+                ),
+                section("CONCLUSIONI", "55110-1", "Conclusioni", "Conclusioni", v.conclusion[rng.gen_range(0..v.conclusion.len())]),
+            ];
+            let order = nre(h.index, k, seq);
+            out.push(Doc {
+                id: id.clone(),
+                patient: p.id.clone(),
+                producer: asst.id.clone(),
+                date,
+                kind: "specialist",
+                xml: cda::narrative(cda::Narrative::Specialist, &id, p, &specialist, date, &list, Some(&order)),
+            });
+        }
+        // radiology: screening mammography for women 50–74 every two years, other exams now and then
+        let mut exams: Vec<(Date, usize)> = Vec::new();
+        if p.female && (50..75).contains(&age) {
+            let mut d = history_start + Duration::days(rng.gen_range(0..730));
+            while d < today {
+                exams.push((d, 0));
+                d += Duration::days(730);
+            }
+        }
+        if age >= 18 {
+            for y in 0..depth.years {
+                if rng.gen_bool(0.08) {
+                    exams.push((history_start + Duration::days(y * 365 + rng.gen_range(0..365)), rng.gen_range(1..EXAMS.len())));
+                }
+            }
+        }
+        for (date, e) in exams.into_iter().filter(|(d, _)| *d < today) {
+            let (pcode, name, reason, finding) = EXAMS[e];
+            let stamp = cda::ts(date, 12, 0);
+            seq += 1;
+            let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
+            let mut done = section("ESAME_ESEGUITO", "55111-9", "Descrizioni attuale procedure di imaging", "Esame eseguito", name);
+            done.extra = cda::performed_procedure(pcode, name, date);
+            let list = [
+                section("QUESITO_DIAGNOSTICO", "18785-6", "Motivo per lo studio - Radiologia", "Quesito diagnostico", reason),
+                done,
+                section("REFERTO", "18782-3", "Rilievo - Radiologia", "Referto", finding),
+                section("CONCLUSIONI", "55110-1", "Conclusioni", "Conclusioni", "Quadro nei limiti della norma."),
+            ];
+            let order = nre(h.index, k, seq);
+            out.push(Doc {
+                id: id.clone(),
+                patient: p.id.clone(),
+                producer: asst.id.clone(),
+                date,
+                kind: "radiology",
+                xml: cda::narrative(cda::Narrative::Radiology, &id, p, &radiologist, date, &list, Some(&order)),
+            });
+        }
+        // hospital stays, more frequent with age
+        let stay_rate = if age >= 75 {
+            0.10
+        } else if age >= 18 {
+            0.02
+        } else {
+            0.01
+        };
+        for y in 0..depth.years {
+            if !rng.gen_bool(stay_rate) {
+                continue;
+            }
+            let (dx, dx_name, course) = STAYS[if age >= 65 { rng.gen_range(0..3) } else { rng.gen_range(0..STAYS.len()) }];
+            let from = history_start + Duration::days(y * 365 + rng.gen_range(0..350));
+            let to = from + Duration::days(rng.gen_range(3..13));
+            if to >= today || from <= p.birth {
+                continue;
+            }
+            let stamp = cda::ts(to, 12, 0);
+            seq += 1;
+            let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
+            let admission = format!("RIC-{}-{seq}", p.id);
+            let list = [
+                section(
+                    "Motivo_del_Ricovero",
+                    "46241-6",
+                    "Diagnosi di accettazione",
+                    "Motivo del ricovero",
+                    &format!("{dx_name} (ICD-9-CM {dx})"),
+                ),
+                section("Decorso_Ospedaliero", "8648-8", "Decorso ospedaliero", "Decorso ospedaliero", course),
+                section(
+                    "Condizioni_Paziente_Dimissione",
+                    "11535-2",
+                    "Diagnosi di dimissione",
+                    "Diagnosi di dimissione",
+                    &format!("{dx_name}. Dimesso in buone condizioni generali al domicilio, con controllo dal medico curante."),
+                ),
+            ];
+            out.push(Doc {
+                id: id.clone(),
+                patient: p.id.clone(),
+                producer: asst.id.clone(),
+                date: to,
+                kind: "discharge",
+                xml: cda::narrative_stay(cda::Narrative::Discharge, &id, p, &ward, to, &list, None, Some((&admission, from, to))),
+            });
+        }
+        // prescriptions by the family doctor over the last two years: repeat prescriptions for
+        // chronic conditions every three months, now and then an acute one
+        if let Some((gp_cf, gp_given, gp_surname)) = &p.doctor_name {
+            let gp = Author {
+                cf: gp_cf.clone(),
+                given: (*gp_given).into(),
+                surname: (*gp_surname).into(),
+                structure_code: code.into(),
+                structure_name: asst.name.clone(),
+                city: p.town.name.into(),
+            };
+            let mut repeat: Vec<cda::Drug> = Vec::new();
+            if p.chronic.contains(&Chronic::Diabetes) {
+                repeat.extend([METFORMIN, ATORVASTATIN]);
+            }
+            if p.chronic.contains(&Chronic::Hypertension) {
+                repeat.push(if rng.gen_bool(0.5) { RAMIPRIL } else { AMLODIPINE });
+            }
+            let exemption = p.exemptions.first().copied();
+            let mut dates: Vec<(Date, Vec<cda::Drug>)> = Vec::new();
+            if !repeat.is_empty() {
+                let mut d = today - Duration::days(730) + Duration::days(rng.gen_range(0..90));
+                while d < today {
+                    dates.push((d, repeat.clone()));
+                    d += Duration::days(90 + rng.gen_range(-10..10));
+                }
+            }
+            if age >= 3 {
+                for _ in 0..2 {
+                    if rng.gen_bool(0.3) {
+                        let d = today - Duration::days(rng.gen_range(1..730));
+                        dates.push((d, vec![ACUTE[rng.gen_range(0..ACUTE.len())].clone()]));
+                    }
+                }
+            }
+            for (date, drugs) in dates {
+                seq += 1;
+                let number = nre(h.index, k, seq);
+                out.push(Doc {
+                    id: number.clone(),
+                    patient: p.id.clone(),
+                    producer: asst.id.clone(),
+                    date,
+                    kind: "prescription",
+                    xml: cda::drug_prescription(&number, p, &gp, date, &drugs, exemption),
+                });
+            }
+        }
         while when < today {
             // a full panel for chronic and elderly patients, a basic one otherwise
             let picks: Vec<usize> = if chronic || age >= 65 { (0..PANEL.len()).collect() } else { vec![0, 2, 3, 5, 6, 7, 8, 9, 10] };
@@ -292,7 +737,7 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
             let stamp = cda::ts(when, 11, 30);
             seq += 1;
             let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
-            let order = nre(&mut rng);
+            let order = nre(h.index, k, seq);
             out.push(Doc {
                 id: id.clone(),
                 patient: p.id.clone(),

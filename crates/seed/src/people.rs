@@ -96,6 +96,8 @@ pub struct Person {
     pub pregnant_since: Option<Date>,
     pub consent: bool,
     pub doctor: Option<String>,
+    /// The doctor's codice fiscale, given name and surname (the author of prescriptions).
+    pub doctor_name: Option<(String, &'static str, &'static str)>,
     /// Parents in the same household: (member index, `MTH` | `FTH`).
     pub parents: Vec<(usize, &'static str)>,
 }
@@ -298,6 +300,7 @@ impl Generator {
             pregnant_since: None,
             consent: false,
             doctor: None,
+            doctor_name: None,
             parents: Vec::new(),
         })
     }
@@ -366,6 +369,7 @@ impl Generator {
         let list = self.lists.entry((ats, role)).or_default();
         list.patients += 1;
         p.doctor = list.doctor.as_ref().map(|d| d.id.clone());
+        p.doctor_name = list.doctor.as_ref().map(|d| (d.cf.to_string(), d.given, d.surname));
     }
 
     fn household(&mut self, index: u64) -> Household {

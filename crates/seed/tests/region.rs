@@ -96,11 +96,13 @@ fn every_generated_document_passes_the_national_validation() {
     let mut validator = fascicolo_cda::Validator::new();
     let mut n = 0;
     let mut out_of_range = 0;
+    let mut kinds = std::collections::BTreeMap::new();
     for h in g {
         for d in documents(9, &layout, TODAY, Depth::default(), &h) {
             let report = validator.validate(d.xml.as_bytes());
             let errors: Vec<_> = report.problems.iter().filter(|p| p.severity == fascicolo_cda::Severity::Error).collect();
             assert!(errors.is_empty(), "{} {}: {:#?}", d.kind, d.id, errors.iter().map(|e| &e.message).collect::<Vec<_>>());
+            *kinds.entry(d.kind).or_insert(0) += 1;
             out_of_range +=
                 d.xml.matches(r#"interpretationCode code="H""#).count() + d.xml.matches(r#"interpretationCode code="L""#).count();
             n += 1;
@@ -108,4 +110,8 @@ fn every_generated_document_passes_the_national_validation() {
     }
     assert!(n > 300, "only {n} documents");
     assert!(out_of_range > 0);
+    for (kind, least) in [("lab", 100), ("vaccination", 100), ("specialist", 10), ("radiology", 5), ("discharge", 1), ("prescription", 100)]
+    {
+        assert!(kinds.get(kind).copied().unwrap_or(0) >= least, "{kinds:?}");
+    }
 }
