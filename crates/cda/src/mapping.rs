@@ -14,7 +14,9 @@ use crate::catalog::{self, DocType};
 use crate::validate::{child, HL7_NS, LOINC};
 
 pub const CF_OID: &str = "2.16.840.1.113883.2.9.4.3.2";
-pub const NRE_OID: &str = "2.16.840.1.113883.2.9.4.3.8";
+/// The NRE (prescription number) root, as the national examples and the prescription
+/// schematron use it.
+pub const NRE_OID: &str = "2.16.840.1.113883.2.9.4.3.9";
 /// `DocumentReference.identifier` system for the SHA-256 of the bytes as published.
 pub const SHA256_SYSTEM: &str = "urn:fascicolo:sha256";
 pub const CLASS_SYSTEM: &str = "urn:fascicolo:fse:tipoDocumentoLivAlto";
@@ -92,10 +94,14 @@ pub fn header(doc: &roxmltree::Document) -> Header {
     let patient_cf = patient_role.and_then(|p| {
         hl7_children(p, "id").find(|i| i.attribute("root") == Some(CF_OID)).and_then(|i| i.attribute("extension")).map(str::to_string)
     });
-    let nre = hl7_children(root, "inFulfillmentOf")
-        .filter_map(|f| child(f, "order"))
-        .flat_map(|o| hl7_children(o, "id").collect::<Vec<_>>())
-        .find_map(|i| i.attribute("extension").filter(|e| !e.starts_with('[')).map(str::to_string));
+    // a prescription is identified by its NRE; a report names the prescription it fulfils
+    let own_nre = child(root, "id").filter(|i| i.attribute("root") == Some(NRE_OID)).and_then(|i| i.attribute("extension"));
+    let nre = own_nre.map(str::to_string).or_else(|| {
+        hl7_children(root, "inFulfillmentOf")
+            .filter_map(|f| child(f, "order"))
+            .flat_map(|o| hl7_children(o, "id").collect::<Vec<_>>())
+            .find_map(|i| i.attribute("extension").filter(|e| !e.starts_with('[')).map(str::to_string))
+    });
     Header {
         id: child(root, "id").and_then(ii).unwrap_or_default(),
         set_id: child(root, "setId").and_then(ii),

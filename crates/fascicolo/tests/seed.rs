@@ -44,6 +44,19 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
     assert!(count(&fhir, "MedicationRequest").await >= kind("prescription") && kind("prescription") > 0, "{:?}", s.kinds);
     assert!(count(&fhir, "Observation").await >= 9 * kind("lab"));
     assert_eq!(count(&fhir, "Organization").await as usize, 1 + 8 + 26 + 183 + 26 * 8 + 12);
+    // every prescription carries its NRE (the document's id) as the group identifier
+    let prescriptions = fhir
+        .store()
+        .search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 1000, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(!prescriptions.is_empty());
+    for hit in prescriptions {
+        let mr: serde_json::Value = serde_json::from_str(&hit.stored.json).unwrap();
+        let nre = mr["groupIdentifier"]["value"].as_str().unwrap_or_default();
+        assert_eq!(mr["groupIdentifier"]["system"], "urn:oid:2.16.840.1.113883.2.9.4.3.9");
+        assert!(nre.len() == 15 && nre.starts_with("030"), "{mr}");
+    }
     let pairs = [("code".to_string(), "http://loinc.org|2345-7".to_string()), ("_summary".to_string(), "count".to_string())];
     let glucose = fhir.search(&platform_actor(), Some("Observation"), &pairs, "http://x").await.unwrap();
     assert_eq!(glucose.total, Some(kind("lab")), "every lab report measures glucose");
