@@ -40,6 +40,9 @@ pub struct Province {
     pub chief_town: &'static str,
     pub lat: f64,
     pub lon: f64,
+    /// How far from the chief town (degrees) the province's sites are placed: roughly the
+    /// province's half-width, so that they stay inside it.
+    pub radius: f64,
     /// The ATS most of the province belongs to.
     pub ats: &'static str,
 }
@@ -47,18 +50,27 @@ pub struct Province {
 /// Lombardy's 12 provinces (ISTAT code, abbreviation, chief town and its approximate
 /// coordinates, ATS).
 pub static PROVINCES: [Province; 12] = [
-    Province { istat: "012", code: "VA", name: "Varese", chief_town: "Varese", lat: 45.82, lon: 8.83, ats: "030322" },
-    Province { istat: "013", code: "CO", name: "Como", chief_town: "Como", lat: 45.81, lon: 9.09, ats: "030322" },
-    Province { istat: "014", code: "SO", name: "Sondrio", chief_town: "Sondrio", lat: 46.17, lon: 9.87, ats: "030323" },
-    Province { istat: "015", code: "MI", name: "Milano", chief_town: "Milano", lat: 45.46, lon: 9.19, ats: "030321" },
-    Province { istat: "016", code: "BG", name: "Bergamo", chief_town: "Bergamo", lat: 45.70, lon: 9.67, ats: "030325" },
-    Province { istat: "017", code: "BS", name: "Brescia", chief_town: "Brescia", lat: 45.54, lon: 10.22, ats: "030326" },
-    Province { istat: "018", code: "PV", name: "Pavia", chief_town: "Pavia", lat: 45.19, lon: 9.16, ats: "030328" },
-    Province { istat: "019", code: "CR", name: "Cremona", chief_town: "Cremona", lat: 45.13, lon: 10.02, ats: "030327" },
-    Province { istat: "020", code: "MN", name: "Mantova", chief_town: "Mantova", lat: 45.16, lon: 10.79, ats: "030327" },
-    Province { istat: "097", code: "LC", name: "Lecco", chief_town: "Lecco", lat: 45.85, lon: 9.39, ats: "030324" },
-    Province { istat: "098", code: "LO", name: "Lodi", chief_town: "Lodi", lat: 45.31, lon: 9.50, ats: "030321" },
-    Province { istat: "108", code: "MB", name: "Monza e della Brianza", chief_town: "Monza", lat: 45.58, lon: 9.27, ats: "030324" },
+    Province { istat: "012", code: "VA", name: "Varese", chief_town: "Varese", lat: 45.82, lon: 8.83, radius: 0.12, ats: "030322" },
+    Province { istat: "013", code: "CO", name: "Como", chief_town: "Como", lat: 45.81, lon: 9.09, radius: 0.12, ats: "030322" },
+    Province { istat: "014", code: "SO", name: "Sondrio", chief_town: "Sondrio", lat: 46.17, lon: 9.87, radius: 0.2, ats: "030323" },
+    Province { istat: "015", code: "MI", name: "Milano", chief_town: "Milano", lat: 45.46, lon: 9.19, radius: 0.14, ats: "030321" },
+    Province { istat: "016", code: "BG", name: "Bergamo", chief_town: "Bergamo", lat: 45.70, lon: 9.67, radius: 0.18, ats: "030325" },
+    Province { istat: "017", code: "BS", name: "Brescia", chief_town: "Brescia", lat: 45.54, lon: 10.22, radius: 0.25, ats: "030326" },
+    Province { istat: "018", code: "PV", name: "Pavia", chief_town: "Pavia", lat: 45.19, lon: 9.16, radius: 0.2, ats: "030328" },
+    Province { istat: "019", code: "CR", name: "Cremona", chief_town: "Cremona", lat: 45.13, lon: 10.02, radius: 0.2, ats: "030327" },
+    Province { istat: "020", code: "MN", name: "Mantova", chief_town: "Mantova", lat: 45.16, lon: 10.79, radius: 0.2, ats: "030327" },
+    Province { istat: "097", code: "LC", name: "Lecco", chief_town: "Lecco", lat: 45.85, lon: 9.39, radius: 0.08, ats: "030324" },
+    Province { istat: "098", code: "LO", name: "Lodi", chief_town: "Lodi", lat: 45.31, lon: 9.50, radius: 0.08, ats: "030321" },
+    Province {
+        istat: "108",
+        code: "MB",
+        name: "Monza e della Brianza",
+        chief_town: "Monza",
+        lat: 45.58,
+        lon: 9.27,
+        radius: 0.06,
+        ats: "030324",
+    },
 ];
 
 #[derive(Debug, Clone)]

@@ -84,7 +84,9 @@ pub fn title_case(s: &str) -> String {
 fn jitter(rng: &mut impl Rng, town: &Town) -> (f64, f64) {
     let p: &Province = town.province;
     // the chief town itself: within its city; elsewhere: within the province's extent
-    let (dlat, dlon) = if town.name == p.chief_town { (0.03, 0.04) } else { (0.22, 0.28) };
+    let r = if town.name == p.chief_town { 0.03 } else { p.radius };
+    // a degree of longitude is ~0.7 of a degree of latitude here
+    let (dlat, dlon) = (r, r / 0.7);
     let lat = p.lat + rng.gen_range(-dlat..dlat);
     let lon = p.lon + rng.gen_range(-dlon..dlon);
     ((lat * 1e5).round() / 1e5, (lon * 1e5).round() / 1e5)
