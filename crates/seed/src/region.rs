@@ -71,7 +71,7 @@ pub fn title_case(s: &str) -> String {
                 } else {
                     out.push(c);
                 }
-                if matches!(c, '\'' | '.' | '-' | '(') {
+                if matches!(c, '\'' | '.' | '-' | '(' | '/') {
                     up = true;
                 }
             }
@@ -228,6 +228,7 @@ mod tests {
         assert_eq!(title_case("ASST FATEBENEFRATELLI SACCO"), "ASST Fatebenefratelli Sacco");
         assert_eq!(title_case("ATS DELL'INSUBRIA"), "ATS Dell'Insubria");
         assert_eq!(title_case("OSPEDALE DI CIRCOLO - VARESE"), "Ospedale di Circolo - Varese");
+        assert_eq!(title_case("ASST SPEC.ORT.TRAUMATOLOGICO G.PINI/CTO"), "ASST Spec.Ort.Traumatologico G.Pini/Cto");
     }
 
     #[test]
