@@ -79,7 +79,16 @@ async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Result
                     platform: false,
                 });
                 let sub = Submission { bytes: doc.xml.into_bytes(), content_type: "application/xml".into(), metadata: Metadata::default() };
-                ingest.publish(&producer, sub).await.map_err(|e| anyhow::anyhow!("publishing {} ({}): {}", doc.id, doc.kind, e.message))
+                ingest.publish(&producer, sub).await.map_err(|e| {
+                    // the problems say what the generator got wrong (rule id, message, location)
+                    let problems: Vec<String> = e
+                        .problems
+                        .iter()
+                        .take(5)
+                        .map(|p| format!("{} {} at {}", p.id, p.message, p.location.as_deref().unwrap_or("-")))
+                        .collect();
+                    anyhow::anyhow!("publishing {} ({}) failed: {} {}; {}", doc.id, doc.kind, e.status, e.message, problems.join("; "))
+                })
             });
         }
         match set.join_next().await {
@@ -117,7 +126,8 @@ async fn record(fhir: &FhirService, key: &str, households: u64, citizens: u64) -
 /// Generates and loads the region; `show` draws a progress bar.
 pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: bool) -> anyhow::Result<Summary> {
     let today = fascicolo_seed::today();
-    let key = format!("seed-{}-{}-{}", args.seed, args.citizens, args.years);
+    // a registry-only run does not count as done for a run with documents
+    let key = format!("seed-{}-{}-{}{}", args.seed, args.citizens, args.years, if args.no_documents { "-registry" } else { "" });
     let done = progress(fhir, &key).await?;
     let mut summary = Summary { skipped_households: done, ..Summary::default() };
     let mut generator = Generator::new(Config::new(args.seed, args.citizens, today));

@@ -67,3 +67,24 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
     assert_eq!(count(&fhir, "Patient").await, 40);
     assert_eq!(count(&fhir, "DocumentReference").await, s.documents);
 }
+
+#[tokio::test]
+async fn a_registry_only_run_does_not_stand_in_for_the_documents() {
+    let store = fresh_store().await;
+    let cfg = fascicolo::config::Config {
+        data_dir: std::env::temp_dir().join(format!("fascicolo-seed-{}", uuid::Uuid::now_v7())),
+        ..Default::default()
+    };
+    let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
+    let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
+    let registry = run(&fhir, &ingest, &SeedArgs { no_documents: true, ..args(12) }, false).await.unwrap();
+    assert_eq!((registry.citizens, registry.documents), (12, 0));
+    assert_eq!(count(&fhir, "DocumentReference").await, 0);
+    // the same region with documents: the registry is written again (same ids, nothing
+    // duplicated) and every document is published
+    let full = run(&fhir, &ingest, &args(12), false).await.unwrap();
+    assert_eq!(full.citizens, 12);
+    assert!(full.documents > 0);
+    assert_eq!(count(&fhir, "Patient").await, 12);
+    assert_eq!(count(&fhir, "DocumentReference").await, full.documents);
+}
