@@ -14,6 +14,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// A platform client's token: full access, audited (the tests of the FHIR surface use it).
     pub token: String,
+    /// The server's data folder (document originals).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A token for any actor, issued the way the authorization server issues them.
@@ -47,12 +49,22 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo::config::Config)) -
     let store = fresh_store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut cfg = fascicolo::config::Config { public_url: Some(format!("http://{addr}")), ..Default::default() };
+    // blobs (document originals) in a folder of the test's own, never in the source tree
+    let data_dir = std::env::temp_dir().join(format!("fascicolo-test-{}", uuid::Uuid::now_v7()));
+    let mut cfg = fascicolo::config::Config { public_url: Some(format!("http://{addr}")), data_dir, ..Default::default() };
     tune(&mut cfg);
+    let data_dir = cfg.data_dir.clone();
     let router = fascicolo::build_router(Arc::clone(&store), &cfg).expect("router");
     tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
     let token = token_for(&store, &platform_actor()).await;
-    TestApp { base: format!("http://{addr}/fhir/r4"), root: format!("http://{addr}"), client: reqwest::Client::new(), store, token }
+    TestApp {
+        base: format!("http://{addr}/fhir/r4"),
+        root: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        token,
+        data_dir,
+    }
 }
 
 pub struct Resp {
