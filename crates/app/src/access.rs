@@ -156,11 +156,16 @@ pub fn restrict_bits(v: &Value) -> i64 {
 
 /// The producer codes a resource is tagged with (whose work it is).
 fn producers_of(v: &Value) -> Vec<String> {
-    v["meta"]["tag"]
+    meta_codes(v, "tag", labels::PRODUCER)
+}
+
+/// The codes of one system among a resource's `meta.tag` or `meta.security` labels.
+pub fn meta_codes(v: &Value, field: &str, system: &str) -> Vec<String> {
+    v["meta"][field]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| c["system"] == labels::PRODUCER)
+        .filter(|c| c["system"] == system)
         .filter_map(|c| c["code"].as_str().map(String::from))
         .collect()
 }

@@ -194,7 +194,8 @@ pub struct Profile {
     pub label: String,
 }
 
-fn display_name(v: &Value) -> String {
+/// "Given Family" of a Patient, Practitioner or RelatedPerson.
+pub fn display_name(v: &Value) -> String {
     let n = &v["name"][0];
     let given = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
     format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()

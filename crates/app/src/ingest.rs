@@ -830,9 +830,14 @@ impl Ingest {
 
     /// The HTML rendering (a fragment) of a document the actor may read.
     pub async fn rendering(&self, actor: &Actor, docref_id: &str) -> IngestResult<String> {
+        self.rendering_at(actor, docref_id, 1).await
+    }
+
+    /// The rendering with its title at heading level `top`.
+    pub async fn rendering_at(&self, actor: &Actor, docref_id: &str, top: usize) -> IngestResult<String> {
         let (text, _, _) = self.cda_text(actor, docref_id).await?;
         let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
-        Ok(fascicolo_cda::render::render(&doc))
+        Ok(fascicolo_cda::render::render_at(&doc, top))
     }
 
     /// A PDF of the document: the original when it was a PDF, otherwise one generated from the

@@ -13,6 +13,7 @@ pub mod fhir_document;
 pub mod gate;
 pub mod ingest;
 pub mod notify;
+pub mod portal;
 pub mod prepare;
 pub mod privacy_ops;
 

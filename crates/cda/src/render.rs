@@ -104,11 +104,18 @@ pub fn text_lines(doc: &roxmltree::Document) -> Vec<String> {
 
 /// Renders a parsed CDA2 as an HTML fragment.
 pub fn render(doc: &roxmltree::Document) -> String {
+    render_at(doc, 1)
+}
+
+/// The rendering with its title at heading level `top` (sections below it), for pages that
+/// already have their own `h1`.
+pub fn render_at(doc: &roxmltree::Document, top: usize) -> String {
+    let top = top.clamp(1, 5);
     let root = doc.root_element();
     let h = header(doc);
     let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title.clone() };
     let mut out = String::new();
-    out.push_str(&format!("<article class=\"cda\" lang=\"it\"><h1>{}</h1>\n<dl class=\"cda-header\">\n", escape(&title)));
+    out.push_str(&format!("<article class=\"cda\" lang=\"it\"><h{top}>{}</h{top}>\n<dl class=\"cda-header\">\n", escape(&title)));
     for (k, v) in header_rows(doc) {
         out.push_str(&format!("<dt>{}</dt><dd>{}</dd>\n", escape(k), escape(&v)));
     }
@@ -116,7 +123,7 @@ pub fn render(doc: &roxmltree::Document) -> String {
     if let Some(body) = path(root, &["component", "structuredBody"]) {
         for c in body.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
             if let Some(s) = child(c, "section") {
-                section(s, 2, &mut out);
+                section(s, top + 1, &mut out);
             }
         }
     } else if let Some(nb) = path(root, &["component", "nonXMLBody", "text"]) {

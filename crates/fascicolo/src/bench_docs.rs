@@ -70,6 +70,20 @@ async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: boo
     Row { name, docs: n, errors: load.errors, per_s: n as f64 / load.seconds, p50: load.pct(0.50), p99: load.pct(0.99) }
 }
 
+/// A fresh store for a benchmark: a new schema on PostgreSQL, a new folder for SQLite.
+pub(crate) async fn bench_store(cfg: &mut Config, prefix: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Ok(match cfg.database_url.clone() {
+        Some(url) if url.starts_with("postgres") => Arc::new(
+            fascicolo_store_postgres::PgStore::connect_in_schema(&url, cfg.pg_pool_size, Some(&format!("{prefix}_{stamp}"))).await?,
+        ),
+        _ => {
+            cfg.data_dir = cfg.data_dir.join(format!("{prefix}-{stamp}"));
+            crate::open_store(cfg).await?
+        }
+    })
+}
+
 pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     // 1. the engine alone, one thread
     let mut validator = fascicolo_cda::Validator::new();
@@ -95,16 +109,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     println!("| mean | | {:.1} | {:.0} |", total_ms / EXAMPLES.len() as f64, 1000.0 * EXAMPLES.len() as f64 / total_ms);
 
     // 2. over HTTP, with the store
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let store: Arc<dyn Store> = match cfg.database_url.clone() {
-        Some(url) if url.starts_with("postgres") => Arc::new(
-            fascicolo_store_postgres::PgStore::connect_in_schema(&url, cfg.pg_pool_size, Some(&format!("benchdocs_{stamp}"))).await?,
-        ),
-        _ => {
-            cfg.data_dir = cfg.data_dir.join(format!("bench-docs-{stamp}"));
-            crate::open_store(&cfg).await?
-        }
-    };
+    let store = bench_store(&mut cfg, "benchdocs").await?;
     let fhir = FhirService::new(Arc::clone(&store));
     crate::demo::seed_example_patients(&fhir).await?;
     fhir.update(

@@ -274,6 +274,59 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
 }
 
 /// The people the demo identity provider offers, with what they show.
+/// Clinical histories for the demo's citizens (Giulia, her mother Anna, her son Luca),
+/// generated and published through the producer path like the synthetic region's.
+pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::Result<u64> {
+    use crate::seed::{persona_history, PersonaHistory};
+    use fascicolo_seed::people::Chronic;
+    let ps = personas();
+    let by = |id: &str| ps.iter().find(|p| p.id == id).cloned().context("demo persona");
+    let gp = by("ferrari-paolo")?;
+    let ped = by("colombo-elena")?;
+    let date =
+        |y: i32, m: u8, d: u8| -> anyhow::Result<time::Date> { Ok(time::Date::from_calendar_date(y, time::Month::try_from(m)?, d)?) };
+    let giulia = by("rossi-giulia")?;
+    let anna = by("verdi-anna")?;
+    let luca = child();
+    let people = [
+        PersonaHistory {
+            patient: giulia.id.into(),
+            cf: giulia.cf.clone(),
+            given: "Giulia",
+            surname: "Rossi",
+            female: true,
+            birth: date(1985, 4, 12)?,
+            chronic: vec![Chronic::Hypertension],
+            doctor: Some((gp.cf.clone(), "Paolo", "Ferrari")),
+        },
+        PersonaHistory {
+            patient: anna.id.into(),
+            cf: anna.cf.clone(),
+            given: "Anna",
+            surname: "Verdi",
+            female: true,
+            birth: date(1940, 2, 20)?,
+            chronic: vec![Chronic::Diabetes],
+            doctor: Some((gp.cf.clone(), "Paolo", "Ferrari")),
+        },
+        PersonaHistory {
+            patient: luca.id.into(),
+            cf: luca.cf.clone(),
+            given: "Luca",
+            surname: "Bianchi",
+            female: false,
+            birth: date(2016, 9, 3)?,
+            chronic: vec![],
+            doctor: Some((ped.cf.clone(), "Elena", "Colombo")),
+        },
+    ];
+    let mut n = 0;
+    for (i, p) in people.iter().enumerate() {
+        n += persona_history(ingest, 7, 5, p, 900_000 + i as u64).await.with_context(|| format!("history of {}", p.patient))?;
+    }
+    Ok(n)
+}
+
 pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
     let describe = |role: &str| -> (String, String) {
         let (it, en) = match role {

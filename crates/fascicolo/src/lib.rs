@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_docs;
+pub mod bench_portal;
 pub mod config;
 pub mod demo;
 pub mod import;

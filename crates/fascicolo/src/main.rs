@@ -45,6 +45,9 @@ enum Command {
     },
     /// Load test the server over loopback and print a table of figures.
     Bench(bench::BenchArgs),
+    /// Render the citizen portal's pages for a citizen with 1,000 documents and 5,000
+    /// results, over loopback with a real session: latency percentiles and page sizes.
+    BenchPortal(fascicolo::bench_portal::BenchPortalArgs),
     /// Document validation and publication throughput with the official CDA2 examples.
     BenchDocuments(fascicolo::bench_docs::BenchDocsArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
@@ -126,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
                 let args = fascicolo::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
                 let s = fascicolo::seed::run(&fhir, &ingest, &args, false).await?;
                 tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
+                // the personas one signs in as get real published histories too
+                let n = demo::seed_histories(&ingest).await?;
+                tracing::info!(documents = n, "demo mode: published the personas' histories");
             }
             let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
             let addr = listener.local_addr()?;
@@ -160,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(cfg, args).await?,
         Command::BenchDocuments(args) => fascicolo::bench_docs::run(cfg, args).await?,
+        Command::BenchPortal(args) => fascicolo::bench_portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;
             let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));

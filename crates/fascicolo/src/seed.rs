@@ -48,7 +48,8 @@ pub struct Summary {
     pub skipped_households: u64,
 }
 
-async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<u64> {
+/// Write resources with PUT in transactions of 500, as the console (not audited).
+pub(crate) async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<u64> {
     let n = resources.len() as u64;
     for chunk in resources.chunks(500) {
         let entries: Vec<Value> = chunk
@@ -187,4 +188,57 @@ pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: boo
     }
     bar.finish();
     Ok(summary)
+}
+
+/// A named person of the demo (a persona one signs in as) who gets a clinical history of
+/// their own, generated and published exactly like the synthetic citizens'.
+#[derive(Debug, Clone)]
+pub struct PersonaHistory {
+    pub patient: String,
+    pub cf: String,
+    pub given: &'static str,
+    pub surname: &'static str,
+    pub female: bool,
+    pub birth: time::Date,
+    pub chronic: Vec<fascicolo_seed::people::Chronic>,
+    /// The family doctor who signs the prescriptions: (codice fiscale, given name, surname).
+    pub doctor: Option<(String, &'static str, &'static str)>,
+}
+
+/// Publish a persona's history (Milan residents, served by the ASST of Milan); returns the
+/// number of documents published. Runs once: documents are idempotent by id.
+pub async fn persona_history(ingest: &Ingest, seed: u64, years: i64, p: &PersonaHistory, index: u64) -> anyhow::Result<u64> {
+    let today = fascicolo_seed::today();
+    let generator = Generator::new(Config::new(seed, 60, today));
+    let layout = generator.layout().clone();
+    let template = Generator::new(Config::new(seed, 60, today))
+        .flat_map(|h| h.members)
+        .find(|m| m.age(today) >= 18)
+        .context("the generator made no adult")?;
+    let data = fascicolo_seed::data::data();
+    let town = data.town_by_istat("015146").context("Milan is in the municipalities list")?;
+    let cf = fascicolo_domain::CodiceFiscale::parse(&p.cf).map_err(|e| anyhow::anyhow!("persona codice fiscale: {e}"))?;
+    let birth_place = data.place(&p.cf[11..15], p.birth).unwrap_or(&town.place);
+    let asst = layout.assts.iter().position(|a| std::ptr::eq(a, fascicolo_seed::region::asst_for(&layout, town))).unwrap_or(0);
+    let person = fascicolo_seed::people::Person {
+        id: p.patient.clone(),
+        cf,
+        given: p.given,
+        surname: p.surname,
+        female: p.female,
+        birth: p.birth,
+        birth_place,
+        town,
+        chronic: p.chronic.clone(),
+        pregnant_since: None,
+        consent: true,
+        doctor: None,
+        doctor_name: p.doctor.clone(),
+        parents: Vec::new(),
+        exemptions: p.chronic.iter().map(|c| c.exemption()).collect(),
+        ..template
+    };
+    let h = Household { index, asst, members: vec![person], new_doctors: Vec::new() };
+    let docs = documents(seed, &layout, today, Depth { years }, &h);
+    publish(ingest, docs, 2).await
 }

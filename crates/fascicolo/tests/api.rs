@@ -441,7 +441,12 @@ async fn health_ready_metrics() {
     let c = &app.client;
     assert_eq!(c.get(format!("{}/healthz", app.root)).send().await.unwrap().status(), 200);
     let home = c.get(format!("{}/", app.root)).send().await.unwrap().text().await.unwrap();
-    assert!(home.contains("lang=\"it\"") && home.contains("Ambiente demo") && home.contains("/fhir/r4/metadata"));
+    assert!(
+        home.contains("lang=\"it\"")
+            && home.contains("Ambiente dimostrativo")
+            && home.contains("/fhir/r4/metadata")
+            && home.contains("/auth/login")
+    );
     assert_eq!(c.get(format!("{}/readyz", app.root)).send().await.unwrap().status(), 200);
     app.get("/metadata").await;
     app.get("/Patient/unknown").await;

@@ -268,6 +268,8 @@ pub struct CsrfForm {
     csrf: String,
     profile: Option<usize>,
     acting_for: Option<String>,
+    /// Where to go after a switch (a local path; the profile page by default).
+    next: Option<String>,
 }
 
 /// The form's CSRF token must be the session's.
@@ -310,7 +312,7 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
     if state.auth.sessions.update(&secret, &s).await.is_err() {
         return unavailable("Riprova / Try again");
     }
-    Redirect::to("/me").into_response()
+    Redirect::to(&local_path(f.next.as_ref())).into_response()
 }
 
 fn cleared(state: &AppState, to: &str) -> Response {

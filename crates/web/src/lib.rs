@@ -10,6 +10,7 @@ mod http_date;
 mod ingest_api;
 pub mod metrics;
 pub mod oidc;
+pub mod portal;
 pub mod smart;
 
 use axum::extract::DefaultBodyLimit;
@@ -61,7 +62,6 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(landing))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(fhir_api::ready))
         .route("/metrics", get(metrics::render))
@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/documents/{id}/original", get(ingest_api::original))
         .route("/documents/{id}/pdf", get(ingest_api::pdf))
         .merge(demo_routes(&state))
+        .merge(portal::routes())
         .route("/fhir/r4", any(fhir_api::dispatch_root))
         .route("/fhir/r4/", any(fhir_api::dispatch_root))
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
@@ -105,11 +106,6 @@ fn demo_routes(state: &AppState) -> Router<AppState> {
         .route("/demo-idp/token", post(demo_idp::token))
         .route("/demo-idp/jwks", get(demo_idp::jwks))
         .route("/demo-idp/logout", get(demo_idp::logout))
-}
-
-/// Until the citizen portal exists: what this server offers, in Italian and English.
-async fn landing() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../assets/index.html"))
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.

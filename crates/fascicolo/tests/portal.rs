@@ -1,0 +1,304 @@
+//! The citizen portal over HTTP: what each person sees and, above all, what they do not; forms
+//! that refuse bad input store nothing; language; the PDF index. Runs on SQLite, and on
+//! PostgreSQL when FASCICOLO_TEST_DATABASE_URL is set. (The journeys in a real browser, with
+//! accessibility checks, are `tests/browser/journeys.mjs`, run by `.ci/run`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use fascicolo_app::gate::ProRole;
+use fascicolo_app::{Actor, FhirService, Who};
+use serde_json::Value;
+use std::sync::Arc;
+
+const GIULIA: &str = "RSSGLI85D52F205Q";
+
+/// The demo registry, a tiny region (for the ASSTs that publish) and the personas' histories.
+async fn portal_app() -> TestApp {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo::demo::seed(&fhir).await.unwrap();
+    // the same blob folder as the server, which renders what is published here
+    let cfg = fascicolo::config::Config { public_url: Some(app.root.clone()), data_dir: app.data_dir.clone(), ..Default::default() };
+    let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &app.root).unwrap();
+    let args = fascicolo::seed::SeedArgs { citizens: 3, seed: 1, years: 1, no_documents: true, batch: 10, jobs: 1 };
+    fascicolo::seed::run(&fhir, &ingest, &args, false).await.unwrap();
+    let n = fascicolo::demo::seed_histories(&ingest).await.unwrap();
+    assert!(n > 20, "the personas have histories ({n} documents)");
+    app
+}
+
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookie: String,
+}
+
+impl Browser<'_> {
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = no_redirects().get(format!("{}{path}", self.app.root)).header("cookie", &self.cookie).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+    async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = no_redirects().get(format!("{}{path}", self.app.root)).header("cookie", &self.cookie).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let r = no_redirects().post(format!("{}{path}", self.app.root)).header("cookie", &self.cookie).form(form).send().await.unwrap();
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        (r.status().as_u16(), loc, r.text().await.unwrap())
+    }
+    async fn csrf(&self) -> String {
+        csrf_of(&self.get("/famiglia").await.1)
+    }
+}
+
+async fn browser<'a>(app: &'a TestApp, cf: &str, profile: &str) -> Browser<'a> {
+    let s = sign_in(app, cf, profile).await;
+    Browser { app, cookie: format!("fascicolo_session={s}") }
+}
+
+fn gp() -> Actor {
+    Actor::new(Who::Professional { practitioner: "ferrari-paolo".into(), organization: None, role: ProRole::Gp })
+}
+
+/// Document ids linked from a list page.
+fn doc_links(html: &str) -> Vec<String> {
+    html.split("class=\"title\" href=\"/documenti/").skip(1).filter_map(|s| s.split('"').next().map(String::from)).collect()
+}
+
+fn pdf_text(bytes: &[u8]) -> String {
+    let doc = lopdf::Document::load_mem(bytes).expect("a PDF");
+    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+    doc.extract_text(&pages).expect("text")
+}
+
+#[tokio::test]
+async fn the_portal_shows_the_record_and_hides_what_it_must() {
+    let app = portal_app().await;
+    // signed out: to the sign-in, coming back to the page asked for
+    let r = no_redirects().get(format!("{}/documenti?q=x", app.root)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/auth/login?next=%2Fdocumenti%3Fq%3Dx");
+
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let (s, home) = giulia.get("/").await;
+    assert_eq!(s, 200);
+    assert!(home.contains("Giulia Rossi") && home.contains("Prossimi appuntamenti") && home.contains("Visita cardiologica"));
+
+    // the list holds exactly the documents the FHIR API gives her, newest first
+    let (_, list) = giulia.get("/documenti").await;
+    let citizen_token = token_for(&app.store, &Actor::new(Who::Citizen { cf: GIULIA.into(), patient: Some("rossi-giulia".into()) })).await;
+    let api = app
+        .send(
+            "GET",
+            "/DocumentReference?patient=rossi-giulia&status=current&_summary=count",
+            None,
+            &[("authorization", &format!("Bearer {citizen_token}"))],
+        )
+        .await;
+    let total = api.body["total"].as_u64().unwrap();
+    assert!(list.contains(&format!("{total} documenti")), "the count matches the API's ({total})");
+    assert!(
+        list.contains("Referto di consulenza psicologica") && list.contains("Oscurato ai medici"),
+        "she sees her own hidden document, marked"
+    );
+
+    // free text finds the lab reports and only them
+    let (_, found) = giulia.get("/documenti?q=laboratorio").await;
+    let ids = doc_links(&found);
+    assert!(ids.len() >= 5, "lab reports found: {}", ids.len());
+    assert!(!ids.contains(&"doc-giulia-cardio".to_string()), "the cardiology report does not match");
+    // the first published lab report (the demo also has a hand-made index entry without a CDA)
+    let mut lab = None;
+    for id in &ids {
+        let (_, page) = giulia.get(&format!("/documenti/{id}")).await;
+        if page.contains("class=\"rendering\"") {
+            assert!(page.contains("Glucosio") && page.contains("Oscura ai medici"));
+            lab = Some(id.clone());
+            break;
+        }
+    }
+    let lab = lab.expect("a published lab report");
+    let (s, chart) = giulia.get("/risultati/2345-7").await;
+    assert_eq!(s, 200);
+    assert!(chart.contains("<svg") && chart.contains("<polygon") && chart.contains("Glucosio"));
+
+    // the GP sees the report (consent, care relation) and the access is logged
+    let doctor = browser(&app, &fascicolo::demo::cf("FRRPLA70A01F205"), "gp").await;
+    assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200);
+    // the portal is the citizen's: a professional profile gets an explanation, no data
+    let (s, page) = doctor.get("/documenti").await;
+    assert_eq!(s, 403);
+    assert!(page.contains("Area riservata ai cittadini") && !page.contains("Referto"));
+
+    // hiding needs the form's CSRF token; without it nothing changes
+    let (s, _, _) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", "forged"), ("code", "P99")]).await;
+    assert_eq!(s, 403);
+    assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200, "a forged form hides nothing");
+    let csrf = giulia.csrf().await;
+    let (s, loc, _) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P99")]).await;
+    assert_eq!((s, loc.as_str()), (303, format!("/documenti/{lab}?esito=P99").as_str()));
+    // now hidden from the GP everywhere: page, PDF, FHIR search, his view of the results
+    assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 404);
+    assert_eq!(doctor.get(&format!("/documents/{lab}/pdf")).await.0, 404);
+    let gp_token = token_for(&app.store, &gp()).await;
+    let bearer = format!("Bearer {gp_token}");
+    let r = app.send("GET", &format!("/DocumentReference?patient=rossi-giulia&_id={lab}"), None, &[("authorization", &bearer)]).await;
+    assert_eq!(r.body["total"], 0);
+    let r = app
+        .send(
+            "GET",
+            &format!("/Observation?patient=rossi-giulia&_count=1000&_tag=urn:fascicolo:document|DocumentReference/{lab}"),
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(r.body["total"], 0, "nor the results of the hidden report");
+    // she still sees it, marked, and can lift the hiding
+    let (_, page) = giulia.get(&format!("/documenti/{lab}")).await;
+    assert!(page.contains("Oscurato ai medici") && page.contains("Togli l&#39;oscuramento") || page.contains("Togli l'oscuramento"));
+
+    // the access log names the GP and his role
+    let (_, log) = giulia.get("/privacy/accessi").await;
+    assert!(log.contains("Paolo Ferrari") && log.contains("Medico di medicina generale"), "the GP's access is in the log");
+
+    // the PDF index lists every document she sees, with the font embedded
+    let (s, pdf) = giulia.bytes("/documenti/indice.pdf").await;
+    assert_eq!(s, 200);
+    assert!(pdf.starts_with(b"%PDF-") && pdf.windows(9).any(|w| w == b"FontFile2"));
+    let text = pdf_text(&pdf);
+    assert!(text.contains(&format!("{total} documenti")), "the index says {total} documents");
+
+    // the parent: switching to the minor child, a P97 document is nowhere, not even in the PDF
+    let (s, loc, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-luca"), ("next", "/")]).await;
+    assert_eq!((s, loc.as_str()), (303, "/"));
+    let (_, home) = giulia.get("/").await;
+    assert!(home.contains("Luca Bianchi") && home.contains("figlio/a minore"), "whose record it is, on screen");
+    let (_, list) = giulia.get("/documenti").await;
+    assert!(!doc_links(&list).is_empty(), "the child's documents are listed");
+    assert!(!list.contains("consultorio"), "a document hidden from parents is not listed");
+    assert!(!list.contains("Giulia Rossi (il tuo)"));
+    let text = pdf_text(&giulia.bytes("/documenti/indice.pdf").await.1);
+    assert!(text.contains("Luca Bianchi") && !text.to_lowercase().contains("consultorio"), "nor in the PDF index");
+    assert_eq!(giulia.get("/documenti/doc-luca-consultorio").await.0, 404, "nor by address");
+    // a record she may not act on cannot be switched to
+    let (s, _, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "rossi-giulia-someone-else"), ("next", "/")]).await;
+    assert_eq!(s, 403);
+
+    // the delegate: Anna's delegation covers documents, vaccinations, appointments, access log
+    giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "verdi-anna"), ("next", "/")]).await;
+    let (s, list) = giulia.get("/documenti").await;
+    assert_eq!(s, 200);
+    assert!(list.contains("Verdi") || list.contains("Lettera di dimissione"));
+    let (s, page) = giulia.get("/risultati").await;
+    assert_eq!(s, 403, "results are outside the delegation");
+    assert!(!page.contains("mg/dL"));
+    giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "rossi-giulia"), ("next", "/")]).await;
+}
+
+#[tokio::test]
+async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
+    let app = portal_app().await;
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let csrf = giulia.csrf().await;
+    let observations = || async { app.count("Observation").await };
+    let before = observations().await;
+    // every problem, next to its field, nothing stored
+    let (s, _, page) = giulia
+        .post("/taccuino", &[("csrf", &csrf), ("kind", "blood-pressure"), ("value", "abc"), ("value2", ""), ("when", "2999-01-01")])
+        .await;
+    assert_eq!(s, 422);
+    for id in ["value-error", "value2-error", "when-error"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id} shown");
+    }
+    assert!(page.contains("aria-invalid=\"true\"") && page.contains("nulla è stato salvato"));
+    assert_eq!(observations().await, before);
+    // a forged form: refused, nothing stored
+    let (s, _, _) = giulia.post("/taccuino", &[("csrf", "x"), ("kind", "weight"), ("value", "70"), ("when", "2026-01-01")]).await;
+    assert_eq!(s, 403);
+    assert_eq!(observations().await, before);
+
+    // a private measurement: stored, charted for her, invisible to the GP
+    let (s, loc, _) = giulia.post("/taccuino", &[("csrf", &csrf), ("kind", "weight"), ("value", "71,5"), ("when", "2026-01-01")]).await;
+    assert_eq!((s, loc.as_str()), (303, "/taccuino?esito=misura"));
+    // a shared one
+    let (s, _, _) = giulia
+        .post(
+            "/taccuino",
+            &[("csrf", &csrf), ("kind", "blood-pressure"), ("value", "135"), ("value2", "85"), ("when", "2026-01-02"), ("share", "1")],
+        )
+        .await;
+    assert_eq!(s, 303);
+    assert_eq!(observations().await, before + 2);
+    let (_, chart) = giulia.get("/risultati/29463-7").await;
+    assert!(chart.contains("71.5 kg") && chart.contains("Taccuino"));
+    let gp_token = token_for(&app.store, &gp()).await;
+    let bearer = format!("Bearer {gp_token}");
+    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", None, &[("authorization", &bearer)]).await;
+    assert_eq!(r.body["total"], 0, "the private weight is hidden from the GP");
+    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|85354-9", None, &[("authorization", &bearer)]).await;
+    assert_eq!(r.body["total"], 1, "the shared blood pressure is visible to him");
+    assert_eq!(r.body["entry"][0]["resource"]["component"][1]["valueQuantity"]["value"], 85.0);
+
+    // delegations: a wrong codice fiscale and a past date are both named; nothing stored
+    let rps = app.count("RelatedPerson").await;
+    let (s, _, page) = giulia
+        .post("/famiglia/deleghe", &[("csrf", &csrf), ("given", "Mario"), ("family", "Neri"), ("cf", "NOTACODE"), ("until", "2001-01-01")])
+        .await;
+    assert_eq!(s, 422);
+    assert!(page.contains("id=\"cf-error\"") && page.contains("id=\"until-error\""));
+    assert!(page.contains("value=\"Mario\""), "what she typed is kept");
+    assert_eq!(app.count("RelatedPerson").await, rps);
+    // a valid one, scoped, then revoked
+    let cf = fascicolo::demo::cf("NREMRA70A01F205");
+    let (s, loc, _) = giulia
+        .post(
+            "/famiglia/deleghe",
+            &[("csrf", &csrf), ("given", "Mario"), ("family", "Neri"), ("cf", &cf), ("until", "2030-01-01"), ("scope", "Immunization")],
+        )
+        .await;
+    assert_eq!((s, loc.as_str()), (303, "/famiglia?esito=delega"), "{loc}");
+    let (_, page) = giulia.get("/famiglia").await;
+    assert!(page.contains("Mario Neri") && page.contains("Vaccinazioni") && page.contains("Revoca"));
+    let rp = page.split("/famiglia/deleghe/").nth(1).and_then(|s| s.split('/').next()).unwrap().to_string();
+    let (s, _, _) = giulia.post(&format!("/famiglia/deleghe/{rp}/revoca"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, 303);
+    let (_, page) = giulia.get("/famiglia").await;
+    assert!(page.contains("terminata"));
+    let v: Value = app.send("GET", &format!("/RelatedPerson/{rp}"), None, &[]).await.body;
+    assert_eq!(v["active"], false);
+}
+
+#[tokio::test]
+async fn italian_by_default_english_on_request_and_remembered() {
+    let app = portal_app().await;
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let (_, it) = giulia.get("/documenti").await;
+    assert!(it.contains("<html lang=\"it\"") && it.contains("I tuoi documenti"));
+    let r = no_redirects().get(format!("{}/lingua/en?next=/privacy", app.root)).header("cookie", &giulia.cookie).send().await.unwrap();
+    assert_eq!(location(&r), "/privacy");
+    let lang = set_cookie(&r, "fascicolo_lang").unwrap();
+    assert_eq!(lang, "en");
+    let r = no_redirects()
+        .get(format!("{}/documenti", app.root))
+        .header("cookie", format!("{}; fascicolo_lang=en", giulia.cookie))
+        .send()
+        .await
+        .unwrap();
+    let en = r.text().await.unwrap();
+    assert!(en.contains("<html lang=\"en\"") && en.contains("Your documents") && !en.contains("I tuoi documenti"));
+    // an open redirect is not possible through the language switch
+    let r = no_redirects().get(format!("{}/lingua/en?next=//evil.example", app.root)).send().await.unwrap();
+    assert_eq!(location(&r), "/");
+    // errors read as messages for people, in the chosen language
+    let r = no_redirects()
+        .get(format!("{}/documenti/nope", app.root))
+        .header("cookie", format!("{}; fascicolo_lang=en", giulia.cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let t = r.text().await.unwrap();
+    assert!(t.contains("Not found") && t.contains("does not exist or is not visible"));
+}

@@ -1,0 +1,335 @@
+//! Documents: the list with filters, a document's page (rendering, metadata, downloads,
+//! versions, hiding), Taccuino files and the PDF index of every document.
+
+use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, trusted, Ctx, Relation};
+use crate::AppState;
+use axum::extract::{Form, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use fascicolo_app::portal::{DocFilter, DocSummary, Portal};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+pub const PAGE_SIZE: usize = 20;
+
+fn filter_of(q: &std::collections::HashMap<String, String>) -> DocFilter {
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    DocFilter { text: get("q"), type_code: get("tipo"), from: get("dal"), to: get("al"), organization: get("struttura") }
+}
+
+fn hiding_label(c: &Ctx, code: &str) -> String {
+    match code {
+        "P99" => c.t("Oscurato ai medici", "Hidden from clinicians").into(),
+        "P97" => c.t("Oscurato ai genitori", "Hidden from parents").into(),
+        "P98" => c.t("Oscurato al cittadino", "Hidden from the citizen").into(),
+        other => other.to_string(),
+    }
+}
+
+fn doc_item(c: &Ctx, d: &DocSummary, seen: i64) -> Markup {
+    let new = d.is_new(seen);
+    html! {
+        li.hidden[!d.hiding.is_empty()] {
+            a.title href={ "/documenti/" (d.id) } { (d.title) }
+            @if new { span.badge.new { (c.t("Nuovo", "New")) } }
+            @for h in &d.hiding { span.badge.hidden { (hiding_label(c, h)) } }
+            @if d.taccuino { span.badge { "Taccuino" } }
+            div.muted {
+                (show_date(c.lang, &d.date, false))
+                @if !d.type_display.is_empty() && d.type_display != d.title { " · " (d.type_display) }
+                @if !d.organization.is_empty() { " · " (d.organization) }
+                @if !d.author.is_empty() { " · " (d.author) }
+            }
+        }
+    }
+}
+
+/// `GET /documenti`
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/documenti", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = query_map(raw.as_deref());
+    let filter = filter_of(&q);
+    let portal = Portal::new(state.fhir.clone());
+    let seen = portal.last_seen(c.actor()).await.unwrap_or(0);
+    let docs = match portal.documents(c.actor(), &filter).await {
+        Ok(d) => d,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    // the marks stay until the person leaves the list: remember this visit for the next one
+    if filter.text.is_none() && !q.contains_key("pagina") {
+        let _ = portal.mark_seen(c.actor()).await;
+    }
+    let pages = docs.items.len().div_ceil(PAGE_SIZE).max(1);
+    let page: usize = q.get("pagina").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, pages);
+    let shown = &docs.items[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(docs.items.len())];
+    let link = |p: usize| {
+        let mut pairs: Vec<(String, String)> =
+            q.iter().filter(|(k, _)| *k != "pagina" && *k != "lang").map(|(k, v)| (k.clone(), v.clone())).collect();
+        pairs.sort();
+        pairs.push(("pagina".into(), p.to_string()));
+        format!("/documenti?{}", fascicolo_app::fhir::encode_query(&pairs))
+    };
+    let v = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let filtered = docs.items.len() != docs.all;
+    let body = html! {
+        h1 { (c.t("I tuoi documenti", "Your documents")) }
+        p.lead { (c.t("Referti, lettere di dimissione, verbali di pronto soccorso, prescrizioni, certificati vaccinali e piani di cura, dal più recente.",
+            "Reports, discharge letters, emergency-room reports, prescriptions, vaccination certificates and care plans, newest first.")) }
+        form.filters method="get" action="/documenti" role="search" aria-label=(c.t("Cerca tra i documenti", "Search the documents")) {
+            div { label for="q" { (c.t("Cerca", "Search")) } input #q type="search" name="q" value=(v("q")) placeholder=(c.t("es. emocromo, glicemia, Sacco", "e.g. blood count, glucose, Sacco")); }
+            div { label for="tipo" { (c.t("Tipo di documento", "Document type")) }
+                select #tipo name="tipo" {
+                    option value="" { (c.t("Tutti", "All")) }
+                    @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (display) " (" (n) ")" } }
+                } }
+            div { label for="struttura" { (c.t("Struttura", "Facility")) }
+                select #struttura name="struttura" {
+                    option value="" { (c.t("Tutte", "All")) }
+                    @for o in &docs.organizations { option value=(o) selected[v("struttura") == *o] { (o) } }
+                } }
+            div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(v("dal")); }
+            div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(v("al")); }
+            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } @if filtered { a.btn.secondary href="/documenti" { (c.t("Azzera", "Clear")) } } }
+        }
+        p role="status" #doc-count {
+            @if filtered {
+                (docs.items.len()) " " (c.t("documenti trovati su", "documents found out of")) " " (docs.all)
+            } @else {
+                (docs.all) " " (c.t("documenti", "documents"))
+            }
+        }
+        @if docs.items.is_empty() {
+            div.alert {
+                @if docs.all == 0 {
+                    p { (c.t("Non ci sono ancora documenti nel fascicolo. Quando un ospedale, un laboratorio o il tuo medico pubblicano un documento, lo trovi qui e ricevi un avviso.",
+                        "There are no documents in the record yet. When a hospital, a laboratory or your doctor publishes one, you find it here and get a notification.")) }
+                } @else {
+                    p { (c.t("Nessun documento corrisponde ai filtri scelti. Prova con meno parole o un periodo più ampio.",
+                        "No document matches the chosen filters. Try fewer words or a wider period.")) }
+                }
+            }
+        } @else {
+            ul.doclist { @for d in shown { (doc_item(&c, d, seen)) } }
+            @if pages > 1 {
+                nav.pager aria-label=(c.t("Pagine", "Pages")) {
+                    @if page > 1 { a.btn.secondary href=(link(page - 1)) rel="prev" { "‹ " (c.t("Precedenti", "Previous")) } }
+                    span { (c.t("Pagina", "Page")) " " (page) " " (c.t("di", "of")) " " (pages) }
+                    @if page < pages { a.btn.secondary href=(link(page + 1)) rel="next" { (c.t("Successivi", "Next")) " ›" } }
+                }
+            }
+        }
+        p { a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice di tutti i documenti (PDF)", "Download the index of every document (PDF)")) } }
+    };
+    layout(&c, c.t("Documenti", "Documents"), body)
+}
+
+/// `GET /documenti/{id}`
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let path = format!("/documenti/{id}");
+    let c = match ctx(&state, &headers, &path, raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let portal = Portal::new(state.fhir.clone());
+    let detail = match portal.document(c.actor(), &id).await {
+        Ok(d) => d,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let d = &detail.doc;
+    // the rendering of a published CDA (Taccuino files and FHIR-only documents have none)
+    let rendering = if d.has_original { state.ingest.rendering_at(c.actor(), &id, 3).await.ok() } else { None };
+    let q = query_map(raw.as_deref());
+    let hidden_from_clinicians = d.hiding.iter().any(|h| h == "P99");
+    let hidden_from_parents = d.hiding.iter().any(|h| h == "P97");
+    let related_lab = rendering.is_some() && d.type_code == "11502-2";
+    let body = html! {
+        p { a href="/documenti" { "‹ " (c.t("Tutti i documenti", "All documents")) } }
+        h1 { (d.title) }
+        @if let Some(m) = q.get("esito") {
+            div.alert.ok role="status" { p { @match m.as_str() {
+                "P99" => (c.t("Fatto: il documento ora è oscurato ai medici. Lo vedi solo tu.", "Done: the document is now hidden from clinicians. Only you see it.")),
+                "P97" => (c.t("Fatto: il documento ora è oscurato ai genitori.", "Done: the document is now hidden from parents.")),
+                _ => (c.t("Fatto: l'oscuramento è stato tolto. I medici autorizzati possono di nuovo vedere il documento.", "Done: the hiding is lifted. Authorised clinicians can see the document again.")),
+            } } }
+        }
+        @for h in &d.hiding { span.badge.hidden { (hiding_label(&c, h)) } }
+        dl.meta {
+            dt { (c.t("Tipo", "Type")) } dd { (d.type_display) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
+            @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
+            @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
+            @if let Some(n) = &d.nre { dt { "NRE" } dd { (n) } }
+            @if !d.identifier.is_empty() { dt { (c.t("Identificativo", "Identifier")) } dd { code { (d.identifier) } } }
+            dt { (c.t("Stato", "Status")) } dd { @if detail.status == "current" { (c.t("Versione in vigore", "Current version")) } @else { (c.t("Sostituito da una versione più recente", "Replaced by a newer version")) } }
+        }
+        p {
+            @if d.has_original {
+                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF", "Download the PDF")) } " "
+                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale", "Download the original")) } " "
+            }
+            @if d.taccuino { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
+            @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici", "See the results in the charts")) } }
+        }
+        @if let Some(r) = rendering {
+            h2 { (c.t("Contenuto", "Content")) }
+            div.rendering { (trusted(r)) }
+        }
+        @if !detail.replaced.is_empty() {
+            h2 { (c.t("Versioni precedenti", "Earlier versions")) }
+            ul { @for (old, at) in &detail.replaced {
+                li { a href={ "/documenti/" (old) } { (c.t("Versione sostituita", "Replaced version")) } " — " (c.t("pubblicata il", "published on")) " " (show_date(c.lang, &fascicolo_fhir::datetime::format_instant(*at), true)) }
+            } }
+        }
+        @if detail.status == "current" && c.relation != Relation::Delegator {
+            h2 #oscuramento { (c.t("Oscuramento", "Hiding")) }
+            p { (c.t("Oscurare un documento significa che i medici e gli operatori che ti hanno in cura non lo vedono, nemmeno in emergenza, e non sanno che esiste. Tu continui a vederlo. Puoi togliere l'oscuramento quando vuoi.",
+                "Hiding a document means that the clinicians caring for you do not see it, not even in an emergency, and cannot tell it exists. You still see it. You can lift the hiding whenever you want.")) }
+            form.inline method="post" action={ "/documenti/" (d.id) "/oscuramento" } {
+                input type="hidden" name="csrf" value=(c.csrf());
+                @if hidden_from_clinicians {
+                    input type="hidden" name="code" value="P00";
+                    button type="submit" { (c.t("Togli l'oscuramento", "Lift the hiding")) }
+                } @else {
+                    input type="hidden" name="code" value="P99";
+                    button type="submit" { (c.t("Oscura ai medici", "Hide from clinicians")) }
+                }
+            }
+            @if c.relation == Relation::Own && !hidden_from_parents && !hidden_from_clinicians {
+                " "
+                form.inline method="post" action={ "/documenti/" (d.id) "/oscuramento" } {
+                    input type="hidden" name="csrf" value=(c.csrf());
+                    input type="hidden" name="code" value="P97";
+                    button.secondary type="submit" { (c.t("Oscura ai genitori", "Hide from parents")) }
+                }
+            }
+        }
+    };
+    layout(&c, &d.title, body)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HideForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// `POST /documenti/{id}/oscuramento`
+pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<HideForm>) -> Response {
+    let path = format!("/documenti/{id}");
+    let c = match ctx(&state, &headers, &path, None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&c, &f.csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    if !matches!(f.code.as_str(), "P99" | "P97" | "P00") {
+        return app_error(&state, c.lang, &fascicolo_app::AppError::BadRequest("hiding code".into()));
+    }
+    match Portal::new(state.fhir.clone()).hide(c.actor(), &id, &f.code).await {
+        Ok(()) => Redirect::to(&format!("/documenti/{id}?esito={}", f.code)).into_response(),
+        Err(e) => app_error(&state, c.lang, &e),
+    }
+}
+
+/// `GET /documenti/{id}/file`: a Taccuino upload.
+pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, &format!("/documenti/{id}/file"), None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match Portal::new(state.fhir.clone()).taccuino_file(c.actor(), &id).await {
+        Ok((ct, bytes)) => {
+            let inline = matches!(ct.as_str(), "application/pdf" | "image/png" | "image/jpeg");
+            let disp = if inline { "inline" } else { "attachment" };
+            (
+                [
+                    (header::CONTENT_TYPE, ct),
+                    (header::CONTENT_DISPOSITION, format!("{disp}; filename=\"taccuino-{id}\"")),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+                    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'".into()),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => app_error(&state, c.lang, &e),
+    }
+}
+
+/// `GET /documenti/indice.pdf`: every document of the record the person may see, as a PDF.
+pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/documenti/indice.pdf", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let portal = Portal::new(state.fhir.clone());
+    let docs = match portal.documents(c.actor(), &DocFilter::default()).await {
+        Ok(d) => d,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let patient = portal.patient(c.actor()).await.ok();
+    let cf = patient
+        .as_ref()
+        .and_then(|p| {
+            p["identifier"].as_array()?.iter().find(|i| i["system"] == fascicolo_app::access::CF_SYSTEM)?["value"]
+                .as_str()
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
+    let rows: Vec<super::pdf::Row> = docs
+        .items
+        .iter()
+        .map(|d| super::pdf::Row {
+            date: show_date(c.lang, &d.date, false),
+            title: d.title.clone(),
+            kind: d.type_display.clone(),
+            organization: d.organization.clone(),
+            identifier: d
+                .nre
+                .clone()
+                .map(|n| format!("NRE {n}"))
+                .unwrap_or_else(|| d.identifier.trim_start_matches("urn:fascicolo:cda:").to_string()),
+        })
+        .collect();
+    let title = c.t("Indice dei documenti del Fascicolo Sanitario Elettronico", "Index of the Electronic Health Record's documents");
+    let subtitle = format!(
+        "{} {}{} — {} {} — {} {}",
+        c.t("Fascicolo di", "Record of"),
+        c.record_name,
+        if cf.is_empty() { String::new() } else { format!(" ({cf})") },
+        rows.len(),
+        c.t("documenti", "documents"),
+        c.t("generato il", "generated on"),
+        show_date(c.lang, &now, true)
+    );
+    let headings = [c.t("Data", "Date"), c.t("Documento", "Document"), c.t("Struttura", "Facility"), c.t("Identificativo", "Identifier")];
+    match super::pdf::index(title, &subtitle, headings, &rows) {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/pdf".to_string()),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"indice-documenti.pdf\"".to_string()),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "document index PDF failed");
+            super::message(
+                &state,
+                c.lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                c.t("PDF non disponibile", "PDF unavailable"),
+                c.t("Non è stato possibile creare il PDF. Riprova più tardi.", "The PDF could not be created. Please try again later."),
+                None,
+            )
+        }
+    }
+}

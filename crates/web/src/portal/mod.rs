@@ -1,0 +1,457 @@
+//! The citizen portal: server-rendered pages (maud templates, checked at compile time) over
+//! the app layer's [`fascicolo_app::portal::Portal`]. Italian by default, English on request
+//! (`/lingua/en`, remembered in a cookie); accessible markup (landmarks, labels, visible focus,
+//! contrast); works at 360 px. Handlers are thin: session → actor → app call → template.
+
+mod chart;
+mod documents;
+mod family;
+mod pdf;
+mod privacy;
+mod records;
+mod taccuino;
+
+use crate::auth_web::{cookie, session};
+use crate::html::Lang;
+use crate::AppState;
+use axum::extract::{Path, RawQuery};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use fascicolo_app::auth::Session;
+use fascicolo_app::portal::Portal;
+use fascicolo_app::{Actor, AppError, Who};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use std::collections::HashMap;
+
+const LANG_COOKIE: &str = "fascicolo_lang";
+
+/// The portal's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(records::home))
+        .route("/documenti", get(documents::list))
+        .route("/documenti/indice.pdf", get(documents::index_pdf))
+        .route("/documenti/{id}", get(documents::show))
+        .route("/documenti/{id}/oscuramento", post(documents::hide))
+        .route("/documenti/{id}/file", get(documents::file))
+        .route("/risultati", get(records::results))
+        .route("/risultati/{code}", get(records::chart))
+        .route("/cronologia", get(records::timeline))
+        .route("/vaccinazioni", get(records::vaccinations))
+        .route("/prescrizioni", get(records::prescriptions))
+        .route("/appuntamenti", get(records::appointments))
+        .route("/piano-di-cura", get(records::care_plans))
+        .route("/taccuino", get(taccuino::page).post(taccuino::add_measurement))
+        .route("/taccuino/documenti", post(taccuino::add_document))
+        .route("/privacy", get(privacy::page))
+        .route("/privacy/consenso", post(privacy::consent))
+        .route("/privacy/accessi", get(privacy::access_log))
+        .route("/famiglia", get(family::page))
+        .route("/famiglia/deleghe", post(family::grant))
+        .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
+        .route("/lingua/{code}", get(language))
+        .route("/static/portal.css", get(css))
+        .route("/static/fonts/{name}", get(font))
+}
+
+/// Whose record the page shows, relative to the signed-in person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relation {
+    Own,
+    Child,
+    Delegator,
+}
+
+/// Everything a portal page needs about the request.
+pub struct Ctx {
+    pub lang: Lang,
+    pub session: Session,
+    pub demo: bool,
+    /// The record shown (Patient id), its holder's name and how the person relates to it.
+    pub record: String,
+    pub record_name: String,
+    pub relation: Relation,
+    /// Other records the person may switch to.
+    pub switchable: usize,
+    /// `?lang=` was given: remember it.
+    set_lang: Option<Lang>,
+    pub path: String,
+}
+
+impl Ctx {
+    pub fn actor(&self) -> &Actor {
+        &self.session.actor
+    }
+    pub fn t<'a>(&self, it: &'a str, en: &'a str) -> &'a str {
+        self.lang.t(it, en)
+    }
+    pub fn csrf(&self) -> &str {
+        &self.session.csrf
+    }
+}
+
+pub fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+    raw.map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// The language of a request: `?lang=`, else the cookie, else Italian.
+pub fn lang_of(headers: &HeaderMap, raw: Option<&str>) -> (Lang, Option<Lang>) {
+    let q = query_map(raw);
+    match q.get("lang").map(String::as_str) {
+        Some("en") => (Lang::En, Some(Lang::En)),
+        Some("it") => (Lang::It, Some(Lang::It)),
+        _ => match cookie(headers, LANG_COOKIE).as_deref() {
+            Some("en") => (Lang::En, None),
+            _ => (Lang::It, None),
+        },
+    }
+}
+
+fn lang_cookie(l: Lang) -> HeaderValue {
+    HeaderValue::from_str(&format!("{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax", l.code()))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+/// Build the context: a signed-in citizen (or parent, delegate) with a record, or a response
+/// that says why not (sign-in redirect, a page for professionals).
+pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<&str>) -> Result<Ctx, Response> {
+    let (lang, set_lang) = lang_of(headers, raw);
+    let Some((_, s)) = session(state, headers).await else {
+        let next = match raw {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_string(),
+        };
+        let enc = percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC).to_string();
+        return Err(Redirect::to(&format!("/auth/login?next={enc}")).into_response());
+    };
+    let Who::Citizen { patient, cf } = &s.actor.who else {
+        return Err(message(
+            state,
+            lang,
+            StatusCode::FORBIDDEN,
+            lang.t("Area riservata ai cittadini", "Citizens' area"),
+            lang.t(
+                "Queste pagine sono il fascicolo del cittadino. Con il profilo professionale attivo puoi consultare i fascicoli dei tuoi assistiti secondo le regole di privacy. Cambia profilo dalla pagina del tuo profilo.",
+                "These pages are the citizen's record. With a professional profile active you consult your patients' records under the privacy rules. Switch profile from your profile page.",
+            ),
+            Some(("/me", lang.t("Vai al tuo profilo", "Go to your profile"))),
+        ));
+    };
+    let Some(record) = s.actor.acting_for.clone() else {
+        return Err(message(
+            state,
+            lang,
+            StatusCode::NOT_FOUND,
+            lang.t("Fascicolo non trovato", "No record found"),
+            lang.t(
+                "Non risulti nell'anagrafe sanitaria regionale: il tuo fascicolo non è ancora attivo. Rivolgiti alla tua ASST o al tuo medico.",
+                "You are not in the regional health registry: your record is not active yet. Ask your ASST or your doctor.",
+            ),
+            None,
+        ));
+    };
+    let reps = fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await.unwrap_or_default();
+    let (relation, name) = if patient.as_deref() == Some(record.as_str()) {
+        (Relation::Own, String::new())
+    } else {
+        match reps.iter().find(|(p, _, _)| *p == record) {
+            Some((_, rel, name)) => (if rel == "parent" { Relation::Child } else { Relation::Delegator }, name.clone()),
+            // the child came of age or the delegation ended since the switch
+            None => {
+                return Err(message(
+                    state,
+                    lang,
+                    StatusCode::FORBIDDEN,
+                    lang.t("Non puoi più consultare questo fascicolo", "You can no longer look at this record"),
+                    lang.t(
+                        "Il figlio è diventato maggiorenne o la delega è terminata. Torna al tuo fascicolo.",
+                        "The child has come of age or the delegation has ended. Go back to your own record.",
+                    ),
+                    Some(("/famiglia", lang.t("Scegli il fascicolo", "Choose the record"))),
+                ))
+            }
+        }
+    };
+    let record_name = if relation == Relation::Own {
+        let portal = Portal::new(state.fhir.clone());
+        portal.patient(&s.actor).await.ok().map(|p| person_name(&p)).unwrap_or_default()
+    } else {
+        name
+    };
+    let switchable = reps.len() + usize::from(patient.is_some() && relation != Relation::Own);
+    Ok(Ctx { lang, demo: state.auth.demo, record, record_name, relation, switchable, set_lang, path: path.to_string(), session: s })
+}
+
+pub fn person_name(v: &serde_json::Value) -> String {
+    fascicolo_app::auth::display_name(v)
+}
+
+/// Navigation entries: (path, Italian, English).
+const NAV: &[(&str, &str, &str)] = &[
+    ("/", "Home", "Home"),
+    ("/documenti", "Documenti", "Documents"),
+    ("/risultati", "Risultati", "Results"),
+    ("/cronologia", "Cronologia", "Timeline"),
+    ("/vaccinazioni", "Vaccinazioni", "Vaccinations"),
+    ("/prescrizioni", "Prescrizioni", "Prescriptions"),
+    ("/appuntamenti", "Appuntamenti", "Appointments"),
+    ("/piano-di-cura", "Piano di cura", "Care plan"),
+    ("/taccuino", "Taccuino", "Notebook"),
+    ("/privacy", "Privacy", "Privacy"),
+    ("/famiglia", "Famiglia e deleghe", "Family and delegations"),
+];
+
+fn language_link(lang: Lang, path: &str) -> Markup {
+    let (code, label, hl) = match lang {
+        Lang::It => ("en", "English", "en"),
+        Lang::En => ("it", "Italiano", "it"),
+    };
+    let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC).to_string();
+    html! { a href={ "/lingua/" (code) "?next=" (next) } lang=(hl) hreflang=(hl) { (label) } }
+}
+
+fn head(lang: Lang, title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " — " (lang.t("Fascicolo Sanitario Elettronico", "Electronic Health Record")) }
+            link rel="stylesheet" href="/static/portal.css";
+        }
+    }
+}
+
+fn header_bands(lang: Lang, path: &str, demo: bool) -> Markup {
+    html! {
+        a.skip href="#main" { (lang.t("Vai al contenuto principale", "Skip to main content")) }
+        @if demo {
+            div.demo role="note" { (lang.t("Ambiente dimostrativo: persone e dati sono sintetici", "Demo environment: people and data are synthetic")) }
+        }
+        header {
+            div.slim { div.wrap {
+                span { "Regione Lombardia" }
+                span { (language_link(lang, path)) }
+            } }
+            div.center { div.wrap {
+                a.brand href="/" {
+                    span.logo aria-hidden="true" { "FSE" }
+                    span { span.name { (lang.t("Fascicolo Sanitario Elettronico", "Electronic Health Record")) }
+                        span.tag { (lang.t("I tuoi documenti e dati sanitari, in un unico posto", "Your health documents and data, in one place")) } }
+                }
+            } }
+        }
+    }
+}
+
+fn footer(lang: Lang) -> Markup {
+    html! {
+        footer { div.wrap {
+            p { strong { "Fascicolo" } " — " (lang.t("piattaforma regionale open source per la sanità digitale", "open-source regional digital-health platform")) }
+            p { a href="/privacy" { (lang.t("Informativa e privacy", "Privacy notice")) } " · " a href="/me" { (lang.t("Il tuo profilo", "Your profile")) } " · " a href="/fhir/r4/metadata" { "API FHIR R4" } }
+        } }
+    }
+}
+
+/// A whole portal page for a signed-in person.
+pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
+    let lang = c.lang;
+    let active = NAV.iter().filter(|(p, _, _)| *p == c.path || (*p != "/" && c.path.starts_with(p))).map(|(p, _, _)| *p).next_back();
+    let other = c.relation != Relation::Own;
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            (head(lang, title))
+            body {
+                (header_bands(lang, &c.path, c.demo))
+                nav.main aria-label=(lang.t("Sezioni del fascicolo", "Record sections")) { ul {
+                    @for (p, it, en) in NAV {
+                        li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                    }
+                } }
+                section.record.other[other] aria-label=(lang.t("Fascicolo consultato", "Record shown")) { div.wrap {
+                    p style="margin:0" role="status" {
+                        (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) " "
+                        strong #record-holder { (c.record_name) }
+                        @match c.relation {
+                            Relation::Own => { " (" (lang.t("il tuo", "yours")) ")" }
+                            Relation::Child => { " (" (lang.t("figlio/a minore", "minor child")) ")" }
+                            Relation::Delegator => { " (" (lang.t("su delega", "by delegation")) ")" }
+                        }
+                    }
+                    @if c.switchable > 0 || other {
+                        a.btn.secondary href="/famiglia" { (lang.t("Cambia fascicolo", "Switch record")) }
+                    }
+                    form.inline method="post" action="/auth/logout" {
+                        input type="hidden" name="csrf" value=(c.csrf());
+                        button.secondary type="submit" { (lang.t("Esci", "Sign out")) }
+                    }
+                } }
+                main #main tabindex="-1" { (body) }
+                (footer(lang))
+            }
+        }
+    };
+    finish(c.set_lang, StatusCode::OK, markup)
+}
+
+fn finish(set_lang: Option<Lang>, status: StatusCode, markup: Markup) -> Response {
+    let mut r = (status, Html(markup.into_string())).into_response();
+    if let Some(l) = set_lang {
+        r.headers_mut().insert(header::SET_COOKIE, lang_cookie(l));
+    }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A page with a message (no session needed): errors and empty states written for people.
+pub fn message(state: &AppState, lang: Lang, status: StatusCode, title: &str, text: &str, link: Option<(&str, &str)>) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            (head(lang, title))
+            body {
+                (header_bands(lang, "/", state.auth.demo))
+                main #main tabindex="-1" {
+                    h1 { (title) }
+                    div.alert.error[status.is_client_error() || status.is_server_error()] role="alert" { p { (text) } }
+                    p { @if let Some((href, label)) = link { a.btn href=(href) { (label) } " " } a href="/" { (lang.t("Torna alla pagina iniziale", "Back to the home page")) } }
+                }
+                (footer(lang))
+            }
+        }
+    };
+    finish(None, status, markup)
+}
+
+/// An app error as a page for people (never internals).
+pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
+    let (status, title, text) = match e {
+        AppError::NotFound(_) | AppError::Gone(_) => (
+            StatusCode::NOT_FOUND,
+            lang.t("Non trovato", "Not found"),
+            lang.t("Questo elemento non esiste o non è visibile per te.", "This item does not exist or is not visible to you."),
+        ),
+        AppError::Forbidden(_) => (
+            StatusCode::FORBIDDEN,
+            lang.t("Operazione non consentita", "Not allowed"),
+            lang.t(
+                "Il tuo profilo non permette questa operazione su questo fascicolo.",
+                "Your profile does not allow this on this record.",
+            ),
+        ),
+        AppError::BadRequest(_) | AppError::Invalid(_) => (
+            StatusCode::BAD_REQUEST,
+            lang.t("Richiesta non valida", "Invalid request"),
+            lang.t("Controlla i dati inseriti e riprova.", "Check what you entered and try again."),
+        ),
+        _ => {
+            tracing::warn!(error = %e, "portal request failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                lang.t("Servizio momentaneamente non disponibile", "Service temporarily unavailable"),
+                lang.t(
+                    "Non è stato possibile completare la richiesta. Riprova tra qualche minuto.",
+                    "The request could not be completed. Please try again in a few minutes.",
+                ),
+            )
+        }
+    };
+    message(state, lang, status, title, text, None)
+}
+
+/// The CSRF token of a form must be the session's.
+pub fn csrf_ok(c: &Ctx, sent: &str) -> bool {
+    fascicolo_app::auth::same_secret(&c.session.csrf, sent)
+}
+
+pub fn csrf_refused(state: &AppState, lang: Lang) -> Response {
+    tracing::warn!("portal form refused: missing or wrong CSRF token");
+    message(
+        state,
+        lang,
+        StatusCode::FORBIDDEN,
+        lang.t("Modulo scaduto", "Form expired"),
+        lang.t(
+            "Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova.",
+            "The form has expired or does not come from this site. Reload the page and try again.",
+        ),
+        None,
+    )
+}
+
+/// Dates as people read them in Italy (Europe/Rome), from FHIR date/dateTime/instant text.
+pub fn show_date(lang: Lang, s: &str, with_time: bool) -> String {
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
+    if s.len() >= 16 {
+        if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+            let local = t.to_offset(rome_offset(t).unwrap_or(UtcOffset::UTC));
+            let d = format!("{:02}/{:02}/{}", local.day(), local.month() as u8, local.year());
+            return if with_time { format!("{d} {:02}:{:02}", local.hour(), local.minute()) } else { d };
+        }
+    }
+    match (s.get(0..4), s.get(5..7), s.get(8..10)) {
+        (Some(y), Some(m), Some(d)) => format!("{d}/{m}/{y}"),
+        (Some(y), Some(m), None) => format!("{m}/{y}"),
+        _ => {
+            let _ = lang;
+            s.to_string()
+        }
+    }
+}
+
+/// Central European time with summer time (last Sunday of March to last Sunday of October, 01:00 UTC).
+fn rome_offset(t: time::OffsetDateTime) -> Option<time::UtcOffset> {
+    use time::{Date, Month, Weekday};
+    let last_sunday = |m: Month| -> Option<time::OffsetDateTime> {
+        let mut d = Date::from_calendar_date(t.year(), m, 31).ok()?;
+        while d.weekday() != Weekday::Sunday {
+            d = d.previous_day()?;
+        }
+        Some(d.with_hms(1, 0, 0).ok()?.assume_utc())
+    };
+    let summer = t >= last_sunday(Month::March)? && t < last_sunday(Month::October)?;
+    time::UtcOffset::from_hms(if summer { 2 } else { 1 }, 0, 0).ok()
+}
+
+/// `GET /lingua/{code}?next=`: remember the language and go back.
+async fn language(Path(code): Path<String>, RawQuery(raw): RawQuery) -> Response {
+    let lang = if code == "en" { Lang::En } else { Lang::It };
+    let q = query_map(raw.as_deref());
+    let next = match q.get("next") {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        _ => "/".into(),
+    };
+    let mut r = Redirect::to(&next).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, lang_cookie(lang));
+    r
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../../assets/portal.css"),
+    )
+        .into_response()
+}
+
+/// The fonts ship with the project (SIL Open Font License, see assets/fonts/OFL.txt).
+pub const FONT_REGULAR: &[u8] = include_bytes!("../../assets/fonts/TitilliumWeb_400Regular.ttf");
+pub const FONT_SEMIBOLD: &[u8] = include_bytes!("../../assets/fonts/TitilliumWeb_600SemiBold.ttf");
+pub const FONT_BOLD: &[u8] = include_bytes!("../../assets/fonts/TitilliumWeb_700Bold.ttf");
+
+async fn font(Path(name): Path<String>) -> Response {
+    let bytes = match name.as_str() {
+        "TitilliumWeb_400Regular.ttf" => FONT_REGULAR,
+        "TitilliumWeb_600SemiBold.ttf" => FONT_SEMIBOLD,
+        "TitilliumWeb_700Bold.ttf" => FONT_BOLD,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, "font/ttf"), (header::CACHE_CONTROL, "public, max-age=604800, immutable")], bytes).into_response()
+}
+
+/// Raw HTML that we produced ourselves (the CDA renderer escapes what it copies).
+pub fn trusted(s: String) -> PreEscaped<String> {
+    PreEscaped(s)
+}

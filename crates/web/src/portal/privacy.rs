@@ -1,0 +1,192 @@
+//! Privacy: consent to consultation with the information notice, hidden documents, the access
+//! log with filters (emergency accesses highlighted), the PDF index.
+
+use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, Ctx, Relation};
+use crate::AppState;
+use axum::extract::{Form, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use fascicolo_app::portal::{DocFilter, Portal};
+use maud::html;
+use serde::Deserialize;
+
+fn role_label(c: &Ctx, code: &str) -> String {
+    match code {
+        "gp" => c.t("Medico di medicina generale", "General practitioner"),
+        "pediatrician" => c.t("Pediatra di libera scelta", "Family pediatrician"),
+        "specialist" => c.t("Medico specialista", "Specialist"),
+        "nurse" => c.t("Infermiere", "Nurse"),
+        "cup-operator" => c.t("Operatore CUP", "Booking-centre operator"),
+        "asst-admin" => c.t("Amministrativo ASST", "ASST administrator"),
+        "system" => c.t("Sistema della struttura", "Facility system"),
+        "parent" => c.t("Genitore", "Parent"),
+        "delegate" => c.t("Delegato", "Delegate"),
+        "" => c.t("Piattaforma regionale", "Regional platform"),
+        other => other,
+    }
+    .to_string()
+}
+
+fn action_label(c: &Ctx, a: &str) -> &'static str {
+    match a {
+        "C" => c.t("Ha aggiunto dati", "Added data"),
+        "U" => c.t("Ha modificato dati", "Changed data"),
+        "D" => c.t("Ha cancellato dati", "Deleted data"),
+        "E" => c.t("Ha cercato nel fascicolo", "Searched the record"),
+        _ => c.t("Ha consultato", "Looked at"),
+    }
+}
+
+/// `GET /privacy`
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/privacy", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let portal = Portal::new(state.fhir.clone());
+    let consent = portal.consent(c.actor()).await.ok();
+    let hidden: Vec<_> = portal
+        .documents(c.actor(), &DocFilter::default())
+        .await
+        .map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect())
+        .unwrap_or_default();
+    let q = query_map(raw.as_deref());
+    let body = html! {
+        h1 { "Privacy" }
+        @if let Some(m) = q.get("esito") {
+            div.alert.ok role="status" { p { @if m == "consenso-si" { (c.t("Consenso registrato: i medici che ti curano ora possono consultare il fascicolo.", "Consent recorded: the clinicians caring for you can now consult the record.")) }
+                @else { (c.t("Consenso revocato: da ora i medici non possono più consultare il fascicolo (tranne in emergenza, con registrazione).", "Consent withdrawn: from now on clinicians cannot consult the record (except in an emergency, which is logged).")) } } }
+        }
+        section aria-labelledby="consent" {
+            h2 #consent { (c.t("Consenso alla consultazione", "Consent to consultation")) }
+            details {
+                summary { (c.t("Leggi l'informativa", "Read the information notice")) }
+                p { (c.t("Il Fascicolo raccoglie i documenti sanitari prodotti dalle strutture del Servizio sanitario. Con il consenso alla consultazione, i professionisti che ti hanno in cura (il tuo medico o pediatra, i medici delle strutture dove sei seguito) possono vedere i tuoi documenti per curarti. Senza consenso i documenti vengono comunque raccolti, ma solo tu li vedi. Puoi cambiare idea in qualsiasi momento. In emergenza un medico può accedere anche senza consenso: l'accesso viene registrato e ti viene notificato.",
+                    "The record collects the health documents produced by the health service's facilities. With consent to consultation, the professionals caring for you (your family doctor or pediatrician, the doctors of the facilities treating you) can see your documents to treat you. Without consent the documents are still collected, but only you see them. You can change your mind at any time. In an emergency a doctor can access the record without consent: the access is logged and you are notified.")) }
+            }
+            @match consent {
+                Some(given) => {
+                    p role="status" #consent-status { strong { @if given { (c.t("Hai dato il consenso alla consultazione.", "You have given consent to consultation.")) } @else { (c.t("Non hai dato il consenso alla consultazione.", "You have not given consent to consultation.")) } } }
+                    form method="post" action="/privacy/consenso" {
+                        input type="hidden" name="csrf" value=(c.csrf());
+                        @if given {
+                            input type="hidden" name="given" value="false";
+                            button.danger type="submit" { (c.t("Revoca il consenso", "Withdraw consent")) }
+                        } @else {
+                            input type="hidden" name="given" value="true";
+                            button type="submit" { (c.t("Do il consenso", "Give consent")) }
+                        }
+                    }
+                }
+                None => { p.muted { (c.t("Il consenso lo decide il titolare del fascicolo (o il genitore per un minore).", "Consent is decided by the record's holder (or a parent for a minor).")) } }
+            }
+        }
+        section aria-labelledby="hidden" {
+            h2 #hidden { (c.t("Documenti oscurati", "Hidden documents")) }
+            p { (c.t("Un documento oscurato non è visibile ai medici, nemmeno in emergenza, e non si può capire che esista. Puoi oscurare o rendere di nuovo visibile un documento dalla sua pagina.",
+                "A hidden document is not visible to clinicians, not even in an emergency, and its existence cannot be inferred. You can hide a document, or make it visible again, from its page.")) }
+            @if hidden.is_empty() { p.muted { (c.t("Nessun documento oscurato.", "No hidden documents.")) } } @else {
+                ul { @for d in &hidden { li { a href={ "/documenti/" (d.id) } { (d.title) } " — " (show_date(c.lang, &d.date, false)) " " span.badge.hidden { (d.hiding.join(", ")) } } } }
+            }
+        }
+        section aria-labelledby="log" {
+            h2 #log { (c.t("Chi ha consultato il fascicolo", "Who looked at the record")) }
+            p { (c.t("Ogni accesso di medici, operatori e strutture è registrato, con data, ruolo e motivo. Gli accessi in emergenza sono evidenziati.", "Every access by clinicians, operators and facilities is logged, with date, role and reason. Emergency accesses are highlighted.")) }
+            p { a.btn href="/privacy/accessi" { (c.t("Vedi il registro degli accessi", "See the access log")) } " " a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice dei documenti (PDF)", "Download the document index (PDF)")) } }
+        }
+        @if c.relation == Relation::Own {
+            section aria-labelledby="notify" {
+                h2 #notify { (c.t("Notifiche", "Notifications")) }
+                p { (c.t("Ricevi un avviso per ogni nuovo documento e per ogni accesso al fascicolo, all'indirizzo e al numero registrati presso la tua ASST.", "You get a notice for every new document and every access to the record, at the address and number your ASST holds.")) }
+                p.muted { (c.t("Le preferenze si impostano anche dall'API: ", "Preferences can also be set through the API: ")) code { "Patient/{id}/$notifications" } }
+            }
+        }
+    };
+    layout(&c, "Privacy", body)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    given: String,
+}
+
+/// `POST /privacy/consenso`
+pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<ConsentForm>) -> Response {
+    let c = match ctx(&state, &headers, "/privacy", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&c, &f.csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    let given = f.given == "true";
+    match Portal::new(state.fhir.clone()).set_consent(c.actor(), given).await {
+        Ok(()) => Redirect::to(if given { "/privacy?esito=consenso-si" } else { "/privacy?esito=consenso-no" }).into_response(),
+        Err(e) => app_error(&state, c.lang, &e),
+    }
+}
+
+/// `GET /privacy/accessi`: the access log, newest first, with filters.
+pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/privacy/accessi", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = query_map(raw.as_deref());
+    let log = match Portal::new(state.fhir.clone()).access_log(c.actor()).await {
+        Ok(l) => l,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let only_emergency = q.get("emergenza").is_some_and(|v| v == "1");
+    let who = q.get("chi").map(|s| s.trim().to_lowercase()).unwrap_or_default();
+    let from = q.get("dal").cloned().unwrap_or_default();
+    let to = q.get("al").cloned().unwrap_or_default();
+    let shown: Vec<_> = log
+        .iter()
+        .filter(|a| !only_emergency || a.emergency)
+        .filter(|a| who.is_empty() || format!("{} {} {}", a.who, a.organization, role_label(&c, &a.role)).to_lowercase().contains(&who))
+        .filter(|a| from.is_empty() || a.when.get(..10).unwrap_or_default() >= from.as_str())
+        .filter(|a| to.is_empty() || a.when.get(..10).unwrap_or_default() <= to.as_str())
+        .collect();
+    let emergencies = log.iter().filter(|a| a.emergency).count();
+    let body = html! {
+        p { a href="/privacy" { "‹ Privacy" } }
+        h1 { (c.t("Registro degli accessi", "Access log")) }
+        @if emergencies > 0 {
+            div.alert.error role="note" { p { strong { (emergencies) " " (c.t("accessi in emergenza", "emergency accesses")) } " — " (c.t("sono evidenziati in rosso con il motivo dichiarato dal medico.", "are highlighted in red with the reason the doctor gave.")) } }
+        }
+        form.filters method="get" action="/privacy/accessi" {
+            div { label for="chi" { (c.t("Chi (nome, ruolo o struttura)", "Who (name, role or facility)")) } input #chi name="chi" value=(q.get("chi").cloned().unwrap_or_default()); }
+            div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(from); }
+            div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(to); }
+            div { label.check { input type="checkbox" name="emergenza" value="1" checked[only_emergency]; (c.t("Solo accessi in emergenza", "Emergency accesses only")) } }
+            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
+        }
+        p role="status" #access-count { (shown.len()) " " (c.t("accessi", "accesses")) }
+        @if shown.is_empty() {
+            div.alert { p { (c.t("Nessun accesso da mostrare. Quando un medico o una struttura consulta il fascicolo, lo vedi qui.", "No accesses to show. When a doctor or a facility looks at the record, you see it here.")) } }
+        } @else {
+            div.scroll { table #access-log {
+                thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Chi", "Who")) } th scope="col" { (c.t("Ruolo", "Role")) } th scope="col" { (c.t("Struttura", "Facility")) } th scope="col" { (c.t("Cosa e perché", "What and why")) } } }
+                tbody { @for a in shown.iter().take(500) {
+                    tr style=[a.emergency.then_some("background:#fbe9ec")] {
+                        td { (show_date(c.lang, &a.when, true)) }
+                        th scope="row" { (a.who) }
+                        td { (role_label(&c, &a.role)) }
+                        td { (a.organization) }
+                        td {
+                            (action_label(&c, &a.action))
+                            @if !a.what.is_empty() { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
+                            @if a.emergency { " " span.badge.emergency { (c.t("Emergenza", "Emergency")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
+                            @if a.on_behalf { " " span.badge { (c.t("per conto del titolare", "on the holder's behalf")) } }
+                        }
+                    }
+                } }
+            } }
+        }
+    };
+    layout(&c, c.t("Registro degli accessi", "Access log"), body)
+}

@@ -1,0 +1,529 @@
+//! Home, results and charts, timeline, vaccinations, prescriptions, appointments, care plans.
+
+use super::{app_error, ctx, layout, query_map, show_date, trusted, Ctx};
+use crate::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use fascicolo_app::portal::{DocFilter, Portal, Series};
+use maud::{html, Markup};
+use serde_json::Value;
+
+fn text_of(cc: &Value) -> String {
+    cc["text"].as_str().or(cc["coding"][0]["display"].as_str()).or(cc["coding"][0]["code"].as_str()).unwrap_or_default().to_string()
+}
+
+fn med_name(m: &Value) -> String {
+    let t = text_of(&m["medicationCodeableConcept"]);
+    if t.is_empty() {
+        m["medicationReference"]["display"].as_str().unwrap_or_default().to_string()
+    } else {
+        t
+    }
+}
+
+/// The prescription's NRE (group identifier) if it has one.
+fn nre_of(m: &Value) -> Option<String> {
+    m["groupIdentifier"]["value"].as_str().map(String::from)
+}
+
+/// `GET /`: the signed-in citizen's home; the public landing page otherwise.
+pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    if crate::auth_web::session(&state, &headers).await.is_none() {
+        let (lang, set) = super::lang_of(&headers, raw.as_deref());
+        return landing(&state, lang, set);
+    }
+    let c = match ctx(&state, &headers, "/", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let portal = Portal::new(state.fhir.clone());
+    let seen = portal.last_seen(c.actor()).await.unwrap_or(0);
+    let docs = match portal.documents(c.actor(), &DocFilter::default()).await {
+        Ok(d) => d,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let ov = portal.overview(c.actor()).await.unwrap_or_default();
+    // the newest documents; marked when published since the last visit to the list
+    let latest: Vec<_> = docs.items.iter().take(4).collect();
+    let new_count = docs.items.iter().filter(|d| d.is_new(seen)).count();
+    let body = html! {
+        h1 { (c.t("Ciao", "Hello")) ", " (c.record_name) }
+        @if ov.consent == Some(false) {
+            div.alert.warn role="note" {
+                h2 style="margin-top:0" { (c.t("Da fare", "To do")) }
+                p { (c.t("Non hai dato il consenso alla consultazione: i medici che ti curano non possono vedere i tuoi documenti, nemmeno il tuo medico di famiglia.",
+                    "You have not given consent to consultation: the clinicians caring for you cannot see your documents, not even your family doctor.")) }
+                a.btn href="/privacy" { (c.t("Decidi sul consenso", "Decide on consent")) }
+            }
+        }
+        ul.cards {
+            li.card {
+                h2 { a href="/documenti" { (c.t("Documenti", "Documents")) } }
+                p { span.big { (docs.all) } " " (c.t("nel fascicolo", "in the record")) }
+                @if new_count > 0 { p { span.badge.new { (c.t("Nuovi dall'ultima visita", "New since your last visit")) ": " (new_count) } } }
+                @if !latest.is_empty() {
+                    h3.muted style="font-size:1rem;margin:.5rem 0 0" { (c.t("I più recenti", "Most recent")) }
+                    ul { @for d in &latest { li { a href={ "/documenti/" (d.id) } { (d.title) } " " span.muted { (show_date(c.lang, &d.date, false)) }
+                        @if d.is_new(seen) { " " span.badge.new { (c.t("Nuovo", "New")) } } } } }
+                }
+            }
+            li.card {
+                h2 { a href="/appuntamenti" { (c.t("Prossimi appuntamenti", "Upcoming appointments")) } }
+                @if ov.appointments.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.", "No appointments booked.")) } }
+                ul { @for a in ov.appointments.iter().take(3) {
+                    li { strong { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) } " — " (a["description"].as_str().unwrap_or_default()) }
+                } }
+            }
+            li.card {
+                h2 { a href="/prescrizioni" { (c.t("Prescrizioni attive", "Active prescriptions")) } }
+                p { span.big { (ov.prescriptions.len()) } }
+                ul { @for m in ov.prescriptions.iter().take(3) { li { (med_name(m)) @if let Some(n) = nre_of(m) { " " span.muted { "NRE " (n) } } } } }
+            }
+            li.card {
+                h2 { a href="/vaccinazioni" { (c.t("Vaccinazioni", "Vaccinations")) } }
+                p { span.big { (ov.immunizations.len()) } " " (c.t("registrate", "recorded")) }
+                @if let Some(last) = ov.immunizations.first() {
+                    p { (c.t("Ultima", "Latest")) ": " (text_of(&last["vaccineCode"])) " — " (show_date(c.lang, last["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+                }
+            }
+            @if !ov.care_plans.is_empty() {
+                li.card {
+                    h2 { a href="/piano-di-cura" { (c.t("Piani di cura", "Care plans")) } }
+                    ul { @for p in &ov.care_plans { li { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) } } }
+                }
+            }
+            li.card {
+                h2 { a href="/privacy" { "Privacy" } }
+                p { @match ov.consent {
+                    Some(true) => (c.t("Consenso alla consultazione: dato.", "Consent to consultation: given.")),
+                    Some(false) => (c.t("Consenso alla consultazione: non dato.", "Consent to consultation: not given.")),
+                    None => (c.t("Le scelte sulla privacy spettano al titolare del fascicolo.", "Privacy choices belong to the record's holder.")),
+                } }
+                p { a href="/privacy/accessi" { (c.t("Chi ha consultato il fascicolo", "Who looked at the record")) } }
+            }
+        }
+    };
+    layout(&c, c.t("Home", "Home"), body)
+}
+
+fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::Lang>) -> Response {
+    let body = html! {
+        h1 { (lang.t("Il tuo Fascicolo Sanitario Elettronico", "Your Electronic Health Record")) }
+        p.lead { (lang.t("Referti, lettere di dimissione, vaccinazioni, prescrizioni e i tuoi dati sanitari, sempre con te. Decidi tu chi può vederli.",
+            "Reports, discharge letters, vaccinations, prescriptions and your health data, always with you. You decide who can see them.")) }
+        p { a.btn href="/auth/login?next=/" { (lang.t("Accedi al Fascicolo", "Sign in to your record")) } }
+        @if state.auth.demo {
+            div.alert role="note" { p { (lang.t("Ambiente dimostrativo: l'accesso avviene con un fornitore di identità di prova che ti fa scegliere una persona sintetica. Non inserire dati reali.",
+                "Demo environment: sign-in goes through a test identity provider where you pick a synthetic person. Do not enter real data.")) } }
+        }
+        h2 { (lang.t("Per chi sviluppa e per le strutture", "For developers and healthcare providers")) }
+        ul {
+            li { a href="/fhir/r4/metadata" { "API FHIR R4" } " " (lang.t("con SMART on FHIR: le stesse regole di privacy del portale.", "with SMART on FHIR: the same privacy rules as the portal.")) }
+            li { code { "/ingest/v1" } " — " (lang.t("pubblicazione dei documenti CDA2 (gateway FSE 2.0).", "CDA2 document publication (FSE 2.0 gateway).")) }
+        }
+    };
+    let markup = html! {
+        (maud::DOCTYPE)
+        html lang=(lang.code()) {
+            (super::head(lang, lang.t("Benvenuto", "Welcome")))
+            body { (super::header_bands(lang, "/", state.auth.demo)) main #main tabindex="-1" { (body) } (super::footer(lang)) }
+        }
+    };
+    super::finish(set, axum::http::StatusCode::OK, markup)
+}
+
+fn fmt_value(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        format!("{v:.2}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
+    html! { @if p.out_of_range() {
+        span.badge.out { @match (p.high, p.low) {
+            (Some(h), _) if p.value > h => (c.t("Alto", "High")),
+            (_, Some(l)) if p.value < l => (c.t("Basso", "Low")),
+            _ => (c.t("Fuori intervallo", "Out of range")),
+        } }
+    } }
+}
+
+fn range_text(p: &fascicolo_app::portal::Point) -> String {
+    match (p.low, p.high) {
+        (Some(l), Some(h)) => format!("{} – {}", fmt_value(l), fmt_value(h)),
+        (Some(l), None) => format!("≥ {}", fmt_value(l)),
+        (None, Some(h)) => format!("≤ {}", fmt_value(h)),
+        _ => "—".into(),
+    }
+}
+
+/// `GET /risultati`: every coded result with its latest value.
+pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/risultati", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let series = match Portal::new(state.fhir.clone()).results(c.actor(), None, false).await {
+        Ok(s) => s,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let body = html! {
+        h1 { (c.t("Risultati ed esami", "Results and tests")) }
+        p.lead { (c.t("Ogni valore misurato, dai referti di laboratorio e dal tuo Taccuino. Apri un esame per vederne l'andamento nel tempo con l'intervallo di riferimento del laboratorio.",
+            "Every measured value, from laboratory reports and your Notebook. Open a test to see it over time with the laboratory's reference range.")) }
+        @if series.is_empty() {
+            div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.", "No results yet. When a laboratory publishes a report, its values appear here.")) } }
+        } @else {
+            div.scroll { table {
+                caption.muted style="text-align:left" { (series.len()) " " (c.t("esami", "tests")) }
+                thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valori", "Values")) } } }
+                tbody { @for s in &series { @if let Some(p) = s.last() {
+                    tr {
+                        th scope="row" { a href={ "/risultati/" (s.code) } { (s.name) } }
+                        td { (fmt_value(p.value)) " " (p.unit) " " (flag_badge(&c, p)) }
+                        td { (range_text(p)) }
+                        td { (show_date(c.lang, &p.when, false)) }
+                        td { (s.points.len()) }
+                    }
+                } } }
+            } }
+        }
+        p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino", "Add a measurement to the Notebook")) } }
+    };
+    layout(&c, c.t("Risultati", "Results"), body)
+}
+
+fn code_param(code: &str) -> String {
+    if code.contains('|') {
+        code.to_string()
+    } else {
+        format!("http://loinc.org|{code}")
+    }
+}
+
+/// `GET /risultati/{code}`: the chart of one result.
+pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let path = format!("/risultati/{code}");
+    let c = match ctx(&state, &headers, &path, raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if code.is_empty() || code.len() > 64 || !code.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.') {
+        return app_error(&state, c.lang, &fascicolo_app::AppError::NotFound("code".into()));
+    }
+    let all = match Portal::new(state.fhir.clone()).results(c.actor(), Some(&code_param(&code)), true).await {
+        Ok(s) => s,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    // a panel search (blood pressure) returns its components as series too
+    let series: Vec<&Series> = {
+        let exact: Vec<&Series> = all.iter().filter(|s| s.code == code).collect();
+        if exact.is_empty() || all.len() > 1 {
+            all.iter().collect()
+        } else {
+            exact
+        }
+    };
+    if series.is_empty() {
+        return app_error(&state, c.lang, &fascicolo_app::AppError::NotFound("no values".into()));
+    }
+    let title = series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / ");
+    let body = html! {
+        p { a href="/risultati" { "‹ " (c.t("Tutti i risultati", "All results")) } }
+        h1 { (title) }
+        @for s in &series {
+            @if series.len() > 1 { h2 { (s.name) } }
+            @let units = s.unit_changes();
+            @let sources = s.source_changes();
+            @if !units.is_empty() {
+                div.alert.warn role="note" { p { (c.t("Attenzione: l'unità di misura è cambiata nel tempo (linea tratteggiata arancione). Confronta i valori con il loro intervallo di riferimento.",
+                    "Note: the unit of measure changed over time (dashed orange line). Compare each value with its own reference range.")) } }
+            }
+            @if !sources.is_empty() {
+                div.alert.warn role="note" { p { (c.t("I valori vengono da laboratori diversi (linea tratteggiata arancione dove cambia il laboratorio): metodi e intervalli di riferimento possono differire.",
+                    "The values come from different laboratories (dashed orange line where the laboratory changes): methods and reference ranges may differ.")) } }
+            }
+            figure.chart {
+                (trusted(super::chart::svg(c.lang, s)))
+                figcaption.muted {
+                    (c.t("Area verde: intervallo di riferimento del laboratorio. Rombo rosso: valore fuori intervallo. Quadrato: misura del Taccuino.",
+                        "Green area: the laboratory's reference range. Red diamond: value out of range. Square: Notebook measurement."))
+                }
+            }
+            div.scroll { table {
+                caption.muted style="text-align:left" { (c.t("Tutti i valori", "All values")) }
+                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valore", "Value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Fonte", "Source")) } } }
+                tbody { @for (i, p) in s.points.iter().enumerate().rev() {
+                    tr {
+                        td { (show_date(c.lang, &p.when, false)) }
+                        td { (fmt_value(p.value)) " " (p.unit) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
+                        td { (range_text(p)) }
+                        td {
+                            @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto", "Report").to_string() } else { p.source.clone() }) } }
+                            @else { (p.source) }
+                            @if sources.contains(&i) { " " span.badge { (c.t("laboratorio cambiato", "laboratory changed")) } }
+                        }
+                    }
+                } }
+            } }
+        }
+    };
+    layout(&c, &title, body)
+}
+
+/// `GET /cronologia`: care events over time, filterable by kind.
+pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/cronologia", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = query_map(raw.as_deref());
+    let kind = q.get("tipo").cloned().unwrap_or_default();
+    let portal = Portal::new(state.fhir.clone());
+    // (date, kind, text, link)
+    let mut events: Vec<(String, &'static str, String, Option<String>)> = Vec::new();
+    let want = |k: &str| kind.is_empty() || kind == k;
+    if want("documenti") {
+        if let Ok(d) = portal.documents(c.actor(), &DocFilter::default()).await {
+            events.extend(d.items.into_iter().map(|d| {
+                (
+                    d.date.clone(),
+                    "documenti",
+                    format!("{}{}", d.title, if d.organization.is_empty() { String::new() } else { format!(" — {}", d.organization) }),
+                    Some(format!("/documenti/{}", d.id)),
+                )
+            }));
+        }
+    }
+    if want("ricoveri") {
+        for e in portal.list(c.actor(), "Encounter", "-date").await.unwrap_or_default() {
+            let what = match e["class"]["code"].as_str() {
+                Some("EMER") => c.t("Accesso in pronto soccorso", "Emergency-room visit"),
+                Some("IMP") => c.t("Ricovero", "Hospital stay"),
+                _ => c.t("Visita o contatto", "Visit or contact"),
+            };
+            let end = e["period"]["end"].as_str().map(|x| format!(" – {}", show_date(c.lang, x, false))).unwrap_or_default();
+            events.push((e["period"]["start"].as_str().unwrap_or_default().to_string(), "ricoveri", format!("{what}{end}"), None));
+        }
+    }
+    if want("vaccinazioni") {
+        for i in portal.list(c.actor(), "Immunization", "-date").await.unwrap_or_default() {
+            events.push((
+                i["occurrenceDateTime"].as_str().unwrap_or_default().to_string(),
+                "vaccinazioni",
+                text_of(&i["vaccineCode"]),
+                Some("/vaccinazioni".into()),
+            ));
+        }
+    }
+    if want("prescrizioni") {
+        for m in portal.list(c.actor(), "MedicationRequest", "-authoredon").await.unwrap_or_default() {
+            events.push((
+                m["authoredOn"].as_str().unwrap_or_default().to_string(),
+                "prescrizioni",
+                med_name(&m),
+                Some("/prescrizioni".into()),
+            ));
+        }
+    }
+    events.sort_by(|a, b| b.0.cmp(&a.0));
+    let kinds: [(&str, &str, &str); 5] = [
+        ("", "Tutto", "Everything"),
+        ("documenti", "Documenti", "Documents"),
+        ("ricoveri", "Ricoveri e pronto soccorso", "Stays and emergency visits"),
+        ("vaccinazioni", "Vaccinazioni", "Vaccinations"),
+        ("prescrizioni", "Prescrizioni", "Prescriptions"),
+    ];
+    let label = |k: &str| kinds.iter().find(|x| x.0 == k).map_or("", |x| c.t(x.1, x.2));
+    let body = html! {
+        h1 { (c.t("Cronologia", "Timeline")) }
+        form.filters method="get" action="/cronologia" {
+            div { label for="tipo" { (c.t("Mostra", "Show")) }
+                select #tipo name="tipo" { @for (k, it, en) in kinds { option value=(k) selected[kind == k] { (c.t(it, en)) } } } }
+            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
+        }
+        @if events.is_empty() {
+            div.alert { p { (c.t("Nessun evento da mostrare.", "No events to show.")) } }
+        } @else {
+            p role="status" { (events.len()) " " (c.t("eventi", "events")) }
+            ol.timeline { @for (date, k, text, link) in events.iter().take(300) {
+                li { strong { (show_date(c.lang, date, false)) } " · " span.muted { (label(k)) } br;
+                    @if let Some(l) = link { a href=(l) { (text) } } @else { (text) } }
+            } }
+            @if events.len() > 300 { p.muted { (c.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.", "The 300 most recent events are shown: use the filters to see the others.")) } }
+        }
+    };
+    layout(&c, c.t("Cronologia", "Timeline"), body)
+}
+
+/// `GET /vaccinazioni`
+pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/vaccinazioni", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "Immunization", "-date").await {
+        Ok(l) => l,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let body = html! {
+        h1 { (c.t("Vaccinazioni", "Vaccinations")) }
+        @if list.is_empty() {
+            div.alert { p { (c.t("Nessuna vaccinazione registrata nel fascicolo.", "No vaccinations recorded in the record.")) } }
+        } @else {
+            div.scroll { table {
+                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Vaccino", "Vaccine")) } th scope="col" { (c.t("Dose", "Dose")) } th scope="col" { (c.t("Lotto", "Lot")) } th scope="col" { (c.t("Stato", "Status")) } } }
+                tbody { @for i in &list { tr {
+                    td { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+                    th scope="row" { (text_of(&i["vaccineCode"])) }
+                    td { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
+                    td { (i["lotNumber"].as_str().unwrap_or("—")) }
+                    td { @if i["status"] == "completed" { (c.t("Eseguita", "Given")) } @else { (i["status"].as_str().unwrap_or_default()) } }
+                } } }
+            } }
+        }
+    };
+    layout(&c, c.t("Vaccinazioni", "Vaccinations"), body)
+}
+
+/// A Code 39 barcode of an NRE as SVG (what pharmacies scan).
+fn barcode(nre: &str) -> Option<String> {
+    let bars = barcoders::sym::code39::Code39::new(nre.to_uppercase()).ok()?.encode();
+    let unit = 1.6;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {:.1} 60\" width=\"{:.0}\" height=\"60\" role=\"img\" aria-label=\"Code 39: {}\">",
+        bars.len() as f64 * unit + 20.0,
+        bars.len() as f64 * unit + 20.0,
+        crate::html::esc(nre)
+    );
+    out.push_str("<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>");
+    for (i, b) in bars.iter().enumerate() {
+        if *b == 1 {
+            out.push_str(&format!("<rect x=\"{:.1}\" y=\"5\" width=\"{unit}\" height=\"50\" fill=\"#000\"/>", 10.0 + i as f64 * unit));
+        }
+    }
+    out.push_str("</svg>");
+    Some(out)
+}
+
+/// `GET /prescrizioni`
+pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/prescrizioni", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let portal = Portal::new(state.fhir.clone());
+    let meds = match portal.list(c.actor(), "MedicationRequest", "-authoredon").await {
+        Ok(l) => l,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let services = portal.list(c.actor(), "ServiceRequest", "-authored").await.unwrap_or_default();
+    let status = |s: &str| match s {
+        "active" => c.t("Da ritirare", "To collect"),
+        "completed" => c.t("Erogata", "Dispensed"),
+        "cancelled" | "revoked" => c.t("Annullata", "Cancelled"),
+        "stopped" => c.t("Sospesa", "Stopped"),
+        _ => c.t("Altro", "Other"),
+    };
+    let body = html! {
+        h1 { (c.t("Prescrizioni", "Prescriptions")) }
+        p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.", "Electronic prescriptions for medicines and services. At the pharmacy, the NRE code with your health card is enough.")) }
+        @if meds.is_empty() && services.is_empty() {
+            div.alert { p { (c.t("Nessuna prescrizione nel fascicolo.", "No prescriptions in the record.")) } }
+        }
+        @for m in &meds {
+            section.card style="margin:1rem 0" {
+                h2 { (med_name(m)) }
+                dl.meta {
+                    dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
+                    dt { (c.t("Stato", "Status")) } dd { (status(m["status"].as_str().unwrap_or_default())) }
+                    @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia", "Dosage")) } dd { (d) } }
+                    @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore", "Prescriber")) } dd { (r) } }
+                    @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
+                }
+                @if let Some(svg) = nre_of(m).and_then(|n| barcode(&n)) { div.barcode { (trusted(svg)) } }
+            }
+        }
+        @if !services.is_empty() {
+            h2 { (c.t("Prestazioni prescritte", "Prescribed services")) }
+            ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status(s["status"].as_str().unwrap_or_default())) } } }
+        }
+    };
+    layout(&c, c.t("Prescrizioni", "Prescriptions"), body)
+}
+
+/// `GET /appuntamenti`
+pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/appuntamenti", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "Appointment", "-date").await {
+        Ok(l) => l,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
+    let (next, past): (Vec<&Value>, Vec<&Value>) = list.iter().partition(|a| a["start"].as_str().is_some_and(|s| s >= now.as_str()));
+    let row = |a: &Value| {
+        html! { tr {
+            td { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) }
+            th scope="row" { (a["description"].as_str().unwrap_or_default()) }
+            td { @match a["status"].as_str() { Some("booked") => (c.t("Prenotato", "Booked")), Some("cancelled") => (c.t("Annullato", "Cancelled")), Some("fulfilled") => (c.t("Eseguito", "Done")), Some(o) => (o), None => "" } }
+        } }
+    };
+    let body = html! {
+        h1 { (c.t("Appuntamenti", "Appointments")) }
+        h2 { (c.t("In programma", "Upcoming")) }
+        @if next.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.", "No upcoming appointments.")) } } @else {
+            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Prestazione", "Service")) } th scope="col" { (c.t("Stato", "Status")) } } } tbody { @for a in next.iter().rev() { (row(a)) } } } }
+        }
+        h2 { (c.t("Passati", "Past")) }
+        @if past.is_empty() { p.muted { (c.t("Nessun appuntamento passato.", "No past appointments.")) } } @else {
+            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Prestazione", "Service")) } th scope="col" { (c.t("Stato", "Status")) } } } tbody { @for a in &past { (row(a)) } } } }
+        }
+    };
+    layout(&c, c.t("Appuntamenti", "Appointments"), body)
+}
+
+/// `GET /piano-di-cura`: care plans (PAI) and the birth-pathway agenda.
+pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/piano-di-cura", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "CarePlan", "-date").await {
+        Ok(l) => l,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let body = html! {
+        h1 { (c.t("Piano di cura", "Care plan")) }
+        @if list.is_empty() {
+            div.alert { p { (c.t("Non hai piani di cura attivi. Il piano assistenziale individuale (PAI) o l'agenda del percorso nascita, quando ci sono, compaiono qui.",
+                "You have no care plans. The individual care plan (PAI) or the birth-pathway agenda, when there are any, appear here.")) } }
+        }
+        @for p in &list {
+            section.card style="margin:1rem 0" {
+                h2 { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) }
+                dl.meta {
+                    dt { (c.t("Stato", "Status")) } dd { @if p["status"] == "active" { (c.t("Attivo", "Active")) } @else { (p["status"].as_str().unwrap_or_default()) } }
+                    @if let Some(s) = p["period"]["start"].as_str() { dt { (c.t("Dal", "From")) } dd { (show_date(c.lang, s, false)) } }
+                    @if let Some(s) = p["period"]["end"].as_str() { dt { (c.t("Al", "To")) } dd { (show_date(c.lang, s, false)) } }
+                    @if let Some(d) = p["description"].as_str() { dt { (c.t("Descrizione", "Description")) } dd { (d) } }
+                }
+                @if let Some(acts) = p["activity"].as_array() {
+                    h3 { (c.t("Attività", "Activities")) }
+                    ul { @for a in acts { li {
+                        (text_of(&a["detail"]["code"]))
+                        @if let Some(d) = a["detail"]["description"].as_str() { " — " (d) }
+                        @if let Some(s) = a["detail"]["scheduledPeriod"]["start"].as_str() { " · " (show_date(c.lang, s, false)) }
+                        @else if let Some(s) = a["detail"]["scheduledString"].as_str() { " · " (s) }
+                    } } }
+                }
+            }
+        }
+    };
+    layout(&c, c.t("Piano di cura", "Care plan"), body)
+}

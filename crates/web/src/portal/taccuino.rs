@@ -1,0 +1,234 @@
+//! The Taccuino: measurements and own documents the citizen adds, each shared with clinicians
+//! or kept private.
+
+use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, Ctx};
+use crate::AppState;
+use axum::extract::{Form, Multipart, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use fascicolo_app::portal::{DocFilter, FieldError, MeasureKind, Measurement, Portal};
+use maud::{html, Markup};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct MeasureForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    value2: String,
+    #[serde(default)]
+    when: String,
+    #[serde(default)]
+    note: String,
+    share: Option<String>,
+}
+
+fn field_error(c: &Ctx, errors: &[FieldError], field: &str) -> Markup {
+    html! { @for (f, it, en) in errors { @if *f == field { p.field-error id={ (field) "-error" } { (c.t(it, en)) } } } }
+}
+
+fn described(errors: &[FieldError], field: &str) -> Option<String> {
+    errors.iter().any(|(f, _, _)| *f == field).then(|| format!("{field}-error"))
+}
+
+async fn render(
+    state: &AppState,
+    c: &Ctx,
+    form: &MeasureForm,
+    errors: &[FieldError],
+    doc_errors: &[FieldError],
+    done: Option<&str>,
+) -> Response {
+    let portal = Portal::new(state.fhir.clone());
+    let series = portal.results(c.actor(), None, false).await.unwrap_or_default();
+    let mut mine: Vec<(String, String, String, bool, Option<String>)> = Vec::new();
+    for s in &series {
+        for p in s.points.iter().filter(|p| p.taccuino) {
+            mine.push((p.when.clone(), s.name.clone(), format!("{} {}", p.value, p.unit), false, Some(format!("/risultati/{}", s.code))));
+        }
+    }
+    let docs = portal.documents(c.actor(), &DocFilter::default()).await.map(|d| d.items).unwrap_or_default();
+    for d in docs.iter().filter(|d| d.taccuino) {
+        mine.push((
+            d.date.clone(),
+            d.title.clone(),
+            c.t("Documento", "Document").to_string(),
+            !d.hiding.is_empty(),
+            Some(format!("/documenti/{}", d.id)),
+        ));
+    }
+    mine.sort_by(|a, b| b.0.cmp(&a.0));
+    let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
+    let when = if form.when.is_empty() { now.get(..10).unwrap_or_default().to_string() } else { form.when.clone() };
+    let kind = if form.kind.is_empty() { "weight" } else { form.kind.as_str() };
+    let status = if errors.is_empty() && doc_errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let body = html! {
+        h1 { (c.t("Taccuino personale", "Personal notebook")) }
+        p.lead { (c.t("Annota le tue misure e carica i tuoi documenti (referti di strutture private, foto di esami). Per ogni elemento decidi tu se i medici che ti curano possono vederlo.",
+            "Record your measurements and upload your own documents (reports from private providers, photos of tests). For each item you decide whether the clinicians caring for you can see it.")) }
+        @if let Some(d) = done { div.alert.ok role="status" { p { (d) } } }
+        @if !errors.is_empty() || !doc_errors.is_empty() {
+            div.alert.error role="alert" { p { (c.t("Controlla i campi indicati: nulla è stato salvato.", "Check the fields shown: nothing was saved.")) } }
+        }
+        section aria-labelledby="add-measure" {
+            h2 #add-measure { (c.t("Aggiungi una misura", "Add a measurement")) }
+            form method="post" action="/taccuino" novalidate {
+                input type="hidden" name="csrf" value=(c.csrf());
+                div.filters {
+                    div { label for="kind" { (c.t("Misura", "Measurement")) }
+                        select #kind name="kind" { @for k in MeasureKind::ALL { @let (_, it, en, unit) = k.info(); option value=(k.slug()) selected[kind == k.slug()] { (c.t(it, en)) " (" (unit) ")" } } } }
+                    div { label for="value" { (c.t("Valore (per la pressione: massima)", "Value (blood pressure: systolic)")) }
+                        input #value name="value" inputmode="decimal" value=(form.value) required aria-invalid=[described(errors, "value").map(|_| "true")] aria-describedby=[described(errors, "value")];
+                        (field_error(c, errors, "value")) }
+                    div { label for="value2" { (c.t("Minima (solo pressione)", "Diastolic (blood pressure only)")) }
+                        input #value2 name="value2" inputmode="decimal" value=(form.value2) aria-invalid=[described(errors, "value2").map(|_| "true")] aria-describedby=[described(errors, "value2")];
+                        (field_error(c, errors, "value2")) }
+                    div { label for="when" { (c.t("Data", "Date")) }
+                        input #when type="date" name="when" value=(when) max=(now.get(..10).unwrap_or_default()) required aria-invalid=[described(errors, "when").map(|_| "true")] aria-describedby=[described(errors, "when")];
+                        (field_error(c, errors, "when")) }
+                }
+                label for="note" { (c.t("Nota (facoltativa)", "Note (optional)")) }
+                textarea #note name="note" rows="2" maxlength="2000" { (form.note) }
+                (field_error(c, errors, "note"))
+                label.check { input type="checkbox" name="share" value="1" checked[form.share.is_some() || (errors.is_empty() && form.value.is_empty())]; (c.t("I medici che mi curano possono vedere questa misura", "The clinicians caring for me may see this measurement")) }
+                p { button type="submit" { (c.t("Salva la misura", "Save the measurement")) } }
+            }
+        }
+        section aria-labelledby="add-doc" {
+            h2 #add-doc { (c.t("Carica un documento", "Upload a document")) }
+            form method="post" action="/taccuino/documenti" enctype="multipart/form-data" novalidate {
+                input type="hidden" name="csrf" value=(c.csrf());
+                label for="title" { (c.t("Titolo", "Title")) }
+                input #title name="title" maxlength="200" required aria-describedby=[described(doc_errors, "title")];
+                (field_error(c, doc_errors, "title"))
+                label for="file" { (c.t("File (PDF, PNG, JPEG o testo; al massimo 5 MB)", "File (PDF, PNG, JPEG or text; 5 MB at most)")) }
+                input #file type="file" name="file" accept="application/pdf,image/png,image/jpeg,text/plain" required aria-describedby=[described(doc_errors, "file")];
+                (field_error(c, doc_errors, "file"))
+                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono vedere questo documento", "The clinicians caring for me may see this document")) }
+                p { button type="submit" { (c.t("Carica", "Upload")) } }
+            }
+        }
+        h2 { (c.t("Nel tuo Taccuino", "In your notebook")) }
+        @if mine.is_empty() { p.muted { (c.t("Il Taccuino è vuoto.", "The notebook is empty.")) } } @else {
+            div.scroll { table {
+                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Elemento", "Item")) } th scope="col" { (c.t("Valore", "Value")) } } }
+                tbody { @for (when, what, value, hidden, link) in mine.iter().take(200) { tr {
+                    td { (show_date(c.lang, when, false)) }
+                    th scope="row" { @if let Some(l) = link { a href=(l) { (what) } } @else { (what) } @if *hidden { span.badge.hidden { (c.t("Solo per te", "Only you")) } } }
+                    td { (value) }
+                } } }
+            } }
+        }
+    };
+    let mut r = layout(c, c.t("Taccuino", "Notebook"), body);
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET /taccuino`
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let c = match ctx(&state, &headers, "/taccuino", raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q: HashMap<String, String> = query_map(raw.as_deref());
+    let done = match q.get("esito").map(String::as_str) {
+        Some("misura") => Some(
+            c.t("Misura salvata. La trovi anche nei grafici dei risultati.", "Measurement saved. You also find it in the result charts."),
+        ),
+        Some("documento") => {
+            Some(c.t("Documento caricato. Lo trovi tra i documenti.", "Document uploaded. You find it among the documents."))
+        }
+        _ => None,
+    };
+    render(&state, &c, &MeasureForm::default(), &[], &[], done).await
+}
+
+fn number(s: &str) -> f64 {
+    s.trim().replace(',', ".").parse().unwrap_or(f64::NAN)
+}
+
+/// `POST /taccuino`: add a measurement; errors next to the fields, nothing stored.
+pub async fn add_measurement(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<MeasureForm>) -> Response {
+    let c = match ctx(&state, &headers, "/taccuino", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&c, &f.csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    let Some(kind) = MeasureKind::parse(&f.kind) else {
+        return render(&state, &c, &f, &[("kind", "Scegli una misura dall'elenco.", "Choose a measurement from the list.")], &[], None)
+            .await;
+    };
+    let m = Measurement {
+        kind,
+        value: number(&f.value),
+        value2: (!f.value2.trim().is_empty()).then(|| number(&f.value2)),
+        when: f.when.trim().to_string(),
+        note: f.note.clone(),
+        share: f.share.is_some(),
+    };
+    match Portal::new(state.fhir.clone()).add_measurement(c.actor(), &m).await {
+        Ok(_) => Redirect::to("/taccuino?esito=misura").into_response(),
+        Err(Ok(errors)) => render(&state, &c, &f, &errors, &[], None).await,
+        Err(Err(e)) => app_error(&state, c.lang, &e),
+    }
+}
+
+/// `POST /taccuino/documenti` (multipart): upload an own document.
+pub async fn add_document(State(state): State<AppState>, headers: HeaderMap, mut mp: Multipart) -> Response {
+    let c = match ctx(&state, &headers, "/taccuino", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (mut csrf, mut title, mut share, mut ct, mut bytes) = (String::new(), String::new(), false, String::new(), Vec::new());
+    let mut too_big = false;
+    loop {
+        match mp.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let field_ct = field.content_type().unwrap_or_default().to_string();
+                match field.bytes().await {
+                    Ok(b) => match name.as_str() {
+                        "csrf" => csrf = String::from_utf8_lossy(&b).into_owned(),
+                        "title" => title = String::from_utf8_lossy(&b).into_owned(),
+                        "share" => share = true,
+                        "file" => {
+                            ct = field_ct;
+                            bytes = b.to_vec();
+                        }
+                        _ => {}
+                    },
+                    Err(_) => {
+                        too_big = true;
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                too_big = true;
+                break;
+            }
+        }
+    }
+    if too_big {
+        let errs =
+            [("file", "Il file non è arrivato per intero o supera i 5 MB.", "The file did not arrive whole or is larger than 5 MB.")];
+        return render(&state, &c, &MeasureForm::default(), &[], &errs, None).await;
+    }
+    if !csrf_ok(&c, &csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    match Portal::new(state.fhir.clone()).add_taccuino_document(c.actor(), &title, &ct, &bytes, share).await {
+        Ok(_) => Redirect::to("/taccuino?esito=documento").into_response(),
+        Err(Ok(errors)) => render(&state, &c, &MeasureForm::default(), &[], &errors, None).await,
+        Err(Err(e)) => app_error(&state, c.lang, &e),
+    }
+}

@@ -1,0 +1,313 @@
+// The citizen portal's main journeys in real headless Chromium (Debian's /usr/bin/chromium),
+// driven by playwright-core, with axe-core checking every page visited (WCAG 2.1 A/AA rules),
+// a keyboard check (skip link, visible focus) and a 360-px phone check (no sideways scrolling).
+//
+//   node journeys.mjs BASE_URL [SCREENSHOT_DIR]
+//
+// Exits non-zero on the first failed expectation or on any accessibility violation; prints
+// what axe found per page. Against a demo server (`fascicolo` with demo mode on).
+import { chromium } from "playwright-core";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { inflateSync } from "node:zlib";
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
+
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const BASE = process.argv[2];
+const SHOTS = process.argv[3];
+if (!BASE) {
+  console.error("usage: node journeys.mjs BASE_URL [SCREENSHOT_DIR]");
+  process.exit(2);
+}
+const GIULIA = "RSSGLI85D52F205Q"; // citizen, mother of Luca, delegate of Anna
+const GP = "FRRPLA70A01F205"; // prefix: the family doctor (check character computed by the demo)
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const report = [];
+let failures = 0;
+
+/** Run axe on the page; every WCAG 2.0/2.1 A/AA violation fails the run. */
+async function a11y(page, name) {
+  await page.addScriptTag({ content: AXE });
+  const res = await page.evaluate(async () =>
+    await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }));
+  const v = res.violations.map((x) => `${x.id} (${x.impact}, ${x.nodes.length} nodes): ${x.nodes.slice(0, 2).map((n) => n.target.join(" ")).join(" | ")}`);
+  report.push({ page: name, passes: res.passes.length, violations: v, incomplete: res.incomplete.map((x) => x.id) });
+  if (v.length) {
+    failures++;
+    console.error(`ACCESSIBILITY ${name}:\n  ${v.join("\n  ")}`);
+  }
+}
+
+/** Keyboard: the first Tab reaches the skip link, which is visible with a focus outline, and leads to main. */
+async function keyboard(page, name) {
+  await page.keyboard.press("Tab");
+  const f = await page.evaluate(() => {
+    const e = document.activeElement;
+    const s = getComputedStyle(e);
+    const r = e.getBoundingClientRect();
+    return { cls: e.className, href: e.getAttribute("href"), outline: s.outlineStyle, width: s.outlineWidth, visible: r.left >= 0 && r.width > 0 };
+  });
+  assert.equal(f.href, "#main", `${name}: the first Tab stop is the skip link`);
+  assert.ok(f.visible && f.outline !== "none", `${name}: the focused skip link is visible with an outline (${JSON.stringify(f)})`);
+  await page.keyboard.press("Enter");
+  const inMain = await page.evaluate(() => document.activeElement.id === "main" || location.hash === "#main");
+  assert.ok(inMain, `${name}: the skip link moves to the main content`);
+}
+
+async function phone(ctx, path, name) {
+  const page = await ctx.newPage();
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.goto(BASE + path);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `${name}: no sideways scrolling at 360 px (overflow ${overflow}px)`);
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}-phone.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await page.close();
+}
+
+async function visit(page, path, name, { shot = true } = {}) {
+  const r = await page.goto(BASE + path);
+  assert.ok(r.ok(), `${name}: ${path} answers ${r.status()}`);
+  await a11y(page, name);
+  if (SHOTS && shot) await page.screenshot({ path: `${SHOTS}/${name}-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  return r;
+}
+
+async function signIn(ctx, cf, profile) {
+  const page = await ctx.newPage();
+  await page.goto(BASE + "/auth/login?next=/");
+  await a11y(page, "demo-identity-provider");
+  const form = page.locator(`form:has(input[name=cf][value^="${cf}"]):has(input[name=profile][value="${profile}"])`);
+  await form.locator("button").click();
+  await page.waitForLoadState();
+  return page;
+}
+
+/** Text drawn on a PDF's pages (inflated content streams; literal strings of Tj). */
+function pdfStrings(buf) {
+  const out = [];
+  const s = buf.toString("latin1");
+  let i = 0;
+  for (;;) {
+    const a = s.indexOf("stream", i);
+    if (a < 0) break;
+    const start = s[a + 6] === "\r" ? a + 8 : a + 7;
+    const end = s.indexOf("endstream", start);
+    if (end < 0) break;
+    let data = buf.subarray(start, end);
+    try { data = inflateSync(data); } catch { data = null; }
+    if (data) {
+      const text = data.toString("latin1");
+      // one Tj per line (as our writer emits them); balanced parentheses may stay unescaped
+      for (const m of text.matchAll(/^\((.*)\) Tj$/gm)) out.push(m[1].replace(/\\(.)/g, "$1"));
+    }
+    i = end + 9;
+  }
+  return out;
+}
+
+const step = (s) => console.log(`- ${s}`);
+try {
+  // ---- the landing page, signed out
+  const anon = await browser.newContext({ locale: "it-IT" });
+  const landing = await anon.newPage();
+  await visit(landing, "/", "landing");
+  await keyboard(landing, "landing");
+  await phone(anon, "/", "landing");
+  await anon.close();
+
+  // ---- Giulia signs in with the demo provider
+  const citizen = await browser.newContext({ locale: "it-IT", acceptDownloads: true });
+  const page = await signIn(citizen, GIULIA, "citizen");
+  assert.equal(new URL(page.url()).pathname, "/", "signed in, on the home page");
+  assert.match(await page.locator("#record-holder").innerText(), /Giulia Rossi/);
+  step("Giulia signed in through the demo identity provider; the home page names whose record it is");
+  await visit(page, "/", "home");
+  await keyboard(page, "home");
+  await phone(citizen, "/", "home");
+
+  // ---- find a lab report by text, open it
+  await visit(page, "/documenti", "documents");
+  await phone(citizen, "/documenti", "documents");
+  const total = Number((await page.locator("#doc-count").innerText()).match(/\d+/)[0]);
+  await page.fill("#q", "laboratorio");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForLoadState();
+  const found = await page.locator("ul.doclist li").count();
+  assert.ok(found > 0 && found <= total, `the text search finds lab reports (${found} of ${total})`);
+  const titles = await page.locator("ul.doclist a.title").allInnerTexts();
+  assert.ok(titles.every((t) => /laboratorio/i.test(t)), `every hit is a lab report: ${titles.join("; ")}`);
+  await a11y(page, "documents-search");
+  // the first published report (the demo also holds hand-made index entries without a CDA)
+  const hrefs = await page.locator("ul.doclist a.title").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
+  let docPath = null;
+  for (const h of hrefs) {
+    await page.goto(BASE + h);
+    if (await page.locator(".rendering").count() === 1 && await page.locator(".badge.hidden").count() === 0) { docPath = h; break; }
+  }
+  assert.ok(docPath, "a lab report with its content");
+  const docId = docPath.split("/").pop();
+  assert.match(await page.locator("h1").innerText(), /laboratorio/i);
+  assert.ok(await page.locator(".rendering").count() === 1, "the report's content is rendered");
+  await a11y(page, "document");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/document-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(citizen, docPath, "document");
+  step(`found ${found} lab reports of ${total} documents by text and opened ${docId}`);
+
+  // ---- open its chart
+  await page.click("text=Vedi i risultati nei grafici");
+  await page.waitForLoadState();
+  await a11y(page, "results");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/results-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await page.locator("table tbody th a", { hasText: /Glucosio/i }).first().click();
+  await page.waitForLoadState();
+  const svg = page.locator("figure.chart svg");
+  assert.equal(await svg.count(), 1, "the chart is drawn");
+  assert.ok(await svg.locator("polygon").count() === 1, "the reference range is shaded");
+  assert.ok(await svg.locator("circle, path.out").count() >= 2, "the values are plotted");
+  await a11y(page, "chart");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/chart-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(citizen, new URL(page.url()).pathname, "chart");
+  step("opened the glucose chart: values plotted over the laboratory's reference range");
+
+  // ---- the GP looks at the report (consent and care relation: allowed, and logged)
+  const gpCtx = await browser.newContext({ locale: "it-IT" });
+  const gp = await signIn(gpCtx, GP, "gp");
+  const before = await gp.goto(`${BASE}/documents/${docId}`);
+  assert.equal(before.status(), 200, "the GP sees the report before it is hidden");
+  assert.ok((await gp.content()).includes("Glucosio"), "with its content");
+  step("the family doctor opened the report");
+
+  // ---- Giulia hides it from clinicians
+  await page.goto(BASE + docPath);
+  await page.click("button:has-text('Oscura ai medici')");
+  await page.waitForLoadState();
+  assert.match(await page.locator("main .alert.ok").innerText(), /oscurato ai medici/i);
+  assert.ok(await page.locator(".badge.hidden").count() >= 1, "the document is marked hidden");
+  step("Giulia hid the report from clinicians");
+
+  // ---- the GP can no longer see it, anywhere
+  const after = await gp.goto(`${BASE}/documents/${docId}`);
+  assert.equal(after.status(), 404, "hidden: the GP gets not-found");
+  assert.ok(!(await gp.content()).includes("Glucosio"));
+  const api = await gpCtx.request.get(`${BASE}/documents/${docId}/pdf`);
+  assert.equal(api.status(), 404, "nor its PDF");
+  step("the GP now gets 404 for the report and its PDF");
+
+  // ---- Giulia sees the GP's earlier access in the log
+  await visit(page, "/privacy/accessi", "access-log");
+  const log = await page.locator("#access-log").innerText();
+  assert.match(log, /Paolo Ferrari/, "the GP is named in the access log");
+  assert.match(log, /Medico di medicina generale/, "with his role");
+  await phone(citizen, "/privacy/accessi", "access-log");
+  step("the access log shows the GP's access");
+
+  // ---- the PDF index lists every document
+  const pdf = await citizen.request.get(`${BASE}/documenti/indice.pdf`);
+  assert.equal(pdf.status(), 200);
+  assert.equal(pdf.headers()["content-type"], "application/pdf");
+  const bytes = await pdf.body();
+  assert.equal(bytes.subarray(0, 5).toString(), "%PDF-");
+  const strings = pdfStrings(bytes);
+  const rows = strings.filter((s) => /^\d\d\/\d\d\/\d{4}$/.test(s)).length;
+  assert.equal(rows, total, `the PDF index lists ${rows} documents, the portal ${total}`);
+  assert.ok(strings.join(" ").includes(`${total} documenti`), "and says how many");
+  assert.ok(bytes.toString("latin1").includes("/FontFile2"), "with the font embedded");
+  step(`the PDF index lists all ${total} documents`);
+
+  // ---- Taccuino: a wrong value is refused next to its field, a right one is charted
+  const weights = async () => {
+    const r = await page.goto(BASE + "/risultati/29463-7");
+    return r.status() === 404 ? 0 : await page.locator("figure.chart svg rect[width='9']").count();
+  };
+  const weightsBefore = await weights();
+  await visit(page, "/taccuino", "taccuino");
+  await page.selectOption("#kind", "weight");
+  await page.fill("#value", "abc");
+  await page.click("form[action='/taccuino'] button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#value-error").innerText(), /fuori dall'intervallo/);
+  assert.equal(await page.locator("#value").getAttribute("aria-invalid"), "true");
+  await a11y(page, "taccuino-error");
+  await page.fill("#value", "72,5");
+  await page.click("form[action='/taccuino'] button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(page.url(), /esito=misura/);
+  await page.goto(BASE + "/risultati");
+  await page.locator("table tbody th a", { hasText: "Peso corporeo" }).click();
+  await page.waitForLoadState();
+  assert.equal(await page.locator("figure.chart svg rect[width='9']").count(), weightsBefore + 1, "the measurement is on the chart (one more Taccuino point)");
+  assert.match(await page.locator("table").last().innerText(), /72,5|72\.5/);
+  await phone(citizen, "/taccuino", "taccuino");
+  step("added a weight in the Taccuino (after a refused wrong value) and saw it on the chart");
+
+  // ---- privacy page
+  await visit(page, "/privacy", "privacy");
+  await phone(citizen, "/privacy", "privacy");
+
+  // ---- switch to the child's record
+  await visit(page, "/famiglia", "family");
+  await page.click("button[aria-label*='Luca Bianchi']");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#record-holder").innerText(), /Luca Bianchi/);
+  assert.match(await page.locator("section.record").innerText(), /figlio\/a minore/);
+  await visit(page, "/documenti", "child-documents", { shot: false });
+  const childTitles = await page.locator("ul.doclist a.title").allInnerTexts();
+  assert.ok(childTitles.length > 0, "the child's documents are listed");
+  assert.ok(!childTitles.some((t) => /consultorio/i.test(t)), "a document hidden from parents (P97) is not listed");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/child-record-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await page.goto(BASE + "/famiglia");
+  await page.click("text=Consulta il mio fascicolo");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#record-holder").innerText(), /Giulia Rossi/);
+  step("switched to Luca's record (parent of a minor) and back");
+
+  // ---- the other pages
+  for (const [p, n] of [["/cronologia", "timeline"], ["/vaccinazioni", "vaccinations"], ["/prescrizioni", "prescriptions"],
+    ["/appuntamenti", "appointments"], ["/piano-di-cura", "care-plan"]]) {
+    await visit(page, p, n);
+  }
+  await phone(citizen, "/prescrizioni", "prescriptions");
+  assert.ok(await page.goto(BASE + "/prescrizioni").then(() => page.locator(".barcode svg").count()) > 0, "prescriptions carry the NRE barcode");
+
+  // ---- switch language
+  await page.goto(BASE + "/documenti");
+  await page.click("a[hreflang=en]");
+  await page.waitForLoadState();
+  assert.equal(await page.getAttribute("html", "lang"), "en");
+  assert.equal(await page.locator("h1").innerText(), "Your documents");
+  await page.goto(BASE + "/privacy");
+  assert.equal(await page.locator("#consent").innerText(), "Consent to consultation", "English is remembered across pages");
+  await a11y(page, "privacy-en");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/privacy-en-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await page.click("a[hreflang=it]");
+  await page.waitForLoadState();
+  assert.equal(await page.getAttribute("html", "lang"), "it");
+  step("switched to English and back");
+
+  // ---- a page that does not exist reads as a message, not a stack trace
+  const missing = await page.goto(BASE + "/documenti/does-not-exist");
+  assert.equal(missing.status(), 404);
+  assert.match(await page.locator("h1").innerText(), /Non trovato/);
+  await a11y(page, "not-found");
+  await gpCtx.close();
+  await citizen.close();
+} catch (e) {
+  failures++;
+  console.error(e);
+} finally {
+  await browser.close();
+}
+console.log("\naccessibility (axe-core, WCAG 2.1 A/AA rules):");
+for (const r of report) console.log(`  ${r.page}: ${r.passes} rules passed, ${r.violations.length} violations${r.incomplete.length ? `, needs review: ${r.incomplete.join(", ")}` : ""}`);
+if (SHOTS) writeFileSync(`${SHOTS}/axe-report.json`, JSON.stringify(report, null, 2));
+if (failures) {
+  console.error(`\n${failures} failure(s)`);
+  process.exit(1);
+}
+console.log("\nbrowser journeys: all passed");
