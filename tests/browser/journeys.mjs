@@ -273,6 +273,11 @@ try {
     await visit(page, p, n);
   }
   await phone(citizen, "/prescrizioni", "prescriptions");
+  await page.goto(BASE + "/vaccinazioni");
+  await page.locator("table tbody th a").first().click();
+  await page.waitForLoadState();
+  assert.match(new URL(page.url()).pathname, /^\/vaccinazioni\/.+/);
+  await a11y(page, "vaccination");
   assert.ok(await page.goto(BASE + "/prescrizioni").then(() => page.locator(".barcode svg").count()) > 0, "prescriptions carry the NRE barcode");
 
   // ---- switch language

@@ -120,6 +120,10 @@ pub struct Point {
     pub source: String,
     pub document: Option<String>,
     pub taccuino: bool,
+    /// The Observation's id.
+    pub id: String,
+    /// Hidden from clinicians (P99).
+    pub hidden: bool,
 }
 
 impl Point {
@@ -493,6 +497,8 @@ impl Portal {
                     source: source.clone(),
                     document: doc.clone(),
                     taccuino,
+                    id: o["id"].as_str().unwrap_or_default().to_string(),
+                    hidden: hiding_codes(o).iter().any(|h| h == "P99"),
                 });
             };
             if o["valueQuantity"].is_object() {
@@ -714,6 +720,27 @@ impl Portal {
         self.fhir.hide(actor, "DocumentReference", id, code).await.map(|_| ())
     }
 
+    /// Share a Taccuino measurement with clinicians (P00) or keep it private again (P99).
+    pub async fn measurement_visibility(&self, actor: &Actor, id: &str, share: bool) -> AppResult<()> {
+        Self::record_of(actor)?;
+        let v = self.fhir.read(actor, "Observation", id).await?.resource;
+        if !is_taccuino(&v) {
+            return Err(AppError::Forbidden("only Taccuino measurements are shared or kept private here".into()));
+        }
+        self.fhir.hide(actor, "Observation", id, if share { "P00" } else { "P99" }).await.map(|_| ())
+    }
+
+    /// The notification settings switched off (`kind.channel`).
+    pub async fn notifications_off(&self, actor: &Actor) -> AppResult<Vec<String>> {
+        let patient = Self::record_of(actor)?;
+        self.fhir.notifications_off(actor, &patient).await
+    }
+
+    pub async fn set_notifications_off(&self, actor: &Actor, off: &[String]) -> AppResult<()> {
+        let patient = Self::record_of(actor)?;
+        self.fhir.set_notifications_off(actor, &patient, off).await.map(|_| ())
+    }
+
     fn seen_key(actor: &Actor) -> AppResult<String> {
         let patient = Self::record_of(actor)?;
         let person = match &actor.who {
@@ -770,6 +797,23 @@ impl Portal {
         out.care_plans = self.all(actor, "CarePlan", plans).await.unwrap_or_default();
         out.consent = self.fhir.consent_status(actor, &patient).await.ok();
         Ok(out)
+    }
+
+    /// One item of the record (a vaccination, a prescription, an appointment), through the gate.
+    pub async fn item(&self, actor: &Actor, rt: &str, id: &str) -> AppResult<Value> {
+        Self::record_of(actor)?;
+        let v = self.fhir.read(actor, rt, id).await?.resource;
+        // the item must belong to the record on screen, not merely be readable
+        let owner = ["patient", "subject"].iter().find_map(|k| v[*k]["reference"].as_str()).map(String::from).or_else(|| {
+            v["participant"]
+                .as_array()?
+                .iter()
+                .find_map(|p| p["actor"]["reference"].as_str().filter(|r| r.starts_with("Patient/")).map(String::from))
+        });
+        if owner.as_deref() != actor.acting_for.as_ref().map(|p| format!("Patient/{p}")).as_deref() {
+            return Err(AppError::NotFound(format!("{rt}/{id} is not known")));
+        }
+        Ok(v)
     }
 
     /// Resources of one type for the record, newest first (vaccinations, prescriptions...).

@@ -170,6 +170,19 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let text = pdf_text(&pdf);
     assert!(text.contains(&format!("{total} documenti")), "the index says {total} documents");
 
+    // detail pages: her vaccination opens; her son's does not open while her record is on screen
+    let (_, list) = giulia.get("/vaccinazioni").await;
+    let vacc = list.split("href=\"/vaccinazioni/").nth(1).and_then(|s| s.split('"').next()).expect("a vaccination link").to_string();
+    let (s, page) = giulia.get(&format!("/vaccinazioni/{vacc}")).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("Lotto") && page.contains("Eseguita"));
+    assert_eq!(giulia.get("/vaccinazioni/imm-luca-mpr").await.0, 404, "an item of another record, even one she may read as a parent");
+    let (_, list) = giulia.get("/prescrizioni").await;
+    let presc = list.split("href=\"/prescrizioni/").nth(1).and_then(|s| s.split('"').next()).expect("a prescription link").to_string();
+    let (s, page) = giulia.get(&format!("/prescrizioni/{presc}")).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("NRE") && page.contains("Code 39"), "the NRE with its barcode");
+
     // the parent: switching to the minor child, a P97 document is nowhere, not even in the PDF
     let (s, loc, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-luca"), ("next", "/")]).await;
     assert_eq!((s, loc.as_str()), (303, "/"));
@@ -240,6 +253,46 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|85354-9", None, &[("authorization", &bearer)]).await;
     assert_eq!(r.body["total"], 1, "the shared blood pressure is visible to him");
     assert_eq!(r.body["entry"][0]["resource"]["component"][1]["valueQuantity"]["value"], 85.0);
+
+    // she shares the private weight later: now the GP sees it
+    let weight = app.send("GET", "/Observation?code=http://loinc.org|29463-7&patient=rossi-giulia", None, &[]).await.body["entry"][0]
+        ["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _, _) = giulia.post(&format!("/taccuino/misure/{weight}/visibilita"), &[("csrf", &csrf), ("share", "1")]).await;
+    assert_eq!(s, 303);
+    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", None, &[("authorization", &bearer)]).await;
+    assert_eq!(r.body["total"], 1, "shared afterwards");
+    // a lab result is not a Taccuino measurement: its visibility is not switched from here
+    let lab = app.send("GET", "/Observation?code=http://loinc.org|2345-7&patient=rossi-giulia", None, &[]).await.body["entry"][0]
+        ["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(giulia.post(&format!("/taccuino/misure/{lab}/visibilita"), &[("csrf", &csrf), ("share", "0")]).await.0, 403);
+
+    // a private note: stored as a Taccuino text document, shown to her, hidden from the GP
+    let docs = app.count("DocumentReference").await;
+    let (s, _, page) = giulia.post("/taccuino/note", &[("csrf", &csrf), ("title", "Dieta"), ("text", "")]).await;
+    assert_eq!(s, 422, "an empty note is refused");
+    assert!(page.contains("Scrivi il testo della nota"));
+    assert_eq!(app.count("DocumentReference").await, docs);
+    let (s, _, _) = giulia.post("/taccuino/note", &[("csrf", &csrf), ("title", "Dieta"), ("text", "Niente sale <b>dopo</b> le 18")]).await;
+    assert_eq!(s, 303);
+    let (_, list) = giulia.get("/documenti?q=dieta").await;
+    let note = doc_links(&list).first().cloned().expect("the note is listed");
+    let (_, page) = giulia.get(&format!("/documenti/{note}")).await;
+    assert!(page.contains("Niente sale &lt;b&gt;dopo&lt;/b&gt; le 18"), "the note's text, escaped");
+    let r = app.send("GET", &format!("/DocumentReference?patient=rossi-giulia&_id={note}"), None, &[("authorization", &bearer)]).await;
+    assert_eq!(r.body["total"], 0, "the private note is hidden from the GP");
+
+    // notification settings: what is unticked is off
+    let (s, _, _) = giulia.post("/privacy/notifiche", &[("csrf", &csrf), ("on", "new-document.email"), ("on", "access.email")]).await;
+    assert_eq!(s, 303);
+    let (_, page) = giulia.get("/privacy").await;
+    assert!(page.contains("value=\"new-document.email\" checked") && page.contains("value=\"access.email\" checked"));
+    assert!(!page.contains("value=\"new-document.sms\" checked") && !page.contains("value=\"access.sms\" checked"));
 
     // delegations: a wrong codice fiscale and a past date are both named; nothing stored
     let rps = app.count("RelatedPerson").await;

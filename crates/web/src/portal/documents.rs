@@ -141,6 +141,17 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let d = &detail.doc;
     // the rendering of a published CDA (Taccuino files and FHIR-only documents have none)
     let rendering = if d.has_original { state.ingest.rendering_at(c.actor(), &id, 3).await.ok() } else { None };
+    // a Taccuino note is text: shown on the page
+    let note = if d.taccuino {
+        portal
+            .taccuino_file(c.actor(), &id)
+            .await
+            .ok()
+            .filter(|(ct, _)| ct == "text/plain")
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+    } else {
+        None
+    };
     let q = query_map(raw.as_deref());
     let hidden_from_clinicians = d.hiding.iter().any(|h| h == "P99");
     let hidden_from_parents = d.hiding.iter().any(|h| h == "P97");
@@ -172,6 +183,10 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             }
             @if d.taccuino { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
             @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici", "See the results in the charts")) } }
+        }
+        @if let Some(n) = &note {
+            h2 { (c.t("Nota", "Note")) }
+            div.rendering style="white-space:pre-wrap" { (n) }
         }
         @if let Some(r) = rendering {
             h2 { (c.t("Contenuto", "Content")) }

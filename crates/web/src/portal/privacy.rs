@@ -10,6 +10,33 @@ use fascicolo_app::portal::{DocFilter, Portal};
 use maud::html;
 use serde::Deserialize;
 
+/// Notification settings: (kind.channel, Italian, English).
+const NOTIFICATIONS: [(&str, &str, &str); 4] = [
+    ("new-document.email", "Nuovo documento, per e-mail", "New document, by e-mail"),
+    ("new-document.sms", "Nuovo documento, per SMS", "New document, by text message"),
+    ("access.email", "Accesso al fascicolo, per e-mail", "Access to the record, by e-mail"),
+    ("access.sms", "Accesso al fascicolo, per SMS", "Access to the record, by text message"),
+];
+
+/// `POST /privacy/notifiche`: the ticked settings are on, the others off.
+pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let c = match ctx(&state, &headers, "/privacy", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let csrf = pairs.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
+    if !csrf_ok(&c, csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    let on: Vec<&str> = pairs.iter().filter(|(k, _)| k == "on").map(|(_, v)| v.as_str()).collect();
+    let off: Vec<String> = NOTIFICATIONS.iter().map(|n| n.0).filter(|k| !on.contains(k)).map(String::from).collect();
+    match Portal::new(state.fhir.clone()).set_notifications_off(c.actor(), &off).await {
+        Ok(()) => Redirect::to("/privacy?esito=notifiche#notify").into_response(),
+        Err(e) => app_error(&state, c.lang, &e),
+    }
+}
+
 fn role_label(c: &Ctx, code: &str) -> String {
     match code {
         "gp" => c.t("Medico di medicina generale", "General practitioner"),
@@ -51,6 +78,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         .map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect())
         .unwrap_or_default();
     let q = query_map(raw.as_deref());
+    let off = if c.relation == Relation::Own { portal.notifications_off(c.actor()).await.ok() } else { None };
     let body = html! {
         h1 { "Privacy" }
         @if let Some(m) = q.get("esito") {
@@ -97,8 +125,20 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         @if c.relation == Relation::Own {
             section aria-labelledby="notify" {
                 h2 #notify { (c.t("Notifiche", "Notifications")) }
-                p { (c.t("Ricevi un avviso per ogni nuovo documento e per ogni accesso al fascicolo, all'indirizzo e al numero registrati presso la tua ASST.", "You get a notice for every new document and every access to the record, at the address and number your ASST holds.")) }
-                p.muted { (c.t("Le preferenze si impostano anche dall'API: ", "Preferences can also be set through the API: ")) code { "Patient/{id}/$notifications" } }
+                p { (c.t("Ricevi un avviso all'indirizzo e al numero registrati presso la tua ASST. Gli accessi in emergenza ti vengono sempre notificati.", "You get notices at the address and number your ASST holds. Emergency accesses are always notified.")) }
+                @if q.get("esito").is_some_and(|e| e == "notifiche") { div.alert.ok role="status" { p { (c.t("Preferenze salvate.", "Preferences saved.")) } } }
+                @if let Some(off) = &off {
+                    form method="post" action="/privacy/notifiche" {
+                        input type="hidden" name="csrf" value=(c.csrf());
+                        fieldset {
+                            legend { (c.t("Avvisami", "Notify me")) }
+                            @for (key, it, en) in NOTIFICATIONS {
+                                label.check { input type="checkbox" name="on" value=(key) checked[!off.iter().any(|o| o == key)]; (c.t(it, en)) }
+                            }
+                        }
+                        button type="submit" { (c.t("Salva le preferenze", "Save the preferences")) }
+                    }
+                }
             }
         }
     };

@@ -378,7 +378,7 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
                 thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Vaccino", "Vaccine")) } th scope="col" { (c.t("Dose", "Dose")) } th scope="col" { (c.t("Lotto", "Lot")) } th scope="col" { (c.t("Stato", "Status")) } } }
                 tbody { @for i in &list { tr {
                     td { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
-                    th scope="row" { (text_of(&i["vaccineCode"])) }
+                    th scope="row" { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } }
                     td { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
                     td { (i["lotNumber"].as_str().unwrap_or("—")) }
                     td { @if i["status"] == "completed" { (c.t("Eseguita", "Given")) } @else { (i["status"].as_str().unwrap_or_default()) } }
@@ -436,7 +436,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
         }
         @for m in &meds {
             section.card style="margin:1rem 0" {
-                h2 { (med_name(m)) }
+                h2 { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (med_name(m)) } }
                 dl.meta {
                     dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
                     dt { (c.t("Stato", "Status")) } dd { (status(m["status"].as_str().unwrap_or_default())) }
@@ -470,7 +470,7 @@ pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery
     let row = |a: &Value| {
         html! { tr {
             td { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) }
-            th scope="row" { (a["description"].as_str().unwrap_or_default()) }
+            th scope="row" { a href={ "/appuntamenti/" (a["id"].as_str().unwrap_or_default()) } { (a["description"].as_str().unwrap_or_default()) } }
             td { @match a["status"].as_str() { Some("booked") => (c.t("Prenotato", "Booked")), Some("cancelled") => (c.t("Annullato", "Cancelled")), Some("fulfilled") => (c.t("Eseguito", "Done")), Some(o) => (o), None => "" } }
         } }
     };
@@ -526,4 +526,91 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
         }
     };
     layout(&c, c.t("Piano di cura", "Care plan"), body)
+}
+
+/// `GET /vaccinazioni/{id}`
+pub async fn vaccination(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+    detail(state, "vaccinazioni", id, raw, headers).await
+}
+
+/// `GET /prescrizioni/{id}`
+pub async fn prescription(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+    detail(state, "prescrizioni", id, raw, headers).await
+}
+
+/// `GET /appuntamenti/{id}`
+pub async fn appointment(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+    detail(state, "appuntamenti", id, raw, headers).await
+}
+
+/// One vaccination, prescription or appointment in full.
+async fn detail(State(state): State<AppState>, section: &str, id: String, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let (rt, back_it, back_en) = match section {
+        "vaccinazioni" => ("Immunization", "Tutte le vaccinazioni", "All vaccinations"),
+        "prescrizioni" => ("MedicationRequest", "Tutte le prescrizioni", "All prescriptions"),
+        _ => ("Appointment", "Tutti gli appuntamenti", "All appointments"),
+    };
+    let c = match ctx(&state, &headers, &format!("/{section}/{id}"), raw.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let v = match Portal::new(state.fhir.clone()).item(c.actor(), rt, &id).await {
+        Ok(v) => v,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let date = |k: &str| show_date(c.lang, v[k].as_str().unwrap_or_default(), true);
+    let (title, rows): (String, Vec<(&str, String)>) = match rt {
+        "Immunization" => (
+            text_of(&v["vaccineCode"]),
+            vec![
+                (c.t("Data", "Date"), show_date(c.lang, v["occurrenceDateTime"].as_str().unwrap_or_default(), false)),
+                (c.t("Codice del vaccino", "Vaccine code"), v["vaccineCode"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
+                (c.t("Dose", "Dose"), v["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map_or("—".into(), |d| d.to_string())),
+                (c.t("Lotto", "Lot"), v["lotNumber"].as_str().unwrap_or("—").to_string()),
+                (c.t("Sede di somministrazione", "Site"), text_of(&v["site"])),
+                (c.t("Via", "Route"), text_of(&v["route"])),
+                (
+                    c.t("Stato", "Status"),
+                    if v["status"] == "completed" {
+                        c.t("Eseguita", "Given").to_string()
+                    } else {
+                        v["status"].as_str().unwrap_or_default().to_string()
+                    },
+                ),
+            ],
+        ),
+        "MedicationRequest" => (
+            med_name(&v),
+            vec![
+                (c.t("Data", "Date"), date("authoredOn")),
+                ("NRE", nre_of(&v).unwrap_or_else(|| "—".into())),
+                (
+                    c.t("Codice del farmaco", "Medicine code"),
+                    v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string(),
+                ),
+                (c.t("Posologia", "Dosage"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
+                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), fmt_value)),
+                (c.t("Motivo", "Reason"), text_of(&v["reasonCode"][0])),
+                (c.t("Prescrittore", "Prescriber"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
+                (c.t("Stato", "Status"), v["status"].as_str().unwrap_or_default().to_string()),
+            ],
+        ),
+        _ => (
+            v["description"].as_str().unwrap_or_default().to_string(),
+            vec![
+                (c.t("Inizio", "Start"), date("start")),
+                (c.t("Fine", "End"), date("end")),
+                (c.t("Stato", "Status"), v["status"].as_str().unwrap_or_default().to_string()),
+                (c.t("Note", "Notes"), v["comment"].as_str().unwrap_or("—").to_string()),
+            ],
+        ),
+    };
+    let nre = if rt == "MedicationRequest" { nre_of(&v).and_then(|n| barcode(&n)) } else { None };
+    let body = html! {
+        p { a href={ "/" (section) } { "‹ " (c.t(back_it, back_en)) } }
+        h1 { (title) }
+        dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
+        @if let Some(svg) = nre { div.barcode { (trusted(svg)) } }
+    };
+    layout(&c, &title, body)
 }

@@ -28,6 +28,17 @@ pub struct MeasureForm {
     share: Option<String>,
 }
 
+/// A row of the Taccuino list.
+struct Item {
+    when: String,
+    what: String,
+    value: String,
+    hidden: bool,
+    link: String,
+    /// The Observation id of a measurement (documents switch visibility from their own page).
+    measurement: Option<String>,
+}
+
 fn field_error(c: &Ctx, errors: &[FieldError], field: &str) -> Markup {
     html! { @for (f, it, en) in errors { @if *f == field { p.field-error id={ (field) "-error" } { (c.t(it, en)) } } } }
 }
@@ -46,23 +57,33 @@ async fn render(
 ) -> Response {
     let portal = Portal::new(state.fhir.clone());
     let series = portal.results(c.actor(), None, false).await.unwrap_or_default();
-    let mut mine: Vec<(String, String, String, bool, Option<String>)> = Vec::new();
+    let mut mine: Vec<Item> = Vec::new();
     for s in &series {
         for p in s.points.iter().filter(|p| p.taccuino) {
-            mine.push((p.when.clone(), s.name.clone(), format!("{} {}", p.value, p.unit), false, Some(format!("/risultati/{}", s.code))));
+            mine.push(Item {
+                when: p.when.clone(),
+                what: s.name.clone(),
+                value: format!("{} {}", p.value, p.unit),
+                hidden: p.hidden,
+                link: format!("/risultati/{}", s.code),
+                measurement: Some(p.id.clone()),
+            });
         }
     }
     let docs = portal.documents(c.actor(), &DocFilter::default()).await.map(|d| d.items).unwrap_or_default();
     for d in docs.iter().filter(|d| d.taccuino) {
-        mine.push((
-            d.date.clone(),
-            d.title.clone(),
-            c.t("Documento", "Document").to_string(),
-            !d.hiding.is_empty(),
-            Some(format!("/documenti/{}", d.id)),
-        ));
+        mine.push(Item {
+            when: d.date.clone(),
+            what: d.title.clone(),
+            value: c.t("Documento", "Document").to_string(),
+            hidden: !d.hiding.is_empty(),
+            link: format!("/documenti/{}", d.id),
+            measurement: None,
+        });
     }
-    mine.sort_by(|a, b| b.0.cmp(&a.0));
+    mine.sort_by(|a, b| b.when.cmp(&a.when).then_with(|| a.measurement.cmp(&b.measurement)));
+    // blood pressure is one measurement with two values: one row, one switch
+    mine.dedup_by(|a, b| a.measurement.is_some() && a.measurement == b.measurement);
     let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
     let when = if form.when.is_empty() { now.get(..10).unwrap_or_default().to_string() } else { form.when.clone() };
     let kind = if form.kind.is_empty() { "weight" } else { form.kind.as_str() };
@@ -99,6 +120,18 @@ async fn render(
                 p { button type="submit" { (c.t("Salva la misura", "Save the measurement")) } }
             }
         }
+        section aria-labelledby="add-note" {
+            h2 #add-note { (c.t("Scrivi una nota", "Write a note")) }
+            form method="post" action="/taccuino/note" novalidate {
+                input type="hidden" name="csrf" value=(c.csrf());
+                label for="note-title" { (c.t("Titolo", "Title")) }
+                input #note-title name="title" maxlength="200" required aria-describedby=[described(doc_errors, "title")];
+                label for="note-text" { (c.t("Testo", "Text")) }
+                textarea #note-text name="text" rows="3" maxlength="20000" required aria-describedby=[described(doc_errors, "file")] {}
+                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono leggere questa nota", "The clinicians caring for me may read this note")) }
+                p { button type="submit" { (c.t("Salva la nota", "Save the note")) } }
+            }
+        }
         section aria-labelledby="add-doc" {
             h2 #add-doc { (c.t("Carica un documento", "Upload a document")) }
             form method="post" action="/taccuino/documenti" enctype="multipart/form-data" novalidate {
@@ -116,11 +149,22 @@ async fn render(
         h2 { (c.t("Nel tuo Taccuino", "In your notebook")) }
         @if mine.is_empty() { p.muted { (c.t("Il Taccuino è vuoto.", "The notebook is empty.")) } } @else {
             div.scroll { table {
-                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Elemento", "Item")) } th scope="col" { (c.t("Valore", "Value")) } } }
-                tbody { @for (when, what, value, hidden, link) in mine.iter().take(200) { tr {
+                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Elemento", "Item")) } th scope="col" { (c.t("Valore", "Value")) } th scope="col" { (c.t("Chi lo vede", "Who sees it")) } } }
+                tbody { @for Item { when, what, value, hidden, link, measurement } in mine.iter().take(200) { tr {
                     td { (show_date(c.lang, when, false)) }
-                    th scope="row" { @if let Some(l) = link { a href=(l) { (what) } } @else { (what) } @if *hidden { span.badge.hidden { (c.t("Solo per te", "Only you")) } } }
+                    th scope="row" { a href=(link) { (what) } }
                     td { (value) }
+                    td {
+                        @if *hidden { span.badge.hidden { (c.t("Solo tu", "Only you")) } } @else { (c.t("Tu e i medici che ti curano", "You and your clinicians")) }
+                        @if let Some(id) = measurement {
+                            form.inline method="post" action={ "/taccuino/misure/" (id) "/visibilita" } {
+                                input type="hidden" name="csrf" value=(c.csrf());
+                                input type="hidden" name="share" value=(if *hidden { "1" } else { "0" });
+                                " " button.secondary type="submit" aria-label={ (what) " " (show_date(c.lang, when, false)) ": " (if *hidden { c.t("condividi con i medici", "share with clinicians") } else { c.t("rendi privata", "make private") }) } {
+                                    (if *hidden { c.t("Condividi", "Share") } else { c.t("Rendi privata", "Make private") }) }
+                            }
+                        }
+                    }
                 } } }
             } }
         }
@@ -230,5 +274,67 @@ pub async fn add_document(State(state): State<AppState>, headers: HeaderMap, mut
         Ok(_) => Redirect::to("/taccuino?esito=documento").into_response(),
         Err(Ok(errors)) => render(&state, &c, &MeasureForm::default(), &[], &errors, None).await,
         Err(Err(e)) => app_error(&state, c.lang, &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    text: String,
+    share: Option<String>,
+}
+
+/// `POST /taccuino/note`: a note, kept as a text document of the Taccuino.
+pub async fn add_note(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<NoteForm>) -> Response {
+    let c = match ctx(&state, &headers, "/taccuino", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&c, &f.csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    if f.text.trim().is_empty() {
+        let errs = [("file", "Scrivi il testo della nota.", "Write the text of the note.")];
+        return render(&state, &c, &MeasureForm::default(), &[], &errs, None).await;
+    }
+    match Portal::new(state.fhir.clone())
+        .add_taccuino_document(c.actor(), &f.title, "text/plain", f.text.trim().as_bytes(), f.share.is_some())
+        .await
+    {
+        Ok(_) => Redirect::to("/taccuino?esito=documento").into_response(),
+        Err(Ok(errors)) => render(&state, &c, &MeasureForm::default(), &[], &errors, None).await,
+        Err(Err(e)) => app_error(&state, c.lang, &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VisibilityForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    share: String,
+}
+
+/// `POST /taccuino/misure/{id}/visibilita`: share a measurement with clinicians, or keep it private.
+pub async fn visibility(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<VisibilityForm>,
+) -> Response {
+    let c = match ctx(&state, &headers, "/taccuino", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&c, &f.csrf) {
+        return csrf_refused(&state, c.lang);
+    }
+    match Portal::new(state.fhir.clone()).measurement_visibility(c.actor(), &id, f.share == "1").await {
+        Ok(()) => Redirect::to("/taccuino?esito=visibilita").into_response(),
+        Err(e) => app_error(&state, c.lang, &e),
     }
 }
