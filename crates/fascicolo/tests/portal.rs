@@ -195,6 +195,11 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let text = pdf_text(&giulia.bytes("/documenti/indice.pdf").await.1);
     assert!(text.contains("Luca Bianchi") && !text.to_lowercase().contains("consultorio"), "nor in the PDF index");
     assert_eq!(giulia.get("/documenti/doc-luca-consultorio").await.0, 404, "nor by address");
+    // her elder son turned 18: his record is no longer hers to look at, nor offered
+    let (_, family) = giulia.get("/famiglia").await;
+    assert!(family.contains("Luca Bianchi") && !family.contains("Marco Bianchi"), "only the minor child is offered");
+    let (s, _, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-marco"), ("next", "/")]).await;
+    assert_eq!(s, 403, "an adult child's record cannot be switched to");
     // a record she may not act on cannot be switched to
     let (s, _, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "rossi-giulia-someone-else"), ("next", "/")]).await;
     assert_eq!(s, 403);
