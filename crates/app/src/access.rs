@@ -154,6 +154,13 @@ pub fn restrict_bits(v: &Value) -> i64 {
         .fold(0, |acc, c| acc | bit(c))
 }
 
+/// A resource's `meta` alone (what [`Access::admits`] reads).
+#[derive(serde::Deserialize)]
+struct MetaOnly {
+    #[serde(default)]
+    meta: Value,
+}
+
 /// The producer codes a resource is tagged with (whose work it is).
 fn producers_of(v: &Value) -> Vec<String> {
     meta_codes(v, "tag", labels::PRODUCER)
@@ -583,11 +590,12 @@ impl<'a> Gate<'a> {
         if !s.json.contains("urn:fascicolo:") {
             return Ok(a.admits(self.actor, &s.resource_type, &Value::Null));
         }
-        let v: Value = match serde_json::from_str(&s.json) {
+        // the rule reads only `meta` (labels): skip the rest of the resource while parsing
+        let v: MetaOnly = match serde_json::from_str(&s.json) {
             Ok(v) => v,
             Err(_) => return Ok(false),
         };
-        Ok(a.admits(self.actor, &s.resource_type, &v))
+        Ok(a.admits(self.actor, &s.resource_type, &serde_json::json!({"meta": v.meta})))
     }
 
     /// Check a write of `resource_type` into partition `key` (shared or a patient's).

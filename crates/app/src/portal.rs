@@ -257,6 +257,46 @@ fn parse(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or(Value::Null)
 }
 
+/// What a document summary reads; the rest (inline attachments above all) is skipped unparsed.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LeanDocument {
+    id: Value,
+    status: Value,
+    #[serde(rename = "type")]
+    kind: Value,
+    category: Value,
+    date: Value,
+    description: Value,
+    author: Value,
+    custodian: Value,
+    context: Value,
+    master_identifier: Value,
+    meta: Value,
+    content: Vec<LeanContent>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct LeanContent {
+    attachment: LeanAttachment,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct LeanAttachment {
+    url: Option<String>,
+    title: Option<String>,
+}
+
+fn lean_document(json: &str) -> Value {
+    let d: LeanDocument = serde_json::from_str(json).unwrap_or_default();
+    let a = d.content.into_iter().next().map(|c| c.attachment).unwrap_or_default();
+    json!({"id": d.id, "status": d.status, "type": d.kind, "category": d.category, "date": d.date, "description": d.description,
+        "author": d.author, "custodian": d.custodian, "context": d.context, "masterIdentifier": d.master_identifier, "meta": d.meta,
+        "content": [{"attachment": {"url": a.url, "title": a.title}}]})
+}
+
 fn coding_of(cc: &Value, system: Option<&str>) -> (String, String) {
     let codings = cc["coding"].as_array().cloned().unwrap_or_default();
     let c = codings.iter().find(|c| system.is_none_or(|s| c["system"] == s)).or(codings.first()).cloned().unwrap_or(Value::Null);
@@ -299,12 +339,17 @@ impl Portal {
     /// confines a citizen's, parent's or delegate's search to that record, filters and logs each
     /// page). No `patient=` parameter: the partition already is the patient, and the extra
     /// reference join only slows the query down.
-    async fn all(&self, actor: &Actor, rt: &str, mut pairs: Vec<(String, String)>) -> AppResult<Vec<Value>> {
+    async fn all(&self, actor: &Actor, rt: &str, pairs: Vec<(String, String)>) -> AppResult<Vec<Value>> {
+        self.all_as(actor, rt, pairs, parse).await
+    }
+
+    /// [`Self::all`] with each resource's JSON turned into what the caller needs.
+    async fn all_as<T>(&self, actor: &Actor, rt: &str, mut pairs: Vec<(String, String)>, map: impl Fn(&str) -> T) -> AppResult<Vec<T>> {
         pairs.push(("_count".into(), fascicolo_fhir::search::MAX_COUNT.to_string()));
         let mut out = Vec::new();
         loop {
             let page = self.fhir.search(actor, Some(rt), &pairs, "").await?;
-            out.extend(page.entries.iter().filter(|e| e.2 == "match").map(|e| parse(&e.1)));
+            out.extend(page.entries.iter().filter(|e| e.2 == "match").map(|e| map(&e.1)));
             let next = page.links.iter().find(|l| l["relation"] == "next").and_then(|l| l["url"].as_str()).map(String::from);
             let Some(next) = next else { break };
             if out.len() >= MAX_ITEMS {
@@ -374,15 +419,9 @@ impl Portal {
     /// The record's current documents the actor may see, newest first, filtered.
     pub async fn documents(&self, actor: &Actor, filter: &DocFilter) -> AppResult<DocList> {
         Self::record_of(actor)?;
-        let docs = self
-            .all(
-                actor,
-                "DocumentReference",
-                // filtered and sorted here: the store's date sort costs more than sorting a
-                // thousand summaries in memory (bench-portal)
-                Vec::new(),
-            )
-            .await?;
+        // filtered and sorted here: the store's date sort costs more than sorting a thousand
+        // summaries in memory (bench-portal); only the fields a summary shows are parsed
+        let docs = self.all_as(actor, "DocumentReference", Vec::new(), lean_document).await?;
         let docs: Vec<Value> = docs.into_iter().filter(|d| d["status"] == "current").collect();
         let orgs = self
             .organization_names(

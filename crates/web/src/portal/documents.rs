@@ -60,7 +60,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     };
     // the marks stay until the person leaves the list: remember this visit for the next one
     if filter.text.is_none() && !q.contains_key("pagina") {
-        let _ = portal.mark_seen(c.actor()).await;
+        // at most once a minute: browsing back and forth is one visit, and a write less per page
+        if fascicolo_fhir::datetime::now_ms() - seen > 60_000 {
+            let _ = portal.mark_seen(c.actor()).await;
+        }
     }
     let pages = docs.items.len().div_ceil(PAGE_SIZE).max(1);
     let page: usize = q.get("pagina").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, pages);
