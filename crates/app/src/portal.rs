@@ -297,6 +297,38 @@ fn lean_document(json: &str) -> Value {
         "content": [{"attachment": {"url": a.url, "title": a.title}}]})
 }
 
+/// What a result point reads of an Observation (its narrative and the rest are skipped).
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LeanObservation {
+    id: Value,
+    code: Value,
+    effective_date_time: Value,
+    effective_period: Value,
+    value_quantity: Value,
+    component: Value,
+    reference_range: Value,
+    interpretation: Value,
+    meta: Value,
+}
+
+fn lean_observation(json: &str) -> Value {
+    let o: LeanObservation = serde_json::from_str(json).unwrap_or_default();
+    let mut v =
+        json!({"id": o.id, "code": o.code, "referenceRange": o.reference_range, "interpretation": o.interpretation, "meta": o.meta});
+    for (k, x) in [
+        ("effectiveDateTime", o.effective_date_time),
+        ("effectivePeriod", o.effective_period),
+        ("valueQuantity", o.value_quantity),
+        ("component", o.component),
+    ] {
+        if !x.is_null() {
+            v[k] = x;
+        }
+    }
+    v
+}
+
 fn coding_of(cc: &Value, system: Option<&str>) -> (String, String) {
     let codings = cc["coding"].as_array().cloned().unwrap_or_default();
     let c = codings.iter().find(|c| system.is_none_or(|s| c["system"] == s)).or(codings.first()).cloned().unwrap_or(Value::Null);
@@ -481,7 +513,7 @@ impl Portal {
         if let Some(c) = code {
             pairs.push(("code".into(), c.to_string()));
         }
-        let obs = self.all(actor, "Observation", pairs).await?;
+        let obs = self.all_as(actor, "Observation", pairs, lean_observation).await?;
         // the laboratory of a result is the custodian of its document
         let docs: Vec<String> = obs
             .iter()
