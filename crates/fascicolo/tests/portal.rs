@@ -146,6 +146,27 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let bearer = format!("Bearer {gp_token}");
     let r = app.send("GET", &format!("/DocumentReference?patient=rossi-giulia&_id={lab}"), None, &[("authorization", &bearer)]).await;
     assert_eq!(r.body["total"], 0);
+    // nor in his counts, nor reached through an _include from its results
+    let count = |b: &Value| b["total"].as_u64().unwrap();
+    let gp_count = app.send("GET", "/DocumentReference?patient=rossi-giulia&_summary=count", None, &[("authorization", &bearer)]).await;
+    let her_count = app
+        .send(
+            "GET",
+            "/DocumentReference?patient=rossi-giulia&_summary=count",
+            None,
+            &[("authorization", &format!("Bearer {citizen_token}"))],
+        )
+        .await;
+    assert!(count(&gp_count.body) < count(&her_count.body), "his count leaves out what is hidden from him");
+    let inc = app
+        .send(
+            "GET",
+            "/DiagnosticReport?patient=rossi-giulia&_include=DiagnosticReport:result&_count=1000",
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert!(!inc.body.to_string().contains(&lab), "no trace of the hidden report in his includes");
     let r = app
         .send(
             "GET",
@@ -157,7 +178,8 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     assert_eq!(r.body["total"], 0, "nor the results of the hidden report");
     // she still sees it, marked, and can lift the hiding
     let (_, page) = giulia.get(&format!("/documenti/{lab}")).await;
-    assert!(page.contains("Oscurato ai medici") && page.contains("Togli l&#39;oscuramento") || page.contains("Togli l'oscuramento"));
+    assert!(page.contains("Oscurato ai medici"), "marked hidden for her");
+    assert!(page.contains("Togli l&#39;oscuramento") || page.contains("Togli l'oscuramento"), "with the way back");
 
     // the access log names the GP and his role
     let (_, log) = giulia.get("/privacy/accessi").await;
@@ -208,7 +230,9 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "verdi-anna"), ("next", "/")]).await;
     let (s, list) = giulia.get("/documenti").await;
     assert_eq!(s, 200);
-    assert!(list.contains("Verdi") || list.contains("Lettera di dimissione"));
+    let annas = doc_links(&list);
+    assert!(annas.contains(&"doc-anna-ldo".to_string()), "Anna's discharge letter is listed: {annas:?}");
+    assert!(!annas.contains(&lab), "and nothing of Giulia's record");
     let (s, page) = giulia.get("/risultati").await;
     assert_eq!(s, 403, "results are outside the delegation");
     assert!(!page.contains("mg/dL"));

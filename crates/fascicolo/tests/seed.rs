@@ -18,8 +18,8 @@ async fn count(fhir: &FhirService, t: &str) -> u64 {
     fhir.store().count(&SearchPlan { resource_type: Some(t.into()), ..Default::default() }).await.unwrap()
 }
 
-#[tokio::test]
-async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
+/// A fresh store with the FHIR and publication services over it (originals in a temporary folder).
+async fn services() -> (FhirService, fascicolo_app::ingest::Ingest) {
     let store = fresh_store().await;
     let cfg = fascicolo::config::Config {
         data_dir: std::env::temp_dir().join(format!("fascicolo-seed-{}", uuid::Uuid::now_v7())),
@@ -27,6 +27,12 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
     };
     let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
     let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
+    (fhir, ingest)
+}
+
+#[tokio::test]
+async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
+    let (fhir, ingest) = services().await;
     let s = run(&fhir, &ingest, &args(40), false).await.unwrap();
     assert_eq!(s.citizens, 40);
     assert_eq!(count(&fhir, "Patient").await, 40);
@@ -70,13 +76,7 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
 
 #[tokio::test]
 async fn a_registry_only_run_does_not_stand_in_for_the_documents() {
-    let store = fresh_store().await;
-    let cfg = fascicolo::config::Config {
-        data_dir: std::env::temp_dir().join(format!("fascicolo-seed-{}", uuid::Uuid::now_v7())),
-        ..Default::default()
-    };
-    let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
-    let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
+    let (fhir, ingest) = services().await;
     let registry = run(&fhir, &ingest, &SeedArgs { no_documents: true, ..args(12) }, false).await.unwrap();
     assert_eq!((registry.citizens, registry.documents), (12, 0));
     assert_eq!(count(&fhir, "DocumentReference").await, 0);

@@ -38,15 +38,20 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, S
     Some((secret, s))
 }
 
-fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {
     raw.map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// Only local paths: never an open redirect.
 fn local_path(next: Option<&String>) -> String {
+    local_path_or(next, "/me")
+}
+
+/// `next` when it is a path of this site, else `default`.
+pub(crate) fn local_path_or(next: Option<&String>, default: &str) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
-        _ => "/me".into(),
+        _ => default.into(),
     }
 }
 

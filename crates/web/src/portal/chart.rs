@@ -20,7 +20,8 @@ fn day_of(s: &str) -> Option<f64> {
     Some(r.low as f64 / 86_400_000.0)
 }
 
-fn fmt_num(v: f64) -> String {
+/// A value as people write it: no trailing zeros, at most two decimals.
+pub(super) fn fmt_num(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{}", v.round() as i64)
     } else {

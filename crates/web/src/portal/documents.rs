@@ -1,7 +1,7 @@
 //! Documents: the list with filters, a document's page (rendering, metadata, downloads,
 //! versions, hiding), Taccuino files and the PDF index of every document.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, trusted, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, query_map, show_date, trusted, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -239,13 +239,10 @@ pub struct HideForm {
 /// `POST /documenti/{id}/oscuramento`
 pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<HideForm>) -> Response {
     let path = format!("/documenti/{id}");
-    let c = match ctx(&state, &headers, &path, None).await {
+    let c = match form_ctx(&state, &headers, &path, &f.csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !csrf_ok(&c, &f.csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     if !matches!(f.code.as_str(), "P99" | "P97" | "P00") {
         return app_error(&state, c.lang, &fascicolo_app::AppError::BadRequest("hiding code".into()));
     }

@@ -1,7 +1,7 @@
 //! Family and delegations: switch to a minor child's or a delegator's record; grant, scope and
 //! revoke delegations on one's own record.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -115,21 +115,17 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         Err(r) => return r,
     };
     let form = multi(raw.as_deref().unwrap_or_default().as_bytes());
-    let _ = query_map;
     render(&state, &c, &form, &[], StatusCode::OK).await
 }
 
 /// `POST /famiglia/deleghe`
 pub async fn grant(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let c = match ctx(&state, &headers, "/famiglia", None).await {
+    let form = multi(&body);
+    let one = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
+    let c = match form_ctx(&state, &headers, "/famiglia", &one("csrf")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let form = multi(&body);
-    let one = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
-    if !csrf_ok(&c, &one("csrf")) {
-        return csrf_refused(&state, c.lang);
-    }
     let scope = form.get("scope").cloned().unwrap_or_default();
     match Portal::new(state.fhir.clone())
         .grant_delegation(c.actor(), &one("cf"), &one("given"), &one("family"), &one("until"), &scope)
@@ -143,14 +139,11 @@ pub async fn grant(State(state): State<AppState>, headers: HeaderMap, body: axum
 
 /// `POST /famiglia/deleghe/{id}/revoca`
 pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let c = match ctx(&state, &headers, "/famiglia", None).await {
+    let form = multi(&body);
+    let c = match form_ctx(&state, &headers, "/famiglia", form.get("csrf").and_then(|v| v.first()).map_or("", String::as_str)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let form = multi(&body);
-    if !csrf_ok(&c, form.get("csrf").and_then(|v| v.first()).map_or("", String::as_str)) {
-        return csrf_refused(&state, c.lang);
-    }
     match Portal::new(state.fhir.clone()).revoke_delegation(c.actor(), &id).await {
         Ok(()) => Redirect::to("/famiglia?esito=delega").into_response(),
         Err(e) => app_error(&state, c.lang, &e),

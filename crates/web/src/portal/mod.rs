@@ -11,7 +11,8 @@ mod privacy;
 mod records;
 mod taccuino;
 
-use crate::auth_web::{cookie, session};
+pub(crate) use crate::auth_web::query_map;
+use crate::auth_web::{cookie, local_path_or, session};
 use crate::html::Lang;
 use crate::AppState;
 use axum::extract::{Path, RawQuery};
@@ -23,7 +24,6 @@ use fascicolo_app::auth::Session;
 use fascicolo_app::portal::Portal;
 use fascicolo_app::{Actor, AppError, Who};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use std::collections::HashMap;
 
 const LANG_COOKIE: &str = "fascicolo_lang";
 
@@ -96,10 +96,6 @@ impl Ctx {
     pub fn csrf(&self) -> &str {
         &self.session.csrf
     }
-}
-
-pub fn query_map(raw: Option<&str>) -> HashMap<String, String> {
-    raw.map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// The language of a request: `?lang=`, else the cookie, else Italian.
@@ -367,6 +363,15 @@ pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
     message(state, lang, status, title, text, None)
 }
 
+/// The context of a form post: signed in with a record, and carrying the session's CSRF token.
+pub async fn form_ctx(state: &AppState, headers: &HeaderMap, path: &str, csrf: &str) -> Result<Ctx, Response> {
+    let c = ctx(state, headers, path, None).await?;
+    if !csrf_ok(&c, csrf) {
+        return Err(csrf_refused(state, c.lang));
+    }
+    Ok(c)
+}
+
 /// The CSRF token of a form must be the session's.
 pub fn csrf_ok(c: &Ctx, sent: &str) -> bool {
     fascicolo_app::auth::same_secret(&c.session.csrf, sent)
@@ -425,10 +430,7 @@ fn rome_offset(t: time::OffsetDateTime) -> Option<time::UtcOffset> {
 async fn language(Path(code): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let lang = if code == "en" { Lang::En } else { Lang::It };
     let q = query_map(raw.as_deref());
-    let next = match q.get("next") {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
-        _ => "/".into(),
-    };
+    let next = local_path_or(q.get("next"), "/");
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().insert(header::SET_COOKIE, lang_cookie(lang));
     r

@@ -1,7 +1,7 @@
 //! Privacy: consent to consultation with the information notice, hidden documents, the access
 //! log with filters (emergency accesses highlighted), the PDF index.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, query_map, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
@@ -20,15 +20,12 @@ const NOTIFICATIONS: [(&str, &str, &str); 4] = [
 
 /// `POST /privacy/notifiche`: the ticked settings are on, the others off.
 pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let c = match ctx(&state, &headers, "/privacy", None).await {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let csrf = pairs.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
+    let c = match form_ctx(&state, &headers, "/privacy", csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let csrf = pairs.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
-    if !csrf_ok(&c, csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     let on: Vec<&str> = pairs.iter().filter(|(k, _)| k == "on").map(|(_, v)| v.as_str()).collect();
     let off: Vec<String> = NOTIFICATIONS.iter().map(|n| n.0).filter(|k| !on.contains(k)).map(String::from).collect();
     match Portal::new(state.fhir.clone()).set_notifications_off(c.actor(), &off).await {
@@ -155,13 +152,10 @@ pub struct ConsentForm {
 
 /// `POST /privacy/consenso`
 pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<ConsentForm>) -> Response {
-    let c = match ctx(&state, &headers, "/privacy", None).await {
+    let c = match form_ctx(&state, &headers, "/privacy", &f.csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !csrf_ok(&c, &f.csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     let given = f.given == "true";
     match Portal::new(state.fhir.clone()).set_consent(c.actor(), given).await {
         Ok(()) => Redirect::to(if given { "/privacy?esito=consenso-si" } else { "/privacy?esito=consenso-no" }).into_response(),

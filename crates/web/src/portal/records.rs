@@ -133,14 +133,6 @@ fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::L
     super::finish(set, axum::http::StatusCode::OK, markup)
 }
 
-fn fmt_value(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{}", v.round() as i64)
-    } else {
-        format!("{v:.2}").trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
 fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
     html! { @if p.out_of_range() {
         span.badge.out { @match (p.high, p.low) {
@@ -153,9 +145,9 @@ fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
 
 fn range_text(p: &fascicolo_app::portal::Point) -> String {
     match (p.low, p.high) {
-        (Some(l), Some(h)) => format!("{} – {}", fmt_value(l), fmt_value(h)),
-        (Some(l), None) => format!("≥ {}", fmt_value(l)),
-        (None, Some(h)) => format!("≤ {}", fmt_value(h)),
+        (Some(l), Some(h)) => format!("{} – {}", super::chart::fmt_num(l), super::chart::fmt_num(h)),
+        (Some(l), None) => format!("≥ {}", super::chart::fmt_num(l)),
+        (None, Some(h)) => format!("≤ {}", super::chart::fmt_num(h)),
         _ => "—".into(),
     }
 }
@@ -183,7 +175,7 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
                 tbody { @for s in &series { @if let Some(p) = s.last() {
                     tr {
                         th scope="row" { a href={ "/risultati/" (s.code) } { (s.name) } }
-                        td { (fmt_value(p.value)) " " (p.unit) " " (flag_badge(&c, p)) }
+                        td { (super::chart::fmt_num(p.value)) " " (p.unit) " " (flag_badge(&c, p)) }
                         td { (range_text(p)) }
                         td { (show_date(c.lang, &p.when, false)) }
                         td { (s.points.len()) }
@@ -259,7 +251,7 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
                 tbody { @for (i, p) in s.points.iter().enumerate().rev() {
                     tr {
                         td { (show_date(c.lang, &p.when, false)) }
-                        td { (fmt_value(p.value)) " " (p.unit) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
+                        td { (super::chart::fmt_num(p.value)) " " (p.unit) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
                         td { (range_text(p)) }
                         td {
                             @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto", "Report").to_string() } else { p.source.clone() }) } }
@@ -589,7 +581,7 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                     v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string(),
                 ),
                 (c.t("Posologia", "Dosage"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
-                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), fmt_value)),
+                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), super::chart::fmt_num)),
                 (c.t("Motivo", "Reason"), text_of(&v["reasonCode"][0])),
                 (c.t("Prescrittore", "Prescriber"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
                 (c.t("Stato", "Status"), v["status"].as_str().unwrap_or_default().to_string()),

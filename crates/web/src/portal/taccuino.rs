@@ -1,7 +1,7 @@
 //! The Taccuino: measurements and own documents the citizen adds, each shared with clinicians
 //! or kept private.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, layout, query_map, show_date, Ctx};
+use super::{app_error, csrf_ok, csrf_refused, ctx, form_ctx, layout, query_map, show_date, Ctx};
 use crate::AppState;
 use axum::extract::{Form, Multipart, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -199,13 +199,10 @@ fn number(s: &str) -> f64 {
 
 /// `POST /taccuino`: add a measurement; errors next to the fields, nothing stored.
 pub async fn add_measurement(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<MeasureForm>) -> Response {
-    let c = match ctx(&state, &headers, "/taccuino", None).await {
+    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !csrf_ok(&c, &f.csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     let Some(kind) = MeasureKind::parse(&f.kind) else {
         return render(&state, &c, &f, &[("kind", "Scegli una misura dall'elenco.", "Choose a measurement from the list.")], &[], None)
             .await;
@@ -290,13 +287,10 @@ pub struct NoteForm {
 
 /// `POST /taccuino/note`: a note, kept as a text document of the Taccuino.
 pub async fn add_note(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<NoteForm>) -> Response {
-    let c = match ctx(&state, &headers, "/taccuino", None).await {
+    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !csrf_ok(&c, &f.csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     if f.text.trim().is_empty() {
         let errs = [("file", "Scrivi il testo della nota.", "Write the text of the note.")];
         return render(&state, &c, &MeasureForm::default(), &[], &errs, None).await;
@@ -326,13 +320,10 @@ pub async fn visibility(
     headers: HeaderMap,
     Form(f): Form<VisibilityForm>,
 ) -> Response {
-    let c = match ctx(&state, &headers, "/taccuino", None).await {
+    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !csrf_ok(&c, &f.csrf) {
-        return csrf_refused(&state, c.lang);
-    }
     match Portal::new(state.fhir.clone()).measurement_visibility(c.actor(), &id, f.share == "1").await {
         Ok(()) => Redirect::to("/taccuino?esito=visibilita").into_response(),
         Err(e) => app_error(&state, c.lang, &e),
