@@ -313,6 +313,30 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
             if let Some(name) = path(enc, &["location", "healthCareFacility", "location", "name"]).map(text) {
                 e["location"] = json!([{"location": {"display": name}}]);
             }
+            if template_is("6.1") {
+                // the ER report's coded triage, main problem and outcome
+                let coded = |section: &str, obs: &str| {
+                    root.descendants()
+                        .filter(|n| {
+                            n.has_tag_name((HL7_NS, "section")) && child(*n, "code").and_then(|c| c.attribute("code")) == Some(section)
+                        })
+                        .flat_map(|s| s.descendants())
+                        .find(|n| {
+                            n.has_tag_name((HL7_NS, "observation")) && child(*n, "code").and_then(|c| c.attribute("code")) == Some(obs)
+                        })
+                        .and_then(|o| child(o, "value"))
+                        .and_then(concept)
+                };
+                if let Some(c) = coded("54094-8", "11283-9") {
+                    e["priority"] = c;
+                }
+                if let Some(c) = coded("46239-0", "56817-0") {
+                    e["reasonCode"] = json!([c]);
+                }
+                if let Some(c) = coded("28574-2", "11302-7") {
+                    e["hospitalization"] = json!({"dischargeDisposition": c});
+                }
+            }
             refs.push(json!({"reference": format!("Encounter/{id}")}));
             resources.push(e);
         }

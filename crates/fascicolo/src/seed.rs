@@ -43,13 +43,13 @@ pub struct Summary {
     pub citizens: u64,
     pub resources: u64,
     pub documents: u64,
-    /// Documents by kind (`lab`, `vaccination`, `specialist`, `radiology`, `discharge`).
+    /// Documents by kind (`lab`, `vaccination`, `specialist`, `radiology`, `discharge`, `emergency`, `prescription`).
     pub kinds: std::collections::BTreeMap<&'static str, u64>,
     pub skipped_households: u64,
 }
 
 /// Write resources with PUT in transactions of 500, as the console (not audited).
-pub(crate) async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<u64> {
+pub async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<u64> {
     let n = resources.len() as u64;
     for chunk in resources.chunks(500) {
         let entries: Vec<Value> = chunk
@@ -65,7 +65,9 @@ pub(crate) async fn put_all(fhir: &FhirService, resources: Vec<Value>) -> anyhow
     Ok(n)
 }
 
-async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Result<u64> {
+/// Publish generated documents through the producer path, each as the client of its
+/// producing organisation, `jobs` at a time; the number published.
+pub async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Result<u64> {
     let mut n = 0;
     let mut set = tokio::task::JoinSet::new();
     let mut queue = docs.into_iter();

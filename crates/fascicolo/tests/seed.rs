@@ -6,8 +6,10 @@
 mod common;
 
 use common::*;
-use fascicolo::seed::{run, SeedArgs};
+use fascicolo::seed::{publish, put_all, run, SeedArgs};
 use fascicolo_app::FhirService;
+use fascicolo_seed::clinical::{documents, Depth};
+use fascicolo_seed::people::{Config, Generator};
 use fascicolo_store::SearchPlan;
 
 fn args(citizens: u64) -> SeedArgs {
@@ -72,6 +74,50 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
     assert!(again.skipped_households > 0);
     assert_eq!(count(&fhir, "Patient").await, 40);
     assert_eq!(count(&fhir, "DocumentReference").await, s.documents);
+}
+
+#[tokio::test]
+async fn an_er_report_goes_in_as_an_emergency_encounter_with_its_triage() {
+    let (fhir, ingest) = services().await;
+    let today = fascicolo_seed::today();
+    let generator = Generator::new(Config::new(42, 3000, today));
+    let layout = generator.layout().clone();
+    // the first household of the region with an emergency-room visit
+    let (h, er) = generator
+        .into_iter()
+        .find_map(|h| {
+            let er = documents(42, &layout, today, Depth::default(), &h).into_iter().find(|d| d.kind == "emergency")?;
+            Some((h, er))
+        })
+        .expect("an ER visit in the region");
+    put_all(&fhir, fascicolo_seed::registry::resources(&h, layout.assts[h.asst].ats, today)).await.unwrap();
+    assert_eq!(publish(&ingest, vec![er.clone()], 1).await.unwrap(), 1);
+    let search = |t: &'static str, k: &'static str, v: &'static str| {
+        let fhir = fhir.clone();
+        async move {
+            let pairs = [(k.to_string(), v.to_string())];
+            let found = fhir.search(&platform_actor(), Some(t), &pairs, "http://x").await.unwrap();
+            found.entries.into_iter().map(|(_, json, _)| serde_json::from_str::<serde_json::Value>(&json).unwrap()).collect::<Vec<_>>()
+        }
+    };
+    let encounters = search("Encounter", "class", "EMER").await;
+    assert_eq!(encounters.len(), 1, "{encounters:?}");
+    assert_eq!(encounters[0]["subject"]["reference"], format!("Patient/{}", er.patient));
+    let (start, end) = (encounters[0]["period"]["start"].as_str().unwrap(), encounters[0]["period"]["end"].as_str().unwrap());
+    assert!(start < end, "arrival {start} before discharge {end}");
+    // the coded triage (2019 guidelines), main problem and outcome of the national value sets
+    let enc = &encounters[0];
+    let triage = enc["priority"]["coding"][0]["code"].as_str().unwrap();
+    assert!(["2", "3", "4"].contains(&triage), "{enc}");
+    assert_eq!(enc["priority"]["coding"][0]["system"], "urn:oid:2.16.840.1.113883.2.9.6.1.54.4");
+    assert_eq!(enc["reasonCode"][0]["coding"][0]["code"], "15");
+    assert_eq!(enc["hospitalization"]["dischargeDisposition"]["coding"][0]["display"], "Dimissione a domicilio");
+    let docs = search("DocumentReference", "type", "http://loinc.org|59258-4").await;
+    assert_eq!(docs.len(), 1);
+    // the triage and the outcome reach the Composition's sections
+    let compositions = search("Composition", "type", "http://loinc.org|59258-4").await;
+    let text = compositions[0].to_string();
+    assert!(text.contains("Triage") && text.contains("dimissione a domicilio") && text.contains("401.9"), "{text}");
 }
 
 #[tokio::test]

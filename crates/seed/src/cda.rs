@@ -66,8 +66,11 @@ fn patient_role(p: &Person, pacs: Option<&str>) -> String {
 <patient><name><family>{family}</family><given>{given}</given></name>
 <administrativeGenderCode code="{g}" codeSystem="2.16.840.1.113883.5.1" codeSystemName="HL7 AdministrativeGender" displayName="{gd}"/>
 <birthTime value="{birth}"/>
-<birthplace><place><addr><city>{bcity}</city><county>{bprov}</county></addr></place></birthplace></patient></patientRole></recordTarget>"#,
+<birthplace><place><addr>{bcountry}<city>{bcity}</city><county>{bprov}</county>{btract}</addr></place></birthplace></patient></patientRole></recordTarget>"#,
         bcity = esc(p.birth_place.name),
+        // the country and the municipality's ISTAT code where the tables know it (Lombardy)
+        bcountry = birth_istat(p).map(|_| "<country>100</country>").unwrap_or_default(),
+        btract = birth_istat(p).map(|c| format!("<censusTract>{c}</censusTract>")).unwrap_or_default(),
         bprov = p.birth_place.province,
         cf = p.cf,
         pacs = pacs.map(|x| format!(r#"<id root="{DOC_OID}.1" extension="{x}" assigningAuthorityName="PACS"/>"#)).unwrap_or_default(),
@@ -81,6 +84,11 @@ fn patient_role(p: &Person, pacs: Option<&str>) -> String {
         gd = gender.1,
         birth = day(p.birth),
     )
+}
+
+/// The ISTAT code of the patient's birth place, when born in a Lombard municipality.
+pub fn birth_istat(p: &Person) -> Option<&'static str> {
+    crate::data::data().istat_by_place.get(p.birth_place.code).copied()
 }
 
 fn assigned_person(a: &Author) -> String {
@@ -438,7 +446,7 @@ impl Narrative {
             ),
             Self::Radiology => (("2.16.840.1.113883.2.9.10.1.7.1", "1.1"), ("68604-8", "Referto di radiologia"), "Referto di radiologia"),
             Self::Emergency => {
-                (("2.16.840.1.113883.2.9.10.1.6.1", "1.1"), ("59258-4", "Verbale di pronto soccorso"), "Verbale di pronto soccorso")
+                (("2.16.840.1.113883.2.9.10.1.6.1", "1.1"), ("59258-4", "Verbale di Pronto Soccorso"), "Verbale di pronto soccorso")
             }
             Self::Discharge => (
                 ("2.16.840.1.113883.2.9.10.1.5", "1.2"),
@@ -485,6 +493,160 @@ pub fn narrative_stay(
         ..Header::new(template, code, id, &when, &service)
     };
     document(&header, p, author, &sections(list))
+}
+
+/// A triage code of the national guidelines (2019): 1 red … 5 white, with its colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Triage(pub u8);
+
+impl Triage {
+    /// The colour, as the national guidelines name it.
+    pub fn colour(self) -> &'static str {
+        match self.0 {
+            1 => "Rosso",
+            2 => "Arancione",
+            3 => "Azzurro",
+            4 => "Verde",
+            _ => "Bianco",
+        }
+    }
+}
+
+/// An emergency-room visit as the Verbale di pronto soccorso records it.
+///
+/// Coded values come from the national VPS value sets, only where a published source gives
+/// the meaning of the code: the transport mode, the sender, the main problem and the outcome
+/// are the codes the official `VPS.xml` example uses with their displays (`3` "Autonomo",
+/// `3` "Specialista", `15` "Ipertensione Arteriosa", `1` "Dimissione a domicilio"); the triage
+/// code is the numeric code of the 2019 national guidelines (DOMAIN.md).
+#[derive(Debug, Clone)]
+pub struct EmergencyVisit {
+    /// When the patient arrived (date, hour, minute).
+    pub arrival: (Date, u8, u8),
+    /// Minutes from arrival to triage, and from arrival to discharge (same day).
+    pub triage_after: u16,
+    pub discharge_after: u16,
+    pub triage: Triage,
+    /// Free text: the cause of the visit as reported.
+    pub cause: String,
+    /// Vital signs at arrival, as written in the record.
+    pub vitals: String,
+    /// The course in the emergency room.
+    pub course: String,
+    /// Drugs given in the emergency room.
+    pub therapy: String,
+    /// Discharge diagnosis (ICD-9-CM code and display).
+    pub diagnosis: (&'static str, &'static str),
+    /// Advice at discharge.
+    pub advice: String,
+}
+
+fn at(d: Date, hour: u8, minute: u8, plus: u16) -> String {
+    let total = u32::from(hour) * 60 + u32::from(minute) + u32::from(plus);
+    // visits end the same day: clamp to 23:59
+    let total = total.min(23 * 60 + 59);
+    ts(d, (total / 60) as u8, (total % 60) as u8)
+}
+
+fn performer_entity(a: &Author) -> String {
+    format!(
+        r#"<assignedEntity><id root="{CF_OID}" extension="{}" assigningAuthorityName="MEF"/>{}</assignedEntity>"#,
+        a.cf,
+        assigned_person(a)
+    )
+}
+
+/// A Verbale di pronto soccorso (template 2.16.840.1.113883.2.9.10.1.6.1): the access as an
+/// encounter (arrival to discharge), transport and sender, main problem and cause, triage,
+/// vital signs, course, therapy given, and the discharge with diagnosis and outcome. `doctor`
+/// writes and signs it; `nurse` assigns the triage code.
+pub fn emergency_report(id: &str, access: &str, p: &Person, doctor: &Author, nurse: &Author, v: &EmergencyVisit) -> String {
+    let (d, h, m) = v.arrival;
+    let arrived = ts(d, h, m);
+    let triaged = at(d, h, m, v.triage_after);
+    let discharged = at(d, h, m, v.discharge_after);
+    let (template, code, title) = Narrative::Emergency.header();
+    let header = Header {
+        title,
+        service_code: Some(("DIR", "Accesso Diretto")),
+        stay: Some((access.to_string(), arrived.clone(), discharged.clone())),
+        ..Header::new(template, code, id, &discharged, &arrived)
+    };
+    let colour = v.triage.colour();
+    let (dx, dx_name) = v.diagnosis;
+    let body = format!(
+        r#"<component><section ID="MODALITA_TRASPORTO"><templateId root="2.16.840.1.113883.2.9.10.1.6.20"/>
+<code code="11459-5" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Modalità di trasporto"/>
+<title>Modalità di trasporto</title>
+<text><list><item>Arrivato con mezzi propri</item><item>Inviato dallo specialista</item></list></text>
+<entry><act classCode="TRNS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.40"/>
+<code code="3" codeSystem="2.16.840.1.113883.2.9.6.1.54.6" codeSystemName="ModalitàTrasporto_VPS" displayName="Autonomo (arrivato con mezzi propri)"/>
+<statusCode code="completed"/>
+<participant typeCode="REFB"><participantRole><code code="3" codeSystem="2.16.840.1.113883.2.9.6.1.54.1" codeSystemName="ResponsabileInvio_VPS" displayName="Specialista"/></participantRole></participant>
+</act></entry></section></component>
+<component><section ID="MOTIVO_DELLA_VISITA"><templateId root="2.16.840.1.113883.2.9.10.1.6.42"/>
+<code code="46239-0" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Motivo della visita"/>
+<title>Motivo della visita</title>
+<text><list><item>Problema principale: Ipertensione arteriosa</item><item>{cause}</item></list></text>
+<entry><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.37"/>
+<code code="56817-0" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Problema all'accesso"/>
+<statusCode code="completed"/>
+<value xsi:type="CD" code="15" codeSystem="2.16.840.1.113883.2.9.6.1.54.2" codeSystemName="ProblemaPrincipale_VPS" displayName="Ipertensione Arteriosa"/>
+</observation></entry>
+<entry><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.87"/>
+<code code="29298-7" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Ragione della visita"/>
+<statusCode code="completed"/><value xsi:type="ST">{cause}</value>
+</observation></entry></section></component>
+<component><section ID="TRIAGE"><templateId root="2.16.840.1.113883.2.9.10.1.6.21"/>
+<code code="54094-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Triage note"/>
+<title>Triage</title>
+<text><list><item>Codice {code_n} - {colour}</item><item>Valutazione alle {tri_h}</item></list></text>
+<entry><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.39"/>
+<code code="11283-9" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Valutazione acutezza"/>
+<statusCode code="completed"/><effectiveTime value="{triaged}"/>
+<value xsi:type="CD" code="{code_n}" codeSystem="2.16.840.1.113883.2.9.6.1.54.4" codeSystemName="CodiceTriage_VPS" displayName="{colour}"/>
+<performer typeCode="PRF">{nurse}</performer>
+</observation></entry></section></component>
+<component><section ID="PARAMETRI_VITALI"><templateId root="2.16.840.1.113883.2.9.10.1.6.28"/>
+<code code="8716-3" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Parametri vitali"/>
+<title>Parametri vitali</title><text><paragraph>{vitals}</paragraph></text></section></component>
+<component><section ID="DECORSO"><templateId root="2.16.840.1.113883.2.9.10.1.6.23"/>
+<code code="8648-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Decorso ospedaliero"/>
+<title>Decorso in pronto soccorso</title><text><paragraph>{course}</paragraph></text></section></component>
+<component><section ID="TERAPIA_PS"><templateId root="2.16.840.1.113883.2.9.10.1.6.29"/>
+<code code="29549-3" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Terapia farmacologica in pronto soccorso"/>
+<title>Terapia farmacologica in pronto soccorso</title><text><paragraph>{therapy}</paragraph></text></section></component>
+<component><section ID="DIMISSIONE"><templateId root="2.16.840.1.113883.2.9.10.1.6.24"/>
+<code code="28574-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Note di dimissione"/>
+<title>Dimissione</title>
+<text><list><item>Diagnosi: {dx_name} (ICD-9-CM {dx})</item><item>Esito: dimissione a domicilio</item><item>{advice}</item></list></text>
+<entry><act classCode="ACT" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.66"/>
+<code code="dimissione" codeSystem="2.16.840.1.113883.2.9.5.1.4"/>
+<statusCode code="completed"/><effectiveTime value="{discharged}"/>
+<performer>{doctor}</performer>
+<entryRelationship typeCode="COMP"><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.70"/>
+<code code="29308-4" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Diagnosi"/>
+<statusCode code="completed"/><effectiveTime value="{discharged}"/>
+<value xsi:type="CD" code="{dx}" codeSystem="2.16.840.1.113883.6.103" codeSystemName="ICD-9-CM" displayName="{dx_name}"/>
+</observation></entryRelationship>
+<entryRelationship typeCode="COMP"><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.69"/>
+<code code="11302-7" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Esito"/>
+<statusCode code="completed"/>
+<value xsi:type="CD" code="1" codeSystem="2.16.840.1.113883.2.9.6.1.54.5" codeSystemName="EsitoTrattamento_VPS" displayName="Dimissione a domicilio"/>
+</observation></entryRelationship>
+</act></entry></section></component>"#,
+        cause = esc(&v.cause),
+        code_n = v.triage.0,
+        tri_h = format!("{}:{}", &triaged[8..10], &triaged[10..12]),
+        nurse = performer_entity(nurse),
+        doctor = performer_entity(doctor),
+        vitals = esc(&v.vitals),
+        course = esc(&v.course),
+        therapy = esc(&v.therapy),
+        dx_name = esc(dx_name),
+        advice = esc(&v.advice),
+    );
+    document(&header, p, doctor, &body)
 }
 
 /// The entry of a radiology report's "Esame eseguito" section: the procedure (ICD-9-CM).

@@ -442,6 +442,9 @@ const STAYS: [(&str, &str, &str); 4] = [
     ("540.9", "Appendicite acuta senza menzione di peritonite", "Appendicectomia laparoscopica senza complicanze."),
 ];
 
+/// What comes with a pressure peak, as written in the cause of an emergency visit.
+const ER_SYMPTOMS: [&str; 4] = ["cefalea nucale", "vertigini", "epistassi", "cardiopalmo e senso di oppressione toracica"];
+
 const METFORMIN: cda::Drug = cda::Drug {
     aic: "017758018",
     atc: "A10BA02",
@@ -491,6 +494,8 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
     let specialist = lab_author(seed ^ 0x5bec, code, &asst.name, asst.town.name);
     let radiologist = lab_author(seed ^ 0xad10, code, &asst.name, asst.town.name);
     let ward = lab_author(seed ^ 0x1d0, code, &asst.name, asst.town.name);
+    let emergency_doctor = lab_author(seed ^ 0xe3e7, code, &asst.name, asst.town.name);
+    let triage_nurse = lab_author(seed ^ 0x7a1a, code, &asst.name, asst.town.name);
     let mut out = Vec::new();
     for (k, p) in h.members.iter().enumerate() {
         let mut rng = crate::rng(seed, "clinical", h.index * 16 + k as u64);
@@ -663,6 +668,67 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 kind: "discharge",
                 xml: cda::narrative_stay(cda::Narrative::Discharge, &id, p, &ward, to, &list, None, Some((&admission, from, to))),
             });
+        }
+        // emergency-room visits: hypertensive patients now and then come in with a pressure
+        // peak, sent by their specialist, and go home after treatment (the only presentation
+        // whose VPS codes a published source explains; see `cda::EmergencyVisit`)
+        // (the VPS needs the ISTAT code of an Italian birth place: the tables hold Lombardy's)
+        if p.chronic.contains(&Chronic::Hypertension) && cda::birth_istat(p).is_some() {
+            for y in 0..depth.years {
+                if !rng.gen_bool(0.12) {
+                    continue;
+                }
+                let date = history_start + Duration::days(y * 365 + rng.gen_range(0..365));
+                if date >= today {
+                    continue;
+                }
+                let (hour, minute) = (rng.gen_range(7..20u8), rng.gen_range(0..60u8));
+                let systolic = rng.gen_range(178..225u32);
+                let diastolic = rng.gen_range(98..125u32);
+                let triage = cda::Triage(match (systolic, rng.gen_range(0..10u8)) {
+                    (s, _) if s >= 210 => 2,
+                    (_, r) if r < 6 => 3,
+                    _ => 4,
+                });
+                let symptom = ER_SYMPTOMS[rng.gen_range(0..ER_SYMPTOMS.len())];
+                let after = rng.gen_range(150..330u16);
+                let visit = cda::EmergencyVisit {
+                    arrival: (date, hour, minute),
+                    triage_after: rng.gen_range(3..15),
+                    discharge_after: after,
+                    triage,
+                    cause: format!("Riscontro di pressione arteriosa elevata ({systolic}/{diastolic} mmHg) con {symptom}."),
+                    vitals: format!(
+                        "PA {systolic}/{diastolic} mmHg, FC {} bpm, SpO2 {}%, temperatura 36,{} °C.",
+                        rng.gen_range(68..104),
+                        rng.gen_range(95..100),
+                        rng.gen_range(2..9)
+                    ),
+                    course: format!(
+                        "ECG: ritmo sinusale, non alterazioni acute della ripolarizzazione. Esami ematici nei limiti. \
+                         Dopo terapia progressiva riduzione dei valori pressori fino a {}/{} mmHg e regressione della sintomatologia.",
+                        rng.gen_range(138..156),
+                        rng.gen_range(82..94)
+                    ),
+                    therapy: "Captopril 25 mg per via sublinguale; osservazione con monitoraggio pressorio.".into(),
+                    diagnosis: ("401.9", "Ipertensione essenziale non specificata"),
+                    advice:
+                        "Proseguire la terapia antipertensiva in atto; controllo dal medico curante entro 7 giorni con diario pressorio."
+                            .into(),
+                };
+                let stamp = cda::ts(date, 12, 0);
+                seq += 1;
+                let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
+                let access = format!("PS-{}-{seq}", p.id);
+                out.push(Doc {
+                    id: id.clone(),
+                    patient: p.id.clone(),
+                    producer: asst.id.clone(),
+                    date,
+                    kind: "emergency",
+                    xml: cda::emergency_report(&id, &access, p, &emergency_doctor, &triage_nurse, &visit),
+                });
+            }
         }
         // prescriptions by the family doctor over the last two years: repeat prescriptions for
         // chronic conditions every three months, now and then an acute one

@@ -114,6 +114,8 @@ pub struct Data {
     pub municipalities: Vec<Place>,
     pub countries: Vec<Place>,
     pub towns: Vec<Town>,
+    /// ISTAT code of a Lombard municipality by its codice catastale.
+    pub istat_by_place: std::collections::HashMap<&'static str, &'static str>,
     pub ats: Vec<Ats>,
     pub hospitals: Vec<Hospital>,
     pub names: Names,
@@ -178,7 +180,8 @@ fn load() -> Data {
             _ => names.surnames.push((origin, name)),
         }
     }
-    Data { municipalities, countries, towns, ats, hospitals, names }
+    let istat_by_place = towns.iter().map(|t| (t.place.code, t.istat)).collect();
+    Data { municipalities, countries, towns, istat_by_place, ats, hospitals, names }
 }
 
 /// The tables, parsed once.

@@ -110,8 +110,15 @@ fn every_generated_document_passes_the_national_validation() {
     }
     assert!(n > 300, "only {n} documents");
     assert!(out_of_range > 0);
-    for (kind, least) in [("lab", 100), ("vaccination", 100), ("specialist", 10), ("radiology", 5), ("discharge", 1), ("prescription", 100)]
-    {
+    for (kind, least) in [
+        ("lab", 100),
+        ("vaccination", 100),
+        ("specialist", 10),
+        ("radiology", 5),
+        ("discharge", 1),
+        ("emergency", 1),
+        ("prescription", 100),
+    ] {
         assert!(kinds.get(kind).copied().unwrap_or(0) >= least, "{kinds:?}");
     }
 }
