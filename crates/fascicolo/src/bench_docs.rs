@@ -162,7 +162,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     }
     println!("target 200 documents/s: publication reaches {:.2}× of it", publish_rate / 200.0);
     server.abort();
-    if store.backend() == "sqlite" {
+    if store.backend() == "sqlite" && std::env::var_os("FASCICOLO_BENCH_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&cfg.data_dir);
     }
     Ok(())

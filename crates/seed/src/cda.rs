@@ -600,7 +600,7 @@ pub fn emergency_report(id: &str, access: &str, p: &Person, doctor: &Author, nur
 <component><section ID="TRIAGE"><templateId root="2.16.840.1.113883.2.9.10.1.6.21"/>
 <code code="54094-8" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Triage note"/>
 <title>Triage</title>
-<text><list><item>Codice {code_n} - {colour}</item><item>Valutazione alle {tri_h}</item></list></text>
+<text><list><item>Codice {code_n} - {colour}</item><item>Valutazione alle {tri_hh}:{tri_mm}</item></list></text>
 <entry><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.2.9.10.1.6.39"/>
 <code code="11283-9" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Valutazione acutezza"/>
 <statusCode code="completed"/><effectiveTime value="{triaged}"/>
@@ -637,7 +637,8 @@ pub fn emergency_report(id: &str, access: &str, p: &Person, doctor: &Author, nur
 </act></entry></section></component>"#,
         cause = esc(&v.cause),
         code_n = v.triage.0,
-        tri_h = format!("{}:{}", &triaged[8..10], &triaged[10..12]),
+        tri_hh = &triaged[8..10],
+        tri_mm = &triaged[10..12],
         nurse = performer_entity(nurse),
         doctor = performer_entity(doctor),
         vitals = esc(&v.vitals),
