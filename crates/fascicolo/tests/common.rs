@@ -108,6 +108,10 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> Resp {
         self.send("GET", path, None, &[]).await
     }
+    /// `GET path` with `token` as the bearer.
+    pub async fn get_as(&self, path: &str, token: &str) -> Resp {
+        self.send("GET", path, None, &[("authorization", &format!("Bearer {token}"))]).await
+    }
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         self.send("POST", path, Some(body), &[]).await
     }

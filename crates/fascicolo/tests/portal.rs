@@ -89,14 +89,7 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     // the list holds exactly the documents the FHIR API gives her, newest first
     let (_, list) = giulia.get("/documenti").await;
     let citizen_token = token_for(&app.store, &Actor::new(Who::Citizen { cf: GIULIA.into(), patient: Some("rossi-giulia".into()) })).await;
-    let api = app
-        .send(
-            "GET",
-            "/DocumentReference?patient=rossi-giulia&status=current&_summary=count",
-            None,
-            &[("authorization", &format!("Bearer {citizen_token}"))],
-        )
-        .await;
+    let api = app.get_as("/DocumentReference?patient=rossi-giulia&status=current&_summary=count", &citizen_token).await;
     let total = api.body["total"].as_u64().unwrap();
     assert!(list.contains(&format!("{total} documenti")), "the count matches the API's ({total})");
     assert!(
@@ -143,37 +136,17 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 404);
     assert_eq!(doctor.get(&format!("/documents/{lab}/pdf")).await.0, 404);
     let gp_token = token_for(&app.store, &gp()).await;
-    let bearer = format!("Bearer {gp_token}");
-    let r = app.send("GET", &format!("/DocumentReference?patient=rossi-giulia&_id={lab}"), None, &[("authorization", &bearer)]).await;
+    let r = app.get_as(&format!("/DocumentReference?patient=rossi-giulia&_id={lab}"), &gp_token).await;
     assert_eq!(r.body["total"], 0);
     // nor in his counts, nor reached through an _include from its results
     let count = |b: &Value| b["total"].as_u64().unwrap();
-    let gp_count = app.send("GET", "/DocumentReference?patient=rossi-giulia&_summary=count", None, &[("authorization", &bearer)]).await;
-    let her_count = app
-        .send(
-            "GET",
-            "/DocumentReference?patient=rossi-giulia&_summary=count",
-            None,
-            &[("authorization", &format!("Bearer {citizen_token}"))],
-        )
-        .await;
+    let gp_count = app.get_as("/DocumentReference?patient=rossi-giulia&_summary=count", &gp_token).await;
+    let her_count = app.get_as("/DocumentReference?patient=rossi-giulia&_summary=count", &citizen_token).await;
     assert!(count(&gp_count.body) < count(&her_count.body), "his count leaves out what is hidden from him");
-    let inc = app
-        .send(
-            "GET",
-            "/DiagnosticReport?patient=rossi-giulia&_include=DiagnosticReport:result&_count=1000",
-            None,
-            &[("authorization", &bearer)],
-        )
-        .await;
+    let inc = app.get_as("/DiagnosticReport?patient=rossi-giulia&_include=DiagnosticReport:result&_count=1000", &gp_token).await;
     assert!(!inc.body.to_string().contains(&lab), "no trace of the hidden report in his includes");
     let r = app
-        .send(
-            "GET",
-            &format!("/Observation?patient=rossi-giulia&_count=1000&_tag=urn:fascicolo:document|DocumentReference/{lab}"),
-            None,
-            &[("authorization", &bearer)],
-        )
+        .get_as(&format!("/Observation?patient=rossi-giulia&_count=1000&_tag=urn:fascicolo:document|DocumentReference/{lab}"), &gp_token)
         .await;
     assert_eq!(r.body["total"], 0, "nor the results of the hidden report");
     // she still sees it, marked, and can lift the hiding
@@ -276,10 +249,9 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     let (_, chart) = giulia.get("/risultati/29463-7").await;
     assert!(chart.contains("71.5 kg") && chart.contains("Taccuino"));
     let gp_token = token_for(&app.store, &gp()).await;
-    let bearer = format!("Bearer {gp_token}");
-    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", None, &[("authorization", &bearer)]).await;
+    let r = app.get_as("/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", &gp_token).await;
     assert_eq!(r.body["total"], 0, "the private weight is hidden from the GP");
-    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|85354-9", None, &[("authorization", &bearer)]).await;
+    let r = app.get_as("/Observation?patient=rossi-giulia&code=http://loinc.org|85354-9", &gp_token).await;
     assert_eq!(r.body["total"], 1, "the shared blood pressure is visible to him");
     assert_eq!(r.body["entry"][0]["resource"]["component"][1]["valueQuantity"]["value"], 85.0);
 
@@ -291,7 +263,7 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
         .to_string();
     let (s, _, _) = giulia.post(&format!("/taccuino/misure/{weight}/visibilita"), &[("csrf", &csrf), ("share", "1")]).await;
     assert_eq!(s, 303);
-    let r = app.send("GET", "/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", None, &[("authorization", &bearer)]).await;
+    let r = app.get_as("/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", &gp_token).await;
     assert_eq!(r.body["total"], 1, "shared afterwards");
     // a lab result is not a Taccuino measurement: its visibility is not switched from here
     let lab = app.send("GET", "/Observation?code=http://loinc.org|2345-7&patient=rossi-giulia", None, &[]).await.body["entry"][0]
@@ -313,7 +285,7 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     let note = doc_links(&list).first().cloned().expect("the note is listed");
     let (_, page) = giulia.get(&format!("/documenti/{note}")).await;
     assert!(page.contains("Niente sale &lt;b&gt;dopo&lt;/b&gt; le 18"), "the note's text, escaped");
-    let r = app.send("GET", &format!("/DocumentReference?patient=rossi-giulia&_id={note}"), None, &[("authorization", &bearer)]).await;
+    let r = app.get_as(&format!("/DocumentReference?patient=rossi-giulia&_id={note}"), &gp_token).await;
     assert_eq!(r.body["total"], 0, "the private note is hidden from the GP");
 
     // notification settings: what is unticked is off

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use fascicolo::seed::{publish, put_all, run, SeedArgs};
-use fascicolo_app::FhirService;
+use fascicolo_app::gate::ProRole;
+use fascicolo_app::{Actor, FhirService, Who};
 use fascicolo_seed::clinical::{documents, Depth};
 use fascicolo_seed::people::{Config, Generator};
 use fascicolo_store::SearchPlan;
@@ -82,14 +83,18 @@ async fn an_er_report_goes_in_as_an_emergency_encounter_with_its_triage() {
     let today = fascicolo_seed::today();
     let generator = Generator::new(Config::new(42, 3000, today));
     let layout = generator.layout().clone();
-    // the first household of the region with an emergency-room visit
+    // the first household of the region with an emergency-room visit of a patient who has a
+    // family doctor and has consented to consultation (for the hiding check below)
     let (h, er) = generator
         .into_iter()
         .find_map(|h| {
-            let er = documents(42, &layout, today, Depth::default(), &h).into_iter().find(|d| d.kind == "emergency")?;
+            let er = documents(42, &layout, today, Depth::default(), &h)
+                .into_iter()
+                .find(|d| d.kind == "emergency" && h.members.iter().any(|p| p.id == d.patient && p.consent && p.doctor.is_some()))?;
             Some((h, er))
         })
         .expect("an ER visit in the region");
+    let person = h.members.iter().find(|p| p.id == er.patient).unwrap();
     put_all(&fhir, fascicolo_seed::registry::resources(&h, layout.assts[h.asst].ats, today)).await.unwrap();
     assert_eq!(publish(&ingest, vec![er.clone()], 1).await.unwrap(), 1);
     let search = |t: &'static str, k: &'static str, v: &'static str| {
@@ -118,6 +123,37 @@ async fn an_er_report_goes_in_as_an_emergency_encounter_with_its_triage() {
     let compositions = search("Composition", "type", "http://loinc.org|59258-4").await;
     let text = compositions[0].to_string();
     assert!(text.contains("Triage") && text.contains("dimissione a domicilio") && text.contains("401.9"), "{text}");
+
+    // hidden by the citizen (P99), the visit leaves the family doctor's view everywhere: the
+    // Encounter with its triage and reason, in search, count, read and $everything
+    let gp = Actor::new(Who::Professional { practitioner: person.doctor.clone().unwrap(), organization: None, role: ProRole::Gp });
+    let own = Actor::new(Who::Citizen { cf: person.cf.to_string(), patient: Some(person.id.clone()) });
+    let enc_id = enc["id"].as_str().unwrap().to_string();
+    let visible = |a: Actor| {
+        let (fhir, enc_id, patient) = (fhir.clone(), enc_id.clone(), person.id.clone());
+        async move {
+            let pairs = |extra: &[(&str, &str)]| {
+                let mut v = vec![("patient".to_string(), format!("Patient/{patient}"))];
+                v.extend(extra.iter().map(|(k, x)| (k.to_string(), x.to_string())));
+                v
+            };
+            let found = fhir.search(&a, Some("Encounter"), &pairs(&[("class", "EMER")]), "http://x").await.unwrap();
+            let count = fhir.search(&a, Some("Encounter"), &pairs(&[("_summary", "count")]), "http://x").await.unwrap().total;
+            let read = fhir.read(&a, "Encounter", &enc_id).await.is_ok();
+            let everything = fhir.everything(&a, &patient, &[], "http://x").await.unwrap();
+            let in_everything = everything.entries.iter().filter(|e| e.1.contains(&enc_id)).count();
+            (found.entries.len(), count, read, in_everything)
+        }
+    };
+    // (in $everything the visit is the Encounter and the documents that point at it)
+    let before = visible(gp.clone()).await;
+    assert!(before.0 == 1 && before.1 == Some(1) && before.2 && before.3 >= 2, "before hiding, her doctor sees the visit: {before:?}");
+    let docref = docs[0]["id"].as_str().unwrap();
+    fhir.hide(&own, "DocumentReference", docref, "P99").await.unwrap();
+    assert_eq!(visible(gp).await, (0, Some(0), false, 0), "a hidden ER report leaks through its Encounter");
+    // (her $everything also holds the access log, whose entries name the visit the GP read)
+    let hers = visible(own).await;
+    assert!(hers.0 == 1 && hers.1 == Some(1) && hers.2 && hers.3 >= before.3, "she still sees her own visit: {hers:?}");
 }
 
 #[tokio::test]
