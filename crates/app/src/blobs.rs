@@ -11,14 +11,48 @@ use crate::{AppError, AppResult};
 /// Where originals live.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
-    /// Stores `bytes` under their SHA-256 (hex) and returns it.
-    async fn put(&self, bytes: &[u8]) -> AppResult<String>;
+    /// Stores a blob under its SHA-256.
+    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()>;
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>>;
+
+    /// Stores `bytes` under their SHA-256 (hex) and returns it.
+    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
+        let blob = Blob::new(bytes);
+        self.put_blob(&blob).await?;
+        Ok(blob.sha256)
+    }
+}
+
+/// Bytes with their SHA-256, computed once here (so a caller that needs the hash before storing
+/// does not hash a large document twice, and a store never takes a hash it did not compute).
+#[derive(Debug)]
+pub struct Blob<'a> {
+    bytes: &'a [u8],
+    sha256: String,
+}
+
+impl<'a> Blob<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, sha256: sha256_hex(bytes) }
+    }
+
+    /// The SHA-256 of the bytes, as lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
 }
 
 /// The SHA-256 of `bytes`, as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn valid_hash(h: &str) -> bool {
@@ -47,19 +81,24 @@ fn io(e: std::io::Error) -> AppError {
 
 #[async_trait::async_trait]
 impl BlobStore for FolderBlobs {
-    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
-        let hash = sha256_hex(bytes);
-        let path = self.path(&hash);
-        if tokio::fs::try_exists(&path).await.map_err(io)? {
-            return Ok(hash);
-        }
+    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+        let path = self.path(blob.sha256());
         let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| self.root.clone());
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         // write aside, then rename: a reader never sees half a blob
-        let tmp = dir.join(format!(".{}.{}", &hash[2..], uuid::Uuid::new_v4()));
-        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(hash)
+        let tmp = dir.join(format!(".{}.{}", &blob.sha256()[2..], uuid::Uuid::new_v4()));
+        let bytes = blob.bytes().to_vec();
+        // one trip to the blocking pool for the whole sequence
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if path.try_exists()? {
+                return Ok(());
+            }
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)
     }
 
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
@@ -118,17 +157,16 @@ fn remote(e: object_store::Error) -> AppError {
 
 #[async_trait::async_trait]
 impl BlobStore for ObjectBlobs {
-    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
-        let hash = sha256_hex(bytes);
-        let path = self.path(&hash);
+    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+        let path = self.path(blob.sha256());
         match self.store.head(&path).await {
-            Ok(_) => return Ok(hash),
+            Ok(_) => return Ok(()),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(remote(e)),
         }
         // a PUT of an object is atomic: readers see all of it or nothing
-        self.store.put(&path, object_store::PutPayload::from(bytes.to_vec())).await.map_err(remote)?;
-        Ok(hash)
+        self.store.put(&path, object_store::PutPayload::from(blob.bytes().to_vec())).await.map_err(remote)?;
+        Ok(())
     }
 
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
@@ -149,10 +187,9 @@ pub struct MemoryBlobs(parking_lot::Mutex<std::collections::HashMap<String, Vec<
 
 #[async_trait::async_trait]
 impl BlobStore for MemoryBlobs {
-    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
-        let hash = sha256_hex(bytes);
-        self.0.lock().insert(hash.clone(), bytes.to_vec());
-        Ok(hash)
+    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+        self.0.lock().insert(blob.sha256().to_string(), blob.bytes().to_vec());
+        Ok(())
     }
 
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {

@@ -146,6 +146,8 @@ pub struct Outcome {
 pub struct Validated {
     pub report: Report,
     pub read: Option<(Header, Vec<(String, String)>)>,
+    /// The document and its tree, for the mapping (`None` when it is not well-formed).
+    pub parsed: Option<validate::ParsedCda>,
 }
 
 type Job = (String, tokio::sync::oneshot::Sender<Validated>);
@@ -171,16 +173,19 @@ impl Validators {
                     // an engine panic on some input refuses that document; the thread goes on
                     // with a fresh validator
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        validator.validate_text_with(&text, |doc| (mapping::header(doc), mapping::custodian_ids(doc)))
+                        let (report, parsed) = validator.validate_owned(text);
+                        let read =
+                            parsed.as_ref().map(|p| (mapping::header(p.borrow_dependent()), mapping::custodian_ids(p.borrow_dependent())));
+                        (report, read, parsed)
                     }));
-                    let (report, read) = outcome.unwrap_or_else(|_| {
+                    let (report, read, parsed) = outcome.unwrap_or_else(|_| {
                         tracing::error!("the validation engine failed on a document");
                         validator = Validator::new();
                         let problem =
                             Problem::error(Source::Schematron, "engine", "the validation engine could not process this document", None);
-                        (Report { problems: vec![problem], doc_type: None }, None)
+                        (Report { problems: vec![problem], doc_type: None }, None, None)
                     });
-                    let _ = reply.send(Validated { report, read });
+                    let _ = reply.send(Validated { report, read, parsed });
                 }
             });
             if let Err(e) = spawned {
@@ -202,7 +207,7 @@ impl Validators {
 
 fn engine_down() -> Validated {
     let problem = Problem::error(Source::Schematron, "engine", "the validation engine is not running", None);
-    Validated { report: Report { problems: vec![problem], doc_type: None }, read: None }
+    Validated { report: Report { problems: vec![problem], doc_type: None }, read: None, parsed: None }
 }
 
 /// The document publication service.
@@ -237,7 +242,7 @@ struct Analysis {
 enum Payload {
     /// The CDA2 text and its custodian organisation's ids (`root`, `extension`).
     Cda {
-        text: String,
+        parsed: validate::ParsedCda,
         custodian: Vec<(String, String)>,
     },
     Fhir(crate::fhir_document::Checked),
@@ -326,8 +331,8 @@ impl Ingest {
         };
         let text = validate::decode(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
         // the validator parses it once (refusing DTDs and malformed XML) and reads the header
-        let Validated { report, read } = self.validators.validate(text.clone()).await;
-        let Some((h, custodian)) = read else {
+        let Validated { report, read, parsed } = self.validators.validate(text).await;
+        let (Some((h, custodian)), Some(parsed)) = (read, parsed) else {
             return Err(IngestError::invalid(report.problems));
         };
         let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
@@ -342,7 +347,7 @@ impl Ingest {
             patient_cf: h.patient_cf.clone(),
             identity: Some(h.id.clone()).filter(|i| !i.is_empty()),
             document_type,
-            payload: Payload::Cda { text, custodian },
+            payload: Payload::Cda { parsed, custodian },
         })
     }
 
@@ -588,7 +593,8 @@ impl Ingest {
         if identity.is_empty() {
             return Err(IngestError::invalid(vec![Problem::error(Source::Metadata, "identificativoDoc", "the document has no id", None)]));
         }
-        let sha256 = crate::blobs::sha256_hex(&analysis.original);
+        let blob = crate::blobs::Blob::new(&analysis.original);
+        let sha256 = blob.sha256().to_string();
         let docref_id = mapping::derived_id(&identity, "DocumentReference");
         // existence is checked in the store (an id is taken whoever took it); what is returned
         // about it comes only from a read the gate allows
@@ -620,7 +626,7 @@ impl Ingest {
                 return Err(IngestError::new(409, "conflict", "a replacement must concern the same patient as the document it replaces"));
             }
         }
-        self.blobs.put(&analysis.original).await?;
+        self.blobs.put_blob(&blob).await?;
         let mut ctx = analysis.ctx.clone();
         ctx.patient = patient;
         ctx.producer_org = organization;
@@ -632,10 +638,10 @@ impl Ingest {
         ctx.identity = identity.clone();
         let fhir_base = format!("{}/fhir/r4", self.base_url);
         let (docref, mut entries) = match &analysis.payload {
-            Payload::Cda { text, .. } => {
-                let doc = validate::tree(text).map_err(|p| IngestError::invalid(vec![p]))?;
-                let h = mapping::header(&doc);
-                let mapped = mapping::map(&doc, &h, &ctx);
+            Payload::Cda { parsed, .. } => {
+                let doc = parsed.borrow_dependent();
+                let h = mapping::header(doc);
+                let mapped = mapping::map(doc, &h, &ctx);
                 let entries = mapped
                     .resources
                     .iter()

@@ -459,6 +459,51 @@ pub fn path(xot: &xot::Xot, p: &Path, ctx: xot::Node, env: &Env) -> Result<Vec<I
     Ok(cur)
 }
 
+/// The elements `//S1/S2/...` selects from the document node `root`, in document order, for a
+/// path of child steps only (parsed from `S1/S2/...`): what a rule context pattern `S1/S2/...`
+/// (or `//S1/S2/...`) matches. The names are compared by id, so a name the document never uses
+/// costs one lookup.
+pub fn descendants(xot: &xot::Xot, p: &Path, root: xot::Node) -> Result<Vec<xot::Node>, Undecided> {
+    let (Start::Context, true, Some(Step::Child { ns, local: Some(local), preds })) = (&p.start, p.start_preds.is_empty(), p.steps.first())
+    else {
+        return Err(Undecided);
+    };
+    if p.steps.iter().any(|s| !matches!(s, Step::Child { .. })) {
+        return Err(Undecided);
+    }
+    let Some(name) = xot.namespace(ns).and_then(|id| xot.name_ns(local, id)) else {
+        return Ok(Vec::new());
+    };
+    let env = Env::new();
+    let rest = Path { start: Start::Context, start_preds: Vec::new(), steps: p.steps[1..].to_vec() };
+    let mut found = Vec::new();
+    'nodes: for n in xot.descendants(root) {
+        if xot.element(n).is_none_or(|e| e.name() != name) {
+            continue;
+        }
+        for pr in preds {
+            if !ebv(&eval(xot, pr, n, &env)?) {
+                continue 'nodes;
+            }
+        }
+        if rest.steps.is_empty() {
+            found.push(n);
+        } else {
+            for item in path(xot, &rest, n, &env)? {
+                if let Item::Element(e) = item {
+                    found.push(e);
+                }
+            }
+        }
+    }
+    if !rest.steps.is_empty() {
+        // later steps can reach the same node twice, or out of order when matches nest
+        let set: std::collections::HashSet<xot::Node> = found.into_iter().collect();
+        found = xot.descendants(root).filter(|n| set.contains(n)).collect();
+    }
+    Ok(found)
+}
+
 fn string_of(xot: &xot::Xot, i: &Item) -> String {
     match i {
         Item::Element(n) => xot.string_value(*n),
@@ -644,6 +689,39 @@ mod tests {
         for no in ["count(//h:a)=1", "h:a[1]", "matches(h:a, 'x')", "count(*)=1", "count(h:a)+1=2", "x:a=1", "h:a/..", "self::h:a"] {
             assert!(parse(no, &ns).is_none(), "{no}");
         }
+    }
+
+    #[test]
+    fn descendant_contexts_select_what_xpath_selects_in_document_order() {
+        // nested matches: the b children of the outer a come before and after the inner a's
+        let xml = r#"<d xmlns="urn:x"><a k="1"><b i="1"><a k="2"><b i="2"/></a></b><b i="3"/></a><e><a k="3"/></e></d>"#;
+        let mut documents = xee_xpath::Documents::new();
+        let handle = documents.add_string_without_uri(xml).unwrap();
+        let root = documents.document_node(handle).unwrap();
+        let ns = ns();
+        let attr = |xot: &xot::Xot, n: xot::Node, a: &str| {
+            xot.attributes(n).iter().find(|(id, _)| xot.local_name_str(*id) == a).map(|(_, v)| v.clone()).unwrap_or_default()
+        };
+        for (pattern, key) in [("h:a", "k"), ("h:a[@k='2']", "k"), ("h:a/h:b", "i"), ("h:a[@k='1']/h:b", "i"), ("h:e/h:a", "k")] {
+            let Some(Expr::Path(p)) = parse(pattern, &ns) else { panic!("{pattern} parses") };
+            let ours: Vec<String> =
+                descendants(documents.xot(), &p, root).unwrap().into_iter().map(|n| attr(documents.xot(), n, key)).collect();
+            let mut builder = xee_xpath::context::StaticContextBuilder::default();
+            builder.add_namespace("h", "urn:x");
+            let queries = xee_xpath::Queries::new(builder);
+            let q = queries.sequence(&format!("//{pattern}")).unwrap();
+            use xee_xpath::Query;
+            let seq = q.execute(&mut documents, root).unwrap_or_else(|e| panic!("{pattern}: {e:?}"));
+            let theirs: Vec<String> = seq.nodes().map(|n| attr(documents.xot(), n.unwrap(), key)).collect();
+            assert_eq!(ours, theirs, "{pattern}");
+        }
+        assert_eq!(
+            descendants(documents.xot(), &Path { start: Start::Context, start_preds: vec![], steps: vec![] }, root).err(),
+            Some(Undecided)
+        );
+        // a name the document does not use: nothing, without a walk
+        let Some(Expr::Path(p)) = parse("h:zzz", &ns) else { panic!() };
+        assert!(descendants(documents.xot(), &p, root).unwrap().is_empty());
     }
 
     #[test]

@@ -184,6 +184,15 @@ impl Schematron {
                         Some(crate::fastpath::Expr::Path(p)) => Some(p),
                         _ => None,
                     }),
+                    fast_descendant: descendant_pattern(&r.context).and_then(|rest| match crate::fastpath::parse(rest, &ns_map) {
+                        Some(crate::fastpath::Expr::Path(p))
+                            if p.start == crate::fastpath::Start::Context
+                                && p.steps.iter().all(|s| matches!(s, crate::fastpath::Step::Child { local: Some(_), .. })) =>
+                        {
+                            Some(p)
+                        }
+                        _ => None,
+                    }),
                     by_name: match name_contains_plan(&r.context) {
                         Some((literal, q)) => Some((literal, compile(q)?)),
                         None => None,
@@ -245,6 +254,9 @@ struct CRule {
     fast: Option<FastRule>,
     /// The rooted context in the native subset.
     fast_context: Option<crate::fastpath::Path>,
+    /// A context `[//]S1/S2/...` of named child steps in the native subset, selected from the
+    /// document node with [`crate::fastpath::descendants`].
+    fast_descendant: Option<crate::fastpath::Path>,
     /// For a context `//*[contains(local-name(), 'X') ...]...`: the literal, and the rest of the
     /// pattern as a query from each element whose local name contains it (found without XPath:
     /// the string test over every element is the slowest part of a naive evaluation).
@@ -299,6 +311,11 @@ impl Compiled {
                     }),
                     _ => None,
                 };
+                let fast_nodes = fast_nodes.or_else(|| {
+                    let p = rule.fast_descendant.as_ref()?;
+                    let found = crate::fastpath::descendants(documents.xot(), p, root).ok()?;
+                    Some(found.into_iter().map(xee_xpath::Item::Node).collect::<Vec<_>>())
+                });
                 let nodes = match (&rule.by_name, fast_nodes) {
                     (_, Some(found)) => xee_xpath::Sequence::from(found),
                     (Some((literal, q)), None) => {
@@ -420,6 +437,21 @@ fn context_query(pattern: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// The steps of a context pattern that selects by descent from the document node: `//S` or a
+/// relative `S` (a match pattern matches wherever the element is), with no union and no
+/// positional first step. `None` for anything else.
+fn descendant_pattern(pattern: &str) -> Option<&str> {
+    let p = pattern.trim();
+    if split_union(p).len() != 1 {
+        return None;
+    }
+    let rest = p.strip_prefix("//").unwrap_or(p);
+    if rest.starts_with('/') || (p.starts_with('/') && !p.starts_with("//")) || first_step_positional(rest) {
+        return None;
+    }
+    Some(rest)
 }
 
 /// Whether the document element is the document's only `ClinicalDocument` (any namespace).

@@ -96,6 +96,23 @@ pub fn parse(bytes: &[u8]) -> Result<String, Problem> {
 
 /// Parses text into a tree, refusing DTDs (nothing is expanded or fetched) and documents with
 /// more than [`MAX_NODES`] nodes.
+type Tree<'a> = roxmltree::Document<'a>;
+
+self_cell::self_cell!(
+    /// A well-formed document's text with its parsed tree: it moves between threads as one value.
+    pub struct ParsedCda {
+        owner: String,
+        #[covariant]
+        dependent: Tree,
+    }
+);
+
+impl std::fmt::Debug for ParsedCda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCda").field("bytes", &self.borrow_owner().len()).finish()
+    }
+}
+
 pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
     // the parser and every later step walk the tree recursively: a document nested deeper than
     // any CDA is refused before parsing rather than exhausting a thread's stack
@@ -211,6 +228,16 @@ impl Validator {
     /// Validates a document that [`parse`] accepted.
     pub fn validate_text(&mut self, text: &str) -> Report {
         self.validate_text_with(text, |_| ()).0
+    }
+
+    /// Validates a document that [`parse`] accepted and hands back its tree with the text, so a
+    /// caller on another thread can read the document without parsing it again (`None` when it
+    /// is not well-formed XML).
+    pub fn validate_owned(&mut self, text: String) -> (Report, Option<ParsedCda>) {
+        match ParsedCda::try_new(text, |t| tree(t)) {
+            Ok(parsed) => (self.validate_tree(parsed.borrow_owner(), parsed.borrow_dependent()), Some(parsed)),
+            Err(p) => (Report { problems: vec![p], doc_type: None }, None),
+        }
     }
 
     /// Validates a document that [`parse`] accepted, and reads what `read` wants from its tree

@@ -46,11 +46,26 @@ struct Row {
     per_s: f64,
     p50: f64,
     p99: f64,
+    /// CPU time of the whole process (server and clients) per document, when the OS tells it.
+    cpu_ms: Option<f64>,
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat` (Linux; `USER_HZ`
+/// is 100 there). On a machine the benchmark saturates, CPU per document is a steadier figure
+/// than documents per second.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: bool, clients: usize, seconds: f64) -> Row {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
     let counter = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds();
     let load = crate::bench::drive(clients, seconds, move |_, _| {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let (name, bytes) = EXAMPLES[n % EXAMPLES.len()];
@@ -67,7 +82,8 @@ async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: boo
     })
     .await;
     let n = load.latencies.len();
-    Row { name, docs: n, errors: load.errors, per_s: n as f64 / load.seconds, p50: load.pct(0.50), p99: load.pct(0.99) }
+    let cpu_ms = cpu_before.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1000.0 / n.max(1) as f64);
+    Row { name, docs: n, errors: load.errors, per_s: n as f64 / load.seconds, p50: load.pct(0.50), p99: load.pct(0.99), cpu_ms }
 }
 
 /// A fresh store for a benchmark: a new schema on PostgreSQL, a new folder for SQLite.
@@ -155,10 +171,11 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
         args.clients,
         args.seconds
     );
-    println!("| scenario | documents | errors | documents/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| scenario | documents | errors | documents/s | p50 ms | p99 ms | CPU ms per document |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        println!("| {} | {} | {} | {:.0} | {:.1} | {:.1} |", r.name, r.docs, r.errors, r.per_s, r.p50, r.p99);
+        let cpu = r.cpu_ms.map_or_else(|| "n/a".to_string(), |c| format!("{c:.1}"));
+        println!("| {} | {} | {} | {:.0} | {:.1} | {:.1} | {cpu} |", r.name, r.docs, r.errors, r.per_s, r.p50, r.p99);
     }
     println!("target 200 documents/s: publication reaches {:.2}× of it", publish_rate / 200.0);
     server.abort();

@@ -294,9 +294,42 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
-/// Commits a group of change sets in one transaction, each in its own savepoint, and answers
-/// each caller after the COMMIT (or with the COMMIT's error).
+/// Commits a group of change sets in one transaction and answers each caller after the COMMIT
+/// (or with the COMMIT's error).
+///
+/// The common case, where every change set applies, runs them one after the other with no
+/// savepoint (a savepoint makes SQLite copy every page it touches into a sub-journal first). When
+/// one fails, the whole transaction is rolled back and the group is applied again with each
+/// change set in its own savepoint, so the failing one is rolled back alone and the others commit.
 fn commit_group(conn: &mut Connection, group: Vec<Pending>) {
+    let optimistic = (|| -> Result<bool, StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
+        for p in &group {
+            if apply_set(&tx, &p.writes, &p.outbox).is_err() {
+                // dropping the transaction rolls it back
+                return Ok(false);
+            }
+        }
+        tx.commit().map_err(be)?;
+        Ok(true)
+    })();
+    match optimistic {
+        Ok(true) => {
+            for p in group {
+                let _ = p.reply.send(Ok(()));
+            }
+        }
+        Ok(false) => commit_each(conn, group),
+        Err(e) => {
+            for p in group {
+                let _ = p.reply.send(Err(copy_error(&e)));
+            }
+        }
+    }
+}
+
+/// The slow path of [`commit_group`]: one transaction, each change set in its own savepoint.
+fn commit_each(conn: &mut Connection, group: Vec<Pending>) {
     let mut outcomes = Vec::with_capacity(group.len());
     let committed = (|| -> Result<(), StoreError> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;

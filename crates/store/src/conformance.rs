@@ -134,6 +134,62 @@ pub async fn conflicts_leave_store_unchanged(s: &dyn Store) {
     assert_eq!(h.len(), 7);
 }
 
+/// Runs the futures concurrently on this task and returns their outputs in order.
+async fn join_all<'a, T>(mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Change sets committed at the same time (a backend may apply them in one transaction): the
+/// one that conflicts fails alone, with none of its writes kept, and every other one commits
+/// whole.
+pub async fn concurrent_commits_fail_alone(s: &dyn Store) {
+    seed(s).await;
+    let set = |i: i64| {
+        let id = format!("c{i}");
+        let mut writes = vec![write(patient(&id, "Concorrente", "1990-01-01"), pk(&id), 1, 10_000 + i, Expect::Absent)];
+        writes.push(write(obs(&format!("{id}-o"), &id, "2345-7", 100.0, "2023-01-01T08:00:00Z"), pk(&id), 1, 10_000 + i, Expect::Absent));
+        if i % 4 == 2 {
+            // p1 exists: this change set must fail, taking its first two writes with it
+            writes.push(write(patient("p1", "Doppione", "1980-05-01"), pk("p1"), 1, 10_000 + i, Expect::Absent));
+        }
+        writes
+    };
+    let outcomes = join_all((0..12).map(|i| s.commit(set(i))).collect()).await;
+    for (i, outcome) in (0_i64..).zip(&outcomes) {
+        let id = format!("c{i}");
+        if i % 4 == 2 {
+            assert!(matches!(outcome, Err(StoreError::Conflict { .. })), "set {i}: {outcome:?}");
+            assert!(s.read("Patient", &id).await.unwrap().is_none(), "set {i} left its patient behind");
+            assert!(s.read("Observation", &format!("{id}-o")).await.unwrap().is_none());
+        } else {
+            assert!(outcome.is_ok(), "set {i}: {outcome:?}");
+            assert_eq!(s.read("Observation", &format!("{id}-o")).await.unwrap().expect("committed").version, 1);
+        }
+    }
+    let found = ids(s, &plan("Patient", "family=concorrente")).await;
+    assert_eq!(found.len(), 9, "{found:?}");
+    assert!(ids(s, &plan("Patient", "family=doppione")).await.is_empty());
+    assert_eq!(s.read("Patient", "p1").await.unwrap().unwrap().version, 1);
+}
+
 pub async fn delete_is_logical(s: &dyn Store) {
     seed(s).await;
     let cur = s.read("Observation", "o1").await.unwrap().unwrap();
@@ -392,7 +448,7 @@ pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, delete_is_logical,
+        $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
             auth_records_expire_and_are_single_use);

@@ -179,7 +179,11 @@ pub fn value_columns(table: &str) -> &'static [&'static str] {
 pub fn insert_index_sql(d: Dialect, table: &str, rows: usize) -> String {
     let cols = value_columns(table);
     let width = 6 + cols.len();
-    let mut s = format!("INSERT INTO {table} (patient_key, res_type, res_id, param, seq, grp, {}) VALUES ", cols.join(", "));
+    // SQLite: OR FAIL, so a multi-row statement needs no statement journal (a copy of every page
+    // it touches, kept to undo its earlier rows should a later one break a constraint). On an
+    // error the caller rolls back the whole change set anyway.
+    let verb = if d == Dialect::Sqlite { "INSERT OR FAIL" } else { "INSERT" };
+    let mut s = format!("{verb} INTO {table} (patient_key, res_type, res_id, param, seq, grp, {}) VALUES ", cols.join(", "));
     for r in 0..rows {
         if r > 0 {
             s.push_str(", ");
