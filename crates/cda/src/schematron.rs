@@ -422,36 +422,42 @@ pub fn location(xot: &xot::Xot, node: xot::Node) -> String {
 fn context_query(pattern: &str) -> String {
     split_union(pattern)
         .into_iter()
-        .map(|p| {
-            let p = p.trim();
-            let rest = p.strip_prefix("//").unwrap_or(p);
-            if rest.starts_with('/') || (p.starts_with('/') && !p.starts_with("//")) {
-                p.to_string()
-            } else if first_step_positional(rest) {
-                format!("//{rest}")
-            } else {
-                // `/descendant::S` selects what `//S` does when S's predicates are not positional,
-                // without building the descendant-or-self sequence first
-                format!("/descendant::{rest}")
+        .map(|p| match descent(p.trim()) {
+            // `/descendant::S` selects what `//S` does when S's predicates are not positional,
+            // without building the descendant-or-self sequence first
+            Some(rest) => format!("/descendant::{rest}"),
+            None => {
+                let p = p.trim();
+                let rest = p.strip_prefix("//").unwrap_or(p);
+                if first_step_positional(rest) && !rest.starts_with('/') {
+                    format!("//{rest}")
+                } else {
+                    p.to_string()
+                }
             }
         })
         .collect::<Vec<_>>()
         .join(" | ")
 }
 
-/// The steps of a context pattern that selects by descent from the document node: `//S` or a
-/// relative `S` (a match pattern matches wherever the element is), with no union and no
-/// positional first step. `None` for anything else.
-fn descendant_pattern(pattern: &str) -> Option<&str> {
-    let p = pattern.trim();
-    if split_union(p).len() != 1 {
-        return None;
-    }
+/// The steps `S` of one union member that selects by descent from the document node: `//S`
+/// or a relative `S` (a match pattern matches wherever the element is), whose first step is not
+/// positional. `None` for an absolute path or a positional first step.
+fn descent(p: &str) -> Option<&str> {
     let rest = p.strip_prefix("//").unwrap_or(p);
     if rest.starts_with('/') || (p.starts_with('/') && !p.starts_with("//")) || first_step_positional(rest) {
         return None;
     }
     Some(rest)
+}
+
+/// [`descent`] for a whole context pattern without a union (the native evaluator's case).
+fn descendant_pattern(pattern: &str) -> Option<&str> {
+    let p = pattern.trim();
+    if split_union(p).len() != 1 {
+        return None;
+    }
+    descent(p)
 }
 
 /// Whether the document element is the document's only `ClinicalDocument` (any namespace).

@@ -227,7 +227,10 @@ impl Validator {
 
     /// Validates a document that [`parse`] accepted.
     pub fn validate_text(&mut self, text: &str) -> Report {
-        self.validate_text_with(text, |_| ()).0
+        match tree(text) {
+            Ok(doc) => self.validate_tree(text, &doc),
+            Err(p) => Report { problems: vec![p], doc_type: None },
+        }
     }
 
     /// Validates a document that [`parse`] accepted and hands back its tree with the text, so a
@@ -238,17 +241,6 @@ impl Validator {
             Ok(parsed) => (self.validate_tree(parsed.borrow_owner(), parsed.borrow_dependent()), Some(parsed)),
             Err(p) => (Report { problems: vec![p], doc_type: None }, None),
         }
-    }
-
-    /// Validates a document that [`parse`] accepted, and reads what `read` wants from its tree
-    /// (`None` when it is not well-formed XML), so that callers need not parse it again.
-    pub fn validate_text_with<T>(&mut self, text: &str, read: impl FnOnce(&roxmltree::Document) -> T) -> (Report, Option<T>) {
-        let doc = match tree(text) {
-            Ok(d) => d,
-            Err(p) => return (Report { problems: vec![p], doc_type: None }, None),
-        };
-        let read = read(&doc);
-        (self.validate_tree(text, &doc), Some(read))
     }
 
     fn validate_tree(&mut self, text: &str, doc: &roxmltree::Document) -> Report {
