@@ -199,10 +199,11 @@ impl Validator {
         Self::default()
     }
 
-    /// Compiles every national schematron now (otherwise each is compiled on first use).
+    /// Compiles every national schematron now, the programs for xee included (otherwise each
+    /// schematron is prepared on first use, and a rule's xee programs when it first needs xee).
     pub fn warm_up(&mut self) -> Result<(), String> {
         for t in catalog::TYPES {
-            self.schematron(t)?;
+            self.schematron(t)?.compile_all().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -228,7 +229,7 @@ impl Validator {
     /// Validates a document that [`parse`] accepted.
     pub fn validate_text(&mut self, text: &str) -> Report {
         match tree(text) {
-            Ok(doc) => self.validate_tree(text, &doc),
+            Ok(doc) => self.validate_tree(&doc),
             Err(p) => Report { problems: vec![p], doc_type: None },
         }
     }
@@ -238,12 +239,12 @@ impl Validator {
     /// is not well-formed XML).
     pub fn validate_owned(&mut self, text: String) -> (Report, Option<ParsedCda>) {
         match ParsedCda::try_new(text, |t| tree(t)) {
-            Ok(parsed) => (self.validate_tree(parsed.borrow_owner(), parsed.borrow_dependent()), Some(parsed)),
+            Ok(parsed) => (self.validate_tree(parsed.borrow_dependent()), Some(parsed)),
             Err(p) => (Report { problems: vec![p], doc_type: None }, None),
         }
     }
 
-    fn validate_tree(&mut self, text: &str, doc: &roxmltree::Document) -> Report {
+    fn validate_tree(&mut self, doc: &roxmltree::Document) -> Report {
         let mut problems = Vec::new();
         let root = doc.root_element();
         if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7_NS) {
@@ -273,7 +274,7 @@ impl Validator {
             )),
             (Some(_), Some(t)) => match self.schematron(t) {
                 Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e, None)),
-                Ok(compiled) => match compiled.validate(text) {
+                Ok(compiled) => match compiled.validate(doc) {
                     Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e.to_string(), None)),
                     Ok(firings) => problems.extend(firings.into_iter().map(|f| Problem {
                         severity: if f.kind == Kind::Assert { Severity::Error } else { Severity::Warning },
