@@ -43,6 +43,9 @@ struct Complex {
     attrs: Vec<Attr>,
     any_attribute: bool,
     mixed: bool,
+    /// The element declarations of the content (first one per name), with their type (`None`:
+    /// a reference to a global element), computed once the derivations are resolved.
+    decls: Vec<(QName, Option<QName>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +143,13 @@ fn load() -> Result<Schema, String> {
         anonymous = loader.anonymous;
     }
     resolve_derivations(&mut schema, &docs)?;
+    for c in schema.complex.values_mut() {
+        if let Some(content) = &c.content {
+            let mut decls = HashMap::new();
+            declarations(content, &mut decls);
+            c.decls = decls.into_iter().collect();
+        }
+    }
     Ok(schema)
 }
 
@@ -363,6 +373,7 @@ fn resolve_derivations(schema: &mut Schema, docs: &[(roxmltree::Document, Option
                         attrs,
                         any_attribute: own.any_attribute || (*extension && b.any_attribute),
                         mixed: own.mixed || (*extension && b.mixed),
+                        decls: Vec::new(),
                     }
                 }
                 None => own,
@@ -428,20 +439,22 @@ fn check_element(schema: &Schema, el: roxmltree::Node, declared: &QName, problem
     if problems.len() > 200 {
         return;
     }
-    let mut ty = declared.clone();
+    let by_xsi_type;
+    let mut ty = declared;
     if let Some(x) = el.attribute((XSI, "type")) {
-        ty = match x.split_once(':') {
+        by_xsi_type = match x.split_once(':') {
             Some((p, l)) => (el.lookup_namespace_uri(Some(p)).unwrap_or_default().to_string(), l.to_string()),
             None => (el.lookup_namespace_uri(None).unwrap_or_default().to_string(), x.to_string()),
         };
-        if schema.complex_type(&ty).is_none() && schema.simple_type(&ty).is_none() {
+        ty = &by_xsi_type;
+        if schema.complex_type(ty).is_none() && schema.simple_type(ty).is_none() {
             problems.push(xsd_error(format!("xsi:type {x} on <{}> is not a type of the CDA schema", el.tag_name().name()), el));
             return;
         }
     }
-    let Some(ct) = schema.complex_type(&ty) else {
+    let Some(ct) = schema.complex_type(ty) else {
         // A simple type: the text must be a valid value.
-        if !schema.value_ok(&ty, el.text().unwrap_or_default().trim(), 0) {
+        if !schema.value_ok(ty, el.text().unwrap_or_default().trim(), 0) {
             problems.push(xsd_error(format!("<{}> has a value outside its enumeration", el.tag_name().name()), el));
         }
         return;
@@ -476,8 +489,7 @@ fn check_element(schema: &Schema, el: roxmltree::Node, declared: &QName, problem
     if !ct.mixed && el.children().any(|c| c.is_text() && !c.text().unwrap_or_default().trim().is_empty()) {
         problems.push(xsd_error(format!("<{}> may not contain text", el.tag_name().name()), el));
     }
-    let names: Vec<QName> =
-        children.iter().map(|c| (c.tag_name().namespace().unwrap_or_default().to_string(), c.tag_name().name().to_string())).collect();
+    let names: Vec<(&str, &str)> = children.iter().map(|c| (c.tag_name().namespace().unwrap_or_default(), c.tag_name().name())).collect();
     let Some(content) = &ct.content else {
         if let Some(c) = children.first() {
             problems.push(xsd_error(format!("<{}> may not contain elements (found <{}>)", el.tag_name().name(), c.tag_name().name()), *c));
@@ -500,16 +512,14 @@ fn check_element(schema: &Schema, el: roxmltree::Node, declared: &QName, problem
         }
         return;
     }
-    let mut decls = HashMap::new();
-    declarations(content, &mut decls);
-    for (c, name) in children.iter().zip(&names) {
-        let ty = match decls.get(name) {
-            Some(Some(t)) => Some(t.clone()),
-            Some(None) => schema.elements.get(name).cloned(),
+    for (c, (ns, local)) in children.iter().zip(&names) {
+        let ty = match ct.decls.iter().find(|(q, _)| q.0 == *ns && q.1 == *local) {
+            Some((_, Some(t))) => Some(t),
+            Some((q, None)) => schema.elements.get(q),
             None => None, // matched by xs:any
         };
         if let Some(t) = ty {
-            check_element(schema, *c, &t, problems);
+            check_element(schema, *c, t, problems);
         }
     }
 }
@@ -526,7 +536,7 @@ fn declarations(p: &Particle, out: &mut HashMap<QName, Option<QName>>) {
 
 /// Every position reachable after matching `p` from any of `starts`; `high` records the furthest
 /// child any element particle consumed (where an invalid content went wrong).
-fn matches(p: &Particle, names: &[QName], starts: &[usize], high: &mut usize) -> Vec<usize> {
+fn matches(p: &Particle, names: &[(&str, &str)], starts: &[usize], high: &mut usize) -> Vec<usize> {
     let (min, max) = match p {
         Particle::Element { min, max, .. } | Particle::Seq(_, min, max) | Particle::Choice(_, min, max) | Particle::Any { min, max } => {
             (*min, *max)
@@ -535,7 +545,9 @@ fn matches(p: &Particle, names: &[QName], starts: &[usize], high: &mut usize) ->
     let once = |from: &[usize], high: &mut usize| -> Vec<usize> {
         let mut out = Vec::new();
         match p {
-            Particle::Element { name, .. } => out.extend(from.iter().filter(|&&i| names.get(i) == Some(name)).map(|i| i + 1)),
+            Particle::Element { name, .. } => {
+                out.extend(from.iter().filter(|&&i| names.get(i).is_some_and(|n| n.0 == name.0 && n.1 == name.1)).map(|i| i + 1))
+            }
             Particle::Any { .. } => out.extend(from.iter().filter(|&&i| i < names.len()).map(|i| i + 1)),
             Particle::Seq(items, ..) => {
                 let mut cur = from.to_vec();
