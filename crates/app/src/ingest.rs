@@ -140,14 +140,21 @@ pub struct Outcome {
     pub document_type: Option<String>,
 }
 
-/// What a validator thread answers: the report and, when the document is well-formed XML, its
-/// header and custodian ids (read from the same parse).
+/// What a validator thread answers: the report and, when the document is well-formed XML, what
+/// was read from its one parse.
 #[derive(Debug)]
 pub struct Validated {
     pub report: Report,
-    pub read: Option<(Header, Vec<(String, String)>)>,
-    /// The document and its tree, for the mapping (`None` when it is not well-formed).
-    pub parsed: Option<validate::ParsedCda>,
+    pub read: Option<ReadCda>,
+}
+
+/// A well-formed CDA2 as the validator thread parsed it: the text with its tree (for the
+/// mapping), the header, and the custodian organisation's ids (`root`, `extension`).
+#[derive(Debug)]
+pub struct ReadCda {
+    pub parsed: validate::ParsedCda,
+    pub header: Header,
+    pub custodian: Vec<(String, String)>,
 }
 
 type Job = (String, tokio::sync::oneshot::Sender<Validated>);
@@ -174,18 +181,21 @@ impl Validators {
                     // with a fresh validator
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let (report, parsed) = validator.validate_owned(text);
-                        let read =
-                            parsed.as_ref().map(|p| (mapping::header(p.borrow_dependent()), mapping::custodian_ids(p.borrow_dependent())));
-                        (report, read, parsed)
+                        let read = parsed.map(|parsed| {
+                            let doc = parsed.borrow_dependent();
+                            let (header, custodian) = (mapping::header(doc), mapping::custodian_ids(doc));
+                            ReadCda { parsed, header, custodian }
+                        });
+                        (report, read)
                     }));
-                    let (report, read, parsed) = outcome.unwrap_or_else(|_| {
+                    let (report, read) = outcome.unwrap_or_else(|_| {
                         tracing::error!("the validation engine failed on a document");
                         validator = Validator::new();
                         let problem =
                             Problem::error(Source::Schematron, "engine", "the validation engine could not process this document", None);
-                        (Report { problems: vec![problem], doc_type: None }, None, None)
+                        (Report { problems: vec![problem], doc_type: None }, None)
                     });
-                    let _ = reply.send(Validated { report, read, parsed });
+                    let _ = reply.send(Validated { report, read });
                 }
             });
             if let Err(e) = spawned {
@@ -207,7 +217,7 @@ impl Validators {
 
 fn engine_down() -> Validated {
     let problem = Problem::error(Source::Schematron, "engine", "the validation engine is not running", None);
-    Validated { report: Report { problems: vec![problem], doc_type: None }, read: None, parsed: None }
+    Validated { report: Report { problems: vec![problem], doc_type: None }, read: None }
 }
 
 /// The document publication service.
@@ -240,11 +250,8 @@ struct Analysis {
 }
 
 enum Payload {
-    /// The CDA2 text and its custodian organisation's ids (`root`, `extension`).
-    Cda {
-        parsed: validate::ParsedCda,
-        custodian: Vec<(String, String)>,
-    },
+    /// The CDA2 as the validator read it.
+    Cda(ReadCda),
     Fhir(crate::fhir_document::Checked),
 }
 
@@ -331,11 +338,12 @@ impl Ingest {
         };
         let text = validate::decode(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
         // the validator parses it once (refusing DTDs and malformed XML) and reads the header
-        let Validated { report, read, parsed } = self.validators.validate(text).await;
-        let (Some((h, custodian)), Some(parsed)) = (read, parsed) else {
+        let Validated { report, read } = self.validators.validate(text).await;
+        let Some(read) = read else {
             return Err(IngestError::invalid(report.problems));
         };
-        let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, &h, &report);
+        let h = &read.header;
+        let (ctx, meta_problems) = Self::resolve_metadata(&sub.metadata, h, &report);
         let mut problems = report.problems.clone();
         problems.extend(meta_problems);
         let document_type = report.doc_type.map(|t| t.name.to_string()).or(h.loinc.clone());
@@ -347,7 +355,7 @@ impl Ingest {
             patient_cf: h.patient_cf.clone(),
             identity: Some(h.id.clone()).filter(|i| !i.is_empty()),
             document_type,
-            payload: Payload::Cda { parsed, custodian },
+            payload: Payload::Cda(read),
         })
     }
 
@@ -562,7 +570,7 @@ impl Ingest {
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(IngestError::invalid(problems));
         }
-        if let (Some(org), Payload::Cda { custodian, .. }) = (&organization, &analysis.payload) {
+        if let (Some(org), Payload::Cda(ReadCda { custodian, .. })) = (&organization, &analysis.payload) {
             self.check_custodian(org, custodian).await?;
         }
         // the citizen must be in the registry
@@ -638,10 +646,8 @@ impl Ingest {
         ctx.identity = identity.clone();
         let fhir_base = format!("{}/fhir/r4", self.base_url);
         let (docref, mut entries) = match &analysis.payload {
-            Payload::Cda { parsed, .. } => {
-                let doc = parsed.borrow_dependent();
-                let h = mapping::header(doc);
-                let mapped = mapping::map(doc, &h, &ctx);
+            Payload::Cda(read) => {
+                let mapped = mapping::map(read.parsed.borrow_dependent(), &read.header, &ctx);
                 let entries = mapped
                     .resources
                     .iter()

@@ -225,10 +225,6 @@ impl Schematron {
         Ok(XeeRule {
             context: compile(context_query(&r.context))?,
             rooted: rooted_query(&r.context, &self.namespaces).map(compile).transpose()?,
-            by_name: match name_contains_plan(&r.context) {
-                Some((literal, q)) => Some((literal, compile(q)?)),
-                None => None,
-            },
             tests: compile(format!("{}({tests})", r.lets))?,
             single: r.checks.iter().map(|c| compile(format!("{}boolean({})", r.lets, c.test))).collect::<Result<_, _>>()?,
             messages,
@@ -393,10 +389,6 @@ struct XeeRule {
     /// For a context that starts at `ClinicalDocument`: the same selection from the document
     /// element only, valid (and much faster) when the document holds a single ClinicalDocument.
     rooted: Option<SequenceQuery>,
-    /// For a context `//*[contains(local-name(), 'X') ...]...`: the literal, and the rest of the
-    /// pattern as a query from each element whose local name contains it (found without XPath:
-    /// the string test over every element is the slowest part of a naive evaluation).
-    by_name: Option<(String, SequenceQuery)>,
     tests: SequenceQuery,
     /// One query per check, used only when the combined one raises a dynamic error, to tell which.
     single: Vec<SequenceQuery>,
@@ -433,9 +425,7 @@ impl Compiled {
     pub fn compile_all(&self) -> Result<(), SchematronError> {
         for (p, rules) in self.patterns.iter().enumerate() {
             for r in 0..rules.len() {
-                if let Err(e) = self.patterns[p][r].xee.get_or_init(|| self.schema.compile_xee(&self.schema.patterns[p][r])) {
-                    return Err(SchematronError::Eval(e.to_string()));
-                }
+                self.xee_rule(p, r)?;
             }
         }
         Ok(())
@@ -445,6 +435,11 @@ impl Compiled {
     /// so already checked for DTDs). Rules in the native subset run over this tree; the first
     /// rule that needs xee has the document parsed into xee's tree, once.
     pub fn validate<'d>(&'d self, doc: &'d roxmltree::Document<'d>) -> Result<Vec<Firing>, SchematronError> {
+        self.run(doc).map(|(firings, _)| firings)
+    }
+
+    /// [`Compiled::validate`], telling also whether any rule needed xee.
+    fn run<'d>(&'d self, doc: &'d roxmltree::Document<'d>) -> Result<(Vec<Firing>, bool), SchematronError> {
         use crate::fastpath::{Env, Item};
         let eval = |e: xee_xpath::error::Error| SchematronError::Eval(e.to_string());
         let mut xee: Option<XeeDoc<'d>> = None;
@@ -471,35 +466,8 @@ impl Compiled {
                     None => {
                         let xr = self.xee_rule(p, r)?;
                         let x = xee_doc(&mut xee, doc)?;
-                        let nodes = match (&xr.by_name, &xr.rooted, single_root) {
-                            (_, Some(q), true) => q.execute(&mut x.documents, x.root).map_err(eval)?,
-                            (Some((literal, q)), _, _) => {
-                                let candidates: Vec<xot::Node> = x
-                                    .documents
-                                    .xot()
-                                    .descendants(x.root)
-                                    .filter(|n| {
-                                        x.documents
-                                            .xot()
-                                            .element(*n)
-                                            .is_some_and(|e| x.documents.xot().local_name_str(e.name()).contains(literal.as_str()))
-                                    })
-                                    .collect();
-                                let mut found = Vec::new();
-                                for c in candidates {
-                                    let seq = q.execute(&mut x.documents, c).map_err(eval)?;
-                                    for n in seq.nodes() {
-                                        let n = n.map_err(|e| SchematronError::Eval(e.to_string()))?;
-                                        if !found.contains(&n) {
-                                            found.push(n);
-                                        }
-                                    }
-                                }
-                                // in document order, as the query over the whole document gives them
-                                let set: HashSet<xot::Node> = found.into_iter().collect();
-                                let ordered: Vec<_> = x.documents.xot().descendants(x.root).filter(|n| set.contains(n)).collect();
-                                xee_xpath::Sequence::from(ordered.into_iter().map(xee_xpath::Item::Node).collect::<Vec<_>>())
-                            }
+                        let nodes = match (&xr.rooted, single_root) {
+                            (Some(q), true) => q.execute(&mut x.documents, x.root).map_err(eval)?,
                             _ => xr.context.execute(&mut x.documents, x.root).map_err(eval)?,
                         };
                         let nodes: Vec<xot::Node> =
@@ -589,7 +557,7 @@ impl Compiled {
                 }
             }
         }
-        Ok(firings)
+        Ok((firings, xee.is_some()))
     }
 }
 
@@ -697,35 +665,6 @@ fn rooted_query(pattern: &str, namespaces: &[(String, String)]) -> Option<String
         return None;
     }
     Some(format!("/{prefix}:ClinicalDocument{after}"))
-}
-
-/// For `//*[contains(local-name(), 'LIT')]REST` or `//*[contains(local-name(), 'LIT') and Q]REST`
-/// (REST: further predicates or child steps): `LIT` and the query `self::*[Q]REST` that, from each
-/// element whose local name contains LIT, selects what the pattern selects through it.
-fn name_contains_plan(pattern: &str) -> Option<(String, String)> {
-    let p = pattern.trim().strip_prefix("//*[contains(local-name(), '")?;
-    let (literal, after) = p.split_once("')")?;
-    if literal.is_empty() || !literal.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return None;
-    }
-    // the rest of the first predicate, up to its closing bracket (depth 1 inside it)
-    let end = top_level(after).into_iter().find(|&(_, c, d)| c == ']' && d == 0).map(|(i, _, _)| i);
-    let end = end?;
-    let inner = after[..end].trim();
-    let rest = &after[end + 1..];
-    if rest.starts_with("//") || !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('[')) || split_union(rest).len() != 1 {
-        return None;
-    }
-    let first = if inner.is_empty() {
-        "self::*".to_string()
-    } else {
-        let q = inner.strip_prefix("and ")?;
-        format!("self::*[{q}]")
-    };
-    if first_step_positional(&format!("x{rest}")) {
-        return None;
-    }
-    Some((literal.to_string(), format!("{first}{rest}")))
 }
 
 /// The byte offsets of the characters of `s` that lie outside string literals, with the bracket
@@ -899,15 +838,6 @@ mod tests {
         assert_eq!(context_query("hl7:x[@a='|']"), "/descendant::hl7:x[@a='|']");
         assert_eq!(context_query("//x[1]/y"), "//x[1]/y");
         assert_eq!(context_query("//x[last()]"), "//x[last()]");
-        assert_eq!(
-            name_contains_plan("//*[contains(local-name(), 'Person') and not(ancestor::hl7:section)]/hl7:name"),
-            Some(("Person".into(), "self::*[not(ancestor::hl7:section)]/hl7:name".into()))
-        );
-        assert_eq!(
-            name_contains_plan("//*[contains(local-name(), 'Organization')][hl7:telecom]"),
-            Some(("Organization".into(), "self::*[hl7:telecom]".into()))
-        );
-        assert_eq!(name_contains_plan("//*[contains(local-name(), 'X') or y]/z"), None);
     }
 
     /// The native evaluator changes nothing: on every official example and on mutated copies
@@ -947,20 +877,77 @@ mod tests {
             for (from, to) in mutations {
                 let text = if from.is_empty() { original.clone() } else { original.replace(from, to) };
                 let doc = crate::validate::tree(&text).unwrap();
-                let ours = native.validate(&doc).unwrap();
-                let theirs = xee_only.validate(&doc).unwrap();
+                let (ours, needed_xee) = native.run(&doc).unwrap();
+                let (theirs, _) = xee_only.run(&doc).unwrap();
                 assert_eq!(ours, theirs, "{} with {from:?} -> {to:?}", path.display());
+                // the official examples as published are validated without xee's tree at all
+                assert!(!from.is_empty() || !needed_xee, "{} needed xee", path.display());
                 firings_seen += ours.len();
             }
         }
         assert!(firings_seen > 200, "the mutations make rules fire ({firings_seen})");
     }
 
+    /// A schematron text binding `h` to `urn:x` around `patterns`.
+    fn schema(patterns: &str) -> String {
+        format!(
+            r#"<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2"><ns prefix="h" uri="urn:x"/>{patterns}</schema>"#
+        )
+    }
+
+    /// A schematron whose rules are partly outside the native subset: xee's tree is built, the
+    /// nodes one rule handled in one tree are skipped by the later rules in the other, and
+    /// messages come out the same whichever engine built them.
+    #[test]
+    fn rules_in_both_engines_share_one_first_match() {
+        let sch = schema(
+            r#"<pattern>
+            <rule context="h:b[normalize-space(@k) = '1']">
+              <report test="true()">X-1| <name/> by xee, <value-of select="count(h:c)"/> c</report>
+            </rule>
+            <rule context="h:b">
+              <let name="n" value="count(h:c)"/>
+              <assert test="$n = 2">N-2| <name/> has <value-of select="$n"/> c, <value-of select="upper-case(@k)"/></assert>
+            </rule>
+          </pattern>
+          <pattern>
+            <rule context="h:c">
+              <report test="string-length(normalize-space(@v)) = 1">X-3| v</report>
+            </rule>
+          </pattern>"#,
+        );
+        let s = Schematron::parse("t", &sch).unwrap();
+        let (c, xee_only) = (s.compile().unwrap(), s.compile().unwrap().without_native());
+        let doc =
+            crate::validate::tree(r#"<a xmlns="urn:x"><b k=" 1 "><c/></b><b k="z"><c v=" q "/></b><b k="1"><c/><c/></b></a>"#).unwrap();
+        let (f, needed_xee) = c.run(&doc).unwrap();
+        assert!(needed_xee);
+        let got: Vec<(&str, &str, &str)> = f.iter().map(|f| (f.id.as_str(), f.location.as_str(), f.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                // b[1] has one c, but rule 1 (xee's tree) took it: rule 2 (native) skips it
+                ("X-1", "/a[1]/b[1]", "X-1| b by xee, 1 c"),
+                ("X-1", "/a[1]/b[3]", "X-1| b by xee, 2 c"),
+                ("N-2", "/a[1]/b[2]", "N-2| b has 1 c, Z"),
+                ("X-3", "/a[1]/b[2]/c[1]", "X-3| v"),
+            ]
+        );
+        assert_eq!(f, xee_only.run(&doc).unwrap().0);
+        // the same rules with native contexts, on a document where nothing needs xee (the
+        // xee-only test and message are never reached): xee's tree is not built
+        let native_sch = sch.replace("normalize-space(@k) = '1'", "@k = '1'").replace(r#"context="h:c""#, r#"context="h:zzz""#);
+        let plain = Schematron::parse("p", &native_sch).unwrap().compile().unwrap();
+        let doc = crate::validate::tree(r#"<a xmlns="urn:x"><b k="1"><c/></b><b><c/><c/></b></a>"#).unwrap();
+        let (f, needed_xee) = plain.run(&doc).unwrap();
+        assert_eq!(f.iter().map(|f| f.message.as_str()).collect::<Vec<_>>(), ["X-1| b by xee, 1 c"]);
+        assert!(!needed_xee);
+    }
+
     #[test]
     fn first_matching_rule_wins_and_messages_are_built() {
-        let sch = r#"<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">
-          <ns prefix="h" uri="urn:x"/>
-          <pattern>
+        let sch = schema(
+            r#"<pattern>
             <rule context="h:b[@k='1']">
               <let name="n" value="count(h:c)"/>
               <assert test="$n = 2">E-1| <name/> needs two c, has <value-of select="$n"/></assert>
@@ -968,9 +955,9 @@ mod tests {
             <rule context="h:b">
               <report test="true()">W-2| other b</report>
             </rule>
-          </pattern>
-        </schema>"#;
-        let s = Schematron::parse("t", sch).unwrap();
+          </pattern>"#,
+        );
+        let s = Schematron::parse("t", &sch).unwrap();
         let c = s.compile().unwrap();
         let doc = crate::validate::tree(r#"<a xmlns="urn:x"><b k="1"><c/></b><b/><b k="1"><c/><c/></b></a>"#).unwrap();
         let f = c.validate(&doc).unwrap();

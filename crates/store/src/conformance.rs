@@ -134,29 +134,6 @@ pub async fn conflicts_leave_store_unchanged(s: &dyn Store) {
     assert_eq!(h.len(), 7);
 }
 
-/// Runs the futures concurrently on this task and returns their outputs in order.
-async fn join_all<'a, T>(mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>) -> Vec<T> {
-    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
 /// Change sets committed at the same time (a backend may apply them in one transaction): the
 /// one that conflicts fails alone, with none of its writes kept, and every other one commits
 /// whole.
@@ -172,7 +149,7 @@ pub async fn concurrent_commits_fail_alone(s: &dyn Store) {
         }
         writes
     };
-    let outcomes = join_all((0..12).map(|i| s.commit(set(i))).collect()).await;
+    let outcomes = futures_util::future::join_all((0..12).map(|i| s.commit(set(i)))).await;
     for (i, outcome) in (0_i64..).zip(&outcomes) {
         let id = format!("c{i}");
         if i % 4 == 2 {
