@@ -303,6 +303,9 @@ pub struct Gate<'a> {
     records: Vec<AccessRecord>,
     /// Documents published by this request that the patient may see: (record, document id).
     new_documents: Vec<(PatientKey, String)>,
+    /// This request is a document publication by the ingestion use case: it alone may bind a
+    /// DocumentReference to a stored original (the `urn:fascicolo:sha256` identifier).
+    pub(crate) publication: bool,
 }
 
 /// The platform's own lookups (the gate's facts, registry profiles, notification settings):
@@ -407,7 +410,7 @@ fn birth_date(patient: &Value) -> Option<time::Date> {
 
 impl<'a> Gate<'a> {
     pub fn new(store: &'a dyn Store, policy: &'a Policy, actor: &'a Actor) -> Self {
-        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new(), new_documents: Vec::new() }
+        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new(), new_documents: Vec::new(), publication: false }
     }
 
     /// Refuse anonymous callers before anything else.

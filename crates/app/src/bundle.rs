@@ -136,11 +136,22 @@ impl FhirService {
 
     /// As [`process_bundle`](Self::process_bundle), for a Bundle already parsed.
     pub async fn process_bundle_value(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
+        self.bundle_value(actor, bundle, base, false).await
+    }
+
+    /// A document publication's transaction (the ingestion use case only): the one write path
+    /// that may bind resources to the stored original it has just put.
+    pub(crate) async fn process_publication(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
+        self.bundle_value(actor, bundle, base, true).await
+    }
+
+    async fn bundle_value(&self, actor: &Actor, bundle: Value, base: &str, publication: bool) -> AppResult<Value> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(AppError::BadRequest("POST to the base URL takes a Bundle of type batch or transaction".into()));
         }
         match bundle.get("type").and_then(Value::as_str) {
-            Some("transaction") => self.transaction(actor, bundle, base).await,
+            Some("transaction") => self.transaction(actor, bundle, base, publication).await,
+            Some("batch") if publication => Err(AppError::BadRequest("a publication is one transaction".into())),
             Some("batch") => self.batch(actor, bundle, base).await,
             _ => Err(AppError::BadRequest("Bundle.type must be batch or transaction".into())),
         }
@@ -187,8 +198,9 @@ impl FhirService {
         Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
     }
 
-    async fn transaction(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
+    async fn transaction(&self, actor: &Actor, bundle: Value, base: &str, publication: bool) -> AppResult<Value> {
         let mut gate = self.gate(actor);
+        gate.publication = publication;
         gate.require_identity()?;
         let mut entries = parse_entries(bundle)?;
         let mut issues: Vec<OutcomeIssue> = Vec::new();

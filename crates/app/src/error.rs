@@ -26,6 +26,9 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     NotSupported(String),
+    /// A resource or request over a size limit for the actor (the message names the limit).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("storage failure")]
     Store(#[source] StoreError),
 }

@@ -329,6 +329,20 @@ impl FhirService {
             }
         }
         let mut a = gate.check_write(w.patient_key, &w.resource_type, op, live).await?;
+        if w.method != Method::Delete && !gate.publication {
+            check_blob_binding(stamped, live, w.patient_key)?;
+        }
+        if w.method != Method::Delete {
+            let limit = crate::limits::resource_bytes(gate.actor, &w.resource_type);
+            if w.json.len() > limit {
+                return Err(AppError::TooLarge(format!(
+                    "{} is {} KiB; a resource written by your kind of client may be at most {} KiB",
+                    w.resource_type,
+                    w.json.len() / 1024,
+                    limit / 1024
+                )));
+            }
+        }
         if w.resource_type == "Patient" {
             a = gate.registering(a, &w.id);
         }
@@ -654,6 +668,7 @@ impl FhirService {
         if let Some(t) = resource_type {
             check_type(t)?;
         }
+        check_search_cost(pairs)?;
         let mut gate = self.gate(actor);
         gate.require_identity()?;
         let req = parse_search(resource_type, pairs)?;
@@ -1021,6 +1036,75 @@ impl FhirService {
 /// The SQL filter of a search of `resource_type` in a record. Producers see the Patient itself
 /// (to identify whom they publish for) and nothing else of the record: for them a Patient search
 /// has no filter, so it must not reach into the record through chains or `_has` (refused).
+/// A stored original (document file) belongs to the document that published it: only the
+/// ingestion use case binds a resource to one, through the `urn:fascicolo:sha256` identifier
+/// the download routes follow. Any other write may keep the binding a resource already has,
+/// never add one or point it at another file (that would open another document's original
+/// under this resource's visibility).
+fn check_blob_binding(stamped: &Value, live: Option<&Stored>, key: PatientKey) -> AppResult<()> {
+    use fascicolo_cda::mapping::SHA256_SYSTEM;
+    let hashes = |v: &Value| -> Vec<String> {
+        v["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["system"] == SHA256_SYSTEM)
+            .map(|i| i["value"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let new = hashes(stamped);
+    if new.is_empty() {
+        return Ok(());
+    }
+    let old = match live {
+        Some(c) => hashes(&parse_stored(c)?),
+        None => Vec::new(),
+    };
+    let same_record = live.is_some_and(|c| c.patient_key == key);
+    if same_record && new.iter().all(|h| old.contains(h)) && stamped["resourceType"] == "DocumentReference" {
+        return Ok(());
+    }
+    Err(AppError::Invalid(vec![fascicolo_fhir::OutcomeIssue {
+        expression: Some(format!("{}.identifier", stamped["resourceType"].as_str().unwrap_or("Resource"))),
+        ..fascicolo_fhir::OutcomeIssue::error(
+        "business-rule",
+        format!("identifiers of the system {SHA256_SYSTEM} name a stored document original and are assigned by the platform when a document is published (/ingest/v1); a client may not add or change them"),
+    )}]))
+}
+
+/// A search's cost is bounded before it runs: the number of parameters, values ORed in one,
+/// `_has` parameters and their nesting, the query's length. Past a limit the client is told
+/// which (400), rather than the database working for minutes.
+pub(crate) fn check_search_cost(pairs: &[(String, String)]) -> AppResult<()> {
+    use crate::limits::{MAX_HAS, MAX_OR_VALUES, MAX_QUERY_BYTES, MAX_SEARCH_PARAMETERS};
+    let too = |m: String| Err(AppError::BadRequest(m));
+    if pairs.len() > MAX_SEARCH_PARAMETERS {
+        return too(format!("a search takes at most {MAX_SEARCH_PARAMETERS} parameters; this one has {}", pairs.len()));
+    }
+    let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if bytes > MAX_QUERY_BYTES {
+        return too(format!("a search's parameters may be at most {} KiB long", MAX_QUERY_BYTES / 1024));
+    }
+    let mut has = 0;
+    for (k, v) in pairs {
+        let values = v.split(',').count();
+        if values > MAX_OR_VALUES {
+            return too(format!("a search parameter may combine at most {MAX_OR_VALUES} values; '{k}' has {values}"));
+        }
+        if k.starts_with("_has:") {
+            has += 1;
+            let depth = k.matches("_has:").count();
+            if depth > MAX_HAS {
+                return too(format!("a _has chain may be at most {MAX_HAS} levels deep"));
+            }
+        }
+    }
+    if has > MAX_HAS {
+        return too(format!("a search takes at most {MAX_HAS} _has parameters; this one has {has}"));
+    }
+    Ok(())
+}
+
 fn visibility_for(a: &Access, actor: &Actor, resource_type: &str, req: &SearchRequest) -> AppResult<Option<Visibility>> {
     // operators and producers see no clinical records: a chain or `_has` would reach into them
     let reaches = req.clauses.iter().any(|c| matches!(c, Clause::Chain { .. } | Clause::Has { .. }));

@@ -71,7 +71,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn letter(self) -> char {
+    pub fn letter(self) -> char {
         match self {
             Op::Create => 'c',
             Op::Read => 'r',
@@ -81,6 +81,22 @@ impl Op {
         }
     }
 }
+
+/// The privacy operations and the SMART scope each needs. A token is a client's word for what the
+/// user let it do; an operation that changes privacy settings is a write, never something a read
+/// scope allows. Portal sessions and the console carry no scopes and are not limited here.
+pub const OPERATION_SCOPES: &[(&str, &str, Op, &str)] = &[
+    // (operation, HTTP method, what it needs, on which resource type; "*" = the target's type)
+    ("$consent", "POST", Op::Create, "Consent"),
+    ("$consent", "GET", Op::Read, "Consent"),
+    ("$hide", "POST", Op::Update, "*"),
+    ("$art6-release", "POST", Op::Update, "*"),
+    ("$delegate", "POST", Op::Create, "RelatedPerson"),
+    ("$revoke", "POST", Op::Update, "RelatedPerson"),
+    ("$notifications", "POST", Op::Update, "Patient"),
+    ("$notifications", "GET", Op::Read, "Patient"),
+    ("$break-glass", "POST", Op::Read, "Patient"),
+];
 
 /// One SMART scope: `patient/Observation.rs`, `user/*.cruds`, `system/*.*`, `patient/*.read`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +171,15 @@ impl Actor {
             None => true,
             Some(list) => list.iter().any(|s| (s.resource == "*" || s.resource == resource_type) && s.perms.contains(op.letter())),
         }
+    }
+    /// Whether the token's scopes permit a privacy operation (`$hide`...) invoked with `method`
+    /// on a resource of `target_type`; see [`OPERATION_SCOPES`]. An operation not in the table
+    /// is refused.
+    pub fn operation_permitted(&self, operation: &str, method: &str, target_type: &str) -> bool {
+        OPERATION_SCOPES.iter().filter(|(o, m, _, _)| *o == operation && m.eq_ignore_ascii_case(method)).any(|(_, _, op, rt)| {
+            let rt = if *rt == "*" { target_type } else { rt };
+            self.scope_permits(rt, *op)
+        })
     }
     /// Only `patient/` scopes: the token is bound to its launch patient.
     pub fn patient_scoped(&self) -> bool {

@@ -104,6 +104,7 @@ impl From<AppError> for IngestError {
             AppError::Forbidden(m) => IngestError::new(403, "forbidden", m),
             AppError::Unauthorized(m) => IngestError::new(401, "unauthorized", m),
             AppError::NotSupported(m) => IngestError::new(415, "unsupported", m),
+            AppError::TooLarge(m) => IngestError::new(413, "too-large", m),
             AppError::Store(e) => {
                 tracing::error!(error = %e, "ingest: storage failure");
                 IngestError::new(500, "storage", "storage failure")
@@ -227,6 +228,7 @@ pub struct Ingest {
     blobs: Arc<dyn BlobStore>,
     validators: Validators,
     base_url: String,
+    pdf: crate::pdf_reader::PdfReader,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -263,7 +265,19 @@ struct Producer {
 
 impl Ingest {
     pub fn new(fhir: FhirService, blobs: Arc<dyn BlobStore>, validators: Validators, base_url: &str) -> Self {
-        Self { fhir, blobs, validators, base_url: base_url.trim_end_matches('/').to_string() }
+        Self {
+            fhir,
+            blobs,
+            validators,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            pdf: crate::pdf_reader::PdfReader::in_process(),
+        }
+    }
+
+    /// How PDFs are read (the server reads them in a child process: see [`crate::pdf_reader`]).
+    pub fn with_pdf_reader(mut self, pdf: crate::pdf_reader::PdfReader) -> Self {
+        self.pdf = pdf;
+        self
     }
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -330,7 +344,10 @@ impl Ingest {
             });
         }
         let (xml, original_type) = if kind == "pdf" {
-            let xml = pdf::extract_cda(&sub.bytes)
+            let xml = self
+                .pdf
+                .extract_cda(&sub.bytes)
+                .await
                 .map_err(|e| IngestError::invalid(vec![Problem::error(Source::Xml, "pdf", e.to_string(), None)]))?;
             (xml, "application/pdf")
         } else {
@@ -665,7 +682,7 @@ impl Ingest {
             entries.extend(retire(prev, "superseded"));
         }
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-        self.fhir.process_bundle_value(actor, bundle, &fhir_base).await?;
+        self.fhir.process_publication(actor, bundle, &fhir_base).await?;
         Ok(Outcome {
             workflow_instance_id: workflow.to_string(),
             status: if previous.is_some() { "replaced" } else { "published" }.into(),
@@ -832,7 +849,7 @@ impl Ingest {
     async fn cda_text(&self, actor: &Actor, docref_id: &str) -> IngestResult<(String, Vec<u8>, String)> {
         let (ct, bytes) = self.original(actor, docref_id).await?;
         let xml = if ct == "application/pdf" {
-            pdf::extract_cda(&bytes).map_err(|e| IngestError::new(500, "storage", e.to_string()))?
+            self.pdf.extract_cda(&bytes).await.map_err(|e| IngestError::new(500, "storage", e.to_string()))?
         } else {
             bytes.clone()
         };

@@ -12,7 +12,9 @@ pub mod fhir;
 pub mod fhir_document;
 pub mod gate;
 pub mod ingest;
+pub mod limits;
 pub mod notify;
+pub mod pdf_reader;
 pub mod portal;
 pub mod prepare;
 pub mod privacy_ops;
@@ -38,6 +40,7 @@ pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
         AppError::Forbidden(m) => (403, one("forbidden", m.clone())),
         AppError::Unauthorized(m) => (401, one("login", m.clone())),
         AppError::NotSupported(m) => (501, one("not-supported", m.clone())),
+        AppError::TooLarge(m) => (413, one("too-costly", m.clone())),
         AppError::Store(_) => (500, one("exception", "the server could not complete the request".into())),
     }
 }

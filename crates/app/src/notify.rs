@@ -82,6 +82,7 @@ impl FhirService {
 
     /// The `kind.channel` pairs the citizen switched off (everything else is on).
     pub async fn notifications_off(&self, actor: &Actor, patient_id: &str) -> AppResult<Vec<String>> {
+        crate::privacy_ops::require_operation(actor, "$notifications", "GET", "Patient")?;
         let key = PatientKey::for_patient_id(patient_id);
         let mut gate = self.gate(actor);
         let a = gate.access(key).await?;
@@ -96,6 +97,7 @@ impl FhirService {
 
     /// Switch notifications off (the listed `kind.channel` pairs) and on (all the others).
     pub async fn set_notifications_off(&self, actor: &Actor, patient_id: &str, off: &[String]) -> AppResult<Versioned> {
+        crate::privacy_ops::require_operation(actor, "$notifications", "POST", "Patient")?;
         for o in off {
             let ok = o.split_once('.').is_some_and(|(k, c)| KINDS.contains(&k) && CHANNELS.contains(&c));
             if !ok {

@@ -72,6 +72,19 @@ pub struct BreakGlassOutcome {
     pub summary: Vec<Value>,
 }
 
+/// Refuse a privacy operation the token's scopes do not cover (see `gate::OPERATION_SCOPES`).
+pub(crate) fn require_operation(actor: &Actor, operation: &str, method: &str, target_type: &str) -> AppResult<()> {
+    if actor.operation_permitted(operation, method, target_type) {
+        return Ok(());
+    }
+    let needs = crate::gate::OPERATION_SCOPES
+        .iter()
+        .find(|(o, m, _, _)| *o == operation && m.eq_ignore_ascii_case(method))
+        .map(|(_, _, op, rt)| format!(" (it needs a scope granting '{}' on {})", op.letter(), if *rt == "*" { target_type } else { rt }))
+        .unwrap_or_default();
+    Err(AppError::Forbidden(format!("the token's scopes do not allow {operation}{needs}")))
+}
+
 fn is_citizen_side(r: &Relation) -> bool {
     matches!(r, Relation::Own | Relation::Parent { minor: true, .. })
 }
@@ -117,6 +130,7 @@ impl FhirService {
 
     /// Record a consent-to-consultation decision (given or revoked) for the current notice.
     pub async fn record_consent(&self, actor: &Actor, patient_id: &str, given: bool, channel: &str) -> AppResult<Versioned> {
+        require_operation(actor, "$consent", "POST", "Patient")?;
         let key = PatientKey::for_patient_id(patient_id);
         let mut gate = self.gate(actor);
         let a = gate.access(key).await?;
@@ -153,6 +167,7 @@ impl FhirService {
 
     /// Whether consent to consultation is in force for a record the actor may act on.
     pub async fn consent_status(&self, actor: &Actor, patient_id: &str) -> AppResult<bool> {
+        require_operation(actor, "$consent", "GET", "Patient")?;
         let key = PatientKey::for_patient_id(patient_id);
         let mut gate = self.gate(actor);
         let a = gate.access(key).await?;
@@ -181,6 +196,7 @@ impl FhirService {
     /// undoes their own hiding (P00); a parent may hide a minor's item from clinicians; P98
     /// (hidden from the patient) is the producer's, at publication.
     pub async fn hide(&self, actor: &Actor, rt: &str, id: &str, code: &str) -> AppResult<Versioned> {
+        require_operation(actor, "$hide", "POST", rt)?;
         let hc =
             HidingCode::parse(code).ok_or_else(|| AppError::BadRequest(format!("'{code}' is not a hiding code (P99, P97, P98, P00)")))?;
         if !model().is_concrete_resource(rt) || !is_valid_id(id) {
@@ -248,6 +264,7 @@ impl FhirService {
 
     /// The citizen makes an art. 6 item visible (or closes it again).
     pub async fn release_art6(&self, actor: &Actor, rt: &str, id: &str, released: bool) -> AppResult<Versioned> {
+        require_operation(actor, "$art6-release", "POST", rt)?;
         let mut gate = self.gate(actor);
         gate.require_identity()?;
         let what = format!("{rt}/{id}");
@@ -278,6 +295,7 @@ impl FhirService {
 
     /// Grant a delegation to another adult, scoped to resource types and limited in time.
     pub async fn grant_delegation(&self, actor: &Actor, patient_id: &str, params: &Value) -> AppResult<Versioned> {
+        require_operation(actor, "$delegate", "POST", "Patient")?;
         let key = PatientKey::for_patient_id(patient_id);
         let mut gate = self.gate(actor);
         let a = gate.access(key).await?;
@@ -358,6 +376,7 @@ impl FhirService {
 
     /// Revoke a delegation, with immediate effect.
     pub async fn revoke_delegation(&self, actor: &Actor, rp_id: &str) -> AppResult<Versioned> {
+        require_operation(actor, "$revoke", "POST", "RelatedPerson")?;
         let mut gate = self.gate(actor);
         gate.require_identity()?;
         let what = format!("RelatedPerson/{rp_id}");
@@ -383,6 +402,7 @@ impl FhirService {
     /// record as with consent, hidden and art. 6 items excluded; the opening is logged and the
     /// citizen notified. Returns the patient summary to start from.
     pub async fn break_glass(&self, actor: &Actor, patient_id: &str, reason: &str) -> AppResult<BreakGlassOutcome> {
+        require_operation(actor, "$break-glass", "POST", "Patient")?;
         let Who::Professional { role, .. } = &actor.who else {
             return Err(AppError::Forbidden("emergency access is for clinicians".into()));
         };
@@ -390,6 +410,9 @@ impl FhirService {
             return Err(AppError::Forbidden("emergency access is for clinicians".into()));
         }
         let reason = reason.trim();
+        if reason.chars().count() > crate::limits::MAX_FREE_TEXT_CHARS {
+            return Err(AppError::BadRequest(format!("the reason may be at most {} characters long", crate::limits::MAX_FREE_TEXT_CHARS)));
+        }
         if reason.chars().count() < 10 {
             return Err(AppError::BadRequest("state the reason for the emergency access (at least 10 characters)".into()));
         }

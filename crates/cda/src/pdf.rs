@@ -32,21 +32,26 @@ pub fn extract_cda(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
         .unwrap_or_else(|_| Err(PdfError::Unreadable("the PDF structure could not be read".into())))
 }
 
+/// At most this many name-tree nodes and file specifications are looked at: a real PDF has a
+/// handful; a hostile one may list a node many times over to make the walk explode.
+const MAX_NODES: usize = 4096;
+
 fn extract(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
     let doc = Document::load_mem(bytes).map_err(|e| PdfError::Unreadable(e.to_string()))?;
     let mut specs = Vec::new();
     if let Ok(catalog) = doc.catalog() {
         if let Ok(names) = catalog.get_deref(b"Names", &doc).and_then(Object::as_dict) {
-            if let Ok(ef) = names.get_deref(b"EmbeddedFiles", &doc) {
-                collect_name_tree(&doc, ef, &mut specs, 0);
+            if let Ok(ef) = names.get(b"EmbeddedFiles") {
+                let mut walk = NameTreeWalk { doc: &doc, visited: std::collections::HashSet::new(), budget: MAX_NODES };
+                walk.collect(ef, &mut specs, 0)?;
             }
         }
         if let Ok(af) = catalog.get_deref(b"AF", &doc).and_then(Object::as_array) {
-            specs.extend(af.iter().cloned());
+            specs.extend(af.iter().take(MAX_NODES).cloned());
         }
     }
     let mut last_error = None;
-    for spec in specs {
+    for spec in specs.into_iter().take(MAX_NODES) {
         let Ok((_, spec)) = doc.dereference(&spec) else { continue };
         let Ok(spec) = spec.as_dict() else { continue };
         let Ok(ef) = spec.get_deref(b"EF", &doc).and_then(Object::as_dict) else { continue };
@@ -64,22 +69,85 @@ fn extract(bytes: &[u8]) -> Result<Vec<u8>, PdfError> {
     Err(last_error.unwrap_or(PdfError::NoCda))
 }
 
-fn collect_name_tree(doc: &Document, node: &Object, out: &mut Vec<Object>, depth: usize) {
-    if depth > 16 {
-        return;
-    }
-    let Ok(dict) = node.as_dict() else { return };
-    if let Ok(names) = dict.get_deref(b"Names", doc).and_then(Object::as_array) {
-        out.extend(names.iter().skip(1).step_by(2).cloned());
-    }
-    if let Ok(kids) = dict.get_deref(b"Kids", doc).and_then(Object::as_array) {
-        for k in kids {
-            if let Ok((_, kid)) = doc.dereference(k) {
-                collect_name_tree(doc, kid, out, depth + 1);
+/// A walk of the embedded-files name tree that visits each node once (a tree that lists a node
+/// twice, or itself, is not walked again) and gives up past a node budget.
+struct NameTreeWalk<'a> {
+    doc: &'a Document,
+    visited: std::collections::HashSet<lopdf::ObjectId>,
+    budget: usize,
+}
+
+impl NameTreeWalk<'_> {
+    fn collect(&mut self, node: &Object, out: &mut Vec<Object>, depth: usize) -> Result<(), PdfError> {
+        if depth > 32 {
+            return Err(PdfError::Unreadable("the embedded-files name tree is nested too deeply".into()));
+        }
+        if self.budget == 0 {
+            return Err(PdfError::Unreadable(format!("the embedded-files name tree has more than {MAX_NODES} nodes")));
+        }
+        self.budget -= 1;
+        let node = match node {
+            Object::Reference(id) => {
+                if !self.visited.insert(*id) {
+                    return Ok(()); // a node seen before: a cycle or a repeat, not walked again
+                }
+                match self.doc.get_object(*id) {
+                    Ok(o) => o,
+                    Err(_) => return Ok(()),
+                }
+            }
+            other => other,
+        };
+        let Ok(dict) = node.as_dict() else { return Ok(()) };
+        if let Ok(names) = dict.get_deref(b"Names", self.doc).and_then(Object::as_array) {
+            for spec in names.iter().skip(1).step_by(2) {
+                if out.len() >= MAX_NODES {
+                    break;
+                }
+                out.push(spec.clone());
             }
         }
+        if let Ok(kids) = dict.get_deref(b"Kids", self.doc).and_then(Object::as_array) {
+            for k in kids {
+                self.collect(k, out, depth + 1)?;
+            }
+        }
+        Ok(())
     }
 }
+
+/// The reply of [`worker_reply`]: the framed result of an extraction done in another process.
+/// The first byte says which outcome; the rest is the CDA2 or the message.
+pub fn worker_reply(bytes: &[u8]) -> Vec<u8> {
+    let (tag, body): (u8, Vec<u8>) = match extract_cda(bytes) {
+        Ok(cda) => (b'O', cda),
+        Err(PdfError::NoCda) => (b'N', Vec::new()),
+        Err(PdfError::TooLarge) => (b'T', Vec::new()),
+        Err(PdfError::Filter(f)) => (b'F', f.into_bytes()),
+        Err(PdfError::Unreadable(m)) => (b'U', m.into_bytes()),
+    };
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads what [`worker_reply`] wrote.
+pub fn parse_worker_reply(reply: &[u8]) -> Result<Vec<u8>, PdfError> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match reply.split_first() {
+        Some((b'O', cda)) => Ok(cda.to_vec()),
+        Some((b'N', _)) => Err(PdfError::NoCda),
+        Some((b'T', _)) => Err(PdfError::TooLarge),
+        Some((b'F', f)) => Err(PdfError::Filter(text(f))),
+        Some((b'U', m)) => Err(PdfError::Unreadable(text(m))),
+        _ => Err(PdfError::Unreadable(LIMITS_EXCEEDED.into())),
+    }
+}
+
+/// What a producer is told when reading its PDF was stopped (a crash, memory, time).
+pub const LIMITS_EXCEEDED: &str =
+    "the PDF could not be read within the limits for one document (structure nested too deeply, too much memory or time)";
 
 /// A stream's content, inflated with a size limit (a small PDF must not expand without bound).
 fn content(stream: &Stream) -> Result<Vec<u8>, PdfError> {

@@ -47,11 +47,14 @@ pub struct IngestConfig {
     pub blob_url: Option<String>,
     /// Validator threads (each keeps the national schematrons compiled); 0: one per core.
     pub validators: usize,
+    /// The program that reads uploaded PDFs in a process of its own (`PROGRAM pdf-worker`);
+    /// unset: this binary.
+    pub pdf_worker: Option<PathBuf>,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_upload_mib: 20, blob_url: None, validators: 0 }
+        Self { max_upload_mib: 20, blob_url: None, validators: 0, pdf_worker: None }
     }
 }
 

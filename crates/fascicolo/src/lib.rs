@@ -54,8 +54,29 @@ pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyh
         Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
         _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
     };
-    Ok(fascicolo_app::ingest::Ingest::new(fhir, blobs, fascicolo_app::ingest::Validators::start(threads), public_url))
+    // uploaded PDFs are read in a child process (this binary as `pdf-worker`), never in the server
+    let worker = match &cfg.ingest.pdf_worker {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this program (it reads PDFs as its own child process)")?,
+    };
+    let pdf = fascicolo_app::pdf_reader::PdfReader::isolated(worker, threads.max(2));
+    Ok(fascicolo_app::ingest::Ingest::new(fhir, blobs, fascicolo_app::ingest::Validators::start(threads), public_url).with_pdf_reader(pdf))
 }
+
+/// `fascicolo pdf-worker`: read one PDF from standard input under this process's own limits
+/// (address space, CPU time), write the embedded CDA2 or the error to standard output.
+pub fn pdf_worker() -> std::io::Result<()> {
+    fascicolo_app::pdf_reader::worker_main(|| {
+        // the limits hold for this child alone; on failure to set them the reply is still bounded
+        // by the parent's wall-clock limit
+        let _ = rlimit::setrlimit(rlimit::Resource::AS, PDF_WORKER_MEMORY, PDF_WORKER_MEMORY);
+        let _ = rlimit::setrlimit(rlimit::Resource::CPU, 10, 12);
+        let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
+    })
+}
+
+/// Address space a PDF worker may use (a 20 MiB upload with its CDA2 needs far less).
+pub const PDF_WORKER_MEMORY: u64 = 1024 * 1024 * 1024;
 
 /// The whole web application for a configuration (the server and the tests build it alike).
 pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum::Router> {

@@ -103,8 +103,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // a PDF worker (a child of the server) does one thing and starts nothing else
+    if std::env::args_os().nth(1).is_some_and(|a| a == fascicolo_app::pdf_reader::WORKER_ARG) {
+        return fascicolo::pdf_worker().map_err(Into::into);
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FASCICOLO_LOG").unwrap_or_else(|_| "info".into()))
         .with_target(false)

@@ -52,6 +52,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo::config::Config)) -
     // blobs (document originals) in a folder of the test's own, never in the source tree
     let data_dir = std::env::temp_dir().join(format!("fascicolo-test-{}", uuid::Uuid::now_v7()));
     let mut cfg = fascicolo::config::Config { public_url: Some(format!("http://{addr}")), data_dir, ..Default::default() };
+    // the test harness is not the server binary: PDFs are read by the real one, as in production
+    cfg.ingest.pdf_worker = Some(env!("CARGO_BIN_EXE_fascicolo").into());
     tune(&mut cfg);
     let data_dir = cfg.data_dir.clone();
     let router = fascicolo::build_router(Arc::clone(&store), &cfg).expect("router");

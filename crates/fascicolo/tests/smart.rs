@@ -94,6 +94,13 @@ async fn backend_services_introspection_and_revocation() {
     assert_eq!(send(grant(&assertion(&k, "hosp-1", "sacco-lis", "https://elsewhere/token", "j2"))).await.0, 401);
     assert_eq!(send(grant(&assertion(&key("hosp-1"), "hosp-1", "sacco-lis", &token_url, "j3"))).await.0, 401);
     assert_eq!(send(grant(&assertion(&k, "hosp-1", "nobody", &token_url, "j4"))).await.0, 401);
+    // an assertion not valid before ten minutes from now is not valid now
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("hosp-1".into());
+    let claims = json!({"iss": "sacco-lis", "sub": "sacco-lis", "aud": token_url, "exp": now() + 240, "nbf": now() + 600, "jti": "j5"});
+    let future = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_pem(k.pem.as_bytes()).unwrap()).unwrap();
+    let (status, body) = send(grant(&future)).await;
+    assert_eq!(status, 401, "{body}");
     // the producer writes for its organisation and sees only its own work
     let auth = format!("Bearer {token}");
     let obs = observation("rossi-giulia", "2345-7", 97.0, "2026-11-25");

@@ -49,8 +49,17 @@ fn local_path(next: Option<&String>) -> String {
 
 /// `next` when it is a path of this site, else `default`.
 pub(crate) fn local_path_or(next: Option<&String>, default: &str) -> String {
+    // browsers drop tabs and newlines from URLs and read `\` as `/`, so `/<tab>/evil.example`
+    // is `//evil.example`: only printable ASCII path characters, one leading slash
+    let safe = |n: &str| {
+        let b = n.as_bytes();
+        b.first() == Some(&b'/')
+            && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
+            && n.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+            && n.len() <= 2048
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        Some(n) if safe(n) => n.clone(),
         _ => default.into(),
     }
 }

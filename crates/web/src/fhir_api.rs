@@ -52,13 +52,10 @@ fn bad(status: u16, code: &str, msg: &str, interaction: &'static str) -> Respons
     outcome(status, &[OutcomeIssue::error(code, msg)], interaction)
 }
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(b) = &state.base_url {
-        return b.trim_end_matches('/').to_string();
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    format!("{proto}://{host}/fhir/r4")
+/// The base URL of links and `Location`: always the configured public URL, never the request's
+/// `Host` or `X-Forwarded-*` headers (a client could make them anything, e.g. `javascript:`).
+fn base_url(state: &AppState, _headers: &HeaderMap) -> String {
+    state.fhir_base().trim_end_matches('/').to_string()
 }
 
 fn pairs(q: &Option<String>) -> Vec<(String, String)> {
@@ -176,24 +173,46 @@ fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap,
     }
 }
 
-/// A body that could not be read (too large, interrupted) is refused with an OperationOutcome.
-type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
-
-fn body_error(e: &axum::extract::rejection::BytesRejection) -> Response {
-    let status = e.status().as_u16();
-    let msg = if status == 413 {
-        format!("the request body is larger than the limit of {} MiB", crate::MAX_BODY / (1024 * 1024))
-    } else {
-        format!("the request body could not be read: {}", e.body_text())
-    };
-    bad(status, if status == 413 { "too-costly" } else { "invalid" }, &msg, "fhir")
+/// The largest request body an actor may send: a citizen's app writes one resource at a time, a
+/// professional's a few; systems send transaction Bundles of a whole record.
+pub fn body_limit(actor: &Actor) -> usize {
+    fascicolo_app::limits::body_bytes(actor)
 }
 
-pub async fn dispatch_root(state: State<AppState>, method: Method, query: RawQuery, headers: HeaderMap, body: Body) -> Response {
-    match body {
-        Ok(b) => route(state, method, String::new(), query, headers, b).await,
-        Err(e) => body_error(&e),
+/// Read a request body of at most `limit` bytes, within a time limit (a trickled body does not
+/// hold a connection for ever).
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize, interaction: &'static str) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), http_body_util::Limited::new(body, limit).collect()).await;
+    match read {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(bad(
+            413,
+            "too-costly",
+            &format!("the request body is larger than the limit of {} for your kind of client", human_bytes(limit)),
+            interaction,
+        )),
+        Ok(Err(_)) => Err(bad(400, "invalid", "the request body could not be read", interaction)),
+        Err(_) => Err(bad(408, "timeout", "the request body took too long to arrive", interaction)),
     }
+}
+
+fn human_bytes(n: usize) -> String {
+    if n >= 1024 * 1024 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else {
+        format!("{} KiB", n / 1024)
+    }
+}
+
+pub async fn dispatch_root(
+    state: State<AppState>,
+    method: Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    route(state, method, String::new(), query, headers, body).await
 }
 
 pub async fn dispatch(
@@ -202,12 +221,9 @@ pub async fn dispatch(
     Path(rest): Path<String>,
     query: RawQuery,
     headers: HeaderMap,
-    body: Body,
+    body: axum::body::Body,
 ) -> Response {
-    match body {
-        Ok(b) => route(state, method, rest, query, headers, b).await,
-        Err(e) => body_error(&e),
-    }
+    route(state, method, rest, query, headers, body).await
 }
 
 async fn route(
@@ -216,7 +232,7 @@ async fn route(
     rest: String,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let q = pairs(&query);
     if wants_xml(&headers, &q) {
@@ -228,6 +244,19 @@ async fn route(
     let who = match authenticate(&state, &headers).await {
         Ok(a) => a,
         Err(e) => return app_error(&e, "fhir"),
+    };
+    // the body is read only once the client is known, and only as much as its kind may send
+    let has_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+    if has_body && matches!(who.who, fascicolo_app::Who::Anonymous) {
+        return app_error(&AppError::Unauthorized("sign-in required: send an access token".into()), "fhir");
+    }
+    let body = if has_body {
+        match read_body(body, body_limit(&who), "fhir").await {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    } else {
+        Bytes::new()
     };
     let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search");
     if needs_json && !is_json(&content_type(&headers)) {

@@ -91,8 +91,44 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/r4/", any(fhir_api::dispatch_root))
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The content security policy of every response: no scripts at all (the portal needs none),
+/// styles and images from the site itself (inline styles for the few layout attributes), never
+/// framed by another site.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'none'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Security headers on every response; over HTTPS, HSTS, and every cookie `Secure`.
+async fn security_headers(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if state.auth.cookie_secure {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
+        if cookies.iter().any(|c| !c.to_str().unwrap_or_default().contains("; Secure")) {
+            h.remove(header::SET_COOKIE);
+            for c in cookies {
+                let v = c.to_str().unwrap_or_default();
+                let fixed =
+                    if v.contains("; Secure") { c.clone() } else { HeaderValue::from_str(&format!("{v}; Secure")).unwrap_or(c.clone()) };
+                h.append(header::SET_COOKIE, fixed);
+            }
+        }
+    }
+    r
 }
 
 /// The demo identity provider's routes, only in demo mode.
@@ -108,11 +144,87 @@ fn demo_routes(state: &AppState) -> Router<AppState> {
         .route("/demo-idp/logout", get(demo_idp::logout))
 }
 
+/// Limits of the HTTP edge: what one connection, or many, may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Open connections at once; past it, new ones are closed at accept.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (slow-header attacks).
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits { max_connections: 4096, header_timeout: std::time::Duration::from_secs(10) }
+    }
+}
+
+/// The peer address of a request's connection (set by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serve until `shutdown` resolves, then finish in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    serve_with(listener, app, shutdown, ServeLimits::default()).await
+}
+
+/// [`serve`] with explicit limits: HTTP/1.1 connections with a header timeout, at most
+/// `max_connections` at once, each request told its peer address; on shutdown the listener
+/// closes and in-flight requests finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // too many open files and the like: wait a moment rather than spin
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            drop(stream); // over the connection cap: closed at once, nothing read
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            let mut app = app.clone();
+            async move {
+                use tower::Service;
+                app.call(req.map(axum::body::Body::new)).await
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // in-flight requests finish; a connection that will not end is not waited for forever
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still open 30 s after shutdown began; closing them");
+    }
+    Ok(())
 }

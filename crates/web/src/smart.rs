@@ -307,6 +307,8 @@ async fn client_credentials(state: &AppState, t: &TokenForm) -> Response {
     v.set_audience(&[aud.as_str()]);
     v.sub = Some(c.id.clone());
     v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    // an assertion that is not valid yet is not valid (RFC 7519 4.1.5)
+    v.validate_nbf = true;
     let verified = match jsonwebtoken::decode::<Value>(assertion, &key, &v) {
         Ok(d) => d.claims,
         Err(e) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &format!("the client assertion is not valid: {e}")),
