@@ -11,7 +11,7 @@ pub const CITIZEN_FILE_RESOURCE_BYTES: usize = crate::portal::TACCUINO_MAX_BYTES
 /// Largest resource (or request body) a professional may store.
 pub const PROFESSIONAL_RESOURCE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest single resource a system client may store (a transaction Bundle may be larger).
-pub const SYSTEM_RESOURCE_BYTES: usize = 16 * 1024 * 1024;
+pub const SYSTEM_RESOURCE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Search: query parameters in one request.
 pub const MAX_SEARCH_PARAMETERS: usize = 64;
