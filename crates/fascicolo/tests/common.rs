@@ -107,6 +107,20 @@ impl TestApp {
         let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Resp { status, headers, body }
     }
+    /// Any request to a path of the site (not only the FHIR API): status, JSON (or Null), bytes.
+    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Option<(Vec<u8>, &str)>) -> (u16, Value, Vec<u8>) {
+        let mut rb = self.client.request(method.parse().expect("method"), format!("{}{path}", self.root));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some((bytes, ct)) = body {
+            rb = rb.header("content-type", ct).body(bytes);
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.expect("body").to_vec();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes)
+    }
     pub async fn get(&self, path: &str) -> Resp {
         self.send("GET", path, None, &[]).await
     }

@@ -32,20 +32,6 @@ fn with_scopes(mut a: Actor, scopes: &str) -> Actor {
     a
 }
 
-async fn raw(app: &TestApp, method: &str, path: &str, token: Option<&str>, body: Option<(Vec<u8>, &str)>) -> (u16, Value, Vec<u8>) {
-    let mut rb = app.client.request(method.parse().unwrap(), format!("{}{path}", app.root));
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    if let Some((bytes, ct)) = body {
-        rb = rb.header("content-type", ct).body(bytes);
-    }
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    let bytes = r.bytes().await.unwrap().to_vec();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes)
-}
-
 /// A PDF file from its objects' bodies (object n is `objects[n-1]`), with a correct
 /// cross-reference table; object 1 is the catalog.
 fn pdf_file(objects: &[Vec<u8>]) -> Vec<u8> {
@@ -98,7 +84,7 @@ async fn hostile_pdfs_are_refused_and_the_server_keeps_serving() {
         let pdf = pdf_file(&[catalog, pages()]);
         for path in ["/ingest/v1/documents/validation", "/ingest/v1/documents"] {
             let t = Instant::now();
-            let (status, body, _) = raw(&app, "POST", path, Some(&hospital), Some((pdf.clone(), "application/pdf"))).await;
+            let (status, body, _) = app.raw("POST", path, Some(&hospital), Some((pdf.clone(), "application/pdf"))).await;
             assert_eq!(status, 422, "depth {depth} {path}: {body}");
             assert!(body.to_string().contains("PDF"), "{body}");
             assert!(t.elapsed() < Duration::from_secs(20));
@@ -108,9 +94,9 @@ async fn hostile_pdfs_are_refused_and_the_server_keeps_serving() {
         let catalog =
             [b"<< /Type /Catalog /Pages 2 0 R /X ".to_vec(), b"<< /A ".repeat(depth / 4), b">> ".repeat(depth / 4), b">>".to_vec()]
                 .concat();
-        let (status, body, _) =
-            raw(&app, "POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf_file(&[catalog, pages()]), "application/pdf")))
-                .await;
+        let (status, body, _) = app
+            .raw("POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf_file(&[catalog, pages()]), "application/pdf")))
+            .await;
         assert_eq!(status, 422, "{body}");
         still_serving(&app).await;
     }
@@ -120,7 +106,7 @@ async fn hostile_pdfs_are_refused_and_the_server_keeps_serving() {
     let pdf = pdf_file(&[catalog, pages(), tree]);
     assert!(pdf.len() < 600);
     let t = Instant::now();
-    let (status, body, _) = raw(&app, "POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf, "application/pdf"))).await;
+    let (status, body, _) = app.raw("POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf, "application/pdf"))).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("no embedded CDA2"), "{body}");
     assert!(t.elapsed() < Duration::from_secs(5), "a self-listing tree is walked once: {:?}", t.elapsed());
@@ -140,14 +126,14 @@ async fn hostile_pdfs_are_refused_and_the_server_keeps_serving() {
     .concat();
     let catalog = b"<< /Type /Catalog /Pages 2 0 R >>".to_vec();
     let pdf = pdf_file(&[catalog, pages(), objstm]);
-    let (status, body, _) = raw(&app, "POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf, "application/pdf"))).await;
+    let (status, body, _) = app.raw("POST", "/ingest/v1/documents/validation", Some(&hospital), Some((pdf, "application/pdf"))).await;
     assert_eq!(status, 422, "{body}");
     let grown = peak_rss_mib().saturating_sub(before);
     assert!(grown < 300, "the server's memory grew by {grown} MiB reading a PDF");
     still_serving(&app).await;
     // and a well-formed PDF with its CDA2 still publishes
     let good = fascicolo_cda::pdf::text_pdf("Referto", &["testo".into()], Some(("cda.xml", &example("LAB")))).unwrap();
-    let (status, body, _) = raw(&app, "POST", "/ingest/v1/documents/validation", Some(&hospital), Some((good, "application/pdf"))).await;
+    let (status, body, _) = app.raw("POST", "/ingest/v1/documents/validation", Some(&hospital), Some((good, "application/pdf"))).await;
     assert_ne!(status, 422, "{body}");
     assert!(!body.to_string().contains("\"pdf\""), "{body}");
 }
@@ -167,7 +153,7 @@ async fn world() -> World {
     let giulia = app.create(patient("Rossi", "RSSGLI85D52F205Q")).await;
     let lab_patient = app.create(patient("Test", LAB_CF)).await;
     let hospital = token_for(&app.store, &producer()).await;
-    let (status, body, _) = raw(&app, "POST", "/ingest/v1/documents", Some(&hospital), Some((example("LAB"), "application/xml"))).await;
+    let (status, body, _) = app.raw("POST", "/ingest/v1/documents", Some(&hospital), Some((example("LAB"), "application/xml"))).await;
     assert_eq!(status, 201, "{body}");
     let lab_doc = body["documentReference"].as_str().unwrap().trim_start_matches("DocumentReference/").to_string();
     World { app, giulia, lab_patient, lab_doc }
@@ -227,13 +213,13 @@ async fn a_stored_original_is_reached_only_through_the_document_that_published_i
     moved["subject"]["reference"] = json!(format!("Patient/{}", w.giulia));
     assert_eq!(app.put(&format!("/DocumentReference/{}", w.lab_doc), moved).await.status, 422);
     // the download through the other resource finds no file; the real document still has it
-    let (status, _, _) = raw(app, "GET", &format!("/documents/{other}/original"), Some(&giulia), None).await;
+    let (status, _, _) = app.raw("GET", &format!("/documents/{other}/original"), Some(&giulia), None).await;
     assert_eq!(status, 404);
-    let (status, _, bytes) = raw(app, "GET", &format!("/documents/{}/original", w.lab_doc), Some(&app.token), None).await;
+    let (status, _, bytes) = app.raw("GET", &format!("/documents/{}/original", w.lab_doc), Some(&app.token), None).await;
     assert_eq!(status, 200);
     assert_eq!(bytes, example("LAB"));
     // Giulia cannot read the other citizen's document at all
-    let (status, _, _) = raw(app, "GET", &format!("/documents/{}/original", w.lab_doc), Some(&giulia), None).await;
+    let (status, _, _) = app.raw("GET", &format!("/documents/{}/original", w.lab_doc), Some(&giulia), None).await;
     assert_eq!(status, 404);
     // an update that keeps the binding as it is (a status change) is fine
     let mut kept = victim.clone();

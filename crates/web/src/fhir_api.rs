@@ -54,7 +54,7 @@ fn bad(status: u16, code: &str, msg: &str, interaction: &'static str) -> Respons
 
 /// The base URL of links and `Location`: always the configured public URL, never the request's
 /// `Host` or `X-Forwarded-*` headers (a client could make them anything, e.g. `javascript:`).
-fn base_url(state: &AppState, _headers: &HeaderMap) -> String {
+fn base_url(state: &AppState) -> String {
     state.fhir_base().trim_end_matches('/').to_string()
 }
 
@@ -173,12 +173,6 @@ fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap,
     }
 }
 
-/// The largest request body an actor may send: a citizen's app writes one resource at a time, a
-/// professional's a few; systems send transaction Bundles of a whole record.
-pub fn body_limit(actor: &Actor) -> usize {
-    fascicolo_app::limits::body_bytes(actor)
-}
-
 /// Read a request body of at most `limit` bytes, within a time limit (a trickled body does not
 /// hold a connection for ever).
 pub(crate) async fn read_body(body: axum::body::Body, limit: usize, interaction: &'static str) -> Result<Bytes, Response> {
@@ -239,7 +233,7 @@ async fn route(
         return bad(406, "not-supported", "this server speaks FHIR JSON only (application/fhir+json)", "fhir");
     }
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let base = base_url(&state, &headers);
+    let base = base_url(&state);
     let f = &state.fhir;
     let who = match authenticate(&state, &headers).await {
         Ok(a) => a,
@@ -251,7 +245,7 @@ async fn route(
         return app_error(&AppError::Unauthorized("sign-in required: send an access token".into()), "fhir");
     }
     let body = if has_body {
-        match read_body(body, body_limit(&who), "fhir").await {
+        match read_body(body, fascicolo_app::limits::body_bytes(&who), "fhir").await {
             Ok(b) => b,
             Err(r) => return r,
         }
