@@ -284,6 +284,11 @@ impl Ingest {
         &self.blobs
     }
 
+    /// Whether `actor` may use the publication API at all (checked before an upload is read).
+    pub fn admits(actor: &Actor) -> IngestResult<()> {
+        Self::producer(actor).map(|_| ())
+    }
+
     fn producer(actor: &Actor) -> IngestResult<Producer> {
         match &actor.who {
             Who::Client { client_id, organization: Some(o), platform: false } => {

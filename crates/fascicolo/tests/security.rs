@@ -376,8 +376,14 @@ async fn the_web_edge_holds() {
     if let Ok(r) = r {
         assert_eq!(r.status(), 401);
     }
-    // a citizen may not store a huge resource; the answer names the limit
+    // only producers upload documents, told so before the upload is read
     let giulia = token_for(&app.store, &citizen("RSSGLI85D52F205Q", &w.giulia)).await;
+    let orgless = token_for(&app.store, &Actor::new(Who::Client { client_id: "app".into(), organization: None, platform: false })).await;
+    for (token, expected) in [(None, 401), (Some(giulia.as_str()), 403), (Some(orgless.as_str()), 403)] {
+        let (status, body, _) = app.raw("POST", "/ingest/v1/documents", token, Some((example("LAB"), "application/xml"))).await;
+        assert_eq!(status, expected, "{body}");
+    }
+    // a citizen may not store a huge resource; the answer names the limit
     let mut big = observation(&w.giulia, "2345-7", 90.0, "2026-01-01");
     big["note"] = json!((0..20_000).map(|i| json!({"text": format!("nota {i}")})).collect::<Vec<_>>());
     let r = app.send("POST", "/Observation", Some(big), &[("authorization", &format!("Bearer {giulia}"))]).await;

@@ -127,20 +127,8 @@ async fn submission(state: &AppState, req: Request) -> Result<Submission, Respon
 /// The caller and the submission of a request.
 async fn authed_submission(state: &AppState, req: Request) -> Result<(Actor, Submission), Response> {
     let actor = actor(state, req.headers()).await?;
-    // nothing of an upload is read before its sender is known to be a producer
-    match &actor.who {
-        fascicolo_app::Who::Anonymous => {
-            return Err(simple(401, "unauthorized", "sign-in required: send a system access token (client credentials)"))
-        }
-        fascicolo_app::Who::Client { .. } | fascicolo_app::Who::System => {}
-        _ => {
-            return Err(simple(
-                403,
-                "forbidden",
-                "only document producers (system clients of a health organisation) use the publication API",
-            ))
-        }
-    }
+    // nothing of an upload is read before the app layer says its sender is a producer
+    fascicolo_app::ingest::Ingest::admits(&actor).map_err(error)?;
     Ok((actor, submission(state, req).await?))
 }
 
