@@ -259,6 +259,8 @@ pub async fn professional(store: &dyn Store, practitioner: &str, clinical_only: 
 
 /// Record kind of portal sessions.
 pub const SESSION: &str = "session";
+/// A sign-in `state` that has been used (replay protection; the state itself lives in a cookie).
+pub const SIGN_IN_USED: &str = "sign-in-used";
 
 /// A signed-in browser session, stored server-side (app servers stay stateless).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,6 +340,20 @@ impl Sessions {
             self.save(&id, &s).await?;
         }
         Ok(Some(s))
+    }
+
+    /// Mark a sign-in's `state` as used; false when it already was (a replayed callback).
+    /// Only a sign-in that came back with a valid code reaches this, so starting a sign-in
+    /// stores nothing.
+    pub async fn spend_sign_in(&self, state_secret: &str, valid_for_ms: i64) -> AppResult<bool> {
+        let rec = AuthRecord {
+            kind: SIGN_IN_USED.into(),
+            id: hash_secret(state_secret),
+            subject: "sign-in".into(),
+            data: String::new(),
+            expires_at: datetime::now_ms() + valid_for_ms,
+        };
+        Ok(self.store.auth_put(&rec, false).await?)
     }
 
     pub async fn update(&self, secret: &str, s: &Session) -> AppResult<()> {

@@ -36,6 +36,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Document publication (`/ingest/v1`).
     pub ingest: IngestConfig,
+    /// Rate limits at the edge, and the reverse proxies whose `X-Forwarded-For` is believed.
+    pub rate_limit: fascicolo_web::throttle::ThrottleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +129,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             notify: NotifyConfig::default(),
             ingest: IngestConfig::default(),
+            rate_limit: fascicolo_web::throttle::ThrottleConfig::default(),
         }
     }
 }

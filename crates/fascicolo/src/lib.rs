@@ -123,6 +123,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
         auth: Arc::new(auth),
         ingest,
         ingest_max_bytes: cfg.ingest.max_upload_mib * 1024 * 1024,
+        throttle: Arc::new(fascicolo_web::throttle::Throttle::new(cfg.rate_limit.clone())),
     };
     Ok(fascicolo_web::router(state))
 }

@@ -7,15 +7,35 @@ use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use fascicolo_app::auth::{hash_secret, profiles_for, random_secret, represented, Session};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use fascicolo_app::auth::{profiles_for, random_secret, represented, Session};
 use fascicolo_app::{Actor, Who};
-use fascicolo_store::AuthRecord;
 use serde::Deserialize;
 use std::collections::HashMap;
 
 pub const SESSION_COOKIE: &str = "fascicolo_session";
 const LOGIN_COOKIE: &str = "fascicolo_login";
-const STATE_KIND: &str = "oidc-state";
+/// How long a sign-in may take, from start to return.
+const SIGN_IN_SECS: i64 = 600;
+
+/// The sign-in this browser started (`state.started-ms.base64(json)` in the login cookie), if
+/// `st` is its state and it has not expired. The `next` path is checked again on the way out.
+fn sign_in_state(headers: &HeaderMap, st: &str) -> Option<crate::oidc::LoginState> {
+    let raw = cookie(headers, LOGIN_COOKIE)?;
+    let mut parts = raw.splitn(3, '.');
+    let (mine, started, enc) = (parts.next()?, parts.next()?, parts.next()?);
+    if !fascicolo_app::auth::same_secret(mine, st) {
+        return None;
+    }
+    let age = fascicolo_fhir::datetime::now_ms() - started.parse::<i64>().ok()?;
+    if !(0..SIGN_IN_SECS * 1000).contains(&age) {
+        return None;
+    }
+    let mut ls: crate::oidc::LoginState = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(enc).ok()?).ok()?;
+    ls.next = local_path(Some(&ls.next));
+    Some(ls)
+}
 
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
@@ -92,23 +112,12 @@ pub async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
             );
         }
     };
-    let rec = AuthRecord {
-        kind: STATE_KIND.into(),
-        id: hash_secret(&st),
-        subject: "login".into(),
-        data: serde_json::to_string(&ls).unwrap_or_default(),
-        expires_at: fascicolo_fhir::datetime::now_ms() + 600_000,
-    };
-    if state.fhir.store().auth_put(&rec, true).await.is_err() {
-        return refuse(
-            lang,
-            StatusCode::SERVICE_UNAVAILABLE,
-            lang.t("Riprova", "Try again"),
-            lang.t("Servizio momentaneamente non disponibile.", "Service temporarily unavailable."),
-        );
-    }
+    // the sign-in's state lives in the browser (an HttpOnly cookie for /auth only): starting a
+    // sign-in stores nothing, so anonymous hits cannot fill the database
+    let Ok(json) = serde_json::to_vec(&ls) else { return unavailable(lang.t("Riprova", "Try again")) };
+    let value = format!("{st}.{}.{}", fascicolo_fhir::datetime::now_ms(), URL_SAFE_NO_PAD.encode(json));
     let mut r = Redirect::to(&url).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, &st, "/auth", Some(600)));
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, &value, "/auth", Some(SIGN_IN_SECS)));
     r
 }
 
@@ -135,20 +144,25 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
             "Risposta incompleta dal servizio di identità. / Incomplete answer from the identity service.",
         );
     };
-    if cookie(&headers, LOGIN_COOKIE).as_deref() != Some(st.as_str()) {
-        tracing::warn!("sign-in refused: state not bound to this browser");
-        return refuse(lang, StatusCode::BAD_REQUEST, failed, "Questo accesso è stato avviato da un altro browser. Ricomincia. / This sign-in was started in another browser. Please start again.");
-    }
-    let ls = match state.fhir.store().auth_take(STATE_KIND, &hash_secret(st), fascicolo_fhir::datetime::now_ms()).await {
-        Ok(Some(rec)) => match serde_json::from_str::<crate::oidc::LoginState>(&rec.data) {
-            Ok(ls) => ls,
-            Err(_) => return refuse(lang, StatusCode::BAD_REQUEST, failed, "Stato di accesso non valido. / Invalid sign-in state."),
-        },
-        _ => {
-            tracing::warn!("sign-in refused: unknown, expired or replayed state");
-            return refuse(lang, StatusCode::BAD_REQUEST, failed, "Questo accesso è scaduto o è già stato usato. Ricomincia. / This sign-in has expired or was already used. Please start again.");
-        }
+    let Some(ls) = sign_in_state(&headers, st) else {
+        tracing::warn!("sign-in refused: state not bound to this browser, or expired");
+        return refuse(lang, StatusCode::BAD_REQUEST, failed, "Questo accesso è scaduto o è stato avviato da un altro browser. Ricomincia. / This sign-in has expired or was started in another browser. Please start again.");
     };
+    // single use: a state seen once more (a replayed callback) is refused before the provider
+    // is asked; only returns with a live sign-in cookie get here, at the sign-in rate
+    match state.auth.sessions.spend_sign_in(st, SIGN_IN_SECS * 1000).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("sign-in refused: replayed state");
+            return refuse(
+                lang,
+                StatusCode::BAD_REQUEST,
+                failed,
+                "Questo accesso è già stato usato. Ricomincia. / This sign-in was already used. Please start again.",
+            );
+        }
+        Err(_) => return unavailable(failed),
+    }
     let identity = match state.auth.rp.finish(code, &ls).await {
         Ok(i) => i,
         Err(e) => {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod portal;
 pub mod smart;
+pub mod throttle;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post, put};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub ingest: fascicolo_app::ingest::Ingest,
     /// Largest accepted document upload, in bytes.
     pub ingest_max_bytes: usize,
+    /// Rate limits at the edge.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 /// Sign-in and authorization: the relying party, sessions, the demo provider, clients.
@@ -91,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/r4/", any(fhir_api::dispatch_root))
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits))
         .layer(axum::middleware::from_fn_with_state(state.clone(), security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -101,6 +105,69 @@ pub fn router(state: AppState) -> Router {
 /// framed by another site.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'none'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Rate limits (see [`throttle`]): sign-in and OAuth endpoints per client address, and an
+/// address that keeps sending invalid access tokens is refused before its tokens are looked at.
+async fn rate_limits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, Method};
+    use throttle::Bucket;
+    // requests that did not come over a connection (in-process calls) have no address to limit
+    let Some(Peer(peer)) = req.extensions().get::<Peer>().copied() else { return next.run(req).await };
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let addr = state.throttle.client_address(peer.ip(), forwarded);
+    let path = req.uri().path().to_string();
+    let bucket = match path.as_str() {
+        "/auth/login" | "/auth/callback" | "/demo-idp/token" => Some(Bucket::SignIn),
+        "/demo-idp/authorize" if req.method() == Method::POST => Some(Bucket::SignIn),
+        p if p.starts_with("/oauth/") => Some(Bucket::OAuth),
+        _ => None,
+    };
+    if let Some(b) = bucket {
+        if let Err(wait) = state.throttle.admit(b, addr) {
+            tracing::warn!(path = %path, "rate limit reached");
+            return too_many(&path, wait);
+        }
+    }
+    let credentials = req.headers().contains_key(header::AUTHORIZATION);
+    if credentials {
+        if let Some(wait) = state.throttle.guessing(addr) {
+            return too_many(&path, wait);
+        }
+    }
+    let r = next.run(req).await;
+    if credentials && r.status() == axum::http::StatusCode::UNAUTHORIZED {
+        state.throttle.bad_token(addr);
+    }
+    r
+}
+
+/// `429 Too Many Requests` in the form the endpoint speaks, with `Retry-After`.
+fn too_many(path: &str, wait: throttle::RetryAfter) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let secs = wait.secs();
+    let mut r = if path.starts_with("/fhir/") || path.starts_with("/ingest/") || path.starts_with("/documents/") {
+        let body = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "throttled",
+            "diagnostics": format!("too many requests from this address; retry in {secs} s")}]});
+        (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/fhir+json")], body.to_string()).into_response()
+    } else if path.starts_with("/oauth/") || path == "/demo-idp/token" {
+        let body = serde_json::json!({"error": "slow_down", "error_description": format!("too many requests; retry in {secs} s")});
+        (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+    } else {
+        let lang = html::Lang::It;
+        let msg = format!(
+            "Troppi tentativi da questo indirizzo: riprova tra {secs} secondi. / Too many attempts from this address: try again in {secs} seconds."
+        );
+        (StatusCode::TOO_MANY_REQUESTS, axum::response::Html(html::error_page(lang, "Troppi tentativi / Too many attempts", &msg)))
+            .into_response()
+    };
+    r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    r
+}
 
 /// Security headers on every response; over HTTPS, HSTS, and every cookie `Secure`.
 async fn security_headers(

@@ -227,6 +227,20 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, Form(t): F
     }
 }
 
+/// An authenticated client asking for more tokens than its allowance gets 429 (the answer).
+fn client_allowance(state: &AppState, client_id: &str) -> Option<Response> {
+    state.throttle.admit_client(client_id).err().map(|wait| {
+        tracing::warn!(client_id, "token rate limit reached");
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &format!("too many tokens for this client; retry in {} s", wait.secs()),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
+        r
+    })
+}
+
 async fn code_grant(state: &AppState, headers: &HeaderMap, t: &TokenForm) -> Response {
     // client authentication: secret (basic) for confidential apps, none (PKCE) for public ones
     let (client_id, secret) = match basic_auth(headers) {
@@ -259,6 +273,9 @@ async fn code_grant(state: &AppState, headers: &HeaderMap, t: &TokenForm) -> Res
     let Ok(actor) = serde_json::from_value::<Actor>(d["actor"].clone()) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "bad code");
     };
+    if let Some(r) = client_allowance(state, &c.id) {
+        return r;
+    }
     match state.tokens.issue(&actor, &c.id, TOKEN_TTL_SECS).await {
         Ok(i) => token_response(&i, d["other"].as_str().unwrap_or_default(), actor.acting_for.as_deref()),
         Err(_) => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),
@@ -342,6 +359,9 @@ async fn client_credentials(state: &AppState, t: &TokenForm) -> Response {
         Ok(a) => a,
         Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", "not a backend client"),
     };
+    if let Some(r) = client_allowance(state, &c.id) {
+        return r;
+    }
     match state.tokens.issue(&actor, &c.id, TOKEN_TTL_SECS).await {
         Ok(i) => token_response(&i, "", None),
         Err(_) => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),
