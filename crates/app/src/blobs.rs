@@ -76,7 +76,12 @@ impl FolderBlobs {
 }
 
 fn io(e: std::io::Error) -> AppError {
-    AppError::Store(fascicolo_store::StoreError::Backend(format!("blob store: {e}")))
+    use fascicolo_store::StoreError;
+    let msg = format!("blob store: {e}");
+    AppError::Store(match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreError::Full(msg),
+        _ => StoreError::Backend(msg),
+    })
 }
 
 #[async_trait::async_trait]

@@ -102,6 +102,7 @@ impl Page {
 pub struct FhirService {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
+    health: Arc<crate::health::Health>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -200,7 +201,17 @@ impl FhirService {
     }
 
     pub fn with_policy(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { store, policy: Arc::new(policy) }
+        Self { store, policy: Arc::new(policy), health: Arc::default() }
+    }
+
+    /// Readiness (see [`crate::health`]).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
+    }
+
+    /// Whether the service can serve now.
+    pub async fn ready(&self) -> Result<(), crate::health::NotReady> {
+        self.health.check(self.store.as_ref()).await
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -107,7 +107,10 @@ impl From<AppError> for IngestError {
             AppError::TooLarge(m) => IngestError::new(413, "too-large", m),
             AppError::Store(e) => {
                 tracing::error!(error = %e, "ingest: storage failure");
-                IngestError::new(500, "storage", "storage failure")
+                let err = AppError::Store(e);
+                let (status, issues) = crate::error_status(&err);
+                let message = issues.first().map_or_else(|| "storage failure".to_string(), |i| i.diagnostics.clone());
+                IngestError::new(status, "storage", message)
             }
         }
     }

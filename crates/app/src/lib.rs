@@ -11,6 +11,7 @@ pub mod error;
 pub mod fhir;
 pub mod fhir_document;
 pub mod gate;
+pub mod health;
 pub mod ingest;
 pub mod limits;
 pub mod notify;
@@ -41,6 +42,16 @@ pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
         AppError::Unauthorized(m) => (401, one("login", m.clone())),
         AppError::NotSupported(m) => (501, one("not-supported", m.clone())),
         AppError::TooLarge(m) => (413, one("too-costly", m.clone())),
+        AppError::Store(fascicolo_store::StoreError::Unavailable(_)) => {
+            (503, one("transient", "the database is not answering; nothing was changed; retry in a few seconds".into()))
+        }
+        AppError::Store(fascicolo_store::StoreError::Full(_)) => {
+            (507, one("transient", "the server's storage is full; nothing was stored; retry later".into()))
+        }
+        AppError::Store(fascicolo_store::StoreError::Timeout(_)) => (
+            503,
+            one("timeout", "the request took longer than the server allows; narrow it (fewer parameters or results) and retry".into()),
+        ),
         AppError::Store(_) => (500, one("exception", "the server could not complete the request".into())),
     }
 }

@@ -46,7 +46,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with a configuration adjusted by `tune` (clients, policy...).
 pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo::config::Config)) -> TestApp {
-    let store = fresh_store().await;
+    spawn_app_on(fresh_store().await, tune).await
+}
+
+/// The app on a store the test made (a capped SQLite file, a PostgreSQL database it can take away).
+pub async fn spawn_app_on(store: Arc<dyn Store>, tune: impl FnOnce(&mut fascicolo::config::Config)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     // blobs (document originals) in a folder of the test's own, never in the source tree

@@ -14,10 +14,78 @@ use tokio_postgres::{NoTls, Row};
 
 pub struct PgStore {
     pool: Pool,
+    /// One connection of its own for readiness, so a busy pool never makes the service look dead
+    /// (nor a dead database look busy).
+    probe: Pool,
+    /// Searches, counts and histories (the queries a client can make expensive) hold a permit:
+    /// at most three quarters of the pool, so reads and writes always find a connection.
+    heavy: tokio::sync::Semaphore,
 }
 
-fn be(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// Statement time limit unless the URL's `options` set one (`?options=-c statement_timeout=10s`).
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "30s";
+/// How long a request waits for a free connection before it is told the database is busy.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Cancels the statement running on a connection if the future running it is dropped before it
+/// finished (the client went away): PostgreSQL would otherwise run it to the end.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    fn arm(c: &tokio_postgres::Client) -> Self {
+        CancelOnDrop(Some(c.cancel_token()))
+    }
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = token.cancel_query(NoTls).await {
+                        tracing::warn!(error = %e, "could not cancel an abandoned statement");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A PostgreSQL or pool error as the store reports it: no room (`53100` disk full) is `Full`;
+/// a database that cannot be reached, refuses connections, is shutting down or lost the
+/// connection, and a pool with no connection free in time, are `Unavailable`; a cancelled
+/// statement (`statement_timeout`, or a client that went away) is `Timeout`.
+fn be<E: std::fmt::Display + 'static>(e: E) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let any = &e as &dyn std::any::Any;
+    let msg = e.to_string();
+    if let Some(pe) = any.downcast_ref::<tokio_postgres::Error>() {
+        return match pe.code() {
+            Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(msg),
+            Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::Timeout(msg),
+            Some(c)
+                if c.code().starts_with("08")
+                    || c.code().starts_with("53")
+                    || c.code().starts_with("57P")
+                    || *c == SqlState::READ_ONLY_SQL_TRANSACTION =>
+            {
+                StoreError::Unavailable(msg)
+            }
+            Some(_) => StoreError::Backend(msg),
+            // no SQL state: the connection failed (refused, closed, I/O), or a value did not convert
+            None if pe.is_closed() || std::error::Error::source(pe).is_some_and(|s| s.is::<std::io::Error>()) => {
+                StoreError::Unavailable(msg)
+            }
+            None => StoreError::Backend(msg),
+        };
+    }
+    if any.downcast_ref::<deadpool_postgres::PoolError>().is_some() {
+        return StoreError::Unavailable(msg);
+    }
+    StoreError::Backend(msg)
 }
 
 fn to_sql(v: &SqlValue) -> Box<dyn ToSql + Sync + Send> {
@@ -87,20 +155,35 @@ impl PgStore {
     /// used by tests to get a fresh, isolated store on a shared database.
     pub async fn connect_in_schema(url: &str, pool_size: usize, schema: Option<&str>) -> Result<Self, StoreError> {
         let mut cfg: tokio_postgres::Config = url.parse().map_err(be)?;
-        let mut options = String::new();
+        let mut options = cfg.get_options().unwrap_or_default().to_string();
+        if !options.contains("statement_timeout") {
+            options = format!("{options} -c statement_timeout={DEFAULT_STATEMENT_TIMEOUT}").trim().to_string();
+        }
         if let Some(s) = schema {
             let (client, conn) = cfg.connect(NoTls).await.map_err(be)?;
             let h = tokio::spawn(conn);
             client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await.map_err(be)?;
             drop(client);
             let _ = h.await;
-            options.push_str(&format!("-c search_path={s}"));
+            options.push_str(&format!(" -c search_path={s}"));
         }
-        if !options.is_empty() {
-            cfg.options(&options);
-        }
+        cfg.options(options.trim());
+        let probe_mgr = Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let probe = Pool::builder(probe_mgr)
+            .max_size(1)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .map_err(be)?;
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(mgr).max_size(pool_size.max(1)).build().map_err(be)?;
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(be)?;
         let client = pool.get().await.map_err(be)?;
         // serialise concurrent start-ups on the same database
         client.batch_execute("SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
@@ -114,11 +197,20 @@ impl PgStore {
         }
         client.batch_execute("SELECT pg_advisory_unlock(7310001)").await.map_err(be)?;
         res?;
-        Ok(Self { pool })
+        drop(client);
+        let heavy = tokio::sync::Semaphore::new((pool_size.max(1) * 3 / 4).max(1));
+        Ok(Self { pool, probe, heavy })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(be)
+    }
+
+    async fn heavy_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        match tokio::time::timeout(POOL_WAIT, self.heavy.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(StoreError::Unavailable("every connection for searches is busy".into())),
+        }
     }
 }
 
@@ -170,7 +262,7 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.client().await?.simple_query("SELECT 1").await.map_err(be).map(|_| ())
+        self.probe.get().await.map_err(be)?.simple_query("SELECT 1").await.map_err(be).map(|_| ())
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {
@@ -264,10 +356,13 @@ impl Store for PgStore {
 
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {
         let q = sql::search_sql(Dialect::Postgres, plan);
+        let _permit = self.heavy_permit().await?;
         let c = self.client().await?;
         let p = params(&q.params);
         let st = c.prepare_cached(&q.sql).await.map_err(be)?;
+        let guard = CancelOnDrop::arm(&c);
         let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
+        guard.disarm();
         rows.iter()
             .map(|r| {
                 let stored = row_stored(r, false)?;
@@ -279,21 +374,28 @@ impl Store for PgStore {
 
     async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError> {
         let q = sql::count_sql(Dialect::Postgres, plan);
+        let _permit = self.heavy_permit().await?;
         let c = self.client().await?;
         let p = params(&q.params);
+        let guard = CancelOnDrop::arm(&c);
         let n: i64 = c.query_one(&q.sql, &refs(&p)).await.map_err(be)?.get(0);
+        guard.disarm();
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn analyze(&self) -> Result<(), StoreError> {
-        self.client().await?.batch_execute("ANALYZE").await.map_err(be)
+        // maintenance after a bulk load is not a client's request: no statement time limit
+        self.client().await?.batch_execute("SET statement_timeout = 0; ANALYZE; RESET statement_timeout").await.map_err(be)
     }
 
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {
         let q = sql::history_sql(Dialect::Postgres, q);
+        let _permit = self.heavy_permit().await?;
         let c = self.client().await?;
         let p = params(&q.params);
+        let guard = CancelOnDrop::arm(&c);
         let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
+        guard.disarm();
         rows.iter().map(|r| row_stored(r, true)).collect()
     }
 
@@ -338,4 +440,81 @@ impl Store for PgStore {
 
 fn auth_row(r: &tokio_postgres::Row) -> AuthRecord {
     AuthRecord { kind: r.get(0), id: r.get(1), subject: r.get(2), data: r.get(3), expires_at: r.get(4) }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a real PostgreSQL when `FASCICOLO_TEST_DATABASE_URL` is set (skipped otherwise).
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::Arc;
+
+    fn url() -> Option<String> {
+        std::env::var("FASCICOLO_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
+    }
+
+    fn with_options(url: &str, options: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options={}", options.replace(' ', "%20").replace('=', "%3D"))
+    }
+
+    #[tokio::test]
+    async fn a_statement_past_the_time_limit_is_cancelled_as_a_timeout() {
+        let Some(url) = url() else { return };
+        let s = PgStore::connect(&with_options(&url, "-c statement_timeout=200"), 2).await.unwrap();
+        let c = s.client().await.unwrap();
+        let e = c.simple_query("SELECT pg_sleep(5)").await.map_err(be).unwrap_err();
+        assert!(matches!(e, StoreError::Timeout(_)), "{e:?}");
+        // the default applies when the URL sets none
+        let s = PgStore::connect(&url, 2).await.unwrap();
+        let c = s.client().await.unwrap();
+        let shown: String = c.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+        assert_eq!(shown, DEFAULT_STATEMENT_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_statement_whose_caller_went_away_is_cancelled() {
+        let Some(url) = url() else { return };
+        let s = Arc::new(PgStore::connect(&url, 2).await.unwrap());
+        let marker = format!("abandoned_{}", uuid::Uuid::now_v7().simple());
+        let running = {
+            let (s, marker) = (Arc::clone(&s), marker.clone());
+            tokio::spawn(async move {
+                let c = s.client().await.unwrap();
+                let guard = CancelOnDrop::arm(&c);
+                let _ = c.simple_query(&format!("SELECT pg_sleep(20) /* {marker} */")).await;
+                guard.disarm();
+            })
+        };
+        let active = |s: Arc<PgStore>, marker: String| async move {
+            let c = s.probe.get().await.unwrap();
+            let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'");
+            c.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+        };
+        let mut started = false;
+        for _ in 0..50 {
+            if active(Arc::clone(&s), marker.clone()).await == 1 {
+                started = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(started, "the statement must be running");
+        running.abort(); // the client went away
+        let mut gone = false;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if active(Arc::clone(&s), marker.clone()).await == 0 {
+                gone = true;
+                break;
+            }
+        }
+        assert!(gone, "an abandoned statement must be cancelled on the server, not run for 20 s");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(matches!(be(refused), StoreError::Backend(_)), "a bare I/O error is not a PostgreSQL error");
+    }
 }

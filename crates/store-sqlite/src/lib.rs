@@ -71,8 +71,17 @@ fn start_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
+/// A SQLite error as the store reports it: a full disk (or the page cap) is `Full`, a database
+/// that cannot be opened or read from the disk is `Unavailable`.
 fn be(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -187,6 +196,15 @@ impl SqliteStore {
         .await
     }
 
+    /// Cap the database at `pages` pages (SQLite's `max_page_count`, never below its current
+    /// size): past it a write fails as [`StoreError::Full`] and keeps nothing, as on a full disk.
+    /// An operator's quota; the tests fill the disk with it. Returns the cap in force.
+    pub async fn set_max_pages(&self, pages: u64) -> Result<u64, StoreError> {
+        self.with_writer(move |c| c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0)).map_err(be))
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -286,14 +304,6 @@ fn apply_set(tx: &rusqlite::Connection, writes: &[Write], outbox: &[OutboxMessag
     Ok(())
 }
 
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict { resource_type, id } => StoreError::Conflict { resource_type: resource_type.clone(), id: id.clone() },
-        StoreError::BadCursor => StoreError::BadCursor,
-        StoreError::Backend(m) => StoreError::Backend(m.clone()),
-    }
-}
-
 /// Commits a group of change sets in one transaction and answers each caller after the COMMIT
 /// (or with the COMMIT's error).
 ///
@@ -305,9 +315,12 @@ fn commit_group(conn: &mut Connection, group: Vec<Pending>) {
     let optimistic = (|| -> Result<bool, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
         for p in &group {
-            if apply_set(&tx, &p.writes, &p.outbox).is_err() {
+            match apply_set(&tx, &p.writes, &p.outbox) {
+                Ok(()) => {}
+                // a full disk or a failing device fails every set alike: no second pass
+                Err(e) if e.is_outage() => return Err(e),
                 // dropping the transaction rolls it back
-                return Ok(false);
+                Err(_) => return Ok(false),
             }
         }
         tx.commit().map_err(be)?;
@@ -322,7 +335,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Pending>) {
         Ok(false) => commit_each(conn, group),
         Err(e) => {
             for p in group {
-                let _ = p.reply.send(Err(copy_error(&e)));
+                let _ = p.reply.send(Err(StoreError::clone(&e)));
             }
         }
     }
@@ -341,7 +354,13 @@ fn commit_each(conn: &mut Connection, group: Vec<Pending>) {
             } else {
                 // rolls this change set back, the others stay; if even that fails, the whole
                 // group fails rather than commit half a change set
-                sp.finish().map_err(be)?;
+                // (after a full disk SQLite may have rolled the whole transaction back already)
+                if let Err(fe) = sp.finish() {
+                    return Err(match &outcome {
+                        Err(e) if e.is_outage() => e.clone(),
+                        _ => be(fe),
+                    });
+                }
             }
             outcomes.push(outcome);
         }
@@ -355,7 +374,7 @@ fn commit_each(conn: &mut Connection, group: Vec<Pending>) {
         }
         Err(e) => {
             for p in group {
-                let _ = p.reply.send(Err(copy_error(&e)));
+                let _ = p.reply.send(Err(StoreError::clone(&e)));
             }
         }
     }

@@ -148,14 +148,32 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("version conflict on {resource_type}/{id}")]
     Conflict { resource_type: String, id: String },
     #[error("bad cursor")]
     BadCursor,
+    /// The database cannot be reached or is not answering (connection refused or lost, pool
+    /// exhausted, shutting down): worth retrying in a moment.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database has no room left (disk full, quota): nothing of the change was kept.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// A statement ran past the database's time limit and was cancelled.
+    #[error("statement timeout: {0}")]
+    Timeout(String),
     #[error("database error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// The error says the service as a whole is not able to serve (as opposed to one request
+    /// failing): readiness reports it.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
+    }
 }
 
 /// A side effect to carry out after a commit (email, SMS, push, webhook), stored in the same

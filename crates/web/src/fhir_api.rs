@@ -16,9 +16,9 @@ use serde_json::Value;
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.fhir.store().ping().await {
+    match state.fhir.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.message()).into_response(),
     }
 }
 

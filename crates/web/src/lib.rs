@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), outages))
         .layer(axum::middleware::from_fn_with_state(state.clone(), security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -141,6 +142,29 @@ async fn rate_limits(
     let r = next.run(req).await;
     if credentials && r.status() == axum::http::StatusCode::UNAUTHORIZED {
         state.throttle.bad_token(addr);
+    }
+    r
+}
+
+/// Outages told as such: `503` and `507` answers carry `Retry-After`, and a `507` (the storage is
+/// full) makes readiness probe for room before it reports ready again.
+async fn outages(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    let mut r = next.run(req).await;
+    let wait = match r.status() {
+        StatusCode::SERVICE_UNAVAILABLE => 5u32,
+        StatusCode::INSUFFICIENT_STORAGE => {
+            state.fhir.health().storage_full();
+            60
+        }
+        _ => return r,
+    };
+    if !r.headers().contains_key(header::RETRY_AFTER) {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
     }
     r
 }

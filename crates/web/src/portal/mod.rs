@@ -348,6 +348,17 @@ pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
             lang.t("Richiesta non valida", "Invalid request"),
             lang.t("Controlla i dati inseriti e riprova.", "Check what you entered and try again."),
         ),
+        AppError::Store(fascicolo_store::StoreError::Full(_)) => {
+            tracing::error!("portal write refused: storage full");
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                lang.t("Spazio di archiviazione esaurito", "Storage full"),
+                lang.t(
+                    "Il servizio non ha spazio per salvare: non è stato salvato nulla. Riprova più tardi.",
+                    "The service has no room to save: nothing was saved. Please try again later.",
+                ),
+            )
+        }
         _ => {
             tracing::warn!(error = %e, "portal request failed");
             (

@@ -1,0 +1,113 @@
+//! Faults told as such: a full disk answers 507 with `Retry-After` and makes readiness say so
+//! until there is room again, and nothing of the refused write is kept; a database that goes
+//! away answers 503 with `Retry-After` (PostgreSQL, when `FASCICOLO_TEST_DATABASE_URL` is set).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+
+fn big_observation(patient: &str, i: usize) -> serde_json::Value {
+    json!({
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "valueQuantity": {"value": i, "unit": "mg/dL"},
+        "note": [{"text": "x".repeat(200_000)}]
+    })
+}
+
+async fn ready(app: &TestApp) -> (u16, String) {
+    let r = app.client.get(format!("{}/readyz", app.root)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_full_disk_is_507_not_ready_and_keeps_nothing() {
+    let dir = std::env::temp_dir().join(format!("fascicolo-full-{}", uuid::Uuid::now_v7()));
+    let sqlite = Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).unwrap());
+    let app = spawn_app_on(Arc::clone(&sqlite) as Arc<dyn fascicolo_store::Store>, |_| {}).await;
+    let patient = app.post("/Patient", json!({"resourceType": "Patient", "name": [{"family": "Pieni"}]})).await;
+    assert_eq!(patient.status, 201);
+    let pid = patient.body["id"].as_str().unwrap().to_string();
+    assert_eq!(ready(&app).await.0, 200);
+
+    // the disk is full: the database may not grow past its current size
+    sqlite.set_max_pages(1).await.unwrap();
+    let mut refused = None;
+    for i in 0..50 {
+        let r = app.post("/Observation", big_observation(&pid, i)).await;
+        if r.status != 201 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("a write must fail once the storage is full");
+    assert_eq!(r.status, 507, "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.body["issue"][0]["code"], "transient", "{}", r.body);
+    assert!(r.body.to_string().contains("storage is full"), "{}", r.body);
+    // readiness says so, reads still work
+    let (status, text) = ready(&app).await;
+    assert_eq!((status, text.as_str()), (503, "storage full: writes are refused until space is freed"));
+    assert_eq!(app.get(&format!("/Patient/{pid}")).await.status, 200);
+    // nothing of the refused write was kept
+    let found = app.get(&format!("/Observation?subject=Patient/{pid}&_summary=count")).await;
+    assert_eq!(found.body["total"], json!(i), "{}", found.body);
+    // room again: ready, and the write goes through
+    sqlite.set_max_pages(1 << 30).await.unwrap();
+    assert_eq!(ready(&app).await.0, 200);
+    assert_eq!(app.post("/Observation", big_observation(&pid, 99)).await.status, 201);
+}
+
+/// PostgreSQL only: a database of its own, taken away under the running server and given back.
+#[tokio::test]
+async fn a_database_outage_is_503_with_retry_after_and_recovers() {
+    let Ok(url) = std::env::var("FASCICOLO_TEST_DATABASE_URL") else { return };
+    if url.is_empty() {
+        return;
+    }
+    let name = format!("outage_{}", uuid::Uuid::now_v7().simple());
+    eprintln!("taking database {name} away under the server");
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let db_url = match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("a database URL"),
+    };
+    let pg = fascicolo_store_postgres::PgStore::connect(&db_url, 4).await.unwrap();
+    let app = spawn_app_on(Arc::new(pg), |_| {}).await;
+    assert_eq!(app.get("/Patient").await.status, 200);
+    assert_eq!(ready(&app).await.0, 200);
+
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    admin.batch_execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await.unwrap();
+    let t = std::time::Instant::now();
+    let r = app.get("/Patient").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.body["issue"][0]["code"], "transient", "{}", r.body);
+    assert!(t.elapsed() < std::time::Duration::from_secs(15), "told at once, not after a hang: {:?}", t.elapsed());
+    let r = app.post("/Patient", json!({"resourceType": "Patient", "name": [{"family": "Assente"}]})).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(ready(&app).await, (503, "database unavailable".to_string()));
+
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+    let mut back = false;
+    for _ in 0..20 {
+        if ready(&app).await.0 == 200 && app.get("/Patient").await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(back, "the service must recover once the database is back");
+    // the refused write left nothing
+    let r = app.get("/Patient?family=Assente&_summary=count").await;
+    assert_eq!(r.body["total"], json!(0), "{}", r.body);
+    drop(app);
+    let _ = admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
