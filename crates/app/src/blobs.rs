@@ -12,8 +12,15 @@ use crate::{AppError, AppResult};
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Stores a blob under its SHA-256.
+    /// Store a blob. Storing one that exists refreshes its time, so a sweep that began before
+    /// a publication reused it does not take it away (see [`BlobStore::written_before`]).
     async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()>;
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>>;
+    /// The blobs last written before `before_ms` (ms since the epoch); partial writes left by a
+    /// crash that are that old are removed on the way.
+    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>>;
+    /// Remove a blob (absent is fine).
+    async fn delete(&self, sha256: &str) -> AppResult<()>;
 
     /// Stores `bytes` under their SHA-256 (hex) and returns it.
     async fn put(&self, bytes: &[u8]) -> AppResult<String> {
@@ -95,6 +102,7 @@ impl BlobStore for FolderBlobs {
         // one trip to the blocking pool for the whole sequence
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if path.try_exists()? {
+                std::fs::File::options().append(true).open(&path)?.set_modified(std::time::SystemTime::now())?;
                 return Ok(());
             }
             std::fs::create_dir_all(&dir)?;
@@ -113,6 +121,51 @@ impl BlobStore for FolderBlobs {
         match tokio::fs::read(self.path(sha256)).await {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>> {
+        let root = self.root.join("sha256");
+        let before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(before_ms).unwrap_or(0));
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut old = Vec::new();
+            let Ok(dirs) = std::fs::read_dir(&root) else { return Ok(old) };
+            for dir in dirs {
+                let dir = dir?;
+                let prefix = dir.file_name().to_string_lossy().to_string();
+                if !dir.file_type()?.is_dir() {
+                    continue;
+                }
+                for f in std::fs::read_dir(dir.path())? {
+                    let f = f?;
+                    let name = f.file_name().to_string_lossy().to_string();
+                    let modified = f.metadata()?.modified()?;
+                    if modified >= before {
+                        continue;
+                    }
+                    if name.starts_with('.') {
+                        // a write that never got its rename: a crash mid-publication
+                        let _ = std::fs::remove_file(f.path());
+                    } else if valid_hash(&format!("{prefix}{name}")) {
+                        old.push(format!("{prefix}{name}"));
+                    }
+                }
+            }
+            Ok(old)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)
+    }
+
+    async fn delete(&self, sha256: &str) -> AppResult<()> {
+        if !valid_hash(sha256) {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.path(sha256)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(e)),
         }
     }
@@ -164,12 +217,8 @@ fn remote(e: object_store::Error) -> AppError {
 impl BlobStore for ObjectBlobs {
     async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
         let path = self.path(blob.sha256());
-        match self.store.head(&path).await {
-            Ok(_) => return Ok(()),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(remote(e)),
-        }
-        // a PUT of an object is atomic: readers see all of it or nothing
+        // a PUT of an object is atomic: readers see all of it or nothing; a PUT of one that
+        // exists (same name, same bytes) refreshes its time
         self.store.put(&path, object_store::PutPayload::from(blob.bytes().to_vec())).await.map_err(remote)?;
         Ok(())
     }
@@ -181,6 +230,35 @@ impl BlobStore for ObjectBlobs {
         match self.store.get(&self.path(sha256)).await {
             Ok(r) => Ok(Some(r.bytes().await.map_err(remote)?.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote(e)),
+        }
+    }
+
+    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>> {
+        // one listing per two-character folder (multipart uploads a crash left are the bucket's
+        // lifecycle rule's to end, they are not objects)
+        let mut old = Vec::new();
+        for i in 0..=255u8 {
+            let rel = format!("sha256/{i:02x}");
+            let prefix = object_store::path::Path::from(if self.prefix.is_empty() { rel } else { format!("{}/{rel}", self.prefix) });
+            let listed = self.store.list_with_delimiter(Some(&prefix)).await.map_err(remote)?;
+            for o in listed.objects {
+                let Some(name) = o.location.filename() else { continue };
+                let hash = format!("{i:02x}{name}");
+                if valid_hash(&hash) && o.last_modified.timestamp_millis() < before_ms {
+                    old.push(hash);
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    async fn delete(&self, sha256: &str) -> AppResult<()> {
+        if !valid_hash(sha256) {
+            return Ok(());
+        }
+        match self.store.delete(&self.path(sha256)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(remote(e)),
         }
     }
@@ -199,6 +277,16 @@ impl BlobStore for MemoryBlobs {
 
     async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
         Ok(self.0.lock().get(sha256).cloned())
+    }
+
+    async fn written_before(&self, _before_ms: i64) -> AppResult<Vec<String>> {
+        // memory keeps no times, and ends with the process: nothing is ever old
+        Ok(Vec::new())
+    }
+
+    async fn delete(&self, sha256: &str) -> AppResult<()> {
+        self.0.lock().remove(sha256);
+        Ok(())
     }
 }
 
@@ -231,6 +319,14 @@ mod tests {
         let key = object_store::path::Path::from(format!("fse/sha256/{}/{}", &h[..2], &h[2..]));
         use object_store::ObjectStore;
         assert_eq!(mem.get(&key).await.unwrap().bytes().await.unwrap().as_ref(), b"hello");
+        // listed by age, then removed
+        let later = fascicolo_fhir::datetime::now_ms() + 1000;
+        assert_eq!(blobs.written_before(later).await.unwrap(), vec![h.clone()]);
+        assert!(blobs.written_before(later - 60_000).await.unwrap().is_empty());
+        blobs.delete(&h).await.unwrap();
+        blobs.delete(&h).await.unwrap();
+        assert_eq!(blobs.get(&h).await.unwrap(), None);
+        assert!(blobs.written_before(later).await.unwrap().is_empty());
     }
 
     #[test]

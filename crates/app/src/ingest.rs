@@ -118,6 +118,37 @@ impl From<AppError> for IngestError {
 
 pub type IngestResult<T> = Result<T, IngestError>;
 
+/// Remove stored originals no document refers to: a crash between storing an original and
+/// committing its DocumentReference leaves one behind (and partial writes). Only blobs older
+/// than `grace_ms` are considered, so a publication in flight is never touched (storing an
+/// existing blob refreshes its time). A deleted document's original goes too.
+pub async fn sweep_orphans(fhir: &FhirService, blobs: &dyn BlobStore, grace_ms: i64) -> crate::AppResult<Sweep> {
+    let before = fascicolo_fhir::datetime::now_ms() - grace_ms;
+    let candidates = blobs.written_before(before).await?;
+    let mut sweep = Sweep { checked: candidates.len(), removed: 0 };
+    for hash in candidates {
+        let ident = format!("{SHA256_SYSTEM}|{hash}");
+        let users = access::lookup(fhir.store().as_ref(), None, "DocumentReference", &[("identifier", ident.as_str())], 1).await?;
+        if users.is_empty() {
+            blobs.delete(&hash).await?;
+            sweep.removed += 1;
+        }
+    }
+    if sweep.removed > 0 {
+        tracing::info!(checked = sweep.checked, removed = sweep.removed, "removed originals no document refers to");
+    }
+    Ok(sweep)
+}
+
+/// What a sweep of orphan originals did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Originals old enough to be looked at.
+    pub checked: usize,
+    /// Of those, removed: no document refers to them.
+    pub removed: usize,
+}
+
 /// A submitted document as received.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -826,6 +857,11 @@ impl Ingest {
     }
 
     /// The recorded status of a submission (only the producer that sent it may read it).
+    /// See [`sweep_orphans`].
+    pub async fn sweep_orphans(&self, grace_ms: i64) -> crate::AppResult<Sweep> {
+        sweep_orphans(&self.fhir, self.blobs.as_ref(), grace_ms).await
+    }
+
     pub async fn status(&self, actor: &Actor, workflow: &str) -> IngestResult<Value> {
         let producer = Self::producer(actor)?;
         let rec = self.fhir.store().auth_get(STATUS_KIND, workflow, datetime::now_ms()).await.map_err(AppError::from)?;

@@ -44,16 +44,39 @@ pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
     FhirService::with_policy(store, cfg.policy())
 }
 
+/// Where originals are kept: S3 when `ingest.blob_url` says so, else the data folder's `blobs/`.
+pub fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_app::blobs::BlobStore>> {
+    Ok(match cfg.ingest.blob_url.as_deref() {
+        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
+        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
+    })
+}
+
+/// How old an unreferenced original must be before it is removed (a publication takes seconds).
+pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
+
+/// Sweep orphan originals a minute after start and then every six hours, while serving.
+pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let blobs = blob_store(cfg)?;
+    Ok(tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = std::time::Duration::from_secs(6 * 3600);
+            if let Err(e) = fascicolo_app::ingest::sweep_orphans(&fhir, blobs.as_ref(), ORPHAN_GRACE_MS).await {
+                tracing::warn!(error = %e, "sweeping orphan originals failed; will try again");
+            }
+        }
+    }))
+}
+
 /// The document publication service for a configuration (validator threads, blob store).
 pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyhow::Result<fascicolo_app::ingest::Ingest> {
     let threads = match cfg.ingest.validators {
         0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
         n => n,
     };
-    let blobs: Arc<dyn fascicolo_app::blobs::BlobStore> = match cfg.ingest.blob_url.as_deref() {
-        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
-        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
-    };
+    let blobs = blob_store(cfg)?;
     // uploaded PDFs are read in a child process (this binary as `pdf-worker`), never in the server
     let worker = match &cfg.ingest.pdf_worker {
         Some(p) => p.clone(),

@@ -156,8 +156,10 @@ async fn run() -> anyhow::Result<()> {
                 fascicolo::worker::Channels::from_config(&cfg)?,
                 cfg.public_url(),
             );
+            let sweeper = fascicolo::spawn_orphan_sweeper(&cfg, fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)))?;
             fascicolo_web::serve(listener, build_router(store, &cfg)?, shutdown).await?;
             worker.abort();
+            sweeper.abort();
         }
         Command::Migrate => {
             let store = open_store(&cfg).await?;

@@ -411,3 +411,47 @@ async fn sign_in_token_and_guessing_are_rate_limited() {
     let (status, _, _) = app.raw("GET", "/fhir/r4/metadata", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// A crash between storing an original and committing its document leaves files behind; the
+/// sweep removes those (and partial writes) once they are old, and nothing a document uses.
+#[tokio::test]
+async fn orphan_originals_are_swept_and_referenced_ones_kept() {
+    use fascicolo_app::blobs::BlobStore;
+    let w = world().await;
+    let app = &w.app;
+    let blobs = fascicolo_app::blobs::FolderBlobs::new(app.data_dir.join("blobs"));
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let age = |path: std::path::PathBuf| std::fs::File::options().append(true).open(path).unwrap().set_modified(two_hours_ago).unwrap();
+    let path_of = |h: &str| app.data_dir.join("blobs").join("sha256").join(&h[..2]).join(&h[2..]);
+    // every stored original, the published document's included, is two hours old
+    let published: Vec<String> = std::fs::read_dir(app.data_dir.join("blobs/sha256"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .map(|p| format!("{}{}", p.parent().unwrap().file_name().unwrap().to_string_lossy(), p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(published.len(), 1);
+    age(path_of(&published[0]));
+    // what a crash leaves: an original no document took, a write that never got its rename
+    let orphan = blobs.put(b"<ClinicalDocument/> never committed").await.unwrap();
+    age(path_of(&orphan));
+    let partial = path_of(&orphan).with_file_name(".partial-write");
+    std::fs::write(&partial, b"half").unwrap();
+    age(partial.clone());
+    // and one being published right now (young): not touched
+    let young = blobs.put(b"in flight").await.unwrap();
+
+    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), std::sync::Arc::clone(&app.store));
+    let sweep = fascicolo_app::ingest::sweep_orphans(&fhir, &blobs, fascicolo::ORPHAN_GRACE_MS).await.unwrap();
+    assert_eq!((sweep.checked, sweep.removed), (2, 1), "{sweep:?}");
+    assert!(!path_of(&orphan).exists() && !partial.exists());
+    assert!(path_of(&young).exists() && path_of(&published[0]).exists());
+    let reader = token_for(&app.store, &platform_actor()).await;
+    let (status, _, bytes) = app.raw("GET", &format!("/documents/{}/original", w.lab_doc), Some(&reader), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, example("LAB"));
+    // storing an original again makes it young: a sweep racing a re-publication keeps it
+    age(path_of(&published[0]));
+    blobs.put(&example("LAB")).await.unwrap();
+    assert!(blobs.written_before(fascicolo_fhir::datetime::now_ms() - fascicolo::ORPHAN_GRACE_MS).await.unwrap().is_empty());
+}
