@@ -384,6 +384,13 @@ impl FhirService {
                     let method = if e.verb == Verb::Post { Method::Create } else { Method::Update };
                     let (mut w, mut stamped) = write_for(r, t, id, cur.as_ref(), method, now)?;
                     self.gate_write(&mut gate, &mut w, &mut stamped, cur.as_ref()).await?;
+                    // an update that changes nothing (a resumed import) makes no new version
+                    if let Some(c) = cur.as_ref().filter(|c| e.verb == Verb::Put && !c.deleted) {
+                        if same_content(&stamped, &crate::fhir::parse_stored(c)?) {
+                            noop.insert(e.index, c.clone());
+                            continue;
+                        }
+                    }
                     results.insert(e.index, (Versioned::from_write(&w, stamped), cur.as_ref().is_none_or(|c| c.deleted)));
                     writes.push(w);
                 }
@@ -485,4 +492,22 @@ fn collect_conditional(v: &Value, out: &mut HashMap<String, String>) {
             out.entry(r.to_string()).or_default();
         }
     });
+}
+
+/// Two versions of a resource say the same, whatever their version id and time.
+fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            m.remove("versionId");
+            m.remove("lastUpdated");
+            if m.is_empty() {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("meta");
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
 }

@@ -80,6 +80,37 @@ fn as_bundle(v: Value) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 
+/// Namespace of the ids an import gives to resources its source did not name.
+const IMPORT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f1c_0a3e_7d4b_4c1a_9e62_0b8d_f1a4_c7e3);
+
+/// Make every create in a Bundle keyed by its source entry, so importing the same files again
+/// (after a crash, or by mistake) changes nothing instead of creating everything twice: a POST
+/// without `ifNoneExist` becomes a PUT to an id derived from the entry's `urn:uuid` full URL
+/// (unique by definition) or else from the file's content and the entry's position. References
+/// to the full URL follow the PUT as they followed the POST.
+fn keyed(mut bundle: Value, source: &[u8]) -> Value {
+    let file = uuid::Uuid::new_v5(&IMPORT_NAMESPACE, source);
+    if let Some(entries) = bundle["entry"].as_array_mut() {
+        for (i, e) in entries.iter_mut().enumerate() {
+            let post = e["request"]["method"].as_str().is_some_and(|m| m.eq_ignore_ascii_case("POST"));
+            if !post || e["request"].get("ifNoneExist").is_some() {
+                continue;
+            }
+            let rt = e["request"]["url"].as_str().unwrap_or_default().trim_matches('/').to_string();
+            if rt.is_empty() || rt.contains(['/', '?']) || e["resource"]["resourceType"].as_str() != Some(rt.as_str()) {
+                continue; // an operation or a malformed entry: left for the bundle's own checks
+            }
+            let id = match e["fullUrl"].as_str() {
+                Some(u) if u.starts_with("urn:uuid:") => uuid::Uuid::new_v5(&IMPORT_NAMESPACE, u.as_bytes()),
+                _ => uuid::Uuid::new_v5(&file, format!("entry/{i}").as_bytes()),
+            };
+            e["resource"]["id"] = json!(id.to_string());
+            e["request"] = json!({"method": "PUT", "url": format!("{rt}/{id}")});
+        }
+    }
+    bundle
+}
+
 /// One line for a failed file: the status and the first problems with their locations.
 fn describe(path: &Path, e: &fascicolo_app::AppError) -> String {
     let (code, issues) = error_status(e);
@@ -94,15 +125,34 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         // a single resource: create (or update with its id) so problems are located in it
         let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+        // without an id, one derived from the file's content: importing it again changes nothing
         let res = match v.get("id").and_then(Value::as_str) {
             Some(id) => fhir.update(&Actor::system(), &rt, id, &bytes, None).await,
-            None => fhir.create(&Actor::system(), &rt, &bytes, None).await,
+            None => {
+                let id = uuid::Uuid::new_v5(&IMPORT_NAMESPACE, &bytes).to_string();
+                let mut with_id = v.clone();
+                with_id["id"] = json!(id);
+                let body = serde_json::to_vec(&with_id).map_err(|e| format!("{}: {e}", path.display()))?;
+                fhir.update(&Actor::system(), &rt, &id, &body, None).await
+            }
         };
         return res.map(|_| 1).map_err(|e| describe(path, &e));
     }
-    let bundle = as_bundle(v);
+    let bundle = keyed(as_bundle(v), &bytes);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
-    match fhir.process_bundle_value(&Actor::system(), bundle, "urn:fascicolo:import").await {
+    // files that share resources (a practitioner in many patients' bundles) may write the same
+    // id at once: the loser of such a race reads again and retries, and finds it already there
+    let mut attempt = 0;
+    let result = loop {
+        match fhir.process_bundle_value(&Actor::system(), bundle.clone(), "urn:fascicolo:import").await {
+            Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(resp) => {
             let failed: Vec<String> = resp["entry"]
                 .as_array()

@@ -111,3 +111,48 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
     drop(app);
     let _ = admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
 }
+
+/// Importing the same files again (a resumed import after a crash) creates nothing twice:
+/// creates are keyed by their source entry.
+#[tokio::test]
+async fn importing_the_same_files_twice_creates_nothing_twice() {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("fascicolo-import-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let patient = "urn:uuid:7d5a3c2e-1b4f-4e6a-9c8d-2f1e0a9b8c7d";
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": patient, "resource": {"resourceType": "Patient", "name": [{"family": "Importato"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "peso"},
+            "subject": {"reference": patient}, "valueQuantity": {"value": 70, "unit": "kg"}},
+         "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let collection = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Organization", "name": "Ambulatorio senza id"}}
+    ]});
+    let single = json!({"resourceType": "Practitioner", "name": [{"family": "Senzaid"}]});
+    std::fs::write(dir.join("a.json"), transaction.to_string()).unwrap();
+    std::fs::write(dir.join("b.json"), collection.to_string()).unwrap();
+    std::fs::write(dir.join("c.json"), single.to_string()).unwrap();
+    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), Arc::clone(&app.store));
+    let count = |t: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/{t}?_summary=count")).await.body["total"].as_u64().unwrap() }
+    };
+    for round in 0..2 {
+        let s = fascicolo::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+        assert_eq!((s.files, s.resources, s.errors), (3, 4, 0), "round {round}: {s}");
+        for t in ["Patient", "Observation", "Organization", "Practitioner"] {
+            assert_eq!(count(t).await, 1, "round {round}: one {t}");
+        }
+    }
+    // the reference to the transaction's urn:uuid points at the imported patient
+    let obs = app.get("/Observation").await;
+    let subject = obs.body["entry"][0]["resource"]["subject"]["reference"].as_str().unwrap().to_string();
+    let pid = app.get("/Patient").await.body["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    assert_eq!(subject, format!("Patient/{pid}"));
+    // and the second import made no new versions: nothing had changed
+    let history = app.get(&format!("/Patient/{pid}/_history")).await;
+    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(1), "{}", history.body);
+    let _ = std::fs::remove_dir_all(dir);
+}
