@@ -124,10 +124,52 @@ pub async fn seed_example_patients(fhir: &FhirService) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seed the demo registry when it is not there yet; returns whether it seeded.
+/// What demo seeding has finished, kept in the store (so a start that was cut short, by a full
+/// disk or a signal, resumes where it stopped: every step is idempotent, and a step counts as
+/// done only once it has finished).
+const SEEDED_KIND: &str = "demo-seeded";
+
+async fn finished(fhir: &FhirService, step: &str) -> anyhow::Result<bool> {
+    Ok(fhir.store().auth_get(SEEDED_KIND, step, 0).await?.is_some())
+}
+
+async fn mark_finished(fhir: &FhirService, step: &str) -> anyhow::Result<()> {
+    let rec = fascicolo_store::AuthRecord {
+        kind: SEEDED_KIND.into(),
+        id: step.into(),
+        subject: "demo".into(),
+        data: String::new(),
+        expires_at: i64::MAX,
+    };
+    fhir.store().auth_put(&rec, true).await?;
+    Ok(())
+}
+
+/// Everything demo mode shows: the registry with its personas, a small synthetic region around
+/// it with documents published like a hospital's, and the personas' histories. Returns whether
+/// anything was left to do; a start that stopped half-way finishes the job.
+pub async fn seed_everything(cfg: &crate::config::Config, store: std::sync::Arc<dyn fascicolo_store::Store>) -> anyhow::Result<bool> {
+    let fhir = crate::fhir_service(cfg, std::sync::Arc::clone(&store));
+    if finished(&fhir, "everything").await? {
+        return Ok(false);
+    }
+    if seed(&fhir).await? {
+        tracing::info!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
+    }
+    let ingest = crate::ingest_service(cfg, fhir.clone(), &cfg.public_url())?;
+    let args = crate::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
+    let s = crate::seed::run(&fhir, &ingest, &args, false).await?;
+    tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
+    let n = seed_histories(&ingest).await?;
+    tracing::info!(documents = n, "demo mode: published the personas' histories");
+    mark_finished(&fhir, "everything").await?;
+    Ok(true)
+}
+
+/// Seed the demo registry when it is not (all) there yet; returns whether it seeded.
 pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     seed_example_patients(fhir).await?;
-    if fhir.store().read("Patient", "rossi-giulia").await?.is_some() {
+    if finished(fhir, "registry").await? {
         return Ok(false);
     }
     let ps = personas();
@@ -270,6 +312,7 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None)
         .await
         .context("seeding the specialist report")?;
+    mark_finished(fhir, "registry").await?;
     Ok(true)
 }
 

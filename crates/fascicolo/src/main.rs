@@ -128,17 +128,8 @@ async fn run() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let store = open_store(&cfg).await?;
-            if cfg.demo_mode() && demo::seed(&fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store))).await? {
-                tracing::info!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
-                // and a small synthetic Lombardy around it, its documents published like a hospital's
-                let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
-                let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
-                let args = fascicolo::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
-                let s = fascicolo::seed::run(&fhir, &ingest, &args, false).await?;
-                tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
-                // the personas one signs in as get real published histories too
-                let n = demo::seed_histories(&ingest).await?;
-                tracing::info!(documents = n, "demo mode: published the personas' histories");
+            if cfg.demo_mode() {
+                demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await?;
             }
             let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
             let addr = listener.local_addr()?;

@@ -156,3 +156,24 @@ async fn importing_the_same_files_twice_creates_nothing_twice() {
     assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(1), "{}", history.body);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A first start on a nearly full disk stops the demo seeding half-way; the next start finishes
+/// it instead of taking the half for the whole.
+#[tokio::test]
+async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
+    let dir = std::env::temp_dir().join(format!("fascicolo-seedfull-{}", uuid::Uuid::now_v7()));
+    let sqlite = Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).unwrap());
+    let store: Arc<dyn fascicolo_store::Store> = Arc::clone(&sqlite) as _;
+    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), Arc::clone(&store));
+    fascicolo::demo::seed_example_patients(&fhir).await.unwrap();
+    let pages = sqlite.set_max_pages(1).await.unwrap();
+    sqlite.set_max_pages(pages + 12).await.unwrap();
+    let cut = fascicolo::demo::seed(&fhir).await;
+    assert!(cut.is_err(), "the disk filled up during seeding");
+    assert!(store.read("Patient", "rossi-giulia").await.unwrap().is_some(), "stopped after the first personas");
+    assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_none(), "and before the end");
+    sqlite.set_max_pages(1 << 30).await.unwrap();
+    assert!(fascicolo::demo::seed(&fhir).await.unwrap(), "the next start resumes");
+    assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_some());
+    assert!(!fascicolo::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
+}
