@@ -512,6 +512,27 @@ mod tests {
         assert!(gone, "an abandoned statement must be cancelled on the server, not run for 20 s");
     }
 
+    #[tokio::test]
+    async fn searches_never_hold_the_whole_pool() {
+        let Some(url) = url() else { return };
+        let s = PgStore::connect(&url, 4).await.unwrap();
+        // three searches running (their permits and connections held): a fourth search waits
+        // for a permit instead of taking the last connection, and a plain read still gets it
+        assert_eq!(s.heavy.available_permits(), 3);
+        let busy = s.heavy.acquire_many(3).await.unwrap();
+        let held: Vec<_> = vec![s.client().await.unwrap(), s.client().await.unwrap(), s.client().await.unwrap()];
+        let plan = SearchPlan { resource_type: Some("Patient".into()), limit: 10, ..Default::default() };
+        let fourth = tokio::time::timeout(std::time::Duration::from_millis(500), s.search(&plan)).await;
+        assert!(fourth.is_err(), "a fourth search must wait while three run");
+        let t = std::time::Instant::now();
+        assert!(s.read("Patient", "nobody").await.unwrap().is_none(), "a read still finds a connection");
+        s.ping().await.unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        drop((busy, held));
+        // once they end, searches run again
+        assert!(s.search(&plan).await.is_ok());
+    }
+
     #[test]
     fn errors_are_classified() {
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
