@@ -158,8 +158,20 @@ pub async fn seed_everything(cfg: &crate::config::Config, store: std::sync::Arc<
     }
     let ingest = crate::ingest_service(cfg, fhir.clone(), &cfg.public_url())?;
     let args = crate::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
-    let s = crate::seed::run(&fhir, &ingest, &args, false).await?;
-    tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
+    match crate::seed::region(&fhir).await? {
+        // `fascicolo seed` ran on this data folder first: the demo lives in that region
+        Some(r) if r != crate::seed::Region::from(&args) => {
+            tracing::info!(
+                seed = r.seed,
+                citizens = r.citizens,
+                "demo mode: the data folder holds a synthetic region already; the demo uses it"
+            )
+        }
+        _ => {
+            let s = crate::seed::run(&fhir, &ingest, &args, false).await?;
+            tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
+        }
+    }
     let n = seed_histories(&ingest).await?;
     tracing::info!(documents = n, "demo mode: published the personas' histories");
     mark_finished(&fhir, "everything").await?;
@@ -316,7 +328,11 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The people the demo identity provider offers, with what they show.
+/// Where the personas' households are numbered: past any region's (12 million households hold
+/// more people than Lombardy), so their prescription numbers never meet a seeded citizen's, and
+/// still inside the NRE's 12 digits.
+const PERSONA_HOUSEHOLDS: u64 = 12_000_000;
+
 /// Clinical histories for the demo's citizens (Giulia, her mother Anna, her son Luca),
 /// generated and published through the producer path like the synthetic region's.
 pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::Result<u64> {
@@ -365,11 +381,12 @@ pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::R
     ];
     let mut n = 0;
     for (i, p) in people.iter().enumerate() {
-        n += persona_history(ingest, 7, 5, p, 900_000 + i as u64).await.with_context(|| format!("history of {}", p.patient))?;
+        n += persona_history(ingest, 7, 5, p, PERSONA_HOUSEHOLDS + i as u64).await.with_context(|| format!("history of {}", p.patient))?;
     }
     Ok(n)
 }
 
+/// The people the demo identity provider offers, with what they show.
 pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
     let describe = |role: &str| -> (String, String) {
         let (it, en) = match role {

@@ -126,8 +126,64 @@ async fn record(fhir: &FhirService, key: &str, households: u64, citizens: u64) -
     Ok(())
 }
 
-/// Generates and loads the region; `show` draws a progress bar.
+/// The synthetic region a store holds. One per store: people, doctors and prescription numbers
+/// are numbered from the region's start (`pz-0-0`, the first household's NREs), so a second
+/// region with other parameters would overwrite the first one's people and take its
+/// prescription numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Region {
+    pub seed: u64,
+    pub citizens: u64,
+    pub years: i64,
+}
+
+impl From<&SeedArgs> for Region {
+    fn from(a: &SeedArgs) -> Self {
+        Region { seed: a.seed, citizens: a.citizens, years: a.years }
+    }
+}
+
+const REGION_ID: &str = "region";
+
+/// The region this store holds, if one was seeded.
+pub async fn region(fhir: &FhirService) -> anyhow::Result<Option<Region>> {
+    let Some(rec) = fhir.store().auth_get(PROGRESS_KIND, REGION_ID, 0).await? else { return Ok(None) };
+    Ok(Some(serde_json::from_str(&rec.data).context("the recorded synthetic region")?))
+}
+
+/// Records `want` as the store's region, or checks that it is the one already there.
+async fn claim_region(fhir: &FhirService, want: Region) -> anyhow::Result<()> {
+    let rec = AuthRecord {
+        kind: PROGRESS_KIND.into(),
+        id: REGION_ID.into(),
+        subject: "seed".into(),
+        data: serde_json::to_string(&want)?,
+        expires_at: i64::MAX,
+    };
+    if fhir.store().auth_put(&rec, false).await? {
+        return Ok(());
+    }
+    match region(fhir).await? {
+        Some(have) if have == want => Ok(()),
+        Some(have) => anyhow::bail!(
+            "this data folder already holds the synthetic region of seed {} with {} citizens and {} years of history; \
+             a region with other parameters would reuse its identifiers (patients, doctors, prescription numbers). \
+             Seed into an empty data folder (--data), or run `fascicolo seed --seed {} --citizens {} --years {}` to resume that one",
+            have.seed,
+            have.citizens,
+            have.years,
+            have.seed,
+            have.citizens,
+            have.years
+        ),
+        None => anyhow::bail!("the synthetic region's record disappeared while it was being claimed"),
+    }
+}
+
+/// Generates and loads the region; `show` draws a progress bar. A store holds one region:
+/// another seed, size or depth than the one already there is refused before anything is written.
 pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: bool) -> anyhow::Result<Summary> {
+    claim_region(fhir, Region::from(args)).await?;
     let today = fascicolo_seed::today();
     // a registry-only run does not count as done for a run with documents
     let key = format!("seed-{}-{}-{}{}", args.seed, args.citizens, args.years, if args.no_documents { "-registry" } else { "" });

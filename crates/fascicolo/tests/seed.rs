@@ -21,8 +21,16 @@ async fn count(fhir: &FhirService, t: &str) -> u64 {
     fhir.store().count(&SearchPlan { resource_type: Some(t.into()), ..Default::default() }).await.unwrap()
 }
 
-/// A fresh store with the FHIR and publication services over it (originals in a temporary folder).
-async fn services() -> (FhirService, fascicolo_app::ingest::Ingest) {
+struct Setup {
+    store: std::sync::Arc<dyn fascicolo_store::Store>,
+    cfg: fascicolo::config::Config,
+    fhir: FhirService,
+    ingest: fascicolo_app::ingest::Ingest,
+}
+
+/// A fresh store with its configuration and the FHIR and publication services over it
+/// (originals in a temporary folder).
+async fn setup() -> Setup {
     let store = fresh_store().await;
     let cfg = fascicolo::config::Config {
         data_dir: std::env::temp_dir().join(format!("fascicolo-seed-{}", uuid::Uuid::now_v7())),
@@ -30,7 +38,12 @@ async fn services() -> (FhirService, fascicolo_app::ingest::Ingest) {
     };
     let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
     let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
-    (fhir, ingest)
+    Setup { store, cfg, fhir, ingest }
+}
+
+async fn services() -> (FhirService, fascicolo_app::ingest::Ingest) {
+    let s = setup().await;
+    (s.fhir, s.ingest)
 }
 
 #[tokio::test]
@@ -169,4 +182,54 @@ async fn a_registry_only_run_does_not_stand_in_for_the_documents() {
     assert!(full.documents > 0);
     assert_eq!(count(&fhir, "Patient").await, 12);
     assert_eq!(count(&fhir, "DocumentReference").await, full.documents);
+}
+
+/// The README's flow: `fascicolo seed --seed 7` and then `fascicolo serve` (demo mode) on the same
+/// data folder. The demo lives in that region instead of seeding a second one over it, its
+/// personas' prescription numbers stay clear of the region's, and a second start has nothing to do.
+#[tokio::test]
+async fn the_demo_starts_on_a_data_folder_seeded_before() {
+    let Setup { store, cfg, fhir, ingest } = setup().await;
+    let region = SeedArgs { citizens: 30, seed: 7, ..args(30) };
+    let s = run(&fhir, &ingest, &region, false).await.unwrap();
+    let first = store.read("Patient", "pz-0-0").await.unwrap().unwrap();
+    let documents = count(&fhir, "DocumentReference").await;
+    assert_eq!(documents, s.documents);
+
+    assert!(fascicolo::demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await.unwrap(), "the demo starts");
+    // the region's first citizen is still the one `fascicolo seed` made (one version)
+    let after = store.read("Patient", "pz-0-0").await.unwrap().unwrap();
+    assert_eq!((after.version, after.json), (first.version, first.json));
+    // 30 citizens, 4 personas, the 3 patients of the official examples
+    assert_eq!(count(&fhir, "Patient").await, 30 + 4 + 3);
+    let giulia = fhir
+        .search(&platform_actor(), Some("DocumentReference"), &[("patient".into(), "Patient/rossi-giulia".into())], "http://x")
+        .await
+        .unwrap();
+    assert!(giulia.entries.len() > 10, "the personas have their histories: {}", giulia.entries.len());
+    // every prescription number names one patient
+    let prescriptions = fhir
+        .store()
+        .search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 10_000, ..Default::default() })
+        .await
+        .unwrap();
+    let mut owner = std::collections::HashMap::new();
+    for hit in prescriptions {
+        let mr: serde_json::Value = serde_json::from_str(&hit.stored.json).unwrap();
+        let nre = mr["groupIdentifier"]["value"].as_str().unwrap().to_string();
+        let subject = mr["subject"]["reference"].as_str().unwrap().to_string();
+        assert_eq!(owner.entry(nre.clone()).or_insert_with(|| subject.clone()), &subject, "NRE {nre}");
+    }
+    assert!(owner.len() > 5);
+    // the next start has nothing left to do
+    let total = count(&fhir, "DocumentReference").await;
+    assert!(!fascicolo::demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await.unwrap());
+    assert_eq!(count(&fhir, "DocumentReference").await, total);
+    // a region with other parameters is refused before anything is written, saying which one is there
+    let err = run(&fhir, &ingest, &SeedArgs { seed: 1, ..region.clone() }, false).await.unwrap_err().to_string();
+    assert!(err.contains("seed 7 with 30 citizens"), "{err}");
+    assert_eq!(count(&fhir, "Patient").await, 30 + 4 + 3);
+    // the same parameters again: resumes, nothing new
+    let again = run(&fhir, &ingest, &region, false).await.unwrap();
+    assert_eq!((again.citizens, again.documents), (0, 0));
 }
