@@ -80,6 +80,13 @@ enum Command {
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before the
 /// server announces itself), so a signal sent as soon as the URL is printed is never lost.
+/// A clean stop: the store tidies up (SQLite empties its write-ahead log into the database).
+async fn close(store: &std::sync::Arc<dyn fascicolo_store::Store>) {
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "the store did not close cleanly");
+    }
+}
+
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
@@ -148,17 +155,20 @@ async fn run() -> anyhow::Result<()> {
                 cfg.public_url(),
             );
             let sweeper = fascicolo::spawn_orphan_sweeper(&cfg, fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)))?;
-            fascicolo_web::serve(listener, build_router(store, &cfg)?, shutdown).await?;
+            fascicolo_web::serve(listener, build_router(std::sync::Arc::clone(&store), &cfg)?, shutdown).await?;
             worker.abort();
             sweeper.abort();
+            close(&store).await;
         }
         Command::Migrate => {
             let store = open_store(&cfg).await?;
-            println!("schema ready ({})", store.backend());
+            println!("schema ready ({}, migration {})", store.backend(), store.schema_version().await?);
+            close(&store).await;
         }
         Command::Import { paths, jobs } => {
             let store = open_store(&cfg).await?;
-            let summary = import::run(FhirService::new(store), &paths, jobs, true).await?;
+            let summary = import::run(FhirService::new(std::sync::Arc::clone(&store)), &paths, jobs, true).await?;
+            close(&store).await;
             println!("{summary}");
             if summary.errors > 0 {
                 std::process::exit(1);
@@ -182,6 +192,7 @@ async fn run() -> anyhow::Result<()> {
             let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
             let started = std::time::Instant::now();
             let s = fascicolo::seed::run(&fhir, &ingest, &args, true).await?;
+            close(&store).await;
             println!(
                 "seeded {} citizens in {} households ({} registry resources, {} documents published: {}) in {:.1} s{}",
                 s.citizens,

@@ -23,7 +23,7 @@ fn migrate_creates_the_database_in_the_data_folder() {
     let dir = tmp("migrate");
     let out = bin().args(["--data", dir.to_str().unwrap(), "migrate"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema ready (sqlite)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema ready (sqlite, migration 1)"));
     assert!(dir.join("fascicolo.db").exists() && dir.join("blobs").is_dir());
     // an unsupported database URL is a clear error, not a silent fallback
     let out = bin().args(["--data", dir.to_str().unwrap(), "migrate"]).env("FASCICOLO_DATABASE_URL", "mysql://x").output().unwrap();
@@ -90,4 +90,7 @@ fn serve_reads_config_file_then_environment_and_stops_gracefully() {
         assert!(start.elapsed() < Duration::from_secs(10), "server did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // a clean stop leaves no write-ahead log behind (the demo's was ~200 MB)
+    let wal = dir.join("from-file").join("fascicolo.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL was left at a clean stop");
 }

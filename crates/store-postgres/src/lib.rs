@@ -5,6 +5,7 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use fascicolo_domain::PatientKey;
+use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
     AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
@@ -134,6 +135,34 @@ fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
     })
 }
 
+/// The schema's migrations, in order (see [`fascicolo_store::migrations`]).
+pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+
+/// Applies the migrations the database has not seen, each in its own transaction with its
+/// record (the caller holds the start-up lock); returns the versions applied now.
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<i64>, StoreError> {
+    client.batch_execute(migrations::TABLE).await.map_err(be)?;
+    let applied: Vec<i64> =
+        client.query("SELECT version FROM schema_migrations", &[]).await.map_err(be)?.iter().map(|r| r.get(0)).collect();
+    let mut now = Vec::new();
+    for m in migrations::pending(MIGRATIONS, &applied)? {
+        let tx = client.transaction().await.map_err(be)?;
+        tx.batch_execute(m.sql).await.map_err(|e| StoreError::Backend(format!("migration {} ({}): {e}", m.version, m.name)))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &fascicolo_fhir::datetime::now_ms()],
+        )
+        .await
+        .map_err(be)?;
+        tx.commit().await.map_err(be)?;
+        now.push(m.version);
+    }
+    if !now.is_empty() {
+        tracing::info!(versions = ?now, "applied schema migrations");
+    }
+    Ok(now)
+}
+
 impl PgStore {
     async fn read_many_with(&self, refs_: &[(String, String)], include_deleted: bool) -> Result<Vec<Stored>, StoreError> {
         if refs_.is_empty() {
@@ -184,17 +213,10 @@ impl PgStore {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(be)?;
-        let client = pool.get().await.map_err(be)?;
+        let mut client = pool.get().await.map_err(be)?;
         // serialise concurrent start-ups on the same database
         client.batch_execute("SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
-        let mut res = Ok(());
-        let added = sql::ADDED_COLUMNS.iter().map(|(t, c, ty)| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {ty}"));
-        for stmt in sql::schema(Dialect::Postgres).into_iter().chain(added) {
-            if let Err(e) = client.batch_execute(&stmt).await {
-                res = Err(be(e));
-                break;
-            }
-        }
+        let res = migrate(&mut client).await;
         client.batch_execute("SELECT pg_advisory_unlock(7310001)").await.map_err(be)?;
         res?;
         drop(client);
@@ -263,6 +285,11 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.probe.get().await.map_err(be)?.simple_query("SELECT 1").await.map_err(be).map(|_| ())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        let c = self.client().await?;
+        c.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(be).map(|r| r.get(0))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {

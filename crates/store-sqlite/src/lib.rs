@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use fascicolo_domain::PatientKey;
+use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
     AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
@@ -71,6 +72,36 @@ fn start_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
+/// The schema's migrations, in order (see [`fascicolo_store::migrations`]).
+pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+
+/// Applies the migrations the database has not seen, all in one immediate transaction (a second
+/// process opening the same file waits, then finds them applied); returns the versions applied now.
+fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
+    tx.execute_batch(migrations::TABLE).map_err(be)?;
+    let applied: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT version FROM schema_migrations").map_err(be)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(be)?;
+        rows.collect::<Result<_, _>>().map_err(be)?
+    };
+    let mut now = Vec::new();
+    for m in migrations::pending(MIGRATIONS, &applied)? {
+        tx.execute_batch(m.sql).map_err(|e| StoreError::Backend(format!("migration {} ({}): {e}", m.version, m.name)))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            (m.version, m.name, fascicolo_fhir::datetime::now_ms()),
+        )
+        .map_err(be)?;
+        now.push(m.version);
+    }
+    tx.commit().map_err(be)?;
+    if !now.is_empty() {
+        tracing::info!(versions = ?now, "applied schema migrations");
+    }
+    Ok(now)
+}
+
 /// A SQLite error as the store reports it: a full disk (or the page cap) is `Full`, a database
 /// that cannot be opened or read from the disk is `Unavailable`.
 fn be(e: rusqlite::Error) -> StoreError {
@@ -92,7 +123,8 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     .map_err(be)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 10000;",
+         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 10000; \
+         PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(be)?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -159,18 +191,8 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
         }
-        let writer = open(&path)?;
-        for stmt in sql::schema(Dialect::Sqlite) {
-            writer.execute_batch(&stmt).map_err(be)?;
-        }
-        for (table, column, ty) in sql::ADDED_COLUMNS {
-            let present: i64 = writer
-                .query_row("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2", (table, column), |r| r.get(0))
-                .map_err(be)?;
-            if present == 0 {
-                writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).map_err(be)?;
-            }
-        }
+        let mut writer = open(&path)?;
+        migrate(&mut writer)?;
         writer.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")).map_err(be)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         start_checkpointer(path.clone(), Arc::clone(&stop))?;
@@ -406,6 +428,25 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(be)).await
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.with_reader(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0)).map_err(be)).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // idle readers go first (a reader's snapshot would keep the log alive), then the
+        // writer copies every committed page and empties the log
+        self.readers.lock().clear();
+        self.with_writer(|c| {
+            let (busy, _, _): (i64, i64, i64) =
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(be)?;
+            if busy != 0 {
+                return Err(StoreError::Unavailable("the write-ahead log is still in use by a reader".into()));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {

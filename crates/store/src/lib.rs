@@ -7,6 +7,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod migrations;
 pub mod sql;
 
 pub use fascicolo_domain::PatientKey;
@@ -207,6 +208,13 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The highest schema migration applied (see [`migrations`]).
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+    /// A clean shutdown, after the last request: leave the storage tidy (SQLite folds its
+    /// write-ahead log into the database file and truncates it). Writes after it still work.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The current version (a deleted resource comes back with `deleted = true`).
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError>;
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError>;

@@ -1,0 +1,56 @@
+//! Versioned migrations on PostgreSQL (when `FASCICOLO_TEST_DATABASE_URL` is set): from an empty
+//! schema, from the last release's schema (migration 1's tables without the record of it), and
+//! a database migrated by a newer program is refused.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use fascicolo_store::Store;
+use fascicolo_store_postgres::{PgStore, MIGRATIONS};
+
+async fn admin(url: &str, schema: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path = \"{schema}\"")).await.unwrap();
+    c
+}
+
+async fn versions(c: &tokio_postgres::Client) -> Vec<i64> {
+    c.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn migrations_from_empty_from_the_last_release_and_newer_refused() {
+    let Ok(url) = std::env::var("FASCICOLO_TEST_DATABASE_URL") else { return };
+    let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+
+    // empty: every migration once, twice opened
+    let empty = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let store = PgStore::connect_in_schema(&url, 2, Some(&empty)).await.unwrap();
+    fascicolo_store::conformance::seed(&store).await;
+    drop(store);
+    let again = PgStore::connect_in_schema(&url, 2, Some(&empty)).await.unwrap();
+    assert!(again.read("Patient", "p1").await.unwrap().is_some());
+    let c = admin(&url, &empty).await;
+    assert_eq!(versions(&c).await, all);
+
+    // the last release's schema with its data, no records: adopted, data kept
+    let release = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let c = admin(&url, &release).await;
+    c.batch_execute(MIGRATIONS[0].sql).await.unwrap();
+    let key = uuid::Uuid::now_v7();
+    c.execute(
+        "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES ($1, 'Organization', 'org-old', 1, 1000, 0, $2)",
+        &[&key, &r#"{"resourceType":"Organization","id":"org-old","name":"ASST Lariana"}"#],
+    )
+    .await
+    .unwrap();
+    c.execute("INSERT INTO locator (res_type, id, patient_key) VALUES ('Organization', 'org-old', $1)", &[&key]).await.unwrap();
+    let store = PgStore::connect_in_schema(&url, 2, Some(&release)).await.unwrap();
+    assert!(store.read("Organization", "org-old").await.unwrap().unwrap().json.contains("ASST Lariana"));
+    assert_eq!(versions(&c).await, all);
+
+    // a newer program's migration: refused
+    c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from the future', 0)", &[]).await.unwrap();
+    let err = PgStore::connect_in_schema(&url, 2, Some(&release)).await.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("migration 9999"), "{err}");
+}

@@ -1,0 +1,71 @@
+//! Versioned migrations on SQLite: from an empty database, from a database made by the last
+//! release before versioned migrations (its schema is migration 1's, without the record of it),
+//! and a database migrated by a newer program is refused rather than written to.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use fascicolo_store::Store;
+use fascicolo_store_sqlite::{SqliteStore, MIGRATIONS};
+
+fn path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("fascicolo-migrations-{}", uuid::Uuid::now_v7())).join(name)
+}
+
+fn versions(p: &std::path::Path) -> Vec<(i64, String)> {
+    let c = rusqlite::Connection::open(p).unwrap();
+    let mut s = c.prepare("SELECT version, name FROM schema_migrations ORDER BY version").unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_database_gets_every_migration_once() {
+    let p = path("empty.db");
+    let store = SqliteStore::open(&p).unwrap();
+    fascicolo_store::conformance::seed(&store).await;
+    let all: Vec<(i64, String)> = MIGRATIONS.iter().map(|m| (m.version, m.name.to_string())).collect();
+    assert_eq!(versions(&p), all);
+    drop(store);
+    // opened again: nothing applied twice, the data is there
+    let again = SqliteStore::open(&p).unwrap();
+    assert_eq!(versions(&p), all);
+    assert!(again.read("Patient", "p1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_database_of_the_last_release_is_adopted_with_its_data() {
+    let p = path("release.db");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    {
+        // what the last release left: its schema and a resource, no migration records
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute_batch(MIGRATIONS[0].sql).unwrap();
+        let key = uuid::Uuid::now_v7();
+        c.execute(
+            "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES (?1, 'Organization', 'org-old', 1, 1000, 0, ?2)",
+            (key.as_bytes().to_vec(), r#"{"resourceType":"Organization","id":"org-old","name":"ASST Lariana"}"#),
+        )
+        .unwrap();
+        c.execute("INSERT INTO locator (res_type, id, patient_key) VALUES ('Organization', 'org-old', ?1)", [key.as_bytes().to_vec()])
+            .unwrap();
+        let has: i64 = c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'", [], |r| r.get(0)).unwrap();
+        assert_eq!(has, 0);
+    }
+    let store = SqliteStore::open(&p).unwrap();
+    assert_eq!(versions(&p).first().map(|v| v.0), Some(1));
+    let old = store.read("Organization", "org-old").await.unwrap().expect("the release's data is kept");
+    assert!(old.json.contains("ASST Lariana"));
+    // and the store works on it
+    fascicolo_store::conformance::seed(&store).await;
+    assert!(store.read("Patient", "p1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_program_is_refused() {
+    let p = path("newer.db");
+    drop(SqliteStore::open(&p).unwrap());
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from the future', 0)", []).unwrap();
+    drop(c);
+    let err = SqliteStore::open(&p).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("migration 9999") && err.contains("newer release"), "{err}");
+}
