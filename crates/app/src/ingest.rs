@@ -4,7 +4,7 @@
 //! everything in one transaction through the FHIR service (so the privacy gate labels it, the
 //! audit row and the "new document" notification commit with it).
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use fascicolo_cda::mapping::{self, Context, Header, SHA256_SYSTEM};
 use fascicolo_cda::{catalog, pdf, validate, Problem, Report, Severity, Source, Validator};
@@ -86,31 +86,32 @@ impl IngestError {
     }
 }
 
+/// An app error as ingestion answers it: the status is the one every interface gives it
+/// ([`crate::error_status`], the error policy), the code is ingestion's own.
 impl From<AppError> for IngestError {
     fn from(e: AppError) -> Self {
+        let (status, issues) = crate::error_status(&e);
+        let first = || issues.first().map_or_else(String::new, |i| i.diagnostics.clone());
         match e {
-            AppError::NotFound(m) => IngestError::new(404, "not-found", m),
-            AppError::Gone(m) => IngestError::new(410, "gone", m),
-            AppError::BadRequest(m) => IngestError::new(400, "bad-request", m),
+            AppError::NotFound(m) => IngestError::new(status, "not-found", m),
+            AppError::Gone(m) => IngestError::new(status, "gone", m),
+            AppError::BadRequest(m) => IngestError::new(status, "bad-request", m),
             AppError::Invalid(issues) => {
                 let problems =
                     issues.iter().map(|i| Problem::error(Source::Fhir, "fhir", i.diagnostics.clone(), i.expression.clone())).collect();
                 IngestError {
                     problems,
-                    ..IngestError::new(422, "invalid", "the document's FHIR resources were refused by the R4 validation")
+                    ..IngestError::new(status, "invalid", "the document's FHIR resources were refused by the R4 validation")
                 }
             }
-            AppError::Conflict(m) | AppError::PreconditionFailed(m) => IngestError::new(409, "conflict", m),
-            AppError::Forbidden(m) => IngestError::new(403, "forbidden", m),
-            AppError::Unauthorized(m) => IngestError::new(401, "unauthorized", m),
-            AppError::NotSupported(m) => IngestError::new(415, "unsupported", m),
-            AppError::TooLarge(m) => IngestError::new(413, "too-large", m),
+            AppError::Conflict(m) | AppError::PreconditionFailed(m) => IngestError::new(status, "conflict", m),
+            AppError::Forbidden(m) => IngestError::new(status, "forbidden", m),
+            AppError::Unauthorized(m) => IngestError::new(status, "unauthorized", m),
+            AppError::NotSupported(m) => IngestError::new(status, "not-supported", m),
+            AppError::TooLarge(m) => IngestError::new(status, "too-large", m),
             AppError::Store(e) => {
                 tracing::error!(error = %e, "ingest: storage failure");
-                let err = AppError::Store(e);
-                let (status, issues) = crate::error_status(&err);
-                let message = issues.first().map_or_else(|| "storage failure".to_string(), |i| i.diagnostics.clone());
-                IngestError::new(status, "storage", message)
+                IngestError::new(status, "storage", first())
             }
         }
     }
@@ -194,24 +195,41 @@ pub struct ReadCda {
 
 type Job = (String, tokio::sync::oneshot::Sender<Validated>);
 
-/// Threads that validate CDA2 documents, each with its own compiled schematrons.
+/// Threads that validate CDA2 documents, each with its own compiled schematrons. Documents
+/// queue per producer and are taken in turn; with two threads or more, one producer never
+/// holds them all, so a flood of costly documents from one keeps no other waiting.
 #[derive(Debug, Clone)]
 pub struct Validators {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<Closing>,
+}
+
+/// The queue, closed (its threads end) when the last handle goes.
+#[derive(Debug)]
+struct Closing(Arc<crate::fair::FairQueue<Job>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Validators {
     /// Starts `threads` validator threads (at least one).
     pub fn start(threads: usize) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(parking_lot::Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = Arc::clone(&rx);
+        Self::start_with(threads, None)
+    }
+
+    /// [`Validators::start`] with the time each document is given (the validator's default
+    /// unless set).
+    pub fn start_with(threads: usize, budget: Option<std::time::Duration>) -> Self {
+        let threads = threads.max(1);
+        let queue = Arc::new(crate::fair::FairQueue::<Job>::new(threads.saturating_sub(1)));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            let fresh = move || budget.map_or_else(Validator::new, Validator::with_budget);
             let spawned = std::thread::Builder::new().name(format!("cda-validator-{i}")).spawn(move || {
-                let mut validator = Validator::new();
-                loop {
-                    let job = rx.lock().recv();
-                    let Ok((text, reply)) = job else { break };
+                let mut validator = fresh();
+                while let Some((taken, (text, reply))) = queue.take() {
                     // an engine panic on some input refuses that document; the thread goes on
                     // with a fresh validator
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -225,11 +243,12 @@ impl Validators {
                     }));
                     let (report, read) = outcome.unwrap_or_else(|_| {
                         tracing::error!("the validation engine failed on a document");
-                        validator = Validator::new();
+                        validator = fresh();
                         let problem =
                             Problem::error(Source::Schematron, "engine", "the validation engine could not process this document", None);
                         (Report { problems: vec![problem], doc_type: None }, None)
                     });
+                    drop(taken);
                     let _ = reply.send(Validated { report, read });
                 }
             });
@@ -237,13 +256,13 @@ impl Validators {
                 tracing::error!(error = %e, "could not start a validator thread");
             }
         }
-        Self { tx }
+        Self { queue: Arc::new(Closing(queue)) }
     }
 
-    /// Validates a document [`validate::decode`] accepted.
-    pub async fn validate(&self, text: String) -> Validated {
+    /// Validates a document [`validate::decode`] accepted, queued behind `producer`'s own.
+    pub async fn validate(&self, producer: &str, text: String) -> Validated {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send((text, reply)).is_err() {
+        if !self.queue.0.push(producer, (text, reply)) {
             return engine_down();
         }
         rx.await.unwrap_or_else(|_| engine_down())
@@ -345,7 +364,7 @@ impl Ingest {
 
     /// Reads and checks a submission: CDA2 XML, a PDF with the CDA2 embedded, or a FHIR document
     /// Bundle; validates it and its metadata.
-    async fn analyse(&self, sub: &Submission) -> IngestResult<Analysis> {
+    async fn analyse(&self, producer: &str, sub: &Submission) -> IngestResult<Analysis> {
         let declared = sub.content_type.to_ascii_lowercase();
         let first = sub.bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
         let kind = match declared.as_str() {
@@ -394,7 +413,7 @@ impl Ingest {
         };
         let text = validate::decode(&xml).map_err(|p| IngestError::invalid(vec![p]))?;
         // the validator parses it once (refusing DTDs and malformed XML) and reads the header
-        let Validated { report, read } = self.validators.validate(text).await;
+        let Validated { report, read } = self.validators.validate(producer, text).await;
         let Some(read) = read else {
             return Err(IngestError::invalid(report.problems));
         };
@@ -520,7 +539,7 @@ impl Ingest {
     pub async fn validate(&self, actor: &Actor, sub: Submission) -> IngestResult<Outcome> {
         let producer = Self::producer(actor)?;
         let workflow = uuid::Uuid::now_v7().to_string();
-        let result = self.analyse(&sub).await;
+        let result = self.analyse(&producer.subject, &sub).await;
         match result {
             Ok(a) => {
                 let status = if a.problems.iter().any(|p| p.severity == Severity::Error) { "invalid" } else { "validated" };
@@ -621,7 +640,7 @@ impl Ingest {
             (Some(own), _) => Some(own.clone()),
             (None, named) => named.clone(),
         };
-        let analysis = self.analyse(&sub).await?;
+        let analysis = self.analyse(&producer.subject, &sub).await?;
         let problems = analysis.problems.clone();
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(IngestError::invalid(problems));
@@ -949,4 +968,52 @@ fn retire(docref: &Value, status: &str) -> Vec<Value> {
         entries.push(json!({"request": {"method": "DELETE", "url": r}}));
     }
     entries
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/../cda/tests/data/{name}.xml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// One producer sends a burst of documents; another's single document, sent last, is not
+    /// kept waiting behind the burst: it goes to the thread the burst may not take.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_producer_cannot_keep_the_validators_from_another() {
+        let validators = Validators::start(2);
+        let doc = example("LDO");
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (v, doc, order) = (validators.clone(), doc.clone(), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let r = v.validate("client:flood", doc).await;
+                assert!(r.read.is_some());
+                order.lock().push(format!("flood-{i}"));
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let other = validators.validate("client:other", example("LAB")).await;
+        assert!(other.report.problems.iter().all(|p| p.severity != Severity::Error), "{:?}", other.report.problems);
+        order.lock().push("other".into());
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().clone();
+        let at = order.iter().position(|o| o == "other").unwrap();
+        assert!(at <= 2, "the other producer's document waited behind the burst: {order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_clone_keeps_the_validators_running() {
+        let validators = Validators::start(1);
+        let handle = validators.clone();
+        drop(validators);
+        // a handle keeps the threads: still served
+        assert!(handle.validate("p", example("LAB")).await.read.is_some());
+    }
 }

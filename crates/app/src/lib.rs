@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod bundle;
 pub mod capability;
 pub mod error;
+pub mod fair;
 pub mod fhir;
 pub mod fhir_document;
 pub mod gate;

@@ -98,6 +98,15 @@ pub enum SchematronError {
     Compile { name: String, xpath: String, detail: String },
     #[error("evaluating the schematron failed: {0}")]
     Eval(String),
+    #[error("the schematron did not finish in the time a document is given")]
+    Deadline,
+}
+
+/// How far one run may go.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    deadline: Option<std::time::Instant>,
+    max_firings: usize,
 }
 
 impl Schematron {
@@ -438,13 +447,29 @@ impl Compiled {
         self.run(doc).map(|(firings, _)| firings)
     }
 
+    /// [`Compiled::validate`] within bounds: at most `max_firings` findings (a document with
+    /// more stops there), and an error once `deadline` has passed.
+    pub fn validate_within<'d>(
+        &'d self,
+        doc: &'d roxmltree::Document<'d>,
+        deadline: std::time::Instant,
+        max_firings: usize,
+    ) -> Result<Vec<Firing>, SchematronError> {
+        self.run_within(doc, Bounds { deadline: Some(deadline), max_firings }).map(|(firings, _)| firings)
+    }
+
     /// [`Compiled::validate`], telling also whether any rule needed xee.
     fn run<'d>(&'d self, doc: &'d roxmltree::Document<'d>) -> Result<(Vec<Firing>, bool), SchematronError> {
+        self.run_within(doc, Bounds { deadline: None, max_firings: usize::MAX })
+    }
+
+    fn run_within<'d>(&'d self, doc: &'d roxmltree::Document<'d>, bounds: Bounds) -> Result<(Vec<Firing>, bool), SchematronError> {
         use crate::fastpath::{Env, Item};
         let eval = |e: xee_xpath::error::Error| SchematronError::Eval(e.to_string());
         let mut xee: Option<XeeDoc<'d>> = None;
         let mut firings = Vec::new();
         let single_root = single_clinical_document(doc);
+        let mut visited = 0u64;
         for (p, rules) in self.patterns.iter().enumerate() {
             let mut handled: HashSet<Key> = HashSet::new();
             for (r, rule) in rules.iter().enumerate() {
@@ -476,6 +501,13 @@ impl Compiled {
                     }
                 };
                 for ctx in contexts {
+                    visited += 1;
+                    if visited.is_multiple_of(64) && bounds.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                        return Err(SchematronError::Deadline);
+                    }
+                    if firings.len() >= bounds.max_firings {
+                        return Ok((firings, xee.is_some()));
+                    }
                     let key = match ctx {
                         Ctx::Ro(n) => Key::Ro(n.id()),
                         Ctx::Xot(n) => Key::Xot(n),

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use crate::catalog::{self, DocType};
-use crate::schematron::{Compiled, Kind, Schematron};
+use crate::schematron::{Compiled, Kind, Schematron, SchematronError};
 use crate::xsd;
 
 pub const HL7_NS: &str = "urn:hl7-org:v3";
@@ -19,6 +19,15 @@ pub const MAX_XML_BYTES: usize = 20 * 1024 * 1024;
 pub const MAX_NODES: u32 = 2_000_000;
 /// The deepest element nesting accepted (real CDA2 documents stay under 40).
 pub const MAX_DEPTH: usize = 256;
+/// The most attributes on one element (a CDA element carries fewer than 10, namespace
+/// declarations included). The parser checks each attribute against the element's others, so
+/// a single element with a million attributes would hold a validator for hours.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// How long the schematron may take over one document (real documents take well under a
+/// second); past it the document is refused as too costly to check.
+pub const DEFAULT_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// The most schematron findings listed for one document; validation stops there.
+pub const MAX_FINDINGS: usize = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,8 +125,17 @@ impl std::fmt::Debug for ParsedCda {
 pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
     // the parser and every later step walk the tree recursively: a document nested deeper than
     // any CDA is refused before parsing rather than exhausting a thread's stack
-    if nesting_depth(text) > MAX_DEPTH {
+    let shape = shape(text);
+    if shape.depth > MAX_DEPTH {
         return Err(Problem::error(Source::Xml, "too-deep", format!("the document nests elements deeper than {MAX_DEPTH} levels"), None));
+    }
+    if shape.most_attributes > MAX_ATTRIBUTES {
+        return Err(Problem::error(
+            Source::Xml,
+            "too-many-attributes",
+            format!("an element of the document carries {} attributes; at most {MAX_ATTRIBUTES} are accepted", shape.most_attributes),
+            None,
+        ));
     }
     let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES };
     let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
@@ -132,11 +150,20 @@ pub fn tree(text: &str) -> Result<roxmltree::Document<'_>, Problem> {
     Ok(doc)
 }
 
-/// The deepest element nesting in XML text, by a scan that skips comments, CDATA, processing
-/// instructions, declarations and quoted attribute values (no tree is built).
-fn nesting_depth(text: &str) -> usize {
+/// What the pre-scan measures: the deepest element nesting and the most attributes on one element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    depth: usize,
+    most_attributes: usize,
+}
+
+/// The shape of XML text, by one linear scan that skips comments, CDATA, processing
+/// instructions, declarations and quoted attribute values (no tree is built). Attributes are
+/// counted by their `=` outside quotes.
+fn shape(text: &str) -> Shape {
     let b = text.as_bytes();
     let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
+    let mut most_attributes = 0usize;
     let find = |from: usize, pat: &[u8]| b[from.min(b.len())..].windows(pat.len()).position(|w| w == pat).map(|p| from + p + pat.len());
     while i < b.len() {
         if b[i] != b'<' {
@@ -156,15 +183,18 @@ fn nesting_depth(text: &str) -> usize {
                 // an element start: to its '>', quotes respected
                 let mut j = i + 1;
                 let mut quote = None;
+                let mut attributes = 0usize;
                 while j < b.len() {
                     match (quote, b[j]) {
                         (Some(q), c) if c == q => quote = None,
                         (None, b'"' | b'\'') => quote = Some(b[j]),
+                        (None, b'=') => attributes += 1,
                         (None, b'>') => break,
                         _ => {}
                     }
                     j += 1;
                 }
+                most_attributes = most_attributes.max(attributes);
                 if b.get(j.wrapping_sub(1)) != Some(&b'/') {
                     depth += 1;
                     max = max.max(depth);
@@ -173,7 +203,7 @@ fn nesting_depth(text: &str) -> usize {
             }
         }
     }
-    max
+    Shape { depth: max, most_attributes }
 }
 
 fn parsed_schematrons() -> &'static HashMap<&'static str, Result<Schematron, String>> {
@@ -192,11 +222,18 @@ fn icd9_diagnoses() -> &'static HashSet<&'static str> {
 #[derive(Debug, Default)]
 pub struct Validator {
     compiled: HashMap<&'static str, Compiled>,
+    /// How long the schematron may run over one document ([`DEFAULT_BUDGET`] unless set).
+    budget: Option<std::time::Duration>,
 }
 
 impl Validator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A validator that gives the schematron `budget` per document instead of [`DEFAULT_BUDGET`].
+    pub fn with_budget(budget: std::time::Duration) -> Self {
+        Self { budget: Some(budget), ..Self::default() }
     }
 
     /// Compiles every national schematron now, the programs for xee included (otherwise each
@@ -245,6 +282,7 @@ impl Validator {
     }
 
     fn validate_tree(&mut self, doc: &roxmltree::Document) -> Report {
+        let (started, budget) = (std::time::Instant::now(), self.budget.unwrap_or(DEFAULT_BUDGET));
         let mut problems = Vec::new();
         let root = doc.root_element();
         if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7_NS) {
@@ -274,15 +312,35 @@ impl Validator {
             )),
             (Some(_), Some(t)) => match self.schematron(t) {
                 Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e, None)),
-                Ok(compiled) => match compiled.validate(doc) {
+                Ok(compiled) => match compiled.validate_within(doc, started + budget, MAX_FINDINGS) {
+                    Err(SchematronError::Deadline) => problems.push(Problem::error(
+                        Source::Schematron,
+                        "too-costly",
+                        format!(
+                            "checking the document against its schematron took longer than {} s, far beyond any real document; it is refused",
+                            budget.as_secs()
+                        ),
+                        None,
+                    )),
                     Err(e) => problems.push(Problem::error(Source::Schematron, "engine", e.to_string(), None)),
-                    Ok(firings) => problems.extend(firings.into_iter().map(|f| Problem {
-                        severity: if f.kind == Kind::Assert { Severity::Error } else { Severity::Warning },
-                        source: Source::Schematron,
-                        id: f.id,
-                        message: f.message,
-                        location: Some(f.location),
-                    })),
+                    Ok(firings) => {
+                        let stopped = firings.len() >= MAX_FINDINGS;
+                        problems.extend(firings.into_iter().take(MAX_FINDINGS).map(|f| Problem {
+                            severity: if f.kind == Kind::Assert { Severity::Error } else { Severity::Warning },
+                            source: Source::Schematron,
+                            id: f.id,
+                            message: f.message,
+                            location: Some(f.location),
+                        }));
+                        if stopped {
+                            problems.push(Problem::error(
+                                Source::Schematron,
+                                "too-many-problems",
+                                format!("the schematron check stopped after {MAX_FINDINGS} findings"),
+                                None,
+                            ));
+                        }
+                    }
                 },
             },
         }
@@ -488,6 +546,26 @@ mod tests {
         assert_eq!(parse(deep.as_bytes()).unwrap_err().id, "too-deep");
         let fine = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
         assert!(parse(fine.as_bytes()).is_ok());
-        assert_eq!(nesting_depth(r#"<?xml version="1.0"?><a x="1>2" y='<'><!-- <b><b> --><![CDATA[<c><c>]]><d/><e></e></a>"#), 2);
+        assert_eq!(
+            shape(r#"<?xml version="1.0"?><a x="1>2" y='<=' z="="><!-- <b q="1"> --><![CDATA[<c><c>]]><d/><e></e></a>"#),
+            Shape { depth: 2, most_attributes: 3 }
+        );
+    }
+
+    /// The parser compares each attribute with the element's others: 40,000 attributes on one
+    /// element took 2.8 s and 1.5 million would take about an hour. Refused by the linear
+    /// pre-scan before any parsing, at once.
+    #[test]
+    fn an_element_with_too_many_attributes_is_refused_before_parsing() {
+        let attrs = |n: usize| (0..n).map(|i| format!(" a{i}=''")).collect::<String>();
+        let many = format!("<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><x{}/></ClinicalDocument>", attrs(1_500_000));
+        assert!(many.len() < MAX_XML_BYTES, "under the size limit: {} bytes", many.len());
+        let p = parse(many.as_bytes()).unwrap_err();
+        assert_eq!(p.id, "too-many-attributes");
+        assert!(p.message.contains("1500000 attributes"), "{}", p.message);
+        let fine = format!("<a{}/>", attrs(MAX_ATTRIBUTES));
+        assert!(parse(fine.as_bytes()).is_ok());
+        let over = format!("<a{}/>", attrs(MAX_ATTRIBUTES + 1));
+        assert_eq!(parse(over.as_bytes()).unwrap_err().id, "too-many-attributes");
     }
 }

@@ -30,6 +30,20 @@ fn vps_breaks_exactly_errore_46a_and_56() {
     assert!(report.problems.iter().all(|p| p.location.as_deref().is_some_and(|l| l.starts_with("/ClinicalDocument[1]"))));
 }
 
+/// A document gets a bounded time: past it the check stops with a clear refusal, instead of
+/// holding a validator thread (here a budget no document can meet).
+#[test]
+fn the_schematron_stops_at_its_budget() {
+    let mut v = Validator::with_budget(std::time::Duration::ZERO);
+    let report = v.validate(&example("LDO"));
+    let costly: Vec<_> = report.problems.iter().filter(|p| p.id == "too-costly").collect();
+    assert_eq!(costly.len(), 1, "{:#?}", report.problems);
+    assert_eq!(costly[0].severity, Severity::Error);
+    assert!(costly[0].message.contains("0 s"), "{}", costly[0].message);
+    // with the default budget the same document is valid
+    assert!(Validator::new().validate(&example("LDO")).problems.iter().all(|p| p.severity != Severity::Error));
+}
+
 #[test]
 fn every_national_schematron_compiles() {
     let mut v = Validator::new();
