@@ -177,3 +177,65 @@ async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
     assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_some());
     assert!(!fascicolo::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
 }
+
+/// The portal does not hide failures: with the store failing under it, a page the citizen opens
+/// says the service is unavailable (503, `Retry-After`) instead of showing an empty record ("no
+/// events", "no consent"); when the store is back, the same pages show the record again.
+#[tokio::test]
+async fn a_failing_store_under_a_portal_page_is_an_error_page_not_an_empty_record() {
+    let dir = std::env::temp_dir().join(format!("fascicolo-portalfail-{}", uuid::Uuid::now_v7()));
+    let db = dir.join("t.db");
+    let sqlite: Arc<dyn fascicolo_store::Store> = Arc::new(fascicolo_store_sqlite::SqliteStore::open(&db).unwrap());
+    let app = spawn_app_on(Arc::clone(&sqlite), |_| {}).await;
+    let fhir = fascicolo_app::FhirService::new(Arc::clone(&sqlite));
+    fascicolo::demo::seed(&fhir).await.unwrap();
+    let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
+    let get = |path: &'static str| {
+        let (root, cookie) = (app.root.clone(), cookie.clone());
+        async move {
+            let r = no_redirects().get(format!("{root}{path}")).header("cookie", cookie).send().await.unwrap();
+            let retry = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry, r.text().await.unwrap())
+        }
+    };
+    let pages = ["/", "/cronologia", "/privacy", "/taccuino", "/famiglia", "/prescrizioni", "/documenti"];
+    for p in pages {
+        assert_eq!(get(p).await.0, 200, "{p} before the failure");
+    }
+    assert!(!get("/cronologia").await.2.contains("Nessun evento"), "her timeline has events");
+
+    // the clinical data become unreadable (the table is taken away under the running server)
+    let side = rusqlite::Connection::open(&db).unwrap();
+    side.execute_batch("ALTER TABLE resources RENAME TO resources_away").unwrap();
+    for p in pages {
+        let (status, retry, body) = get(p).await;
+        assert_eq!(status, 503, "{p}: {body}");
+        assert!(retry, "{p} says when to retry");
+        assert!(body.contains("Servizio momentaneamente non disponibile"), "{p}: {body}");
+        for empty in ["Nessun evento", "Nessuna prescrizione", "Nessun documento", "Non hai ancora espresso"] {
+            assert!(!body.contains(empty), "{p} shows an empty record during the failure: {empty}");
+        }
+        assert!(!body.contains("resources_away") && !body.contains("no such table"), "{p} shows internals");
+    }
+
+    side.execute_batch("ALTER TABLE resources_away RENAME TO resources").unwrap();
+    for p in pages {
+        assert_eq!(get(p).await.0, 200, "{p} after the failure");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An address the site does not have is a designed page in the citizen's language, not an
+/// empty 404.
+#[tokio::test]
+async fn an_unknown_address_is_a_designed_not_found_page() {
+    let app = spawn_app().await;
+    let r = app.client.get(format!("{}/non-esiste/affatto", app.root)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Pagina non trovata") && body.contains("lang=\"it\"") && body.contains("href=\"/\""), "{body}");
+    let r = app.client.get(format!("{}/non-esiste", app.root)).header("cookie", "fascicolo_lang=en").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("Page not found"));
+}

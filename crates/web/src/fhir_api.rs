@@ -34,6 +34,41 @@ fn outcome(status: u16, issues: &[OutcomeIssue], interaction: &'static str) -> R
     json_response(code, &operation_outcome(issues), interaction)
 }
 
+/// Why a FHIR request was not answered as asked (the error policy, `docs/decisions/0007`): an
+/// app error, with the status [`error_status`] gives it everywhere; a request the API refuses
+/// before the app layer (its media type, its headers); or a response decided already. Every
+/// handler returns [`ApiResult`] and uses `?`; the OperationOutcome is written here only.
+pub enum ApiError {
+    App(AppError, &'static str),
+    Refused { status: u16, code: &'static str, message: String, interaction: &'static str },
+    Response(Box<Response>),
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+impl ApiError {
+    /// An app error met in `interaction`.
+    fn app(interaction: &'static str) -> impl Fn(AppError) -> ApiError {
+        move |e| ApiError::App(e, interaction)
+    }
+}
+
+impl From<Response> for ApiError {
+    fn from(r: Response) -> Self {
+        ApiError::Response(Box::new(r))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::App(e, interaction) => app_error(&e, interaction),
+            ApiError::Refused { status, code, message, interaction } => outcome(status, &[OutcomeIssue::error(code, message)], interaction),
+            ApiError::Response(r) => *r,
+        }
+    }
+}
+
 fn app_error(e: &AppError, interaction: &'static str) -> Response {
     match e {
         AppError::Store(inner) => tracing::error!(error = %inner, interaction, "storage failure"),
@@ -48,8 +83,13 @@ fn app_error(e: &AppError, interaction: &'static str) -> Response {
     r
 }
 
-fn bad(status: u16, code: &str, msg: &str, interaction: &'static str) -> Response {
-    outcome(status, &[OutcomeIssue::error(code, msg)], interaction)
+/// A request the API refuses itself.
+fn refused(status: u16, code: &'static str, message: impl Into<String>, interaction: &'static str) -> ApiError {
+    ApiError::Refused { status, code, message: message.into(), interaction }
+}
+
+fn bad(status: u16, code: &'static str, msg: &str, interaction: &'static str) -> Response {
+    refused(status, code, msg, interaction).into_response()
 }
 
 /// The base URL of links and `Location`: always the configured public URL, never the request's
@@ -163,14 +203,10 @@ fn versioned(status: StatusCode, v: &Versioned, base: &str, headers: &HeaderMap,
     r
 }
 
-fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap, interaction: &'static str) -> Response {
-    match res {
-        Ok(o) => {
-            let status = if o.created { StatusCode::CREATED } else { StatusCode::OK };
-            versioned(status, &o.version, base, headers, interaction, true)
-        }
-        Err(e) => app_error(&e, interaction),
-    }
+fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap, interaction: &'static str) -> ApiResult {
+    let o = res.map_err(ApiError::app(interaction))?;
+    let status = if o.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(versioned(status, &o.version, base, headers, interaction, true))
 }
 
 /// Read a request body of at most `limit` bytes, within a time limit (a trickled body does not
@@ -205,7 +241,7 @@ pub async fn dispatch_root(
     query: RawQuery,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Response {
+) -> ApiResult {
     route(state, method, String::new(), query, headers, body).await
 }
 
@@ -216,7 +252,7 @@ pub async fn dispatch(
     query: RawQuery,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Response {
+) -> ApiResult {
     route(state, method, rest, query, headers, body).await
 }
 
@@ -227,143 +263,120 @@ async fn route(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Response {
+) -> ApiResult {
     let q = pairs(&query);
     if wants_xml(&headers, &q) {
-        return bad(406, "not-supported", "this server speaks FHIR JSON only (application/fhir+json)", "fhir");
+        return Err(refused(406, "not-supported", "this server speaks FHIR JSON only (application/fhir+json)", "fhir"));
     }
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let base = base_url(&state);
     let f = &state.fhir;
-    let who = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(e) => return app_error(&e, "fhir"),
-    };
+    let who = authenticate(&state, &headers).await.map_err(ApiError::app("fhir"))?;
     // the body is read only once the client is known, and only as much as its kind may send
     let has_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
     if has_body && matches!(who.who, fascicolo_app::Who::Anonymous) {
-        return app_error(&AppError::Unauthorized("sign-in required: send an access token".into()), "fhir");
+        return Err(ApiError::App(AppError::Unauthorized("sign-in required: send an access token".into()), "fhir"));
     }
-    let body = if has_body {
-        match read_body(body, fascicolo_app::limits::body_bytes(&who), "fhir").await {
-            Ok(b) => b,
-            Err(r) => return r,
-        }
-    } else {
-        Bytes::new()
-    };
+    let body = if has_body { read_body(body, fascicolo_app::limits::body_bytes(&who), "fhir").await? } else { Bytes::new() };
     let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search");
     if needs_json && !is_json(&content_type(&headers)) {
-        return bad(415, "not-supported", "send application/fhir+json", "fhir");
+        return Err(refused(415, "not-supported", "send application/fhir+json", "fhir"));
     }
-    let if_match = match if_match(&headers) {
-        Ok(v) => v,
-        Err(m) => return bad(400, "invalid", &m, "fhir"),
-    };
-    match (&method, segs.as_slice()) {
+    let if_match = if_match(&headers).map_err(|m| refused(400, "invalid", m, "fhir"))?;
+    Ok(match (&method, segs.as_slice()) {
         (&Method::GET, ["metadata"]) => {
             json_response(StatusCode::OK, &capability_statement(&base, env!("CARGO_PKG_VERSION")), "capabilities")
         }
-        (&Method::POST, []) => match f.process_bundle(&who, &body, &base).await {
-            Ok(b) => json_response(StatusCode::OK, &b, "transaction"),
-            Err(e) => app_error(&e, "transaction"),
-        },
-        (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system"),
-        (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system"),
-        (&Method::GET, [t]) => page(f.search(&who, Some(t), &q, &base).await, "search-type"),
+        (&Method::POST, []) => {
+            let b = f.process_bundle(&who, &body, &base).await.map_err(ApiError::app("transaction"))?;
+            json_response(StatusCode::OK, &b, "transaction")
+        }
+        (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system")?,
+        (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system")?,
+        (&Method::GET, [t]) => page(f.search(&who, Some(t), &q, &base).await, "search-type")?,
         (&Method::POST, [t, "_search"]) => {
             if content_type(&headers) != "application/x-www-form-urlencoded" {
-                return bad(415, "not-supported", "POST _search takes application/x-www-form-urlencoded", "search-type");
+                return Err(refused(415, "not-supported", "POST _search takes application/x-www-form-urlencoded", "search-type"));
             }
             let mut all = q.clone();
             all.extend(form_urlencoded::parse(&body).into_owned());
-            page(f.search(&who, Some(t), &all, &base).await, "search-type")
+            page(f.search(&who, Some(t), &all, &base).await, "search-type")?
         }
         (&Method::POST, [t]) => {
             let ine = headers.get("if-none-exist").and_then(|h| h.to_str().ok()).map(String::from);
-            written(f.create(&who, t, &body, ine.as_deref()).await, &base, &headers, "create")
+            written(f.create(&who, t, &body, ine.as_deref()).await, &base, &headers, "create")?
         }
         (&Method::PUT, [t]) => match &query {
-            Some(qs) if !qs.is_empty() => written(f.conditional_update(&who, t, qs, &body).await, &base, &headers, "update"),
-            _ => bad(400, "invalid", "PUT needs an id (Type/id) or search criteria (Type?...)", "update"),
+            Some(qs) if !qs.is_empty() => written(f.conditional_update(&who, t, qs, &body).await, &base, &headers, "update")?,
+            _ => return Err(refused(400, "invalid", "PUT needs an id (Type/id) or search criteria (Type?...)", "update")),
         },
-        (&Method::GET, [t, "_history"]) => search(f.history(&who, Some(t), None, &q, &base).await, "history-type"),
-        (&Method::GET, [t, id]) => match f.read(&who, t, id).await {
-            Ok(v) => {
-                let inm = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok());
-                if inm.is_some_and(|x| x.trim_start_matches("W/").trim_matches('"') == v.version.to_string()) {
-                    let mut r = StatusCode::NOT_MODIFIED.into_response();
-                    r.extensions_mut().insert(Interaction("read"));
-                    return r;
-                }
-                versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "read", false)
+        (&Method::GET, [t, "_history"]) => search(f.history(&who, Some(t), None, &q, &base).await, "history-type")?,
+        (&Method::GET, [t, id]) => {
+            let v = f.read(&who, t, id).await.map_err(ApiError::app("read"))?;
+            let inm = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok());
+            if inm.is_some_and(|x| x.trim_start_matches("W/").trim_matches('"') == v.version.to_string()) {
+                let mut r = StatusCode::NOT_MODIFIED.into_response();
+                r.extensions_mut().insert(Interaction("read"));
+                return Ok(r);
             }
-            Err(e) => app_error(&e, "read"),
-        },
-        (&Method::PUT, [t, id]) => written(f.update(&who, t, id, &body, if_match).await, &base, &headers, "update"),
+            versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "read", false)
+        }
+        (&Method::PUT, [t, id]) => written(f.update(&who, t, id, &body, if_match).await, &base, &headers, "update")?,
         (&Method::PATCH, [t, id]) => {
-            let ct = content_type(&headers);
-            if ct != "application/json-patch+json" {
-                return bad(415, "not-supported", "PATCH takes application/json-patch+json", "patch");
+            if content_type(&headers) != "application/json-patch+json" {
+                return Err(refused(415, "not-supported", "PATCH takes application/json-patch+json", "patch"));
             }
-            written(f.patch(&who, t, id, &body, if_match).await, &base, &headers, "patch")
+            written(f.patch(&who, t, id, &body, if_match).await, &base, &headers, "patch")?
         }
-        (&Method::DELETE, [t, id]) => match f.delete(&who, t, id).await {
-            Ok(_) => {
-                let mut r = StatusCode::NO_CONTENT.into_response();
-                r.extensions_mut().insert(Interaction("delete"));
-                r
-            }
-            Err(e) => app_error(&e, "delete"),
-        },
+        (&Method::DELETE, [t, id]) => {
+            f.delete(&who, t, id).await.map_err(ApiError::app("delete"))?;
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.extensions_mut().insert(Interaction("delete"));
+            r
+        }
         (&Method::POST, [t, id, op]) if op.starts_with('$') => {
-            let params = match parameters(&body) {
-                Ok(p) => p,
-                Err(m) => return bad(400, "invalid", &m, "operation"),
-            };
-            operation(f, &who, t, id, op, &params, &base).await
+            let params = parameters(&body).map_err(|m| refused(400, "invalid", m, "operation"))?;
+            operation(f, &who, t, id, op, &params, &base).await?
         }
-        (&Method::GET, ["Patient", id, "$consent"]) => match f.consent_status(&who, id).await {
-            Ok(given) => json_response(
+        (&Method::GET, ["Patient", id, "$consent"]) => {
+            let given = f.consent_status(&who, id).await.map_err(ApiError::app("operation"))?;
+            json_response(
                 StatusCode::OK,
                 &serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "inForce", "valueBoolean": given}]}),
                 "operation",
-            ),
-            Err(e) => app_error(&e, "operation"),
-        },
-        (&Method::GET, ["Patient", id, "$notifications"]) => match f.notifications_off(&who, id).await {
-            Ok(off) => {
-                let p: Vec<Value> = off.into_iter().map(|o| serde_json::json!({"name": "off", "valueCode": o})).collect();
-                json_response(StatusCode::OK, &serde_json::json!({"resourceType": "Parameters", "parameter": p}), "operation")
-            }
-            Err(e) => app_error(&e, "operation"),
-        },
-        (&Method::GET, ["Patient", id, "$everything"]) => page(f.everything(&who, id, &q, &base).await, "everything"),
-        (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance"),
-        (&Method::GET, [t, id, "_history", vid]) => match f.vread(&who, t, id, vid).await {
-            Ok(v) => versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "vread", false),
-            Err(e) => app_error(&e, "vread"),
-        },
-        _ => bad(404, "not-supported", &format!("{method} /fhir/r4/{rest} is not a FHIR interaction this server supports"), "fhir"),
-    }
-}
-
-fn page(res: Result<fascicolo_app::fhir::Page, AppError>, interaction: &'static str) -> Response {
-    match res {
-        Ok(p) => {
-            let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], p.into_string()).into_response();
-            r.extensions_mut().insert(Interaction(interaction));
-            r
+            )
         }
-        Err(e) => app_error(&e, interaction),
-    }
+        (&Method::GET, ["Patient", id, "$notifications"]) => {
+            let off = f.notifications_off(&who, id).await.map_err(ApiError::app("operation"))?;
+            let p: Vec<Value> = off.into_iter().map(|o| serde_json::json!({"name": "off", "valueCode": o})).collect();
+            json_response(StatusCode::OK, &serde_json::json!({"resourceType": "Parameters", "parameter": p}), "operation")
+        }
+        (&Method::GET, ["Patient", id, "$everything"]) => page(f.everything(&who, id, &q, &base).await, "everything")?,
+        (&Method::GET, [t, id, "_history"]) => search(f.history(&who, Some(t), Some(id), &q, &base).await, "history-instance")?,
+        (&Method::GET, [t, id, "_history", vid]) => {
+            let v = f.vread(&who, t, id, vid).await.map_err(ApiError::app("vread"))?;
+            versioned(StatusCode::OK, &v, &base, &HeaderMap::new(), "vread", false)
+        }
+        _ => {
+            return Err(refused(
+                404,
+                "not-supported",
+                format!("{method} /fhir/r4/{rest} is not a FHIR interaction this server supports"),
+                "fhir",
+            ))
+        }
+    })
 }
 
-fn search(res: Result<Value, AppError>, interaction: &'static str) -> Response {
-    match res {
-        Ok(b) => json_response(StatusCode::OK, &b, interaction),
-        Err(e) => app_error(&e, interaction),
-    }
+fn page(res: Result<fascicolo_app::fhir::Page, AppError>, interaction: &'static str) -> ApiResult {
+    let p = res.map_err(ApiError::app(interaction))?;
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], p.into_string()).into_response();
+    r.extensions_mut().insert(Interaction(interaction));
+    Ok(r)
+}
+
+fn search(res: Result<Value, AppError>, interaction: &'static str) -> ApiResult {
+    Ok(json_response(StatusCode::OK, &res.map_err(ApiError::app(interaction))?, interaction))
 }
 
 /// A `Parameters` body.
@@ -377,20 +390,20 @@ fn parameters(body: &[u8]) -> Result<Value, String> {
 
 /// The privacy operations: `$consent`, `$hide`, `$art6-release`, `$delegate`, `$revoke`,
 /// `$break-glass`.
-async fn operation(f: &fascicolo_app::FhirService, who: &Actor, t: &str, id: &str, op: &str, params: &Value, base: &str) -> Response {
+async fn operation(f: &fascicolo_app::FhirService, who: &Actor, t: &str, id: &str, op: &str, params: &Value, base: &str) -> ApiResult {
     use fascicolo_app::privacy_ops::{param_bool, param_str};
-    let missing = |name: &str| bad(400, "required", &format!("the operation needs the parameter '{name}'"), "operation");
+    let missing = |name: &str| refused(400, "required", format!("the operation needs the parameter '{name}'"), "operation");
     let res = match (t, op) {
         ("Patient", "$consent") => {
-            let Some(given) = param_bool(params, "given") else { return missing("given (valueBoolean)") };
+            let given = param_bool(params, "given").ok_or_else(|| missing("given (valueBoolean)"))?;
             f.record_consent(who, id, given, param_str(params, "channel").unwrap_or("api")).await
         }
         (_, "$hide") => {
-            let Some(code) = param_str(params, "code") else { return missing("code (P99, P97, P98 or P00)") };
+            let code = param_str(params, "code").ok_or_else(|| missing("code (P99, P97, P98 or P00)"))?;
             f.hide(who, t, id, code).await
         }
         (_, "$art6-release") => {
-            let Some(released) = param_bool(params, "released") else { return missing("released (valueBoolean)") };
+            let released = param_bool(params, "released").ok_or_else(|| missing("released (valueBoolean)"))?;
             f.release_art6(who, t, id, released).await
         }
         ("Patient", "$delegate") => f.grant_delegation(who, id, params).await,
@@ -400,29 +413,23 @@ async fn operation(f: &fascicolo_app::FhirService, who: &Actor, t: &str, id: &st
             f.set_notifications_off(who, id, &off).await
         }
         ("Patient", "$break-glass") => {
-            let Some(reason) = param_str(params, "reason") else { return missing("reason") };
-            return match f.break_glass(who, id, reason).await {
-                Ok(o) => {
-                    let entries: Vec<Value> = o.summary.into_iter().map(|r| serde_json::json!({"resource": r})).collect();
-                    let mut bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection"});
-                    if !entries.is_empty() {
-                        bundle["entry"] = Value::Array(entries);
-                    }
-                    json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"resourceType": "Parameters", "parameter": [
-                            {"name": "until", "valueInstant": fascicolo_fhir::datetime::format_instant(o.until)},
-                            {"name": "summary", "resource": bundle}]}),
-                        "operation",
-                    )
-                }
-                Err(e) => app_error(&e, "operation"),
-            };
+            let reason = param_str(params, "reason").ok_or_else(|| missing("reason"))?;
+            let o = f.break_glass(who, id, reason).await.map_err(ApiError::app("operation"))?;
+            let entries: Vec<Value> = o.summary.into_iter().map(|r| serde_json::json!({"resource": r})).collect();
+            let mut bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection"});
+            if !entries.is_empty() {
+                bundle["entry"] = Value::Array(entries);
+            }
+            return Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "until", "valueInstant": fascicolo_fhir::datetime::format_instant(o.until)},
+                    {"name": "summary", "resource": bundle}]}),
+                "operation",
+            ));
         }
-        _ => return bad(404, "not-supported", &format!("{t}/{{id}}/{op} is not an operation this server supports"), "operation"),
+        _ => return Err(refused(404, "not-supported", format!("{t}/{{id}}/{op} is not an operation this server supports"), "operation")),
     };
-    match res {
-        Ok(v) => versioned(StatusCode::OK, &v, base, &HeaderMap::new(), "operation", false),
-        Err(e) => app_error(&e, "operation"),
-    }
+    let v = res.map_err(ApiError::app("operation"))?;
+    Ok(versioned(StatusCode::OK, &v, base, &HeaderMap::new(), "operation", false))
 }

@@ -1,16 +1,9 @@
 //! RFC 7231 HTTP dates for `Last-Modified`.
 
-use fascicolo_fhir::datetime::civil_from_days;
-
+/// An instant (milliseconds since the epoch; earlier ones are shown as the epoch) as an HTTP date.
 pub fn http_date(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let secs = ms.rem_euclid(86_400_000) / 1000;
-    let (y, m, d) = civil_from_days(days);
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let wd = WD[days.rem_euclid(7) as usize];
-    let mon = MON[(m - 1).clamp(0, 11) as usize];
-    format!("{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT", secs / 3600, secs / 60 % 60, secs % 60)
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    httpdate::fmt_http_date(at)
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/r4", any(fhir_api::dispatch_root))
         .route("/fhir/r4/", any(fhir_api::dispatch_root))
         .route("/fhir/r4/{*rest}", any(fhir_api::dispatch))
+        .fallback(portal::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limits))
         .layer(axum::middleware::from_fn_with_state(state.clone(), outages))

@@ -1,12 +1,14 @@
 //! Documents: the list with filters, a document's page (rendering, metadata, downloads,
 //! versions, hiding), Taccuino files and the PDF index of every document.
 
-use super::{app_error, ctx, form_ctx, layout, query_map, show_date, trusted, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, optional, query_map, show_date, trusted, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use fascicolo_app::portal::{DocFilter, DocSummary, Portal};
+use fascicolo_app::AppError;
+use fascicolo_store::StoreError;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -53,7 +55,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let q = query_map(raw.as_deref());
     let filter = filter_of(&q);
     let portal = Portal::new(state.fhir.clone());
-    let seen = portal.last_seen(c.actor()).await.unwrap_or(0);
+    let seen = match portal.last_seen(c.actor()).await {
+        Ok(s) => s,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
     let docs = match portal.documents(c.actor(), &filter).await {
         Ok(d) => d,
         Err(e) => return app_error(&state, c.lang, &e),
@@ -62,7 +67,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     if filter.text.is_none() && !q.contains_key("pagina") {
         // at most once a minute: browsing back and forth is one visit, and a write less per page
         if fascicolo_fhir::datetime::now_ms() - seen > 60_000 {
-            let _ = portal.mark_seen(c.actor()).await;
+            // the list is shown either way; the next visit marks a little more as new
+            if let Err(e) = portal.mark_seen(c.actor()).await {
+                tracing::warn!(error = %e, "could not remember the visit to the document list");
+            }
         }
     }
     let pages = docs.items.len().div_ceil(PAGE_SIZE).max(1);
@@ -143,15 +151,25 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     };
     let d = &detail.doc;
     // the rendering of a published CDA (Taccuino files and FHIR-only documents have none)
-    let rendering = if d.has_original { state.ingest.rendering_at(c.actor(), &id, 3).await.ok() } else { None };
+    let rendering = if d.has_original {
+        match state.ingest.rendering_at(c.actor(), &id, 3).await {
+            Ok(r) => Some(r),
+            // a document whose original cannot be rendered is shown without it; a fault is an error
+            Err(e) if e.status == 507 => return app_error(&state, c.lang, &AppError::Store(StoreError::Full(e.message))),
+            Err(e) if e.status >= 500 => return app_error(&state, c.lang, &AppError::Store(StoreError::Unavailable(e.message))),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     // a Taccuino note is text: shown on the page
     let note = if d.taccuino {
-        portal
-            .taccuino_file(c.actor(), &id)
-            .await
-            .ok()
-            .filter(|(ct, _)| ct == "text/plain")
-            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        match optional(portal.taccuino_file(c.actor(), &id).await) {
+            Ok(f) => f,
+            Err(e) => return app_error(&state, c.lang, &e),
+        }
+        .filter(|(ct, _)| ct == "text/plain")
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
     } else {
         None
     };
@@ -288,7 +306,10 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Res
         Ok(d) => d,
         Err(e) => return app_error(&state, c.lang, &e),
     };
-    let patient = portal.patient(c.actor()).await.ok();
+    let patient = match optional(portal.patient(c.actor()).await) {
+        Ok(p) => p,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
     let cf = patient
         .as_ref()
         .and_then(|p| {

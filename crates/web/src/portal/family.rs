@@ -1,7 +1,7 @@
 //! Family and delegations: switch to a minor child's or a delegator's record; grant, scope and
 //! revoke delegations on one's own record.
 
-use super::{app_error, ctx, form_ctx, layout, show_date, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, optional, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,9 +24,18 @@ const SCOPES: &[(&str, &str, &str)] = &[
 
 async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, errors: &[FieldError], status: StatusCode) -> Response {
     let Who::Citizen { cf, patient } = &c.session.actor.who else { return StatusCode::FORBIDDEN.into_response() };
-    let reps = fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await.unwrap_or_default();
+    let reps = match fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await {
+        Ok(r) => r,
+        Err(e) => return app_error(state, c.lang, &e),
+    };
     let portal = Portal::new(state.fhir.clone());
-    let delegations = if c.relation == Relation::Own { portal.delegations(c.actor()).await.unwrap_or_default() } else { Vec::new() };
+    let delegations = match c.relation {
+        Relation::Own => match optional(portal.delegations(c.actor()).await) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => return app_error(state, c.lang, &e),
+        },
+        _ => Vec::new(),
+    };
     let q = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
     let scope_checked = |s: &str| form.get("scope").is_some_and(|v| v.iter().any(|x| x == s));
     let err =

@@ -15,7 +15,7 @@ pub(crate) use crate::auth_web::query_map;
 use crate::auth_web::{cookie, local_path_or, session};
 use crate::html::Lang;
 use crate::AppState;
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -154,7 +154,10 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             None,
         ));
     };
-    let reps = fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await.unwrap_or_default();
+    let reps = match fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await {
+        Ok(r) => r,
+        Err(e) => return Err(app_error(state, lang, &e)),
+    };
     let (relation, name) = if patient.as_deref() == Some(record.as_str()) {
         (Relation::Own, String::new())
     } else {
@@ -178,7 +181,10 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
     };
     let record_name = if relation == Relation::Own {
         let portal = Portal::new(state.fhir.clone());
-        portal.patient(&s.actor).await.ok().map(|p| person_name(&p)).unwrap_or_default()
+        match optional(portal.patient(&s.actor).await) {
+            Ok(p) => p.map(|p| person_name(&p)).unwrap_or_default(),
+            Err(e) => return Err(app_error(state, lang, &e)),
+        }
     } else {
         name
     };
@@ -309,12 +315,16 @@ fn finish(set_lang: Option<Lang>, status: StatusCode, markup: Markup) -> Respons
 
 /// A page with a message (no session needed): errors and empty states written for people.
 pub fn message(state: &AppState, lang: Lang, status: StatusCode, title: &str, text: &str, link: Option<(&str, &str)>) -> Response {
+    message_page(state.auth.demo, lang, status, title, text, link)
+}
+
+fn message_page(demo: bool, lang: Lang, status: StatusCode, title: &str, text: &str, link: Option<(&str, &str)>) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang=(lang.code()) {
             (head(lang, title))
             body {
-                (header_bands(lang, "/", state.auth.demo))
+                (header_bands(lang, "/", demo))
                 main #main tabindex="-1" {
                     h1 { (title) }
                     div.alert.error[status.is_client_error() || status.is_server_error()] role="alert" { p { (text) } }
@@ -327,8 +337,55 @@ pub fn message(state: &AppState, lang: Lang, status: StatusCode, title: &str, te
     finish(None, status, markup)
 }
 
+/// What a portal page answers when it cannot show itself: a response decided already (sign
+/// in first, a refusal) or an app error, shown as a page for people. Handlers return
+/// [`PageResult`] and use `?`: a failed read is never shown as an empty list.
+pub enum Failure {
+    Page(Box<Response>),
+    App { lang: Lang, demo: bool, error: AppError },
+}
+
+pub type PageResult = Result<Response, Failure>;
+
+impl From<Response> for Failure {
+    fn from(r: Response) -> Self {
+        Failure::Page(Box::new(r))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Page(r) => *r,
+            Failure::App { lang, demo, error } => error_page(demo, lang, &error),
+        }
+    }
+}
+
+impl Ctx {
+    /// An app error met while building this page.
+    pub fn fail(&self) -> impl Fn(AppError) -> Failure {
+        let (lang, demo) = (self.lang, self.demo);
+        move |error| Failure::App { lang, demo, error }
+    }
+}
+
+/// A read a page can do without: nothing there, or not the viewer's to see, is `None`; a fault
+/// (the store down, a timeout) stays an error.
+pub fn optional<T>(r: Result<T, AppError>) -> Result<Option<T>, AppError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(AppError::NotFound(_) | AppError::Gone(_) | AppError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// An app error as a page for people (never internals).
 pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
+    error_page(state.auth.demo, lang, e)
+}
+
+fn error_page(demo: bool, lang: Lang, e: &AppError) -> Response {
     let (status, title, text) = match e {
         AppError::NotFound(_) | AppError::Gone(_) => (
             StatusCode::NOT_FOUND,
@@ -371,7 +428,27 @@ pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
             )
         }
     };
-    message(state, lang, status, title, text, None)
+    let mut r = message_page(demo, lang, status, title, text, None);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+/// The designed page for an address the portal does not have.
+pub async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (lang, _) = lang_of(&headers, None);
+    message(
+        &state,
+        lang,
+        StatusCode::NOT_FOUND,
+        lang.t("Pagina non trovata", "Page not found"),
+        lang.t(
+            "L'indirizzo che hai aperto non corrisponde a nessuna pagina del Fascicolo. Controlla l'indirizzo o riparti dalla pagina iniziale.",
+            "The address you opened is not a page of the health record. Check the address or start again from the home page.",
+        ),
+        None,
+    )
 }
 
 /// The context of a form post: signed in with a record, and carrying the session's CSRF token.

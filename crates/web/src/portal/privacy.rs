@@ -1,7 +1,7 @@
 //! Privacy: consent to consultation with the information notice, hidden documents, the access
 //! log with filters (emergency accesses highlighted), the PDF index.
 
-use super::{app_error, ctx, form_ctx, layout, query_map, show_date, Ctx, Relation};
+use super::{app_error, ctx, form_ctx, layout, optional, query_map, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
@@ -68,14 +68,22 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         Err(r) => return r,
     };
     let portal = Portal::new(state.fhir.clone());
-    let consent = portal.consent(c.actor()).await.ok();
-    let hidden: Vec<_> = portal
-        .documents(c.actor(), &DocFilter::default())
-        .await
-        .map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect())
-        .unwrap_or_default();
+    let consent = match optional(portal.consent(c.actor()).await) {
+        Ok(v) => v,
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
+    let hidden: Vec<_> = match optional(portal.documents(c.actor(), &DocFilter::default()).await) {
+        Ok(d) => d.map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect()).unwrap_or_default(),
+        Err(e) => return app_error(&state, c.lang, &e),
+    };
     let q = query_map(raw.as_deref());
-    let off = if c.relation == Relation::Own { portal.notifications_off(c.actor()).await.ok() } else { None };
+    let off = match c.relation {
+        Relation::Own => match optional(portal.notifications_off(c.actor()).await) {
+            Ok(v) => v,
+            Err(e) => return app_error(&state, c.lang, &e),
+        },
+        _ => None,
+    };
     let body = html! {
         h1 { "Privacy" }
         @if let Some(m) = q.get("esito") {

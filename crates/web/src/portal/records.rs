@@ -1,6 +1,6 @@
 //! Home, results and charts, timeline, vaccinations, prescriptions, appointments, care plans.
 
-use super::{app_error, ctx, layout, query_map, show_date, trusted, Ctx};
+use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -28,22 +28,16 @@ fn nre_of(m: &Value) -> Option<String> {
 }
 
 /// `GET /`: the signed-in citizen's home; the public landing page otherwise.
-pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     if crate::auth_web::session(&state, &headers).await.is_none() {
         let (lang, set) = super::lang_of(&headers, raw.as_deref());
-        return landing(&state, lang, set);
+        return Ok(landing(&state, lang, set));
     }
-    let c = match ctx(&state, &headers, "/", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = ctx(&state, &headers, "/", raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
-    let seen = portal.last_seen(c.actor()).await.unwrap_or(0);
-    let docs = match portal.documents(c.actor(), &DocFilter::default()).await {
-        Ok(d) => d,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
-    let ov = portal.overview(c.actor()).await.unwrap_or_default();
+    let seen = portal.last_seen(c.actor()).await.map_err(c.fail())?;
+    let docs = portal.documents(c.actor(), &DocFilter::default()).await.map_err(c.fail())?;
+    let ov = optional(portal.overview(c.actor()).await).map_err(c.fail())?.unwrap_or_default();
     // the newest documents; marked when published since the last visit to the list
     let latest: Vec<_> = docs.items.iter().take(4).collect();
     let new_count = docs.items.iter().filter(|d| d.is_new(seen)).count();
@@ -104,7 +98,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             }
         }
     };
-    layout(&c, c.t("Home", "Home"), body)
+    Ok(layout(&c, c.t("Home", "Home"), body))
 }
 
 fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::Lang>) -> Response {
@@ -267,11 +261,8 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
 }
 
 /// `GET /cronologia`: care events over time, filterable by kind.
-pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/cronologia", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/cronologia", raw.as_deref()).await?;
     let q = query_map(raw.as_deref());
     let kind = q.get("tipo").cloned().unwrap_or_default();
     let portal = Portal::new(state.fhir.clone());
@@ -279,7 +270,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     let mut events: Vec<(String, &'static str, String, Option<String>)> = Vec::new();
     let want = |k: &str| kind.is_empty() || kind == k;
     if want("documenti") {
-        if let Ok(d) = portal.documents(c.actor(), &DocFilter::default()).await {
+        if let Some(d) = optional(portal.documents(c.actor(), &DocFilter::default()).await).map_err(c.fail())? {
             events.extend(d.items.into_iter().map(|d| {
                 (
                     d.date.clone(),
@@ -291,7 +282,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
         }
     }
     if want("ricoveri") {
-        for e in portal.list(c.actor(), "Encounter", "-date").await.unwrap_or_default() {
+        for e in optional(portal.list(c.actor(), "Encounter", "-date").await).map_err(c.fail())?.unwrap_or_default() {
             let what = match e["class"]["code"].as_str() {
                 Some("EMER") => c.t("Accesso in pronto soccorso", "Emergency-room visit"),
                 Some("IMP") => c.t("Ricovero", "Hospital stay"),
@@ -302,7 +293,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
         }
     }
     if want("vaccinazioni") {
-        for i in portal.list(c.actor(), "Immunization", "-date").await.unwrap_or_default() {
+        for i in optional(portal.list(c.actor(), "Immunization", "-date").await).map_err(c.fail())?.unwrap_or_default() {
             events.push((
                 i["occurrenceDateTime"].as_str().unwrap_or_default().to_string(),
                 "vaccinazioni",
@@ -312,7 +303,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
         }
     }
     if want("prescrizioni") {
-        for m in portal.list(c.actor(), "MedicationRequest", "-authoredon").await.unwrap_or_default() {
+        for m in optional(portal.list(c.actor(), "MedicationRequest", "-authoredon").await).map_err(c.fail())?.unwrap_or_default() {
             events.push((
                 m["authoredOn"].as_str().unwrap_or_default().to_string(),
                 "prescrizioni",
@@ -348,7 +339,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
             @if events.len() > 300 { p.muted { (c.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.", "The 300 most recent events are shown: use the filters to see the others.")) } }
         }
     };
-    layout(&c, c.t("Cronologia", "Timeline"), body)
+    Ok(layout(&c, c.t("Cronologia", "Timeline"), body))
 }
 
 /// `GET /vaccinazioni`
@@ -402,17 +393,11 @@ fn barcode(nre: &str) -> Option<String> {
 }
 
 /// `GET /prescrizioni`
-pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/prescrizioni", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/prescrizioni", raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
-    let meds = match portal.list(c.actor(), "MedicationRequest", "-authoredon").await {
-        Ok(l) => l,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
-    let services = portal.list(c.actor(), "ServiceRequest", "-authored").await.unwrap_or_default();
+    let meds = portal.list(c.actor(), "MedicationRequest", "-authoredon").await.map_err(c.fail())?;
+    let services = optional(portal.list(c.actor(), "ServiceRequest", "-authored").await).map_err(c.fail())?.unwrap_or_default();
     let status = |s: &str| match s {
         "active" => c.t("Da ritirare", "To collect"),
         "completed" => c.t("Erogata", "Dispensed"),
@@ -444,7 +429,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
             ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status(s["status"].as_str().unwrap_or_default())) } } }
         }
     };
-    layout(&c, c.t("Prescrizioni", "Prescriptions"), body)
+    Ok(layout(&c, c.t("Prescrizioni", "Prescriptions"), body))
 }
 
 /// `GET /appuntamenti`

@@ -1,7 +1,7 @@
 //! The Taccuino: measurements and own documents the citizen adds, each shared with clinicians
 //! or kept private.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, form_ctx, layout, query_map, show_date, Ctx};
+use super::{app_error, csrf_ok, csrf_refused, ctx, form_ctx, layout, optional, query_map, show_date, Ctx};
 use crate::AppState;
 use axum::extract::{Form, Multipart, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -56,7 +56,10 @@ async fn render(
     done: Option<&str>,
 ) -> Response {
     let portal = Portal::new(state.fhir.clone());
-    let series = portal.results(c.actor(), None, false).await.unwrap_or_default();
+    let series = match optional(portal.results(c.actor(), None, false).await) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => return app_error(state, c.lang, &e),
+    };
     let mut mine: Vec<Item> = Vec::new();
     for s in &series {
         for p in s.points.iter().filter(|p| p.taccuino) {
@@ -70,7 +73,10 @@ async fn render(
             });
         }
     }
-    let docs = portal.documents(c.actor(), &DocFilter::default()).await.map(|d| d.items).unwrap_or_default();
+    let docs = match optional(portal.documents(c.actor(), &DocFilter::default()).await) {
+        Ok(d) => d.map(|d| d.items).unwrap_or_default(),
+        Err(e) => return app_error(state, c.lang, &e),
+    };
     for d in docs.iter().filter(|d| d.taccuino) {
         mine.push(Item {
             when: d.date.clone(),
