@@ -20,24 +20,15 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Identifier system of the codice fiscale.
-pub const CF_SYSTEM: &str = "http://hl7.it/sid/codiceFiscale";
 /// `RelatedPerson.relationship` codes of this platform: `parent`, `delegate`.
 pub const RELATIONSHIP_SYSTEM: &str = "urn:fascicolo:relationship";
-/// HL7 v3 RoleCode codes that also mean parental responsibility.
-pub const V3_ROLE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
 const PARENT_CODES: [&str; 4] = ["PRN", "MTH", "FTH", "parent"];
 /// Extension on a delegation `RelatedPerson`: one resource type the delegate may see (repeats).
 pub const DELEGATION_SCOPE_EXT: &str = "urn:fascicolo:delegation-scope";
 /// `AuditEvent.subtype` codes of this platform: `emergency` (access under break-glass),
 /// `break-glass` (the opening of one), `on-behalf` (a parent or delegate).
 pub const ACCESS_SYSTEM: &str = "urn:fascicolo:access";
-/// `Consent.category` of consent to consultation.
-pub const CONSENT_CATEGORY: &str = "urn:fascicolo:consent";
-/// `Consent.policy.uri` prefix; the information-notice version follows.
-pub const NOTICE_PREFIX: &str = "urn:fascicolo:notice:";
-/// `Consent` extension: the channel the record was given through.
-pub const CONSENT_CHANNEL_EXT: &str = "urn:fascicolo:consent-channel";
+pub use fascicolo_domain::systems::{CF_SYSTEM, CONSENT_CATEGORY, CONSENT_CHANNEL_EXT, NOTICE_PREFIX, V3_ROLE};
 
 /// Rules that are configuration, not law.
 #[derive(Debug, Clone)]

@@ -26,8 +26,7 @@ pub fn random_secret() -> String {
 
 /// SHA-256 as lowercase hex: secrets are stored only as their hash.
 pub fn hash_secret(s: &str) -> String {
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// A client registered with the authorization server.
@@ -398,8 +397,8 @@ pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<(String, 
 
 /// Compare two secrets in constant time (CSRF tokens).
 pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// Whether a signed-in citizen may act on `target`'s record: their own, a minor child's, or an

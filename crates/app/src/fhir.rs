@@ -121,19 +121,12 @@ fn check_id(id: &str) -> AppResult<()> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    hex::decode(s).ok()
 }
 
 fn encode_cursor(v: &Value) -> String {
-    hex(v.to_string().as_bytes())
+    hex::encode(v.to_string())
 }
 
 fn decode_cursor(s: &str) -> AppResult<Vec<Value>> {

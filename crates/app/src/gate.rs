@@ -20,7 +20,7 @@ pub enum ProRole {
 }
 
 /// Code system of [`ProRole`] codes in `PractitionerRole.code`.
-pub const ROLE_SYSTEM: &str = "urn:fascicolo:role";
+pub use fascicolo_domain::systems::ROLE_SYSTEM;
 
 impl ProRole {
     pub const ALL: [ProRole; 6] = [Self::Gp, Self::Pediatrician, Self::Specialist, Self::Nurse, Self::CupOperator, Self::AsstAdmin];

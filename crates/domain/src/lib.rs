@@ -4,6 +4,7 @@
 pub mod codice_fiscale;
 pub mod patient_key;
 pub mod privacy;
+pub mod systems;
 
 pub use codice_fiscale::CodiceFiscale;
 pub use patient_key::PatientKey;

@@ -3,8 +3,7 @@
 //! and birth pathway), and the Practitioner/PractitionerRole of doctors who opened their list.
 
 use crate::people::{Chronic, Doctor, Household, Person};
-use fascicolo_app::access::{CF_SYSTEM, CONSENT_CATEGORY, CONSENT_CHANNEL_EXT, NOTICE_PREFIX, V3_ROLE};
-use fascicolo_app::gate::ROLE_SYSTEM;
+use fascicolo_domain::systems::{CF_SYSTEM, CONSENT_CATEGORY, CONSENT_CHANNEL_EXT, NOTICE_PREFIX, ROLE_SYSTEM, V3_ROLE};
 use serde_json::{json, Value};
 use time::{Date, Duration};
 

@@ -1,0 +1,15 @@
+//! The identifier and code systems the platform writes and reads in FHIR resources: shared by
+//! the gate (which reads them), the synthetic region and the demo (which write them).
+
+/// Identifier system of the codice fiscale.
+pub const CF_SYSTEM: &str = "http://hl7.it/sid/codiceFiscale";
+/// HL7 v3 RoleCode codes that also mean parental responsibility.
+pub const V3_ROLE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+/// `Consent.category` of consent to consultation.
+pub const CONSENT_CATEGORY: &str = "urn:fascicolo:consent";
+/// `Consent.policy.uri` prefix; the information-notice version follows.
+pub const NOTICE_PREFIX: &str = "urn:fascicolo:notice:";
+/// `Consent` extension: the channel the record was given through.
+pub const CONSENT_CHANNEL_EXT: &str = "urn:fascicolo:consent-channel";
+/// Code system of the professional roles in `PractitionerRole.code`.
+pub const ROLE_SYSTEM: &str = "urn:fascicolo:role";
