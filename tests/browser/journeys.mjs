@@ -300,6 +300,15 @@ try {
   assert.equal(missing.status(), 404);
   assert.match(await page.locator("h1").innerText(), /Non trovato/);
   await a11y(page, "not-found");
+  // ---- an address the site does not have: the designed page, with the way home
+  const unknown = await page.goto(BASE + "/pagina-inesistente");
+  assert.equal(unknown.status(), 404);
+  assert.match(await page.locator("h1").innerText(), /Pagina non trovata/);
+  assert.equal(await page.locator("main a[href='/']").count(), 1, "the page leads home");
+  await a11y(page, "unknown-address");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/unknown-address-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(citizen, "/pagina-inesistente", "unknown-address");
+  step("an unknown address is a designed page that leads home");
   await gpCtx.close();
   await citizen.close();
 } catch (e) {

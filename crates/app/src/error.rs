@@ -31,6 +31,26 @@ pub enum AppError {
     TooLarge(String),
     #[error("storage failure")]
     Store(#[source] StoreError),
+    /// A fault of the server's own (never the client's): logged, answered 500 without details.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The storage had no room for a write (a full disk, a quota).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, AppError::Store(StoreError::Full(_)))
+    }
+
+    /// A server-side failure another interface reported by its status (507 full storage, 503
+    /// unavailable, any other 5xx a fault), for a page that shows it.
+    pub fn from_status(status: u16, message: String) -> Self {
+        match status {
+            507 => AppError::Store(StoreError::Full(message)),
+            503 => AppError::Store(StoreError::Unavailable(message)),
+            _ => AppError::Internal(message),
+        }
+    }
 }
 
 impl From<StoreError> for AppError {

@@ -113,6 +113,10 @@ impl From<AppError> for IngestError {
                 tracing::error!(error = %e, "ingest: storage failure");
                 IngestError::new(status, "storage", first())
             }
+            AppError::Internal(m) => {
+                tracing::error!(error = %m, "ingest: internal failure");
+                IngestError::new(status, "internal", first())
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod pdf_reader;
 pub mod portal;
 pub mod prepare;
 pub mod privacy_ops;
+pub mod signin;
 
 pub use access::Policy;
 pub use error::{AppError, AppResult};
@@ -53,6 +54,6 @@ pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
             503,
             one("timeout", "the request took longer than the server allows; narrow it (fewer parameters or results) and retry".into()),
         ),
-        AppError::Store(_) => (500, one("exception", "the server could not complete the request".into())),
+        AppError::Store(_) | AppError::Internal(_) => (500, one("exception", "the server could not complete the request".into())),
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fascicolo_app::auth::{profiles_for, random_secret, represented, Session};
+use fascicolo_app::auth::{random_secret, Session};
 use fascicolo_app::{Actor, Who};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -170,7 +170,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
             return refuse(lang, StatusCode::UNAUTHORIZED, failed, &format!("{e}"));
         }
     };
-    let profiles = match profiles_for(state.fhir.store().as_ref(), &identity.cf).await {
+    let profiles = match state.fhir.profiles_for(&identity.cf).await {
         Ok(p) => p,
         Err(_) => return unavailable(failed),
     };
@@ -231,7 +231,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
         if let Some(p) = patient {
             options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
         }
-        if let Ok(list) = represented(state.fhir.store().as_ref(), cf).await {
+        if let Ok(list) = state.fhir.represented(cf).await {
             for (pid, rel, name) in list {
                 let what = if rel == "parent" { lang.t("figlio/a minore", "minor child") } else { lang.t("delega", "delegation") };
                 options.push((pid, format!("{name} ({what})")));
@@ -331,7 +331,7 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
     }
     if let Some(target) = f.acting_for {
         // whose record this person may act on is the app's decision
-        if !fascicolo_app::auth::may_act_for(state.fhir.store().as_ref(), &s.actor.who, &target).await.unwrap_or(false) {
+        if !state.fhir.may_act_for(&s.actor.who, &target).await.unwrap_or(false) {
             return refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
                 "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age).");
         }

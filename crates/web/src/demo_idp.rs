@@ -10,7 +10,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use fascicolo_app::auth::{hash_secret, random_secret};
-use fascicolo_store::AuthRecord;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use serde::Deserialize;
@@ -40,19 +39,12 @@ pub fn issuer(state: &AppState) -> String {
 
 /// The provider's signing key: generated once, kept in the database (shared by every server).
 async fn signing_key(state: &AppState) -> Result<(EncodingKey, Value), String> {
-    let store = state.fhir.store();
-    let existing = store.auth_get(KEY_KIND, KEY_ID, 0).await.map_err(|e| e.to_string())?;
-    let pem = match existing {
-        Some(r) => r.data,
-        None => {
-            let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
-            let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?.to_string();
-            let rec = AuthRecord { kind: KEY_KIND.into(), id: KEY_ID.into(), subject: KEY_ID.into(), data: pem, expires_at: i64::MAX };
-            store.auth_put(&rec, false).await.map_err(|e| e.to_string())?;
-            // whoever won the race, use the stored key
-            store.auth_get(KEY_KIND, KEY_ID, 0).await.map_err(|e| e.to_string())?.ok_or("signing key vanished")?.data
-        }
+    let make = || {
+        let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        sk.to_pkcs8_pem(LineEnding::LF).map(|p| p.to_string()).map_err(|e| e.to_string())
     };
+    // made by the first server that needs it; whoever wins a race, everyone uses the stored key
+    let pem = state.fhir.kept_value(KEY_KIND, KEY_ID, make).await.map_err(|e| e.to_string())?;
     let sk = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?;
     let mut jwk: Value = serde_json::from_str(&sk.public_key().to_jwk_string()).map_err(|e| e.to_string())?;
     jwk["kid"] = json!(KEY_ID);
@@ -181,14 +173,7 @@ pub async fn choose(State(state): State<AppState>, Form(p): Form<Pick>) -> Respo
     let code = random_secret();
     let data = json!({"cf": persona.cf, "name": persona.name, "profile": persona.profile, "nonce": p.nonce,
         "challenge": p.code_challenge, "redirect_uri": p.redirect_uri, "client_id": p.client_id});
-    let rec = AuthRecord {
-        kind: CODE_KIND.into(),
-        id: hash_secret(&code),
-        subject: persona.cf.clone(),
-        data: data.to_string(),
-        expires_at: fascicolo_fhir::datetime::now_ms() + 60_000,
-    };
-    if state.fhir.store().auth_put(&rec, true).await.is_err() {
+    if state.fhir.issue_code(CODE_KIND, &code, &persona.cf, &data, 60_000).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
     }
     let back = form_urlencoded::Serializer::new(String::new()).append_pair("code", &code).append_pair("state", &p.state).finish();
@@ -213,12 +198,12 @@ pub async fn token(State(state): State<AppState>, Form(t): Form<TokenRequest>) -
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required");
     };
     let now_ms = fascicolo_fhir::datetime::now_ms();
-    let rec = match state.fhir.store().auth_take(CODE_KIND, &hash_secret(code), now_ms).await {
+    let rec = match state.fhir.redeem_code(CODE_KIND, code).await {
         Ok(Some(r)) => r,
         Ok(None) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code is unknown, used or expired"),
         Err(_) => return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),
     };
-    let d: Value = serde_json::from_str(&rec.data).unwrap_or(Value::Null);
+    let d = rec.data;
     if t.client_id.as_deref() != d["client_id"].as_str() || t.redirect_uri.as_deref() != d["redirect_uri"].as_str() {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "client_id or redirect_uri do not match the authorization");
     }

@@ -14,7 +14,6 @@ use axum::Json;
 use fascicolo_app::auth::{hash_secret, random_secret, Client};
 use fascicolo_app::gate::Scope;
 use fascicolo_app::Actor;
-use fascicolo_store::AuthRecord;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -174,14 +173,7 @@ pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a):
     let code = random_secret();
     let data =
         json!({"actor": actor, "other": other.join(" "), "client_id": c.id, "redirect_uri": a.redirect_uri, "challenge": a.code_challenge});
-    let rec = AuthRecord {
-        kind: CODE_KIND.into(),
-        id: hash_secret(&code),
-        subject: c.id.clone(),
-        data: data.to_string(),
-        expires_at: fascicolo_fhir::datetime::now_ms() + 60_000,
-    };
-    if state.fhir.store().auth_put(&rec, true).await.is_err() {
+    if state.fhir.issue_code(CODE_KIND, &code, &c.id, &data, 60_000).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
     }
     reply(&[("code", &code)])
@@ -258,12 +250,12 @@ async fn code_grant(state: &AppState, headers: &HeaderMap, t: &TokenForm) -> Res
     let (Some(code), Some(verifier)) = (t.code.as_deref(), t.code_verifier.as_deref()) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required");
     };
-    let rec = match state.fhir.store().auth_take(CODE_KIND, &hash_secret(code), fascicolo_fhir::datetime::now_ms()).await {
+    let rec = match state.fhir.redeem_code(CODE_KIND, code).await {
         Ok(Some(r)) => r,
         Ok(None) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code is unknown, used or expired"),
         Err(_) => return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),
     };
-    let d: Value = serde_json::from_str(&rec.data).unwrap_or(Value::Null);
+    let d = rec.data;
     if d["client_id"].as_str() != Some(c.id.as_str()) || d["redirect_uri"].as_str() != t.redirect_uri.as_deref() {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was issued to another client or redirect");
     }
@@ -338,14 +330,7 @@ async fn client_credentials(state: &AppState, t: &TokenForm) -> Response {
     let Some(jti) = verified["jti"].as_str().filter(|j| !j.is_empty()) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "the assertion needs a jti");
     };
-    let seen = AuthRecord {
-        kind: JTI_KIND.into(),
-        id: format!("{}:{jti}", c.id),
-        subject: c.id.clone(),
-        data: String::new(),
-        expires_at: (exp + 120) * 1000,
-    };
-    match state.fhir.store().auth_put(&seen, false).await {
+    match state.fhir.first_use_of_assertion(JTI_KIND, &c.id, jti, (exp + 120) * 1000).await {
         Ok(true) => {}
         Ok(false) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "this assertion was already used (jti replay)"),
         Err(_) => return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again"),

@@ -8,7 +8,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use fascicolo_app::portal::{DocFilter, DocSummary, Portal};
 use fascicolo_app::AppError;
-use fascicolo_store::StoreError;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -155,8 +154,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         match state.ingest.rendering_at(c.actor(), &id, 3).await {
             Ok(r) => Some(r),
             // a document whose original cannot be rendered is shown without it; a fault is an error
-            Err(e) if e.status == 507 => return app_error(&state, c.lang, &AppError::Store(StoreError::Full(e.message))),
-            Err(e) if e.status >= 500 => return app_error(&state, c.lang, &AppError::Store(StoreError::Unavailable(e.message))),
+            Err(e) if e.status >= 500 => return app_error(&state, c.lang, &AppError::from_status(e.status, e.message)),
             Err(_) => None,
         }
     } else {

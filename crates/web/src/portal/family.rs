@@ -24,7 +24,7 @@ const SCOPES: &[(&str, &str, &str)] = &[
 
 async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, errors: &[FieldError], status: StatusCode) -> Response {
     let Who::Citizen { cf, patient } = &c.session.actor.who else { return StatusCode::FORBIDDEN.into_response() };
-    let reps = match fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await {
+    let reps = match state.fhir.represented(cf).await {
         Ok(r) => r,
         Err(e) => return app_error(state, c.lang, &e),
     };

@@ -154,7 +154,7 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             None,
         ));
     };
-    let reps = match fascicolo_app::auth::represented(state.fhir.store().as_ref(), cf).await {
+    let reps = match state.fhir.represented(cf).await {
         Ok(r) => r,
         Err(e) => return Err(app_error(state, lang, &e)),
     };
@@ -405,7 +405,7 @@ fn error_page(demo: bool, lang: Lang, e: &AppError) -> Response {
             lang.t("Richiesta non valida", "Invalid request"),
             lang.t("Controlla i dati inseriti e riprova.", "Check what you entered and try again."),
         ),
-        AppError::Store(fascicolo_store::StoreError::Full(_)) => {
+        e if e.is_storage_full() => {
             tracing::error!("portal write refused: storage full");
             (
                 StatusCode::INSUFFICIENT_STORAGE,
