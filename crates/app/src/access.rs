@@ -389,8 +389,9 @@ pub fn delegation_scope(rp: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Today in Rome: a child comes of age at midnight Italian time, not UTC.
 fn today() -> time::Date {
-    time::OffsetDateTime::now_utc().date()
+    fascicolo_domain::rome::today()
 }
 
 fn birth_date(patient: &Value) -> Option<time::Date> {

@@ -375,9 +375,27 @@ impl Sessions {
     }
 }
 
+/// How a person acts for a record that is not their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActingAs {
+    /// Parental responsibility for a minor child.
+    Parent,
+    /// An active delegation from the record's holder.
+    Delegate,
+}
+
+/// A record a person acts for: whose, how, and the holder's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Represented {
+    pub patient: String,
+    pub acting_as: ActingAs,
+    pub name: String,
+}
+
 /// The records a citizen may act on besides their own: children (parental responsibility,
-/// while minors) and delegators (active delegations), as (Patient id, relation, display name).
-pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<(String, String, String)>> {
+/// while minors, by the gate's own relation rules) and delegators (active delegations).
+pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<Represented>> {
     use crate::access::{relation_through, Relation};
     let now = datetime::now_ms();
     let mut out = Vec::new();
@@ -385,12 +403,12 @@ pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<(String, 
         let Some(pid) = rp["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")) else { continue };
         let Some(p) = store.read("Patient", pid).await?.filter(|s| !s.deleted) else { continue };
         let pv: Value = serde_json::from_str(&p.json).unwrap_or(Value::Null);
-        let kind = match relation_through(&rp, Some(&pv), now) {
-            Some(Relation::Parent { minor: true, .. }) => "parent",
-            Some(Relation::Delegate { active: true, .. }) => "delegate",
+        let acting_as = match relation_through(&rp, Some(&pv), now) {
+            Some(Relation::Parent { minor: true, .. }) => ActingAs::Parent,
+            Some(Relation::Delegate { active: true, .. }) => ActingAs::Delegate,
             _ => continue,
         };
-        out.push((pid.to_string(), kind.to_string(), display_name(&pv)));
+        out.push(Represented { patient: pid.to_string(), acting_as, name: display_name(&pv) });
     }
     Ok(out)
 }
@@ -408,7 +426,7 @@ pub async fn may_act_for(store: &dyn Store, who: &Who, target: &str) -> AppResul
     if patient.as_deref() == Some(target) {
         return Ok(true);
     }
-    Ok(represented(store, cf).await?.iter().any(|(p, _, _)| p == target))
+    Ok(represented(store, cf).await?.iter().any(|r| r.patient == target))
 }
 
 /// The scopes a person may grant an app: citizens `patient/` ones, professionals `user/` ones;

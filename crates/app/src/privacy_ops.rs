@@ -320,7 +320,7 @@ impl FhirService {
                 problems.push("cf: you cannot delegate yourself".into());
             }
         }
-        let today = time::OffsetDateTime::now_utc().date();
+        let today = fascicolo_domain::rome::today();
         if cf.as_ref().and_then(|c| c.birth_date(today)).is_some_and(|b| fascicolo_domain::privacy::is_minor(b, today)) {
             problems.push("cf: a delegate must be an adult".into());
         }

@@ -70,8 +70,8 @@ impl FhirService {
         crate::auth::profiles_for(self.store().as_ref(), cf).await
     }
 
-    /// The records a person acts for besides their own: (Patient id, `parent` | `delegate`, name).
-    pub async fn represented(&self, cf: &str) -> AppResult<Vec<(String, String, String)>> {
+    /// The records a person acts for besides their own, and how.
+    pub async fn represented(&self, cf: &str) -> AppResult<Vec<crate::auth::Represented>> {
         crate::auth::represented(self.store().as_ref(), cf).await
     }
 

@@ -4,6 +4,7 @@
 pub mod codice_fiscale;
 pub mod patient_key;
 pub mod privacy;
+pub mod rome;
 pub mod systems;
 
 pub use codice_fiscale::CodiceFiscale;

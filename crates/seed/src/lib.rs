@@ -34,7 +34,7 @@ pub fn rng(seed: u64, stream: &str, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z)
 }
 
-/// Today's date (UTC): what ages and validity are computed against.
+/// Today's date in Rome: what ages and validity are computed against.
 pub fn today() -> time::Date {
-    time::OffsetDateTime::now_utc().date()
+    fascicolo_domain::rome::today()
 }

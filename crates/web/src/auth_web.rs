@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fascicolo_app::auth::{random_secret, Session};
+use fascicolo_app::auth::{random_secret, ActingAs, Session};
 use fascicolo_app::{Actor, Who};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -232,9 +232,12 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
             options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
         }
         if let Ok(list) = state.fhir.represented(cf).await {
-            for (pid, rel, name) in list {
-                let what = if rel == "parent" { lang.t("figlio/a minore", "minor child") } else { lang.t("delega", "delegation") };
-                options.push((pid, format!("{name} ({what})")));
+            for r in list {
+                let what = match r.acting_as {
+                    ActingAs::Parent => lang.t("figlio/a minore", "minor child"),
+                    ActingAs::Delegate => lang.t("delega", "delegation"),
+                };
+                options.push((r.patient, format!("{} ({what})", r.name)));
             }
         }
         let current = s.actor.acting_for.clone().unwrap_or_default();

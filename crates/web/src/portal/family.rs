@@ -6,6 +6,7 @@ use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use fascicolo_app::auth::ActingAs;
 use fascicolo_app::portal::{FieldError, Portal};
 use fascicolo_app::Who;
 use maud::html;
@@ -58,10 +59,11 @@ async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, 
                     }
                 }
             }
-            @for (pid, rel, name) in &reps {
+            @for r in &reps {
+                @let (pid, name) = (&r.patient, &r.name);
                 li.card {
                     h3 { (name) }
-                    p.muted { @if rel == "parent" { (c.t("Figlio/a minorenne", "Minor child")) } @else { (c.t("Delega ricevuta", "Delegation received")) } }
+                    p.muted { @if r.acting_as == ActingAs::Parent { (c.t("Figlio/a minorenne", "Minor child")) } @else { (c.t("Delega ricevuta", "Delegation received")) } }
                     @if c.record == *pid { p { strong { (c.t("Lo stai consultando ora", "You are looking at it now")) } } } @else {
                         form method="post" action="/auth/profile" { input type="hidden" name="csrf" value=(c.csrf()); input type="hidden" name="acting_for" value=(pid); input type="hidden" name="next" value="/";
                             button type="submit" aria-label={ (c.t("Consulta il fascicolo di", "Look at the record of")) " " (name) } { (c.t("Consulta", "Look at it")) } }

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use fascicolo_app::auth::Session;
+use fascicolo_app::auth::{ActingAs, Session};
 use fascicolo_app::portal::Portal;
 use fascicolo_app::{Actor, AppError, Who};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -161,8 +161,8 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
     let (relation, name) = if patient.as_deref() == Some(record.as_str()) {
         (Relation::Own, String::new())
     } else {
-        match reps.iter().find(|(p, _, _)| *p == record) {
-            Some((_, rel, name)) => (if rel == "parent" { Relation::Child } else { Relation::Delegator }, name.clone()),
+        match reps.iter().find(|r| r.patient == record) {
+            Some(r) => (if r.acting_as == ActingAs::Parent { Relation::Child } else { Relation::Delegator }, r.name.clone()),
             // the child came of age or the delegation ended since the switch
             None => {
                 return Err(message(
@@ -482,10 +482,10 @@ pub fn csrf_refused(state: &AppState, lang: Lang) -> Response {
 
 /// Dates as people read them in Italy (Europe/Rome), from FHIR date/dateTime/instant text.
 pub fn show_date(lang: Lang, s: &str, with_time: bool) -> String {
-    use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime};
     if s.len() >= 16 {
         if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-            let local = t.to_offset(rome_offset(t).unwrap_or(UtcOffset::UTC));
+            let local = t.to_offset(fascicolo_domain::rome::offset(t));
             let d = format!("{:02}/{:02}/{}", local.day(), local.month() as u8, local.year());
             return if with_time { format!("{d} {:02}:{:02}", local.hour(), local.minute()) } else { d };
         }
@@ -498,20 +498,6 @@ pub fn show_date(lang: Lang, s: &str, with_time: bool) -> String {
             s.to_string()
         }
     }
-}
-
-/// Central European time with summer time (last Sunday of March to last Sunday of October, 01:00 UTC).
-fn rome_offset(t: time::OffsetDateTime) -> Option<time::UtcOffset> {
-    use time::{Date, Month, Weekday};
-    let last_sunday = |m: Month| -> Option<time::OffsetDateTime> {
-        let mut d = Date::from_calendar_date(t.year(), m, 31).ok()?;
-        while d.weekday() != Weekday::Sunday {
-            d = d.previous_day()?;
-        }
-        Some(d.with_hms(1, 0, 0).ok()?.assume_utc())
-    };
-    let summer = t >= last_sunday(Month::March)? && t < last_sunday(Month::October)?;
-    time::UtcOffset::from_hms(if summer { 2 } else { 1 }, 0, 0).ok()
 }
 
 /// `GET /lingua/{code}?next=`: remember the language and go back.

@@ -1,0 +1,62 @@
+//! Time in Italy: Central European Time with summer time (from 01:00 UTC on the last Sunday of
+//! March to 01:00 UTC on the last Sunday of October, the EU rule). Dates the law counts (a
+//! child's coming of age, a deadline's day) and every time shown to people are Rome's.
+
+use time::{Date, Month, OffsetDateTime, UtcOffset, Weekday};
+
+/// Rome's offset from UTC at the instant `t`.
+pub fn offset(t: OffsetDateTime) -> UtcOffset {
+    let last_sunday = |m: Month| -> Option<OffsetDateTime> {
+        let mut d = Date::from_calendar_date(t.year(), m, 31).ok()?;
+        while d.weekday() != Weekday::Sunday {
+            d = d.previous_day()?;
+        }
+        Some(d.with_hms(1, 0, 0).ok()?.assume_utc())
+    };
+    let summer = matches!((last_sunday(Month::March), last_sunday(Month::October)), (Some(a), Some(b)) if t >= a && t < b);
+    if summer {
+        time::macros::offset!(+2)
+    } else {
+        time::macros::offset!(+1)
+    }
+}
+
+/// The date in Rome at the instant `t`.
+pub fn date_at(t: OffsetDateTime) -> Date {
+    t.to_offset(offset(t)).date()
+}
+
+/// Today's date in Rome.
+pub fn today() -> Date {
+    date_at(OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn summer_time_starts_and_ends_at_one_utc_on_the_last_sundays() {
+        assert_eq!(offset(datetime!(2026-03-29 00:59 UTC)), time::macros::offset!(+1));
+        assert_eq!(offset(datetime!(2026-03-29 01:00 UTC)), time::macros::offset!(+2));
+        assert_eq!(offset(datetime!(2026-10-25 00:59 UTC)), time::macros::offset!(+2));
+        assert_eq!(offset(datetime!(2026-10-25 01:00 UTC)), time::macros::offset!(+1));
+        assert_eq!(offset(datetime!(2026-07-01 12:00 UTC)), time::macros::offset!(+2));
+        assert_eq!(offset(datetime!(2026-12-06 12:00 UTC)), time::macros::offset!(+1));
+    }
+
+    /// A child born on 6 December 2008 comes of age at midnight in Rome, which is 23:00 UTC the
+    /// day before: from then on the parent's access ends, not an hour later.
+    #[test]
+    fn the_date_the_law_counts_is_romes() {
+        let birth = time::macros::date!(2008 - 12 - 06);
+        let t = datetime!(2026-12-05 23:30 UTC);
+        assert_eq!(t.date(), time::macros::date!(2026 - 12 - 05));
+        assert_eq!(date_at(t), time::macros::date!(2026 - 12 - 06));
+        assert!(crate::privacy::is_minor(birth, t.date()), "by the UTC date she would still be a minor");
+        assert!(!crate::privacy::is_minor(birth, date_at(t)), "in Rome she is 18");
+        // summer: midnight in Rome is 22:00 UTC
+        assert_eq!(date_at(datetime!(2026-07-31 22:30 UTC)), time::macros::date!(2026 - 08 - 01));
+    }
+}
