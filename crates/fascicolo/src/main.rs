@@ -158,6 +158,9 @@ async fn run() -> anyhow::Result<()> {
             fascicolo_web::serve(listener, build_router(std::sync::Arc::clone(&store), &cfg)?, shutdown).await?;
             worker.abort();
             sweeper.abort();
+            // (cancelled: their work in flight ends before the store closes)
+            let _ = worker.await;
+            let _ = sweeper.await;
             close(&store).await;
         }
         Command::Migrate => {

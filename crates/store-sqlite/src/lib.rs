@@ -435,18 +435,23 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        // idle readers go first (a reader's snapshot would keep the log alive), then the
-        // writer copies every committed page and empties the log
-        self.readers.lock().clear();
-        self.with_writer(|c| {
-            let (busy, _, _): (i64, i64, i64) =
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(be)?;
-            if busy != 0 {
-                return Err(StoreError::Unavailable("the write-ahead log is still in use by a reader".into()));
+        // Idle readers go first (a reader's snapshot would keep the log alive), then the writer
+        // copies every committed page and empties the log. Work that was already on its way when
+        // the server stopped (a reader, an outbox write) may still land: try again until the log
+        // stays empty, for a few seconds at most.
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        for _ in 0..40 {
+            self.readers.lock().clear();
+            let busy = self.with_writer(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).map_err(be)).await?;
+            if busy == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0 {
+                    return Ok(());
+                }
             }
-            Ok(())
-        })
-        .await
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(StoreError::Unavailable("the write-ahead log stayed in use; it is folded in at the next start".into()))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>, StoreError> {

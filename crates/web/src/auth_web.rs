@@ -2,7 +2,7 @@
 //! database (HttpOnly, SameSite=Lax, Secure behind HTTPS; idle and absolute timeouts), CSRF
 //! tokens on every form, profile and record switching, sign-out and sign-out everywhere.
 
-use crate::html::{error_page, esc, page, Lang};
+use crate::html::{error_page, page, Lang};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use fascicolo_app::auth::{random_secret, ActingAs, Session};
 use fascicolo_app::{Actor, Who};
+use maud::html;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -218,16 +219,10 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
     let Some((_, s)) = session(&state, &headers).await else {
         return Redirect::to("/auth/login?next=/me").into_response();
     };
-    let csrf = esc(&s.csrf);
-    let mut body = format!("<h1>{}</h1>", lang.t("Il tuo profilo", "Your profile"));
-    body.push_str(&format!(
-        "<p>{}: <strong>{}</strong></p>",
-        lang.t("Profilo attivo", "Active profile"),
-        esc(&profile_label(lang, &s.actor.who))
-    ));
+    let csrf = s.csrf.as_str();
+    // the records a citizen may switch between: their own, their minor children's, their delegators'
+    let mut options = Vec::new();
     if let Who::Citizen { cf, patient } = &s.actor.who {
-        body.push_str(&format!("<p>{} <strong>{}</strong></p>", lang.t("Codice fiscale", "Tax code"), esc(cf)));
-        let mut options = Vec::new();
         if let Some(p) = patient {
             options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
         }
@@ -240,57 +235,49 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
                 options.push((r.patient, format!("{} ({what})", r.name)));
             }
         }
-        let current = s.actor.acting_for.clone().unwrap_or_default();
-        let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
-        body.push_str(&format!(
-            "<p role=\"status\">{}: <strong>{}</strong></p>",
-            lang.t("Stai consultando il fascicolo di", "You are looking at the record of"),
-            esc(&current_label)
-        ));
-        if options.len() > 1 {
-            let opts: String = options
-                .iter()
-                .map(|(p, l)| format!("<option value=\"{}\"{}>{}</option>", esc(p), if *p == current { " selected" } else { "" }, esc(l)))
-                .collect();
-            body.push_str(&format!(
-                "<form method=\"post\" action=\"/auth/profile\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-                 <label for=\"acting_for\">{}</label><select id=\"acting_for\" name=\"acting_for\">{opts}</select> \
-                 <button type=\"submit\">{}</button></form>",
-                lang.t("Fascicolo da consultare", "Record to look at"),
-                lang.t("Cambia", "Switch")
-            ));
+    }
+    let current = s.actor.acting_for.clone().unwrap_or_default();
+    let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
+    let body = html! {
+        h1 { (lang.t("Il tuo profilo", "Your profile")) }
+        p { (lang.t("Profilo attivo", "Active profile")) ": " strong { (profile_label(lang, &s.actor.who)) } }
+        @if let Who::Citizen { cf, .. } = &s.actor.who {
+            p { (lang.t("Codice fiscale", "Tax code")) " " strong { (cf) } }
+            p role="status" { (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) ": " strong { (current_label) } }
+            @if options.len() > 1 {
+                form method="post" action="/auth/profile" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="acting_for" { (lang.t("Fascicolo da consultare", "Record to look at")) }
+                    select #acting_for name="acting_for" {
+                        @for (p, l) in &options { option value=(p) selected[*p == current] { (l) } }
+                    }
+                    " "
+                    button type="submit" { (lang.t("Cambia", "Switch")) }
+                }
+            }
         }
-    }
-    if s.profiles.len() > 1 {
-        let opts: String = s
-            .profiles
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                format!(
-                    "<option value=\"{i}\"{}>{}</option>",
-                    if p.who == s.actor.who { " selected" } else { "" },
-                    esc(&profile_label(lang, &p.who))
-                )
-            })
-            .collect();
-        body.push_str(&format!(
-            "<form method=\"post\" action=\"/auth/profile\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"profile\">{}</label><select id=\"profile\" name=\"profile\">{opts}</select> <button type=\"submit\">{}</button></form>",
-            lang.t("Profilo", "Profile"),
-            lang.t("Cambia profilo", "Switch profile")
-        ));
-    }
-    body.push_str(&format!(
-        "<form method=\"post\" action=\"/auth/logout\" style=\"margin-top:2rem\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\">{}</button></form>\
-         <form method=\"post\" action=\"/auth/logout-everywhere\" style=\"margin-top:.5rem\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" class=\"secondary\">{}</button></form>",
-        lang.t("Esci", "Sign out"),
-        lang.t("Esci da tutti i dispositivi", "Sign out everywhere")
-    ));
+        @if s.profiles.len() > 1 {
+            form method="post" action="/auth/profile" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="profile" { (lang.t("Profilo", "Profile")) }
+                select #profile name="profile" {
+                    @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who)) } }
+                }
+                " "
+                button type="submit" { (lang.t("Cambia profilo", "Switch profile")) }
+            }
+        }
+        form method="post" action="/auth/logout" style="margin-top:2rem" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { (lang.t("Esci", "Sign out")) }
+        }
+        form method="post" action="/auth/logout-everywhere" style="margin-top:.5rem" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" .secondary { (lang.t("Esci da tutti i dispositivi", "Sign out everywhere")) }
+        }
+    };
     let banner = state.auth.demo.then(|| lang.t("AMBIENTE DEMO — dati sintetici", "DEMO ENVIRONMENT — synthetic data"));
-    Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, &body)).into_response()
+    Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]

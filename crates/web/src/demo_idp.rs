@@ -3,7 +3,7 @@
 //! Our relying party talks to it over HTTP exactly as to the regional SPID/CIE proxy. Clearly
 //! marked as a demo; never on when a real provider is configured.
 
-use crate::html::{esc, page, Lang};
+use crate::html::{page, Lang};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use fascicolo_app::auth::{hash_secret, random_secret};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use maud::html;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,39 +109,32 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         return (StatusCode::BAD_REQUEST, Html(crate::html::error_page(lang, lang.t("Richiesta non valida", "Invalid request"), &m)))
             .into_response();
     }
-    let hidden: String = ["client_id", "redirect_uri", "state", "nonce", "code_challenge", "scope"]
-        .iter()
-        .map(|k| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(q.get(*k).map_or("", String::as_str))))
-        .collect();
-    let mut cards = String::new();
-    for p in &state.auth.personas {
-        let desc = match lang {
-            Lang::It => &p.description.0,
-            Lang::En => &p.description.1,
-        };
-        cards.push_str(&format!(
-            "<li><form method=\"post\" action=\"/demo-idp/authorize\">{hidden}<input type=\"hidden\" name=\"cf\" value=\"{}\">\
-             <input type=\"hidden\" name=\"profile\" value=\"{}\"><p><strong>{}</strong><br><span class=\"muted\">{}</span><br>\
-             <span class=\"muted\">CF {}</span></p><button type=\"submit\">{} {}</button></form></li>",
-            esc(&p.cf),
-            esc(&p.profile),
-            esc(&p.name),
-            esc(desc),
-            esc(&p.cf),
-            lang.t("Entra come", "Sign in as"),
-            esc(&p.name)
-        ));
-    }
-    let body = format!(
-        "<h1>{}</h1><p>{}</p><ul class=\"cards\">{cards}</ul>",
-        lang.t("Scegli una persona di prova", "Choose a test person"),
-        lang.t(
+    let hidden =
+        ["client_id", "redirect_uri", "state", "nonce", "code_challenge", "scope"].map(|k| (k, q.get(k).map_or("", String::as_str)));
+    let body = html! {
+        h1 { (lang.t("Scegli una persona di prova", "Choose a test person")) }
+        p { (lang.t(
             "Questo è un fornitore di identità dimostrativo: nessuna credenziale reale, tutte le persone sono inventate. In produzione l'accesso avviene con SPID o CIE.",
-            "This is a demonstration identity provider: no real credentials, every person is fictional. In production you sign in with SPID or CIE."
-        )
-    );
+            "This is a demonstration identity provider: no real credentials, every person is fictional. In production you sign in with SPID or CIE.",
+        )) }
+        ul.cards {
+            @for p in &state.auth.personas {
+                li { form method="post" action="/demo-idp/authorize" {
+                    @for (k, v) in &hidden { input type="hidden" name=(k) value=(v); }
+                    input type="hidden" name="cf" value=(p.cf);
+                    input type="hidden" name="profile" value=(p.profile);
+                    p {
+                        strong { (p.name) } br;
+                        span.muted { (match lang { Lang::It => &p.description.0, Lang::En => &p.description.1 }) } br;
+                        span.muted { "CF " (p.cf) }
+                    }
+                    button type="submit" { (lang.t("Entra come", "Sign in as")) " " (p.name) }
+                } }
+            }
+        }
+    };
     let banner = lang.t("AMBIENTE DEMO — identità di prova", "DEMO ENVIRONMENT — test identities");
-    Html(page(lang, lang.t("Accesso demo", "Demo sign-in"), Some(banner), &body)).into_response()
+    Html(page(lang, lang.t("Accesso demo", "Demo sign-in"), Some(banner), body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,21 +2,7 @@
 //! templates). Italian by default, English with `?lang=en`; accessible structure: language,
 //! landmarks, labels, visible focus, strong contrast.
 
-/// Escape text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -59,46 +45,65 @@ ul.cards li{border:1px solid #5c6f82;border-radius:6px;padding:.75rem}\
 label{display:block;font-weight:600;margin:.5rem 0 .25rem}select,input{font:inherit;padding:.4rem;max-width:100%}\
 footer{border-top:1px solid #ccc;margin-top:2rem;padding:1rem;font-size:.9rem}";
 
-/// A whole page.
-pub fn page(lang: Lang, title: &str, demo_banner: Option<&str>, body: &str) -> String {
-    let banner = demo_banner.map(|b| format!("<div class=\"demo\" role=\"note\">{}</div>", esc(b))).unwrap_or_default();
-    let other = match lang {
-        Lang::It => "<a href=\"?lang=en\" lang=\"en\">English</a>",
-        Lang::En => "<a href=\"?lang=it\" lang=\"it\">Italiano</a>",
-    };
-    format!(
-        "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} — Fascicolo</title><style>{STYLE}</style></head><body>\
-         <a href=\"#main\" class=\"btn\" style=\"position:absolute;left:-999px\">{}</a>{banner}\
-         <header role=\"banner\"><strong>Fascicolo Sanitario Elettronico</strong> · {other}</header>\
-         <main id=\"main\" role=\"main\">{body}</main>\
-         <footer role=\"contentinfo\" class=\"muted\">{}</footer></body></html>",
-        lang.code(),
-        esc(title),
-        lang.t("Vai al contenuto", "Skip to content"),
-        lang.t("Fascicolo — piattaforma regionale open source", "Fascicolo — open-source regional platform"),
-    )
+/// Text escaped for HTML or SVG content and double-quoted attributes, by maud's escaper (for the
+/// few SVG fragments written as strings: charts and barcodes).
+pub fn esc(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    // writing into a String cannot fail
+    let _ = maud::Escaper::new(&mut out).write_str(s);
+    out
+}
+
+/// A whole page (maud escapes every value put in it).
+pub fn page(lang: Lang, title: &str, demo_banner: Option<&str>, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — Fascicolo" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                a href="#main" class="btn" style="position:absolute;left:-999px" { (lang.t("Vai al contenuto", "Skip to content")) }
+                @if let Some(b) = demo_banner { div.demo role="note" { (b) } }
+                header role="banner" {
+                    strong { "Fascicolo Sanitario Elettronico" } " · "
+                    @match lang {
+                        Lang::It => a href="?lang=en" lang="en" { "English" },
+                        Lang::En => a href="?lang=it" lang="it" { "Italiano" },
+                    }
+                }
+                main #main role="main" { (body) }
+                footer role="contentinfo" .muted { (lang.t("Fascicolo — piattaforma regionale open source", "Fascicolo — open-source regional platform")) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// A page that explains an error to a person (never a stack trace).
 pub fn error_page(lang: Lang, title: &str, message: &str) -> String {
-    page(
-        lang,
-        title,
-        None,
-        &format!(
-            "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/\">{}</a></p>",
-            esc(title),
-            esc(message),
-            lang.t("Torna alla pagina iniziale", "Back to the home page")
-        ),
-    )
+    let body = html! {
+        h1 { (title) }
+        p.error role="alert" { (message) }
+        p { a href="/" { (lang.t("Torna alla pagina iniziale", "Back to the home page")) } }
+    };
+    page(lang, title, None, body)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn escapes() {
-        assert_eq!(super::esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    fn values_are_escaped() {
+        let p = error_page(Lang::It, "<script>x</script>", "a \"quoted\" & <b>bold</b>");
+        assert!(p.contains("&lt;script&gt;x&lt;/script&gt;") && !p.contains("<script>"), "{p}");
+        assert!(p.contains("&quot;quoted&quot; &amp; &lt;b&gt;"), "{p}");
+        assert!(p.starts_with("<!DOCTYPE html><html lang=\"it\">"), "{p}");
+        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
     }
 }

@@ -279,14 +279,18 @@ pub async fn rendering(State(state): State<AppState>, Path(id): Path<String>, Ra
     };
     match state.ingest.rendering(&actor, &id).await {
         Ok(fragment) => {
-            let links = format!(
-                "<p class=\"downloads\"><a href=\"/documents/{id}/pdf\">{}</a> · <a href=\"/documents/{id}/original\">{}</a></p>",
-                lang.t("Scarica il PDF", "Download the PDF"),
-                lang.t("Scarica l'originale", "Download the original")
-            );
+            // the rendering escapes everything the document says (crates/cda/src/render.rs)
+            let body = maud::html! {
+                (maud::PreEscaped(fragment))
+                p.downloads {
+                    a href={ "/documents/" (id) "/pdf" } { (lang.t("Scarica il PDF", "Download the PDF")) }
+                    " · "
+                    a href={ "/documents/" (id) "/original" } { (lang.t("Scarica l'originale", "Download the original")) }
+                }
+            };
             let title = lang.t("Documento", "Document");
             let banner = state.auth.demo.then_some(lang.t("Ambiente dimostrativo: dati sintetici", "Demo environment: synthetic data"));
-            Html(page(lang, title, banner, &format!("{fragment}{links}"))).into_response()
+            Html(page(lang, title, banner, body)).into_response()
         }
         Err(e) => error(e),
     }

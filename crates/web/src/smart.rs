@@ -5,7 +5,7 @@
 //! and revocation (RFC 7009). Access tokens are opaque and stored hashed.
 
 use crate::auth_web::session;
-use crate::html::{esc, page, Lang};
+use crate::html::{page, Lang};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,6 +16,7 @@ use fascicolo_app::gate::Scope;
 use fascicolo_app::Actor;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use maud::html;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -115,25 +116,22 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
     if clinical.is_empty() {
         return back("invalid_scope", "no clinical scope your profile may grant (citizens: patient/..., professionals: user/...)");
     }
-    let hidden: String = ["client_id", "redirect_uri", "scope", "state", "code_challenge"]
-        .iter()
-        .map(|k| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(get(k))))
-        .collect();
-    let list: String = clinical.iter().map(|sc| format!("<li><code>{}</code></li>", esc(&sc.to_scope_string()))).collect();
-    let body = format!(
-        "<h1>{}</h1><p>{} <strong>{}</strong> {}</p><ul>{list}</ul>\
-         <form method=\"post\" action=\"/oauth/authorize\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{hidden}\
-         <button type=\"submit\" name=\"decision\" value=\"allow\">{}</button> \
-         <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">{}</button></form>",
-        lang.t("Autorizzare l'applicazione?", "Authorise the application?"),
-        lang.t("L'applicazione", "The application"),
-        esc(&c.name),
-        lang.t("chiede di accedere al fascicolo con questi permessi:", "asks to access the record with these permissions:"),
-        esc(&s.csrf),
-        lang.t("Consenti", "Allow"),
-        lang.t("Nega", "Deny"),
-    );
-    Html(page(lang, lang.t("Autorizza applicazione", "Authorise application"), None, &body)).into_response()
+    let body = html! {
+        h1 { (lang.t("Autorizzare l'applicazione?", "Authorise the application?")) }
+        p {
+            (lang.t("L'applicazione", "The application")) " " strong { (c.name) } " "
+            (lang.t("chiede di accedere al fascicolo con questi permessi:", "asks to access the record with these permissions:"))
+        }
+        ul { @for sc in &clinical { li { code { (sc.to_scope_string()) } } } }
+        form method="post" action="/oauth/authorize" {
+            input type="hidden" name="csrf" value=(s.csrf);
+            @for k in ["client_id", "redirect_uri", "scope", "state", "code_challenge"] { input type="hidden" name=(k) value=(get(k)); }
+            button type="submit" name="decision" value="allow" { (lang.t("Consenti", "Allow")) }
+            " "
+            button type="submit" name="decision" value="deny" .secondary { (lang.t("Nega", "Deny")) }
+        }
+    };
+    Html(page(lang, lang.t("Autorizza applicazione", "Authorise application"), None, body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
