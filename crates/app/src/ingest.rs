@@ -199,9 +199,14 @@ pub struct ReadCda {
 
 type Job = (String, tokio::sync::oneshot::Sender<Validated>);
 
+/// Documents from this size on are the costly ones: one producer's are held to all validator
+/// threads but one (real CDA2 documents are tens of kilobytes; those carrying images or a PDF
+/// are the exception).
+pub const HEAVY_DOCUMENT: usize = 256 * 1024;
+
 /// Threads that validate CDA2 documents, each with its own compiled schematrons. Documents
-/// queue per producer and are taken in turn; with two threads or more, one producer never
-/// holds them all, so a flood of costly documents from one keeps no other waiting.
+/// queue per producer and are taken in turn; with two threads or more, one producer's large
+/// documents never hold them all, so a flood of costly documents keeps no other producer waiting.
 #[derive(Debug, Clone)]
 pub struct Validators {
     queue: Arc<Closing>,
@@ -266,7 +271,8 @@ impl Validators {
     /// Validates a document [`validate::decode`] accepted, queued behind `producer`'s own.
     pub async fn validate(&self, producer: &str, text: String) -> Validated {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if !self.queue.0.push(producer, (text, reply)) {
+        let heavy = text.len() >= HEAVY_DOCUMENT;
+        if !self.queue.0.push(producer, (text, reply), heavy) {
             return engine_down();
         }
         rx.await.unwrap_or_else(|_| engine_down())
@@ -983,12 +989,15 @@ mod tests {
         std::fs::read_to_string(format!("{}/../cda/tests/data/{name}.xml", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    /// One producer sends a burst of documents; another's single document, sent last, is not
-    /// kept waiting behind the burst: it goes to the thread the burst may not take.
+    /// One producer sends a burst of large documents; another's single document, sent last, is
+    /// not kept waiting behind the burst: it goes to the thread the burst may not take.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_producer_cannot_keep_the_validators_from_another() {
         let validators = Validators::start(2);
-        let doc = example("LDO");
+        // the discharge letter made large by a comment (as costly documents are)
+        let ldo = example("LDO");
+        let at = ldo.find("<ClinicalDocument").unwrap();
+        let doc = format!("{}<!--{}-->{}", &ldo[..at], "x".repeat(HEAVY_DOCUMENT), &ldo[at..]);
         let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..6 {

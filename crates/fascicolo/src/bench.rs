@@ -346,11 +346,13 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     for kind in args.actors.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         actor_tokens.push(tokens_for(kind, &fhir, &patients).await?);
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    cfg.public_url = Some(format!("http://{addr}"));
-    let router = crate::build_router(Arc::clone(&store), &cfg)?;
-    let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
+    let app = crate::Application::build(
+        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
+        Arc::clone(&store),
+    )
+    .await?;
+    let addr = app.addr();
+    let server = app.spawn();
     let base = format!("http://{addr}/fhir/r4");
     let all_rows = run_all(&fhir, &base, &args, &actor_tokens).await?;
     for (kind, rows) in &all_rows {

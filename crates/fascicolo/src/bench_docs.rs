@@ -141,11 +141,13 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     .await?;
     let producer = Actor::new(Who::Client { client_id: "bench-lis".into(), organization: Some("bench-hospital".into()), platform: false });
     let token: Arc<str> = fascicolo_app::auth::Tokens::new(Arc::clone(&store)).issue(&producer, "bench", 3600).await?.access_token.into();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    cfg.public_url = Some(format!("http://{addr}"));
-    let router = crate::build_router(Arc::clone(&store), &cfg)?;
-    let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
+    let app = crate::Application::build(
+        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
+        Arc::clone(&store),
+    )
+    .await?;
+    let addr = app.addr();
+    let server = app.spawn();
     let base = format!("http://{addr}/ingest/v1/documents");
     // warm every validator thread on every type
     let _ = scenario("warm-up", format!("{base}/validation"), Arc::clone(&token), false, args.clients, 3.0).await;

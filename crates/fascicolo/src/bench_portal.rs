@@ -123,12 +123,16 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
     let (secret, _) = sessions.create(cf.as_str(), actor, profiles, None).await?;
     let cookie: Arc<str> = format!("fascicolo_session={secret}").into();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    cfg.public_url = Some(format!("http://{addr}"));
-    let router = crate::build_router(Arc::clone(&store), &cfg)?;
-    let server = tokio::spawn(async move { fascicolo_web::serve(listener, router, std::future::pending()).await });
+    let app = crate::Application::build(
+        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
+        Arc::clone(&store),
+    )
+    .await?;
+    let addr = app.addr();
+    let server = app.spawn();
     let base = format!("http://{addr}");
+    // a document in the middle of the citizen's list (the 500th with the default 1,000)
+    let middle = format!("/documenti/bench-doc-{}", args.documents / 2);
     let pages = [
         ("home", "/"),
         ("document list, newest 20", "/documenti"),
@@ -136,7 +140,7 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
         ("document list, page 25", "/documenti?pagina=25"),
         ("results overview", "/risultati"),
         ("chart (250 values)", "/risultati/2345-7"),
-        ("document page", "/documenti/bench-doc-500"),
+        ("document page", middle.as_str()),
     ];
     println!("\n| page | requests | p50 ms | p99 ms | KiB |");
     println!("|---|---:|---:|---:|---:|");

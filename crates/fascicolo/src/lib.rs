@@ -1,6 +1,7 @@
 //! Wiring of the `fascicolo` binary, as a library so integration tests start the same app.
 #![forbid(unsafe_code)]
 
+pub mod application;
 pub mod bench;
 pub mod bench_docs;
 pub mod bench_portal;
@@ -10,6 +11,8 @@ pub mod import;
 pub mod seed;
 pub mod token;
 pub mod worker;
+
+pub use application::Application;
 
 use anyhow::Context;
 use config::Config;

@@ -6,10 +6,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fascicolo::config::Config;
-use fascicolo::{bench, build_router, demo, import, open_store};
+use fascicolo::{bench, demo, import, open_store};
 use fascicolo_app::FhirService;
 use std::path::PathBuf;
 
@@ -138,30 +137,15 @@ async fn run() -> anyhow::Result<()> {
             if cfg.demo_mode() {
                 demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await?;
             }
-            let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
-            let addr = listener.local_addr()?;
+            let app = fascicolo::Application::build(cfg.clone(), std::sync::Arc::clone(&store)).await?;
+            let addr = app.addr();
             let shutdown = shutdown_signal();
-            if cfg.public_url.is_none() {
-                cfg.public_url = Some(format!("http://{addr}"));
-            }
             if cfg.demo_mode() {
                 tracing::info!("demo mode: sign in at http://{addr}/auth/login; API tokens: fascicolo token --as citizen:RSSGLI85D52F205Q");
             }
             // the one line on stdout (scripts wait for it; stdout may be closed after it)
             println!("Fascicolo is serving on http://{addr}/  (FHIR API: http://{addr}/fhir/r4, store: {})", store.backend());
-            let worker = fascicolo::worker::spawn(
-                fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)),
-                fascicolo::worker::Channels::from_config(&cfg)?,
-                cfg.public_url(),
-            );
-            let sweeper = fascicolo::spawn_orphan_sweeper(&cfg, fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store)))?;
-            fascicolo_web::serve(listener, build_router(std::sync::Arc::clone(&store), &cfg)?, shutdown).await?;
-            worker.abort();
-            sweeper.abort();
-            // (cancelled: their work in flight ends before the store closes)
-            let _ = worker.await;
-            let _ = sweeper.await;
-            close(&store).await;
+            app.run_until_stopped(shutdown).await?;
         }
         Command::Migrate => {
             let store = open_store(&cfg).await?;
