@@ -61,6 +61,16 @@ impl Application {
         Ok(served?)
     }
 
+    /// Builds the application on a free loopback port and serves it in a task of its own
+    /// (benchmarks): its address and the task, which stops it when aborted.
+    pub async fn spawn_on_loopback(
+        cfg: &Config,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let app = Self::build(Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() }, store).await?;
+        Ok((app.addr(), app.spawn()))
+    }
+
     /// Serves in a task of its own until the handle is aborted (benchmarks, tests).
     pub fn spawn(self) -> tokio::task::JoinHandle<std::io::Result<()>> {
         tokio::spawn(fascicolo_web::serve(self.listener, self.router, std::future::pending()))

@@ -346,13 +346,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     for kind in args.actors.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         actor_tokens.push(tokens_for(kind, &fhir, &patients).await?);
     }
-    let app = crate::Application::build(
-        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
-        Arc::clone(&store),
-    )
-    .await?;
-    let addr = app.addr();
-    let server = app.spawn();
+    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}/fhir/r4");
     let all_rows = run_all(&fhir, &base, &args, &actor_tokens).await?;
     for (kind, rows) in &all_rows {

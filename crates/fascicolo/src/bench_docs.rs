@@ -141,13 +141,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     .await?;
     let producer = Actor::new(Who::Client { client_id: "bench-lis".into(), organization: Some("bench-hospital".into()), platform: false });
     let token: Arc<str> = fascicolo_app::auth::Tokens::new(Arc::clone(&store)).issue(&producer, "bench", 3600).await?.access_token.into();
-    let app = crate::Application::build(
-        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
-        Arc::clone(&store),
-    )
-    .await?;
-    let addr = app.addr();
-    let server = app.spawn();
+    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}/ingest/v1/documents");
     // warm every validator thread on every type
     let _ = scenario("warm-up", format!("{base}/validation"), Arc::clone(&token), false, args.clients, 3.0).await;

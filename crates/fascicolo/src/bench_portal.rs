@@ -123,13 +123,7 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
     let (secret, _) = sessions.create(cf.as_str(), actor, profiles, None).await?;
     let cookie: Arc<str> = format!("fascicolo_session={secret}").into();
 
-    let app = crate::Application::build(
-        crate::config::Config { listen: "127.0.0.1:0".into(), public_url: None, ..cfg.clone() },
-        Arc::clone(&store),
-    )
-    .await?;
-    let addr = app.addr();
-    let server = app.spawn();
+    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}");
     // a document in the middle of the citizen's list (the 500th with the default 1,000)
     let middle = format!("/documenti/bench-doc-{}", args.documents / 2);
