@@ -369,14 +369,43 @@ pub fn relation_through(rp: &Value, patient: Option<&Value>, now: i64) -> Option
     None
 }
 
-/// Is a delegation `RelatedPerson` active now?
-pub fn delegation_active(rp: &Value, now: i64) -> bool {
-    if rp["active"] == Value::Bool(false) {
-        return false;
+/// An instant in milliseconds as the domain rules take it (clamped to the calendar's range).
+fn at_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or_else(|_| {
+        if ms < 0 {
+            time::PrimitiveDateTime::MIN.assume_utc()
+        } else {
+            time::PrimitiveDateTime::MAX.assume_utc()
+        }
+    })
+}
+
+/// The delegation a `RelatedPerson` records, as the domain rule ([`privacy::Delegation`]) reads it.
+pub fn delegation_of(rp: &Value) -> privacy::Delegation {
+    let valid_from = instant(&rp["period"]["start"]).map_or(time::PrimitiveDateTime::MIN.assume_utc(), at_ms);
+    privacy::Delegation {
+        valid_from,
+        valid_until: instant_end(&rp["period"]["end"]).map_or(time::PrimitiveDateTime::MAX.assume_utc(), at_ms),
+        // a revoked delegation is kept with `active: false` (when it was revoked is in its
+        // history): for the rule it counts as revoked from its start
+        revoked_at: (rp["active"] == Value::Bool(false)).then_some(valid_from),
+        scope: delegation_scope(rp),
     }
-    let start = instant(&rp["period"]["start"]).unwrap_or(i64::MIN);
-    let end = instant_end(&rp["period"]["end"]).unwrap_or(i64::MAX);
-    start <= now && now < end
+}
+
+/// Is a delegation `RelatedPerson` active now? The domain's rule decides.
+pub fn delegation_active(rp: &Value, now: i64) -> bool {
+    delegation_of(rp).active(at_ms(now))
+}
+
+/// The emergency access an `AuditEvent` of subtype `break-glass` records, as the domain rule
+/// ([`privacy::BreakGlass`]) reads it.
+fn break_glass_of(e: &Value) -> Option<privacy::BreakGlass> {
+    Some(privacy::BreakGlass {
+        started_at: at_ms(instant(&e["period"]["start"])?),
+        until: at_ms(instant(&e["period"]["end"])?),
+        reason: e["purposeOfEvent"][0]["text"].as_str().unwrap_or_default().to_string(),
+    })
 }
 
 pub fn delegation_scope(rp: &Value) -> Vec<String> {
@@ -568,9 +597,7 @@ impl<'a> Gate<'a> {
             20,
         )
         .await?;
-        Ok(found
-            .iter()
-            .any(|e| instant(&e["period"]["start"]).is_some_and(|s| s <= now) && instant(&e["period"]["end"]).is_some_and(|end| now < end)))
+        Ok(found.iter().filter_map(break_glass_of).any(|b| b.active(at_ms(now))))
     }
 
     /// May the actor see this stored resource? Shared resources: any signed-in actor whose
@@ -917,5 +944,42 @@ pub fn redact(v: &mut Value, relation: &Relation) {
                 m.shift_remove("security");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(active: bool, start: &str, end: &str) -> Value {
+        json!({"resourceType": "RelatedPerson", "active": active, "period": {"start": start, "end": end},
+            "relationship": [{"coding": [{"system": RELATIONSHIP_SYSTEM, "code": "delegate"}]}],
+            "extension": [{"url": DELEGATION_SCOPE_EXT, "valueCode": "Immunization"}]})
+    }
+
+    #[test]
+    fn a_delegation_is_read_by_the_domain_rule() {
+        let now = datetime::parse("2026-12-06T10:00:00Z").map(|(r, _)| r.low).unwrap_or_default();
+        assert!(delegation_active(&rp(true, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"), now));
+        assert!(!delegation_active(&rp(false, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"), now), "revoked");
+        assert!(!delegation_active(&rp(true, "2026-01-01T00:00:00Z", "2026-12-06T09:59:59Z"), now), "ended");
+        assert!(!delegation_active(&rp(true, "2026-12-07", "2027-01-01"), now), "not begun");
+        // an end given as a date lasts to the end of that day
+        assert!(delegation_active(&rp(true, "2026-01-01", "2026-12-06"), now));
+        let d = delegation_of(&rp(true, "2026-01-01", "2027-01-01"));
+        assert!(d.covers("Immunization") && !d.covers("DocumentReference"));
+        // no period: open on both sides
+        let open = json!({"active": true, "relationship": [{"coding": [{"system": RELATIONSHIP_SYSTEM, "code": "delegate"}]}]});
+        assert!(delegation_active(&open, now));
+    }
+
+    #[test]
+    fn a_break_glass_needs_its_period_and_a_reason() {
+        let now = at_ms(datetime::parse("2026-12-06T10:00:00Z").map(|(r, _)| r.low).unwrap_or_default());
+        let ev = |reason: &str, end: &str| json!({"period": {"start": "2026-12-06T09:30:00Z", "end": end}, "purposeOfEvent": [{"text": reason}]});
+        assert!(break_glass_of(&ev("paziente incosciente in PS", "2026-12-06T10:30:00Z")).is_some_and(|b| b.active(now)));
+        assert!(!break_glass_of(&ev("paziente incosciente in PS", "2026-12-06T09:59:00Z")).is_some_and(|b| b.active(now)), "over");
+        assert!(!break_glass_of(&ev("  ", "2026-12-06T10:30:00Z")).is_some_and(|b| b.active(now)), "no reason, no emergency");
+        assert!(break_glass_of(&json!({"purposeOfEvent": [{"text": "x"}]})).is_none(), "no period");
     }
 }
