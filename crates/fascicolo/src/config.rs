@@ -52,11 +52,16 @@ pub struct IngestConfig {
     /// The program that reads uploaded PDFs in a process of its own (`PROGRAM pdf-worker`);
     /// unset: this binary.
     pub pdf_worker: Option<PathBuf>,
+    /// Uploads held in memory at once (each takes up to about three times its size while it
+    /// is read, decoded and parsed); 0: twice the validator threads, at least 4.
+    pub concurrent_uploads: usize,
+    /// Seconds an upload may wait for its turn before it is answered 503 with `Retry-After`.
+    pub upload_wait_seconds: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_upload_mib: 20, blob_url: None, validators: 0, pdf_worker: None }
+        Self { max_upload_mib: 20, blob_url: None, validators: 0, pdf_worker: None, concurrent_uploads: 0, upload_wait_seconds: 30 }
     }
 }
 

@@ -73,12 +73,17 @@ pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<t
     }))
 }
 
-/// The document publication service for a configuration (validator threads, blob store).
-pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyhow::Result<fascicolo_app::ingest::Ingest> {
-    let threads = match cfg.ingest.validators {
+/// Validator threads for a configuration (0: one per core).
+fn validator_threads(cfg: &Config) -> usize {
+    match cfg.ingest.validators {
         0 => std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2),
         n => n,
-    };
+    }
+}
+
+/// The document publication service for a configuration (validator threads, blob store).
+pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyhow::Result<fascicolo_app::ingest::Ingest> {
+    let threads = validator_threads(cfg);
     let blobs = blob_store(cfg)?;
     // uploaded PDFs are read in a child process (this binary as `pdf-worker`), never in the server
     let worker = match &cfg.ingest.pdf_worker {
@@ -149,6 +154,11 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
         auth: Arc::new(auth),
         ingest,
         ingest_max_bytes: cfg.ingest.max_upload_mib * 1024 * 1024,
+        uploads: Arc::new(tokio::sync::Semaphore::new(match cfg.ingest.concurrent_uploads {
+            0 => (validator_threads(cfg) * 2).max(4),
+            n => n,
+        })),
+        upload_wait: std::time::Duration::from_secs(cfg.ingest.upload_wait_seconds),
         throttle: Arc::new(fascicolo_web::throttle::Throttle::new(cfg.rate_limit.clone())),
     };
     Ok(fascicolo_web::router(state))

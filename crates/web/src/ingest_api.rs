@@ -124,12 +124,29 @@ async fn submission(state: &AppState, req: Request) -> Result<Submission, Respon
     Ok(Submission { bytes, content_type: declared, metadata: Metadata::default() })
 }
 
-/// The caller and the submission of a request.
-async fn authed_submission(state: &AppState, req: Request) -> Result<(Actor, Submission), Response> {
+/// An upload's turn: uploads held in memory at once are bounded (each takes up to about three
+/// times its size while it is read, decoded and parsed), so a flood of large uploads waits its
+/// turn instead of growing the server; one that waits too long is told to retry.
+type UploadSlot = tokio::sync::OwnedSemaphorePermit;
+
+async fn upload_slot(state: &AppState) -> Result<UploadSlot, Response> {
+    match tokio::time::timeout(state.upload_wait, std::sync::Arc::clone(&state.uploads).acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => {
+            let mut r = simple(503, "busy", "too many uploads are being processed; retry in a few seconds");
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            Err(r)
+        }
+    }
+}
+
+/// The caller and the submission of a request, with the upload's turn (held until it is answered).
+async fn authed_submission(state: &AppState, req: Request) -> Result<(Actor, Submission, UploadSlot), Response> {
     let actor = actor(state, req.headers()).await?;
     // nothing of an upload is read before the app layer says its sender is a producer
     fascicolo_app::ingest::Ingest::admits(&actor).map_err(error)?;
-    Ok((actor, submission(state, req).await?))
+    let slot = upload_slot(state).await?;
+    Ok((actor, submission(state, req).await?, slot))
 }
 
 fn outcome(status: StatusCode, o: &Outcome) -> Response {
@@ -144,7 +161,7 @@ fn outcome(status: StatusCode, o: &Outcome) -> Response {
 
 /// `POST /ingest/v1/documents/validation`: 200 with the problems (warnings only), or 422.
 pub async fn validation(State(state): State<AppState>, req: Request) -> Response {
-    let (actor, sub) = match authed_submission(&state, req).await {
+    let (actor, sub, _slot) = match authed_submission(&state, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -157,7 +174,7 @@ pub async fn validation(State(state): State<AppState>, req: Request) -> Response
 
 /// `POST /ingest/v1/documents`: 201 with the ids; 200 when the same document was already published.
 pub async fn publish(State(state): State<AppState>, req: Request) -> Response {
-    let (actor, sub) = match authed_submission(&state, req).await {
+    let (actor, sub, _slot) = match authed_submission(&state, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -170,7 +187,7 @@ pub async fn publish(State(state): State<AppState>, req: Request) -> Response {
 
 /// `PUT /ingest/v1/documents/{id}`: publish a new version replacing document `id`.
 pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let (actor, sub) = match authed_submission(&state, req).await {
+    let (actor, sub, _slot) = match authed_submission(&state, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -33,6 +33,9 @@ pub struct AppState {
     pub ingest: fascicolo_app::ingest::Ingest,
     /// Largest accepted document upload, in bytes.
     pub ingest_max_bytes: usize,
+    /// Uploads held in memory at once, and how long one waits for its turn.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    pub upload_wait: std::time::Duration,
     /// Rate limits at the edge.
     pub throttle: Arc<throttle::Throttle>,
 }
