@@ -82,6 +82,18 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
     let app = spawn_app_on(Arc::new(pg), |_| {}).await;
     assert_eq!(app.get("/Patient").await.status, 200);
     assert_eq!(ready(&app).await.0, 200);
+    // a citizen is signed in to the portal when the database goes
+    fascicolo::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
+    let portal = |path: &'static str| {
+        let (root, cookie) = (app.root.clone(), cookie.clone());
+        async move {
+            let r = no_redirects().get(format!("{root}{path}")).header("cookie", cookie).send().await.unwrap();
+            let retry = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry, r.text().await.unwrap())
+        }
+    };
+    assert_eq!(portal("/cronologia").await.0, 200);
 
     admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
     admin.batch_execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await.unwrap();
@@ -94,6 +106,12 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
     let r = app.post("/Patient", json!({"resourceType": "Patient", "name": [{"family": "Assente"}]})).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(ready(&app).await, (503, "database unavailable".to_string()));
+    // the portal says so too: not an empty record, not a sign-in page that hides the outage
+    for path in ["/", "/cronologia"] {
+        let (status, retry, body) = portal(path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(retry && body.contains("Servizio momentaneamente non disponibile"), "{path}: {body}");
+    }
 
     admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
     let mut back = false;
@@ -105,6 +123,7 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert!(back, "the service must recover once the database is back");
+    assert_eq!(portal("/cronologia").await.0, 200, "the same session works again");
     // the refused write left nothing
     let r = app.get("/Patient?family=Assente&_summary=count").await;
     assert_eq!(r.body["total"], json!(0), "{}", r.body);
@@ -179,8 +198,9 @@ async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
 }
 
 /// The portal does not hide failures: with the store failing under it, a page the citizen opens
-/// says the service is unavailable (503, `Retry-After`) instead of showing an empty record ("no
-/// events", "no consent"); when the store is back, the same pages show the record again.
+/// is an error page (500, as the API answers a storage fault; an outage is 503, see the
+/// PostgreSQL test) instead of an empty record ("no events", "no consent"); when the store is
+/// back, the same pages show the record again.
 #[tokio::test]
 async fn a_failing_store_under_a_portal_page_is_an_error_page_not_an_empty_record() {
     let dir = std::env::temp_dir().join(format!("fascicolo-portalfail-{}", uuid::Uuid::now_v7()));
@@ -208,10 +228,11 @@ async fn a_failing_store_under_a_portal_page_is_an_error_page_not_an_empty_recor
     let side = rusqlite::Connection::open(&db).unwrap();
     side.execute_batch("ALTER TABLE resources RENAME TO resources_away").unwrap();
     for p in pages {
+        // a fault of the server's own (not an outage): 500, as the API answers it
         let (status, retry, body) = get(p).await;
-        assert_eq!(status, 503, "{p}: {body}");
-        assert!(retry, "{p} says when to retry");
-        assert!(body.contains("Servizio momentaneamente non disponibile"), "{p}: {body}");
+        assert_eq!(status, 500, "{p}: {body}");
+        assert!(!retry, "{p}: a fault is not an outage to wait out");
+        assert!(body.contains("Si è verificato un errore") && body.contains("non ha modificato nulla"), "{p}: {body}");
         for empty in ["Nessun evento", "Nessuna prescrizione", "Nessun documento", "Non hai ancora espresso"] {
             assert!(!body.contains(empty), "{p} shows an empty record during the failure: {empty}");
         }

@@ -62,8 +62,13 @@ impl Drop for CancelOnDrop {
 fn be<E: std::fmt::Display + 'static>(e: E) -> StoreError {
     use tokio_postgres::error::SqlState;
     let any = &e as &dyn std::any::Any;
-    let msg = e.to_string();
+    let mut msg = e.to_string();
     if let Some(pe) = any.downcast_ref::<tokio_postgres::Error>() {
+        // the server's own words ("db error" alone says nothing); its message, never its detail
+        // (the detail can quote the row's values)
+        if let Some(db) = pe.as_db_error() {
+            msg = format!("{} ({})", db.message(), db.code().code());
+        }
         return match pe.code() {
             Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(msg),
             Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::Timeout(msg),
@@ -191,7 +196,13 @@ impl PgStore {
         if let Some(s) = schema {
             let (client, conn) = cfg.connect(NoTls).await.map_err(be)?;
             let h = tokio::spawn(conn);
-            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await.map_err(be)?;
+            // two stores created at once race on IF NOT EXISTS: the loser finds it made
+            if let Err(e) = client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await {
+                use tokio_postgres::error::SqlState;
+                if !matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_SCHEMA) {
+                    return Err(be(e));
+                }
+            }
             drop(client);
             let _ = h.await;
             options.push_str(&format!(" -c search_path={s}"));

@@ -33,6 +33,14 @@ async fn migrations_from_empty_from_the_last_release_and_newer_refused() {
     let c = admin(&url, &empty).await;
     assert_eq!(versions(&c).await, all);
 
+    // two servers starting at once on a new schema: each migration applied and recorded once
+    let race = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let (a, b) = tokio::join!(PgStore::connect_in_schema(&url, 2, Some(&race)), PgStore::connect_in_schema(&url, 2, Some(&race)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(versions(&admin(&url, &race).await).await, all);
+    fascicolo_store::conformance::seed(&a).await;
+    assert!(b.read("Patient", "p1").await.unwrap().is_some());
+
     // the last release's schema with its data, no records: adopted, data kept
     let release = format!("m_{}", uuid::Uuid::now_v7().simple());
     let c = admin(&url, &release).await;

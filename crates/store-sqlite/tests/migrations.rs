@@ -69,3 +69,21 @@ async fn a_database_migrated_by_a_newer_program_is_refused() {
     let err = SqliteStore::open(&p).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("migration 9999") && err.contains("newer release"), "{err}");
 }
+
+/// Two processes starting on the same new file at once (here two threads, each its own
+/// connections): the migrations are applied once, and both stores work.
+#[tokio::test]
+async fn two_starts_at_once_apply_each_migration_once() {
+    let p = path("race.db");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let (a, b) = (p.clone(), p.clone());
+    let ta = std::thread::spawn(move || SqliteStore::open(&a).map(|_| ()));
+    let tb = std::thread::spawn(move || SqliteStore::open(&b).map(|_| ()));
+    ta.join().unwrap().unwrap();
+    tb.join().unwrap().unwrap();
+    let all: Vec<(i64, String)> = MIGRATIONS.iter().map(|m| (m.version, m.name.to_string())).collect();
+    assert_eq!(versions(&p), all, "each migration recorded once");
+    let store = SqliteStore::open(&p).unwrap();
+    fascicolo_store::conformance::seed(&store).await;
+    assert!(store.read("Patient", "p1").await.unwrap().is_some());
+}

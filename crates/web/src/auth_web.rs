@@ -54,9 +54,14 @@ fn set_cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: Op
 
 /// The live session of a request, with its cookie secret.
 pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
-    let secret = cookie(headers, SESSION_COOKIE)?;
-    let s = state.auth.sessions.get(&secret).await.ok()??;
-    Some((secret, s))
+    session_checked(state, headers).await.ok().flatten()
+}
+
+/// The request's session, telling "no session" (`Ok(None)`: sign in) from a store that could
+/// not be asked (`Err`: an error page, not a sign-in page that hides the outage).
+pub async fn session_checked(state: &AppState, headers: &HeaderMap) -> Result<Option<(String, Session)>, fascicolo_app::AppError> {
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    Ok(state.auth.sessions.get(&secret).await?.map(|s| (secret, s)))
 }
 
 pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {

@@ -36,12 +36,11 @@ fn outcome(status: u16, issues: &[OutcomeIssue], interaction: &'static str) -> R
 
 /// Why a FHIR request was not answered as asked (the error policy, `docs/decisions/0007`): an
 /// app error, with the status [`error_status`] gives it everywhere; a request the API refuses
-/// before the app layer (its media type, its headers); or a response decided already. Every
+/// before the app layer (its media type, its headers, its body's size or pace). Every
 /// handler returns [`ApiResult`] and uses `?`; the OperationOutcome is written here only.
 pub enum ApiError {
     App(AppError, &'static str),
     Refused { status: u16, code: &'static str, message: String, interaction: &'static str },
-    Response(Box<Response>),
 }
 
 pub type ApiResult = Result<Response, ApiError>;
@@ -53,18 +52,11 @@ impl ApiError {
     }
 }
 
-impl From<Response> for ApiError {
-    fn from(r: Response) -> Self {
-        ApiError::Response(Box::new(r))
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::App(e, interaction) => app_error(&e, interaction),
             ApiError::Refused { status, code, message, interaction } => outcome(status, &[OutcomeIssue::error(code, message)], interaction),
-            ApiError::Response(r) => *r,
         }
     }
 }
@@ -86,10 +78,6 @@ fn app_error(e: &AppError, interaction: &'static str) -> Response {
 /// A request the API refuses itself.
 fn refused(status: u16, code: &'static str, message: impl Into<String>, interaction: &'static str) -> ApiError {
     ApiError::Refused { status, code, message: message.into(), interaction }
-}
-
-fn bad(status: u16, code: &'static str, msg: &str, interaction: &'static str) -> Response {
-    refused(status, code, msg, interaction).into_response()
 }
 
 /// The base URL of links and `Location`: always the configured public URL, never the request's
@@ -211,19 +199,19 @@ fn written(res: Result<WriteOutcome, AppError>, base: &str, headers: &HeaderMap,
 
 /// Read a request body of at most `limit` bytes, within a time limit (a trickled body does not
 /// hold a connection for ever).
-pub(crate) async fn read_body(body: axum::body::Body, limit: usize, interaction: &'static str) -> Result<Bytes, Response> {
+async fn read_body(body: axum::body::Body, limit: usize, interaction: &'static str) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let read = tokio::time::timeout(std::time::Duration::from_secs(60), http_body_util::Limited::new(body, limit).collect()).await;
     match read {
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(bad(
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(refused(
             413,
             "too-costly",
-            &format!("the request body is larger than the limit of {} for your kind of client", human_bytes(limit)),
+            format!("the request body is larger than the limit of {} for your kind of client", human_bytes(limit)),
             interaction,
         )),
-        Ok(Err(_)) => Err(bad(400, "invalid", "the request body could not be read", interaction)),
-        Err(_) => Err(bad(408, "timeout", "the request body took too long to arrive", interaction)),
+        Ok(Err(_)) => Err(refused(400, "invalid", "the request body could not be read", interaction)),
+        Err(_) => Err(refused(408, "timeout", "the request body took too long to arrive", interaction)),
     }
 }
 

@@ -12,7 +12,7 @@ mod records;
 mod taccuino;
 
 pub(crate) use crate::auth_web::query_map;
-use crate::auth_web::{cookie, local_path_or, session};
+use crate::auth_web::{cookie, local_path_or};
 use crate::html::Lang;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
@@ -120,7 +120,11 @@ fn lang_cookie(l: Lang) -> HeaderValue {
 /// that says why not (sign-in redirect, a page for professionals).
 pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<&str>) -> Result<Ctx, Response> {
     let (lang, set_lang) = lang_of(headers, raw);
-    let Some((_, s)) = session(state, headers).await else {
+    let found = match crate::auth_web::session_checked(state, headers).await {
+        Ok(found) => found,
+        Err(e) => return Err(app_error(state, lang, &e)),
+    };
+    let Some((_, s)) = found else {
         let next = match raw {
             Some(q) if !q.is_empty() => format!("{path}?{q}"),
             _ => path.to_string(),
@@ -418,14 +422,27 @@ fn error_page(demo: bool, lang: Lang, e: &AppError) -> Response {
         }
         _ => {
             tracing::warn!(error = %e, "portal request failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                lang.t("Servizio momentaneamente non disponibile", "Service temporarily unavailable"),
-                lang.t(
-                    "Non è stato possibile completare la richiesta. Riprova tra qualche minuto.",
-                    "The request could not be completed. Please try again in a few minutes.",
-                ),
-            )
+            // the status every interface gives this error (the error policy, decision 0007)
+            let status = StatusCode::from_u16(fascicolo_app::error_status(e).0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                (
+                    status,
+                    lang.t("Servizio momentaneamente non disponibile", "Service temporarily unavailable"),
+                    lang.t(
+                        "Non è stato possibile completare la richiesta. Riprova tra qualche minuto.",
+                        "The request could not be completed. Please try again in a few minutes.",
+                    ),
+                )
+            } else {
+                (
+                    status,
+                    lang.t("Si è verificato un errore", "Something went wrong"),
+                    lang.t(
+                        "Il servizio non è riuscito a completare la richiesta e non ha modificato nulla. Il problema è stato registrato: riprova più tardi.",
+                        "The service could not complete the request and changed nothing. The problem has been logged: please try again later.",
+                    ),
+                )
+            }
         }
     };
     let mut r = message_page(demo, lang, status, title, text, None);

@@ -29,7 +29,12 @@ fn nre_of(m: &Value) -> Option<String> {
 
 /// `GET /`: the signed-in citizen's home; the public landing page otherwise.
 pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
-    if crate::auth_web::session(&state, &headers).await.is_none() {
+    let signed_in = crate::auth_web::session_checked(&state, &headers).await;
+    if let Err(e) = &signed_in {
+        let (lang, _) = super::lang_of(&headers, raw.as_deref());
+        return Ok(app_error(&state, lang, e));
+    }
+    if signed_in.is_ok_and(|s| s.is_none()) {
         let (lang, set) = super::lang_of(&headers, raw.as_deref());
         return Ok(landing(&state, lang, set));
     }
