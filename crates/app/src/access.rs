@@ -484,8 +484,8 @@ impl<'a> Gate<'a> {
             Who::System | Who::Client { platform: true, .. } => Relation::Full,
             Who::Client { platform: false, .. } => Relation::Producer,
             Who::Citizen { cf, patient: own } => {
-                let is_own =
-                    own.as_deref().is_some_and(|o| PatientKey::for_patient_id(o) == key) || patient.as_ref().is_some_and(|p| has_cf(p, cf));
+                let is_own = own.as_deref().is_some_and(|o| PatientKey::for_patient_id(o) == key)
+                    || patient.as_ref().is_some_and(|p| has_cf(p, cf.as_str()));
                 if is_own {
                     Relation::Own
                 } else {

@@ -204,7 +204,6 @@ pub fn display_name(v: &Value) -> String {
 /// Patient with that CF, or none yet), and each active PractitionerRole of the Practitioner
 /// with that CF.
 pub async fn profiles_for(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Vec<Profile>> {
-    let cf = cf.as_str().to_string();
     let ident = format!("{CF_SYSTEM}|{cf}");
     let mut out = Vec::new();
     let patients = crate::access::lookup_values(store, None, "Patient", &[("identifier", &ident)], 50).await?;
@@ -395,7 +394,7 @@ pub struct Represented {
 
 /// The records a citizen may act on besides their own: children (parental responsibility,
 /// while minors, by the gate's own relation rules) and delegators (active delegations).
-pub async fn represented(store: &dyn Store, cf: &str) -> AppResult<Vec<Represented>> {
+pub async fn represented(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Vec<Represented>> {
     use crate::access::{relation_through, Relation};
     let now = datetime::now_ms();
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Who is asking. Every use case takes an [`Actor`]; the decisions about what it may see are
 //! taken in [`crate::access`], the one gate shared by the FHIR API, the portal and exports.
 
+use fascicolo_domain::CodiceFiscale;
 use serde::{Deserialize, Serialize};
 
 /// A professional's role, from the registry (`PractitionerRole.code`, system [`ROLE_SYSTEM`]).
@@ -52,7 +53,7 @@ pub enum Who {
     /// The platform itself on the console (`fascicolo import`, seeding, workers).
     System,
     /// A citizen, identified by codice fiscale; `patient` is their own Patient id when registered.
-    Citizen { cf: String, patient: Option<String> },
+    Citizen { cf: CodiceFiscale, patient: Option<String> },
     /// A health professional or operator of the registry.
     Professional { practitioner: String, organization: Option<String>, role: ProRole },
     /// A registered system (SMART backend service). `platform` clients are trusted integrations
@@ -221,7 +222,10 @@ mod tests {
         assert_eq!(Scope::parse("openid"), None);
         assert_eq!(Scope::parse("patient/NotAType.rs"), None);
         assert_eq!(Scope::parse("patient/*.xyz"), None);
-        let mut a = Actor::new(Who::Citizen { cf: "X".into(), patient: Some("p1".into()) });
+        let mut a = Actor::new(Who::Citizen {
+            cf: CodiceFiscale::parse("RSSMRA80A01H501U").unwrap_or_else(|e| panic!("{e}")),
+            patient: Some("p1".into()),
+        });
         a.scopes = Some(vec![Scope::parse("patient/Observation.rs").unwrap_or_else(|| panic!("parses"))]);
         assert!(a.scope_permits("Observation", Op::Read));
         assert!(!a.scope_permits("Observation", Op::Create));

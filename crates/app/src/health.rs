@@ -2,7 +2,7 @@
 //! reports not ready until a small probe write fits again (a full disk keeps reads working,
 //! so a ping alone would say all is well while every write fails).
 
-use fascicolo_store::{AuthRecord, Store, StoreError};
+use fascicolo_store::{Store, StoreError};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 #[derive(Debug, Default)]
@@ -29,8 +29,6 @@ impl NotReady {
     }
 }
 
-const PROBE_KIND: &str = "readiness-probe";
-
 impl Health {
     /// A write failed because the storage is full.
     pub fn storage_full(&self) {
@@ -44,16 +42,8 @@ impl Health {
             return Ok(());
         }
         // a write as large as the largest a citizen may make: when it fits, writes work again
-        let rec = AuthRecord {
-            kind: PROBE_KIND.into(),
-            id: "probe".into(),
-            subject: "readiness".into(),
-            data: "x".repeat(crate::limits::CITIZEN_RESOURCE_BYTES),
-            expires_at: fascicolo_fhir::datetime::now_ms() + 60_000,
-        };
-        match store.auth_put(&rec, true).await {
-            Ok(_) => {
-                let _ = store.auth_delete(PROBE_KIND, "probe").await;
+        match store.probe_write(crate::limits::CITIZEN_RESOURCE_BYTES).await {
+            Ok(()) => {
                 self.full_at.store(0, Ordering::Relaxed);
                 tracing::info!("storage has room again: ready");
                 Ok(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fascicolo_cda::mapping::{self, Context, Header, SHA256_SYSTEM};
 use fascicolo_cda::{catalog, pdf, validate, Problem, Report, Severity, Source, Validator};
 use fascicolo_fhir::datetime;
-use fascicolo_store::AuthRecord;
+use fascicolo_store::SubmissionStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -20,7 +20,6 @@ use crate::{access, Actor, AppError, FhirService};
 
 /// How long a submission's status stays available.
 const STATUS_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
-const STATUS_KIND: &str = "ingest-status";
 
 /// The XDS-style metadata the national gateway takes with a document (all optional here:
 /// defaults come from the document and its type).
@@ -514,14 +513,13 @@ impl Ingest {
     }
 
     async fn record_status(&self, producer: &Producer, workflow: &str, body: &Value) {
-        let rec = AuthRecord {
-            kind: STATUS_KIND.into(),
-            id: workflow.to_string(),
-            subject: producer.subject.clone(),
-            data: body.to_string(),
+        let rec = SubmissionStatus {
+            workflow: workflow.to_string(),
+            producer: producer.subject.clone(),
+            body: body.to_string(),
             expires_at: datetime::now_ms() + STATUS_TTL_MS,
         };
-        if let Err(e) = self.fhir.store().auth_put(&rec, true).await {
+        if let Err(e) = self.fhir.store().put_submission(&rec).await {
             tracing::warn!(error = %e, "could not record a submission status");
         }
     }
@@ -893,10 +891,10 @@ impl Ingest {
 
     pub async fn status(&self, actor: &Actor, workflow: &str) -> IngestResult<Value> {
         let producer = Self::producer(actor)?;
-        let rec = self.fhir.store().auth_get(STATUS_KIND, workflow, datetime::now_ms()).await.map_err(AppError::from)?;
+        let rec = self.fhir.store().submission(workflow, datetime::now_ms()).await.map_err(AppError::from)?;
         match rec {
-            Some(r) if r.subject == producer.subject => {
-                serde_json::from_str(&r.data).map_err(|_| IngestError::new(500, "storage", "unreadable status"))
+            Some(r) if r.producer == producer.subject => {
+                serde_json::from_str(&r.body).map_err(|_| IngestError::new(500, "storage", "unreadable status"))
             }
             _ => Err(IngestError::new(404, "not-found", format!("no submission {workflow} of yours"))),
         }

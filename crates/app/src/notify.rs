@@ -11,7 +11,7 @@ use crate::prepare::write_for;
 use crate::FhirService;
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::datetime;
-use fascicolo_store::{AuthRecord, Method, OutboxMessage};
+use fascicolo_store::{Method, OutboxMessage};
 use serde_json::{json, Value};
 
 /// `Basic.code` of a citizen's notification preferences.
@@ -159,19 +159,10 @@ impl FhirService {
         // one message per professional per hour for ordinary accesses; emergencies always
         if kind == "access" && !emergency {
             let bucket = m.available_at / 3_600_000;
-            let rec = AuthRecord {
-                kind: "notified".into(),
-                id: crate::auth::hash_secret(&format!("{}:{agent}:{bucket}", m.patient_key.uuid())),
-                subject: "notify".into(),
-                data: m.id.to_string(),
-                expires_at: (bucket + 2) * 3_600_000,
-            };
+            let key = crate::auth::hash_secret(&format!("{}:{agent}:{bucket}", m.patient_key.uuid()));
             // the first message of the hour wins; its own retries keep their claim
-            if !self.store().auth_put(&rec, false).await? {
-                let owner = self.store().auth_get(&rec.kind, &rec.id, 0).await?;
-                if owner.is_none_or(|o| o.data != rec.data) {
-                    return Ok(Vec::new());
-                }
+            if !self.store().claim_notification(&key, &m.id.to_string(), (bucket + 2) * 3_600_000).await? {
+                return Ok(Vec::new());
             }
         }
         let link = match kind {

@@ -815,7 +815,7 @@ impl Portal {
     fn seen_key(actor: &Actor) -> AppResult<String> {
         let patient = Self::record_of(actor)?;
         let person = match &actor.who {
-            Who::Citizen { cf, .. } => cf.clone(),
+            Who::Citizen { cf, .. } => cf.to_string(),
             _ => String::new(),
         };
         Ok(crate::auth::hash_secret(&format!("{person}|{patient}")))
@@ -826,21 +826,14 @@ impl Portal {
     pub async fn last_seen(&self, actor: &Actor) -> AppResult<i64> {
         let key = Self::seen_key(actor)?;
         let now = fascicolo_fhir::datetime::now_ms();
-        Ok(self.fhir.store().auth_get(SEEN_KIND, &key, now).await?.and_then(|r| r.data.parse().ok()).unwrap_or(0))
+        Ok(self.fhir.store().seen_mark(&key, now).await?.unwrap_or(0))
     }
 
     /// Remember that the person has seen the list now.
     pub async fn mark_seen(&self, actor: &Actor) -> AppResult<()> {
         let key = Self::seen_key(actor)?;
         let now = fascicolo_fhir::datetime::now_ms();
-        let rec = fascicolo_store::AuthRecord {
-            kind: SEEN_KIND.into(),
-            id: key,
-            subject: "portal".into(),
-            data: now.to_string(),
-            expires_at: now + 400 * 86_400_000,
-        };
-        self.fhir.store().auth_put(&rec, true).await?;
+        self.fhir.store().set_seen_mark(&key, now, now + SEEN_KEPT_MS).await?;
         Ok(())
     }
 
@@ -1001,7 +994,8 @@ impl Portal {
     }
 }
 
-const SEEN_KIND: &str = "portal-seen";
+/// How long a "seen" mark is kept (a person who has not looked for longer sees all as new).
+const SEEN_KEPT_MS: i64 = 400 * 86_400_000;
 
 /// A delegation the citizen granted.
 #[derive(Debug, Clone, Default)]

@@ -316,7 +316,7 @@ impl FhirService {
             }
         };
         if let (Some(c), Who::Citizen { cf: me, .. }) = (&cf, &actor.who) {
-            if c.as_str() == me {
+            if c == me {
                 problems.push("cf: you cannot delegate yourself".into());
             }
         }

@@ -65,13 +65,19 @@ impl FhirService {
         kept.map(|r| r.data).ok_or_else(|| crate::AppError::Internal(format!("the kept value {kind}/{id} vanished")))
     }
 
+    /// Removes what has expired (sessions, tokens, codes, seen marks, submission statuses,
+    /// notification claims): expired records are never used, this only frees their room.
+    pub async fn purge_expired(&self) -> AppResult<u64> {
+        Ok(self.store().auth_purge(datetime::now_ms()).await?)
+    }
+
     /// The profiles the registry gives a signed-in person (citizen, professional roles).
     pub async fn profiles_for(&self, cf: &CodiceFiscale) -> AppResult<Vec<Profile>> {
         crate::auth::profiles_for(self.store().as_ref(), cf).await
     }
 
     /// The records a person acts for besides their own, and how.
-    pub async fn represented(&self, cf: &str) -> AppResult<Vec<crate::auth::Represented>> {
+    pub async fn represented(&self, cf: &CodiceFiscale) -> AppResult<Vec<crate::auth::Represented>> {
         crate::auth::represented(self.store().as_ref(), cf).await
     }
 

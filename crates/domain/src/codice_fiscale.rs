@@ -20,8 +20,17 @@ pub enum CodiceFiscaleError {
 }
 
 /// A syntactically valid codice fiscale with a correct check character (upper case).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+/// Deserialising checks it as [`CodiceFiscale::parse`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct CodiceFiscale(String);
+
+impl TryFrom<String> for CodiceFiscale {
+    type Error = CodiceFiscaleError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        CodiceFiscale::parse(&s)
+    }
+}
 
 fn value(c: u8) -> u32 {
     if c.is_ascii_digit() {

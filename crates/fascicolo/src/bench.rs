@@ -162,6 +162,12 @@ impl Tokens {
 }
 
 /// Tokens for an actor kind; the clinician gets consent and a care team on every sampled record.
+/// A well-formed codice fiscale numbered `i` (the surname letters count in base 26).
+fn bench_cf(i: usize) -> Result<fascicolo_domain::CodiceFiscale, fascicolo_domain::codice_fiscale::CodiceFiscaleError> {
+    let letters: String = (0..6).rev().map(|k| char::from(b'A' + ((i / 26usize.pow(k)) % 26) as u8)).collect();
+    fascicolo_domain::CodiceFiscale::parse(&crate::demo::cf(&format!("{letters}80A01F205")))
+}
+
 async fn tokens_for(kind: &str, fhir: &FhirService, patients: &[String]) -> anyhow::Result<Tokens> {
     let issuer = fascicolo_app::auth::Tokens::new(Arc::clone(fhir.store()));
     let issue = |a: Actor| {
@@ -172,8 +178,10 @@ async fn tokens_for(kind: &str, fhir: &FhirService, patients: &[String]) -> anyh
     match kind {
         "system" => t.shared = Some(issue(Actor::system()).await?),
         "citizen" => {
-            for p in patients {
-                let a = Actor::new(Who::Citizen { cf: String::new(), patient: Some(p.clone()) });
+            for (i, p) in patients.iter().enumerate() {
+                // Synthea's people carry no codice fiscale: each gets a well-formed one of its own
+                let cf = bench_cf(i).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let a = Actor::new(Who::Citizen { cf, patient: Some(p.clone()) });
                 t.by_patient.insert(p.clone(), issue(a).await?);
             }
         }

@@ -119,7 +119,7 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         fascicolo_app::auth::SessionLimits { idle_ms: 3_600_000, absolute_ms: 36_000_000 },
     );
-    let actor = Actor::new(Who::Citizen { cf: cf.as_str().to_string(), patient: Some(patient.into()) });
+    let actor = Actor::new(Who::Citizen { cf: cf.clone(), patient: Some(patient.into()) });
     let (secret, _) = sessions.create(cf.as_str(), actor, profiles, None).await?;
     let cookie: Arc<str> = format!("fascicolo_session={secret}").into();
 

@@ -127,21 +127,15 @@ pub async fn seed_example_patients(fhir: &FhirService) -> anyhow::Result<()> {
 /// What demo seeding has finished, kept in the store (so a start that was cut short, by a full
 /// disk or a signal, resumes where it stopped: every step is idempotent, and a step counts as
 /// done only once it has finished).
-const SEEDED_KIND: &str = "demo-seeded";
+/// The job marks of demo seeding: `demo/<step>` once a step has finished.
+const JOB: &str = "demo/";
 
 async fn finished(fhir: &FhirService, step: &str) -> anyhow::Result<bool> {
-    Ok(fhir.store().auth_get(SEEDED_KIND, step, 0).await?.is_some())
+    Ok(fhir.store().job_mark(&format!("{JOB}{step}")).await?.is_some())
 }
 
 async fn mark_finished(fhir: &FhirService, step: &str) -> anyhow::Result<()> {
-    let rec = fascicolo_store::AuthRecord {
-        kind: SEEDED_KIND.into(),
-        id: step.into(),
-        subject: "demo".into(),
-        data: String::new(),
-        expires_at: i64::MAX,
-    };
-    fhir.store().auth_put(&rec, true).await?;
+    fhir.store().set_job_mark(&format!("{JOB}{step}"), "", fascicolo_fhir::datetime::now_ms()).await?;
     Ok(())
 }
 

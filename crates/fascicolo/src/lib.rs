@@ -58,7 +58,8 @@ pub fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_app::blobs::
 /// How old an unreferenced original must be before it is removed (a publication takes seconds).
 pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
 
-/// Sweep orphan originals a minute after start and then every six hours, while serving.
+/// Sweep orphan originals and expired records a minute after start and then every six hours,
+/// while serving.
 pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let blobs = blob_store(cfg)?;
     Ok(tokio::spawn(async move {
@@ -66,6 +67,10 @@ pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<t
         loop {
             tokio::time::sleep(wait).await;
             wait = std::time::Duration::from_secs(6 * 3600);
+            match fhir.purge_expired().await {
+                Ok(n) => tracing::debug!(removed = n, "purged expired records"),
+                Err(e) => tracing::warn!(error = %e, "purging expired records failed; will try again"),
+            }
             if let Err(e) = fascicolo_app::ingest::sweep_orphans(&fhir, blobs.as_ref(), ORPHAN_GRACE_MS).await {
                 tracing::warn!(error = %e, "sweeping orphan originals failed; will try again");
             }

@@ -9,10 +9,10 @@ use fascicolo_app::ingest::{Ingest, Metadata, Submission};
 use fascicolo_app::{Actor, FhirService, Who};
 use fascicolo_seed::clinical::{documents, Depth, Doc};
 use fascicolo_seed::people::{Config, Generator, Household};
-use fascicolo_store::AuthRecord;
 use serde_json::{json, Value};
 
-const PROGRESS_KIND: &str = "seed-progress";
+/// The job marks of seeding: `seed/region` (the region this store holds) and one per batch key.
+const JOB: &str = "seed/";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SeedArgs {
@@ -107,22 +107,16 @@ pub async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Re
 async fn progress(fhir: &FhirService, key: &str) -> anyhow::Result<u64> {
     Ok(fhir
         .store()
-        .auth_get(PROGRESS_KIND, key, 0)
+        .job_mark(&format!("{JOB}{key}"))
         .await?
-        .and_then(|r| serde_json::from_str::<Value>(&r.data).ok())
+        .and_then(|r| serde_json::from_str::<Value>(&r).ok())
         .and_then(|v| v["households"].as_u64())
         .unwrap_or(0))
 }
 
 async fn record(fhir: &FhirService, key: &str, households: u64, citizens: u64) -> anyhow::Result<()> {
-    let rec = AuthRecord {
-        kind: PROGRESS_KIND.into(),
-        id: key.into(),
-        subject: "seed".into(),
-        data: json!({"households": households, "citizens": citizens}).to_string(),
-        expires_at: i64::MAX,
-    };
-    fhir.store().auth_put(&rec, true).await?;
+    let data = json!({"households": households, "citizens": citizens}).to_string();
+    fhir.store().set_job_mark(&format!("{JOB}{key}"), &data, fascicolo_fhir::datetime::now_ms()).await?;
     Ok(())
 }
 
@@ -147,20 +141,14 @@ const REGION_ID: &str = "region";
 
 /// The region this store holds, if one was seeded.
 pub async fn region(fhir: &FhirService) -> anyhow::Result<Option<Region>> {
-    let Some(rec) = fhir.store().auth_get(PROGRESS_KIND, REGION_ID, 0).await? else { return Ok(None) };
-    Ok(Some(serde_json::from_str(&rec.data).context("the recorded synthetic region")?))
+    let Some(rec) = fhir.store().job_mark(&format!("{JOB}{REGION_ID}")).await? else { return Ok(None) };
+    Ok(Some(serde_json::from_str(&rec).context("the recorded synthetic region")?))
 }
 
 /// Records `want` as the store's region, or checks that it is the one already there.
 async fn claim_region(fhir: &FhirService, want: Region) -> anyhow::Result<()> {
-    let rec = AuthRecord {
-        kind: PROGRESS_KIND.into(),
-        id: REGION_ID.into(),
-        subject: "seed".into(),
-        data: serde_json::to_string(&want)?,
-        expires_at: i64::MAX,
-    };
-    if fhir.store().auth_put(&rec, false).await? {
+    let data = serde_json::to_string(&want)?;
+    if fhir.store().first_job_mark(&format!("{JOB}{REGION_ID}"), &data, fascicolo_fhir::datetime::now_ms()).await? {
         return Ok(());
     }
     match region(fhir).await? {

@@ -260,3 +260,41 @@ async fn an_unknown_address_is_a_designed_not_found_page() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("Page not found"));
 }
+
+/// When the store cannot be asked about the session, every page that needs one says so: /me is
+/// not a sign-in page, and a sign-out is not answered as done (its cookie is kept, so the person
+/// can try again) while the session may still be alive.
+#[tokio::test]
+async fn a_session_store_that_cannot_be_asked_is_an_error_page_not_a_sign_in_or_a_sign_out() {
+    let dir = std::env::temp_dir().join(format!("fascicolo-sessfail-{}", uuid::Uuid::now_v7()));
+    let db = dir.join("t.db");
+    let sqlite: Arc<dyn fascicolo_store::Store> = Arc::new(fascicolo_store_sqlite::SqliteStore::open(&db).unwrap());
+    let app = spawn_app_on(Arc::clone(&sqlite), |_| {}).await;
+    fascicolo::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&sqlite))).await.unwrap();
+    let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
+    let me = no_redirects().get(format!("{}/me", app.root)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+
+    let side = rusqlite::Connection::open(&db).unwrap();
+    side.execute_batch("ALTER TABLE auth_records RENAME TO auth_records_away").unwrap();
+    let me = no_redirects().get(format!("{}/me", app.root)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(me.status(), 500, "not a redirect to the sign-in page");
+    assert!(me.text().await.unwrap().contains("Si è verificato un errore"));
+    for path in ["/auth/logout", "/auth/logout-everywhere", "/auth/profile"] {
+        let r = no_redirects()
+            .post(format!("{}{path}", app.root))
+            .header("cookie", &cookie)
+            .form(&[("csrf", "whatever")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500, "{path}");
+        assert!(r.headers().get("set-cookie").is_none(), "{path}: the session cookie is not cleared");
+        assert!(!r.text().await.unwrap().contains("auth_records"), "{path} shows internals");
+    }
+
+    side.execute_batch("ALTER TABLE auth_records_away RENAME TO auth_records").unwrap();
+    let me = no_redirects().get(format!("{}/me", app.root)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(me.status(), 200, "the session was never lost");
+    let _ = std::fs::remove_dir_all(dir);
+}

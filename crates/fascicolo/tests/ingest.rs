@@ -197,8 +197,14 @@ async fn bad_input_is_refused_clearly_and_nothing_is_stored() {
     let no_cda_pdf = fascicolo_cda::pdf::text_pdf("Un referto senza CDA", &["testo".into()], None).unwrap();
     let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;">]><ClinicalDocument xmlns="urn:hl7-org:v3">&lol3;</ClinicalDocument>"#.to_vec();
     let xxe = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "http://127.0.0.1:9/steal">]><ClinicalDocument xmlns="urn:hl7-org:v3">&e;</ClinicalDocument>"#.to_vec();
-    let citizen =
-        token_for(&app.store, &Actor::new(Who::Citizen { cf: PATIENT_CFS[0].into(), patient: Some(s.patients[0].1.clone()) })).await;
+    let citizen = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen {
+            cf: fascicolo_domain::CodiceFiscale::parse(PATIENT_CFS[0]).unwrap(),
+            patient: Some(s.patients[0].1.clone()),
+        }),
+    )
+    .await;
     let before = app.versions().await;
     // (what, body, media type, token, status, error or first problem id)
     type Case<'a> = (&'a str, Vec<u8>, &'a str, Option<&'a str>, u16, &'a str);
@@ -323,7 +329,11 @@ async fn replacement_supersedes_deletion_retires_and_metadata_hides() {
     let d = app.get(&format!("/DocumentReference/{new}")).await.body;
     assert_eq!(d["context"]["event"][0]["coding"][0]["code"], "ERP");
     assert!(d["meta"]["security"].as_array().unwrap().iter().any(|c| c["code"] == "P98"));
-    let citizen = token_for(&app.store, &Actor::new(Who::Citizen { cf: PATIENT_CFS[0].into(), patient: Some(giuseppe.clone()) })).await;
+    let citizen = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(PATIENT_CFS[0]).unwrap(), patient: Some(giuseppe.clone()) }),
+    )
+    .await;
     let seen =
         call(app, "GET", &format!("/fhir/r4/Observation?patient={giuseppe}&code=http://loinc.org|14957-5"), Some(&citizen), None).await;
     assert_eq!(seen.body["entry"].as_array().map_or(0, Vec::len), 0, "{}", seen.body);
@@ -493,7 +503,11 @@ async fn published_documents_obey_consent_and_hiding_everywhere() {
         &Actor::new(Who::Professional { practitioner: "colombo-elena".into(), organization: None, role: ProRole::Pediatrician }),
     )
     .await;
-    let giulia = token_for(&app.store, &Actor::new(Who::Citizen { cf: giulia_cf.into(), patient: Some("rossi-giulia".into()) })).await;
+    let giulia = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(giulia_cf).unwrap(), patient: Some("rossi-giulia".into()) }),
+    )
+    .await;
 
     // her GP (consent, care relation): the plain report, never the hidden one, nor its result
     for suffix in ["", "/original", "/pdf"] {

@@ -25,7 +25,8 @@ fn gp() -> Actor {
 }
 
 fn giulia(acting_for: &str) -> Actor {
-    let mut a = Actor::new(Who::Citizen { cf: GIULIA_CF.into(), patient: Some("rossi-giulia".into()) });
+    let mut a =
+        Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(GIULIA_CF).unwrap(), patient: Some("rossi-giulia".into()) });
     a.acting_for = Some(acting_for.into());
     a
 }

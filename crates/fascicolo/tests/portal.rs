@@ -88,7 +88,11 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
 
     // the list holds exactly the documents the FHIR API gives her, newest first
     let (_, list) = giulia.get("/documenti").await;
-    let citizen_token = token_for(&app.store, &Actor::new(Who::Citizen { cf: GIULIA.into(), patient: Some("rossi-giulia".into()) })).await;
+    let citizen_token = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(GIULIA).unwrap(), patient: Some("rossi-giulia".into()) }),
+    )
+    .await;
     let api = app.get_as("/DocumentReference?patient=rossi-giulia&status=current&_summary=count", &citizen_token).await;
     let total = api.body["total"].as_u64().unwrap();
     assert!(list.contains(&format!("{total} documenti")), "the count matches the API's ({total})");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const GIULIA_CF: &str = "RSSGLI85D52F205Q";
 
 fn citizen(cf: &str, patient: &str, acting_for: &str) -> Actor {
-    let mut a = Actor::new(Who::Citizen { cf: cf.into(), patient: Some(patient.into()) });
+    let mut a = Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(cf).unwrap(), patient: Some(patient.into()) });
     a.acting_for = Some(acting_for.into());
     a
 }

@@ -25,7 +25,7 @@ fn producer() -> Actor {
 }
 
 fn citizen(cf: &str, patient: &str) -> Actor {
-    Actor::new(Who::Citizen { cf: cf.into(), patient: Some(patient.into()) })
+    Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(cf).unwrap(), patient: Some(patient.into()) })
 }
 
 fn with_scopes(mut a: Actor, scopes: &str) -> Actor {

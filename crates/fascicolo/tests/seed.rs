@@ -140,7 +140,7 @@ async fn an_er_report_goes_in_as_an_emergency_encounter_with_its_triage() {
     // hidden by the citizen (P99), the visit leaves the family doctor's view everywhere: the
     // Encounter with its triage and reason, in search, count, read and $everything
     let gp = Actor::new(Who::Professional { practitioner: person.doctor.clone().unwrap(), organization: None, role: ProRole::Gp });
-    let own = Actor::new(Who::Citizen { cf: person.cf.to_string(), patient: Some(person.id.clone()) });
+    let own = Actor::new(Who::Citizen { cf: person.cf.clone(), patient: Some(person.id.clone()) });
     let enc_id = enc["id"].as_str().unwrap().to_string();
     let visible = |a: Actor| {
         let (fhir, enc_id, patient) = (fhir.clone(), enc_id.clone(), person.id.clone());

@@ -8,7 +8,7 @@ use fascicolo_domain::PatientKey;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
+    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, SubmissionStatus, Write,
 };
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -141,7 +141,10 @@ fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
 }
 
 /// The schema's migrations, in order (see [`fascicolo_store::migrations`]).
-pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
+];
 
 /// Applies the migrations the database has not seen, each in its own transaction with its
 /// record (the caller holds the start-up lock); returns the versions applied now.
@@ -472,7 +475,74 @@ impl Store for PgStore {
     async fn auth_purge(&self, now: i64) -> Result<u64, StoreError> {
         let c = self.client().await?;
         let st = c.prepare_cached(&sql::auth_sql(Dialect::Postgres).purge).await.map_err(be)?;
-        c.execute(&st, &[&now]).await.map_err(be)
+        let mut n = c.execute(&st, &[&now]).await.map_err(be)?;
+        for q in sql::state_sql(Dialect::Postgres).purge {
+            let st = c.prepare_cached(&q).await.map_err(be)?;
+            n += c.execute(&st, &[&now]).await.map_err(be)?;
+        }
+        Ok(n)
+    }
+
+    async fn job_mark(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).job_get).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&job]).await.map_err(be)?.map(|r| r.get(0)))
+    }
+
+    async fn set_job_mark(&self, job: &str, data: &str, now: i64) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).job_put).await.map_err(be)?;
+        c.execute(&st, &[&job, &data, &now]).await.map_err(be).map(drop)
+    }
+
+    async fn first_job_mark(&self, job: &str, data: &str, now: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).job_insert_new).await.map_err(be)?;
+        Ok(c.execute(&st, &[&job, &data, &now]).await.map_err(be)? > 0)
+    }
+
+    async fn seen_mark(&self, key: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).seen_get).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&key, &now]).await.map_err(be)?.map(|r| r.get(0)))
+    }
+
+    async fn set_seen_mark(&self, key: &str, seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).seen_put).await.map_err(be)?;
+        c.execute(&st, &[&key, &seen_at, &expires_at]).await.map_err(be).map(drop)
+    }
+
+    async fn put_submission(&self, s: &SubmissionStatus) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).submission_put).await.map_err(be)?;
+        c.execute(&st, &[&s.workflow, &s.producer, &s.body, &s.expires_at]).await.map_err(be).map(drop)
+    }
+
+    async fn submission(&self, workflow: &str, now: i64) -> Result<Option<SubmissionStatus>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).submission_get).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&workflow, &now]).await.map_err(be)?.map(|r| SubmissionStatus {
+            workflow: r.get(0),
+            producer: r.get(1),
+            body: r.get(2),
+            expires_at: r.get(3),
+        }))
+    }
+
+    async fn claim_notification(&self, key: &str, message: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::state_sql(Dialect::Postgres).claim).await.map_err(be)?;
+        let holder: String = c.query_one(&st, &[&key, &message, &expires_at]).await.map_err(be)?.get(0);
+        Ok(holder == message)
+    }
+
+    async fn probe_write(&self, bytes: usize) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let q = sql::state_sql(Dialect::Postgres);
+        let st = c.prepare_cached(&q.probe_put).await.map_err(be)?;
+        c.execute(&st, &[&"x".repeat(bytes)]).await.map_err(be)?;
+        c.batch_execute(&q.probe_delete).await.map_err(be)
     }
 }
 

@@ -57,6 +57,18 @@ async fn migrations_from_empty_from_the_last_release_and_newer_refused() {
     assert!(store.read("Organization", "org-old").await.unwrap().unwrap().json.contains("ASST Lariana"));
     assert_eq!(versions(&c).await, all);
 
+    // migration 1's catch-all table with operational state: moved to its own tables
+    let state = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let c2 = admin(&url, &state).await;
+    c2.batch_execute(fascicolo_store::migrations::TABLE).await.unwrap();
+    c2.batch_execute(MIGRATIONS[0].sql).await.unwrap();
+    c2.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'initial', 0)", &[]).await.unwrap();
+    c2.batch_execute(fascicolo_store::conformance::MIGRATION_1_STATE_ROWS).await.unwrap();
+    let store = PgStore::connect_in_schema(&url, 2, Some(&state)).await.unwrap();
+    fascicolo_store::conformance::state_moved_by_migration_2(&store).await;
+    let kinds: Vec<String> = c2.query("SELECT kind FROM auth_records", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(kinds, ["session"], "only sign-in records stay");
+
     // a newer program's migration: refused
     c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from the future', 0)", &[]).await.unwrap();
     let err = PgStore::connect_in_schema(&url, 2, Some(&release)).await.map(|_| ()).unwrap_err().to_string();

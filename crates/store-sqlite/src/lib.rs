@@ -13,7 +13,7 @@ use fascicolo_domain::PatientKey;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, Write,
+    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, SubmissionStatus, Write,
 };
 use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, Value as SqlLite};
@@ -73,7 +73,10 @@ fn start_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
 }
 
 /// The schema's migrations, in order (see [`fascicolo_store::migrations`]).
-pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
+];
 
 /// Applies the migrations the database has not seen, all in one immediate transaction (a second
 /// process opening the same file waits, then finds them applied); returns the versions applied now.
@@ -656,7 +659,99 @@ impl Store for SqliteStore {
     async fn auth_purge(&self, now: i64) -> Result<u64, StoreError> {
         self.with_writer(move |c| {
             let a = sql::auth_sql(Dialect::Sqlite);
-            Ok(c.prepare_cached(&a.purge).map_err(be)?.execute([now]).map_err(be)? as u64)
+            let mut n = c.prepare_cached(&a.purge).map_err(be)?.execute([now]).map_err(be)? as u64;
+            for q in sql::state_sql(Dialect::Sqlite).purge {
+                n += c.prepare_cached(&q).map_err(be)?.execute([now]).map_err(be)? as u64;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn job_mark(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let job = job.to_string();
+        self.with_reader(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).job_get;
+            c.prepare_cached(&q).map_err(be)?.query_row([&job], |r| r.get(0)).optional().map_err(be)
+        })
+        .await
+    }
+
+    async fn set_job_mark(&self, job: &str, data: &str, now: i64) -> Result<(), StoreError> {
+        let (job, data) = (job.to_string(), data.to_string());
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).job_put;
+            c.prepare_cached(&q).map_err(be)?.execute((&job, &data, now)).map_err(be).map(drop)
+        })
+        .await
+    }
+
+    async fn first_job_mark(&self, job: &str, data: &str, now: i64) -> Result<bool, StoreError> {
+        let (job, data) = (job.to_string(), data.to_string());
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).job_insert_new;
+            Ok(c.prepare_cached(&q).map_err(be)?.execute((&job, &data, now)).map_err(be)? > 0)
+        })
+        .await
+    }
+
+    async fn seen_mark(&self, key: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let key = key.to_string();
+        self.with_reader(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).seen_get;
+            c.prepare_cached(&q).map_err(be)?.query_row((&key, now), |r| r.get(0)).optional().map_err(be)
+        })
+        .await
+    }
+
+    async fn set_seen_mark(&self, key: &str, seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).seen_put;
+            c.prepare_cached(&q).map_err(be)?.execute((&key, seen_at, expires_at)).map_err(be).map(drop)
+        })
+        .await
+    }
+
+    async fn put_submission(&self, s: &SubmissionStatus) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).submission_put;
+            c.prepare_cached(&q).map_err(be)?.execute((&s.workflow, &s.producer, &s.body, s.expires_at)).map_err(be).map(drop)
+        })
+        .await
+    }
+
+    async fn submission(&self, workflow: &str, now: i64) -> Result<Option<SubmissionStatus>, StoreError> {
+        let workflow = workflow.to_string();
+        self.with_reader(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).submission_get;
+            c.prepare_cached(&q)
+                .map_err(be)?
+                .query_row((&workflow, now), |r| {
+                    Ok(SubmissionStatus { workflow: r.get(0)?, producer: r.get(1)?, body: r.get(2)?, expires_at: r.get(3)? })
+                })
+                .optional()
+                .map_err(be)
+        })
+        .await
+    }
+
+    async fn claim_notification(&self, key: &str, message: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let (key, message) = (key.to_string(), message.to_string());
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite).claim;
+            let holder: String = c.prepare_cached(&q).map_err(be)?.query_row((&key, &message, expires_at), |r| r.get(0)).map_err(be)?;
+            Ok(holder == message)
+        })
+        .await
+    }
+
+    async fn probe_write(&self, bytes: usize) -> Result<(), StoreError> {
+        self.with_writer(move |c| {
+            let q = sql::state_sql(Dialect::Sqlite);
+            c.prepare_cached(&q.probe_put).map_err(be)?.execute(["x".repeat(bytes)]).map_err(be)?;
+            c.prepare_cached(&q.probe_delete).map_err(be)?.execute([]).map_err(be).map(drop)
         })
         .await
     }

@@ -59,6 +59,27 @@ async fn a_database_of_the_last_release_is_adopted_with_its_data() {
     assert!(store.read("Patient", "p1").await.unwrap().is_some());
 }
 
+/// Migration 1 kept operational state in the sign-in records table; migration 2 moves each kind
+/// to its own table, where the typed operations find it, and leaves the sign-in records alone.
+#[tokio::test]
+async fn operational_state_moves_out_of_the_sign_in_records() {
+    let p = path("state.db");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute_batch(fascicolo_store::migrations::TABLE).unwrap();
+        c.execute_batch(MIGRATIONS[0].sql).unwrap();
+        c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'initial', 0)", []).unwrap();
+        c.execute_batch(fascicolo_store::conformance::MIGRATION_1_STATE_ROWS).unwrap();
+    }
+    let store = SqliteStore::open(&p).unwrap();
+    fascicolo_store::conformance::state_moved_by_migration_2(&store).await;
+    let c = rusqlite::Connection::open(&p).unwrap();
+    let kinds: Vec<String> =
+        c.prepare("SELECT kind FROM auth_records").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(kinds, ["session"], "only sign-in records stay");
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_program_is_refused() {
     let p = path("newer.db");

@@ -3,7 +3,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
-use crate::{AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Visibility, Write};
+use crate::{
+    AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, SubmissionStatus, Visibility, Write,
+};
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
 use serde_json::{json, Value};
@@ -422,13 +424,77 @@ pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
     assert_eq!(s.auth_purge(1000).await.unwrap(), 1);
 }
 
+pub async fn operational_state_is_typed_and_expires(s: &dyn Store) {
+    // job marks: absent, set, replaced
+    assert_eq!(s.job_mark("seed/region").await.unwrap(), None);
+    s.set_job_mark("seed/region", r#"{"seed":1}"#, 10).await.unwrap();
+    s.set_job_mark("seed/region", r#"{"seed":2}"#, 20).await.unwrap();
+    assert_eq!(s.job_mark("seed/region").await.unwrap().as_deref(), Some(r#"{"seed":2}"#));
+    assert_eq!(s.job_mark("demo/everything").await.unwrap(), None, "jobs are separate");
+    assert!(!s.first_job_mark("seed/region", "{}", 30).await.unwrap(), "an existing mark wins");
+    assert!(s.first_job_mark("demo/everything", "", 30).await.unwrap());
+    assert_eq!(s.job_mark("seed/region").await.unwrap().as_deref(), Some(r#"{"seed":2}"#));
+    // seen marks expire
+    s.set_seen_mark("k1", 1500, 3000).await.unwrap();
+    assert_eq!(s.seen_mark("k1", 2000).await.unwrap(), Some(1500));
+    assert_eq!(s.seen_mark("k1", 3000).await.unwrap(), None, "expired");
+    s.set_seen_mark("k1", 2500, 9000).await.unwrap();
+    assert_eq!(s.seen_mark("k1", 3000).await.unwrap(), Some(2500), "replaced");
+    // submission statuses carry their producer and expire
+    let sub = SubmissionStatus { workflow: "wf-1".into(), producer: "asst-a".into(), body: r#"{"status":"ok"}"#.into(), expires_at: 5000 };
+    s.put_submission(&sub).await.unwrap();
+    assert_eq!(s.submission("wf-1", 4000).await.unwrap(), Some(sub.clone()));
+    assert_eq!(s.submission("wf-2", 4000).await.unwrap(), None);
+    assert_eq!(s.submission("wf-1", 5000).await.unwrap(), None, "expired");
+    // notification claims: the first message holds it, its own retry still does, others never
+    let (a, b) = tokio::join!(s.claim_notification("hour-1", "m-a", 9000), s.claim_notification("hour-1", "m-b", 9000));
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one of two concurrent claimers holds the claim");
+    let holder = if s.claim_notification("hour-1", "m-a", 9000).await.unwrap() { "m-a" } else { "m-b" };
+    let other = if holder == "m-a" { "m-b" } else { "m-a" };
+    assert!(s.claim_notification("hour-1", holder, 9000).await.unwrap(), "a retry of the holder keeps it");
+    assert!(!s.claim_notification("hour-1", other, 9000).await.unwrap());
+    assert!(s.claim_notification("hour-2", other, 9000).await.unwrap(), "another hour is another claim");
+    // the readiness probe leaves nothing behind and works twice
+    s.probe_write(64 * 1024).await.unwrap();
+    s.probe_write(10).await.unwrap();
+    // purge removes what expired, in every table, and keeps the rest
+    s.set_seen_mark("k-old", 1, 100).await.unwrap();
+    s.put_submission(&SubmissionStatus { expires_at: 100, workflow: "wf-old".into(), ..sub }).await.unwrap();
+    s.claim_notification("hour-old", "m-x", 100).await.unwrap();
+    assert_eq!(s.auth_purge(1000).await.unwrap(), 3);
+    assert_eq!(s.seen_mark("k1", 1000).await.unwrap(), Some(2500));
+    assert!(s.job_mark("seed/region").await.unwrap().is_some(), "job marks do not expire");
+}
+
+/// What migration 1's catch-all table held: seed progress, a demo step, a seen mark, a
+/// submission status, a notification claim, and a session that must stay.
+pub const MIGRATION_1_STATE_ROWS: &str = "INSERT INTO auth_records (kind, id, subject, data, expires_at) VALUES \
+    ('seed-progress', 'region', 'seed', '{\"seed\":7,\"citizens\":200,\"years\":5}', 9223372036854775807), \
+    ('demo-seeded', 'everything', 'demo', '', 9223372036854775807), \
+    ('portal-seen', 'k1', 'portal', '1700000000000', 4102444800000), \
+    ('ingest-status', 'wf-1', 'asst-a', '{\"status\":\"ok\"}', 4102444800000), \
+    ('notified', 'hour-1', 'notify', 'm-1', 4102444800000), \
+    ('session', 's1', 'alice', '{}', 4102444800000);";
+
+/// Checks a store migrated from [`MIGRATION_1_STATE_ROWS`].
+pub async fn state_moved_by_migration_2(store: &dyn Store) {
+    assert_eq!(store.job_mark("seed/region").await.unwrap().as_deref(), Some(r#"{"seed":7,"citizens":200,"years":5}"#));
+    assert!(store.job_mark("demo/everything").await.unwrap().is_some());
+    assert_eq!(store.seen_mark("k1", 0).await.unwrap(), Some(1_700_000_000_000));
+    let s = store.submission("wf-1", 0).await.unwrap().unwrap();
+    assert_eq!((s.producer.as_str(), s.body.as_str()), ("asst-a", r#"{"status":"ok"}"#));
+    assert!(store.claim_notification("hour-1", "m-1", 4_102_444_800_000).await.unwrap(), "the claim keeps its holder");
+    assert!(!store.claim_notification("hour-1", "m-2", 4_102_444_800_000).await.unwrap());
+    assert!(store.auth_get("session", "s1", 0).await.unwrap().is_some());
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            auth_records_expire_and_are_single_use);
+            auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

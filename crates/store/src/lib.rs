@@ -252,6 +252,38 @@ pub trait Store: Send + Sync + 'static {
     async fn auth_delete(&self, kind: &str, id: &str) -> Result<bool, StoreError>;
     /// Remove every record of a kind for a subject ("sign out everywhere"); returns how many.
     async fn auth_delete_subject(&self, kind: &str, subject: &str) -> Result<u64, StoreError>;
-    /// Remove records expired before `now`; returns how many.
+    /// Remove records expired before `now` (sign-in records, seen marks, submission statuses,
+    /// notification claims); returns how many.
     async fn auth_purge(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// The progress a resumable job recorded (JSON of the job's own shape), if any.
+    async fn job_mark(&self, job: &str) -> Result<Option<String>, StoreError>;
+    /// Record a job's progress, replacing what it recorded before.
+    async fn set_job_mark(&self, job: &str, data: &str, now: i64) -> Result<(), StoreError>;
+    /// Record a job's mark unless it has one: true when this call recorded it.
+    async fn first_job_mark(&self, job: &str, data: &str, now: i64) -> Result<bool, StoreError>;
+    /// When a person last opened a list (ms), under an opaque key; marks expire.
+    async fn seen_mark(&self, key: &str, now: i64) -> Result<Option<i64>, StoreError>;
+    async fn set_seen_mark(&self, key: &str, seen_at: i64, expires_at: i64) -> Result<(), StoreError>;
+    /// Record the outcome of an ingestion submission, replacing an earlier one of the workflow.
+    async fn put_submission(&self, s: &SubmissionStatus) -> Result<(), StoreError>;
+    /// The outcome of a submission that has not expired at `now`.
+    async fn submission(&self, workflow: &str, now: i64) -> Result<Option<SubmissionStatus>, StoreError>;
+    /// Claim `key` (a patient, a professional and an hour) for the notification `message`: true
+    /// when the message holds the claim, made now or by an earlier attempt of its own. The first
+    /// claimer keeps it until it expires; two concurrent claimers never both hold it.
+    async fn claim_notification(&self, key: &str, message: &str, expires_at: i64) -> Result<bool, StoreError>;
+    /// Write `bytes` bytes and remove them: whether the storage has room for such a write.
+    async fn probe_write(&self, bytes: usize) -> Result<(), StoreError>;
+}
+
+/// The outcome of an ingestion submission, kept for a while for the producer that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionStatus {
+    pub workflow: String,
+    /// The producer's subject: only it may read the status.
+    pub producer: String,
+    /// JSON the ingestion service answers with.
+    pub body: String,
+    pub expires_at: i64,
 }

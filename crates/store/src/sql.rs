@@ -935,3 +935,87 @@ pub fn auth_sql(d: Dialect) -> AuthSql {
         purge: format!("DELETE FROM auth_records WHERE expires_at <= {}", p(1)),
     }
 }
+
+/// Statements of the operational state kept beside the records (job marks, seen marks,
+/// submission statuses, notification claims, the readiness probe), numbered for the dialect.
+pub struct StateSql {
+    /// Params: job. Returns data.
+    pub job_get: String,
+    /// Params: job, data, now.
+    pub job_put: String,
+    /// Params: job, data, now; leaves an existing mark as it is.
+    pub job_insert_new: String,
+    /// Params: key, now. Returns seen_at.
+    pub seen_get: String,
+    /// Params: key, seen_at, expires_at.
+    pub seen_put: String,
+    /// Params: workflow, producer, body, expires_at.
+    pub submission_put: String,
+    /// Params: workflow, now. Returns workflow, producer, body, expires_at.
+    pub submission_get: String,
+    /// Params: key, message_id, expires_at. Returns the message holding the claim.
+    pub claim: String,
+    /// Params: data.
+    pub probe_put: String,
+    pub probe_delete: String,
+    /// Params: now. One statement per table of expiring rows.
+    pub purge: Vec<String>,
+}
+
+pub fn state_sql(d: Dialect) -> StateSql {
+    let p = |n| ph(d, n);
+    StateSql {
+        job_get: format!("SELECT data FROM job_marks WHERE job = {}", p(1)),
+        job_put: format!(
+            "INSERT INTO job_marks (job, data, updated_at) VALUES ({}, {}, {}) ON CONFLICT (job) DO UPDATE SET data = excluded.data, \
+             updated_at = excluded.updated_at",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        job_insert_new: format!(
+            "INSERT INTO job_marks (job, data, updated_at) VALUES ({}, {}, {}) ON CONFLICT (job) DO NOTHING",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        seen_get: format!("SELECT seen_at FROM seen_marks WHERE mark_key = {} AND expires_at > {}", p(1), p(2)),
+        seen_put: format!(
+            "INSERT INTO seen_marks (mark_key, seen_at, expires_at) VALUES ({}, {}, {}) ON CONFLICT (mark_key) DO UPDATE SET \
+             seen_at = excluded.seen_at, expires_at = excluded.expires_at",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        submission_put: format!(
+            "INSERT INTO submission_status (workflow, producer, body, expires_at) VALUES ({}, {}, {}, {}) ON CONFLICT (workflow) \
+             DO UPDATE SET producer = excluded.producer, body = excluded.body, expires_at = excluded.expires_at",
+            p(1),
+            p(2),
+            p(3),
+            p(4)
+        ),
+        submission_get: format!(
+            "SELECT workflow, producer, body, expires_at FROM submission_status WHERE workflow = {} AND expires_at > {}",
+            p(1),
+            p(2)
+        ),
+        // the first claimer's row stays; every claimer reads back who holds it, in one statement
+        claim: format!(
+            "INSERT INTO notification_claims (claim_key, message_id, expires_at) VALUES ({}, {}, {}) ON CONFLICT (claim_key) \
+             DO UPDATE SET message_id = notification_claims.message_id RETURNING message_id",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        probe_put: format!(
+            "INSERT INTO readiness_probe (id, data) VALUES (1, {}) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            p(1)
+        ),
+        probe_delete: "DELETE FROM readiness_probe".into(),
+        purge: ["seen_marks", "submission_status", "notification_claims"]
+            .iter()
+            .map(|t| format!("DELETE FROM {t} WHERE expires_at <= {}", p(1)))
+            .collect(),
+    }
+}

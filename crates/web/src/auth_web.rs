@@ -52,9 +52,12 @@ fn set_cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: Op
         .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-/// The live session of a request, with its cookie secret.
-pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
-    session_checked(state, headers).await.ok().flatten()
+/// The live session of a request, with its cookie secret; `Ok(None)` when there is none (sign
+/// in), `Err` an error page when the store could not be asked (never a sign-in page that hides
+/// an outage, never a sign-out that did not happen).
+pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<(String, Session)>, Response> {
+    let (lang, _) = crate::portal::lang_of(headers, None);
+    session_checked(state, headers).await.map_err(|e| crate::portal::app_error(state, lang, &e))
 }
 
 /// The request's session, telling "no session" (`Ok(None)`: sign in) from a store that could
@@ -221,7 +224,10 @@ fn profile_label(lang: Lang, who: &Who) -> String {
 /// The signed-in person's page: who they are, whose record they act on, sign-out.
 pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
     let lang = Lang::from_query(raw.as_deref());
-    let Some((_, s)) = session(&state, &headers).await else {
+    let Some((_, s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
         return Redirect::to("/auth/login?next=/me").into_response();
     };
     let csrf = s.csrf.as_str();
@@ -231,7 +237,11 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
         if let Some(p) = patient {
             options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
         }
-        if let Ok(list) = state.fhir.represented(cf).await {
+        let list = match state.fhir.represented(cf).await {
+            Ok(list) => list,
+            Err(e) => return crate::portal::app_error(&state, lang, &e),
+        };
+        {
             for r in list {
                 let what = match r.acting_as {
                     ActingAs::Parent => lang.t("figlio/a minore", "minor child"),
@@ -307,7 +317,10 @@ fn csrf_refused() -> Response {
 }
 
 pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((secret, mut s)) = session(&state, &headers).await else {
+    let Some((secret, mut s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
         return Redirect::to("/auth/login?next=/me").into_response();
     };
     if !csrf_ok(&s, &f.csrf) {
@@ -326,7 +339,11 @@ pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, F
     }
     if let Some(target) = f.acting_for {
         // whose record this person may act on is the app's decision
-        if !state.fhir.may_act_for(&s.actor.who, &target).await.unwrap_or(false) {
+        let may = match state.fhir.may_act_for(&s.actor.who, &target).await {
+            Ok(may) => may,
+            Err(e) => return crate::portal::app_error(&state, Lang::It, &e),
+        };
+        if !may {
             return refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
                 "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age).");
         }
@@ -345,22 +362,37 @@ fn cleared(state: &AppState, to: &str) -> Response {
 }
 
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((secret, s)) = session(&state, &headers).await else { return cleared(&state, "/") };
+    let Some((secret, s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
+        return cleared(&state, "/");
+    };
     if !csrf_ok(&s, &f.csrf) {
         return csrf_refused();
     }
-    let _ = state.auth.sessions.end(&secret).await;
+    // a sign-out that did not happen must not look as if it had
+    if let Err(e) = state.auth.sessions.end(&secret).await {
+        return crate::portal::app_error(&state, Lang::It, &e);
+    }
     let after = format!("{}/", state.auth.public_url);
     let to = state.auth.rp.logout_url(s.id_token.as_deref(), &after).await.unwrap_or_else(|| "/".into());
     cleared(&state, &to)
 }
 
 pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((_, s)) = session(&state, &headers).await else { return cleared(&state, "/") };
+    let Some((_, s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
+        return cleared(&state, "/");
+    };
     if !csrf_ok(&s, &f.csrf) {
         return csrf_refused();
     }
-    let _ = state.auth.sessions.end_all(&s).await;
+    if let Err(e) = state.auth.sessions.end_all(&s).await {
+        return crate::portal::app_error(&state, Lang::It, &e);
+    }
     state.tokens.forget_all();
     cleared(&state, "/")
 }

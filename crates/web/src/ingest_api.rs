@@ -246,9 +246,10 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Actor, Response
     if headers.contains_key(header::AUTHORIZATION) {
         return actor(state, headers).await;
     }
-    match crate::auth_web::session(state, headers).await {
-        Some((_, s)) => Ok(s.actor),
-        None => Err(simple(401, "unauthorized", "sign in, or send an access token")),
+    match crate::auth_web::session_checked(state, headers).await {
+        Ok(Some((_, s))) => Ok(s.actor),
+        Ok(None) => Err(simple(401, "unauthorized", "sign in, or send an access token")),
+        Err(e) => Err(error(IngestError::from(e))),
     }
 }
 

@@ -107,7 +107,10 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
     if !get("aud").is_empty() && get("aud").trim_end_matches('/') != state.fhir_base().trim_end_matches('/') {
         return back("invalid_request", "aud must be this server's FHIR base URL");
     }
-    let Some((_, s)) = session(&state, &headers).await else {
+    let Some((_, s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
         let here = format!("/oauth/authorize?{}", raw.unwrap_or_default());
         let next = form_urlencoded::Serializer::new(String::new()).append_pair("next", &here).finish();
         return Redirect::to(&format!("/auth/login?{next}")).into_response();
@@ -147,7 +150,12 @@ pub struct Approval {
 }
 
 pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> Response {
-    let Some((_, s)) = session(&state, &headers).await else { return Redirect::to("/auth/login").into_response() };
+    let Some((_, s)) = (match session(&state, &headers).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    }) else {
+        return Redirect::to("/auth/login").into_response();
+    };
     if !fascicolo_app::auth::same_secret(&s.csrf, &a.csrf) {
         return (StatusCode::FORBIDDEN, "the form has expired; reload the page").into_response();
     }
