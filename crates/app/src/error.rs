@@ -41,16 +41,6 @@ impl AppError {
     pub fn is_storage_full(&self) -> bool {
         matches!(self, AppError::Store(StoreError::Full(_)))
     }
-
-    /// A server-side failure another interface reported by its status (507 full storage, 503
-    /// unavailable, any other 5xx a fault), for a page that shows it.
-    pub fn from_status(status: u16, message: String) -> Self {
-        match status {
-            507 => AppError::Store(StoreError::Full(message)),
-            503 => AppError::Store(StoreError::Unavailable(message)),
-            _ => AppError::Internal(message),
-        }
-    }
 }
 
 impl From<StoreError> for AppError {

@@ -72,16 +72,42 @@ pub struct IngestError {
     pub message: String,
     pub problems: Vec<Problem>,
     pub workflow: Option<String>,
+    /// The storage failure behind a `storage` error, kept so that a page showing it answers as
+    /// the API does (an outage 503, a full disk 507) without guessing from the status.
+    pub store: Option<Box<fascicolo_store::StoreError>>,
 }
 
 impl IngestError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), problems: Vec::new(), workflow: None }
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), problems: Vec::new(), workflow: None, store: None }
+    }
+
+    /// The error as the app layer's, for an interface that shows app errors (the portal): a
+    /// storage failure is the one that happened; others by what the status means.
+    pub fn into_app_error(self) -> AppError {
+        match (self.store, self.status) {
+            (Some(e), _) => AppError::Store(*e),
+            (None, 404) => AppError::NotFound(self.message),
+            (None, 410) => AppError::Gone(self.message),
+            (None, 401) => AppError::Unauthorized(self.message),
+            (None, 403) => AppError::Forbidden(self.message),
+            (None, 409) => AppError::Conflict(self.message),
+            (None, 413) => AppError::TooLarge(self.message),
+            (None, s) if s < 500 => AppError::BadRequest(self.message),
+            (None, _) => AppError::Internal(self.message),
+        }
     }
 
     fn invalid(problems: Vec<Problem>) -> Self {
         let n = problems.iter().filter(|p| p.severity == Severity::Error).count();
-        Self { status: 422, code: "invalid", message: format!("the document is not valid: {n} error(s)"), problems, workflow: None }
+        Self {
+            status: 422,
+            code: "invalid",
+            message: format!("the document is not valid: {n} error(s)"),
+            problems,
+            workflow: None,
+            store: None,
+        }
     }
 }
 
@@ -110,7 +136,7 @@ impl From<AppError> for IngestError {
             AppError::TooLarge(m) => IngestError::new(status, "too-large", m),
             AppError::Store(e) => {
                 tracing::error!(error = %e, "ingest: storage failure");
-                IngestError::new(status, "storage", first())
+                IngestError { store: Some(Box::new(e)), ..IngestError::new(status, "storage", first()) }
             }
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "ingest: internal failure");

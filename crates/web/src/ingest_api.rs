@@ -33,7 +33,7 @@ fn error(e: IngestError) -> Response {
 }
 
 fn simple(status: u16, code: &'static str, message: impl Into<String>) -> Response {
-    error(IngestError { status, code, message: message.into(), problems: Vec::new(), workflow: None })
+    error(IngestError::new(status, code, message))
 }
 
 async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
@@ -159,86 +159,77 @@ fn outcome(status: StatusCode, o: &Outcome) -> Response {
     resp
 }
 
-/// `POST /ingest/v1/documents/validation`: 200 with the problems (warnings only), or 422.
-pub async fn validation(State(state): State<AppState>, req: Request) -> Response {
-    let (actor, sub, _slot) = match authed_submission(&state, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match state.ingest.validate(&actor, sub).await {
-        Ok(o) if o.status == "invalid" => outcome(StatusCode::UNPROCESSABLE_ENTITY, &o),
-        Ok(o) => outcome(StatusCode::OK, &o),
-        Err(e) => error(e),
+/// Ingestion's refusals: an [`IngestError`] as its JSON body, or an answer made before the
+/// service was asked (no credentials, a body over the limit). Handlers return [`Reply`] and use `?`.
+pub struct Refusal(Response);
+
+impl From<IngestError> for Refusal {
+    fn from(e: IngestError) -> Self {
+        Refusal(error(e))
     }
+}
+
+impl From<Response> for Refusal {
+    fn from(r: Response) -> Self {
+        Refusal(r)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+pub type Reply = Result<Response, Refusal>;
+
+/// `POST /ingest/v1/documents/validation`: 200 with the problems (warnings only), or 422.
+pub async fn validation(State(state): State<AppState>, req: Request) -> Reply {
+    let (actor, sub, _slot) = authed_submission(&state, req).await?;
+    Ok(match state.ingest.validate(&actor, sub).await? {
+        o if o.status == "invalid" => outcome(StatusCode::UNPROCESSABLE_ENTITY, &o),
+        o => outcome(StatusCode::OK, &o),
+    })
 }
 
 /// `POST /ingest/v1/documents`: 201 with the ids; 200 when the same document was already published.
-pub async fn publish(State(state): State<AppState>, req: Request) -> Response {
-    let (actor, sub, _slot) = match authed_submission(&state, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match state.ingest.publish(&actor, sub).await {
-        Ok(o) if o.status == "already-published" => outcome(StatusCode::OK, &o),
-        Ok(o) => outcome(StatusCode::CREATED, &o),
-        Err(e) => error(e),
-    }
+pub async fn publish(State(state): State<AppState>, req: Request) -> Reply {
+    let (actor, sub, _slot) = authed_submission(&state, req).await?;
+    Ok(match state.ingest.publish(&actor, sub).await? {
+        o if o.status == "already-published" => outcome(StatusCode::OK, &o),
+        o => outcome(StatusCode::CREATED, &o),
+    })
 }
 
 /// `PUT /ingest/v1/documents/{id}`: publish a new version replacing document `id`.
-pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let (actor, sub, _slot) = match authed_submission(&state, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match state.ingest.replace(&actor, &id, sub).await {
-        Ok(o) => outcome(StatusCode::CREATED, &o),
-        Err(e) => error(e),
-    }
+pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Reply {
+    let (actor, sub, _slot) = authed_submission(&state, req).await?;
+    let o = state.ingest.replace(&actor, &id, sub).await?;
+    Ok(outcome(StatusCode::CREATED, &o))
 }
 
 /// `DELETE /ingest/v1/documents/{id}`: logical deletion, audited.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let actor = match actor(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match state.ingest.delete(&actor, &id).await {
-        Ok(o) => outcome(StatusCode::OK, &o),
-        Err(e) => error(e),
-    }
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Reply {
+    let actor = actor(&state, &headers).await?;
+    let o = state.ingest.delete(&actor, &id).await?;
+    Ok(outcome(StatusCode::OK, &o))
 }
 
 /// `PUT /ingest/v1/documents/{id}/metadata`: hiding rules and XDS context.
-pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let actor = match actor(&state, req.headers()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let bytes = match read_limited(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let meta: Metadata = match serde_json::from_slice(&bytes) {
-        Ok(m) => m,
-        Err(e) => return simple(400, "bad-request", format!("the body is not valid JSON metadata: {e}")),
-    };
-    match state.ingest.update_metadata(&actor, &id, meta).await {
-        Ok(o) => outcome(StatusCode::OK, &o),
-        Err(e) => error(e),
-    }
+pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Reply {
+    let actor = actor(&state, req.headers()).await?;
+    let bytes = read_limited(req.into_body(), 64 * 1024).await?;
+    let meta: Metadata = serde_json::from_slice(&bytes)
+        .map_err(|e| IngestError::new(400, "bad-request", format!("the body is not valid JSON metadata: {e}")))?;
+    let o = state.ingest.update_metadata(&actor, &id, meta).await?;
+    Ok(outcome(StatusCode::OK, &o))
 }
 
 /// `GET /ingest/v1/status/{workflowInstanceId}`.
-pub async fn status(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let actor = match actor(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match state.ingest.status(&actor, &id).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => error(e),
-    }
+pub async fn status(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Reply {
+    let actor = actor(&state, &headers).await?;
+    let v = state.ingest.status(&actor, &id).await?;
+    Ok(axum::Json(v).into_response())
 }
 
 /// Who is asking for a document page: a bearer token, or else the portal session.
@@ -262,54 +253,35 @@ fn attachment_headers(ct: &str, name: &str) -> [(header::HeaderName, String); 3]
 }
 
 /// `GET /documents/{id}/original`: the bytes as the producer sent them.
-pub async fn original(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let actor = match viewer(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match state.ingest.original(&actor, &id).await {
-        Ok((ct, bytes)) => {
-            let ext = if ct == "application/pdf" { "pdf" } else { "xml" };
-            (attachment_headers(&ct, &format!("documento-{id}.{ext}")), bytes).into_response()
-        }
-        Err(e) => error(e),
-    }
+pub async fn original(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Reply {
+    let actor = viewer(&state, &headers).await?;
+    let (ct, bytes) = state.ingest.original(&actor, &id).await?;
+    let ext = if ct == "application/pdf" { "pdf" } else { "xml" };
+    Ok((attachment_headers(&ct, &format!("documento-{id}.{ext}")), bytes).into_response())
 }
 
 /// `GET /documents/{id}/pdf`: the original PDF, or one generated from the rendering.
-pub async fn pdf(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let actor = match viewer(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match state.ingest.pdf(&actor, &id).await {
-        Ok(bytes) => (attachment_headers("application/pdf", &format!("documento-{id}.pdf")), bytes).into_response(),
-        Err(e) => error(e),
-    }
+pub async fn pdf(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Reply {
+    let actor = viewer(&state, &headers).await?;
+    let bytes = state.ingest.pdf(&actor, &id).await?;
+    Ok((attachment_headers("application/pdf", &format!("documento-{id}.pdf")), bytes).into_response())
 }
 
 /// `GET /documents/{id}`: the HTML rendering in the site's page.
-pub async fn rendering(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn rendering(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Reply {
     let lang = Lang::from_query(raw.as_deref());
-    let actor = match viewer(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match state.ingest.rendering(&actor, &id).await {
-        Ok(fragment) => {
-            // the rendering escapes everything the document says (crates/cda/src/render.rs)
-            let body = maud::html! {
-                (maud::PreEscaped(fragment))
-                p.downloads {
-                    a href={ "/documents/" (id) "/pdf" } { (lang.t("Scarica il PDF", "Download the PDF")) }
-                    " · "
-                    a href={ "/documents/" (id) "/original" } { (lang.t("Scarica l'originale", "Download the original")) }
-                }
-            };
-            let title = lang.t("Documento", "Document");
-            let banner = state.auth.demo.then_some(lang.t("Ambiente dimostrativo: dati sintetici", "Demo environment: synthetic data"));
-            Html(page(lang, title, banner, body)).into_response()
+    let actor = viewer(&state, &headers).await?;
+    let fragment = state.ingest.rendering(&actor, &id).await?;
+    // the rendering escapes everything the document says (crates/cda/src/render.rs)
+    let body = maud::html! {
+        (maud::PreEscaped(fragment))
+        p.downloads {
+            a href={ "/documents/" (id) "/pdf" } { (lang.t("Scarica il PDF", "Download the PDF")) }
+            " · "
+            a href={ "/documents/" (id) "/original" } { (lang.t("Scarica l'originale", "Download the original")) }
         }
-        Err(e) => error(e),
-    }
+    };
+    let title = lang.t("Documento", "Document");
+    let banner = state.auth.demo.then_some(lang.t("Ambiente dimostrativo: dati sintetici", "Demo environment: synthetic data"));
+    Ok(Html(page(lang, title, banner, body)).into_response())
 }

@@ -1,13 +1,13 @@
 //! Documents: the list with filters, a document's page (rendering, metadata, downloads,
 //! versions, hiding), Taccuino files and the PDF index of every document.
 
-use super::{app_error, ctx, form_ctx, layout, optional, query_map, show_date, trusted, Ctx, Relation};
+use super::PageResult;
+use super::{ctx, form_ctx, layout, optional, query_map, show_date, trusted, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use fascicolo_app::portal::{DocFilter, DocSummary, Portal};
-use fascicolo_app::AppError;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -46,22 +46,13 @@ fn doc_item(c: &Ctx, d: &DocSummary, seen: i64) -> Markup {
 }
 
 /// `GET /documenti`
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/documenti", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/documenti", raw.as_deref()).await?;
     let q = query_map(raw.as_deref());
     let filter = filter_of(&q);
     let portal = Portal::new(state.fhir.clone());
-    let seen = match portal.last_seen(c.actor()).await {
-        Ok(s) => s,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
-    let docs = match portal.documents(c.actor(), &filter).await {
-        Ok(d) => d,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let seen = portal.last_seen(c.actor()).await.map_err(c.fail())?;
+    let docs = portal.documents(c.actor(), &filter).await.map_err(c.fail())?;
     // the marks stay until the person leaves the list: remember this visit for the next one
     if filter.text.is_none() && !q.contains_key("pagina") {
         // at most once a minute: browsing back and forth is one visit, and a write less per page
@@ -133,28 +124,22 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         }
         p { a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice di tutti i documenti (PDF)", "Download the index of every document (PDF)")) } }
     };
-    layout(&c, c.t("Documenti", "Documents"), body)
+    Ok(layout(&c, c.t("Documenti", "Documents"), body))
 }
 
 /// `GET /documenti/{id}`
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let path = format!("/documenti/{id}");
-    let c = match ctx(&state, &headers, &path, raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = ctx(&state, &headers, &path, raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
-    let detail = match portal.document(c.actor(), &id).await {
-        Ok(d) => d,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let detail = portal.document(c.actor(), &id).await.map_err(c.fail())?;
     let d = &detail.doc;
     // the rendering of a published CDA (Taccuino files and FHIR-only documents have none)
     let rendering = if d.has_original {
         match state.ingest.rendering_at(c.actor(), &id, 3).await {
             Ok(r) => Some(r),
             // a document whose original cannot be rendered is shown without it; a fault is an error
-            Err(e) if e.status >= 500 => return app_error(&state, c.lang, &AppError::from_status(e.status, e.message)),
+            Err(e) if e.status >= 500 => return Err(c.fail()(e.into_app_error())),
             Err(_) => None,
         }
     } else {
@@ -162,12 +147,10 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     };
     // a Taccuino note is text: shown on the page
     let note = if d.taccuino {
-        match optional(portal.taccuino_file(c.actor(), &id).await) {
-            Ok(f) => f,
-            Err(e) => return app_error(&state, c.lang, &e),
-        }
-        .filter(|(ct, _)| ct == "text/plain")
-        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        optional(portal.taccuino_file(c.actor(), &id).await)
+            .map_err(c.fail())?
+            .filter(|(ct, _)| ct == "text/plain")
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
     } else {
         None
     };
@@ -241,7 +224,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             }
         }
     };
-    layout(&c, &d.title, body)
+    Ok(layout(&c, &d.title, body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,32 +236,29 @@ pub struct HideForm {
 }
 
 /// `POST /documenti/{id}/oscuramento`
-pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<HideForm>) -> Response {
+pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<HideForm>) -> PageResult {
     let path = format!("/documenti/{id}");
-    let c = match form_ctx(&state, &headers, &path, &f.csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = form_ctx(&state, &headers, &path, &f.csrf).await?;
     if !matches!(f.code.as_str(), "P99" | "P97" | "P00") {
-        return app_error(&state, c.lang, &fascicolo_app::AppError::BadRequest("hiding code".into()));
+        return Err(c.fail()(fascicolo_app::AppError::BadRequest("hiding code".into())));
     }
     match Portal::new(state.fhir.clone()).hide(c.actor(), &id, &f.code).await {
-        Ok(()) => Redirect::to(&format!("/documenti/{id}?esito={}", f.code)).into_response(),
-        Err(e) => app_error(&state, c.lang, &e),
+        Ok(()) => Ok(Redirect::to(&format!("/documenti/{id}?esito={}", f.code)).into_response()),
+        Err(e) => Err(c.fail()(e)),
     }
 }
 
 /// `GET /documenti/{id}/file`: a Taccuino upload.
-pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> PageResult {
     let c = match ctx(&state, &headers, &format!("/documenti/{id}/file"), None).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return Ok(r),
     };
     match Portal::new(state.fhir.clone()).taccuino_file(c.actor(), &id).await {
         Ok((ct, bytes)) => {
             let inline = matches!(ct.as_str(), "application/pdf" | "image/png" | "image/jpeg");
             let disp = if inline { "inline" } else { "attachment" };
-            (
+            Ok((
                 [
                     (header::CONTENT_TYPE, ct),
                     (header::CONTENT_DISPOSITION, format!("{disp}; filename=\"taccuino-{id}\"")),
@@ -287,27 +267,18 @@ pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers
                 ],
                 bytes,
             )
-                .into_response()
+                .into_response())
         }
-        Err(e) => app_error(&state, c.lang, &e),
+        Err(e) => Err(c.fail()(e)),
     }
 }
 
 /// `GET /documenti/indice.pdf`: every document of the record the person may see, as a PDF.
-pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/documenti/indice.pdf", None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/documenti/indice.pdf", None).await?;
     let portal = Portal::new(state.fhir.clone());
-    let docs = match portal.documents(c.actor(), &DocFilter::default()).await {
-        Ok(d) => d,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
-    let patient = match optional(portal.patient(c.actor()).await) {
-        Ok(p) => p,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let docs = portal.documents(c.actor(), &DocFilter::default()).await.map_err(c.fail())?;
+    let patient = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
     let cf = patient
         .as_ref()
         .and_then(|p| {
@@ -345,7 +316,7 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Res
     );
     let headings = [c.t("Data", "Date"), c.t("Documento", "Document"), c.t("Struttura", "Facility"), c.t("Identificativo", "Identifier")];
     match super::pdf::index(title, &subtitle, headings, &rows) {
-        Ok(bytes) => (
+        Ok(bytes) => Ok((
             [
                 (header::CONTENT_TYPE, "application/pdf".to_string()),
                 (header::CONTENT_DISPOSITION, "attachment; filename=\"indice-documenti.pdf\"".to_string()),
@@ -353,17 +324,17 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Res
             ],
             bytes,
         )
-            .into_response(),
+            .into_response()),
         Err(e) => {
             tracing::warn!(error = %e, "document index PDF failed");
-            super::message(
+            Ok(super::message(
                 &state,
                 c.lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 c.t("PDF non disponibile", "PDF unavailable"),
                 c.t("Non è stato possibile creare il PDF. Riprova più tardi.", "The PDF could not be created. Please try again later."),
                 None,
-            )
+            ))
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Family and delegations: switch to a minor child's or a delegator's record; grant, scope and
 //! revoke delegations on one's own record.
 
-use super::{app_error, ctx, form_ctx, layout, optional, show_date, Ctx, Relation};
+use super::PageResult;
+use super::{ctx, form_ctx, layout, optional, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use fascicolo_app::auth::ActingAs;
 use fascicolo_app::portal::{FieldError, Portal};
 use fascicolo_app::Who;
@@ -23,18 +24,12 @@ const SCOPES: &[(&str, &str, &str)] = &[
     ("AuditEvent", "Registro degli accessi", "Access log"),
 ];
 
-async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, errors: &[FieldError], status: StatusCode) -> Response {
-    let Who::Citizen { cf, patient } = &c.session.actor.who else { return StatusCode::FORBIDDEN.into_response() };
-    let reps = match state.fhir.represented(cf).await {
-        Ok(r) => r,
-        Err(e) => return app_error(state, c.lang, &e),
-    };
+async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, errors: &[FieldError], status: StatusCode) -> PageResult {
+    let Who::Citizen { cf, patient } = &c.session.actor.who else { return Ok(StatusCode::FORBIDDEN.into_response()) };
+    let reps = state.fhir.represented(cf).await.map_err(c.fail())?;
     let portal = Portal::new(state.fhir.clone());
     let delegations = match c.relation {
-        Relation::Own => match optional(portal.delegations(c.actor()).await) {
-            Ok(d) => d.unwrap_or_default(),
-            Err(e) => return app_error(state, c.lang, &e),
-        },
+        Relation::Own => optional(portal.delegations(c.actor()).await).map_err(c.fail())?.unwrap_or_default(),
         _ => Vec::new(),
     };
     let q = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
@@ -108,7 +103,7 @@ async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, 
     };
     let mut r = layout(c, c.t("Famiglia e deleghe", "Family and delegations"), body);
     *r.status_mut() = status;
-    r
+    Ok(r)
 }
 
 fn multi(raw: &[u8]) -> HashMap<String, Vec<String>> {
@@ -120,43 +115,34 @@ fn multi(raw: &[u8]) -> HashMap<String, Vec<String>> {
 }
 
 /// `GET /famiglia`
-pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/famiglia", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/famiglia", raw.as_deref()).await?;
     let form = multi(raw.as_deref().unwrap_or_default().as_bytes());
     render(&state, &c, &form, &[], StatusCode::OK).await
 }
 
 /// `POST /famiglia/deleghe`
-pub async fn grant(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn grant(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> PageResult {
     let form = multi(&body);
     let one = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
-    let c = match form_ctx(&state, &headers, "/famiglia", &one("csrf")).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = form_ctx(&state, &headers, "/famiglia", &one("csrf")).await?;
     let scope = form.get("scope").cloned().unwrap_or_default();
     match Portal::new(state.fhir.clone())
         .grant_delegation(c.actor(), &one("cf"), &one("given"), &one("family"), &one("until"), &scope)
         .await
     {
-        Ok(()) => Redirect::to("/famiglia?esito=delega").into_response(),
+        Ok(()) => Ok(Redirect::to("/famiglia?esito=delega").into_response()),
         Err(Ok(errors)) => render(&state, &c, &form, &errors, StatusCode::UNPROCESSABLE_ENTITY).await,
-        Err(Err(e)) => app_error(&state, c.lang, &e),
+        Err(Err(e)) => Err(c.fail()(e)),
     }
 }
 
 /// `POST /famiglia/deleghe/{id}/revoca`
-pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> PageResult {
     let form = multi(&body);
-    let c = match form_ctx(&state, &headers, "/famiglia", form.get("csrf").and_then(|v| v.first()).map_or("", String::as_str)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = form_ctx(&state, &headers, "/famiglia", form.get("csrf").and_then(|v| v.first()).map_or("", String::as_str)).await?;
     match Portal::new(state.fhir.clone()).revoke_delegation(c.actor(), &id).await {
-        Ok(()) => Redirect::to("/famiglia?esito=delega").into_response(),
-        Err(e) => app_error(&state, c.lang, &e),
+        Ok(()) => Ok(Redirect::to("/famiglia?esito=delega").into_response()),
+        Err(e) => Err(c.fail()(e)),
     }
 }

@@ -1,11 +1,12 @@
 //! Privacy: consent to consultation with the information notice, hidden documents, the access
 //! log with filters (emergency accesses highlighted), the PDF index.
 
-use super::{app_error, ctx, form_ctx, layout, optional, query_map, show_date, Ctx, Relation};
+use super::PageResult;
+use super::{ctx, form_ctx, layout, optional, query_map, show_date, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use fascicolo_app::portal::{DocFilter, Portal};
 use maud::html;
 use serde::Deserialize;
@@ -19,18 +20,15 @@ const NOTIFICATIONS: [(&str, &str, &str); 4] = [
 ];
 
 /// `POST /privacy/notifiche`: the ticked settings are on, the others off.
-pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> PageResult {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let csrf = pairs.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
-    let c = match form_ctx(&state, &headers, "/privacy", csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = form_ctx(&state, &headers, "/privacy", csrf).await?;
     let on: Vec<&str> = pairs.iter().filter(|(k, _)| k == "on").map(|(_, v)| v.as_str()).collect();
     let off: Vec<String> = NOTIFICATIONS.iter().map(|n| n.0).filter(|k| !on.contains(k)).map(String::from).collect();
     match Portal::new(state.fhir.clone()).set_notifications_off(c.actor(), &off).await {
-        Ok(()) => Redirect::to("/privacy?esito=notifiche#notify").into_response(),
-        Err(e) => app_error(&state, c.lang, &e),
+        Ok(()) => Ok(Redirect::to("/privacy?esito=notifiche#notify").into_response()),
+        Err(e) => Err(c.fail()(e)),
     }
 }
 
@@ -62,26 +60,17 @@ fn action_label(c: &Ctx, a: &str) -> &'static str {
 }
 
 /// `GET /privacy`
-pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/privacy", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/privacy", raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
-    let consent = match optional(portal.consent(c.actor()).await) {
-        Ok(v) => v,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
-    let hidden: Vec<_> = match optional(portal.documents(c.actor(), &DocFilter::default()).await) {
-        Ok(d) => d.map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect()).unwrap_or_default(),
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let consent = optional(portal.consent(c.actor()).await).map_err(c.fail())?;
+    let hidden: Vec<_> = optional(portal.documents(c.actor(), &DocFilter::default()).await)
+        .map_err(c.fail())?
+        .map(|d| d.items.into_iter().filter(|d| !d.hiding.is_empty()).collect())
+        .unwrap_or_default();
     let q = query_map(raw.as_deref());
     let off = match c.relation {
-        Relation::Own => match optional(portal.notifications_off(c.actor()).await) {
-            Ok(v) => v,
-            Err(e) => return app_error(&state, c.lang, &e),
-        },
+        Relation::Own => optional(portal.notifications_off(c.actor()).await).map_err(c.fail())?,
         _ => None,
     };
     let body = html! {
@@ -147,7 +136,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             }
         }
     };
-    layout(&c, "Privacy", body)
+    Ok(layout(&c, "Privacy", body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,29 +148,20 @@ pub struct ConsentForm {
 }
 
 /// `POST /privacy/consenso`
-pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<ConsentForm>) -> Response {
-    let c = match form_ctx(&state, &headers, "/privacy", &f.csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<ConsentForm>) -> PageResult {
+    let c = form_ctx(&state, &headers, "/privacy", &f.csrf).await?;
     let given = f.given == "true";
     match Portal::new(state.fhir.clone()).set_consent(c.actor(), given).await {
-        Ok(()) => Redirect::to(if given { "/privacy?esito=consenso-si" } else { "/privacy?esito=consenso-no" }).into_response(),
-        Err(e) => app_error(&state, c.lang, &e),
+        Ok(()) => Ok(Redirect::to(if given { "/privacy?esito=consenso-si" } else { "/privacy?esito=consenso-no" }).into_response()),
+        Err(e) => Err(c.fail()(e)),
     }
 }
 
 /// `GET /privacy/accessi`: the access log, newest first, with filters.
-pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/privacy/accessi", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/privacy/accessi", raw.as_deref()).await?;
     let q = query_map(raw.as_deref());
-    let log = match Portal::new(state.fhir.clone()).access_log(c.actor()).await {
-        Ok(l) => l,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let log = Portal::new(state.fhir.clone()).access_log(c.actor()).await.map_err(c.fail())?;
     let only_emergency = q.get("emergenza").is_some_and(|v| v == "1");
     let who = q.get("chi").map(|s| s.trim().to_lowercase()).unwrap_or_default();
     let from = q.get("dal").cloned().unwrap_or_default();
@@ -230,5 +210,5 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             } }
         }
     };
-    layout(&c, c.t("Registro degli accessi", "Access log"), body)
+    Ok(layout(&c, c.t("Registro degli accessi", "Access log"), body))
 }

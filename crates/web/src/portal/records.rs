@@ -152,15 +152,9 @@ fn range_text(p: &fascicolo_app::portal::Point) -> String {
 }
 
 /// `GET /risultati`: every coded result with its latest value.
-pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/risultati", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let series = match Portal::new(state.fhir.clone()).results(c.actor(), None, false).await {
-        Ok(s) => s,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/risultati", raw.as_deref()).await?;
+    let series = Portal::new(state.fhir.clone()).results(c.actor(), None, false).await.map_err(c.fail())?;
     let body = html! {
         h1 { (c.t("Risultati ed esami", "Results and tests")) }
         p.lead { (c.t("Ogni valore misurato, dai referti di laboratorio e dal tuo Taccuino. Apri un esame per vederne l'andamento nel tempo con l'intervallo di riferimento del laboratorio.",
@@ -184,7 +178,7 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
         }
         p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino", "Add a measurement to the Notebook")) } }
     };
-    layout(&c, c.t("Risultati", "Results"), body)
+    Ok(layout(&c, c.t("Risultati", "Results"), body))
 }
 
 fn code_param(code: &str) -> String {
@@ -196,19 +190,13 @@ fn code_param(code: &str) -> String {
 }
 
 /// `GET /risultati/{code}`: the chart of one result.
-pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let path = format!("/risultati/{code}");
-    let c = match ctx(&state, &headers, &path, raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let c = ctx(&state, &headers, &path, raw.as_deref()).await?;
     if code.is_empty() || code.len() > 64 || !code.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.') {
-        return app_error(&state, c.lang, &fascicolo_app::AppError::NotFound("code".into()));
+        return Err(c.fail()(fascicolo_app::AppError::NotFound("code".into())));
     }
-    let all = match Portal::new(state.fhir.clone()).results(c.actor(), Some(&code_param(&code)), true).await {
-        Ok(s) => s,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let all = Portal::new(state.fhir.clone()).results(c.actor(), Some(&code_param(&code)), true).await.map_err(c.fail())?;
     // a panel search (blood pressure) returns its components as series too
     let series: Vec<&Series> = {
         let exact: Vec<&Series> = all.iter().filter(|s| s.code == code).collect();
@@ -219,7 +207,7 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
         }
     };
     if series.is_empty() {
-        return app_error(&state, c.lang, &fascicolo_app::AppError::NotFound("no values".into()));
+        return Err(c.fail()(fascicolo_app::AppError::NotFound("no values".into())));
     }
     let title = series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / ");
     let body = html! {
@@ -262,7 +250,7 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
             } }
         }
     };
-    layout(&c, &title, body)
+    Ok(layout(&c, &title, body))
 }
 
 /// `GET /cronologia`: care events over time, filterable by kind.
@@ -348,15 +336,9 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
 }
 
 /// `GET /vaccinazioni`
-pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/vaccinazioni", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "Immunization", "-date").await {
-        Ok(l) => l,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/vaccinazioni", raw.as_deref()).await?;
+    let list = Portal::new(state.fhir.clone()).list(c.actor(), "Immunization", "-date").await.map_err(c.fail())?;
     let body = html! {
         h1 { (c.t("Vaccinazioni", "Vaccinations")) }
         @if list.is_empty() {
@@ -374,7 +356,7 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
             } }
         }
     };
-    layout(&c, c.t("Vaccinazioni", "Vaccinations"), body)
+    Ok(layout(&c, c.t("Vaccinazioni", "Vaccinations"), body))
 }
 
 /// A Code 39 barcode of an NRE as SVG (what pharmacies scan).
@@ -438,15 +420,9 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
 }
 
 /// `GET /appuntamenti`
-pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/appuntamenti", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "Appointment", "-date").await {
-        Ok(l) => l,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/appuntamenti", raw.as_deref()).await?;
+    let list = Portal::new(state.fhir.clone()).list(c.actor(), "Appointment", "-date").await.map_err(c.fail())?;
     let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
     let (next, past): (Vec<&Value>, Vec<&Value>) = list.iter().partition(|a| a["start"].as_str().is_some_and(|s| s >= now.as_str()));
     let row = |a: &Value| {
@@ -467,19 +443,13 @@ pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery
             div.scroll { table { thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Prestazione", "Service")) } th scope="col" { (c.t("Stato", "Status")) } } } tbody { @for a in &past { (row(a)) } } } }
         }
     };
-    layout(&c, c.t("Appuntamenti", "Appointments"), body)
+    Ok(layout(&c, c.t("Appuntamenti", "Appointments"), body))
 }
 
 /// `GET /piano-di-cura`: care plans (PAI) and the birth-pathway agenda.
-pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/piano-di-cura", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let list = match Portal::new(state.fhir.clone()).list(c.actor(), "CarePlan", "-date").await {
-        Ok(l) => l,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/piano-di-cura", raw.as_deref()).await?;
+    let list = Portal::new(state.fhir.clone()).list(c.actor(), "CarePlan", "-date").await.map_err(c.fail())?;
     let body = html! {
         h1 { (c.t("Piano di cura", "Care plan")) }
         @if list.is_empty() {
@@ -507,26 +477,26 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             }
         }
     };
-    layout(&c, c.t("Piano di cura", "Care plan"), body)
+    Ok(layout(&c, c.t("Piano di cura", "Care plan"), body))
 }
 
 /// `GET /vaccinazioni/{id}`
-pub async fn vaccination(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+pub async fn vaccination(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> PageResult {
     detail(state, "vaccinazioni", id, raw, headers).await
 }
 
 /// `GET /prescrizioni/{id}`
-pub async fn prescription(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+pub async fn prescription(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> PageResult {
     detail(state, "prescrizioni", id, raw, headers).await
 }
 
 /// `GET /appuntamenti/{id}`
-pub async fn appointment(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> Response {
+pub async fn appointment(state: State<AppState>, Path(id): Path<String>, raw: RawQuery, headers: HeaderMap) -> PageResult {
     detail(state, "appuntamenti", id, raw, headers).await
 }
 
 /// One vaccination, prescription or appointment in full.
-async fn detail(State(state): State<AppState>, section: &str, id: String, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+async fn detail(State(state): State<AppState>, section: &str, id: String, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let (rt, back_it, back_en) = match section {
         "vaccinazioni" => ("Immunization", "Tutte le vaccinazioni", "All vaccinations"),
         "prescrizioni" => ("MedicationRequest", "Tutte le prescrizioni", "All prescriptions"),
@@ -534,12 +504,9 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
     };
     let c = match ctx(&state, &headers, &format!("/{section}/{id}"), raw.as_deref()).await {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return Ok(r),
     };
-    let v = match Portal::new(state.fhir.clone()).item(c.actor(), rt, &id).await {
-        Ok(v) => v,
-        Err(e) => return app_error(&state, c.lang, &e),
-    };
+    let v = Portal::new(state.fhir.clone()).item(c.actor(), rt, &id).await.map_err(c.fail())?;
     let date = |k: &str| show_date(c.lang, v[k].as_str().unwrap_or_default(), true);
     let (title, rows): (String, Vec<(&str, String)>) = match rt {
         "Immunization" => (
@@ -594,5 +561,5 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
         dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
         @if let Some(svg) = nre { div.barcode { (trusted(svg)) } }
     };
-    layout(&c, &title, body)
+    Ok(layout(&c, &title, body))
 }

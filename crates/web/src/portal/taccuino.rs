@@ -1,11 +1,12 @@
 //! The Taccuino: measurements and own documents the citizen adds, each shared with clinicians
 //! or kept private.
 
-use super::{app_error, csrf_ok, csrf_refused, ctx, form_ctx, layout, optional, query_map, show_date, Ctx};
+use super::PageResult;
+use super::{csrf_ok, csrf_refused, ctx, form_ctx, layout, optional, query_map, show_date, Ctx};
 use crate::AppState;
 use axum::extract::{Form, Multipart, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use fascicolo_app::portal::{DocFilter, FieldError, MeasureKind, Measurement, Portal};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -54,12 +55,9 @@ async fn render(
     errors: &[FieldError],
     doc_errors: &[FieldError],
     done: Option<&str>,
-) -> Response {
+) -> PageResult {
     let portal = Portal::new(state.fhir.clone());
-    let series = match optional(portal.results(c.actor(), None, false).await) {
-        Ok(v) => v.unwrap_or_default(),
-        Err(e) => return app_error(state, c.lang, &e),
-    };
+    let series = optional(portal.results(c.actor(), None, false).await).map_err(c.fail())?.unwrap_or_default();
     let mut mine: Vec<Item> = Vec::new();
     for s in &series {
         for p in s.points.iter().filter(|p| p.taccuino) {
@@ -73,10 +71,7 @@ async fn render(
             });
         }
     }
-    let docs = match optional(portal.documents(c.actor(), &DocFilter::default()).await) {
-        Ok(d) => d.map(|d| d.items).unwrap_or_default(),
-        Err(e) => return app_error(state, c.lang, &e),
-    };
+    let docs = optional(portal.documents(c.actor(), &DocFilter::default()).await).map_err(c.fail())?.map(|d| d.items).unwrap_or_default();
     for d in docs.iter().filter(|d| d.taccuino) {
         mine.push(Item {
             when: d.date.clone(),
@@ -177,15 +172,12 @@ async fn render(
     };
     let mut r = layout(c, c.t("Taccuino", "Notebook"), body);
     *r.status_mut() = status;
-    r
+    Ok(r)
 }
 
 /// `GET /taccuino`
-pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
-    let c = match ctx(&state, &headers, "/taccuino", raw.as_deref()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/taccuino", raw.as_deref()).await?;
     let q: HashMap<String, String> = query_map(raw.as_deref());
     let done = match q.get("esito").map(String::as_str) {
         Some("misura") => Some(
@@ -204,11 +196,8 @@ fn number(s: &str) -> f64 {
 }
 
 /// `POST /taccuino`: add a measurement; errors next to the fields, nothing stored.
-pub async fn add_measurement(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<MeasureForm>) -> Response {
-    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn add_measurement(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<MeasureForm>) -> PageResult {
+    let c = form_ctx(&state, &headers, "/taccuino", &f.csrf).await?;
     let Some(kind) = MeasureKind::parse(&f.kind) else {
         return render(&state, &c, &f, &[("kind", "Scegli una misura dall'elenco.", "Choose a measurement from the list.")], &[], None)
             .await;
@@ -222,18 +211,15 @@ pub async fn add_measurement(State(state): State<AppState>, headers: HeaderMap, 
         share: f.share.is_some(),
     };
     match Portal::new(state.fhir.clone()).add_measurement(c.actor(), &m).await {
-        Ok(_) => Redirect::to("/taccuino?esito=misura").into_response(),
+        Ok(_) => Ok(Redirect::to("/taccuino?esito=misura").into_response()),
         Err(Ok(errors)) => render(&state, &c, &f, &errors, &[], None).await,
-        Err(Err(e)) => app_error(&state, c.lang, &e),
+        Err(Err(e)) => Err(c.fail()(e)),
     }
 }
 
 /// `POST /taccuino/documenti` (multipart): upload an own document.
-pub async fn add_document(State(state): State<AppState>, headers: HeaderMap, mut mp: Multipart) -> Response {
-    let c = match ctx(&state, &headers, "/taccuino", None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn add_document(State(state): State<AppState>, headers: HeaderMap, mut mp: Multipart) -> PageResult {
+    let c = ctx(&state, &headers, "/taccuino", None).await?;
     let (mut csrf, mut title, mut share, mut ct, mut bytes) = (String::new(), String::new(), false, String::new(), Vec::new());
     let mut too_big = false;
     loop {
@@ -271,12 +257,12 @@ pub async fn add_document(State(state): State<AppState>, headers: HeaderMap, mut
         return render(&state, &c, &MeasureForm::default(), &[], &errs, None).await;
     }
     if !csrf_ok(&c, &csrf) {
-        return csrf_refused(&state, c.lang);
+        return Ok(csrf_refused(&state, c.lang));
     }
     match Portal::new(state.fhir.clone()).add_taccuino_document(c.actor(), &title, &ct, &bytes, share).await {
-        Ok(_) => Redirect::to("/taccuino?esito=documento").into_response(),
+        Ok(_) => Ok(Redirect::to("/taccuino?esito=documento").into_response()),
         Err(Ok(errors)) => render(&state, &c, &MeasureForm::default(), &[], &errors, None).await,
-        Err(Err(e)) => app_error(&state, c.lang, &e),
+        Err(Err(e)) => Err(c.fail()(e)),
     }
 }
 
@@ -292,11 +278,8 @@ pub struct NoteForm {
 }
 
 /// `POST /taccuino/note`: a note, kept as a text document of the Taccuino.
-pub async fn add_note(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<NoteForm>) -> Response {
-    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn add_note(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<NoteForm>) -> PageResult {
+    let c = form_ctx(&state, &headers, "/taccuino", &f.csrf).await?;
     if f.text.trim().is_empty() {
         let errs = [("file", "Scrivi il testo della nota.", "Write the text of the note.")];
         return render(&state, &c, &MeasureForm::default(), &[], &errs, None).await;
@@ -305,9 +288,9 @@ pub async fn add_note(State(state): State<AppState>, headers: HeaderMap, Form(f)
         .add_taccuino_document(c.actor(), &f.title, "text/plain", f.text.trim().as_bytes(), f.share.is_some())
         .await
     {
-        Ok(_) => Redirect::to("/taccuino?esito=documento").into_response(),
+        Ok(_) => Ok(Redirect::to("/taccuino?esito=documento").into_response()),
         Err(Ok(errors)) => render(&state, &c, &MeasureForm::default(), &[], &errors, None).await,
-        Err(Err(e)) => app_error(&state, c.lang, &e),
+        Err(Err(e)) => Err(c.fail()(e)),
     }
 }
 
@@ -325,13 +308,10 @@ pub async fn visibility(
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
     Form(f): Form<VisibilityForm>,
-) -> Response {
-    let c = match form_ctx(&state, &headers, "/taccuino", &f.csrf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> PageResult {
+    let c = form_ctx(&state, &headers, "/taccuino", &f.csrf).await?;
     match Portal::new(state.fhir.clone()).measurement_visibility(c.actor(), &id, f.share == "1").await {
-        Ok(()) => Redirect::to("/taccuino?esito=visibilita").into_response(),
-        Err(e) => app_error(&state, c.lang, &e),
+        Ok(()) => Ok(Redirect::to("/taccuino?esito=visibilita").into_response()),
+        Err(e) => Err(c.fail()(e)),
     }
 }
