@@ -174,18 +174,26 @@ fn content(stream: &Stream) -> Result<Vec<u8>, PdfError> {
     }
 }
 
-/// Windows-1252 bytes for the standard Helvetica font (characters outside it become `?`).
-fn win_ansi(s: &str) -> Vec<u8> {
+/// Windows-1252 bytes (the PDF `WinAnsiEncoding` of the standard fonts and of the portal's
+/// embedded one); a character the encoding does not have becomes `?`.
+pub fn win_ansi(s: &str) -> Vec<u8> {
+    let mut buf = [0u8; 4];
     s.chars()
-        .map(|c| match c {
-            '€' => 0x80,
-            '’' | '‘' => b'\'',
-            '“' | '”' => b'"',
-            '–' | '—' => b'-',
-            c if (c as u32) < 0x100 => c as u32 as u8,
-            _ => b'?',
+        .map(|c| {
+            let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(c.encode_utf8(&mut buf));
+            match bytes.as_ref() {
+                [b] if !unmappable => *b,
+                _ => b'?',
+            }
         })
         .collect()
+}
+
+/// The character a Windows-1252 byte stands for (`None` for the five codes it leaves unassigned).
+pub fn win_ansi_char(code: u8) -> Option<char> {
+    let byte = [code];
+    let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&byte);
+    text.chars().next().filter(|c| !matches!(code, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D) && *c != '\u{FFFD}')
 }
 
 fn wrap(line: &str, width: usize) -> Vec<String> {
@@ -270,6 +278,16 @@ pub fn text_pdf(title: &str, paragraphs: &[String], attachment: Option<(&str, &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_1252_both_ways() {
+        assert_eq!(win_ansi("perché — €’"), [b'p', b'e', b'r', b'c', b'h', 0xE9, b' ', 0x97, b' ', 0x80, 0x92]);
+        assert_eq!(win_ansi("Ω 中"), b"? ?");
+        assert_eq!(win_ansi_char(0x80), Some('€'));
+        assert_eq!(win_ansi_char(0xE0), Some('à'));
+        assert_eq!(win_ansi_char(b'A'), Some('A'));
+        assert_eq!(win_ansi_char(0x81), None, "unassigned in Windows-1252");
+    }
 
     #[test]
     fn a_generated_pdf_carries_its_cda_back() {

@@ -401,13 +401,8 @@ pub fn ts_ok(v: &str) -> bool {
     let month_ok = n(4..6).is_none_or(|m| (1..=12).contains(&m));
     let day_ok = n(6..8).is_none_or(|d| {
         let (y, m) = (n(0..4).unwrap_or(2000), n(4..6).unwrap_or(1));
-        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-        let days = match m {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
+        let month = u8::try_from(m).ok().and_then(|m| time::Month::try_from(m).ok());
+        let days = month.zip(i32::try_from(y).ok()).map_or(0, |(month, y)| u32::from(month.length(y)));
         (1..=days).contains(&d)
     });
     let time_ok = n(8..10).is_none_or(|h| h <= 23) && n(10..12).is_none_or(|m| m <= 59) && n(12..14).is_none_or(|s| s <= 60);

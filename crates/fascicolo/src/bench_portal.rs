@@ -58,8 +58,8 @@ const TYPES: [(&str, &str); 6] = [
 ];
 
 fn day(i: usize) -> String {
-    let (y, m, d) = fascicolo_fhir::datetime::civil_from_days(19_000 + (i as i64 * 7) % 2_500);
-    format!("{y:04}-{m:02}-{d:02}")
+    // a day between 2022 and 2028
+    fascicolo_fhir::datetime::format_instant((19_000 + (i as i64 * 7) % 2_500) * 86_400_000)[..10].to_string()
 }
 
 async fn load(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<()> {

@@ -24,43 +24,30 @@ pub enum Precision {
 
 const MS_DAY: i64 = 86_400_000;
 
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The Julian day number of 1970-01-01.
+const EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// The calendar date, when it is one (months 1–12, days of that month, years ±999,999).
+fn date(y: i64, m: i64, d: i64) -> Option<time::Date> {
+    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
+    time::Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()
 }
 
-/// The civil date of a day number since the epoch.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Days since 1970-01-01 for a proleptic Gregorian date; `None` when it is not a date.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    date(y, m, d).map(|d| i64::from(d.to_julian_day()) - EPOCH_JULIAN_DAY)
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
+/// The civil date (year, month, day) of a day number since the epoch; `None` past the years
+/// `time` represents (±999,999).
+pub fn civil_from_days(z: i64) -> Option<(i64, i64, i64)> {
+    let d = time::Date::from_julian_day(i32::try_from(z.checked_add(EPOCH_JULIAN_DAY)?).ok()?).ok()?;
+    Some((i64::from(d.year()), i64::from(u8::from(d.month())), i64::from(d.day())))
+}
+
+fn days_in_month(y: i64, m: i64) -> Option<i64> {
+    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
+    Some(i64::from(month.length(i32::try_from(y).ok()?)))
 }
 
 fn num(s: &str) -> Option<i64> {
@@ -100,28 +87,28 @@ pub fn parse(s: &str) -> Option<(DateRange, Precision)> {
             return None;
         }
         if let Some(d) = d {
-            if d < 1 || d > days_in_month(y, m) {
+            if d < 1 || d > days_in_month(y, m)? {
                 return None;
             }
         }
     }
     match (m, d, time) {
         (None, None, None) => {
-            let low = days_from_civil(y, 1, 1) * MS_DAY;
-            let high = days_from_civil(y + 1, 1, 1) * MS_DAY - 1;
+            let low = days_from_civil(y, 1, 1)? * MS_DAY;
+            let high = days_from_civil(y + 1, 1, 1)? * MS_DAY - 1;
             Some((DateRange { low, high }, Precision::Year))
         }
         (Some(m), None, None) => {
-            let low = days_from_civil(y, m, 1) * MS_DAY;
-            let high = low + days_in_month(y, m) * MS_DAY - 1;
+            let low = days_from_civil(y, m, 1)? * MS_DAY;
+            let high = low + days_in_month(y, m)? * MS_DAY - 1;
             Some((DateRange { low, high }, Precision::Month))
         }
         (Some(m), Some(d), None) => {
-            let low = days_from_civil(y, m, d) * MS_DAY;
+            let low = days_from_civil(y, m, d)? * MS_DAY;
             Some((DateRange { low, high: low + MS_DAY - 1 }, Precision::Day))
         }
         (Some(m), Some(d), Some(t)) => {
-            let day = days_from_civil(y, m, d) * MS_DAY;
+            let day = days_from_civil(y, m, d)? * MS_DAY;
             let (clock, offset_ms) = split_zone(t)?;
             let mut c = clock.split(':');
             let hh = num(c.next().filter(|p| p.len() == 2)?)?;
@@ -200,7 +187,8 @@ pub fn has_zone(s: &str) -> bool {
 pub fn format_instant(ms: i64) -> String {
     let days = ms.div_euclid(MS_DAY);
     let rem = ms.rem_euclid(MS_DAY);
-    let (y, m, d) = civil_from_days(days);
+    // beyond the years a date can have, the nearest one (instants come from clocks and stores)
+    let (y, m, d) = civil_from_days(days).unwrap_or(if days < 0 { (-999_999, 1, 1) } else { (999_999, 12, 31) });
     let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
@@ -242,8 +230,14 @@ mod tests {
     #[test]
     fn civil_roundtrip() {
         for d in [-800_000, -1, 0, 1, 19_000, 2_932_896] {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
+            let (y, m, dd) = civil_from_days(d).unwrap();
+            assert_eq!(days_from_civil(y, m, dd), Some(d));
         }
+        assert_eq!(civil_from_days(0), Some((1970, 1, 1)));
+        assert_eq!(civil_from_days(-1), Some((1969, 12, 31)));
+        assert_eq!(days_from_civil(2024, 2, 29), Some(19_782));
+        assert_eq!(days_from_civil(2023, 2, 29), None);
+        assert_eq!(days_from_civil(2023, 13, 1), None);
+        assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
     }
 }

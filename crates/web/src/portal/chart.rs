@@ -140,19 +140,19 @@ pub fn svg(lang: Lang, s: &Series) -> String {
     }
     // x axis: years or months
     let span_days = x1 - x0;
-    let (ya, _, _) = fascicolo_fhir::datetime::civil_from_days(x0.floor() as i64);
-    let (yb, _, _) = fascicolo_fhir::datetime::civil_from_days(x1.ceil() as i64);
+    let year = |x: f64| fascicolo_fhir::datetime::civil_from_days(x as i64).map_or(1970, |(y, _, _)| y);
+    let (ya, yb) = (year(x0.floor()), year(x1.ceil()));
     let mut ticks: Vec<(f64, String)> = Vec::new();
     if span_days > 540.0 {
         for y in ya..=yb + 1 {
-            ticks.push((fascicolo_fhir::datetime::days_from_civil(y, 1, 1) as f64, y.to_string()));
+            ticks.extend(fascicolo_fhir::datetime::days_from_civil(y, 1, 1).map(|d| (d as f64, y.to_string())));
         }
     } else {
         for y in ya..=yb {
             for m in 1..=12 {
                 let step_m = if span_days > 180.0 { 3 } else { 1 };
                 if (m - 1) % step_m == 0 {
-                    ticks.push((fascicolo_fhir::datetime::days_from_civil(y, m, 1) as f64, format!("{m:02}/{y}")));
+                    ticks.extend(fascicolo_fhir::datetime::days_from_civil(y, m, 1).map(|d| (d as f64, format!("{m:02}/{y}"))));
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! (Titillium Web) embedded as TrueType so the file looks the same everywhere. Written with
 //! `lopdf`; glyph widths come from the font itself (`ttf-parser`) for line wrapping.
 
+use fascicolo_cda::pdf::{win_ansi as encode, win_ansi_char as cp1252_char};
 use lopdf::content::{Content, Operation};
 use lopdf::{dictionary, Document, Object, ObjectId, Stream, StringFormat};
 
@@ -33,32 +34,6 @@ struct Font {
     descent: i64,
     cap: i64,
     bbox: [i64; 4],
-}
-
-/// The Unicode character of a Windows-1252 code (the encoding the PDF text uses).
-fn cp1252_char(code: u8) -> Option<char> {
-    const HIGH: [u16; 32] = [
-        0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017D, 0, 0, 0x2018, 0x2019,
-        0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
-    ];
-    match code {
-        0x80..=0x9F => char::from_u32(u32::from(HIGH[usize::from(code - 0x80)])).filter(|c| *c != '\0'),
-        _ => Some(char::from(code)),
-    }
-}
-
-/// Text in Windows-1252 (what cannot be written becomes `?`).
-fn encode(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|ch| {
-            let u = ch as u32;
-            if (0x20..0x7F).contains(&u) || (0xA0..=0xFF).contains(&u) {
-                u as u8
-            } else {
-                (0x80u8..=0x9F).find(|b| cp1252_char(*b) == Some(ch)).unwrap_or(b'?')
-            }
-        })
-        .collect()
 }
 
 impl Font {
