@@ -184,32 +184,23 @@ pub fn by_template(root: &str) -> Option<&'static DocType> {
     TYPES.iter().find(|t| t.template == root)
 }
 
-/// XDS class codes (DOMAIN.md) with their Italian names.
-pub const CLASSES: &[(&str, &str)] = &[
-    ("WOR", "Documento di workflow"),
-    ("REF", "Referto"),
-    ("LDO", "Lettera di dimissione ospedaliera"),
-    ("RIC", "Richiesta"),
-    ("SUM", "Sommario"),
-    ("TAC", "Taccuino"),
-    ("PRS", "Prescrizione"),
-    ("PRE", "Prestazioni"),
-    ("ESE", "Esenzione"),
-    ("PDC", "Piano di cura"),
-    ("VAC", "Vaccino"),
-    ("CER", "Certificato per DSA"),
-    ("VRB", "Verbale"),
-    ("CON", "Documento di consenso"),
-    ("CNT", "Documento di controllo"),
-    ("CRT", "Documento di certificazione"),
-    ("LET", "Lettera"),
-    ("PRO", "Promemoria"),
-    ("COL", "Documento di collaborazione"),
-];
+fn xds_codes(list: &str) -> Vec<(&'static str, &'static str)> {
+    include_str!("../data/xds-codes.tsv")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+            [l, code, name] if l == list => Some((code, name)),
+            _ => None,
+        })
+        .collect()
+}
 
-/// Facility types (`healthcareFacilityTypeCode`).
-pub const FACILITY_TYPES: &[&str] =
-    &["Ospedale", "Prevenzione", "Territorio", "SistemaTS", "Cittadino", "MdsPLS", "Infermiere", "Farmacista"];
+/// XDS class codes with their Italian names (`data/xds-codes.tsv`).
+pub static CLASSES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> = std::sync::LazyLock::new(|| xds_codes("class"));
+
+/// Facility types (`healthcareFacilityTypeCode`, `data/xds-codes.tsv`).
+pub static FACILITY_TYPES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| xds_codes("facility").into_iter().map(|(code, _)| code).collect());
 
 /// Whether `class` may carry the LOINC document type `loinc` (the gateway's typeCode ↔ classCode
 /// correlation; types without a schematron map to `TAC` and `PRO`).
@@ -222,5 +213,20 @@ pub fn class_matches_type(class: &str, loinc: &str) -> bool {
         "103140-0" => class == "TAC",
         "101134-5" => class == "PRO",
         _ => CLASSES.iter().any(|(c, _)| *c == class),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_xds_code_lists_load() {
+        assert_eq!(CLASSES.len(), 19);
+        assert!(CLASSES.contains(&("VAC", "Vaccino")) && CLASSES.contains(&("COL", "Documento di collaborazione")));
+        assert_eq!(FACILITY_TYPES.len(), 8);
+        assert!(FACILITY_TYPES.contains(&"MdsPLS") && !FACILITY_TYPES.contains(&"VAC"));
+        assert!(class_matches_type("REF", "11502-2") && !class_matches_type("LDO", "11502-2"));
+        assert!(class_matches_type("PRE", "00000-0") && !class_matches_type("XXX", "00000-0"));
     }
 }

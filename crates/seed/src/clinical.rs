@@ -236,85 +236,60 @@ fn lab_author(seed: u64, code: &str, name: &str, city: &str) -> Author {
     Author { cf, given: given.into(), surname: surname.into(), structure_code: code.into(), structure_name: name.into(), city: city.into() }
 }
 
-/// Vaccines of the national calendar (ATC codes real; the AIC product codes are synthetic: the
-/// corpora carry no list of vaccines).
-const HEXAVALENT: cda::Vaccine = cda::Vaccine {
-    atc: "J07CA09",
-    atc_name: "Difterite-Haemophilus influenzae B-pertosse-poliomielite-tetano-epatite B",
-    aic: "900000011",
-    product: "Vaccino esavalente",
-    disease: ("033.9", "Pertosse, non specificata"),
-};
-const PNEUMOCOCCAL: cda::Vaccine = cda::Vaccine {
-    atc: "J07AL02",
-    atc_name: "Pneumococco, polisaccaride coniugato",
-    aic: "900000023",
-    product: "Vaccino pneumococcico coniugato",
-    disease: ("481", "Polmonite pneumococcica"),
-};
-const MMRV: cda::Vaccine = cda::Vaccine {
-    atc: "J07BD54",
-    atc_name: "Morbillo, combinazioni con parotite, rosolia e varicella, vivo attenuato",
-    aic: "900000035",
-    product: "Vaccino morbillo-parotite-rosolia-varicella",
-    disease: ("055.9", "Morbillo senza menzione di complicazioni"),
-};
-const DTAP_IPV: cda::Vaccine = cda::Vaccine {
-    atc: "J07CA02",
-    atc_name: "Difterite-pertosse-poliomielite-tetano",
-    aic: "900000047",
-    product: "Vaccino difterite-tetano-pertosse-polio (richiamo)",
-    disease: ("037", "Tetano"),
-};
-const MENACWY: cda::Vaccine = cda::Vaccine {
-    atc: "J07AH08",
-    atc_name: "Meningococco A, C, Y, W-135, tetravalente coniugato",
-    aic: "900000050",
-    product: "Vaccino meningococcico ACWY coniugato",
-    disease: ("036.0", "Meningite meningococcica"),
-};
-const HPV: cda::Vaccine = cda::Vaccine {
-    atc: "J07BM03",
-    atc_name: "Papillomavirus (tipi umani 6, 11, 16, 18, 31, 33, 45, 52, 58)",
-    aic: "900000062",
-    product: "Vaccino papillomavirus 9-valente",
-    disease: ("079.4", "Infezione da papillomavirus umano"),
-};
-const INFLUENZA: cda::Vaccine = cda::Vaccine {
-    atc: "J07BB02",
-    atc_name: "Influenza, antigene purificato",
-    aic: "900000074",
-    product: "Vaccino antinfluenzale quadrivalente",
-    disease: ("487.1", "Influenza con altre manifestazioni respiratorie"),
-};
-const ZOSTER: cda::Vaccine = cda::Vaccine {
-    atc: "J07BK03",
-    atc_name: "Zoster, antigene purificato",
-    aic: "900000086",
-    product: "Vaccino herpes zoster ricombinante adiuvato",
-    disease: ("053.9", "Herpes zoster senza menzione di complicazioni"),
-};
+/// Vaccines of the national calendar, by key (`data/vaccines.tsv`).
+static VACCINES: std::sync::LazyLock<Vec<(&'static str, cda::Vaccine)>> = std::sync::LazyLock::new(|| {
+    crate::data::rows(include_str!("../data/vaccines.tsv"))
+        .filter_map(|r| match r[..] {
+            [key, atc, atc_name, aic, product, icd9, disease] => {
+                Some((key, cda::Vaccine { atc, atc_name, aic, product, disease: (icd9, disease) }))
+            }
+            _ => None,
+        })
+        .collect()
+});
+
+fn vaccine(key: &str) -> Option<&'static cda::Vaccine> {
+    VACCINES.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// Drugs by key, with whether they are for a chronic condition (`data/drugs.tsv`).
+static DRUGS: std::sync::LazyLock<Vec<(&'static str, bool, cda::Drug)>> = std::sync::LazyLock::new(|| {
+    crate::data::rows(include_str!("../data/drugs.tsv"))
+        .filter_map(|r| match r[..] {
+            [key, usage, aic, atc, name, packs, icd9, diagnosis] => {
+                Some((key, usage == "chronic", cda::Drug { aic, atc, name, packs: packs.parse().ok()?, diagnosis: (icd9, diagnosis) }))
+            }
+            _ => None,
+        })
+        .collect()
+});
+
+fn drug(key: &str) -> Option<cda::Drug> {
+    DRUGS.iter().find(|(k, _, _)| *k == key).map(|(_, _, d)| d.clone())
+}
 
 /// The vaccinations of a person by the national calendar (PNPV 2023–2025, simplified): dates,
 /// vaccine, dose number.
 fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'static cda::Vaccine, u32)> {
     let months = |m: i64| p.birth + Duration::days(m * 30 + m / 2);
     let years = |y: i64| p.birth + Duration::days(y * 365 + y / 4);
-    let mut out = vec![
-        (months(3), &HEXAVALENT, 1),
-        (months(5), &HEXAVALENT, 2),
-        (months(11), &HEXAVALENT, 3),
-        (months(3), &PNEUMOCOCCAL, 1),
-        (months(5), &PNEUMOCOCCAL, 2),
-        (months(11), &PNEUMOCOCCAL, 3),
-        (months(13), &MMRV, 1),
-        (years(6), &MMRV, 2),
-        (years(6), &DTAP_IPV, 1),
-        (years(14), &DTAP_IPV, 2),
-        (years(12), &MENACWY, 1),
-        (years(11), &HPV, 1),
-        (years(11) + Duration::days(180), &HPV, 2),
+    let calendar = [
+        (months(3), "hexavalent", 1),
+        (months(5), "hexavalent", 2),
+        (months(11), "hexavalent", 3),
+        (months(3), "pneumococcal", 1),
+        (months(5), "pneumococcal", 2),
+        (months(11), "pneumococcal", 3),
+        (months(13), "mmrv", 1),
+        (years(6), "mmrv", 2),
+        (years(6), "dtap-ipv", 1),
+        (years(14), "dtap-ipv", 2),
+        (years(12), "menacwy", 1),
+        (years(11), "hpv", 1),
+        (years(11) + Duration::days(180), "hpv", 2),
     ];
+    let mut out: Vec<(Date, &'static cda::Vaccine, u32)> =
+        calendar.into_iter().filter_map(|(d, key, dose)| Some((d, vaccine(key)?, dose))).collect();
     let age = p.age(today);
     if age >= 65 || !p.chronic.is_empty() {
         // the yearly flu shot, each autumn since 65 (or since the chronic condition)
@@ -322,14 +297,14 @@ fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'sta
         for (n, y) in (from..=today.year()).enumerate() {
             if rng.gen_bool(0.7) {
                 if let Ok(d) = Date::from_calendar_date(y, time::Month::October, rng.gen_range(15..31)) {
-                    out.push((d, &INFLUENZA, u32::try_from(n).unwrap_or(0) + 1));
+                    out.extend(vaccine("influenza").map(|v| (d, v, u32::try_from(n).unwrap_or(0) + 1)));
                 }
             }
         }
     }
     if age >= 65 && rng.gen_bool(0.4) {
-        out.push((years(65) + Duration::days(rng.gen_range(30..400)), &ZOSTER, 1));
-        out.push((years(65) + Duration::days(rng.gen_range(460..600)), &ZOSTER, 2));
+        let (first, second) = (years(65) + Duration::days(rng.gen_range(30..400)), years(65) + Duration::days(rng.gen_range(460..600)));
+        out.extend(vaccine("zoster").into_iter().flat_map(|v| [(first, v, 1), (second, v, 2)]));
     }
     // a few children miss a dose, nobody is vaccinated in the future or before the FSE
     let fse = today - Duration::days(10 * 365);
@@ -444,35 +419,6 @@ const STAYS: [(&str, &str, &str); 4] = [
 
 /// What comes with a pressure peak, as written in the cause of an emergency visit.
 const ER_SYMPTOMS: [&str; 4] = ["cefalea nucale", "vertigini", "epistassi", "cardiopalmo e senso di oppressione toracica"];
-
-const METFORMIN: cda::Drug = cda::Drug {
-    aic: "017758018",
-    atc: "A10BA02",
-    name: "GLUCOPHAGE",
-    packs: 2,
-    diagnosis: ("250.00", "Diabete mellito tipo II senza complicanze"),
-};
-const RAMIPRIL: cda::Drug = cda::Drug {
-    aic: "038271021",
-    atc: "C09AA05",
-    name: "ECLIPSE",
-    packs: 2,
-    diagnosis: ("401.9", "Ipertensione essenziale non specificata"),
-};
-const AMLODIPINE: cda::Drug =
-    cda::Drug { aic: "038038028", atc: "C08CA01", name: "ABIS", packs: 2, diagnosis: ("401.9", "Ipertensione essenziale non specificata") };
-const ATORVASTATIN: cda::Drug = cda::Drug {
-    aic: "040234027",
-    atc: "C10AA05",
-    name: "ATORVASTATINA TEVA ITALIA",
-    packs: 2,
-    diagnosis: ("272.0", "Ipercolesterolemia pura"),
-};
-const ACUTE: [cda::Drug; 3] = [
-    cda::Drug { aic: "033151034", atc: "J01CA04", name: "AMOXICILLINA SANDOZ", packs: 1, diagnosis: ("462", "Faringite acuta") },
-    cda::Drug { aic: "049168014", atc: "M01AE01", name: "BRUFEN", packs: 1, diagnosis: ("724.2", "Lombalgia") },
-    cda::Drug { aic: "028245114", atc: "A02BC01", name: "ANTRA", packs: 1, diagnosis: ("530.81", "Reflusso esofageo") },
-];
 
 fn section(id: &'static str, code: &'static str, display: &'static str, title: &str, text: &str) -> cda::Section {
     cda::Section { id, code, display, title: title.to_string(), text: vec![text.to_string()], extra: String::new() }
@@ -743,10 +689,10 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
             };
             let mut repeat: Vec<cda::Drug> = Vec::new();
             if p.chronic.contains(&Chronic::Diabetes) {
-                repeat.extend([METFORMIN, ATORVASTATIN]);
+                repeat.extend(["metformin", "atorvastatin"].into_iter().filter_map(drug));
             }
             if p.chronic.contains(&Chronic::Hypertension) {
-                repeat.push(if rng.gen_bool(0.5) { RAMIPRIL } else { AMLODIPINE });
+                repeat.extend(drug(if rng.gen_bool(0.5) { "ramipril" } else { "amlodipine" }));
             }
             let exemption = p.exemptions.first().copied();
             let mut dates: Vec<(Date, Vec<cda::Drug>)> = Vec::new();
@@ -761,7 +707,10 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 for _ in 0..2 {
                     if rng.gen_bool(0.3) {
                         let d = today - Duration::days(rng.gen_range(1..730));
-                        dates.push((d, vec![ACUTE[rng.gen_range(0..ACUTE.len())].clone()]));
+                        let acute: Vec<&cda::Drug> = DRUGS.iter().filter(|(_, chronic, _)| !chronic).map(|(_, _, d)| d).collect();
+                        if let Some(drug) = acute.get(rng.gen_range(0..acute.len().max(1))) {
+                            dates.push((d, vec![(*drug).clone()]));
+                        }
                     }
                 }
             }
@@ -818,4 +767,24 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
     }
     out.sort_by_key(|d| d.date);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_tables_load_with_every_key_the_generator_uses() {
+        for key in ["hexavalent", "pneumococcal", "mmrv", "dtap-ipv", "menacwy", "hpv", "influenza", "zoster"] {
+            let v = vaccine(key).unwrap_or_else(|| panic!("vaccine {key}"));
+            assert!(v.atc.starts_with("J07") && v.aic.len() == 9, "{key}: {v:?}");
+        }
+        for key in ["metformin", "atorvastatin", "ramipril", "amlodipine"] {
+            let d = drug(key).unwrap_or_else(|| panic!("drug {key}"));
+            assert!(d.aic.len() == 9 && d.packs == 2, "{key}: {d:?}");
+        }
+        assert_eq!(DRUGS.iter().filter(|(_, chronic, _)| !chronic).count(), 3, "three acute drugs");
+        assert_eq!(vaccine("hexavalent").map(|v| v.disease), Some(("033.9", "Pertosse, non specificata")));
+        assert!(vaccine("nonexistent").is_none());
+    }
 }
