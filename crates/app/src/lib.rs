@@ -4,11 +4,10 @@
 
 pub mod access;
 pub mod auth;
-pub mod blobs;
+
 pub mod bundle;
 pub mod capability;
 pub mod error;
-pub mod fair;
 pub mod fhir;
 pub mod fhir_document;
 pub mod gate;

@@ -48,10 +48,10 @@ pub fn fhir_service(cfg: &Config, store: Arc<dyn Store>) -> FhirService {
 }
 
 /// Where originals are kept: S3 when `ingest.blob_url` says so, else the data folder's `blobs/`.
-pub fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_app::blobs::BlobStore>> {
+pub fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_blobs::BlobStore>> {
     Ok(match cfg.ingest.blob_url.as_deref() {
-        Some(url) if !url.is_empty() => Arc::new(fascicolo_app::blobs::ObjectBlobs::s3(url).context("the blob store")?),
-        _ => Arc::new(fascicolo_app::blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
+        Some(url) if !url.is_empty() => Arc::new(fascicolo_blobs::ObjectBlobs::s3(url).context("the blob store")?),
+        _ => Arc::new(fascicolo_blobs::FolderBlobs::new(cfg.data_dir.join("blobs"))),
     })
 }
 
@@ -96,7 +96,7 @@ pub fn ingest_service(cfg: &Config, fhir: FhirService, public_url: &str) -> anyh
         None => std::env::current_exe().context("locating this program (it reads PDFs as its own child process)")?,
     };
     let pdf = fascicolo_app::pdf_reader::PdfReader::isolated(worker, threads.max(2));
-    Ok(fascicolo_app::ingest::Ingest::new(fhir, blobs, fascicolo_app::ingest::Validators::start(threads), public_url).with_pdf_reader(pdf))
+    Ok(fascicolo_app::ingest::Ingest::new(fhir, blobs, fascicolo_validators::Validators::start(threads), public_url).with_pdf_reader(pdf))
 }
 
 /// `fascicolo pdf-worker`: read one PDF from standard input under this process's own limits

@@ -596,7 +596,7 @@ async fn originals_can_live_in_s3() {
     let original = call(&app, "GET", &format!("/documents/{id}/original"), Some(&app.token), None).await;
     assert_eq!(original.bytes, example("LAB"));
     // the object is in the bucket, under its SHA-256
-    let hash = fascicolo_app::blobs::sha256_hex(&example("LAB"));
+    let hash = fascicolo_blobs::sha256_hex(&example("LAB"));
     let listing = reqwest::get(format!("{endpoint}/{bucket}?list-type=2")).await.unwrap().text().await.unwrap();
     assert!(listing.contains(&format!("originals/sha256/{}/{}", &hash[..2], &hash[2..])), "{listing}");
 }

@@ -416,10 +416,10 @@ async fn sign_in_token_and_guessing_are_rate_limited() {
 /// sweep removes those (and partial writes) once they are old, and nothing a document uses.
 #[tokio::test]
 async fn orphan_originals_are_swept_and_referenced_ones_kept() {
-    use fascicolo_app::blobs::BlobStore;
+    use fascicolo_blobs::BlobStore;
     let w = world().await;
     let app = &w.app;
-    let blobs = fascicolo_app::blobs::FolderBlobs::new(app.data_dir.join("blobs"));
+    let blobs = fascicolo_blobs::FolderBlobs::new(app.data_dir.join("blobs"));
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
     let age = |path: std::path::PathBuf| std::fs::File::options().append(true).open(path).unwrap().set_modified(two_hours_ago).unwrap();
     let path_of = |h: &str| app.data_dir.join("blobs").join("sha256").join(&h[..2]).join(&h[2..]);

@@ -1,12 +1,20 @@
 //! Content-addressed storage of original documents (CDA2 XML, PDF, FHIR document Bundles): a
 //! blob's name is the SHA-256 of its bytes, so storing is idempotent and a blob written before a
 //! failed transaction is harmless (it is simply never referenced).
+//!
+//! Backends: a folder on disk, any `object_store` (S3 and compatible), memory for tests. Errors
+//! are storage errors ([`StoreError`]): the app layer treats a blob store that cannot be reached
+//! or is full as it treats the database.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::{AppError, AppResult};
+use fascicolo_store::StoreError;
+
+/// What a blob store answers.
+pub type BlobResult<T> = Result<T, StoreError>;
 
 /// Where originals live.
 #[async_trait::async_trait]
@@ -14,16 +22,16 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Stores a blob under its SHA-256.
     /// Store a blob. Storing one that exists refreshes its time, so a sweep that began before
     /// a publication reused it does not take it away (see [`BlobStore::written_before`]).
-    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()>;
-    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>>;
+    async fn put_blob(&self, blob: &Blob<'_>) -> BlobResult<()>;
+    async fn get(&self, sha256: &str) -> BlobResult<Option<Vec<u8>>>;
     /// The blobs last written before `before_ms` (ms since the epoch); partial writes left by a
     /// crash that are that old are removed on the way.
-    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>>;
+    async fn written_before(&self, before_ms: i64) -> BlobResult<Vec<String>>;
     /// Remove a blob (absent is fine).
-    async fn delete(&self, sha256: &str) -> AppResult<()>;
+    async fn delete(&self, sha256: &str) -> BlobResult<()>;
 
     /// Stores `bytes` under their SHA-256 (hex) and returns it.
-    async fn put(&self, bytes: &[u8]) -> AppResult<String> {
+    async fn put(&self, bytes: &[u8]) -> BlobResult<String> {
         let blob = Blob::new(bytes);
         self.put_blob(&blob).await?;
         Ok(blob.sha256)
@@ -78,18 +86,17 @@ impl FolderBlobs {
     }
 }
 
-fn io(e: std::io::Error) -> AppError {
-    use fascicolo_store::StoreError;
+fn io(e: std::io::Error) -> StoreError {
     let msg = format!("blob store: {e}");
-    AppError::Store(match e.kind() {
+    match e.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreError::Full(msg),
         _ => StoreError::Backend(msg),
-    })
+    }
 }
 
 #[async_trait::async_trait]
 impl BlobStore for FolderBlobs {
-    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+    async fn put_blob(&self, blob: &Blob<'_>) -> BlobResult<()> {
         let path = self.path(blob.sha256());
         let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| self.root.clone());
         // write aside, then rename: a reader never sees half a blob
@@ -110,7 +117,7 @@ impl BlobStore for FolderBlobs {
         .map_err(io)
     }
 
-    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+    async fn get(&self, sha256: &str) -> BlobResult<Option<Vec<u8>>> {
         if !valid_hash(sha256) {
             return Ok(None);
         }
@@ -121,7 +128,7 @@ impl BlobStore for FolderBlobs {
         }
     }
 
-    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>> {
+    async fn written_before(&self, before_ms: i64) -> BlobResult<Vec<String>> {
         let root = self.root.join("sha256");
         let before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(before_ms).unwrap_or(0));
         tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
@@ -155,7 +162,7 @@ impl BlobStore for FolderBlobs {
         .map_err(io)
     }
 
-    async fn delete(&self, sha256: &str) -> AppResult<()> {
+    async fn delete(&self, sha256: &str) -> BlobResult<()> {
         if !valid_hash(sha256) {
             return Ok(());
         }
@@ -183,15 +190,15 @@ impl ObjectBlobs {
     /// An S3 bucket from a URL (`s3://bucket/prefix`), with the standard AWS environment
     /// variables for credentials, region and endpoint (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for MinIO).
-    pub fn s3(url: &str) -> AppResult<Self> {
+    pub fn s3(url: &str) -> BlobResult<Self> {
         let parsed = url
             .strip_prefix("s3://")
-            .ok_or_else(|| AppError::BadRequest(format!("the blob store URL must start with s3:// (got {url})")))?;
+            .ok_or_else(|| StoreError::Backend(format!("the blob store URL must start with s3:// (got {url})")))?;
         let (bucket, prefix) = parsed.split_once('/').unwrap_or((parsed, ""));
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .build()
-            .map_err(|e| AppError::BadRequest(format!("the S3 blob store is not configured: {e}")))?;
+            .map_err(|e| StoreError::Backend(format!("the S3 blob store is not configured: {e}")))?;
         Ok(Self::new(std::sync::Arc::new(store), prefix))
     }
 
@@ -205,13 +212,13 @@ impl ObjectBlobs {
     }
 }
 
-fn remote(e: object_store::Error) -> AppError {
-    AppError::Store(fascicolo_store::StoreError::Backend(format!("blob store: {e}")))
+fn remote(e: object_store::Error) -> StoreError {
+    StoreError::Backend(format!("blob store: {e}"))
 }
 
 #[async_trait::async_trait]
 impl BlobStore for ObjectBlobs {
-    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+    async fn put_blob(&self, blob: &Blob<'_>) -> BlobResult<()> {
         let path = self.path(blob.sha256());
         // a PUT of an object is atomic: readers see all of it or nothing; a PUT of one that
         // exists (same name, same bytes) refreshes its time
@@ -219,7 +226,7 @@ impl BlobStore for ObjectBlobs {
         Ok(())
     }
 
-    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+    async fn get(&self, sha256: &str) -> BlobResult<Option<Vec<u8>>> {
         if !valid_hash(sha256) {
             return Ok(None);
         }
@@ -230,7 +237,7 @@ impl BlobStore for ObjectBlobs {
         }
     }
 
-    async fn written_before(&self, before_ms: i64) -> AppResult<Vec<String>> {
+    async fn written_before(&self, before_ms: i64) -> BlobResult<Vec<String>> {
         // one listing per two-character folder (multipart uploads a crash left are the bucket's
         // lifecycle rule's to end, they are not objects)
         let mut old = Vec::new();
@@ -249,7 +256,7 @@ impl BlobStore for ObjectBlobs {
         Ok(old)
     }
 
-    async fn delete(&self, sha256: &str) -> AppResult<()> {
+    async fn delete(&self, sha256: &str) -> BlobResult<()> {
         if !valid_hash(sha256) {
             return Ok(());
         }
@@ -266,21 +273,21 @@ pub struct MemoryBlobs(parking_lot::Mutex<std::collections::HashMap<String, Vec<
 
 #[async_trait::async_trait]
 impl BlobStore for MemoryBlobs {
-    async fn put_blob(&self, blob: &Blob<'_>) -> AppResult<()> {
+    async fn put_blob(&self, blob: &Blob<'_>) -> BlobResult<()> {
         self.0.lock().insert(blob.sha256().to_string(), blob.bytes().to_vec());
         Ok(())
     }
 
-    async fn get(&self, sha256: &str) -> AppResult<Option<Vec<u8>>> {
+    async fn get(&self, sha256: &str) -> BlobResult<Option<Vec<u8>>> {
         Ok(self.0.lock().get(sha256).cloned())
     }
 
-    async fn written_before(&self, _before_ms: i64) -> AppResult<Vec<String>> {
+    async fn written_before(&self, _before_ms: i64) -> BlobResult<Vec<String>> {
         // memory keeps no times, and ends with the process: nothing is ever old
         Ok(Vec::new())
     }
 
-    async fn delete(&self, sha256: &str) -> AppResult<()> {
+    async fn delete(&self, sha256: &str) -> BlobResult<()> {
         self.0.lock().remove(sha256);
         Ok(())
     }
@@ -316,7 +323,8 @@ mod tests {
         use object_store::ObjectStore;
         assert_eq!(mem.get(&key).await.unwrap().bytes().await.unwrap().as_ref(), b"hello");
         // listed by age, then removed
-        let later = fascicolo_fhir::datetime::now_ms() + 1000;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let later = now + 1000;
         assert_eq!(blobs.written_before(later).await.unwrap(), vec![h.clone()]);
         assert!(blobs.written_before(later - 60_000).await.unwrap().is_empty());
         blobs.delete(&h).await.unwrap();
