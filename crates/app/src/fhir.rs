@@ -207,7 +207,7 @@ impl FhirService {
         self.health.check(self.store.as_ref()).await
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

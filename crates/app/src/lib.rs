@@ -15,6 +15,7 @@ pub mod health;
 pub mod ingest;
 pub mod limits;
 pub mod notify;
+pub mod operations;
 pub mod pdf_reader;
 pub mod portal;
 pub mod prepare;

@@ -7,9 +7,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use fascicolo::config::Config;
-use fascicolo::{bench, demo, import, open_store};
 use fascicolo_app::FhirService;
+use fascicolo_load::{demo, import};
+use fascicolo_server::config::Config;
+use fascicolo_server::open_store;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -43,12 +44,12 @@ enum Command {
         jobs: usize,
     },
     /// Load test the server over loopback and print a table of figures.
-    Bench(bench::BenchArgs),
+    Bench(fascicolo_bench::api::BenchArgs),
     /// Render the citizen portal's pages for a citizen with 1,000 documents and 5,000
     /// results, over loopback with a real session: latency percentiles and page sizes.
-    BenchPortal(fascicolo::bench_portal::BenchPortalArgs),
+    BenchPortal(fascicolo_bench::portal::BenchPortalArgs),
     /// Document validation and publication throughput with the official CDA2 examples.
-    BenchDocuments(fascicolo::bench_docs::BenchDocsArgs),
+    BenchDocuments(fascicolo_bench::documents::BenchDocsArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
     /// `--as citizen:<CF>`, `--as clinician:<Practitioner id>`, `--as operator:<Practitioner id>`,
     /// `--as system:<client id>` (a hospital-system token with system/*.*).
@@ -68,7 +69,7 @@ enum Command {
     },
     /// Generate a synthetic Lombardy and load it (registry, and clinical documents published
     /// through the producer path); deterministic for a seed, resumable.
-    Seed(fascicolo::seed::SeedArgs),
+    Seed(fascicolo_load::seed::SeedArgs),
     /// Validate CDA2 documents as the publication endpoint does (XSD, national schematron,
     /// terminology) and print the problems as JSON, one object per file; exits 1 if any has errors.
     Validate {
@@ -112,7 +113,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 fn main() -> anyhow::Result<()> {
     // a PDF worker (a child of the server) does one thing and starts nothing else
     if std::env::args_os().nth(1).is_some_and(|a| a == fascicolo_app::pdf_reader::WORKER_ARG) {
-        return fascicolo::pdf_worker().map_err(Into::into);
+        return fascicolo_server::pdf_worker().map_err(Into::into);
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
 }
@@ -135,9 +136,9 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve => {
             let store = open_store(&cfg).await?;
             if cfg.demo_mode() {
-                demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await?;
+                fascicolo_server::seed_demo(&cfg, std::sync::Arc::clone(&store)).await?;
             }
-            let app = fascicolo::Application::build(cfg.clone(), std::sync::Arc::clone(&store)).await?;
+            let app = fascicolo_server::Application::build(cfg.clone(), std::sync::Arc::clone(&store)).await?;
             let addr = app.addr();
             let shutdown = shutdown_signal();
             if cfg.demo_mode() {
@@ -161,24 +162,24 @@ async fn run() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Bench(args) => bench::run(cfg, args).await?,
-        Command::BenchDocuments(args) => fascicolo::bench_docs::run(cfg, args).await?,
-        Command::BenchPortal(args) => fascicolo::bench_portal::run(cfg, args).await?,
+        Command::Bench(args) => fascicolo_bench::api::run(cfg, args).await?,
+        Command::BenchDocuments(args) => fascicolo_bench::documents::run(cfg, args).await?,
+        Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;
-            let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
+            let fhir = fascicolo_server::fhir_service(&cfg, std::sync::Arc::clone(&store));
             if cfg.demo_mode() {
                 demo::seed(&fhir).await?;
             }
-            let token = fascicolo::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
+            let token = fascicolo_server::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
             println!("{token}");
         }
         Command::Seed(args) => {
             let store = open_store(&cfg).await?;
-            let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
-            let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
+            let fhir = fascicolo_server::fhir_service(&cfg, std::sync::Arc::clone(&store));
+            let ingest = fascicolo_server::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;
             let started = std::time::Instant::now();
-            let s = fascicolo::seed::run(&fhir, &ingest, &args, true).await?;
+            let s = fascicolo_load::seed::run(&fhir, &ingest, &args, true).await?;
             close(&store).await;
             println!(
                 "seeded {} citizens in {} households ({} registry resources, {} documents published: {}) in {:.1} s{}",
@@ -192,7 +193,7 @@ async fn run() -> anyhow::Result<()> {
             );
         }
         Command::Validate { files } => {
-            if !fascicolo::validate_files(&files)? {
+            if !fascicolo_server::validate_files(&files)? {
                 std::process::exit(1);
             }
         }

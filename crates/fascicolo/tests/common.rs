@@ -45,21 +45,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// The app with a configuration adjusted by `tune` (clients, policy...).
-pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo::config::Config)) -> TestApp {
+pub async fn spawn_app_with(tune: impl FnOnce(&mut fascicolo_server::config::Config)) -> TestApp {
     spawn_app_on(fresh_store().await, tune).await
 }
 
 /// The app on a store the test made (a capped SQLite file, a PostgreSQL database it can take away).
-pub async fn spawn_app_on(store: Arc<dyn Store>, tune: impl FnOnce(&mut fascicolo::config::Config)) -> TestApp {
+pub async fn spawn_app_on(store: Arc<dyn Store>, tune: impl FnOnce(&mut fascicolo_server::config::Config)) -> TestApp {
     // blobs (document originals) in a folder of the test's own, never in the source tree
     let data_dir = std::env::temp_dir().join(format!("fascicolo-test-{}", uuid::Uuid::now_v7()));
-    let mut cfg = fascicolo::config::Config { listen: "127.0.0.1:0".into(), data_dir, ..Default::default() };
+    let mut cfg = fascicolo_server::config::Config { listen: "127.0.0.1:0".into(), data_dir, ..Default::default() };
     // the test harness is not the server binary: PDFs are read by the real one, as in production
     cfg.ingest.pdf_worker = Some(env!("CARGO_BIN_EXE_fascicolo").into());
     tune(&mut cfg);
     let data_dir = cfg.data_dir.clone();
     // started as `fascicolo serve` starts it (the tests drive the outbox themselves)
-    let app = fascicolo::Application::build(cfg, Arc::clone(&store)).await.expect("the application starts");
+    let app = fascicolo_server::Application::build(cfg, Arc::clone(&store)).await.expect("the application starts");
     let addr = app.addr();
     app.spawn();
     let token = token_for(&store, &platform_actor()).await;

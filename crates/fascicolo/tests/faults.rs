@@ -83,7 +83,7 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
     assert_eq!(app.get("/Patient").await.status, 200);
     assert_eq!(ready(&app).await.0, 200);
     // a citizen is signed in to the portal when the database goes
-    fascicolo::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    fascicolo_load::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&app.store))).await.unwrap();
     let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
     let portal = |path: &'static str| {
         let (root, cookie) = (app.root.clone(), cookie.clone());
@@ -153,13 +153,13 @@ async fn importing_the_same_files_twice_creates_nothing_twice() {
     std::fs::write(dir.join("a.json"), transaction.to_string()).unwrap();
     std::fs::write(dir.join("b.json"), collection.to_string()).unwrap();
     std::fs::write(dir.join("c.json"), single.to_string()).unwrap();
-    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), Arc::clone(&app.store));
+    let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&app.store));
     let count = |t: &'static str| {
         let app = &app;
         async move { app.get(&format!("/{t}?_summary=count")).await.body["total"].as_u64().unwrap() }
     };
     for round in 0..2 {
-        let s = fascicolo::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+        let s = fascicolo_load::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
         assert_eq!((s.files, s.resources, s.errors), (3, 4, 0), "round {round}: {s}");
         for t in ["Patient", "Observation", "Organization", "Practitioner"] {
             assert_eq!(count(t).await, 1, "round {round}: one {t}");
@@ -183,18 +183,18 @@ async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
     let dir = std::env::temp_dir().join(format!("fascicolo-seedfull-{}", uuid::Uuid::now_v7()));
     let sqlite = Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).unwrap());
     let store: Arc<dyn fascicolo_store::Store> = Arc::clone(&sqlite) as _;
-    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), Arc::clone(&store));
-    fascicolo::demo::seed_example_patients(&fhir).await.unwrap();
+    let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&store));
+    fascicolo_load::demo::seed_example_patients(&fhir).await.unwrap();
     let pages = sqlite.set_max_pages(1).await.unwrap();
     sqlite.set_max_pages(pages + 12).await.unwrap();
-    let cut = fascicolo::demo::seed(&fhir).await;
+    let cut = fascicolo_load::demo::seed(&fhir).await;
     assert!(cut.is_err(), "the disk filled up during seeding");
     assert!(store.read("Patient", "rossi-giulia").await.unwrap().is_some(), "stopped after the first personas");
     assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_none(), "and before the end");
     sqlite.set_max_pages(1 << 30).await.unwrap();
-    assert!(fascicolo::demo::seed(&fhir).await.unwrap(), "the next start resumes");
+    assert!(fascicolo_load::demo::seed(&fhir).await.unwrap(), "the next start resumes");
     assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_some());
-    assert!(!fascicolo::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
+    assert!(!fascicolo_load::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
 }
 
 /// The portal does not hide failures: with the store failing under it, a page the citizen opens
@@ -208,7 +208,7 @@ async fn a_failing_store_under_a_portal_page_is_an_error_page_not_an_empty_recor
     let sqlite: Arc<dyn fascicolo_store::Store> = Arc::new(fascicolo_store_sqlite::SqliteStore::open(&db).unwrap());
     let app = spawn_app_on(Arc::clone(&sqlite), |_| {}).await;
     let fhir = fascicolo_app::FhirService::new(Arc::clone(&sqlite));
-    fascicolo::demo::seed(&fhir).await.unwrap();
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
     let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
     let get = |path: &'static str| {
         let (root, cookie) = (app.root.clone(), cookie.clone());
@@ -270,7 +270,7 @@ async fn a_session_store_that_cannot_be_asked_is_an_error_page_not_a_sign_in_or_
     let db = dir.join("t.db");
     let sqlite: Arc<dyn fascicolo_store::Store> = Arc::new(fascicolo_store_sqlite::SqliteStore::open(&db).unwrap());
     let app = spawn_app_on(Arc::clone(&sqlite), |_| {}).await;
-    fascicolo::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&sqlite))).await.unwrap();
+    fascicolo_load::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&sqlite))).await.unwrap();
     let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
     let me = no_redirects().get(format!("{}/me", app.root)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(me.status(), 200);

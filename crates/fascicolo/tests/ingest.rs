@@ -462,7 +462,7 @@ async fn published_documents_obey_consent_and_hiding_everywhere() {
     use fascicolo_app::gate::ProRole;
     let app = spawn_app().await;
     let fhir = fascicolo_app::FhirService::new(std::sync::Arc::clone(&app.store));
-    assert!(fascicolo::demo::seed(&fhir).await.unwrap());
+    assert!(fascicolo_load::demo::seed(&fhir).await.unwrap());
     let hospital = token_for(
         &app.store,
         &Actor::new(Who::Client { client_id: "demo-hospital".into(), organization: Some("asst-fbf-sacco".into()), platform: false }),

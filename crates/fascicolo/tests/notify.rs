@@ -9,10 +9,10 @@ mod common;
 use axum::routing::post;
 use axum::Router;
 use common::*;
-use fascicolo::config::Config;
-use fascicolo::worker::{run_once, Channels};
 use fascicolo_app::gate::ProRole;
 use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_server::config::Config;
+use fascicolo_server::worker::{run_once, Channels};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,14 +43,14 @@ fn files(dir: &std::path::Path) -> Vec<Value> {
     v.into_iter().map(|(_, j)| j).collect()
 }
 
-async fn setup() -> (FhirService, std::path::PathBuf) {
+async fn setup() -> (FhirService, std::path::PathBuf, Arc<dyn fascicolo_store::Store>) {
     let store = fresh_store().await;
-    let fhir = FhirService::new(store);
-    fascicolo::demo::seed(&fhir).await.unwrap();
+    let fhir = FhirService::new(Arc::clone(&store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
     // nothing from the seeding is pending
-    let _ = fhir.store().outbox_claim(i64::MAX / 2, 1, 10_000).await.unwrap();
+    let _ = store.outbox_claim(i64::MAX / 2, 1, 10_000).await.unwrap();
     let dir = std::env::temp_dir().join(format!("fascicolo-outbox-{}", uuid::Uuid::now_v7()));
-    (fhir, dir)
+    (fhir, dir, store)
 }
 
 fn folder_config(dir: &std::path::Path) -> Config {
@@ -61,7 +61,7 @@ fn folder_config(dir: &std::path::Path) -> Config {
 
 #[tokio::test]
 async fn accesses_are_notified_without_personal_data() {
-    let (fhir, dir) = setup().await;
+    let (fhir, dir, _) = setup().await;
     let channels = Channels::from_config(&folder_config(&dir)).unwrap();
     let site = "https://fse.example";
     // the citizen's own reads: nothing
@@ -184,7 +184,7 @@ async fn smtp_sink() -> (u16, Arc<Mutex<String>>) {
 
 #[tokio::test]
 async fn smtp_and_sms_gateway_with_retries() {
-    let (fhir, dir) = setup().await;
+    let (fhir, dir, store) = setup().await;
     let (smtp_port, transcript) = smtp_sink().await;
     // an SMS gateway that fails twice, then accepts
     let calls = Arc::new(AtomicUsize::new(0));
@@ -221,9 +221,9 @@ async fn smtp_and_sms_gateway_with_retries() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // the retries come due; the gateway recovers on the third call
     for _ in 0..2 {
-        let claimed = fhir.store().outbox_claim(i64::MAX / 4, 0, 10).await.unwrap();
+        let claimed = store.outbox_claim(i64::MAX / 4, 0, 10).await.unwrap();
         for c in claimed {
-            fhir.store().outbox_retry(c.message.patient_key, c.message.id, 0, "test: due now").await.unwrap();
+            store.outbox_retry(c.message.patient_key, c.message.id, 0, "test: due now").await.unwrap();
         }
         let _ = run_once(&fhir, &channels, "https://fse.example").await.unwrap();
     }
@@ -233,6 +233,6 @@ async fn smtp_and_sms_gateway_with_retries() {
     assert_eq!(got[0]["to"], "+39 333 000 0001");
     assert!(!got[0]["text"].as_str().unwrap().contains("Rossi"));
     // done: nothing left to deliver, nothing landed in the folder
-    assert!(fhir.store().outbox_claim(i64::MAX / 4, 0, 10).await.unwrap().is_empty());
+    assert!(store.outbox_claim(i64::MAX / 4, 0, 10).await.unwrap().is_empty());
     assert!(files(&dir).is_empty());
 }

@@ -18,13 +18,13 @@ const GIULIA: &str = "RSSGLI85D52F205Q";
 async fn portal_app() -> TestApp {
     let app = spawn_app().await;
     let fhir = FhirService::new(Arc::clone(&app.store));
-    fascicolo::demo::seed(&fhir).await.unwrap();
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
     // the same blob folder as the server, which renders what is published here
-    let cfg = fascicolo::config::Config { public_url: Some(app.root.clone()), data_dir: app.data_dir.clone(), ..Default::default() };
-    let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), &app.root).unwrap();
-    let args = fascicolo::seed::SeedArgs { citizens: 3, seed: 1, years: 1, no_documents: true, batch: 10, jobs: 1 };
-    fascicolo::seed::run(&fhir, &ingest, &args, false).await.unwrap();
-    let n = fascicolo::demo::seed_histories(&ingest).await.unwrap();
+    let cfg = fascicolo_server::config::Config { public_url: Some(app.root.clone()), data_dir: app.data_dir.clone(), ..Default::default() };
+    let ingest = fascicolo_server::ingest_service(&cfg, fhir.clone(), &app.root).unwrap();
+    let args = fascicolo_load::seed::SeedArgs { citizens: 3, seed: 1, years: 1, no_documents: true, batch: 10, jobs: 1 };
+    fascicolo_load::seed::run(&fhir, &ingest, &args, false).await.unwrap();
+    let n = fascicolo_load::demo::seed_histories(&ingest).await.unwrap();
     assert!(n > 20, "the personas have histories ({n} documents)");
     app
 }
@@ -122,7 +122,7 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     assert!(chart.contains("<svg") && chart.contains("<polygon") && chart.contains("Glucosio"));
 
     // the GP sees the report (consent, care relation) and the access is logged
-    let doctor = browser(&app, &fascicolo::demo::cf("FRRPLA70A01F205"), "gp").await;
+    let doctor = browser(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await;
     assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200);
     // the portal is the citizen's: a professional profile gets an explanation, no data
     let (s, page) = doctor.get("/documenti").await;
@@ -309,7 +309,7 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     assert!(page.contains("value=\"Mario\""), "what she typed is kept");
     assert_eq!(app.count("RelatedPerson").await, rps);
     // a valid one, scoped, then revoked
-    let cf = fascicolo::demo::cf("NREMRA70A01F205");
+    let cf = fascicolo_load::demo::cf("NREMRA70A01F205");
     let (s, loc, _) = giulia
         .post(
             "/famiglia/deleghe",

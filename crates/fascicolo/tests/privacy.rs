@@ -38,7 +38,7 @@ impl Env {
     async fn new() -> Env {
         let app = spawn_app().await;
         let fhir = FhirService::new(Arc::clone(&app.store));
-        assert!(fascicolo::demo::seed(&fhir).await.unwrap());
+        assert!(fascicolo_load::demo::seed(&fhir).await.unwrap());
         // one more hidden item: P98, hidden from the patient (until a clinician explains it)
         let p98 = json!({"resourceType": "DocumentReference", "id": "doc-giulia-p98", "status": "current",
             "type": {"coding": [{"system": "http://loinc.org", "code": "11526-1", "display": "Referto istologico"}]},
@@ -112,7 +112,7 @@ fn doc_table() -> Vec<(&'static str, Actor, Option<Vec<&'static str>>)> {
         // the platform: everything
         ("platform", platform_actor(), Some(ALL_GIULIA_DOCS.to_vec())),
         // another citizen
-        ("stranger", citizen(&fascicolo::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna"), None),
+        ("stranger", citizen(&fascicolo_load::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna"), None),
     ]
 }
 
@@ -252,7 +252,7 @@ async fn family_delegation_and_minors() {
     let obs = observation("verdi-anna", "2345-7", 99.0, "2026-11-01");
     assert_eq!(env.as_(&t, "POST", "/Observation", Some(obs)).await.status, 403);
     // Anna revokes: immediate effect
-    let anna = env.token(&citizen(&fascicolo::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna")).await;
+    let anna = env.token(&citizen(&fascicolo_load::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna")).await;
     let rv = env.as_(&anna, "POST", "/RelatedPerson/rossi-giulia-for-anna/$revoke", Some(json!({"resourceType": "Parameters"}))).await;
     assert_eq!(rv.status, 200, "{}", rv.body);
     let r = env.as_(&t, "GET", "/DocumentReference", None).await;
@@ -266,30 +266,32 @@ async fn family_delegation_and_minors() {
     let bad = env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant("NOTACF", "2020-01-01"))).await;
     assert_eq!(bad.status, 422);
     assert_eq!(bad.body["issue"].as_array().unwrap().len(), 2, "every problem is listed: {}", bad.body);
-    let ok =
-        env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("BNCMRC07A10F205"), "2030-01-01"))).await;
+    let ok = env
+        .as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo_load::demo::cf("BNCMRC07A10F205"), "2030-01-01")))
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let marco = env.token(&citizen(&fascicolo::demo::cf("BNCMRC07A10F205"), "bianchi-marco", "verdi-anna")).await;
+    let marco = env.token(&citizen(&fascicolo_load::demo::cf("BNCMRC07A10F205"), "bianchi-marco", "verdi-anna")).await;
     assert_eq!(env.as_(&marco, "GET", "/DocumentReference", None).await.status, 403, "out of the delegation's scope");
     assert_eq!(env.as_(&marco, "GET", "/Immunization", None).await.status, 200);
     // a minor cannot be a delegate (the birth date is in the codice fiscale)
-    let minor =
-        env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("BNCLCU16P03F205"), "2030-01-01"))).await;
+    let minor = env
+        .as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo_load::demo::cf("BNCLCU16P03F205"), "2030-01-01")))
+        .await;
     assert_eq!(minor.status, 422);
     assert!(minor.body.to_string().contains("adult"));
     // nobody but Anna may grant on her record
     assert_eq!(
-        env.as_(&t, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("BNCMRC07A10F205"), "2030-01-01")))
+        env.as_(&t, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo_load::demo::cf("BNCMRC07A10F205"), "2030-01-01")))
             .await
             .status,
         403
     );
     // at most N active delegations (3 by default)
-    for cf in [&fascicolo::demo::cf("FRRPLA70A01F205"), &fascicolo::demo::cf("RCCMRC68L22F205")] {
+    for cf in [&fascicolo_load::demo::cf("FRRPLA70A01F205"), &fascicolo_load::demo::cf("RCCMRC68L22F205")] {
         assert_eq!(env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(cf, "2030-01-01"))).await.status, 200);
     }
     assert_eq!(
-        env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo::demo::cf("GLLSRA90S70F205"), "2030-01-01")))
+        env.as_(&anna, "POST", "/Patient/verdi-anna/$delegate", Some(grant(&fascicolo_load::demo::cf("GLLSRA90S70F205"), "2030-01-01")))
             .await
             .status,
         409
@@ -418,7 +420,7 @@ async fn writes_by_role() {
         ("cup operator", pro("moretti-luigi", Some("asst-fbf-sacco"), ProRole::CupOperator), 403),
         ("producer", producer(), 201),
         ("platform", platform_actor(), 201),
-        ("stranger", citizen(&fascicolo::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna"), 403),
+        ("stranger", citizen(&fascicolo_load::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna"), 403),
     ];
     for (name, actor, status) in table {
         let t = env.token(&actor).await;

@@ -184,7 +184,7 @@ async fn every_privacy_operation_needs_a_scope_that_grants_it() {
     let rp = {
         let t = token_for(&app.store, &me).await;
         let body = json!({"resourceType": "Parameters", "parameter": [
-            {"name": "cf", "valueString": fascicolo::demo::cf("BNCLRA90A41F205")}, {"name": "given", "valueString": "Laura"},
+            {"name": "cf", "valueString": fascicolo_load::demo::cf("BNCLRA90A41F205")}, {"name": "given", "valueString": "Laura"},
             {"name": "family", "valueString": "Bianchi"}, {"name": "until", "valueDateTime": "2030-01-01"}]});
         let r =
             app.send("POST", &format!("/Patient/{}/$delegate", w.giulia), Some(body), &[("authorization", &format!("Bearer {t}"))]).await;
@@ -208,7 +208,7 @@ async fn every_privacy_operation_needs_a_scope_that_grants_it() {
             "POST",
             format!("/Patient/{}/$delegate", w.giulia),
             Some(p(
-                json!([{"name": "cf", "valueString": fascicolo::demo::cf("VRDMRA80A01F205")}, {"name": "given", "valueString": "Mario"},
+                json!([{"name": "cf", "valueString": fascicolo_load::demo::cf("VRDMRA80A01F205")}, {"name": "given", "valueString": "Mario"},
                 {"name": "family", "valueString": "Verdi"}, {"name": "until", "valueDateTime": "2030-01-01"}]),
             )),
         ),
@@ -441,8 +441,8 @@ async fn orphan_originals_are_swept_and_referenced_ones_kept() {
     // and one being published right now (young): not touched
     let young = blobs.put(b"in flight").await.unwrap();
 
-    let fhir = fascicolo::fhir_service(&fascicolo::config::Config::default(), std::sync::Arc::clone(&app.store));
-    let sweep = fascicolo_app::ingest::sweep_orphans(&fhir, &blobs, fascicolo::ORPHAN_GRACE_MS).await.unwrap();
+    let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), std::sync::Arc::clone(&app.store));
+    let sweep = fascicolo_app::ingest::sweep_orphans(&fhir, &blobs, fascicolo_server::ORPHAN_GRACE_MS).await.unwrap();
     assert_eq!((sweep.checked, sweep.removed), (2, 1), "{sweep:?}");
     assert!(!path_of(&orphan).exists() && !partial.exists());
     assert!(path_of(&young).exists() && path_of(&published[0]).exists());
@@ -453,5 +453,5 @@ async fn orphan_originals_are_swept_and_referenced_ones_kept() {
     // storing an original again makes it young: a sweep racing a re-publication keeps it
     age(path_of(&published[0]));
     blobs.put(&example("LAB")).await.unwrap();
-    assert!(blobs.written_before(fascicolo_fhir::datetime::now_ms() - fascicolo::ORPHAN_GRACE_MS).await.unwrap().is_empty());
+    assert!(blobs.written_before(fascicolo_fhir::datetime::now_ms() - fascicolo_server::ORPHAN_GRACE_MS).await.unwrap().is_empty());
 }

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use fascicolo::seed::{publish, put_all, run, SeedArgs};
 use fascicolo_app::gate::ProRole;
 use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_load::seed::{publish, put_all, run, SeedArgs};
 use fascicolo_seed::clinical::{documents, Depth};
 use fascicolo_seed::people::{Config, Generator};
 use fascicolo_store::SearchPlan;
@@ -18,12 +18,13 @@ fn args(citizens: u64) -> SeedArgs {
 }
 
 async fn count(fhir: &FhirService, t: &str) -> u64 {
-    fhir.store().count(&SearchPlan { resource_type: Some(t.into()), ..Default::default() }).await.unwrap()
+    let q = [("_summary".to_string(), "count".to_string())];
+    fhir.search(&platform_actor(), Some(t), &q, "http://x").await.unwrap().total.unwrap()
 }
 
 struct Setup {
     store: std::sync::Arc<dyn fascicolo_store::Store>,
-    cfg: fascicolo::config::Config,
+    cfg: fascicolo_server::config::Config,
     fhir: FhirService,
     ingest: fascicolo_app::ingest::Ingest,
 }
@@ -32,12 +33,12 @@ struct Setup {
 /// (originals in a temporary folder).
 async fn setup() -> Setup {
     let store = fresh_store().await;
-    let cfg = fascicolo::config::Config {
+    let cfg = fascicolo_server::config::Config {
         data_dir: std::env::temp_dir().join(format!("fascicolo-seed-{}", uuid::Uuid::now_v7())),
         ..Default::default()
     };
-    let fhir = fascicolo::fhir_service(&cfg, std::sync::Arc::clone(&store));
-    let ingest = fascicolo::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
+    let fhir = fascicolo_server::fhir_service(&cfg, std::sync::Arc::clone(&store));
+    let ingest = fascicolo_server::ingest_service(&cfg, fhir.clone(), "http://localhost").unwrap();
     Setup { store, cfg, fhir, ingest }
 }
 
@@ -48,7 +49,7 @@ async fn services() -> (FhirService, fascicolo_app::ingest::Ingest) {
 
 #[tokio::test]
 async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
-    let (fhir, ingest) = services().await;
+    let Setup { store, fhir, ingest, .. } = setup().await;
     let s = run(&fhir, &ingest, &args(40), false).await.unwrap();
     assert_eq!(s.citizens, 40);
     assert_eq!(count(&fhir, "Patient").await, 40);
@@ -67,11 +68,8 @@ async fn the_region_is_loaded_through_the_producer_path_and_resumes() {
     assert!(count(&fhir, "Observation").await >= 9 * kind("lab"));
     assert_eq!(count(&fhir, "Organization").await as usize, 1 + 8 + 26 + 183 + 26 * 8 + 12);
     // every prescription carries its NRE (the document's id) as the group identifier
-    let prescriptions = fhir
-        .store()
-        .search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 1000, ..Default::default() })
-        .await
-        .unwrap();
+    let prescriptions =
+        store.search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 1000, ..Default::default() }).await.unwrap();
     assert!(!prescriptions.is_empty());
     for hit in prescriptions {
         let mr: serde_json::Value = serde_json::from_str(&hit.stored.json).unwrap();
@@ -196,7 +194,7 @@ async fn the_demo_starts_on_a_data_folder_seeded_before() {
     let documents = count(&fhir, "DocumentReference").await;
     assert_eq!(documents, s.documents);
 
-    assert!(fascicolo::demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await.unwrap(), "the demo starts");
+    assert!(fascicolo_server::seed_demo(&cfg, std::sync::Arc::clone(&store)).await.unwrap(), "the demo starts");
     // the region's first citizen is still the one `fascicolo seed` made (one version)
     let after = store.read("Patient", "pz-0-0").await.unwrap().unwrap();
     assert_eq!((after.version, after.json), (first.version, first.json));
@@ -208,11 +206,8 @@ async fn the_demo_starts_on_a_data_folder_seeded_before() {
         .unwrap();
     assert!(giulia.entries.len() > 10, "the personas have their histories: {}", giulia.entries.len());
     // every prescription number names one patient
-    let prescriptions = fhir
-        .store()
-        .search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 10_000, ..Default::default() })
-        .await
-        .unwrap();
+    let prescriptions =
+        store.search(&SearchPlan { resource_type: Some("MedicationRequest".into()), limit: 10_000, ..Default::default() }).await.unwrap();
     let mut owner = std::collections::HashMap::new();
     for hit in prescriptions {
         let mr: serde_json::Value = serde_json::from_str(&hit.stored.json).unwrap();
@@ -223,7 +218,7 @@ async fn the_demo_starts_on_a_data_folder_seeded_before() {
     assert!(owner.len() > 5);
     // the next start has nothing left to do
     let total = count(&fhir, "DocumentReference").await;
-    assert!(!fascicolo::demo::seed_everything(&cfg, std::sync::Arc::clone(&store)).await.unwrap());
+    assert!(!fascicolo_server::seed_demo(&cfg, std::sync::Arc::clone(&store)).await.unwrap());
     assert_eq!(count(&fhir, "DocumentReference").await, total);
     // a region with other parameters is refused before anything is written, saying which one is there
     let err = run(&fhir, &ingest, &SeedArgs { seed: 1, ..region.clone() }, false).await.unwrap_err().to_string();

@@ -24,7 +24,7 @@ async fn me(app: &TestApp, session: &str) -> (u16, String) {
 
 async fn demo_app() -> TestApp {
     let app = spawn_app().await;
-    fascicolo::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    fascicolo_load::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
     app
 }
 
@@ -64,7 +64,7 @@ async fn demo_provider_sign_in_sessions_and_csrf() {
 #[tokio::test]
 async fn professionals_get_their_role_and_sign_out_reaches_the_provider() {
     let app = demo_app().await;
-    let s = sign_in(&app, &fascicolo::demo::cf("FRRPLA70A01F205"), "gp").await;
+    let s = sign_in(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await;
     let (_, page) = me(&app, &s).await;
     assert!(page.contains("Medico di medicina generale"), "{page}");
     let csrf = csrf_of(&page);

@@ -63,7 +63,7 @@ async fn backend_services_introspection_and_revocation() {
         })
     })
     .await;
-    fascicolo::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    fascicolo_load::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
     let conf: Value = reqwest::get(format!("{}/.well-known/smart-configuration", app.base)).await.unwrap().json().await.unwrap();
     let token_url = conf["token_endpoint"].as_str().unwrap().to_string();
     assert_eq!(token_url, format!("{}/oauth/token", app.root));
@@ -137,7 +137,7 @@ async fn backend_services_introspection_and_revocation() {
 #[tokio::test]
 async fn authorization_code_flow_with_patient_context() {
     let app = spawn_app().await;
-    fascicolo::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    fascicolo_load::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
     let verifier = "a-verifier-of-enough-length-0123456789-abcdefghij";
     let challenge = fascicolo_web::oidc::pkce_challenge(verifier);
     let redirect = "http://127.0.0.1:9/callback";

@@ -426,7 +426,14 @@ impl Store for PgStore {
 
     async fn analyze(&self) -> Result<(), StoreError> {
         // maintenance after a bulk load is not a client's request: no statement time limit
-        self.client().await?.batch_execute("SET statement_timeout = 0; ANALYZE; RESET statement_timeout").await.map_err(be)
+        // only this store's tables (its schema may share the database with others): a bare
+        // ANALYZE locks every table of every schema and can run out of lock slots
+        let tables = "resources, resource_history, locator, idx_token, idx_string, idx_date, idx_ref, idx_number, idx_quantity, idx_uri";
+        self.client()
+            .await?
+            .batch_execute(&format!("SET statement_timeout = 0; ANALYZE {tables}; RESET statement_timeout"))
+            .await
+            .map_err(be)
     }
 
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError> {

@@ -2,8 +2,8 @@
 //! with the 8 valid official CDA2 examples, plus the validation engine's cost per document type
 //! on one thread. Both backends (`FASCICOLO_DATABASE_URL` for PostgreSQL).
 
-use crate::config::Config;
 use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_server::config::Config;
 use fascicolo_store::Store;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,7 +66,7 @@ async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: boo
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
     let counter = Arc::new(AtomicUsize::new(0));
     let cpu_before = cpu_seconds();
-    let load = crate::bench::drive(clients, seconds, move |_, _| {
+    let load = crate::api::drive(clients, seconds, move |_, _| {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let (name, bytes) = EXAMPLES[n % EXAMPLES.len()];
         let req = if publish {
@@ -78,7 +78,7 @@ async fn scenario(name: &'static str, url: String, token: Arc<str>, publish: boo
         } else {
             client.post(&url).bearer_auth(&*token).header("content-type", "application/xml").body(bytes.to_vec())
         };
-        crate::bench::succeeded(req)
+        crate::api::succeeded(req)
     })
     .await;
     let n = load.latencies.len();
@@ -95,7 +95,7 @@ pub(crate) async fn bench_store(cfg: &mut Config, prefix: &str) -> anyhow::Resul
         ),
         _ => {
             cfg.data_dir = cfg.data_dir.join(format!("{prefix}-{stamp}"));
-            crate::open_store(cfg).await?
+            fascicolo_server::open_store(cfg).await?
         }
     })
 }
@@ -130,7 +130,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     // 2. over HTTP, with the store
     let store = bench_store(&mut cfg, "benchdocs").await?;
     let fhir = FhirService::new(Arc::clone(&store));
-    crate::demo::seed_example_patients(&fhir).await?;
+    fascicolo_load::demo::seed_example_patients(&fhir).await?;
     fhir.update(
         &Actor::system(),
         "Organization",
@@ -141,7 +141,7 @@ pub async fn run(mut cfg: Config, args: BenchDocsArgs) -> anyhow::Result<()> {
     .await?;
     let producer = Actor::new(Who::Client { client_id: "bench-lis".into(), organization: Some("bench-hospital".into()), platform: false });
     let token: Arc<str> = fascicolo_app::auth::Tokens::new(Arc::clone(&store)).issue(&producer, "bench", 3600).await?.access_token.into();
-    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
+    let (addr, server) = fascicolo_server::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}/ingest/v1/documents");
     // warm every validator thread on every type
     let _ = scenario("warm-up", format!("{base}/validation"), Arc::clone(&token), false, args.clients, 3.0).await;

@@ -112,7 +112,7 @@ pub const EXAMPLE_PATIENTS: [(&str, &str, &str); 3] =
 pub async fn seed_example_patients(fhir: &FhirService) -> anyhow::Result<()> {
     for (i, (cf, given, family)) in EXAMPLE_PATIENTS.iter().enumerate() {
         let id = format!("esempio-fse-{}", i + 1);
-        if fhir.store().read("Patient", &id).await?.is_some() {
+        if fhir.exists("Patient", &id).await? {
             continue;
         }
         let p = json!({"resourceType": "Patient", "id": id, "active": true,
@@ -131,26 +131,25 @@ pub async fn seed_example_patients(fhir: &FhirService) -> anyhow::Result<()> {
 const JOB: &str = "demo/";
 
 async fn finished(fhir: &FhirService, step: &str) -> anyhow::Result<bool> {
-    Ok(fhir.store().job_mark(&format!("{JOB}{step}")).await?.is_some())
+    Ok(fhir.job_mark(&format!("{JOB}{step}")).await?.is_some())
 }
 
 async fn mark_finished(fhir: &FhirService, step: &str) -> anyhow::Result<()> {
-    fhir.store().set_job_mark(&format!("{JOB}{step}"), "", fascicolo_fhir::datetime::now_ms()).await?;
+    fhir.set_job_mark(&format!("{JOB}{step}"), "").await?;
     Ok(())
 }
 
 /// Everything demo mode shows: the registry with its personas, a small synthetic region around
 /// it with documents published like a hospital's, and the personas' histories. Returns whether
 /// anything was left to do; a start that stopped half-way finishes the job.
-pub async fn seed_everything(cfg: &crate::config::Config, store: std::sync::Arc<dyn fascicolo_store::Store>) -> anyhow::Result<bool> {
-    let fhir = crate::fhir_service(cfg, std::sync::Arc::clone(&store));
+pub async fn seed_everything(fhir: &FhirService, ingest: &fascicolo_app::ingest::Ingest) -> anyhow::Result<bool> {
+    let fhir = fhir.clone();
     if finished(&fhir, "everything").await? {
         return Ok(false);
     }
     if seed(&fhir).await? {
         tracing::info!("demo mode: seeded a small synthetic registry (sign in through the demo identity provider)");
     }
-    let ingest = crate::ingest_service(cfg, fhir.clone(), &cfg.public_url())?;
     let args = crate::seed::SeedArgs { citizens: 60, seed: 1, years: 3, no_documents: false, batch: 20, jobs: 2 };
     match crate::seed::region(&fhir).await? {
         // `fascicolo seed` ran on this data folder first: the demo lives in that region
@@ -162,11 +161,11 @@ pub async fn seed_everything(cfg: &crate::config::Config, store: std::sync::Arc<
             )
         }
         _ => {
-            let s = crate::seed::run(&fhir, &ingest, &args, false).await?;
+            let s = crate::seed::run(&fhir, ingest, &args, false).await?;
             tracing::info!(citizens = s.citizens, documents = s.documents, "demo mode: seeded a synthetic region (fascicolo seed)");
         }
     }
-    let n = seed_histories(&ingest).await?;
+    let n = seed_histories(ingest).await?;
     tracing::info!(documents = n, "demo mode: published the personas' histories");
     mark_finished(&fhir, "everything").await?;
     Ok(true)

@@ -80,9 +80,7 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 
 /// Handle the due messages once; returns how many were handled (delivered or nothing to do).
 pub async fn run_once(fhir: &FhirService, channels: &Channels, site: &str) -> anyhow::Result<usize> {
-    let store = fhir.store();
-    let now = datetime::now_ms();
-    let claimed = store.outbox_claim(now, 60_000, 50).await?;
+    let claimed = fhir.claim_outbox(60_000, 50).await?;
     let mut handled = 0;
     for c in claimed {
         let m = &c.message;
@@ -96,14 +94,14 @@ pub async fn run_once(fhir: &FhirService, channels: &Channels, site: &str) -> an
         .await;
         match result {
             Ok(()) => {
-                store.outbox_done(m.patient_key, m.id, datetime::now_ms()).await?;
+                fhir.outbox_done(m.patient_key, m.id).await?;
                 handled += 1;
             }
             Err(e) => {
                 // the error goes to operators with the message id only (no addresses)
                 tracing::warn!(message = %m.id, kind = %m.kind, attempts = c.attempts, "delivery failed, will retry");
                 // only the outermost context (never an address or a provider's echo of one)
-                store.outbox_retry(m.patient_key, m.id, datetime::now_ms() + backoff_ms(c.attempts), &e.to_string()).await?;
+                fhir.outbox_retry(m.patient_key, m.id, datetime::now_ms() + backoff_ms(c.attempts), &e.to_string()).await?;
             }
         }
     }

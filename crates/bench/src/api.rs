@@ -1,9 +1,9 @@
 //! `fascicolo bench`: ingest the Synthea set, then load the server over loopback with N
 //! concurrent clients per scenario and print throughput and latency percentiles.
 
-use crate::config::Config;
-use crate::import;
 use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_load::import;
+use fascicolo_server::config::Config;
 use fascicolo_store::Store;
 use serde_json::json;
 use serde_json::Value;
@@ -165,11 +165,11 @@ impl Tokens {
 /// A well-formed codice fiscale numbered `i` (the surname letters count in base 26).
 fn bench_cf(i: usize) -> Result<fascicolo_domain::CodiceFiscale, fascicolo_domain::codice_fiscale::CodiceFiscaleError> {
     let letters: String = (0..6).rev().map(|k| char::from(b'A' + ((i / 26usize.pow(k)) % 26) as u8)).collect();
-    fascicolo_domain::CodiceFiscale::parse(&crate::demo::cf(&format!("{letters}80A01F205")))
+    fascicolo_domain::CodiceFiscale::parse(&fascicolo_load::demo::cf(&format!("{letters}80A01F205")))
 }
 
 async fn tokens_for(kind: &str, fhir: &FhirService, patients: &[String]) -> anyhow::Result<Tokens> {
-    let issuer = fascicolo_app::auth::Tokens::new(Arc::clone(fhir.store()));
+    let issuer = fhir.token_issuer();
     let issue = |a: Actor| {
         let issuer = issuer.clone();
         async move { anyhow::Ok(Arc::<str>::from(issuer.issue(&a, "bench", 86_400).await.map_err(|e| anyhow::anyhow!("{e}"))?.access_token)) }
@@ -340,7 +340,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
         _ => {
             cfg.data_dir = cfg.data_dir.join(format!("bench-{stamp}"));
-            crate::open_store(&cfg).await?
+            fascicolo_server::open_store(&cfg).await?
         }
     };
     println!("backend: {}, clients: {}, {}s per scenario", store.backend(), args.clients, args.seconds);
@@ -354,7 +354,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     for kind in args.actors.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         actor_tokens.push(tokens_for(kind, &fhir, &patients).await?);
     }
-    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
+    let (addr, server) = fascicolo_server::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}/fhir/r4");
     let all_rows = run_all(&fhir, &base, &args, &actor_tokens).await?;
     for (kind, rows) in &all_rows {

@@ -209,6 +209,6 @@ pub async fn run(fhir: FhirService, paths: &[PathBuf], jobs: usize, progress: bo
     bar.finish_and_clear();
     s.seconds = start.elapsed().as_secs_f64();
     // a bulk load leaves the planner's statistics stale
-    fhir.store().analyze().await?;
+    fhir.analyze().await?;
     Ok(s)
 }

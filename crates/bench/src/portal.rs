@@ -2,9 +2,9 @@
 //! results (default 1,000 documents, 5,000 observations), rendered by the real server over
 //! loopback with a real session; prints latency percentiles and page sizes.
 
-use crate::bench::drive;
-use crate::config::Config;
+use crate::api::drive;
 use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_server::config::Config;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -63,13 +63,13 @@ fn day(i: usize) -> String {
 }
 
 async fn load(fhir: &FhirService, resources: Vec<Value>) -> anyhow::Result<()> {
-    crate::seed::put_all(fhir, resources).await.map(|_| ())
+    fascicolo_load::seed::put_all(fhir, resources).await.map(|_| ())
 }
 
 pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
-    let store = crate::bench_docs::bench_store(&mut cfg, "benchportal").await?;
+    let store = crate::documents::bench_store(&mut cfg, "benchportal").await?;
     let fhir = FhirService::new(Arc::clone(&store));
-    crate::demo::seed(&fhir).await?;
+    fascicolo_load::demo::seed(&fhir).await?;
     let patient = "rossi-giulia";
     let orgs: Vec<Value> = (0..10)
         .map(|i| json!({"resourceType": "Organization", "id": format!("bench-org-{i}"), "name": format!("ASST di prova {i}")}))
@@ -123,7 +123,7 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
     let (secret, _) = sessions.create(cf.as_str(), actor, profiles, None).await?;
     let cookie: Arc<str> = format!("fascicolo_session={secret}").into();
 
-    let (addr, server) = crate::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
+    let (addr, server) = fascicolo_server::Application::spawn_on_loopback(&cfg, Arc::clone(&store)).await?;
     let base = format!("http://{addr}");
     // a document in the middle of the citizen's list (the 500th with the default 1,000)
     let middle = format!("/documenti/bench-doc-{}", args.documents / 2);
@@ -147,7 +147,7 @@ pub async fn run(mut cfg: Config, args: BenchPortalArgs) -> anyhow::Result<()> {
         let (client, cookie, url2) = (client.clone(), Arc::clone(&cookie), url.clone());
         let l = drive(args.clients, args.seconds, move |_, _| {
             let req = client.get(&url2).header("cookie", &*cookie);
-            crate::bench::succeeded(req)
+            crate::api::succeeded(req)
         })
         .await;
         anyhow::ensure!(l.errors == 0, "{path}: {} errors", l.errors);

@@ -106,7 +106,6 @@ pub async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Re
 
 async fn progress(fhir: &FhirService, key: &str) -> anyhow::Result<u64> {
     Ok(fhir
-        .store()
         .job_mark(&format!("{JOB}{key}"))
         .await?
         .and_then(|r| serde_json::from_str::<Value>(&r).ok())
@@ -116,7 +115,7 @@ async fn progress(fhir: &FhirService, key: &str) -> anyhow::Result<u64> {
 
 async fn record(fhir: &FhirService, key: &str, households: u64, citizens: u64) -> anyhow::Result<()> {
     let data = json!({"households": households, "citizens": citizens}).to_string();
-    fhir.store().set_job_mark(&format!("{JOB}{key}"), &data, fascicolo_fhir::datetime::now_ms()).await?;
+    fhir.set_job_mark(&format!("{JOB}{key}"), &data).await?;
     Ok(())
 }
 
@@ -141,14 +140,14 @@ const REGION_ID: &str = "region";
 
 /// The region this store holds, if one was seeded.
 pub async fn region(fhir: &FhirService) -> anyhow::Result<Option<Region>> {
-    let Some(rec) = fhir.store().job_mark(&format!("{JOB}{REGION_ID}")).await? else { return Ok(None) };
+    let Some(rec) = fhir.job_mark(&format!("{JOB}{REGION_ID}")).await? else { return Ok(None) };
     Ok(Some(serde_json::from_str(&rec).context("the recorded synthetic region")?))
 }
 
 /// Records `want` as the store's region, or checks that it is the one already there.
 async fn claim_region(fhir: &FhirService, want: Region) -> anyhow::Result<()> {
     let data = serde_json::to_string(&want)?;
-    if fhir.store().first_job_mark(&format!("{JOB}{REGION_ID}"), &data, fascicolo_fhir::datetime::now_ms()).await? {
+    if fhir.first_job_mark(&format!("{JOB}{REGION_ID}"), &data).await? {
         return Ok(());
     }
     match region(fhir).await? {

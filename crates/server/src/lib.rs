@@ -1,14 +1,11 @@
-//! Wiring of the `fascicolo` binary, as a library so integration tests start the same app.
+//! The platform wired from configuration: the store (SQLite or PostgreSQL), the blob store,
+//! the validator pool, the web application, the outbox worker and the orphan sweeper. The
+//! `fascicolo` binary, the benchmarks and the integration tests start it alike
+//! ([`Application`]).
 #![forbid(unsafe_code)]
 
 pub mod application;
-pub mod bench;
-pub mod bench_docs;
-pub mod bench_portal;
 pub mod config;
-pub mod demo;
-pub mod import;
-pub mod seed;
 pub mod token;
 pub mod worker;
 
@@ -78,6 +75,14 @@ pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<t
     }))
 }
 
+/// Everything demo mode shows, seeded through the app layer with this configuration's services
+/// ([`fascicolo_load::demo::seed_everything`]); returns whether anything was left to do.
+pub async fn seed_demo(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<bool> {
+    let fhir = fhir_service(cfg, store);
+    let ingest = ingest_service(cfg, fhir.clone(), &cfg.public_url())?;
+    fascicolo_load::demo::seed_everything(&fhir, &ingest).await
+}
+
 /// Validator threads for a configuration (0: one per core).
 fn validator_threads(cfg: &Config) -> usize {
     match cfg.ingest.validators {
@@ -138,7 +143,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
             fiscal_claims: default_fiscal_claims(None),
         },
     };
-    let personas = if demo { demo::idp_personas() } else { Vec::new() };
+    let personas = if demo { fascicolo_load::demo::idp_personas() } else { Vec::new() };
     let limits = SessionLimits { idle_ms: cfg.session.idle_minutes * 60_000, absolute_ms: cfg.session.absolute_hours * 3_600_000 };
     let auth = fascicolo_web::AuthState {
         cookie_secure: public_url.starts_with("https://"),

@@ -175,7 +175,7 @@ impl Config {
     pub fn all_clients(&self) -> Vec<fascicolo_app::auth::Client> {
         let mut v = self.clients.clone();
         if self.demo_mode() {
-            v.extend(crate::demo::clients());
+            v.extend(fascicolo_load::demo::clients());
         }
         v
     }
