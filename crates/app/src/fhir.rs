@@ -716,8 +716,19 @@ impl FhirService {
         let limit = plan.limit;
         plan.limit = limit + 1;
         let mut hits = if limit == 0 { Vec::new() } else { self.store.search(&plan).await? };
-        let more = hits.len() > limit;
+        let mut more = hits.len() > limit;
         hits.truncate(limit);
+        // a page holds at most PAGE_BYTES of resources (at least one): the rest comes with the
+        // next link, so a page of large resources is not assembled in memory all at once
+        let mut bytes = 0usize;
+        if let Some(cut) = hits.iter().position(|h| {
+            bytes += h.stored.json.len();
+            bytes > crate::limits::PAGE_BYTES
+        }) {
+            let keep = cut.max(1);
+            more |= keep < hits.len();
+            hits.truncate(keep);
+        }
         let total = match req.total {
             Total::Accurate | Total::Estimate => Some(self.store.count(&plan).await?),
             Total::None if !more && req.cursor.is_none() => Some(hits.len() as u64),

@@ -22,6 +22,10 @@ pub const MAX_HAS: usize = 4;
 /// Search: length of the whole query string.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 
+/// Resources in one page of search results, in bytes of JSON (at least one resource): a page of
+/// large resources (documents with their content) ends early, with a next link.
+pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Free text a person types (a break-glass reason, a note): characters.
 pub const MAX_FREE_TEXT_CHARS: usize = 2000;
 

@@ -455,3 +455,34 @@ async fn health_ready_metrics() {
     assert!(m.contains("interaction=\"read\",method=\"GET\",status=\"404\""), "{m}");
     assert!(!m.contains("unknown"), "ids must not appear in metrics");
 }
+
+/// A page of large resources ends early with a next link (the page's resources are bounded in
+/// bytes, `limits::PAGE_BYTES`), and following the links gives every match once.
+#[tokio::test]
+async fn a_page_of_large_resources_is_bounded_in_bytes_and_paging_gives_every_match_once() {
+    let app = spawn_app().await;
+    let data = "QUJD".repeat(1024 * 1024); // 4 MiB of base64 each
+    let mut made = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        made.insert(app.create(json!({"resourceType": "Binary", "contentType": "application/pdf", "data": data})).await);
+    }
+    let first = app.get("/Binary?_count=100").await;
+    assert_eq!(first.status, 200);
+    let n = first.body["entry"].as_array().map_or(0, Vec::len);
+    assert!((1..=4).contains(&n), "a page holds at most 16 MiB of resources: {n} of 4 MiB each");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut page = first.body;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        for id in ids(&page) {
+            assert!(seen.insert(id.clone()), "Binary/{id} on two pages");
+        }
+        let next = page["link"].as_array().and_then(|l| l.iter().find(|l| l["relation"] == "next")).and_then(|l| l["url"].as_str());
+        let Some(next) = next.map(String::from) else { break };
+        page = app.get(&next).await.body;
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!(seen, made, "every match once");
+    assert!(pages >= 2);
+}
