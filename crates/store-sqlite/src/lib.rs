@@ -124,8 +124,23 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(be)?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000;").map_err(be)?;
+    // switching a new file to WAL needs an exclusive lock; two processes opening the same new
+    // file at once can each hold the shared lock the other waits for, and SQLite answers one of
+    // them "busy" at once rather than wait into a deadlock: that one tries again
+    let mut tries = 0;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())) {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(be(e)),
+        }
+    }
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+        "PRAGMA synchronous = NORMAL; \
          PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 10000; \
          PRAGMA journal_size_limit = 67108864;",
     )
