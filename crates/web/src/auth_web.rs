@@ -222,13 +222,10 @@ fn profile_label(lang: Lang, who: &Who) -> String {
 }
 
 /// The signed-in person's page: who they are, whose record they act on, sign-out.
-pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, Response> {
     let lang = Lang::from_query(raw.as_deref());
-    let Some((_, s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
-        return Redirect::to("/auth/login?next=/me").into_response();
+    let Some((_, s)) = session(&state, &headers).await? else {
+        return Ok(Redirect::to("/auth/login?next=/me").into_response());
     };
     let csrf = s.csrf.as_str();
     // the records a citizen may switch between: their own, their minor children's, their delegators'
@@ -237,10 +234,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
         if let Some(p) = patient {
             options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
         }
-        let list = match state.fhir.represented(cf).await {
-            Ok(list) => list,
-            Err(e) => return crate::portal::app_error(&state, lang, &e),
-        };
+        let list = state.fhir.represented(cf).await.map_err(|e| crate::portal::app_error(&state, lang, &e))?;
         {
             for r in list {
                 let what = match r.acting_as {
@@ -292,7 +286,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
         }
     };
     let banner = state.auth.demo.then(|| lang.t("AMBIENTE DEMO — dati sintetici", "DEMO ENVIRONMENT — synthetic data"));
-    Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, body)).into_response()
+    Ok(Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,43 +310,37 @@ fn csrf_refused() -> Response {
         "Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova. / The form has expired or does not come from this site. Reload the page and try again."))).into_response()
 }
 
-pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((secret, mut s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
-        return Redirect::to("/auth/login?next=/me").into_response();
+pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+    let Some((secret, mut s)) = session(&state, &headers).await? else {
+        return Ok(Redirect::to("/auth/login?next=/me").into_response());
     };
     if !csrf_ok(&s, &f.csrf) {
-        return csrf_refused();
+        return Ok(csrf_refused());
     }
     if let Some(i) = f.profile {
         let Some(p) = s.profiles.get(i) else {
-            return refuse(
+            return Ok(refuse(
                 Lang::It,
                 StatusCode::BAD_REQUEST,
                 "Profilo sconosciuto / Unknown profile",
                 "Il profilo scelto non è tra i tuoi. Ricarica la pagina. / The chosen profile is not one of yours. Reload the page.",
-            );
+            ));
         };
         s.actor = Actor::new(p.who.clone());
     }
     if let Some(target) = f.acting_for {
         // whose record this person may act on is the app's decision
-        let may = match state.fhir.may_act_for(&s.actor.who, &target).await {
-            Ok(may) => may,
-            Err(e) => return crate::portal::app_error(&state, Lang::It, &e),
-        };
+        let may = state.fhir.may_act_for(&s.actor.who, &target).await.map_err(|e| crate::portal::app_error(&state, Lang::It, &e))?;
         if !may {
-            return refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
-                "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age).");
+            return Ok(refuse(Lang::It, StatusCode::FORBIDDEN, "Non consentito / Not allowed",
+                "Non puoi consultare questo fascicolo (la delega è scaduta o il figlio è maggiorenne). / You cannot look at this record (the delegation has ended or the child is of age)."));
         }
         s.actor.acting_for = Some(target);
     }
     if state.auth.sessions.update(&secret, &s).await.is_err() {
-        return unavailable("Riprova / Try again");
+        return Ok(unavailable("Riprova / Try again"));
     }
-    Redirect::to(&local_path(f.next.as_ref())).into_response()
+    Ok(Redirect::to(&local_path(f.next.as_ref())).into_response())
 }
 
 fn cleared(state: &AppState, to: &str) -> Response {
@@ -361,38 +349,28 @@ fn cleared(state: &AppState, to: &str) -> Response {
     r
 }
 
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((secret, s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
-        return cleared(&state, "/");
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+    let Some((secret, s)) = session(&state, &headers).await? else {
+        return Ok(cleared(&state, "/"));
     };
     if !csrf_ok(&s, &f.csrf) {
-        return csrf_refused();
+        return Ok(csrf_refused());
     }
     // a sign-out that did not happen must not look as if it had
-    if let Err(e) = state.auth.sessions.end(&secret).await {
-        return crate::portal::app_error(&state, Lang::It, &e);
-    }
+    state.auth.sessions.end(&secret).await.map_err(|e| crate::portal::app_error(&state, Lang::It, &e))?;
     let after = format!("{}/", state.auth.public_url);
     let to = state.auth.rp.logout_url(s.id_token.as_deref(), &after).await.unwrap_or_else(|| "/".into());
-    cleared(&state, &to)
+    Ok(cleared(&state, &to))
 }
 
-pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let Some((_, s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
-        return cleared(&state, "/");
+pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+    let Some((_, s)) = session(&state, &headers).await? else {
+        return Ok(cleared(&state, "/"));
     };
     if !csrf_ok(&s, &f.csrf) {
-        return csrf_refused();
+        return Ok(csrf_refused());
     }
-    if let Err(e) = state.auth.sessions.end_all(&s).await {
-        return crate::portal::app_error(&state, Lang::It, &e);
-    }
+    state.auth.sessions.end_all(&s).await.map_err(|e| crate::portal::app_error(&state, Lang::It, &e))?;
     state.tokens.forget_all();
-    cleared(&state, "/")
+    Ok(cleared(&state, "/"))
 }

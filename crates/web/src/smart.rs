@@ -70,20 +70,20 @@ fn redirect_allowed(c: &Client, uri: &str) -> bool {
 }
 
 /// The approval page of the authorization code flow.
-pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, Response> {
     let lang = Lang::from_query(raw.as_deref());
     let q: HashMap<String, String> =
         raw.as_deref().map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default();
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
     let Some(c) = client(&state, get("client_id")).filter(|c| c.kind == "app") else {
-        return (
+        return Ok((
             StatusCode::BAD_REQUEST,
             Html(crate::html::error_page(lang, "client_id", lang.t("Applicazione non registrata.", "Unknown application."))),
         )
-            .into_response();
+            .into_response());
     };
     if !redirect_allowed(c, get("redirect_uri")) {
-        return (
+        return Ok((
             StatusCode::BAD_REQUEST,
             Html(crate::html::error_page(
                 lang,
@@ -91,7 +91,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
                 lang.t("Indirizzo di ritorno non registrato.", "Redirect address not registered."),
             )),
         )
-            .into_response();
+            .into_response());
     }
     let back = |err: &str, why: &str| {
         let qs = form_urlencoded::Serializer::new(String::new())
@@ -102,22 +102,19 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
         Redirect::to(&format!("{}?{qs}", get("redirect_uri"))).into_response()
     };
     if get("response_type") != "code" || get("code_challenge_method") != "S256" || get("code_challenge").is_empty() {
-        return back("invalid_request", "response_type=code and PKCE (code_challenge, code_challenge_method=S256) are required");
+        return Ok(back("invalid_request", "response_type=code and PKCE (code_challenge, code_challenge_method=S256) are required"));
     }
     if !get("aud").is_empty() && get("aud").trim_end_matches('/') != state.fhir_base().trim_end_matches('/') {
-        return back("invalid_request", "aud must be this server's FHIR base URL");
+        return Ok(back("invalid_request", "aud must be this server's FHIR base URL"));
     }
-    let Some((_, s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
+    let Some((_, s)) = session(&state, &headers).await? else {
         let here = format!("/oauth/authorize?{}", raw.unwrap_or_default());
         let next = form_urlencoded::Serializer::new(String::new()).append_pair("next", &here).finish();
-        return Redirect::to(&format!("/auth/login?{next}")).into_response();
+        return Ok(Redirect::to(&format!("/auth/login?{next}")).into_response());
     };
     let (clinical, _) = fascicolo_app::auth::grantable_scopes(&s.actor, get("scope"));
     if clinical.is_empty() {
-        return back("invalid_scope", "no clinical scope your profile may grant (citizens: patient/..., professionals: user/...)");
+        return Ok(back("invalid_scope", "no clinical scope your profile may grant (citizens: patient/..., professionals: user/...)"));
     }
     let body = html! {
         h1 { (lang.t("Autorizzare l'applicazione?", "Authorise the application?")) }
@@ -134,7 +131,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
             button type="submit" name="decision" value="deny" .secondary { (lang.t("Nega", "Deny")) }
         }
     };
-    Html(page(lang, lang.t("Autorizza applicazione", "Authorise application"), None, body)).into_response()
+    Ok(Html(page(lang, lang.t("Autorizza applicazione", "Authorise application"), None, body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,18 +146,15 @@ pub struct Approval {
     decision: String,
 }
 
-pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> Response {
-    let Some((_, s)) = (match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    }) else {
-        return Redirect::to("/auth/login").into_response();
+pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> Result<Response, Response> {
+    let Some((_, s)) = session(&state, &headers).await? else {
+        return Ok(Redirect::to("/auth/login").into_response());
     };
     if !fascicolo_app::auth::same_secret(&s.csrf, &a.csrf) {
-        return (StatusCode::FORBIDDEN, "the form has expired; reload the page").into_response();
+        return Ok((StatusCode::FORBIDDEN, "the form has expired; reload the page").into_response());
     }
     let Some(c) = client(&state, &a.client_id).filter(|c| c.kind == "app" && redirect_allowed(c, &a.redirect_uri)) else {
-        return (StatusCode::BAD_REQUEST, "unknown client or redirect").into_response();
+        return Ok((StatusCode::BAD_REQUEST, "unknown client or redirect").into_response());
     };
     let reply = |pairs: &[(&str, &str)]| {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -171,7 +165,7 @@ pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a):
         Redirect::to(&format!("{}?{}", a.redirect_uri, q.finish())).into_response()
     };
     if a.decision != "allow" {
-        return reply(&[("error", "access_denied")]);
+        return Ok(reply(&[("error", "access_denied")]));
     }
     let (clinical, other) = fascicolo_app::auth::grantable_scopes(&s.actor, &a.scope);
     let mut actor = s.actor.clone();
@@ -180,9 +174,9 @@ pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a):
     let data =
         json!({"actor": actor, "other": other.join(" "), "client_id": c.id, "redirect_uri": a.redirect_uri, "challenge": a.code_challenge});
     if state.fhir.issue_code(CODE_KIND, &code, &c.id, &data, 60_000).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, "try again").into_response());
     }
-    reply(&[("code", &code)])
+    Ok(reply(&[("code", &code)]))
 }
 
 #[derive(Debug, Deserialize)]
