@@ -21,7 +21,8 @@ CREATE TABLE readiness_probe (id BIGINT NOT NULL PRIMARY KEY, data TEXT COLLATE 
 
 INSERT INTO job_marks (job, data, updated_at) SELECT 'seed/' || id, data, 0 FROM auth_records WHERE kind = 'seed-progress';
 INSERT INTO job_marks (job, data, updated_at) SELECT 'demo/' || id, data, 0 FROM auth_records WHERE kind = 'demo-seeded';
-INSERT INTO seen_marks (mark_key, seen_at, expires_at) SELECT id, CAST(data AS BIGINT), expires_at FROM auth_records WHERE kind = 'portal-seen';
+-- a mark that is not a number (never written so, but a failed cast would stop every start) is dropped
+INSERT INTO seen_marks (mark_key, seen_at, expires_at) SELECT id, CAST(data AS BIGINT), expires_at FROM auth_records WHERE kind = 'portal-seen' AND data ~ '^[0-9]{1,18}$';
 INSERT INTO submission_status (workflow, producer, body, expires_at) SELECT id, subject, data, expires_at FROM auth_records WHERE kind = 'ingest-status';
 INSERT INTO notification_claims (claim_key, message_id, expires_at) SELECT id, data, expires_at FROM auth_records WHERE kind = 'notified';
 DELETE FROM auth_records WHERE kind IN ('seed-progress', 'demo-seeded', 'portal-seen', 'ingest-status', 'notified', 'readiness-probe');

@@ -472,6 +472,7 @@ pub const MIGRATION_1_STATE_ROWS: &str = "INSERT INTO auth_records (kind, id, su
     ('seed-progress', 'region', 'seed', '{\"seed\":7,\"citizens\":200,\"years\":5}', 9223372036854775807), \
     ('demo-seeded', 'everything', 'demo', '', 9223372036854775807), \
     ('portal-seen', 'k1', 'portal', '1700000000000', 4102444800000), \
+    ('portal-seen', 'k-bad', 'portal', 'not a time', 4102444800000), \
     ('ingest-status', 'wf-1', 'asst-a', '{\"status\":\"ok\"}', 4102444800000), \
     ('notified', 'hour-1', 'notify', 'm-1', 4102444800000), \
     ('session', 's1', 'alice', '{}', 4102444800000);";
@@ -481,6 +482,7 @@ pub async fn state_moved_by_migration_2(store: &dyn Store) {
     assert_eq!(store.job_mark("seed/region").await.unwrap().as_deref(), Some(r#"{"seed":7,"citizens":200,"years":5}"#));
     assert!(store.job_mark("demo/everything").await.unwrap().is_some());
     assert_eq!(store.seen_mark("k1", 0).await.unwrap(), Some(1_700_000_000_000));
+    assert_eq!(store.seen_mark("k-bad", 0).await.unwrap(), None, "a malformed mark is dropped, not a failed start");
     let s = store.submission("wf-1", 0).await.unwrap().unwrap();
     assert_eq!((s.producer.as_str(), s.body.as_str()), ("asst-a", r#"{"status":"ok"}"#));
     assert!(store.claim_notification("hour-1", "m-1", 4_102_444_800_000).await.unwrap(), "the claim keeps its holder");

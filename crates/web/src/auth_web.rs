@@ -222,7 +222,7 @@ fn profile_label(lang: Lang, who: &Who) -> String {
 }
 
 /// The signed-in person's page: who they are, whose record they act on, sign-out.
-pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, Response> {
+pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> crate::portal::PageResult {
     let lang = Lang::from_query(raw.as_deref());
     let Some((_, s)) = session(&state, &headers).await? else {
         return Ok(Redirect::to("/auth/login?next=/me").into_response());
@@ -310,7 +310,7 @@ fn csrf_refused() -> Response {
         "Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova. / The form has expired or does not come from this site. Reload the page and try again."))).into_response()
 }
 
-pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+pub async fn switch_profile(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> crate::portal::PageResult {
     let Some((secret, mut s)) = session(&state, &headers).await? else {
         return Ok(Redirect::to("/auth/login?next=/me").into_response());
     };
@@ -349,7 +349,7 @@ fn cleared(state: &AppState, to: &str) -> Response {
     r
 }
 
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> crate::portal::PageResult {
     let Some((secret, s)) = session(&state, &headers).await? else {
         return Ok(cleared(&state, "/"));
     };
@@ -363,7 +363,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): 
     Ok(cleared(&state, &to))
 }
 
-pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Result<Response, Response> {
+pub async fn logout_everywhere(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> crate::portal::PageResult {
     let Some((_, s)) = session(&state, &headers).await? else {
         return Ok(cleared(&state, "/"));
     };

@@ -70,7 +70,7 @@ fn redirect_allowed(c: &Client, uri: &str) -> bool {
 }
 
 /// The approval page of the authorization code flow.
-pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, Response> {
+pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> crate::portal::PageResult {
     let lang = Lang::from_query(raw.as_deref());
     let q: HashMap<String, String> =
         raw.as_deref().map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default();
@@ -146,7 +146,7 @@ pub struct Approval {
     decision: String,
 }
 
-pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> Result<Response, Response> {
+pub async fn approve(State(state): State<AppState>, headers: HeaderMap, Form(a): Form<Approval>) -> crate::portal::PageResult {
     let Some((_, s)) = session(&state, &headers).await? else {
         return Ok(Redirect::to("/auth/login").into_response());
     };
