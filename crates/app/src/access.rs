@@ -15,7 +15,7 @@ use fascicolo_domain::privacy::{self, labels, Art6Category, Closed, DocumentFact
 use fascicolo_domain::PatientKey;
 use fascicolo_fhir::search::parse_search;
 use fascicolo_fhir::{datetime, params::index_resource};
-use fascicolo_store::{Method, OutboxMessage, SearchPlan, Store, Stored, Visibility, Write};
+use fascicolo_store::{AccessEntry, AccessQuery, Method, OutboxMessage, SearchPlan, Store, Stored, Visibility, Write};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -285,10 +285,49 @@ pub struct AccessRecord {
     pub query: Option<String>,
 }
 
+/// What the gate decided about a record for a professional or a client, shared between
+/// requests: reused only while the record's facts version (which every write to the record, and
+/// every emergency opening, moves on) is the one it was decided under, and for at most
+/// [`RELATION_TTL_MS`]. It saves the relation lookups (patient, consent, care relation,
+/// emergency openings) that an audited access would otherwise make on every request.
+#[derive(Default)]
+pub struct RelationCache {
+    map: parking_lot::Mutex<HashMap<(String, PatientKey), Cached>>,
+}
+
+struct Cached {
+    version: i64,
+    until: i64,
+    access: Arc<Access>,
+}
+
+/// Longest reuse of a decision.
+pub const RELATION_TTL_MS: i64 = 60_000;
+/// Most decisions kept (the cache starts over when full).
+const RELATION_CACHE_MAX: usize = 100_000;
+
+impl RelationCache {
+    fn get(&self, who: &str, key: PatientKey, version: i64, now: i64) -> Option<Arc<Access>> {
+        let map = self.map.lock();
+        let c = map.get(&(who.to_string(), key))?;
+        (c.version == version && now < c.until).then(|| Arc::clone(&c.access))
+    }
+
+    fn put(&self, who: String, key: PatientKey, version: i64, now: i64, access: Arc<Access>) {
+        let mut map = self.map.lock();
+        if map.len() >= RELATION_CACHE_MAX {
+            map.clear();
+        }
+        map.insert((who, key), Cached { version, until: now + RELATION_TTL_MS, access });
+    }
+}
+
 /// Per-request gate: caches relations, records every compartment touched for the audit.
 pub struct Gate<'a> {
     store: &'a dyn Store,
     policy: &'a Policy,
+    /// What the gate decided for professionals and clients, shared between requests.
+    relations: Option<&'a RelationCache>,
     pub actor: &'a Actor,
     cache: HashMap<PatientKey, Arc<Access>>,
     records: Vec<AccessRecord>,
@@ -431,7 +470,39 @@ fn birth_date(patient: &Value) -> Option<time::Date> {
 
 impl<'a> Gate<'a> {
     pub fn new(store: &'a dyn Store, policy: &'a Policy, actor: &'a Actor) -> Self {
-        Gate { store, policy, actor, cache: HashMap::new(), records: Vec::new(), new_documents: Vec::new(), publication: false }
+        Gate {
+            store,
+            policy,
+            relations: None,
+            actor,
+            cache: HashMap::new(),
+            records: Vec::new(),
+            new_documents: Vec::new(),
+            publication: false,
+        }
+    }
+
+    /// Reuse what the gate decided in earlier requests (see [`RelationCache`]).
+    pub fn with_relations(mut self, relations: &'a RelationCache) -> Self {
+        self.relations = Some(relations);
+        self
+    }
+
+    /// The key of the actor in the shared cache: professionals and clients only (a citizen's
+    /// relations to another record depend on the time of day: a delegation's period, a child's
+    /// coming of age).
+    fn shared_key(&self) -> Option<String> {
+        let a = self.actor;
+        let scoped = a.patient_scoped();
+        match &a.who {
+            Who::Professional { practitioner, organization, role } => {
+                Some(format!("pro|{practitioner}|{organization:?}|{}|{scoped}|{:?}", role.code(), a.acting_for))
+            }
+            Who::Client { client_id, organization, platform } => {
+                Some(format!("cli|{client_id}|{organization:?}|{platform}|{scoped}|{:?}", a.acting_for))
+            }
+            _ => None,
+        }
     }
 
     /// Refuse anonymous callers before anything else.
@@ -448,7 +519,26 @@ impl<'a> Gate<'a> {
         if let Some(a) = self.cache.get(&key) {
             return Ok(Arc::clone(a));
         }
-        let a = Arc::new(self.resolve(key).await?);
+        let a = match (self.relations, self.shared_key()) {
+            (Some(shared), Some(who)) if !key.is_shared() => {
+                // the record's facts version first: a decision made on facts newer than the
+                // version read is only ever filed under an older version, never the reverse
+                let version = self.store.facts_version(key).await?;
+                let now = datetime::now_ms();
+                match shared.get(&who, key, version, now) {
+                    Some(a) => a,
+                    None => {
+                        let a = Arc::new(self.resolve(key).await?);
+                        // an emergency opening ends by itself: decided again each time
+                        if !a.emergency() {
+                            shared.put(who, key, version, now, Arc::clone(&a));
+                        }
+                        a
+                    }
+                }
+            }
+            _ => Arc::new(self.resolve(key).await?),
+        };
         self.cache.insert(key, Arc::clone(&a));
         Ok(a)
     }
@@ -584,19 +674,19 @@ impl<'a> Gate<'a> {
     /// An emergency access opened by this practitioner that has not ended.
     async fn break_glass_active(&self, key: PatientKey, practitioner: &str) -> AppResult<bool> {
         let now = datetime::now_ms();
-        let since = datetime::format_instant(now - self.policy.break_glass_minutes.max(1) * 60_000 - 60_000);
-        let found = lookup_values(
-            self.store,
-            Some(key),
-            "AuditEvent",
-            &[
-                ("subtype", &format!("{ACCESS_SYSTEM}|break-glass")),
-                ("agent", &format!("Practitioner/{practitioner}")),
-                ("date", &format!("ge{since}")),
-            ],
-            20,
-        )
-        .await?;
+        let since_ms = now - self.policy.break_glass_minutes.max(1) * 60_000 - 60_000;
+        let q = AccessQuery {
+            patient: Some(key),
+            from: Some(since_ms),
+            agents: vec![format!("Practitioner/{practitioner}")],
+            flags: LOG_BREAK_GLASS,
+            limit: 20,
+            ..Default::default()
+        };
+        let mut found = Vec::new();
+        for e in self.store.access_log(&q).await? {
+            found.push(audit_resource(&e)?);
+        }
         Ok(found.iter().filter_map(break_glass_of).any(|b| b.active(at_ms(now))))
     }
 
@@ -623,7 +713,7 @@ impl<'a> Gate<'a> {
     /// Check a write of `resource_type` into partition `key` (shared or a patient's).
     pub async fn check_write(&mut self, key: PatientKey, resource_type: &str, op: Op, current: Option<&Stored>) -> AppResult<Arc<Access>> {
         self.require_identity()?;
-        if resource_type == "AuditEvent" && !matches!(self.actor.who, Who::System) {
+        if resource_type == "AuditEvent" {
             return Err(AppError::Forbidden("the access log is written by the server only".into()));
         }
         if key.is_shared() {
@@ -707,17 +797,17 @@ impl<'a> Gate<'a> {
         Ok(())
     }
 
-    /// The AuditEvents (and access notifications) of everything recorded, to commit with the
-    /// access itself.
-    pub fn audit_writes(&self, now: i64) -> AppResult<(Vec<Write>, Vec<OutboxMessage>)> {
-        let mut writes = Vec::new();
+    /// The access-log entries (and access notifications) of everything recorded, to commit with
+    /// the access itself.
+    pub fn audit_writes(&self, now: i64) -> AppResult<(Vec<AccessEntry>, Vec<OutboxMessage>)> {
+        let mut entries = Vec::with_capacity(self.records.len());
         let mut outbox = Vec::new();
         for r in &self.records {
-            let (w, notify) = audit_event(self.actor, r, now, None)?;
+            let (e, notify) = audit_event(self.actor, r, now, None)?;
             if notify {
-                outbox.push(access_notification(&w, r.access.emergency(), now));
+                outbox.push(access_notification(&e, r.access.emergency(), now));
             }
-            writes.push(w);
+            entries.push(e);
         }
         for (key, doc) in &self.new_documents {
             outbox.push(OutboxMessage {
@@ -728,7 +818,7 @@ impl<'a> Gate<'a> {
                 available_at: now,
             });
         }
-        Ok((writes, outbox))
+        Ok((entries, outbox))
     }
 
     /// Commit the recorded audit (for reads); nothing to do when nothing was recorded.
@@ -736,36 +826,86 @@ impl<'a> Gate<'a> {
         if self.records.is_empty() && self.new_documents.is_empty() {
             return Ok(());
         }
-        let (w, o) = self.audit_writes(datetime::now_ms())?;
-        self.store.commit_with(w, o).await?;
+        let (e, o) = self.audit_writes(datetime::now_ms())?;
+        self.store.commit_all(Vec::new(), e, o).await?;
         Ok(())
     }
 }
 
-/// `notify.access`: carries only the audit event's id (no personal or clinical data).
-pub fn access_notification(audit: &Write, emergency: bool, now: i64) -> OutboxMessage {
+/// Access-log flags (the store filters on them): an emergency opening (break-glass)...
+pub const LOG_BREAK_GLASS: i64 = 1;
+/// ...an access under an emergency opening...
+pub const LOG_EMERGENCY: i64 = 2;
+/// ...an access by a parent or delegate on the patient's behalf.
+pub const LOG_ON_BEHALF: i64 = 4;
+
+/// `notify.access`: carries only the log entry's id and who accessed (no personal or clinical
+/// data). Ordinary accesses by one agent to one record within an hour make one message: its id
+/// is derived from the record, the agent and the hour, and the store keeps the first.
+pub fn access_notification(entry: &AccessEntry, emergency: bool, now: i64) -> OutboxMessage {
+    let id = if emergency {
+        uuid::Uuid::now_v7()
+    } else {
+        let hour = now.div_euclid(3_600_000);
+        let digest = crate::auth::hash_secret(&format!("{}:{}:{hour}", entry.patient_key.uuid(), entry.agent));
+        let mut rand = [0u8; 10];
+        for (i, b) in rand.iter_mut().enumerate() {
+            *b = u8::from_str_radix(digest.get(i * 2..i * 2 + 2).unwrap_or("00"), 16).unwrap_or(0);
+        }
+        // a v7 id (ordered by the hour it stands for) whose random part is the digest
+        uuid::Builder::from_unix_timestamp_millis(u64::try_from(hour * 3_600_000).unwrap_or(0), &rand).into_uuid()
+    };
     OutboxMessage {
-        id: uuid::Uuid::now_v7(),
-        patient_key: audit.patient_key,
+        id,
+        patient_key: entry.patient_key,
         kind: "notify.access".into(),
-        payload: json!({"audit": audit.id, "emergency": emergency}).to_string(),
+        payload: json!({"audit": entry.id, "agent": entry.agent, "emergency": emergency}).to_string(),
         available_at: now,
     }
 }
 
-/// One AuditEvent (IHE BALP style) for one access; returns whether the citizen is notified.
-/// `period` makes it a break-glass opening.
-pub fn audit_event(actor: &Actor, r: &AccessRecord, now: i64, period: Option<(i64, i64, &str)>) -> AppResult<(Write, bool)> {
-    // a record whose Patient was deleted still gets its log entry (in its partition)
-    let patient_ref = r.access.patient_id.as_ref().map(|p| format!("Patient/{p}"));
-    let (action, restful) = match r.interaction {
-        "create" => ("C", "create"),
-        "update" | "patch" => ("U", r.interaction),
-        "delete" => ("D", "delete"),
-        "search-type" | "search-system" | "history-instance" | "history-type" | "everything" => ("E", r.interaction),
-        "operation" => ("E", "operation"),
-        other => ("R", other),
-    };
+/// An access-log entry as stored: what the FHIR `AuditEvent` is built from when read.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Logged {
+    /// The interaction (read, search-type, create, operation...).
+    i: String,
+    /// The purpose of use (v3-ActReason code).
+    p: String,
+    /// Agents: `[kind, code, who]` with kind `rp` (a related person: code parent or delegate),
+    /// `pro` (a professional: code its role), `org` (their organisation), `cli` (a client: who
+    /// its id), `fas` (the platform itself).
+    a: Vec<[String; 3]>,
+    /// The patient's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pt: Option<String>,
+    /// What was touched (`Type/id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    e: Vec<String>,
+    /// The query of a search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    q: Option<String>,
+    /// An emergency opening: its period (ms) and reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per: Option<(i64, i64, String)>,
+}
+
+/// A new access-log id: the record's key and a time-ordered UUID, 64 hex digits (a valid FHIR
+/// id), so a read by id finds the record without a lookup.
+fn log_id(key: PatientKey) -> String {
+    format!("{}{}", key.uuid().simple(), uuid::Uuid::now_v7().simple())
+}
+
+/// The record an access-log id names (ids of this scheme; older ones are found by the store).
+pub fn log_record(id: &str) -> Option<PatientKey> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    uuid::Uuid::parse_str(id.get(..32)?).ok().map(PatientKey::from_uuid)
+}
+
+/// One access-log entry for one access; returns whether the citizen is notified.
+/// `period` makes it an emergency opening (break-glass).
+pub fn audit_event(actor: &Actor, r: &AccessRecord, now: i64, period: Option<(i64, i64, &str)>) -> AppResult<(AccessEntry, bool)> {
     let emergency = r.access.emergency() || period.is_some();
     let (purpose, on_behalf) = match &r.access.relation {
         Relation::Clinician { .. } if emergency => ("ETREAT", false),
@@ -774,78 +914,156 @@ pub fn audit_event(actor: &Actor, r: &AccessRecord, now: i64, period: Option<(i6
         Relation::Parent { .. } | Relation::Delegate { .. } => ("PATADMIN", true),
         _ => ("HSYSADMIN", false),
     };
+    let a3 = |k: &str, c: &str, w: String| [k.to_string(), c.to_string(), w];
     let mut agents = Vec::new();
     match (&actor.who, &r.access.relation) {
         (_, Relation::Parent { rp, .. } | Relation::Delegate { rp, .. }) => {
             let code = if matches!(r.access.relation, Relation::Parent { .. }) { "parent" } else { "delegate" };
-            agents.push(json!({"type": {"coding": [{"system": RELATIONSHIP_SYSTEM, "code": code}]},
-                "who": {"reference": format!("RelatedPerson/{rp}")}, "requestor": true}));
+            agents.push(a3("rp", code, format!("RelatedPerson/{rp}")));
         }
         (Who::Professional { practitioner, organization, role }, _) => {
-            agents.push(json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": role.code()}]},
-                "who": {"reference": format!("Practitioner/{practitioner}")}, "requestor": true}));
+            agents.push(a3("pro", role.code(), format!("Practitioner/{practitioner}")));
             if let Some(o) = organization {
-                agents.push(json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": "PROV"}]},
-                    "who": {"reference": format!("Organization/{o}")}, "requestor": false}));
+                agents.push(a3("org", "PROV", format!("Organization/{o}")));
             }
         }
         (Who::Client { client_id, organization, .. }, _) => {
-            agents.push(json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": "system"}]},
-                "who": {"identifier": {"system": "urn:fascicolo:client", "value": client_id}}, "requestor": true}));
+            agents.push(a3("cli", "system", client_id.clone()));
             if let Some(o) = organization {
-                agents.push(json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": "PROV"}]},
-                    "who": {"reference": format!("Organization/{o}")}, "requestor": false}));
+                agents.push(a3("org", "PROV", format!("Organization/{o}")));
             }
         }
-        _ => {
-            agents.push(json!({"who": {"display": "Fascicolo"}, "requestor": true}));
-        }
+        _ => agents.push(a3("fas", "", String::new())),
     }
-    let mut subtype = vec![json!({"system": "http://hl7.org/fhir/restful-interaction", "code": restful})];
+    let agent = match agents.first() {
+        Some([k, _, w]) if k == "cli" => format!("urn:fascicolo:client|{w}"),
+        Some([_, _, w]) => w.clone(),
+        None => String::new(),
+    };
+    let mut flags = 0;
     if period.is_some() {
-        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "break-glass"}));
+        flags |= LOG_BREAK_GLASS;
     } else if emergency {
-        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "emergency"}));
+        flags |= LOG_EMERGENCY;
     }
     if on_behalf {
+        flags |= LOG_ON_BEHALF;
+    }
+    let logged = Logged {
+        i: r.interaction.to_string(),
+        p: purpose.to_string(),
+        a: agents,
+        pt: r.access.patient_id.clone(),
+        e: r.entities.clone(),
+        q: r.query.clone(),
+        per: period.map(|(s, e, why)| (s, e, why.to_string())),
+    };
+    let content = serde_json::to_string(&logged).map_err(|e| AppError::Internal(format!("an access-log entry: {e}")))?;
+    let entry = AccessEntry {
+        // the entry lives in the patient's partition (a record whose Patient was deleted
+        // still gets its log entry there)
+        patient_key: r.access.key,
+        recorded: now,
+        id: log_id(r.access.key),
+        agent,
+        flags,
+        content,
+        changes_facts: period.is_some(),
+    };
+    let notify = !on_behalf && !matches!(actor.who, Who::System);
+    Ok((entry, notify))
+}
+
+/// The FHIR `AuditEvent` (IHE BALP style) of an access-log entry, as stored: what the API,
+/// the portal and the notifications read. Entries moved from an older schema are AuditEvents
+/// already.
+pub fn audit_resource(e: &AccessEntry) -> AppResult<Value> {
+    if e.content.contains("\"resourceType\"") {
+        return serde_json::from_str(&e.content).map_err(|err| AppError::Internal(format!("access-log entry {}: {err}", e.id)));
+    }
+    let l: Logged = serde_json::from_str(&e.content).map_err(|err| AppError::Internal(format!("access-log entry {}: {err}", e.id)))?;
+    let (action, restful) = match l.i.as_str() {
+        "create" => ("C", "create"),
+        "update" | "patch" => ("U", l.i.as_str()),
+        "delete" => ("D", "delete"),
+        "search-type" | "search-system" | "history-instance" | "history-type" | "everything" => ("E", l.i.as_str()),
+        "operation" => ("E", "operation"),
+        other => ("R", other),
+    };
+    let role_class = "http://terminology.hl7.org/CodeSystem/v3-RoleClass";
+    let agents: Vec<Value> = l
+        .a
+        .iter()
+        .map(|[kind, code, who]| match kind.as_str() {
+            "rp" => json!({"type": {"coding": [{"system": RELATIONSHIP_SYSTEM, "code": code}]}, "who": {"reference": who}, "requestor": true}),
+            "pro" => json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": code}]}, "who": {"reference": who}, "requestor": true}),
+            "org" => json!({"type": {"coding": [{"system": role_class, "code": code}]}, "who": {"reference": who}, "requestor": false}),
+            "cli" => json!({"type": {"coding": [{"system": crate::gate::ROLE_SYSTEM, "code": "system"}]},
+                "who": {"identifier": {"system": "urn:fascicolo:client", "value": who}}, "requestor": true}),
+            _ => json!({"who": {"display": "Fascicolo"}, "requestor": true}),
+        })
+        .collect();
+    let mut subtype = vec![json!({"system": "http://hl7.org/fhir/restful-interaction", "code": restful})];
+    if e.flags & LOG_BREAK_GLASS != 0 {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "break-glass"}));
+    } else if e.flags & LOG_EMERGENCY != 0 {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "emergency"}));
+    }
+    if e.flags & LOG_ON_BEHALF != 0 {
         subtype.push(json!({"system": ACCESS_SYSTEM, "code": "on-behalf"}));
     }
+    let patient_ref = l.pt.as_ref().map(|p| format!("Patient/{p}"));
     let mut entities = Vec::new();
     if let Some(p) = &patient_ref {
         entities.push(json!({"what": {"reference": p},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
             "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}));
     }
-    for e in &r.entities {
-        if Some(e) != patient_ref.as_ref() {
-            entities.push(json!({"what": {"reference": e},
+    for x in &l.e {
+        if Some(x) != patient_ref.as_ref() {
+            entities.push(json!({"what": {"reference": x},
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}));
         }
     }
-    if let Some(q) = &r.query {
+    if let Some(q) = &l.q {
         use base64::Engine as _;
         entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
             "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
             "query": base64::engine::general_purpose::STANDARD.encode(q)}));
     }
-    let mut ev = json!({"resourceType": "AuditEvent",
+    let recorded = datetime::format_instant(e.recorded);
+    let mut ev = json!({"resourceType": "AuditEvent", "id": e.id, "meta": {"versionId": "1", "lastUpdated": recorded},
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
-        "subtype": subtype, "action": action, "recorded": datetime::format_instant(now), "outcome": "0",
-        "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}],
+        "subtype": subtype, "action": action, "recorded": recorded, "outcome": "0",
+        "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": l.p}]}],
         "agent": agents,
         "source": {"observer": {"display": "Fascicolo"},
             "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
         "entity": entities});
-    if let Some((start, end, reason)) = period {
-        ev["period"] = json!({"start": datetime::format_instant(start), "end": datetime::format_instant(end)});
-        ev["purposeOfEvent"][0]["text"] = Value::String(reason.to_string());
+    if let Some((start, end, reason)) = &l.per {
+        ev["period"] = json!({"start": datetime::format_instant(*start), "end": datetime::format_instant(*end)});
+        ev["purposeOfEvent"][0]["text"] = Value::String(reason.clone());
     }
-    let id = crate::prepare::new_id();
-    let (mut w, _) = crate::prepare::write_for(ev, "AuditEvent", &id, None, Method::Create, now)?;
-    // the event lives in the patient's partition
-    w.patient_key = r.access.key;
-    let notify = !on_behalf && !matches!(actor.who, Who::System);
-    Ok((w, notify))
+    Ok(ev)
+}
+
+/// An access-log entry as the stored resource the gate and the API handle.
+pub fn audit_stored(e: &AccessEntry) -> AppResult<Stored> {
+    Ok(stored_entry(e, &audit_resource(e)?))
+}
+
+/// An entry with its AuditEvent (built already) as a stored resource.
+pub fn stored_entry(e: &AccessEntry, ev: &Value) -> Stored {
+    Stored {
+        patient_key: e.patient_key,
+        resource_type: "AuditEvent".into(),
+        id: e.id.clone(),
+        version: 1,
+        last_updated: e.recorded,
+        deleted: false,
+        json: ev.to_string(),
+        method: Method::Create,
+    }
 }
 
 /// Derive the privacy labels of a resource about to be written: strip what only the platform

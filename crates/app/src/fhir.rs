@@ -103,6 +103,7 @@ pub struct FhirService {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     health: Arc<crate::health::Health>,
+    relations: Arc<crate::access::RelationCache>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -125,11 +126,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     hex::decode(s).ok()
 }
 
-fn encode_cursor(v: &Value) -> String {
+pub(crate) fn encode_cursor(v: &Value) -> String {
     hex::encode(v.to_string())
 }
 
-fn decode_cursor(s: &str) -> AppResult<Vec<Value>> {
+pub(crate) fn decode_cursor(s: &str) -> AppResult<Vec<Value>> {
     unhex(s)
         .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
         .ok_or_else(|| AppError::BadRequest("the paging cursor is not valid".into()))
@@ -140,7 +141,7 @@ pub fn encode_query(pairs: &[(String, String)]) -> String {
     form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
-fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Summary>) {
+pub(crate) fn apply_elements(resource: &mut Value, elements: &[String], summary: Option<Summary>) {
     let Some(obj) = resource.as_object_mut() else { return };
     let mut subsetted = false;
     if !elements.is_empty() {
@@ -194,7 +195,7 @@ impl FhirService {
     }
 
     pub fn with_policy(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { store, policy: Arc::new(policy), health: Arc::default() }
+        Self { store, policy: Arc::new(policy), health: Arc::default(), relations: Arc::default() }
     }
 
     /// Readiness (see [`crate::health`]).
@@ -217,7 +218,7 @@ impl FhirService {
 
     /// A gate for one request.
     pub fn gate<'a>(&'a self, actor: &'a Actor) -> Gate<'a> {
-        Gate::new(self.store.as_ref(), &self.policy, actor)
+        Gate::new(self.store.as_ref(), &self.policy, actor).with_relations(&self.relations)
     }
 
     fn parse_body(body: &[u8]) -> AppResult<Value> {
@@ -275,7 +276,8 @@ impl FhirService {
         let mut gate = self.gate(actor);
         gate.require_identity()?;
         let what = format!("{resource_type}/{id}");
-        let Some(s) = self.store.read(resource_type, id).await? else {
+        let found = if resource_type == "AuditEvent" { self.audit_entry(id).await? } else { self.store.read(resource_type, id).await? };
+        let Some(s) = found else {
             return Err(AppError::NotFound(format!("{what} is not known")));
         };
         let access = Self::admit_read(&mut gate, &s, &what).await?;
@@ -297,7 +299,14 @@ impl FhirService {
         let what = format!("{resource_type}/{id}/_history/{version}");
         let v: i64 = version.parse().map_err(|_| AppError::NotFound(format!("version '{version}' is not known")))?;
         // the current version decides whether the resource is visible at all
-        let (Some(cur), Some(s)) = (self.store.read(resource_type, id).await?, self.store.vread(resource_type, id, v).await?) else {
+        let (cur, s) = if resource_type == "AuditEvent" {
+            // an access-log entry has one version
+            let e = self.audit_entry(id).await?;
+            (e.clone(), e.filter(|_| v == 1))
+        } else {
+            (self.store.read(resource_type, id).await?, self.store.vread(resource_type, id, v).await?)
+        };
+        let (Some(cur), Some(s)) = (cur, s) else {
             return Err(AppError::NotFound(format!("{what} is not known")));
         };
         Self::admit_read(&mut gate, &cur, &what).await?;
@@ -379,13 +388,12 @@ impl FhirService {
     pub(crate) async fn commit_gated(
         &self,
         gate: &Gate<'_>,
-        mut writes: Vec<Write>,
+        writes: Vec<Write>,
         mut outbox: Vec<fascicolo_store::OutboxMessage>,
     ) -> AppResult<()> {
         let (audit, notes) = gate.audit_writes(datetime::now_ms())?;
-        writes.extend(audit);
         outbox.extend(notes);
-        self.store.commit_with(writes, outbox).await?;
+        self.store.commit_all(writes, audit, outbox).await?;
         Ok(())
     }
 
@@ -586,7 +594,7 @@ impl FhirService {
 
     /// Scope a search to what the actor may see: one patient's record for everyone but the
     /// platform (the named one, or the citizen's own), with the visibility filter.
-    async fn scope_search(
+    pub(crate) async fn scope_search(
         &self,
         gate: &mut Gate<'_>,
         resource_type: Option<&str>,
@@ -671,6 +679,9 @@ impl FhirService {
     pub async fn search(&self, actor: &Actor, resource_type: Option<&str>, pairs: &[(String, String)], base: &str) -> AppResult<Page> {
         if let Some(t) = resource_type {
             check_type(t)?;
+        }
+        if resource_type == Some("AuditEvent") {
+            return self.search_access_log(actor, pairs, base).await;
         }
         check_search_cost(pairs)?;
         let mut gate = self.gate(actor);
@@ -1186,7 +1197,7 @@ fn default_patient(actor: &Actor) -> Option<PatientKey> {
 
 /// When a search names one patient through the parameter that decides the patient key, the
 /// plan carries that key so the query stays in one partition.
-fn compartment_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
+pub(crate) fn compartment_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
     for c in &req.clauses {
         let Clause::Param { param, modifier, values } = c else { continue };
         if param.kind != ParamType::Reference || values.len() != 1 || matches!(modifier, Modifier::Identifier) {

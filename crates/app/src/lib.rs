@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod access_log;
 pub mod auth;
 
 pub mod bundle;

@@ -5,7 +5,7 @@
 
 use crate::access::{lookup_values, Relation};
 use crate::error::{AppError, AppResult};
-use crate::fhir::{parse_stored, Versioned};
+use crate::fhir::Versioned;
 use crate::gate::Actor;
 use crate::prepare::write_for;
 use crate::FhirService;
@@ -138,15 +138,23 @@ impl FhirService {
         let payload: Value = serde_json::from_str(&m.payload).unwrap_or(Value::Null);
         let (kind, emergency, agent) = match m.kind.as_str() {
             "notify.access" => {
-                let Some(ev) = self.store().read("AuditEvent", payload["audit"].as_str().unwrap_or_default()).await? else {
-                    return Ok(Vec::new());
+                // who accessed travels with the message; a message of an older release names
+                // only its log entry
+                let agent = match payload["agent"].as_str() {
+                    Some(a) => a.to_string(),
+                    None => {
+                        let id = payload["audit"].as_str().unwrap_or_default();
+                        let Some(e) = self.store().access_entry(crate::access::log_record(id), id).await? else {
+                            return Ok(Vec::new());
+                        };
+                        let ev = crate::access::audit_resource(&e)?;
+                        ev["agent"][0]["who"]["reference"]
+                            .as_str()
+                            .or(ev["agent"][0]["who"]["identifier"]["value"].as_str())
+                            .unwrap_or("")
+                            .to_string()
+                    }
                 };
-                let ev = parse_stored(&ev)?;
-                let agent = ev["agent"][0]["who"]["reference"]
-                    .as_str()
-                    .or(ev["agent"][0]["who"]["identifier"]["value"].as_str())
-                    .unwrap_or("")
-                    .to_string();
                 ("access", payload["emergency"] == true, agent)
             }
             "notify.new-document" => ("new-document", false, String::new()),

@@ -448,9 +448,9 @@ impl FhirService {
         }
         // one log entry: the opening, its reason and period, and what it showed
         let rec = AccessRecord { access: Arc::clone(&opened), interaction: "operation", entities: seen, query: None };
-        let (w, _) = audit_event(actor, &rec, now, Some((now, until, reason)))?;
-        let note = crate::access::access_notification(&w, true, now);
-        self.store().commit_with(vec![w], vec![note]).await?;
+        let (e, _) = audit_event(actor, &rec, now, Some((now, until, reason)))?;
+        let note = crate::access::access_notification(&e, true, now);
+        self.store().commit_all(Vec::new(), vec![e], vec![note]).await?;
         Ok(BreakGlassOutcome { until, summary })
     }
 }

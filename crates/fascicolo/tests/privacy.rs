@@ -56,8 +56,7 @@ impl Env {
         self.app.send(method, path, body, &[("authorization", auth.as_str())]).await
     }
     async fn audit_count(&self) -> u64 {
-        let plan = fascicolo_store::SearchPlan { resource_type: Some("AuditEvent".into()), limit: 1, ..Default::default() };
-        self.app.store.count(&plan).await.unwrap()
+        self.app.store.access_count(&fascicolo_store::AccessQuery::default()).await.unwrap()
     }
 }
 

@@ -8,7 +8,8 @@ use fascicolo_domain::PatientKey;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, SubmissionStatus, Write,
+    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored,
+    SubmissionStatus, Write,
 };
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -21,7 +22,62 @@ pub struct PgStore {
     /// Searches, counts and histories (the queries a client can make expensive) hold a permit:
     /// at most three quarters of the pool, so reads and writes always find a connection.
     heavy: tokio::sync::Semaphore,
+    /// Change sets that only log accesses, waiting to be committed together (see
+    /// [`PgStore::commit_log_only`]), and the turn to commit them.
+    log: std::sync::Arc<LogWriter>,
 }
+
+/// The queue of log-only change sets and the turn to commit them.
+struct LogWriter {
+    pool: Pool,
+    queue: parking_lot::Mutex<Vec<LogOnly>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl LogWriter {
+    /// One transaction for the group; when it fails for a reason other than an outage, each
+    /// set is committed alone so that only the failing one fails.
+    async fn commit_group(&self, group: Vec<LogOnly>) {
+        let together = self.commit_sets(&group).await;
+        match together {
+            Ok(()) => {
+                for g in group {
+                    let _ = g.reply.send(Ok(()));
+                }
+            }
+            Err(e) if e.is_outage() || group.len() == 1 => {
+                for g in group {
+                    let _ = g.reply.send(Err(e.clone()));
+                }
+            }
+            Err(_) => {
+                for g in group {
+                    let alone = self.commit_sets(std::slice::from_ref(&g)).await;
+                    let _ = g.reply.send(alone);
+                }
+            }
+        }
+    }
+
+    async fn commit_sets(&self, sets: &[LogOnly]) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await.map_err(be)?;
+        let tx = c.transaction().await.map_err(be)?;
+        for g in sets {
+            apply_all(&tx, &[], &g.access, &g.outbox).await?;
+        }
+        tx.commit().await.map_err(be)
+    }
+}
+
+/// A change set of access-log entries and outbox messages, and where its outcome goes.
+struct LogOnly {
+    access: Vec<AccessEntry>,
+    outbox: Vec<OutboxMessage>,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most log-only change sets committed together.
+const MAX_LOG_GROUP: usize = 256;
 
 /// Statement time limit unless the URL's `options` set one (`?options=-c statement_timeout=10s`).
 pub const DEFAULT_STATEMENT_TIMEOUT: &str = "30s";
@@ -126,6 +182,61 @@ fn row_stored(r: &Row, with_method: bool) -> Result<Stored, StoreError> {
     })
 }
 
+fn row_access(r: &Row) -> Result<AccessEntry, StoreError> {
+    Ok(AccessEntry {
+        patient_key: PatientKey::from_uuid(r.try_get(0).map_err(be)?),
+        recorded: r.try_get(1).map_err(be)?,
+        id: r.try_get(2).map_err(be)?,
+        agent: r.try_get(3).map_err(be)?,
+        flags: r.try_get(4).map_err(be)?,
+        content: r.try_get(5).map_err(be)?,
+        changes_facts: false,
+    })
+}
+
+/// One change set inside a transaction: writes, their index rows, access-log entries, the
+/// records' facts versions, outbox messages.
+async fn apply_all(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: &[Write],
+    access: &[AccessEntry],
+    outbox: &[OutboxMessage],
+) -> Result<(), StoreError> {
+    for w in writes {
+        apply(tx, w).await?;
+    }
+    // every index row of the commit, in multi-row statements
+    for (table, rows) in sql::index_rows(writes) {
+        for chunk in rows.chunks(sql::INSERT_CHUNK) {
+            let st = tx.prepare_cached(&sql::insert_index_sql(Dialect::Postgres, table, chunk.len())).await.map_err(be)?;
+            let flat: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+            let p = params(&flat);
+            tx.execute(&st, &refs(&p)).await.map_err(be)?;
+        }
+    }
+    let acc = sql::access_sql(Dialect::Postgres);
+    if !access.is_empty() {
+        let st = tx.prepare_cached(&acc.insert).await.map_err(be)?;
+        for e in access {
+            tx.execute(&st, &[&e.patient_key.uuid(), &e.recorded, &e.id, &e.agent, &e.flags, &e.content]).await.map_err(be)?;
+        }
+    }
+    let touched = sql::facts_touched(writes, access);
+    if !touched.is_empty() {
+        let st = tx.prepare_cached(&acc.bump).await.map_err(be)?;
+        for k in touched {
+            tx.execute(&st, &[&k.uuid()]).await.map_err(be)?;
+        }
+    }
+    let os = sql::outbox_sql(Dialect::Postgres);
+    let now = fascicolo_fhir::datetime::now_ms();
+    for m in outbox {
+        let st = tx.prepare_cached(&os.insert).await.map_err(be)?;
+        tx.execute(&st, &[&m.patient_key.uuid(), &m.id, &m.kind, &m.payload, &now, &m.available_at]).await.map_err(be)?;
+    }
+    Ok(())
+}
+
 fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
     let t = r.columns()[i].type_().clone();
     Ok(if t == Type::INT8 {
@@ -144,6 +255,7 @@ fn key_value(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
+    Migration { version: 3, name: "access_log", sql: include_str!("../migrations/0003_access_log.sql") },
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction with its
@@ -235,7 +347,38 @@ impl PgStore {
         res?;
         drop(client);
         let heavy = tokio::sync::Semaphore::new((pool_size.max(1) * 3 / 4).max(1));
-        Ok(Self { pool, probe, heavy })
+        let log = std::sync::Arc::new(LogWriter {
+            pool: pool.clone(),
+            queue: parking_lot::Mutex::new(Vec::new()),
+            turn: tokio::sync::Mutex::new(()),
+        });
+        Ok(Self { pool, probe, heavy, log })
+    }
+
+    /// Commits access-log entries (with their outbox messages) of many requests in one
+    /// transaction: each caller queues its change set and a task takes the turn; whoever has the
+    /// turn commits everything queued so far and answers every caller after the COMMIT. Under
+    /// load one commit (one WAL flush) carries many requests' entries. The committing runs in its
+    /// own task, so a request that goes away does not take the others' commit with it.
+    async fn commit_log_only(&self, access: Vec<AccessEntry>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.log.queue.lock().push(LogOnly { access, outbox, reply });
+        let log = std::sync::Arc::clone(&self.log);
+        tokio::spawn(async move {
+            let _turn = log.turn.lock().await;
+            loop {
+                let group: Vec<LogOnly> = {
+                    let mut q = log.queue.lock();
+                    let n = q.len().min(MAX_LOG_GROUP);
+                    q.drain(..n).collect()
+                };
+                if group.is_empty() {
+                    break;
+                }
+                log.commit_group(group).await;
+            }
+        });
+        outcome.await.map_err(|_| StoreError::Backend("the access log writer stopped before committing".into()))?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -332,28 +475,59 @@ impl Store for PgStore {
         self.read_many_with(refs_, true).await
     }
 
-    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+    async fn commit_all(&self, writes: Vec<Write>, access: Vec<AccessEntry>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+        if writes.is_empty() && !access.is_empty() {
+            return self.commit_log_only(access, outbox).await;
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(be)?;
-        for w in &writes {
-            apply(&tx, w).await?;
-        }
-        // every index row of the commit, in multi-row statements
-        for (table, rows) in sql::index_rows(&writes) {
-            for chunk in rows.chunks(sql::INSERT_CHUNK) {
-                let st = tx.prepare_cached(&sql::insert_index_sql(Dialect::Postgres, table, chunk.len())).await.map_err(be)?;
-                let flat: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
-                let p = params(&flat);
-                tx.execute(&st, &refs(&p)).await.map_err(be)?;
-            }
-        }
-        let os = sql::outbox_sql(Dialect::Postgres);
-        let now = fascicolo_fhir::datetime::now_ms();
-        for m in &outbox {
-            let st = tx.prepare_cached(&os.insert).await.map_err(be)?;
-            tx.execute(&st, &[&m.patient_key.uuid(), &m.id, &m.kind, &m.payload, &now, &m.available_at]).await.map_err(be)?;
-        }
+        apply_all(&tx, &writes, &access, &outbox).await?;
         tx.commit().await.map_err(be)
+    }
+
+    async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessEntry>, StoreError> {
+        let q = sql::access_log_sql(Dialect::Postgres, q);
+        let _permit = self.heavy_permit().await?;
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
+        let guard = CancelOnDrop::arm(&c);
+        let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
+        guard.disarm();
+        rows.iter().map(row_access).collect()
+    }
+
+    async fn access_count(&self, q: &AccessQuery) -> Result<u64, StoreError> {
+        let q = sql::access_count_sql(Dialect::Postgres, q);
+        let _permit = self.heavy_permit().await?;
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
+        let n: i64 = c.query_one(&st, &refs(&p)).await.map_err(be)?.try_get(0).map_err(be)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn access_entry(&self, patient: Option<PatientKey>, id: &str) -> Result<Option<AccessEntry>, StoreError> {
+        let c = self.client().await?;
+        let acc = sql::access_sql(Dialect::Postgres);
+        let key = match patient {
+            Some(k) => k,
+            None => {
+                let st = c.prepare_cached(&acc.locate).await.map_err(be)?;
+                match c.query_opt(&st, &[&id]).await.map_err(be)? {
+                    Some(r) => PatientKey::from_uuid(r.try_get(0).map_err(be)?),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let st = c.prepare_cached(&acc.by_id).await.map_err(be)?;
+        c.query_opt(&st, &[&key.uuid(), &id]).await.map_err(be)?.as_ref().map(row_access).transpose()
+    }
+
+    async fn facts_version(&self, patient: PatientKey) -> Result<i64, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::access_sql(Dialect::Postgres).version).await.map_err(be)?;
+        Ok(c.query_opt(&st, &[&patient.uuid()]).await.map_err(be)?.map(|r| r.try_get::<_, i64>(0)).transpose().map_err(be)?.unwrap_or(0))
     }
 
     async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError> {

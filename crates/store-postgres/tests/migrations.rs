@@ -69,6 +69,27 @@ async fn migrations_from_empty_from_the_last_release_and_newer_refused() {
     let kinds: Vec<String> = c2.query("SELECT kind FROM auth_records", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(kinds, ["session"], "only sign-in records stay");
 
+    // migration 2's AuditEvents as resources: moved into the access log
+    let audit = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let c3 = admin(&url, &audit).await;
+    c3.batch_execute(fascicolo_store::migrations::TABLE).await.unwrap();
+    for m in &MIGRATIONS[..2] {
+        c3.batch_execute(m.sql).await.unwrap();
+        c3.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)", &[&m.version, &m.name]).await.unwrap();
+    }
+    let key = uuid::Uuid::now_v7();
+    for (id, json) in fascicolo_store::conformance::MIGRATION_2_AUDIT_EVENTS {
+        c3.execute(
+            "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES ($1, 'AuditEvent', $2, 1, 1000, 0, $3)",
+            &[&key, &id, &json],
+        )
+        .await
+        .unwrap();
+        c3.execute("INSERT INTO locator (res_type, id, patient_key) VALUES ('AuditEvent', $1, $2)", &[&id, &key]).await.unwrap();
+    }
+    let store = PgStore::connect_in_schema(&url, 2, Some(&audit)).await.unwrap();
+    fascicolo_store::conformance::audit_moved_by_migration_3(&store).await;
+
     // a newer program's migration: refused
     c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from the future', 0)", &[]).await.unwrap();
     let err = PgStore::connect_in_schema(&url, 2, Some(&release)).await.map(|_| ()).unwrap_err().to_string();

@@ -13,7 +13,8 @@ use fascicolo_domain::PatientKey;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored, SubmissionStatus, Write,
+    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored,
+    SubmissionStatus, Write,
 };
 use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, Value as SqlLite};
@@ -28,6 +29,7 @@ const MAX_GROUP: usize = 64;
 /// A change set waiting for the writer, and where its outcome goes.
 struct Pending {
     writes: Vec<Write>,
+    access: Vec<AccessEntry>,
     outbox: Vec<OutboxMessage>,
     reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
@@ -76,6 +78,7 @@ fn start_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
+    Migration { version: 3, name: "access_log", sql: include_str!("../migrations/0003_access_log.sql") },
 ];
 
 /// Applies the migrations the database has not seen, all in one immediate transaction (a second
@@ -277,6 +280,18 @@ impl SqliteStore {
     }
 }
 
+fn row_access(r: &Row<'_>) -> rusqlite::Result<AccessEntry> {
+    Ok(AccessEntry {
+        patient_key: row_key(r, 0)?,
+        recorded: r.get(1)?,
+        id: r.get(2)?,
+        agent: r.get(3)?,
+        flags: r.get(4)?,
+        content: r.get(5)?,
+        changes_facts: false,
+    })
+}
+
 fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
     let ws = sql::write_sql(Dialect::Sqlite);
     match w.expect {
@@ -328,11 +343,21 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
 
 /// Every index row of the commit, in 64-row statements (the remainder row by row).
 /// One change set: its writes, their index rows, its outbox messages.
-fn apply_set(tx: &rusqlite::Connection, writes: &[Write], outbox: &[OutboxMessage]) -> Result<(), StoreError> {
+fn apply_set(tx: &rusqlite::Connection, writes: &[Write], access: &[AccessEntry], outbox: &[OutboxMessage]) -> Result<(), StoreError> {
     for w in writes {
         apply(tx, w)?;
     }
     insert_index(tx, writes)?;
+    let acc = sql::access_sql(Dialect::Sqlite);
+    for e in access {
+        tx.prepare_cached(&acc.insert)
+            .map_err(be)?
+            .execute((key_param(e.patient_key), e.recorded, &e.id, &e.agent, e.flags, &e.content))
+            .map_err(be)?;
+    }
+    for k in sql::facts_touched(writes, access) {
+        tx.prepare_cached(&acc.bump).map_err(be)?.execute([key_param(k)]).map_err(be)?;
+    }
     let os = sql::outbox_sql(Dialect::Sqlite);
     let now = fascicolo_fhir::datetime::now_ms();
     for m in outbox {
@@ -355,7 +380,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Pending>) {
     let optimistic = (|| -> Result<bool, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
         for p in &group {
-            match apply_set(&tx, &p.writes, &p.outbox) {
+            match apply_set(&tx, &p.writes, &p.access, &p.outbox) {
                 Ok(()) => {}
                 // a full disk or a failing device fails every set alike: no second pass
                 Err(e) if e.is_outage() => return Err(e),
@@ -388,7 +413,7 @@ fn commit_each(conn: &mut Connection, group: Vec<Pending>) {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
         for p in &group {
             let sp = tx.savepoint().map_err(be)?;
-            let outcome = apply_set(&sp, &p.writes, &p.outbox);
+            let outcome = apply_set(&sp, &p.writes, &p.access, &p.outbox);
             if outcome.is_ok() {
                 sp.commit().map_err(be)?;
             } else {
@@ -504,9 +529,9 @@ impl Store for SqliteStore {
         self.read_many_with(refs, true).await
     }
 
-    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+    async fn commit_all(&self, writes: Vec<Write>, access: Vec<AccessEntry>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.pending.lock().push_back(Pending { writes, outbox, reply });
+        self.pending.lock().push_back(Pending { writes, access, outbox, reply });
         // whoever holds the writer first commits everything queued, this change set included
         let pending = Arc::clone(&self.pending);
         self.with_writer(move |conn| loop {
@@ -522,6 +547,52 @@ impl Store for SqliteStore {
         })
         .await?;
         outcome.await.map_err(|_| StoreError::Backend("the writer stopped before committing".into()))?
+    }
+
+    async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessEntry>, StoreError> {
+        let q = sql::access_log_sql(Dialect::Sqlite, q);
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare_cached(&q.sql).map_err(be)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), row_access).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+
+    async fn access_count(&self, q: &AccessQuery) -> Result<u64, StoreError> {
+        let q = sql::access_count_sql(Dialect::Sqlite, q);
+        self.with_reader(move |c| {
+            let n: i64 =
+                c.prepare_cached(&q.sql).map_err(be)?.query_row(rusqlite::params_from_iter(binds(&q.params)), |r| r.get(0)).map_err(be)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn access_entry(&self, patient: Option<PatientKey>, id: &str) -> Result<Option<AccessEntry>, StoreError> {
+        let id = id.to_string();
+        self.with_reader(move |c| {
+            let acc = sql::access_sql(Dialect::Sqlite);
+            let key = match patient {
+                Some(k) => k,
+                None => match c.prepare_cached(&acc.locate).map_err(be)?.query_row([&id], |r| row_key(r, 0)).optional().map_err(be)? {
+                    Some(k) => k,
+                    None => return Ok(None),
+                },
+            };
+            c.prepare_cached(&acc.by_id).map_err(be)?.query_row((key_param(key), &id), row_access).optional().map_err(be)
+        })
+        .await
+    }
+
+    async fn facts_version(&self, patient: PatientKey) -> Result<i64, StoreError> {
+        self.with_reader(move |c| {
+            let acc = sql::access_sql(Dialect::Sqlite);
+            let v: Option<i64> =
+                c.prepare_cached(&acc.version).map_err(be)?.query_row([key_param(patient)], |r| r.get(0)).optional().map_err(be)?;
+            Ok(v.unwrap_or(0))
+        })
+        .await
     }
 
     async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError> {

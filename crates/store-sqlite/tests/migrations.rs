@@ -80,6 +80,52 @@ async fn operational_state_moves_out_of_the_sign_in_records() {
     assert_eq!(kinds, ["session"], "only sign-in records stay");
 }
 
+/// Migration 3 moves the AuditEvents of the resource tables into the lean access log.
+#[tokio::test]
+async fn audit_events_move_to_the_access_log() {
+    let p = path("audit.db");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute_batch(fascicolo_store::migrations::TABLE).unwrap();
+        for m in &MIGRATIONS[..2] {
+            c.execute_batch(m.sql).unwrap();
+            c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, 0)", (m.version, m.name)).unwrap();
+        }
+        let key = uuid::Uuid::now_v7();
+        for (id, json) in fascicolo_store::conformance::MIGRATION_2_AUDIT_EVENTS {
+            c.execute(
+                "INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES (?1, 'AuditEvent', ?2, 1, 1000, 0, ?3)",
+                (key.as_bytes().to_vec(), id, json),
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO resource_history (patient_key, res_type, id, version, last_updated, deleted, method, content) VALUES (?1, 'AuditEvent', ?2, 1, 1000, 0, 'POST', ?3)",
+                (key.as_bytes().to_vec(), id, json),
+            )
+            .unwrap();
+            c.execute("INSERT INTO locator (res_type, id, patient_key) VALUES ('AuditEvent', ?1, ?2)", (id, key.as_bytes().to_vec()))
+                .unwrap();
+            c.execute(
+                "INSERT INTO idx_token (patient_key, res_type, res_id, param, seq, grp, system, code) VALUES (?1, 'AuditEvent', ?2, 'subtype', 0, 0, 's', 'c')",
+                (key.as_bytes().to_vec(), id),
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&p).unwrap();
+    fascicolo_store::conformance::audit_moved_by_migration_3(&store).await;
+    let c = rusqlite::Connection::open(&p).unwrap();
+    let left: i64 = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM resource_history WHERE res_type = 'AuditEvent') + (SELECT COUNT(*) FROM idx_token WHERE res_type = 'AuditEvent')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "no history or index rows of AuditEvents stay");
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_program_is_refused() {
     let p = path("newer.db");

@@ -4,7 +4,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
 use crate::{
-    AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, SubmissionStatus, Visibility, Write,
+    AccessEntry, AccessQuery, AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError,
+    SubmissionStatus, Visibility, Write,
 };
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
@@ -490,13 +491,156 @@ pub async fn state_moved_by_migration_2(store: &dyn Store) {
     assert!(store.auth_get("session", "s1", 0).await.unwrap().is_some());
 }
 
+fn entry(patient: &str, recorded: i64, id: &str, agent: &str, flags: i64) -> AccessEntry {
+    AccessEntry {
+        patient_key: pk(patient),
+        recorded,
+        id: id.into(),
+        agent: agent.into(),
+        flags,
+        content: json!({"i": "read", "e": [format!("Observation/{id}")]}).to_string(),
+        changes_facts: flags & 1 != 0,
+    }
+}
+
+async fn log_ids(s: &dyn Store, q: &AccessQuery) -> Vec<String> {
+    s.access_log(q).await.unwrap().into_iter().map(|e| e.id).collect()
+}
+
+/// The access log: appended with the change it belongs to or alone, read back by record, time,
+/// agent and flags in both orders with a keyset cursor, never across records; an entry that
+/// changes facts (and every resource write) moves the record's facts version on, others do not.
+pub async fn access_log_ranges_and_facts_versions(s: &dyn Store) {
+    assert_eq!(s.facts_version(pk("p1")).await.unwrap(), 0, "a record never written");
+    seed(s).await;
+    let v1 = s.facts_version(pk("p1")).await.unwrap();
+    assert!(v1 > 0, "the seed wrote p1");
+    let v2 = s.facts_version(pk("p2")).await.unwrap();
+    s.commit_all(
+        Vec::new(),
+        vec![
+            entry("p1", 10, "a", "Practitioner/x", 0),
+            entry("p1", 20, "b", "Practitioner/y", 2),
+            entry("p1", 20, "c", "Practitioner/x", 0),
+            entry("p2", 15, "d", "Practitioner/x", 0),
+        ],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.facts_version(pk("p1")).await.unwrap(), v1, "plain accesses change no fact");
+    s.commit_all(Vec::new(), vec![entry("p1", 30, "e", "Practitioner/x", 1)], Vec::new()).await.unwrap();
+    let v1b = s.facts_version(pk("p1")).await.unwrap();
+    assert!(v1b > v1, "an emergency opening changes what the gate decides");
+    assert_eq!(s.facts_version(pk("p2")).await.unwrap(), v2);
+
+    let p1 = AccessQuery { patient: Some(pk("p1")), limit: 100, ..Default::default() };
+    assert_eq!(log_ids(s, &p1).await, ["e", "c", "b", "a"], "newest first, ties by id");
+    assert_eq!(log_ids(s, &AccessQuery { oldest_first: true, ..p1.clone() }).await, ["a", "b", "c", "e"]);
+    assert_eq!(log_ids(s, &AccessQuery { from: Some(15), to: Some(20), ..p1.clone() }).await, ["c", "b"]);
+    assert_eq!(log_ids(s, &AccessQuery { agents: vec!["Practitioner/x".into()], ..p1.clone() }).await, ["e", "c", "a"]);
+    assert_eq!(log_ids(s, &AccessQuery { flags: 2, ..p1.clone() }).await, ["b"]);
+    assert_eq!(log_ids(s, &AccessQuery { flags: 1, ..p1.clone() }).await, ["e"]);
+    // keyset paging in both orders
+    let page = AccessQuery { limit: 2, ..p1.clone() };
+    assert_eq!(log_ids(s, &page).await, ["e", "c"]);
+    assert_eq!(log_ids(s, &AccessQuery { after: Some((20, "c".into())), ..page.clone() }).await, ["b", "a"]);
+    assert_eq!(log_ids(s, &AccessQuery { after: Some((20, "b".into())), oldest_first: true, ..page.clone() }).await, ["c", "e"]);
+    assert_eq!(s.access_count(&p1).await.unwrap(), 4);
+    assert_eq!(s.access_count(&AccessQuery { agents: vec!["Practitioner/x".into()], ..p1.clone() }).await.unwrap(), 3);
+    // every record (the platform's view) and one record only
+    assert_eq!(log_ids(s, &AccessQuery { limit: 100, ..Default::default() }).await, ["e", "c", "b", "d", "a"]);
+    assert_eq!(log_ids(s, &AccessQuery { patient: Some(pk("p2")), limit: 100, ..Default::default() }).await, ["d"]);
+    // by id, in its record only
+    let got = s.access_entry(Some(pk("p1")), "b").await.unwrap().unwrap();
+    assert_eq!((got.recorded, got.agent.as_str(), got.flags), (20, "Practitioner/y", 2));
+    assert_eq!(got.content, entry("p1", 20, "b", "", 0).content);
+    assert!(s.access_entry(Some(pk("p2")), "b").await.unwrap().is_none());
+    assert!(s.access_entry(None, "b").await.unwrap().is_none(), "no locator row for a new entry");
+
+    // the entry of a write that fails is not kept, nor its message
+    let before = s.access_count(&p1).await.unwrap();
+    let err = s
+        .commit_all(
+            vec![write(obs("o1", "p1", "2345-7", 1.0, "2024-01-01"), pk("p1"), 1, 9_000, Expect::Absent)],
+            vec![entry("p1", 40, "f", "Practitioner/x", 0)],
+            vec![message("p1", "notify.access", 0)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    assert_eq!(s.access_count(&p1).await.unwrap(), before);
+    assert!(s.outbox_claim(1_000, 1_000, 10).await.unwrap().is_empty());
+    // a write moves the facts version of the record it touches
+    s.commit_all(vec![write(obs("o7", "p1", "2345-7", 1.0, "2024-01-01"), pk("p1"), 1, 9_000, Expect::Absent)], Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    assert!(s.facts_version(pk("p1")).await.unwrap() > v1b);
+
+    // a message id already stored is kept once (coalesced notifications)
+    let m = message("p2", "notify.access", 0);
+    s.commit_all(Vec::new(), vec![entry("p2", 50, "g", "Practitioner/x", 0)], vec![m.clone()]).await.unwrap();
+    s.commit_all(Vec::new(), vec![entry("p2", 51, "h", "Practitioner/x", 0)], vec![m.clone()]).await.unwrap();
+    let claimed = s.outbox_claim(1_000, 1_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.message.id).collect::<Vec<_>>(), [m.id]);
+    assert_eq!(s.access_count(&AccessQuery { patient: Some(pk("p2")), ..Default::default() }).await.unwrap(), 3);
+}
+
+/// Many requests logging at once (committed together where the backend groups them): every
+/// entry is kept exactly once, and an entry that cannot be stored fails alone.
+pub async fn concurrent_access_entries_all_land(s: &dyn Store) {
+    let n: u32 = 200;
+    let mut set = Vec::new();
+    for i in 0..n {
+        let e = entry(if i % 2 == 0 { "p1" } else { "p2" }, 1_000 + i64::from(i), &format!("c{i}"), "Practitioner/x", 0);
+        set.push(s.commit_all(Vec::new(), vec![e], Vec::new()));
+    }
+    // one duplicate (same record, time and id) among them: refused, the others kept
+    set.push(s.commit_all(Vec::new(), vec![entry("p1", 1_000, "c0", "Practitioner/x", 0)], Vec::new()));
+    let outcomes = futures_util::future::join_all(set).await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 1, "exactly the duplicate fails");
+    let all = AccessQuery { limit: 1_000, ..Default::default() };
+    assert_eq!(s.access_count(&all).await.unwrap(), u64::from(n));
+    let mut ids = log_ids(s, &all).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n as usize);
+}
+
+/// What migration 3 does to an `AuditEvent` of the previous schema (the fixture of each
+/// backend's migration test): it is in the access log with its agent and flags, found by id
+/// through its locator row, and no longer a resource.
+pub async fn audit_moved_by_migration_3(store: &dyn Store) {
+    let e = store.access_entry(None, "ae-old").await.unwrap().expect("the old event is in the log");
+    assert_eq!((e.recorded, e.agent.as_str(), e.flags), (1_000, "Practitioner/pr1", 1 | 2));
+    assert!(e.content.contains("\"resourceType\":\"AuditEvent\""), "kept as it was");
+    assert!(store.read("AuditEvent", "ae-old").await.unwrap().is_none());
+    assert_eq!(store.count(&plan("AuditEvent", "")).await.unwrap(), 0);
+    let c = store.access_entry(None, "ae-client").await.unwrap().expect("the client's event");
+    assert_eq!((c.agent.as_str(), c.flags), ("urn:fascicolo:client|lab-1", 0));
+}
+
+/// Two `AuditEvent`s of the schema before migration 3, as JSON (the fixture inserts them with
+/// their record's key, `last_updated` 1000 and a locator row each).
+pub const MIGRATION_2_AUDIT_EVENTS: [(&str, &str); 2] = [
+    (
+        "ae-old",
+        r#"{"resourceType":"AuditEvent","id":"ae-old","subtype":[{"system":"http://hl7.org/fhir/restful-interaction","code":"operation"},{"system":"urn:fascicolo:access","code":"break-glass"},{"system":"urn:fascicolo:access","code":"emergency"}],"agent":[{"who":{"reference":"Practitioner/pr1"},"requestor":true}]}"#,
+    ),
+    (
+        "ae-client",
+        r#"{"resourceType":"AuditEvent","id":"ae-client","agent":[{"who":{"identifier":{"system":"urn:fascicolo:client","value":"lab-1"}},"requestor":true}]}"#,
+    ),
+];
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires);
+            auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
+            concurrent_access_entries_all_land);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -149,6 +149,44 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// One entry of the access log (ARCHITECTURE.md invariant 4): an append-only row per access to
+/// a patient's record by someone other than the patient, in that patient's partition. The app
+/// decides its content (a compact record it turns into a FHIR `AuditEvent` when read); the store
+/// keeps it, finds it by time, agent and flags, and never changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEntry {
+    pub patient_key: PatientKey,
+    /// When the access happened (ms since the epoch).
+    pub recorded: i64,
+    pub id: String,
+    /// Who accessed (a reference such as `Practitioner/x`, or a client's identifier).
+    pub agent: String,
+    /// Bits the app defines (e.g. an emergency opening), filtered with [`AccessQuery::flags`].
+    pub flags: i64,
+    pub content: String,
+    /// The entry changes what the gate decides for this record (an emergency opening does):
+    /// the record's [`Store::facts_version`] moves on with it.
+    pub changes_facts: bool,
+}
+
+/// A range of the access log: one record's (or, for the platform, every record's) entries in a
+/// time window, optionally of some agents and with some flags, newest or oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AccessQuery {
+    pub patient: Option<PatientKey>,
+    /// Inclusive bounds on `recorded`.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Any of these agents (none: every agent).
+    pub agents: Vec<String>,
+    /// Entries with all of these bits.
+    pub flags: i64,
+    /// Keyset cursor: (recorded, id) of the last entry seen.
+    pub after: Option<(i64, String)>,
+    pub oldest_first: bool,
+    pub limit: usize,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("version conflict on {resource_type}/{id}")]
@@ -227,7 +265,26 @@ pub trait Store: Send + Sync + 'static {
         self.commit_with(writes, Vec::new()).await
     }
     /// Commit resource writes and outbox messages together: all or nothing.
-    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError>;
+    async fn commit_with(&self, writes: Vec<Write>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
+        self.commit_all(writes, Vec::new(), outbox).await
+    }
+    /// Commit resource writes, access-log entries and outbox messages together: all or nothing.
+    /// Every record a write touches (and every record of an entry that `changes_facts`) gets a
+    /// new [`Store::facts_version`] in the same transaction. An outbox message whose id is
+    /// already stored is left as it is (so a message with an id derived from what it is about is
+    /// sent once however many commits ask for it).
+    async fn commit_all(&self, writes: Vec<Write>, access: Vec<AccessEntry>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError>;
+    /// Access-log entries in a range (see [`AccessQuery`]), ordered by `recorded` then `id`.
+    async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessEntry>, StoreError>;
+    /// How many entries the range holds (its `after` and `limit` ignored).
+    async fn access_count(&self, q: &AccessQuery) -> Result<u64, StoreError>;
+    /// One access-log entry by id: in the given record, or (without one) in the record the
+    /// locator names for an `AuditEvent` of that id (entries moved from an older schema).
+    async fn access_entry(&self, patient: Option<PatientKey>, id: &str) -> Result<Option<AccessEntry>, StoreError>;
+    /// A number that changes whenever a write touches the record or an entry that
+    /// `changes_facts` is logged in it (0 for a record never written): what the gate decided
+    /// about the record may be reused while it stays the same.
+    async fn facts_version(&self, patient: PatientKey) -> Result<i64, StoreError>;
     /// Lease up to `limit` due messages (not done, `available_at <= now`) until `now + lease_ms`,
     /// oldest first; each claim counts an attempt. Concurrent claimers get disjoint messages.
     async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError>;

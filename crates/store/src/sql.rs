@@ -875,7 +875,8 @@ pub fn outbox_sql(d: Dialect) -> OutboxSql {
     let lock = if d == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
     OutboxSql {
         insert: format!(
-            "INSERT INTO outbox (patient_key, id, kind, payload, created_at, available_at, attempts) VALUES ({}, {}, {}, {}, {}, {}, 0)",
+            "INSERT INTO outbox (patient_key, id, kind, payload, created_at, available_at, attempts) VALUES ({}, {}, {}, {}, {}, {}, 0) \
+             ON CONFLICT (patient_key, id) DO NOTHING",
             p(1),
             p(2),
             p(3),
@@ -1018,4 +1019,99 @@ pub fn state_sql(d: Dialect) -> StateSql {
             .map(|t| format!("DELETE FROM {t} WHERE expires_at <= {}", p(1)))
             .collect(),
     }
+}
+
+/// Statements of the access log and of the records' facts versions.
+pub struct AccessSql {
+    /// Params: patient_key, recorded, id, agent, flags, content.
+    pub insert: String,
+    /// Params: patient_key. Moves the record's facts version on.
+    pub bump: String,
+    /// Params: patient_key. Returns version.
+    pub version: String,
+    /// Params: patient_key, id. Returns the entry's columns.
+    pub by_id: String,
+    /// Params: id. Returns the patient_key the locator holds for an `AuditEvent` of that id.
+    pub locate: String,
+}
+
+pub const ACCESS_COLUMNS: &str = "patient_key, recorded, id, agent, flags, content";
+
+pub fn access_sql(d: Dialect) -> AccessSql {
+    let p = |n| ph(d, n);
+    AccessSql {
+        insert: format!("INSERT INTO access_log ({ACCESS_COLUMNS}) VALUES ({}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6)),
+        bump: format!(
+            "INSERT INTO partition_facts (patient_key, version) VALUES ({}, 1) ON CONFLICT (patient_key) DO UPDATE SET version = \
+             partition_facts.version + 1",
+            p(1)
+        ),
+        version: format!("SELECT version FROM partition_facts WHERE patient_key = {}", p(1)),
+        by_id: format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE patient_key = {} AND id = {}", p(1), p(2)),
+        locate: format!("SELECT patient_key FROM locator WHERE res_type = 'AuditEvent' AND id = {}", p(1)),
+    }
+}
+
+/// The WHERE clause of an access-log range (see [`crate::AccessQuery`]).
+fn access_where(b: &mut SqlBuf, q: &crate::AccessQuery, with_cursor: bool) {
+    b.s(" WHERE 1=1");
+    if let Some(k) = q.patient {
+        b.s(" AND patient_key = ").p(SqlValue::Key(k));
+    }
+    if let Some(from) = q.from {
+        b.s(" AND recorded >= ").p(SqlValue::Int(from));
+    }
+    if let Some(to) = q.to {
+        b.s(" AND recorded <= ").p(SqlValue::Int(to));
+    }
+    if !q.agents.is_empty() {
+        b.s(" AND agent IN (");
+        for (i, a) in q.agents.iter().enumerate() {
+            if i > 0 {
+                b.s(", ");
+            }
+            b.text(a);
+        }
+        b.s(")");
+    }
+    if q.flags != 0 {
+        b.s(" AND (flags & ").p(SqlValue::Int(q.flags)).s(") = ").p(SqlValue::Int(q.flags));
+    }
+    if let (true, Some((at, id))) = (with_cursor, &q.after) {
+        let (cmp, tie) = if q.oldest_first { (">", ">") } else { ("<", "<") };
+        b.s(&format!(" AND (recorded {cmp} ")).p(SqlValue::Int(*at));
+        b.s(" OR (recorded = ").p(SqlValue::Int(*at)).s(&format!(" AND id {tie} ")).text(id).s("))");
+    }
+}
+
+/// An access-log range, ordered by `recorded` then `id` (newest first unless `oldest_first`).
+pub fn access_log_sql(d: Dialect, q: &crate::AccessQuery) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s(&format!("SELECT {ACCESS_COLUMNS} FROM access_log"));
+    access_where(&mut b, q, true);
+    let dir = if q.oldest_first { "" } else { " DESC" };
+    b.s(&format!(" ORDER BY recorded{dir}, id{dir} LIMIT ")).p(SqlValue::Int(q.limit as i64));
+    b
+}
+
+/// How many entries an access-log range holds.
+pub fn access_count_sql(d: Dialect, q: &crate::AccessQuery) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s("SELECT COUNT(*) FROM access_log");
+    access_where(&mut b, q, false);
+    b
+}
+
+/// The records whose facts version a commit moves on: every record a write touches (the one it
+/// leaves included) and those of the entries that change facts; each once, in key order.
+pub fn facts_touched(writes: &[crate::Write], access: &[crate::AccessEntry]) -> Vec<PatientKey> {
+    let mut keys: Vec<PatientKey> = writes
+        .iter()
+        .flat_map(|w| std::iter::once(w.patient_key).chain(w.previous_key))
+        .chain(access.iter().filter(|e| e.changes_facts).map(|e| e.patient_key))
+        .filter(|k| !k.is_shared())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
