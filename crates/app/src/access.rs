@@ -328,6 +328,8 @@ pub struct Gate<'a> {
     policy: &'a Policy,
     /// What the gate decided for professionals and clients, shared between requests.
     relations: Option<&'a RelationCache>,
+    /// Facts versions already read by this request (with the resource it read).
+    versions: HashMap<PatientKey, i64>,
     pub actor: &'a Actor,
     cache: HashMap<PatientKey, Arc<Access>>,
     records: Vec<AccessRecord>,
@@ -474,12 +476,24 @@ impl<'a> Gate<'a> {
             store,
             policy,
             relations: None,
+            versions: HashMap::new(),
             actor,
             cache: HashMap::new(),
             records: Vec::new(),
             new_documents: Vec::new(),
             publication: false,
         }
+    }
+
+    /// The facts version of a record, read with a resource of it (see [`Store::read_with_facts`]).
+    pub fn knows_version(&mut self, key: PatientKey, version: i64) {
+        self.versions.insert(key, version);
+    }
+
+    /// Whether this actor's decisions are shared between requests (and so the request needs
+    /// the records' facts versions).
+    pub fn shares_decisions(&self) -> bool {
+        self.relations.is_some() && self.shared_key().is_some()
     }
 
     /// Reuse what the gate decided in earlier requests (see [`RelationCache`]).
@@ -523,7 +537,10 @@ impl<'a> Gate<'a> {
             (Some(shared), Some(who)) if !key.is_shared() => {
                 // the record's facts version first: a decision made on facts newer than the
                 // version read is only ever filed under an older version, never the reverse
-                let version = self.store.facts_version(key).await?;
+                let version = match self.versions.get(&key) {
+                    Some(v) => *v,
+                    None => self.store.facts_version(key).await?,
+                };
                 let now = datetime::now_ms();
                 match shared.get(&who, key, version, now) {
                     Some(a) => a,

@@ -276,7 +276,20 @@ impl FhirService {
         let mut gate = self.gate(actor);
         gate.require_identity()?;
         let what = format!("{resource_type}/{id}");
-        let found = if resource_type == "AuditEvent" { self.audit_entry(id).await? } else { self.store.read(resource_type, id).await? };
+        let found = if resource_type == "AuditEvent" {
+            self.audit_entry(id).await?
+        } else if gate.shares_decisions() {
+            // the record's facts version in the same round trip as the resource
+            match self.store.read_with_facts(resource_type, id).await? {
+                Some((s, v)) => {
+                    gate.knows_version(s.patient_key, v);
+                    Some(s)
+                }
+                None => None,
+            }
+        } else {
+            self.store.read(resource_type, id).await?
+        };
         let Some(s) = found else {
             return Err(AppError::NotFound(format!("{what} is not known")));
         };

@@ -458,6 +458,15 @@ impl Store for PgStore {
         }
     }
 
+    async fn read_with_facts(&self, resource_type: &str, id: &str) -> Result<Option<(Stored, i64)>, StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql::read_with_facts_sql(Dialect::Postgres)).await.map_err(be)?;
+        match c.query_opt(&st, &[&resource_type, &id]).await.map_err(be)? {
+            Some(r) => Ok(Some((row_stored(&r, false)?, r.try_get(7).map_err(be)?))),
+            None => Ok(None),
+        }
+    }
+
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError> {
         let c = self.client().await?;
         let st = c.prepare_cached(&sql::vread_sql(Dialect::Postgres)).await.map_err(be)?;

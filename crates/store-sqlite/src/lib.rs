@@ -22,9 +22,31 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const MAX_IDLE_READERS: usize = 8;
+/// Reader connections kept open between reads. Opening one reads the schema and maps the file,
+/// so a pool smaller than the reads in flight (16 clients, each read of an audited access also
+/// asking the record's facts version) opens and closes a connection on most reads.
+const MAX_IDLE_READERS: usize = 32;
 /// Most change sets committed together.
 const MAX_GROUP: usize = 64;
+
+/// Change sets waiting for the writer, and whether a committer is on its way for them.
+#[derive(Default)]
+struct Queue {
+    sets: std::collections::VecDeque<Pending>,
+    committing: bool,
+}
+
+/// If a committer panics, the next caller becomes the committer (instead of every later commit
+/// waiting for one that will never come).
+struct ReleaseOnPanic(Arc<Mutex<Queue>>);
+
+impl Drop for ReleaseOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().committing = false;
+        }
+    }
+}
 
 /// A change set waiting for the writer, and where its outcome goes.
 struct Pending {
@@ -38,7 +60,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    pending: Arc<Mutex<std::collections::VecDeque<Pending>>>,
+    pending: Arc<Mutex<Queue>>,
     /// Tells the checkpointer thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -222,7 +244,7 @@ impl SqliteStore {
             path,
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
-            pending: Arc::new(Mutex::new(std::collections::VecDeque::new())),
+            pending: Arc::new(Mutex::new(Queue::default())),
         })
     }
 
@@ -509,6 +531,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn read_with_facts(&self, resource_type: &str, id: &str) -> Result<Option<(Stored, i64)>, StoreError> {
+        let (t, i) = (resource_type.to_string(), id.to_string());
+        self.with_reader(move |c| {
+            c.prepare_cached(&sql::read_with_facts_sql(Dialect::Sqlite))
+                .map_err(be)?
+                .query_row((&t, &i), |r| Ok((row_stored(r, false)?, r.get(7)?)))
+                .optional()
+                .map_err(be)
+        })
+        .await
+    }
+
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>, StoreError> {
         let (t, i) = (resource_type.to_string(), id.to_string());
         self.with_reader(move |c| {
@@ -531,21 +565,36 @@ impl Store for SqliteStore {
 
     async fn commit_all(&self, writes: Vec<Write>, access: Vec<AccessEntry>, outbox: Vec<OutboxMessage>) -> Result<(), StoreError> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.pending.lock().push_back(Pending { writes, access, outbox, reply });
-        // whoever holds the writer first commits everything queued, this change set included
-        let pending = Arc::clone(&self.pending);
-        self.with_writer(move |conn| loop {
-            let group: Vec<Pending> = {
-                let mut q = pending.lock();
-                let n = q.len().min(MAX_GROUP);
-                q.drain(..n).collect()
-            };
-            if group.is_empty() {
-                return Ok(());
-            }
-            commit_group(conn, group);
-        })
-        .await?;
+        // one committer at a time takes everything queued (this change set included); a caller
+        // that finds one on its way only waits for its outcome, so a burst of commits wakes one
+        // blocking thread, not one per caller
+        let lead = {
+            let mut q = self.pending.lock();
+            q.sets.push_back(Pending { writes, access, outbox, reply });
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            let pending = Arc::clone(&self.pending);
+            let writer = Arc::clone(&self.writer);
+            tokio::task::spawn_blocking(move || {
+                let _release = ReleaseOnPanic(Arc::clone(&pending));
+                let mut conn = writer.lock();
+                loop {
+                    let group: Vec<Pending> = {
+                        let mut q = pending.lock();
+                        if q.sets.is_empty() {
+                            // cleared under the same lock a caller queues under: nothing is
+                            // left behind without a committer
+                            q.committing = false;
+                            return;
+                        }
+                        let n = q.sets.len().min(MAX_GROUP);
+                        q.sets.drain(..n).collect()
+                    };
+                    commit_group(&mut conn, group);
+                }
+            });
+        }
         outcome.await.map_err(|_| StoreError::Backend("the writer stopped before committing".into()))?
     }
 

@@ -533,6 +533,9 @@ pub async fn access_log_ranges_and_facts_versions(s: &dyn Store) {
     let v1b = s.facts_version(pk("p1")).await.unwrap();
     assert!(v1b > v1, "an emergency opening changes what the gate decides");
     assert_eq!(s.facts_version(pk("p2")).await.unwrap(), v2);
+    let (o1, v) = s.read_with_facts("Observation", "o1").await.unwrap().expect("o1");
+    assert_eq!((o1.id.as_str(), o1.patient_key, v), ("o1", pk("p1"), v1b), "a resource with its record's facts version");
+    assert!(s.read_with_facts("Observation", "nothing").await.unwrap().is_none());
 
     let p1 = AccessQuery { patient: Some(pk("p1")), limit: 100, ..Default::default() };
     assert_eq!(log_ids(s, &p1).await, ["e", "c", "b", "a"], "newest first, ties by id");

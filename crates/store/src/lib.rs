@@ -285,6 +285,13 @@ pub trait Store: Send + Sync + 'static {
     /// `changes_facts` is logged in it (0 for a record never written): what the gate decided
     /// about the record may be reused while it stays the same.
     async fn facts_version(&self, patient: PatientKey) -> Result<i64, StoreError>;
+    /// [`Store::read`], and the facts version of the record the resource lives in (one round
+    /// trip where the backend can): what an audited read needs before the gate decides.
+    async fn read_with_facts(&self, resource_type: &str, id: &str) -> Result<Option<(Stored, i64)>, StoreError> {
+        let Some(s) = self.read(resource_type, id).await? else { return Ok(None) };
+        let v = self.facts_version(s.patient_key).await?;
+        Ok(Some((s, v)))
+    }
     /// Lease up to `limit` due messages (not done, `available_at <= now`) until `now + lease_ms`,
     /// oldest first; each claim counts an attempt. Concurrent claimers get disjoint messages.
     async fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError>;

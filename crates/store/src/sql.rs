@@ -154,7 +154,17 @@ pub struct WriteSql {
     pub insert_locator_new: String,
 }
 
-pub fn write_sql(d: Dialect) -> WriteSql {
+/// The statements for the dialect, built once.
+pub fn write_sql(d: Dialect) -> &'static WriteSql {
+    static SQLITE: std::sync::OnceLock<WriteSql> = std::sync::OnceLock::new();
+    static POSTGRES: std::sync::OnceLock<WriteSql> = std::sync::OnceLock::new();
+    match d {
+        Dialect::Sqlite => SQLITE.get_or_init(|| build_write_sql(d)),
+        Dialect::Postgres => POSTGRES.get_or_init(|| build_write_sql(d)),
+    }
+}
+
+fn build_write_sql(d: Dialect) -> WriteSql {
     let p = |n| ph(d, n);
     WriteSql {
         current_version: format!(
@@ -196,6 +206,17 @@ pub const RESOURCE_COLS: &str = "r.patient_key, r.res_type, r.id, r.version, r.l
 pub fn read_sql(d: Dialect) -> String {
     format!(
         "SELECT {RESOURCE_COLS} FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id \
+         WHERE l.res_type = {} AND l.id = {}",
+        ph(d, 1),
+        ph(d, 2)
+    )
+}
+
+/// [`read_sql`] with the facts version of the resource's record as the last column.
+pub fn read_with_facts_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {RESOURCE_COLS}, COALESCE((SELECT f.version FROM partition_facts f WHERE f.patient_key = r.patient_key), 0) \
+         FROM locator l JOIN resources r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id \
          WHERE l.res_type = {} AND l.id = {}",
         ph(d, 1),
         ph(d, 2)
@@ -869,7 +890,17 @@ pub struct OutboxSql {
     pub retry: String,
 }
 
-pub fn outbox_sql(d: Dialect) -> OutboxSql {
+/// The statements for the dialect, built once.
+pub fn outbox_sql(d: Dialect) -> &'static OutboxSql {
+    static SQLITE: std::sync::OnceLock<OutboxSql> = std::sync::OnceLock::new();
+    static POSTGRES: std::sync::OnceLock<OutboxSql> = std::sync::OnceLock::new();
+    match d {
+        Dialect::Sqlite => SQLITE.get_or_init(|| build_outbox_sql(d)),
+        Dialect::Postgres => POSTGRES.get_or_init(|| build_outbox_sql(d)),
+    }
+}
+
+fn build_outbox_sql(d: Dialect) -> OutboxSql {
     let p = |n| ph(d, n);
     // PostgreSQL: concurrent workers skip each other's rows; SQLite has one writer.
     let lock = if d == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -1037,7 +1068,17 @@ pub struct AccessSql {
 
 pub const ACCESS_COLUMNS: &str = "patient_key, recorded, id, agent, flags, content";
 
-pub fn access_sql(d: Dialect) -> AccessSql {
+/// The statements for the dialect, built once.
+pub fn access_sql(d: Dialect) -> &'static AccessSql {
+    static SQLITE: std::sync::OnceLock<AccessSql> = std::sync::OnceLock::new();
+    static POSTGRES: std::sync::OnceLock<AccessSql> = std::sync::OnceLock::new();
+    match d {
+        Dialect::Sqlite => SQLITE.get_or_init(|| build_access_sql(d)),
+        Dialect::Postgres => POSTGRES.get_or_init(|| build_access_sql(d)),
+    }
+}
+
+fn build_access_sql(d: Dialect) -> AccessSql {
     let p = |n| ph(d, n);
     AccessSql {
         insert: format!("INSERT INTO access_log ({ACCESS_COLUMNS}) VALUES ({}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6)),
