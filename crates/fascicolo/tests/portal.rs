@@ -213,6 +213,13 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let (s, page) = giulia.get("/risultati").await;
     assert_eq!(s, 403, "results are outside the delegation");
     assert!(!page.contains("mg/dL"));
+    // her own looks at Anna's record are in Anna's log, by role (her delegation does not reach
+    // the people acting for Anna, so no name), never as a bare reference
+    let (s, log) = giulia.get("/privacy/accessi").await;
+    assert_eq!(s, 200);
+    assert!(log.contains("Delegato") && log.contains("per conto del titolare"), "the delegate's own accesses are listed");
+    assert!(!log.contains("RelatedPerson/"), "no bare reference in the log");
+    assert!(!log.contains("(1 elementi)"), "one item is 'elemento'");
     giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "rossi-giulia"), ("next", "/")]).await;
 }
 

@@ -156,7 +156,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
     };
     let fhir = fhir_service(cfg, Arc::clone(&store));
     let ingest = ingest_service(cfg, fhir.clone(), &auth.public_url)?;
-    let state = fascicolo_web::AppState {
+    let state = fascicolo_web::AppState::new(fascicolo_web::AppServices {
         fhir,
         tokens: fascicolo_app::auth::Tokens::new(store),
         metrics: Arc::default(),
@@ -170,7 +170,7 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
         })),
         upload_wait: std::time::Duration::from_secs(cfg.ingest.upload_wait_seconds),
         throttle: Arc::new(fascicolo_web::throttle::Throttle::new(cfg.rate_limit.clone())),
-    };
+    });
     Ok(fascicolo_web::router(state))
 }
 

@@ -62,9 +62,9 @@ impl LogWriter {
     async fn commit_sets(&self, sets: &[LogOnly]) -> Result<(), StoreError> {
         let mut c = self.pool.get().await.map_err(be)?;
         let tx = c.transaction().await.map_err(be)?;
-        for g in sets {
-            apply_all(&tx, &[], &g.access, &g.outbox).await?;
-        }
+        let access: Vec<AccessEntry> = sets.iter().flat_map(|g| g.access.iter().cloned()).collect();
+        let outbox: Vec<OutboxMessage> = sets.iter().flat_map(|g| g.outbox.iter().cloned()).collect();
+        apply_all(&tx, &[], &access, &outbox).await?;
         tx.commit().await.map_err(be)
     }
 }
@@ -215,11 +215,17 @@ async fn apply_all(
         }
     }
     let acc = sql::access_sql(Dialect::Postgres);
-    if !access.is_empty() {
-        let st = tx.prepare_cached(&acc.insert).await.map_err(be)?;
-        for e in access {
-            tx.execute(&st, &[&e.patient_key.uuid(), &e.recorded, &e.id, &e.agent, &e.flags, &e.content]).await.map_err(be)?;
+    // many requests' entries and messages in a few multi-row statements (one round trip each)
+    for chunk in access.chunks(sql::INSERT_CHUNK) {
+        let text =
+            sql::multi_insert_sql(Dialect::Postgres, &format!("INSERT INTO access_log ({})", sql::ACCESS_COLUMNS), 6, chunk.len(), "");
+        let st = tx.prepare_cached(&text).await.map_err(be)?;
+        let keys: Vec<uuid::Uuid> = chunk.iter().map(|e| e.patient_key.uuid()).collect();
+        let mut p: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 6);
+        for (e, k) in chunk.iter().zip(&keys) {
+            p.extend([k as &(dyn ToSql + Sync), &e.recorded, &e.id, &e.agent, &e.flags, &e.content]);
         }
+        tx.execute(&st, &p).await.map_err(be)?;
     }
     let touched = sql::facts_touched(writes, access);
     if !touched.is_empty() {
@@ -228,11 +234,23 @@ async fn apply_all(
             tx.execute(&st, &[&k.uuid()]).await.map_err(be)?;
         }
     }
-    let os = sql::outbox_sql(Dialect::Postgres);
     let now = fascicolo_fhir::datetime::now_ms();
-    for m in outbox {
-        let st = tx.prepare_cached(&os.insert).await.map_err(be)?;
-        tx.execute(&st, &[&m.patient_key.uuid(), &m.id, &m.kind, &m.payload, &now, &m.available_at]).await.map_err(be)?;
+    for chunk in outbox.chunks(sql::INSERT_CHUNK) {
+        let text = sql::multi_insert_sql(
+            Dialect::Postgres,
+            "INSERT INTO outbox (patient_key, id, kind, payload, created_at, available_at, attempts)",
+            7,
+            chunk.len(),
+            " ON CONFLICT (patient_key, id) DO NOTHING",
+        );
+        let st = tx.prepare_cached(&text).await.map_err(be)?;
+        let keys: Vec<uuid::Uuid> = chunk.iter().map(|m| m.patient_key.uuid()).collect();
+        let zero = 0i64;
+        let mut p: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 7);
+        for (m, k) in chunk.iter().zip(&keys) {
+            p.extend([k as &(dyn ToSql + Sync), &m.id, &m.kind, &m.payload, &now, &m.available_at, &zero]);
+        }
+        tx.execute(&st, &p).await.map_err(be)?;
     }
     Ok(())
 }

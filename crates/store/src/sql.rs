@@ -114,7 +114,18 @@ pub fn insert_index_sql(d: Dialect, table: &str, rows: usize) -> String {
     // it touches, kept to undo its earlier rows should a later one break a constraint). On an
     // error the caller rolls back the whole change set anyway.
     let verb = if d == Dialect::Sqlite { "INSERT OR FAIL" } else { "INSERT" };
-    let mut s = format!("{verb} INTO {table} (patient_key, res_type, res_id, param, seq, grp, {}) VALUES ", cols.join(", "));
+    multi_insert_sql(
+        d,
+        &format!("{verb} INTO {table} (patient_key, res_type, res_id, param, seq, grp, {})", cols.join(", ")),
+        width,
+        rows,
+        "",
+    )
+}
+
+/// `head VALUES (...), (...) tail` for `rows` rows of `width` parameters each.
+pub fn multi_insert_sql(d: Dialect, head: &str, width: usize, rows: usize, tail: &str) -> String {
+    let mut s = format!("{head} VALUES ");
     for r in 0..rows {
         if r > 0 {
             s.push_str(", ");
@@ -124,14 +135,11 @@ pub fn insert_index_sql(d: Dialect, table: &str, rows: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            let n = r * width + c + 1;
-            let _ = match d {
-                Dialect::Sqlite => write!(s, "?{n}"),
-                Dialect::Postgres => write!(s, "${n}"),
-            };
+            s.push_str(&ph(d, r * width + c + 1));
         }
         s.push(')');
     }
+    s.push_str(tail);
     s
 }
 

@@ -20,9 +20,26 @@ use axum::Router;
 use fascicolo_app::FhirService;
 use std::sync::Arc;
 
-/// Shared state of every handler.
+/// Shared state of every handler: one allocation, so each request clones a single pointer (the
+/// services' own fields are reached through it).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl AppState {
+    pub fn new(services: AppServices) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+/// What the handlers use: the app layer's services and the web layer's settings.
+pub struct AppServices {
     pub fhir: FhirService,
     pub tokens: fascicolo_app::auth::Tokens,
     pub metrics: Arc<metrics::Metrics>,
@@ -55,7 +72,7 @@ pub struct AuthState {
     pub sessions: fascicolo_app::auth::Sessions,
 }
 
-impl AppState {
+impl AppServices {
     /// The FHIR base URL (for `aud` checks and links).
     pub fn fhir_base(&self) -> String {
         self.base_url.clone().unwrap_or_else(|| format!("{}/fhir/r4", self.auth.public_url))

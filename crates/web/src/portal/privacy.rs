@@ -196,12 +196,16 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
                 tbody { @for a in shown.iter().take(500) {
                     tr style=[a.emergency.then_some("background:#fbe9ec")] {
                         td { (show_date(c.lang, &a.when, true)) }
-                        th scope="row" { (a.who) }
+                        // a person acting for the holder whose name this viewer may not read
+                        // (a delegation limited to some kinds of record) is shown by role, never
+                        // by a bare reference
+                        th scope="row" { @if a.who.starts_with("RelatedPerson/") { (role_label(&c, &a.role)) } @else { (a.who) } }
                         td { (role_label(&c, &a.role)) }
                         td { (a.organization) }
                         td {
                             (action_label(&c, &a.action))
-                            @if !a.what.is_empty() { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
+                            @if a.what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
+                            @if a.what.len() > 1 { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
                             @if a.emergency { " " span.badge.emergency { (c.t("Emergenza", "Emergency")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
                             @if a.on_behalf { " " span.badge { (c.t("per conto del titolare", "on the holder's behalf")) } }
                         }
