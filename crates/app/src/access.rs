@@ -864,12 +864,10 @@ pub fn access_notification(entry: &AccessEntry, emergency: bool, now: i64) -> Ou
         uuid::Uuid::now_v7()
     } else {
         let hour = now.div_euclid(3_600_000);
-        let digest = crate::auth::hash_secret(&format!("{}:{}:{hour}", entry.patient_key.uuid(), entry.agent));
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{}:{}:{hour}", entry.patient_key.uuid(), entry.agent).as_bytes());
         let mut rand = [0u8; 10];
-        for (i, b) in rand.iter_mut().enumerate() {
-            *b = u8::from_str_radix(digest.get(i * 2..i * 2 + 2).unwrap_or("00"), 16).unwrap_or(0);
-        }
-        // a v7 id (ordered by the hour it stands for) whose random part is the digest
+        rand.copy_from_slice(&digest[..10]);
         uuid::Builder::from_unix_timestamp_millis(u64::try_from(hour * 3_600_000).unwrap_or(0), &rand).into_uuid()
     };
     OutboxMessage {

@@ -313,7 +313,8 @@ impl FhirService {
             let rows = self.store().access_log(&q).await?;
             let done = rows.len() < q.limit;
             for e in &rows {
-                if after.iter().all(|f| f.matches(&audit_resource(e).unwrap_or(Value::Null))) {
+                let ev = audit_resource(e)?;
+                if after.iter().all(|f| f.matches(&ev)) {
                     n += 1;
                 }
             }

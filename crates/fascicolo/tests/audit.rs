@@ -3,8 +3,7 @@
 //! the entry is durable before the data leaves the server).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +11,6 @@ use std::time::Duration;
 use fascicolo_store::{AccessQuery, Store};
 
 mod common;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fascicolo"));
-    c.env_remove("FASCICOLO_DATABASE_URL").env_remove("FASCICOLO_LISTEN").env_remove("FASCICOLO_DATA_DIR");
-    c
-}
 
 /// The platform client's accesses to one record, as the store holds them.
 async fn logged(dir: &std::path::Path, patient: &str) -> u64 {
@@ -35,18 +28,10 @@ async fn logged(dir: &std::path::Path, patient: &str) -> u64 {
 async fn every_answered_access_survives_a_kill_9() {
     let dir = std::env::temp_dir().join(format!("fascicolo-kill-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = bin().args(["--data", dir.to_str().unwrap(), "token", "--as", "system:demo-platform"]).output().unwrap();
+    let out = common::bin().args(["--data", dir.to_str().unwrap(), "token", "--as", "system:demo-platform"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut child = bin()
-        .args(["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let (mut child, addr) = common::serve(&["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let base = format!("http://{addr}/fhir/r4");
     let client = reqwest::Client::new();
     let patient = "kill-nine-patient";

@@ -6,11 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fascicolo"));
-    c.env_remove("FASCICOLO_DATABASE_URL").env_remove("FASCICOLO_LISTEN").env_remove("FASCICOLO_DATA_DIR");
-    c
-}
+mod common;
+
+use common::bin;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("fascicolo-cli-{name}-{}", uuid::Uuid::now_v7()));

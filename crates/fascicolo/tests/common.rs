@@ -233,3 +233,22 @@ pub async fn sign_in(app: &TestApp, cf: &str, profile: &str) -> String {
     assert_eq!(again.status(), 400, "a replayed state must be refused");
     set_cookie(&r, "fascicolo_session").unwrap()
 }
+
+/// The `fascicolo` binary as a user runs it, without the environment's store or address.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fascicolo"));
+    c.env_remove("FASCICOLO_DATABASE_URL").env_remove("FASCICOLO_LISTEN").env_remove("FASCICOLO_DATA_DIR");
+    c
+}
+
+/// Starts `fascicolo serve` with these arguments and waits for the line it prints: the child
+/// and its `host:port`.
+pub fn serve(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = bin().args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("serving on http://"), "{line}");
+    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_string();
+    (child, addr)
+}

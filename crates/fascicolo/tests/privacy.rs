@@ -538,6 +538,29 @@ async fn audit_trail_is_complete_and_transactional() {
     assert_eq!(read["resource"]["agent"][0]["type"]["coding"][0]["code"], "gp");
     assert_eq!(read["resource"]["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
     assert!(read["resource"]["entity"].as_array().unwrap().iter().any(|e| e["what"]["reference"] == "Patient/rossi-giulia"));
+    // an entry of Giulia's log, by its id: hers to read; not the GP's (the log is the
+    // patient's), not another citizen's, and not reachable by searching another record
+    let entry_id = read["resource"]["id"].as_str().unwrap().to_string();
+    assert_eq!(env.as_(&giulia, "GET", &format!("/AuditEvent/{entry_id}"), None).await.status, 200);
+    let anna = env.token(&citizen(&fascicolo_load::demo::cf("VRDNNA40B60F205"), "verdi-anna", "verdi-anna")).await;
+    for (who, t) in [("gp", gp.as_str()), ("anna", anna.as_str())] {
+        let r = env.as_(t, "GET", &format!("/AuditEvent/{entry_id}"), None).await;
+        assert!(r.status == 403 || r.status == 404, "{who} reads Giulia's log entry: {}", r.status);
+        assert!(!r.body.to_string().contains("ferrari-paolo"), "{who}: nothing of the entry in the error");
+        let v = env.as_(t, "GET", &format!("/AuditEvent/{entry_id}/_history/1"), None).await;
+        assert!(v.status == 403 || v.status == 404, "{who} vreads Giulia's log entry: {}", v.status);
+    }
+    let gp_search = env.as_(&gp, "GET", "/AuditEvent?patient=rossi-giulia", None).await;
+    assert_eq!(gp_search.status, 403, "the GP does not search her log: {}", gp_search.body);
+    let gp_count = env.as_(&gp, "GET", "/AuditEvent?patient=rossi-giulia&_summary=count", None).await;
+    assert_eq!(gp_count.status, 403, "nor count it");
+    let cross = env.as_(&anna, "GET", &format!("/AuditEvent?_id={entry_id}"), None).await;
+    assert_eq!(cross.status, 200, "{}", cross.body);
+    assert_eq!(
+        (cross.body["total"].as_u64(), cross.body["entry"].as_array().map(Vec::len)),
+        (Some(0), None),
+        "Giulia's entry is not in Anna's log"
+    );
     // the mother's action for her son is in his log, marked as on his behalf
     let luca_log = env.as_(&mother_for_luca, "GET", "/AuditEvent", None).await;
     assert!(luca_log.body["entry"].as_array().unwrap().iter().any(|e| e["resource"]["subtype"]
