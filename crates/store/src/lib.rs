@@ -7,6 +7,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod content;
 pub mod migrations;
 pub mod sql;
 
