@@ -5,6 +5,7 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use fascicolo_domain::PatientKey;
+use fascicolo_store::content;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
@@ -177,7 +178,7 @@ fn row_stored(r: &Row, with_method: bool) -> Result<Stored, StoreError> {
         version: r.try_get(3).map_err(be)?,
         last_updated: r.try_get(4).map_err(be)?,
         deleted: r.try_get::<_, i64>(5).map_err(be)? != 0,
-        json: r.try_get(6).map_err(be)?,
+        json: content::decode(r.try_get::<_, Option<&[u8]>>(6).map_err(be)?.unwrap_or_default())?,
         method: if with_method { Method::parse(&r.try_get::<_, String>(7).map_err(be)?) } else { Method::Update },
     })
 }
@@ -274,6 +275,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
     Migration { version: 3, name: "access_log", sql: include_str!("../migrations/0003_access_log.sql") },
+    Migration { version: 4, name: "compact_storage", sql: include_str!("../migrations/0004_compact_storage.sql") },
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction with its
@@ -285,7 +287,14 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<i64>, Sto
     let mut now = Vec::new();
     for m in migrations::pending(MIGRATIONS, &applied)? {
         let tx = client.transaction().await.map_err(be)?;
+        // a migration may rewrite whole tables: the request time limit does not apply to it
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await.map_err(be)?;
         tx.batch_execute(m.sql).await.map_err(|e| StoreError::Backend(format!("migration {} ({}): {e}", m.version, m.name)))?;
+        if m.version == 4 {
+            compress_existing(&tx).await?;
+            // the rows of parameters now answered from other parameters' rows
+            tx.batch_execute(&sql::alias_row_deletes()).await.map_err(be)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &fascicolo_fhir::datetime::now_ms()],
@@ -299,6 +308,51 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<i64>, Sto
         tracing::info!(versions = ?now, "applied schema migrations");
     }
     Ok(now)
+}
+
+/// Migration 4's second half: the content stored as text before it (now plain bytes),
+/// compressed, walking each table in key order in batches.
+async fn compress_existing(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    // (table, its primary key): `resources` holds one row per resource, history one per version
+    for (table, key) in [("resources", "patient_key, res_type, id"), ("resource_history", "patient_key, res_type, id, version")] {
+        let select = tx
+            .prepare(&format!(
+                "SELECT patient_key, res_type, id, version, content FROM {table} \
+                 WHERE ({key}) > ($1, $2, $3{}) ORDER BY {key} LIMIT 1000",
+                if key.ends_with("version") { ", $4" } else { "" }
+            ))
+            .await
+            .map_err(be)?;
+        let update = tx
+            .prepare(&format!("UPDATE {table} SET content = $5 WHERE patient_key = $1 AND res_type = $2 AND id = $3 AND version = $4"))
+            .await
+            .map_err(be)?;
+        let with_version = key.ends_with("version");
+        let mut after: (uuid::Uuid, String, String, i64) = (uuid::Uuid::nil(), String::new(), String::new(), i64::MIN);
+        loop {
+            let rows = if with_version {
+                tx.query(&select, &[&after.0, &after.1, &after.2, &after.3]).await
+            } else {
+                tx.query(&select, &[&after.0, &after.1, &after.2]).await
+            }
+            .map_err(be)?;
+            let Some(last) = rows.last() else { break };
+            let next =
+                (last.try_get(0).map_err(be)?, last.try_get(1).map_err(be)?, last.try_get(2).map_err(be)?, last.try_get(3).map_err(be)?);
+            for r in &rows {
+                let body: &[u8] = r.try_get(4).map_err(be)?;
+                if content::is_encoded(body) {
+                    continue;
+                }
+                let text = std::str::from_utf8(body).map_err(|e| StoreError::Backend(format!("resource content: {e}")))?;
+                let (k, t, i, v): (uuid::Uuid, &str, &str, i64) =
+                    (r.try_get(0).map_err(be)?, r.try_get(1).map_err(be)?, r.try_get(2).map_err(be)?, r.try_get(3).map_err(be)?);
+                tx.execute(&update, &[&k, &t, &i, &v, &content::encode(text)?]).await.map_err(be)?;
+            }
+            after = next;
+        }
+    }
+    Ok(())
 }
 
 impl PgStore {
@@ -429,6 +483,8 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(),
             if cur != Some(v) {
                 return Err(conflict());
             }
+            let st = tx.prepare_cached(&ws.fill_history).await.map_err(be)?;
+            tx.execute(&st, &[&old, &w.resource_type, &w.id, &v]).await.map_err(be)?;
             for d in &ws.delete_index {
                 let st = tx.prepare_cached(d).await.map_err(be)?;
                 tx.execute(&st, &[&old, &w.resource_type, &w.id]).await.map_err(be)?;
@@ -443,8 +499,10 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(),
     }
     let deleted = i64::from(w.method == Method::Delete);
     let st = tx.prepare_cached(&ws.upsert_current).await.map_err(be)?;
-    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.json, &w.restrict]).await.map_err(be)?;
-    let hist: &str = if w.method == Method::Delete { "" } else { &w.json };
+    let body = content::encode(&w.json)?;
+    tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &body, &w.restrict]).await.map_err(be)?;
+    // the new version's content is in `resources`; its history row gets it when it is replaced
+    let hist: &[u8] = &[];
     let st = tx.prepare_cached(&ws.insert_history).await.map_err(be)?;
     tx.execute(&st, &[&key, &w.resource_type, &w.id, &w.version, &w.last_updated, &deleted, &w.method.as_str(), &hist])
         .await

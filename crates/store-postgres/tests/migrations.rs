@@ -90,6 +90,31 @@ async fn migrations_from_empty_from_the_last_release_and_newer_refused() {
     let store = PgStore::connect_in_schema(&url, 2, Some(&audit)).await.unwrap();
     fascicolo_store::conformance::audit_moved_by_migration_3(&store).await;
 
+    // migration 3's content as text, history repeating the current version: compacted
+    let compact = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let c4 = admin(&url, &compact).await;
+    c4.batch_execute(fascicolo_store::migrations::TABLE).await.unwrap();
+    for m in &MIGRATIONS[..3] {
+        c4.batch_execute(m.sql).await.unwrap();
+        c4.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)", &[&m.version, &m.name]).await.unwrap();
+    }
+    let literal = format!("'{}'::uuid", uuid::Uuid::now_v7());
+    c4.batch_execute(&fascicolo_store::conformance::MIGRATION_3_RESOURCES.replace("$KEY", &literal)).await.unwrap();
+    let store = PgStore::connect_in_schema(&url, 2, Some(&compact)).await.unwrap();
+    fascicolo_store::conformance::content_kept_by_migration_4(&store).await;
+    let frames: Vec<Vec<u8>> =
+        c4.query("SELECT substring(content from 1 for 4) FROM resources", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(frames, vec![vec![0x28_u8, 0xb5, 0x2f, 0xfd]; 2], "zstd frames");
+    let history: Vec<(String, i64, bool)> = c4
+        .query("SELECT id, version, octet_length(content) > 0 FROM resource_history ORDER BY id, version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [("mo", 1, true), ("mo", 2, false), ("mp", 1, true), ("mp", 2, true), ("mp", 3, false)];
+    assert_eq!(history.iter().map(|(i, v, b)| (i.as_str(), *v, *b)).collect::<Vec<_>>(), expected);
+
     // a newer program's migration: refused
     c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from the future', 0)", &[]).await.unwrap();
     let err = PgStore::connect_in_schema(&url, 2, Some(&release)).await.map(|_| ()).unwrap_err().to_string();

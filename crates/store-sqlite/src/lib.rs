@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use fascicolo_domain::PatientKey;
+use fascicolo_store::content;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
@@ -101,6 +102,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "operational_state", sql: include_str!("../migrations/0002_operational_state.sql") },
     Migration { version: 3, name: "access_log", sql: include_str!("../migrations/0003_access_log.sql") },
+    Migration { version: 4, name: "compact_storage", sql: include_str!("../migrations/0004_compact_storage.sql") },
 ];
 
 /// Applies the migrations the database has not seen, all in one immediate transaction (a second
@@ -116,6 +118,11 @@ fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
     let mut now = Vec::new();
     for m in migrations::pending(MIGRATIONS, &applied)? {
         tx.execute_batch(m.sql).map_err(|e| StoreError::Backend(format!("migration {} ({}): {e}", m.version, m.name)))?;
+        if m.version == 4 {
+            compress_existing(&tx)?;
+            // the rows of parameters now answered from other parameters' rows
+            tx.execute_batch(&sql::alias_row_deletes()).map_err(be)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
             (m.version, m.name, fascicolo_fhir::datetime::now_ms()),
@@ -128,6 +135,51 @@ fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
         tracing::info!(versions = ?now, "applied schema migrations");
     }
     Ok(now)
+}
+
+/// Migration 4's second half: the content stored as text before it, compressed, in batches
+/// walked by key (so no statement reads a table while another one changes it).
+fn compress_existing(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    // `resources` by rowid; history by its key (the same walk PostgreSQL does)
+    let mut select = tx
+        .prepare("SELECT rowid, content FROM resources WHERE rowid > ?1 AND typeof(content) = 'text' AND content <> '' ORDER BY rowid LIMIT 1000")
+        .map_err(be)?;
+    let mut update = tx.prepare("UPDATE resources SET content = ?1 WHERE rowid = ?2").map_err(be)?;
+    let mut after = 0_i64;
+    loop {
+        let batch: Vec<(i64, String)> =
+            select.query_map([after], |r| Ok((r.get(0)?, r.get(1)?))).map_err(be)?.collect::<Result<_, _>>().map_err(be)?;
+        let Some(last) = batch.last().map(|(id, _)| *id) else { break };
+        for (rowid, text) in batch {
+            update.execute((content::encode(&text)?, rowid)).map_err(be)?;
+        }
+        after = last;
+    }
+    let mut select = tx
+        .prepare(
+            "SELECT patient_key, res_type, id, version, content FROM resource_history \
+             WHERE (patient_key, res_type, id, version) > (?1, ?2, ?3, ?4) AND typeof(content) = 'text' AND content <> '' \
+             ORDER BY patient_key, res_type, id, version LIMIT 1000",
+        )
+        .map_err(be)?;
+    let mut update = tx
+        .prepare("UPDATE resource_history SET content = ?5 WHERE patient_key = ?1 AND res_type = ?2 AND id = ?3 AND version = ?4")
+        .map_err(be)?;
+    let mut after: (Vec<u8>, String, String, i64) = (Vec::new(), String::new(), String::new(), i64::MIN);
+    loop {
+        type Row4 = ((Vec<u8>, String, String, i64), String);
+        let batch: Vec<Row4> = select
+            .query_map((&after.0, &after.1, &after.2, after.3), |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?), r.get(4)?)))
+            .map_err(be)?
+            .collect::<Result<_, _>>()
+            .map_err(be)?;
+        let Some(last) = batch.last().map(|(k, _)| k.clone()) else { break };
+        for ((k, t, i, v), text) in batch {
+            update.execute((k, t, i, v, content::encode(&text)?)).map_err(be)?;
+        }
+        after = last;
+    }
+    Ok(())
 }
 
 /// A SQLite error as the store reports it: a full disk (or the page cap) is `Full`, a database
@@ -213,9 +265,20 @@ fn row_stored(row: &Row<'_>, with_method: bool) -> rusqlite::Result<Stored> {
         version: row.get(3)?,
         last_updated: row.get(4)?,
         deleted: row.get::<_, i64>(5)? != 0,
-        json: row.get(6)?,
+        json: row_content(row, 6)?,
         method: if with_method { Method::parse(&row.get::<_, String>(7)?) } else { Method::Update },
     })
+}
+
+/// Stored content: a compressed blob, or the text stored before migration 4.
+fn row_content(row: &Row<'_>, i: usize) -> rusqlite::Result<String> {
+    let decoded = match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Blob(b) => content::decode(b),
+        rusqlite::types::ValueRef::Text(t) => content::decode(t),
+        rusqlite::types::ValueRef::Null => Ok(String::new()),
+        other => return Err(rusqlite::Error::InvalidColumnType(i, "content".into(), other.data_type())),
+    };
+    decoded.map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
 fn sql_value_of(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
@@ -235,7 +298,11 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         let mut writer = open(&path)?;
-        migrate(&mut writer)?;
+        if migrate(&mut writer)?.contains(&4) {
+            // migration 4 rewrote the tables into less space: give the freed pages back to the
+            // disk (on a new database, the tables migration 1 made and migration 4 replaced)
+            writer.execute_batch("VACUUM").map_err(be)?;
+        }
         writer.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")).map_err(be)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         start_checkpointer(path.clone(), Arc::clone(&stop))?;
@@ -338,6 +405,7 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
             if cur != Some(v) {
                 return Err(StoreError::Conflict { resource_type: w.resource_type.clone(), id: w.id.clone() });
             }
+            tx.prepare_cached(&ws.fill_history).map_err(be)?.execute((key_param(old), &w.resource_type, &w.id, v)).map_err(be)?;
             for d in &ws.delete_index {
                 tx.prepare_cached(d).map_err(be)?.execute((key_param(old), &w.resource_type, &w.id)).map_err(be)?;
             }
@@ -350,12 +418,12 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
     let key = key_param(w.patient_key);
     tx.prepare_cached(&ws.upsert_current)
         .map_err(be)?
-        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, &w.json, w.restrict))
+        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, content::encode(&w.json)?, w.restrict))
         .map_err(be)?;
-    let hist_content = if w.method == Method::Delete { "" } else { w.json.as_str() };
+    // the new version's content is in `resources`; its history row gets it when it is replaced
     tx.prepare_cached(&ws.insert_history)
         .map_err(be)?
-        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, w.method.as_str(), hist_content))
+        .execute((&key, &w.resource_type, &w.id, w.version, w.last_updated, deleted, w.method.as_str(), Vec::<u8>::new()))
         .map_err(be)?;
     if w.expect != Expect::Absent {
         tx.prepare_cached(&ws.upsert_locator).map_err(be)?.execute((&w.resource_type, &w.id, &key)).map_err(be)?;

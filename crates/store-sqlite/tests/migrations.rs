@@ -126,6 +126,51 @@ async fn audit_events_move_to_the_access_log() {
     assert_eq!(left, 0, "no history or index rows of AuditEvents stay");
 }
 
+/// Migration 4 compresses the content, stops repeating the current version in history and keys
+/// the index tables, history and the locator by their primary key; what was stored reads the same.
+#[tokio::test]
+async fn content_is_compacted_and_reads_the_same() {
+    let p = path("compact.db");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let key = uuid::Uuid::now_v7();
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute_batch(fascicolo_store::migrations::TABLE).unwrap();
+        for m in &MIGRATIONS[..3] {
+            c.execute_batch(m.sql).unwrap();
+            c.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, 0)", (m.version, m.name)).unwrap();
+        }
+        let literal = format!("X'{}'", key.simple());
+        c.execute_batch(&fascicolo_store::conformance::MIGRATION_3_RESOURCES.replace("$KEY", &literal)).unwrap();
+    }
+    let store = SqliteStore::open(&p).unwrap();
+    fascicolo_store::conformance::content_kept_by_migration_4(&store).await;
+    drop(store);
+    let c = rusqlite::Connection::open(&p).unwrap();
+    let kinds: Vec<(String, String)> = c
+        .prepare("SELECT typeof(content), hex(substr(content, 1, 4)) FROM resources ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds, [("blob".to_string(), "28B52FFD".to_string()), ("blob".into(), "28B52FFD".into())], "zstd frames");
+    let history: Vec<(String, i64, i64)> = c
+        .prepare("SELECT id, version, length(content) FROM resource_history ORDER BY id, version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let lens: Vec<(&str, i64, bool)> = history.iter().map(|(i, v, n)| (i.as_str(), *v, *n > 0)).collect();
+    // mo: v1 kept (compressed), v2 the deletion; mp: v1 and v2 kept since migration, v3 current
+    assert_eq!(lens, [("mo", 1, true), ("mo", 2, false), ("mp", 1, true), ("mp", 2, true), ("mp", 3, false)]);
+    for t in ["locator", "idx_token", "idx_string", "idx_date", "idx_ref", "idx_number", "idx_quantity", "idx_uri"] {
+        let ddl: String = c.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |r| r.get(0)).unwrap();
+        assert!(ddl.contains("WITHOUT ROWID"), "{t}: {ddl}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_program_is_refused() {
     let p = path("newer.db");

@@ -4,7 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
 use crate::{
-    AccessEntry, AccessQuery, AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError,
+    AccessEntry, AccessQuery, AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Stored,
     SubmissionStatus, Visibility, Write,
 };
 use fascicolo_fhir::params::index_resource;
@@ -113,6 +113,26 @@ pub async fn create_read_vread_history(s: &dyn Store) {
     assert!(ids(s, &plan("Patient", "family=Rossi-")).await == vec!["p1".to_string()]);
     assert!(ids(s, &plan("Patient", "family:exact=Rossi")).await.is_empty());
     assert!(s.read("Patient", "nope").await.unwrap().is_none());
+    // every version keeps its own content, the current one included, in every kind of history
+    s.commit(vec![write(patient("p1", "Rossi-Bianchi", "1980-05-01"), pk("p1"), 3, 9_100, Expect::Version(2))]).await.unwrap();
+    let family = |x: &Stored| serde_json::from_str::<Value>(&x.json).unwrap()["name"][0]["family"].as_str().unwrap_or_default().to_string();
+    for q in [
+        HistoryQuery { resource_type: Some("Patient".into()), id: Some("p1".into()), limit: 10, ..Default::default() },
+        HistoryQuery { patient: Some(pk("p1")), limit: 100, ..Default::default() },
+        HistoryQuery { limit: 1000, ..Default::default() },
+    ] {
+        let h: Vec<Stored> = s.history(&q).await.unwrap().into_iter().filter(|x| x.resource_type == "Patient" && x.id == "p1").collect();
+        assert_eq!(
+            h.iter().map(|x| (x.version, family(x))).collect::<Vec<_>>(),
+            [(3, "Rossi-Bianchi".to_string()), (2, "Rossi-Verdi".into()), (1, "Rossi".into())],
+            "{q:?}"
+        );
+    }
+    for (v, name) in [(1, "Rossi"), (2, "Rossi-Verdi"), (3, "Rossi-Bianchi")] {
+        assert_eq!(family(&s.vread("Patient", "p1", v).await.unwrap().unwrap()), name);
+    }
+    assert!(ids(s, &plan("Patient", "family=Rossi-Bianchi")).await == vec!["p1".to_string()]);
+    assert!(ids(s, &plan("Patient", "family=Rossi-Verdi")).await.is_empty());
 }
 
 pub async fn conflicts_leave_store_unchanged(s: &dyn Store) {
@@ -187,7 +207,30 @@ pub async fn delete_is_logical(s: &dyn Store) {
         .unwrap();
     assert_eq!(h[0].method, Method::Delete);
     assert!(h[0].deleted);
-    assert!(s.vread("Observation", "o1", 1).await.unwrap().is_some());
+    assert!(s.vread("Observation", "o1", 1).await.unwrap().is_some_and(|v| v.json.contains("2345-7") && !v.deleted));
+    // the deletion's own version holds no content; the version it replaced keeps its own
+    let gone = s.vread("Observation", "o1", 2).await.unwrap().expect("the deletion is a version");
+    assert!(gone.deleted && gone.json.is_empty(), "{gone:?}");
+    assert_eq!(h.len(), 2);
+    assert!(h[1].json.contains("2345-7") && !h[1].deleted && h[1].version == 1, "{:?}", h[1]);
+    // created again after the deletion: the deleted version stays empty, the new one is current
+    let mut again = write(serde_json::from_str(&h[1].json).unwrap(), pk("p1"), 3, 9_500, Expect::Version(2));
+    again.method = Method::Update;
+    s.commit(vec![again]).await.unwrap();
+    assert!(s.vread("Observation", "o1", 2).await.unwrap().is_some_and(|v| v.deleted && v.json.is_empty()));
+    assert!(s.vread("Observation", "o1", 3).await.unwrap().is_some_and(|v| !v.deleted && v.json.contains("\"versionId\":\"3\"")));
+    let h = s
+        .history(&HistoryQuery { resource_type: Some("Observation".into()), id: Some("o1".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(
+        h.iter().map(|x| (x.version, x.deleted, x.json.is_empty())).collect::<Vec<_>>(),
+        [(3, false, false), (2, true, true), (1, false, false)]
+    );
+    let mut d = write(serde_json::from_str(&h[0].json).unwrap(), pk("p1"), 4, 9_600, Expect::Version(3));
+    d.method = Method::Delete;
+    d.index.clear();
+    s.commit(vec![d]).await.unwrap();
     assert!(s.read_many(&[("Observation".into(), "o1".into()), ("Observation".into(), "o2".into())]).await.unwrap().len() == 1);
     // a transaction's read: deletions included, as `read` returns them; missing ones skipped
     let cur = s.read_current_many(&[("Observation".into(), "o1".into()), ("Observation".into(), "nope".into())]).await.unwrap();
@@ -621,6 +664,50 @@ pub async fn audit_moved_by_migration_3(store: &dyn Store) {
     assert_eq!(store.count(&plan("AuditEvent", "")).await.unwrap(), 0);
     let c = store.access_entry(None, "ae-client").await.unwrap().expect("the client's event");
     assert_eq!((c.agent.as_str(), c.flags), ("urn:fascicolo:client|lab-1", 0));
+}
+
+/// The rows of the schema before migration 4, as SQL for both backends (`$KEY` stands for the
+/// patient key literal): a Patient in two versions (history repeating the current one, content
+/// as text) with a search-index row, and an Observation deleted in its second version.
+pub const MIGRATION_3_RESOURCES: &str = r#"
+INSERT INTO resources (patient_key, res_type, id, version, last_updated, deleted, content) VALUES
+  ($KEY, 'Patient', 'mp', 2, 2000, 0, '{"resourceType":"Patient","id":"mp","meta":{"versionId":"2"},"name":[{"family":"Brambilla"}]}'),
+  ($KEY, 'Observation', 'mo', 2, 2000, 1, '{"resourceType":"Observation","id":"mo","meta":{"versionId":"1"},"status":"final"}');
+INSERT INTO resource_history (patient_key, res_type, id, version, last_updated, deleted, method, content) VALUES
+  ($KEY, 'Patient', 'mp', 1, 1000, 0, 'POST', '{"resourceType":"Patient","id":"mp","meta":{"versionId":"1"},"name":[{"family":"Colombo"}]}'),
+  ($KEY, 'Patient', 'mp', 2, 2000, 0, 'PUT', '{"resourceType":"Patient","id":"mp","meta":{"versionId":"2"},"name":[{"family":"Brambilla"}]}'),
+  ($KEY, 'Observation', 'mo', 1, 1000, 0, 'POST', '{"resourceType":"Observation","id":"mo","meta":{"versionId":"1"},"status":"final"}'),
+  ($KEY, 'Observation', 'mo', 2, 2000, 1, 'DELETE', '');
+INSERT INTO locator (res_type, id, patient_key) VALUES ('Patient', 'mp', $KEY), ('Observation', 'mo', $KEY);
+INSERT INTO idx_string (patient_key, res_type, res_id, param, seq, grp, norm, exact) VALUES ($KEY, 'Patient', 'mp', 'family', 0, 0, 'brambilla', 'Brambilla');
+"#;
+
+/// What migration 4 leaves of [`MIGRATION_3_RESOURCES`] (each backend's test then checks that the
+/// content is compressed and that history no longer repeats the current version): the same
+/// versions, contents, deletions and search results.
+pub async fn content_kept_by_migration_4(store: &dyn Store) {
+    let cur = store.read("Patient", "mp").await.unwrap().expect("the patient");
+    assert_eq!((cur.version, cur.json.contains("Brambilla")), (2, true));
+    assert!(store.vread("Patient", "mp", 1).await.unwrap().is_some_and(|v| v.json.contains("Colombo")));
+    assert!(store.vread("Patient", "mp", 2).await.unwrap().is_some_and(|v| v.json.contains("Brambilla")));
+    let h = store
+        .history(&HistoryQuery { resource_type: Some("Patient".into()), id: Some("mp".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(
+        h.iter().map(|x| (x.version, x.json.contains("Brambilla"), x.json.contains("Colombo"))).collect::<Vec<_>>(),
+        [(2, true, false), (1, false, true)]
+    );
+    let gone = store.read("Observation", "mo").await.unwrap().expect("kept as deleted");
+    assert!(gone.deleted && gone.json.contains("\"status\":\"final\""));
+    assert!(store.vread("Observation", "mo", 2).await.unwrap().is_some_and(|v| v.deleted && v.json.is_empty()));
+    assert!(store.vread("Observation", "mo", 1).await.unwrap().is_some_and(|v| v.json.contains("final")));
+    assert_eq!(ids(store, &plan("Patient", "family=brambilla")).await, ["mp"]);
+    // and the store goes on from there: a third version moves the second one into history
+    let next = write(json!({"resourceType":"Patient","id":"mp","name":[{"family":"Sala"}]}), cur.patient_key, 3, 3000, Expect::Version(2));
+    store.commit(vec![next]).await.unwrap();
+    assert!(store.vread("Patient", "mp", 2).await.unwrap().is_some_and(|v| v.json.contains("Brambilla")));
+    assert!(store.read("Patient", "mp").await.unwrap().is_some_and(|v| v.json.contains("Sala")));
 }
 
 /// Two `AuditEvent`s of the schema before migration 3, as JSON (the fixture inserts them with

@@ -3,7 +3,7 @@
 
 use crate::{HistoryQuery, PatientKey, SearchPlan, Visibility};
 use fascicolo_fhir::datetime;
-use fascicolo_fhir::params::{IndexValue, ParamType};
+use fascicolo_fhir::params::{registry, IndexValue, ParamType};
 use fascicolo_fhir::search::{Clause, Modifier, Prefix, SortKey, Term};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -66,6 +66,27 @@ pub const INDEX_TABLES: &[(&str, &str)] = &[
     ("idx_quantity", "value REAL NOT NULL, system TEXT, code TEXT, unit TEXT"),
     ("idx_uri", "value TEXT NOT NULL"),
 ];
+
+/// Statements that delete the index rows a database written before decision 0010 holds for
+/// parameters now answered from other parameters' rows (migration 4): their own rows, their
+/// composites' component rows and, unless the alias keeps them, their modifier rows.
+pub fn alias_row_deletes() -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut aliases: Vec<_> = registry().aliases().collect();
+    aliases.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = String::new();
+    for (rt, code, alias) in aliases {
+        let mut cond =
+            format!("param = {} OR (param >= {} AND param < {})", quote(code), quote(&format!("{code}#")), quote(&format!("{code}$")));
+        if alias.target_type.is_none() {
+            let _ = write!(cond, " OR (param >= {} AND param < {})", quote(&format!("{code}:")), quote(&format!("{code};")));
+        }
+        for (table, _) in INDEX_TABLES {
+            let _ = writeln!(out, "DELETE FROM {table} WHERE res_type = {} AND ({cond});", quote(rt));
+        }
+    }
+    out
+}
 
 /// The index table of a parameter type.
 pub fn table_of(kind: ParamType) -> &'static str {
@@ -157,6 +178,10 @@ pub struct WriteSql {
     pub delete_index: Vec<String>,
     pub upsert_current: String,
     pub insert_history: String,
+    /// Gives the history row of the version being replaced its content (taken from the current
+    /// row): a history row holds content only once its version is no longer current.
+    /// Params: patient_key, res_type, id, version.
+    pub fill_history: String,
     pub upsert_locator: String,
     /// Claims a new (type, id); affects no row when it exists.
     pub insert_locator_new: String,
@@ -197,6 +222,14 @@ fn build_write_sql(d: Dialect) -> WriteSql {
              VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
             p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8)
         ),
+        fill_history: format!(
+            "UPDATE resource_history SET content = (SELECT c.content FROM resources c WHERE c.patient_key = {k} AND c.res_type = {t} AND c.id = {i}) \
+             WHERE patient_key = {k} AND res_type = {t} AND id = {i} AND version = {v} AND deleted = 0",
+            k = p(1),
+            t = p(2),
+            i = p(3),
+            v = p(4)
+        ),
         upsert_locator: format!(
             "INSERT INTO locator (res_type, id, patient_key) VALUES ({}, {}, {}) ON CONFLICT (res_type, id) DO UPDATE SET patient_key = excluded.patient_key",
             p(1), p(2), p(3)
@@ -231,10 +264,19 @@ pub fn read_with_facts_sql(d: Dialect) -> String {
     )
 }
 
+/// History rows with their content: a row's own, or (for the version that is current, whose
+/// history row holds none) the current row's.
+pub const HISTORY_COLS: &str =
+    "r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, COALESCE(c.content, r.content), r.method";
+
+/// The join [`HISTORY_COLS`] reads the current version's content through.
+pub const HISTORY_CURRENT: &str = "LEFT JOIN resources c ON c.patient_key = r.patient_key AND c.res_type = r.res_type \
+     AND c.id = r.id AND c.version = r.version AND r.deleted = 0";
+
 pub fn vread_sql(d: Dialect) -> String {
     format!(
-        "SELECT r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM locator l \
-         JOIN resource_history r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id \
+        "SELECT {HISTORY_COLS} FROM locator l \
+         JOIN resource_history r ON r.patient_key = l.patient_key AND r.res_type = l.res_type AND r.id = l.id {HISTORY_CURRENT} \
          WHERE l.res_type = {} AND l.id = {} AND r.version = {}",
         ph(d, 1),
         ph(d, 2),
@@ -245,7 +287,7 @@ pub fn vread_sql(d: Dialect) -> String {
 /// History query.
 pub fn history_sql(d: Dialect, q: &HistoryQuery) -> SqlBuf {
     let mut b = SqlBuf::new(d);
-    b.s("SELECT r.patient_key, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_history r WHERE 1=1");
+    b.s("SELECT ").s(HISTORY_COLS).s(" FROM resource_history r ").s(HISTORY_CURRENT).s(" WHERE 1=1");
     if let Some(k) = q.patient {
         b.s(" AND r.patient_key = ").p(SqlValue::Key(k));
     }
@@ -456,7 +498,8 @@ fn membership(
         b.s(&format!(
             "({a}.patient_key, {a}.res_type, {a}.id) IN (SELECT x.patient_key, x.res_type, x.res_id FROM {table} x WHERE x.res_type = "
         ));
-        b.text(resource_type).s(" AND x.param = ").text(param);
+        b.text(resource_type).s(" AND ");
+        param_cond(b, "x", resource_type, param);
         if let Some(k) = subj.patient {
             b.s(" AND x.patient_key = ").p(SqlValue::Key(k));
         }
@@ -465,10 +508,10 @@ fn membership(
             b.s("NOT ");
         }
         b.s(&format!(
-            "EXISTS (SELECT 1 FROM {table} x{} WHERE x.patient_key = {a}.patient_key AND x.res_type = {a}.res_type AND x.res_id = {a}.id AND x.param = ",
+            "EXISTS (SELECT 1 FROM {table} x{} WHERE x.patient_key = {a}.patient_key AND x.res_type = {a}.res_type AND x.res_id = {a}.id AND ",
             owner_hint(b.dialect, table)
         ));
-        b.text(param);
+        param_cond(b, "x", resource_type, param);
         b.s(" AND ");
         body(b);
         b.s(probe_fence(b.dialect));
@@ -477,6 +520,37 @@ fn membership(
     }
     b.s(" AND ");
     body(b);
+    b.s(")");
+}
+
+/// `{x}.param` naming the index rows of `name` (a parameter code of `resource_type`, perhaps
+/// with `#i` for a composite's component or `:suffix` for its modifier rows): its own rows, or
+/// those of the parameters its [`Alias`](fascicolo_fhir::params::Alias) points at (decision
+/// 0010), restricted to references to the alias's target type when it has one.
+fn param_cond(b: &mut SqlBuf, x: &str, resource_type: &str, name: &str) {
+    let (base, suffix) = name.find(['#', ':']).map_or((name, ""), |i| name.split_at(i));
+    // a type-restricted alias keeps its own modifier rows
+    let alias = registry().alias(resource_type, base).filter(|a| a.target_type.is_none() || !suffix.starts_with(':'));
+    let Some(alias) = alias else {
+        b.s(x).s(".param = ").text(name);
+        return;
+    };
+    b.s("(").s(x).s(".param");
+    if let [one] = alias.sources.as_slice() {
+        b.s(" = ").p(SqlValue::Text(format!("{one}{suffix}")));
+    } else {
+        b.s(" IN (");
+        for (i, source) in alias.sources.iter().enumerate() {
+            if i > 0 {
+                b.s(", ");
+            }
+            b.p(SqlValue::Text(format!("{source}{suffix}")));
+        }
+        b.s(")");
+    }
+    if let Some(t) = &alias.target_type {
+        b.s(" AND ").s(x).s(".target_type = ").text(t);
+    }
     b.s(")");
 }
 
@@ -516,10 +590,12 @@ fn visibility_sql(b: &mut SqlBuf, a: &str, v: &Visibility, shared_pass: bool) {
 }
 
 /// SQLite: pin a probe to the owner key (its statistics can prefer the value index, which for a
-/// patient reference means scanning every row of the patient per probe).
+/// patient reference means scanning every row of the patient per probe). The index tables are
+/// WITHOUT ROWID (migration 4): the owner key is their primary key, which SQLite names
+/// `sqlite_autoindex_<table>_1`.
 fn owner_hint(d: Dialect, table: &str) -> String {
     match d {
-        Dialect::Sqlite => format!(" INDEXED BY {table}_owner"),
+        Dialect::Sqlite => format!(" INDEXED BY sqlite_autoindex_{table}_1"),
         Dialect::Postgres => String::new(),
     }
 }
@@ -661,7 +737,8 @@ fn clause_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, clause: &C
         }
         Clause::Has { source_type, reference, inner } => {
             b.s(&format!("{a}.id IN (SELECT h.target_id FROM idx_ref h WHERE h.res_type = "));
-            b.text(source_type).s(" AND h.param = ").text(&reference.code);
+            b.text(source_type).s(" AND ");
+            param_cond(b, "h", source_type, &reference.code);
             b.s(" AND h.target_type = ").text(resource_type);
             b.s(" AND (h.patient_key, h.res_type, h.res_id) IN (SELECT s.patient_key, s.res_type, s.id FROM resources s WHERE s.deleted = 0 AND s.res_type = ");
             b.text(source_type).s(" AND ");
@@ -704,7 +781,9 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
         b.s(&format!(" WHERE c0.patient_key = {a}.patient_key AND c0.res_type = {a}.res_type AND c0.res_id = {a}.id"));
     }
     for (i, term) in terms.iter().enumerate() {
-        b.s(&format!(" AND c{i}.param = ")).p(SqlValue::Text(format!("{}#{i}", param.code))).s(" AND ");
+        b.s(" AND ");
+        param_cond(b, &format!("c{i}"), resource_type, &format!("{}#{i}", param.code));
+        b.s(" AND ");
         term_cond(b, &format!("c{i}"), &Modifier::None, term);
     }
     if !subj.driver {
@@ -714,7 +793,7 @@ fn composite_sql(b: &mut SqlBuf, subj: Subject<'_>, resource_type: &str, param: 
 }
 
 /// The SQL expression of a sort key and its "missing" sentinel.
-fn sort_expr(b: &mut SqlBuf, key: &SortKey) {
+fn sort_expr(b: &mut SqlBuf, resource_type: &str, key: &SortKey) {
     let agg = if key.descending { "MAX" } else { "MIN" };
     match (key.param.as_str(), key.kind) {
         ("_id", _) => {
@@ -732,8 +811,9 @@ fn sort_expr(b: &mut SqlBuf, key: &SortKey) {
                 ParamType::Uri => ("idx_uri", "value", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
                 _ => ("idx_token", "code", SqlValue::Text(TEXT_MAX.into()), SqlValue::Text(String::new())),
             };
-            b.s(&format!("COALESCE((SELECT {agg}(k.{col}) FROM {table} k WHERE k.patient_key = r.patient_key AND k.res_type = r.res_type AND k.res_id = r.id AND k.param = "));
-            b.text(p).s("), ");
+            b.s(&format!("COALESCE((SELECT {agg}(k.{col}) FROM {table} k WHERE k.patient_key = r.patient_key AND k.res_type = r.res_type AND k.res_id = r.id AND "));
+            param_cond(b, "k", resource_type, p);
+            b.s("), ");
             b.p(if key.descending { lo } else { hi });
             b.s(")");
         }
@@ -795,7 +875,7 @@ pub fn search_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
     for (i, k) in plan.sort.iter().enumerate() {
         let mut kb = SqlBuf::new(d);
         kb.params = std::mem::take(&mut b.params);
-        sort_expr(&mut kb, k);
+        sort_expr(&mut kb, plan.resource_type.as_deref().unwrap_or("Resource"), k);
         b.params = kb.params;
         b.s(", ").s(&kb.sql).s(&format!(" AS k{i}"));
         keys.push(kb.sql);
