@@ -412,10 +412,11 @@ impl PgStore {
             .build()
             .map_err(be)?;
         let mut client = pool.get().await.map_err(be)?;
-        // serialise concurrent start-ups on the same database
-        client.batch_execute("SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
+        // serialise concurrent start-ups on the same database; neither the wait for another
+        // start-up's migrations nor our own is held to the request time limit
+        client.batch_execute("SET statement_timeout = 0; SELECT pg_advisory_lock(7310001)").await.map_err(be)?;
         let res = migrate(&mut client).await;
-        client.batch_execute("SELECT pg_advisory_unlock(7310001)").await.map_err(be)?;
+        client.batch_execute("SELECT pg_advisory_unlock(7310001); RESET statement_timeout").await.map_err(be)?;
         res?;
         drop(client);
         let heavy = tokio::sync::Semaphore::new((pool_size.max(1) * 3 / 4).max(1));
