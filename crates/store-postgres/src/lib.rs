@@ -314,12 +314,13 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<i64>, Sto
 /// compressed, walking each table in key order in batches.
 async fn compress_existing(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
     // (table, its primary key): `resources` holds one row per resource, history one per version
-    for (table, key) in [("resources", "patient_key, res_type, id"), ("resource_history", "patient_key, res_type, id, version")] {
+    for (table, with_version) in [("resources", false), ("resource_history", true)] {
+        let (key, after_version) =
+            if with_version { ("patient_key, res_type, id, version", ", $4") } else { ("patient_key, res_type, id", "") };
         let select = tx
             .prepare(&format!(
                 "SELECT patient_key, res_type, id, version, content FROM {table} \
-                 WHERE ({key}) > ($1, $2, $3{}) ORDER BY {key} LIMIT 1000",
-                if key.ends_with("version") { ", $4" } else { "" }
+                 WHERE ({key}) > ($1, $2, $3{after_version}) ORDER BY {key} LIMIT 1000"
             ))
             .await
             .map_err(be)?;
@@ -327,7 +328,6 @@ async fn compress_existing(tx: &deadpool_postgres::Transaction<'_>) -> Result<()
             .prepare(&format!("UPDATE {table} SET content = $5 WHERE patient_key = $1 AND res_type = $2 AND id = $3 AND version = $4"))
             .await
             .map_err(be)?;
-        let with_version = key.ends_with("version");
         let mut after: (uuid::Uuid, String, String, i64) = (uuid::Uuid::nil(), String::new(), String::new(), i64::MIN);
         loop {
             let rows = if with_version {

@@ -438,6 +438,71 @@ pub async fn visibility_filters_results_counts_chains_and_has(s: &dyn Store) {
     assert!(ids(s, &h).await.is_empty());
 }
 
+/// Parameters answered from other parameters' rows (decision 0010) find exactly what their own
+/// expressions would, and no more, wherever a search names them: a plain clause, a modifier, a
+/// composite, a chain, `_has`, a count, under a viewer's visibility.
+pub async fn aliased_parameters_answer_from_their_sources(s: &dyn Store) {
+    const NOT_CLIN: i64 = 8;
+    let k = pk("a1");
+    let loinc = |code: &str| json!({"coding":[{"system":"http://loinc.org","code":code}]});
+    let mmhg = |v: f64| json!({"value":v,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"});
+    let pressure = json!({"resourceType":"Observation","id":"a-bp","status":"final","code":loinc("85354-9"),
+        "subject":{"reference":"Patient/a1","identifier":{"system":"http://hl7.it/sid/codiceFiscale","value":"CFa1"}},"effectiveDateTime":"2024-03-01T08:00:00Z",
+        "component":[{"code":loinc("8480-6"),"valueQuantity":mmhg(131.0)},{"code":loinc("8462-4"),"valueQuantity":mmhg(84.0)}]});
+    let systolic = json!({"resourceType":"Observation","id":"a-hidden","status":"final","code":loinc("8480-6"),
+        "subject":{"reference":"Patient/a1"},"valueQuantity":mmhg(150.0)});
+    // a Group with the patient's id, and a subject named only by identifier: neither is a Patient reference
+    let group = json!({"resourceType":"Observation","id":"a-group","status":"final","code":loinc("85354-9"),
+        "subject":{"reference":"Group/a1"},"component":[{"code":loinc("8480-6"),"valueQuantity":mmhg(160.0)}]});
+    let by_identifier = json!({"resourceType":"Observation","id":"a-ident","status":"final","code":loinc("85354-9"),
+        "subject":{"identifier":{"system":"http://hl7.it/sid/codiceFiscale","value":"CFa1"}}});
+    let mut hidden = write(systolic, k, 1, 1000, Expect::Absent);
+    hidden.restrict = NOT_CLIN;
+    let w = vec![
+        write(patient("a1", "Neri", "1960-02-02"), k, 1, 1000, Expect::Absent),
+        write(pressure, k, 1, 1000, Expect::Absent),
+        hidden,
+        write(group, k, 1, 1000, Expect::Absent),
+        write(by_identifier, k, 1, 1000, Expect::Absent),
+    ];
+    s.commit(w).await.expect("seed");
+    // `patient` is `subject` to a Patient
+    assert_eq!(ids(s, &plan("Observation", "patient=a1")).await, ["a-bp", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Observation", "patient=Patient/a1")).await, ["a-bp", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Observation", "subject=a1")).await, ["a-bp", "a-group", "a-hidden"]);
+    // `:identifier` rows are the parameter's own: a reference by identifier alone resolves to
+    // nothing, so it is `subject`'s and not `patient`'s
+    assert_eq!(ids(s, &plan("Observation", "patient:identifier=http://hl7.it/sid/codiceFiscale|CFa1")).await, ["a-bp"]);
+    assert_eq!(ids(s, &plan("Observation", "subject:identifier=http://hl7.it/sid/codiceFiscale|CFa1")).await, ["a-bp", "a-ident"]);
+    assert_eq!(ids(s, &plan("Observation", "patient.name=neri")).await, ["a-bp", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Patient", "_has:Observation:patient:code=85354-9")).await, ["a1"]);
+    assert!(ids(s, &plan("Patient", "_has:Observation:patient:_id=a-group,a-ident")).await.is_empty());
+    assert_eq!(s.count(&plan("Observation", "patient=a1")).await.expect("count"), 2);
+    // `combo-*` are the observation's own code and value and its components'
+    assert_eq!(ids(s, &plan("Observation", "combo-code=http://loinc.org|8480-6")).await, ["a-bp", "a-group", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Observation", "combo-code=8462-4")).await, ["a-bp"]);
+    assert_eq!(ids(s, &plan("Observation", "combo-value-quantity=gt140")).await, ["a-group", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Observation", "combo-code-value-quantity=8480-6$gt140")).await, ["a-group", "a-hidden"]);
+    assert_eq!(ids(s, &plan("Observation", "combo-code-value-quantity=8480-6$131")).await, ["a-bp"]);
+    // a component's code with another component's value is not a match
+    assert!(ids(s, &plan("Observation", "combo-code-value-quantity=8462-4$131")).await.is_empty());
+    assert_eq!(ids(s, &plan("Observation", "patient=a1&combo-code=8462-4")).await, ["a-bp"]);
+    // under a viewer who may not see the restricted one: nothing of it, in results or counts
+    let vis = Visibility { deny_bits: NOT_CLIN, ..Default::default() };
+    for (q, expected) in
+        [("patient=a1", vec!["a-bp"]), ("combo-code=8480-6&patient=a1", vec!["a-bp"]), ("combo-value-quantity=gt140&patient=a1", vec![])]
+    {
+        let mut p = plan("Observation", q);
+        p.visibility = Some(vis.clone());
+        assert_eq!(ids(s, &p).await, expected, "{q}");
+        assert_eq!(s.count(&p).await.expect("count"), expected.len() as u64, "{q}");
+    }
+    let mut h = plan("Patient", "_has:Observation:patient:code=8480-6");
+    assert_eq!(ids(s, &h).await, ["a1"]);
+    h.visibility = Some(vis);
+    assert!(ids(s, &h).await.is_empty(), "the only match is restricted");
+}
+
 pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
     let rec = |id: &str, subject: &str, exp: i64| AuthRecord {
         kind: "session".into(),
@@ -729,7 +794,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
+            aliased_parameters_answer_from_their_sources, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
             concurrent_access_entries_all_land);
     };
     (@tests $make:expr; $($name:ident),*) => {
