@@ -35,9 +35,9 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Import FHIR Bundles or single resources from files or folders.
+    /// Import FHIR Bundles, single resources or NDJSON files (one resource per line) from files or folders.
     Import {
-        /// Files or folders (searched recursively for *.json).
+        /// Files or folders (searched recursively for *.json and *.ndjson).
         paths: Vec<PathBuf>,
         /// Files processed at once.
         #[arg(long, default_value_t = 4)]

@@ -176,6 +176,74 @@ async fn importing_the_same_files_twice_creates_nothing_twice() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// NDJSON files (FHIR Bulk Data's format) are imported all or nothing per file: every rejected
+/// line is reported with its number, a file with one bad line stores none of its lines, a file
+/// over the size limit is refused before it is read, and importing again changes nothing.
+#[tokio::test]
+async fn ndjson_files_import_all_or_nothing_with_each_rejected_line_reported() {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("fascicolo-ndjson-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let patients = [
+        json!({"resourceType": "Patient", "id": "nd-1", "name": [{"family": "Ndjson"}], "gender": "female"}),
+        json!({"resourceType": "Patient", "name": [{"family": "Senzaid"}]}),
+    ];
+    // CRLF line ends and a blank line, as files written on other systems have
+    let text = format!("{}\r\n\r\n{}\r\n", patients[0], patients[1]);
+    std::fs::write(dir.join("Patient.ndjson"), text).unwrap();
+    let obs = json!({"resourceType": "Observation", "id": "nd-obs", "status": "final", "code": {"text": "peso"},
+        "subject": {"reference": "Patient/nd-1"}, "valueQuantity": {"value": 61, "unit": "kg"}});
+    std::fs::write(dir.join("Observation.ndjson"), format!("{obs}\n")).unwrap();
+    let org = json!({"resourceType": "Organization", "id": "nd-org", "name": "Ambulatorio"});
+    let bad_gender = json!({"resourceType": "Patient", "id": "nd-bad", "gender": "nope"});
+    std::fs::write(dir.join("bad.ndjson"), format!("{org}\n{{not json\n{bad_gender}\n[1]\n")).unwrap();
+    let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&app.store));
+    let status = |t: &'static str, id: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/{t}/{id}")).await.status }
+    };
+    let s = fascicolo_load::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+    assert_eq!((s.files, s.resources, s.errors), (3, 3, 1), "{s}");
+    let report = s.to_string();
+    assert!(report.contains("bad.ndjson:2: not JSON"), "{report}");
+    assert!(report.contains("bad.ndjson:4: not a FHIR resource"), "{report}");
+    assert!(!report.contains("bad.ndjson:1:") && !report.contains("bad.ndjson:3:"), "only the rejected lines: {report}");
+    assert_eq!(status("Organization", "nd-org").await, 404, "nothing of a rejected file is stored");
+    assert_eq!(status("Patient", "nd-1").await, 200);
+    let got = app.get("/Observation/nd-obs").await;
+    assert_eq!(got.body["subject"]["reference"], "Patient/nd-1", "{}", got.body);
+    let senzaid = app.get("/Patient?family=Senzaid").await;
+    assert_eq!(senzaid.body["total"], 1, "{}", senzaid.body);
+    // the lines that parse but do not validate are found by the transaction, and located too
+    std::fs::write(dir.join("bad.ndjson"), format!("{org}\n{bad_gender}\n")).unwrap();
+    // a file naming a patient that no file creates waits for the others, then is reported
+    let orphan = json!({"resourceType": "Observation", "id": "nd-orphan", "status": "final", "code": {"text": "peso"},
+        "subject": {"reference": "Patient/nd-nowhere"}});
+    std::fs::write(dir.join("orphan.ndjson"), format!("\n{orphan}\n")).unwrap();
+    let s = fascicolo_load::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+    assert_eq!((s.resources, s.errors), (3, 2), "{s}");
+    let report = s.to_string();
+    assert!(report.contains("bad.ndjson:2: ") && report.contains("gender"), "{report}");
+    assert!(report.contains("orphan.ndjson:2: ") && report.contains("Patient/nd-nowhere"), "{report}");
+    assert_eq!(status("Observation", "nd-orphan").await, 404);
+    std::fs::remove_file(dir.join("orphan.ndjson")).unwrap();
+    assert_eq!(status("Organization", "nd-org").await, 404);
+    assert_eq!(status("Patient", "nd-bad").await, 404);
+    // the second import made no new versions: the id-less patient got the same id again
+    assert_eq!(app.get("/Patient?family=Senzaid").await.body["total"], 1);
+    let history = app.get("/Patient/nd-1/_history").await;
+    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(1), "{}", history.body);
+    // a file over the limit is refused by its size, before anything is read
+    std::fs::remove_file(dir.join("bad.ndjson")).unwrap();
+    let big = std::fs::File::create(dir.join("big.ndjson")).unwrap();
+    big.set_len(fascicolo_load::import::MAX_NDJSON_BYTES + 1).unwrap();
+    drop(big);
+    let s = fascicolo_load::import::run(fhir.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+    assert_eq!(s.errors, 1, "{s}");
+    assert!(s.to_string().contains("big.ndjson") && s.to_string().contains("limit"), "{s}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A first start on a nearly full disk stops the demo seeding half-way; the next start finishes
 /// it instead of taking the half for the whole.
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! `fascicolo import`: FHIR Bundles (transaction, batch, collection) or single resources from
-//! files and folders, through the same app layer as the API.
+//! `fascicolo import`: FHIR Bundles (transaction, batch, collection), single resources and
+//! NDJSON files (one resource per line, as FHIR Bulk Data writes them) from files and folders,
+//! through the same app layer as the API.
 
 use fascicolo_app::{error_status, Actor, FhirService};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,7 +20,7 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for m in self.messages.iter().take(20) {
+        for m in &self.messages {
             writeln!(f, "error: {m}")?;
         }
         write!(
@@ -44,7 +45,7 @@ fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
                     let path = e?.path();
                     if path.is_dir() {
                         stack.push(path);
-                    } else if path.extension().is_some_and(|x| x == "json") {
+                    } else if path.extension().is_some_and(|x| x == "json" || x == "ndjson") {
                         out.push(path);
                     }
                 }
@@ -119,7 +120,154 @@ fn describe(path: &Path, e: &fascicolo_app::AppError) -> String {
     format!("{}: HTTP {code}: {}", path.display(), msgs.join("; "))
 }
 
-async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
+/// Why a file was not imported: its messages, and whether it only waits for patients that
+/// another file of the same import may create (NDJSON files come one per resource type, and
+/// `Observation.ndjson` sorts before `Patient.ndjson`).
+#[derive(Debug)]
+struct Failure {
+    messages: Vec<String>,
+    waiting: bool,
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure { messages: vec![m], waiting: false }
+    }
+}
+
+async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, Failure> {
+    if path.extension().is_some_and(|x| x == "ndjson") {
+        return import_ndjson(fhir, path).await;
+    }
+    Ok(import_json(fhir, path).await?)
+}
+
+/// The largest NDJSON file imported: a file is one transaction (all or nothing), held in memory
+/// while it is checked. Bulk Data exporters split their output in files; larger ones are refused
+/// with a clear message instead of exhausting memory half-way.
+pub const MAX_NDJSON_BYTES: u64 = 64 << 20;
+
+/// Rejected lines reported for one file; a file that is not NDJSON at all would otherwise
+/// print every line of it.
+const MAX_REPORTED_LINES: usize = 1000;
+
+/// An NDJSON file: each non-blank line one resource, stored with its id (or, without one, an id
+/// derived from the file's content and the line, so importing it again changes nothing). The
+/// file is one transaction: a line that is not a resource, or that the validator or the gate
+/// refuses, rejects the file, and every such line is reported with its number.
+async fn import_ndjson(fhir: &FhirService, path: &Path) -> Result<usize, Failure> {
+    let shown = path.display();
+    let size = tokio::fs::metadata(path).await.map_err(|e| format!("{shown}: {e}"))?.len();
+    if size > MAX_NDJSON_BYTES {
+        return Err(format!(
+            "{shown}: {size} bytes, over the {} MiB limit for one NDJSON file (a file is imported all or nothing): split it",
+            MAX_NDJSON_BYTES >> 20
+        )
+        .into());
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|e| format!("{shown}: {e}"))?;
+    let file = uuid::Uuid::new_v5(&IMPORT_NAMESPACE, &bytes);
+    let mut entries = Vec::new();
+    let mut lines = Vec::new(); // the line number of each entry
+    let mut rejected = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let n = i + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let mut v: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                rejected.push(format!("{shown}:{n}: not JSON: {e}"));
+                continue;
+            }
+        };
+        let Some(rt) = v.get("resourceType").and_then(Value::as_str).map(String::from) else {
+            rejected.push(format!("{shown}:{n}: not a FHIR resource (no resourceType)"));
+            continue;
+        };
+        let id = match v.get("id") {
+            None => uuid::Uuid::new_v5(&file, format!("line/{n}").as_bytes()).to_string(),
+            Some(Value::String(id)) => id.clone(),
+            Some(_) => {
+                rejected.push(format!("{shown}:{n}: {rt}.id is not a string"));
+                continue;
+            }
+        };
+        let request = json!({"method": "PUT", "url": format!("{rt}/{id}")});
+        v["id"] = Value::String(id);
+        // built as a map: `json!` would copy the resource value by serializing it again
+        let mut entry = serde_json::Map::with_capacity(2);
+        entry.insert("resource".into(), v);
+        entry.insert("request".into(), request);
+        entries.push(Value::Object(entry));
+        lines.push(n);
+    }
+    if !rejected.is_empty() {
+        return Err(Failure { messages: capped(rejected), waiting: false });
+    }
+    let count = entries.len();
+    if count == 0 {
+        return Ok(0);
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    match transact(fhir, bundle).await {
+        Ok(_) => Ok(count),
+        Err(e) => {
+            let (code, issues) = error_status(&e);
+            let located: Vec<String> = issues
+                .iter()
+                .map(|i| match i.expression.as_deref().and_then(|x| entry_line(x, &lines)) {
+                    Some((n, "")) => format!("{shown}:{n}: {}", i.diagnostics),
+                    Some((n, rest)) => format!("{shown}:{n}: {rest} {}", i.diagnostics),
+                    None => format!("{shown}: HTTP {code}: {} {}", i.expression.clone().unwrap_or_default(), i.diagnostics),
+                })
+                .collect();
+            // a reference to a patient not stored yet is the only problem another file can mend
+            let waiting = issues.iter().all(|i| i.code == "not-found" && i.diagnostics.contains("does not exist"));
+            Err(Failure { messages: capped(located), waiting })
+        }
+    }
+}
+
+fn capped(mut messages: Vec<String>) -> Vec<String> {
+    if messages.len() > MAX_REPORTED_LINES {
+        let more = messages.len() - MAX_REPORTED_LINES;
+        messages.truncate(MAX_REPORTED_LINES);
+        messages.push(format!("... and {more} more"));
+    }
+    messages
+}
+
+/// `Bundle.entry[i].resource.x` as the line the entry came from and what follows (`resource`
+/// becomes the resource's own path start).
+fn entry_line<'a>(expression: &'a str, lines: &[usize]) -> Option<(usize, &'a str)> {
+    let rest = expression.strip_prefix("Bundle.entry[")?;
+    let (index, rest) = rest.split_once(']')?;
+    let line = *lines.get(index.parse::<usize>().ok()?)?;
+    let rest = rest.trim_start_matches('.');
+    // the request is the import's own making: only the resource's paths mean something to the reader
+    let rest = if rest.starts_with("request") || rest == "resource" { "" } else { rest.strip_prefix("resource.").unwrap_or(rest) };
+    Some((line, rest))
+}
+
+/// A transaction as the import runs it: files that share resources (a practitioner in many
+/// patients' bundles) may write the same id at once, and the loser of such a race reads again
+/// and retries, and finds it already there.
+async fn transact(fhir: &FhirService, bundle: Value) -> Result<Value, fascicolo_app::AppError> {
+    let mut attempt = 0;
+    loop {
+        match fhir.process_bundle_value(&Actor::system(), bundle.clone(), "urn:fascicolo:import").await {
+            Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn import_json(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     let bytes = tokio::fs::read(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -140,19 +288,7 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     }
     let bundle = keyed(as_bundle(v), &bytes);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
-    // files that share resources (a practitioner in many patients' bundles) may write the same
-    // id at once: the loser of such a race reads again and retries, and finds it already there
-    let mut attempt = 0;
-    let result = loop {
-        match fhir.process_bundle_value(&Actor::system(), bundle.clone(), "urn:fascicolo:import").await {
-            Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
-            }
-            other => break other,
-        }
-    };
-    match result {
+    match transact(fhir, bundle).await {
         Ok(resp) => {
             let failed: Vec<String> = resp["entry"]
                 .as_array()
@@ -178,33 +314,60 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     }
 }
 
+/// Import every file found under `paths`, `jobs` at a time. Files that failed only because they
+/// name patients another file creates are tried again once the others are in, as long as a
+/// round stores something.
 pub async fn run(fhir: FhirService, paths: &[PathBuf], jobs: usize, progress: bool) -> anyhow::Result<Summary> {
     let files = collect(paths)?;
     let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} files  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for f in files.clone() {
-        let fhir = fhir.clone();
-        let sem = Arc::clone(&sem);
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
-            import_file(&fhir, &f).await
-        });
-    }
     let mut s = Summary { files: files.len(), ..Default::default() };
-    while let Some(r) = set.join_next().await {
-        match r? {
-            Ok(n) => s.resources += n,
-            Err(m) => {
-                s.errors += 1;
-                s.messages.push(m);
-            }
+    let mut pending = files;
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for f in pending.drain(..) {
+            let fhir = fhir.clone();
+            let sem = Arc::clone(&sem);
+            set.spawn(async move {
+                let r = match sem.acquire_owned().await {
+                    Ok(_permit) => import_file(&fhir, &f).await,
+                    Err(e) => Err(Failure::from(e.to_string())),
+                };
+                (f, r)
+            });
         }
-        bar.inc(1);
-        let secs = start.elapsed().as_secs_f64();
-        bar.set_message(format!("{} resources, {:.0}/s, {} errors", s.resources, s.resources as f64 / secs.max(1e-9), s.errors));
+        let mut waiting = Vec::new();
+        let mut stored = false;
+        while let Some(r) = set.join_next().await {
+            match r? {
+                (_, Ok(n)) => {
+                    s.resources += n;
+                    stored = true;
+                    bar.inc(1);
+                }
+                (f, Err(failure)) if failure.waiting => waiting.push((f, failure)),
+                (_, Err(failure)) => {
+                    s.errors += 1;
+                    s.messages.extend(failure.messages);
+                    bar.inc(1);
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            bar.set_message(format!("{} resources, {:.0}/s, {} errors", s.resources, s.resources as f64 / secs.max(1e-9), s.errors));
+        }
+        if stored && !waiting.is_empty() {
+            waiting.sort_by(|a, b| a.0.cmp(&b.0));
+            pending = waiting.into_iter().map(|(f, _)| f).collect();
+            continue;
+        }
+        for (_, failure) in waiting {
+            s.errors += 1;
+            s.messages.extend(failure.messages);
+            bar.inc(1);
+        }
+        break;
     }
     bar.finish_and_clear();
     s.seconds = start.elapsed().as_secs_f64();
