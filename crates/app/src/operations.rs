@@ -33,6 +33,16 @@ impl FhirService {
         Ok(self.store().analyze().await?)
     }
 
+    /// A clean stop of the store (see [`fascicolo_store::Store::close`]); it stays usable.
+    pub async fn close(&self) -> AppResult<()> {
+        Ok(self.store().close().await?)
+    }
+
+    /// Bytes the store takes on disk (see [`fascicolo_store::Store::disk_bytes`]).
+    pub async fn disk_bytes(&self) -> AppResult<u64> {
+        Ok(self.store().disk_bytes().await?)
+    }
+
     /// Leases up to `limit` due outbox messages for `lease_ms`.
     pub async fn claim_outbox(&self, lease_ms: i64, limit: usize) -> AppResult<Vec<Claimed>> {
         Ok(self.store().outbox_claim(datetime::now_ms(), lease_ms, limit).await?)

@@ -340,6 +340,15 @@ fn relative(all: &[(String, Vec<Row>)]) {
     println!("| geometric mean | {} |", means.join(" | "));
 }
 
+/// What the store takes on disk after a clean stop (SQLite folds its write-ahead log in; see
+/// `Store::disk_bytes` for what each backend counts), per resource imported.
+async fn storage(fhir: &FhirService, resources: usize) -> anyhow::Result<()> {
+    fhir.close().await?;
+    let bytes = fhir.disk_bytes().await?;
+    println!("storage: {bytes} bytes on disk after a clean stop, {} bytes per resource", bytes / resources.max(1) as u64);
+    Ok(())
+}
+
 fn print(title: &str, rows: &[Row]) {
     println!("\n### {title}\n");
     println!("| scenario | requests | errors | req/s | p50 ms | p99 ms |");
@@ -366,6 +375,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let s = import::run(fhir.clone(), std::slice::from_ref(&args.synthea), 4, false).await?;
     println!("ingest: {s}");
     let mut total = s.resources;
+    storage(&fhir, total).await?;
     let patients: Vec<String> =
         sample(&fhir, "Patient?_count=1000").await?.iter().filter_map(|p| p["id"].as_str().map(String::from)).collect();
     let mut actor_tokens = Vec::new();
@@ -385,6 +395,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             total += s.resources;
             println!("loaded {total} resources ({:.0}/s)", s.resources as f64 / s.seconds);
         }
+        storage(&fhir, total).await?;
         let all_rows = run_all(&fhir, &base, &args, &actor_tokens).await?;
         for (kind, rows) in &all_rows {
             print(&format!("{total} resources, as {kind}"), rows);

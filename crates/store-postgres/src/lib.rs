@@ -684,6 +684,21 @@ impl Store for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        // the tables of the schema this store's connections work in (indexes and TOAST included)
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+                 WHERE c.relkind IN ('r', 'm') AND c.relnamespace = current_schema()::regnamespace",
+                &[],
+            )
+            .await
+            .map_err(be)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     async fn analyze(&self) -> Result<(), StoreError> {
         // maintenance after a bulk load is not a client's request: no statement time limit
         // only this store's tables (its schema may share the database with others): a bare

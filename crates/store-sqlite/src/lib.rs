@@ -788,6 +788,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            match std::fs::metadata(format!("{}{suffix}", self.path.display())) {
+                Ok(m) => total += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Backend(format!("the size of the database file: {e}"))),
+            }
+        }
+        Ok(total)
+    }
+
     async fn analyze(&self) -> Result<(), StoreError> {
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {

@@ -503,6 +503,34 @@ pub async fn aliased_parameters_answer_from_their_sources(s: &dyn Store) {
     assert!(ids(s, &h).await.is_empty(), "the only match is restricted");
 }
 
+/// The store reports what it takes on disk, and what a commit stores shows in it (after a
+/// clean stop, as it is measured).
+pub async fn disk_bytes_count_what_is_stored(s: &dyn Store) {
+    s.close().await.expect("close");
+    let before = s.disk_bytes().await.expect("size");
+    // text that does not compress: 200 resources of 2,000 pseudo-random hex digits
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = || {
+        (0..250)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                format!("{:08x}", x >> 32)
+            })
+            .collect::<String>()
+    };
+    let writes: Vec<Write> = (0..200)
+        .map(|i| {
+            let r = json!({"resourceType":"Basic","id":format!("size-{i}"),"code":{"text":noise()}});
+            write(r, PatientKey::SHARED, 1, 1000, Expect::Absent)
+        })
+        .collect();
+    s.commit(writes).await.expect("commit");
+    s.close().await.expect("close");
+    let after = s.disk_bytes().await.expect("size");
+    assert!(before > 0, "an empty store still has its schema");
+    assert!(after >= before + 150_000, "200 resources of about 1 kB of compressed content each: {before} -> {after}");
+}
+
 pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
     let rec = |id: &str, subject: &str, exp: i64| AuthRecord {
         kind: "session".into(),
@@ -794,7 +822,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            aliased_parameters_answer_from_their_sources, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
+            aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
             concurrent_access_entries_all_land);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -305,6 +305,10 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;
     /// Refresh the query planner's statistics (after a bulk load).
     async fn analyze(&self) -> Result<(), StoreError>;
+    /// Bytes the store takes on disk, for measurements: SQLite's database file with its
+    /// write-ahead log and shared-memory file; PostgreSQL's tables of this store with their
+    /// indexes and TOAST (the cluster's write-ahead log is shared and not counted).
+    async fn disk_bytes(&self) -> Result<u64, StoreError>;
     /// Store a record; with `replace` false an existing (even expired-but-unpurged) record wins
     /// and the call returns false.
     async fn auth_put(&self, rec: &AuthRecord, replace: bool) -> Result<bool, StoreError>;
