@@ -112,9 +112,23 @@ fn keyed(mut bundle: Value, source: &[u8]) -> Value {
     bundle
 }
 
+/// A failure of the server itself says only that to an API client; the operator running the
+/// import is told what failed.
+fn operator_detail(e: &fascicolo_app::AppError, issues: &mut [fascicolo_fhir::OutcomeIssue]) {
+    let detail = match e {
+        fascicolo_app::AppError::Store(inner) => inner.to_string(),
+        fascicolo_app::AppError::Internal(m) => m.clone(),
+        _ => return,
+    };
+    if let Some(first) = issues.first_mut() {
+        first.diagnostics = format!("{}: {detail}", first.diagnostics);
+    }
+}
+
 /// One line for a failed file: the status and the first problems with their locations.
 fn describe(path: &Path, e: &fascicolo_app::AppError) -> String {
-    let (code, issues) = error_status(e);
+    let (code, mut issues) = error_status(e);
+    operator_detail(e, &mut issues);
     let msgs: Vec<String> =
         issues.iter().take(5).map(|i| format!("{} {}", i.expression.clone().unwrap_or_default(), i.diagnostics)).collect();
     format!("{}: HTTP {code}: {}", path.display(), msgs.join("; "))
@@ -214,7 +228,8 @@ async fn import_ndjson(fhir: &FhirService, path: &Path) -> Result<usize, Failure
     match transact(fhir, bundle).await {
         Ok(_) => Ok(count),
         Err(e) => {
-            let (code, issues) = error_status(&e);
+            let (code, mut issues) = error_status(&e);
+            operator_detail(&e, &mut issues);
             let located: Vec<String> = issues
                 .iter()
                 .map(|i| match i.expression.as_deref().and_then(|x| entry_line(x, &lines)) {
@@ -306,7 +321,8 @@ async fn import_json(fhir: &FhirService, path: &Path) -> Result<usize, String> {
             }
         }
         Err(e) => {
-            let (code, issues) = error_status(&e);
+            let (code, mut issues) = error_status(&e);
+            operator_detail(&e, &mut issues);
             let msgs: Vec<String> =
                 issues.iter().take(5).map(|i| format!("{} {}", i.expression.clone().unwrap_or_default(), i.diagnostics)).collect();
             Err(format!("{}: HTTP {code}: {}", path.display(), msgs.join("; ")))

@@ -360,11 +360,16 @@ impl PgStore {
         if refs_.is_empty() {
             return Ok(Vec::new());
         }
-        let q = sql::read_many_sql_with(Dialect::Postgres, refs_, include_deleted);
         let c = self.client().await?;
-        let p = params(&q.params);
-        let rows = c.query(&q.sql, &refs(&p)).await.map_err(be)?;
-        rows.iter().map(|r| row_stored(r, false)).collect()
+        let mut out = Vec::with_capacity(refs_.len());
+        for chunk in refs_.chunks(sql::READ_MANY_CHUNK) {
+            let q = sql::read_many_sql_with(Dialect::Postgres, chunk, include_deleted);
+            let p = params(&q.params);
+            for r in c.query(&q.sql, &refs(&p)).await.map_err(be)? {
+                out.push(row_stored(&r, false)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Connect and apply the schema.

@@ -316,16 +316,20 @@ impl SqliteStore {
     }
 
     async fn read_many_with(&self, refs: &[(String, String)], include_deleted: bool) -> Result<Vec<Stored>, StoreError> {
-        if refs.is_empty() {
-            return Ok(Vec::new());
+        // in statements of a bounded size: SQLite caps an expression's depth and its variables
+        let mut out = Vec::with_capacity(refs.len());
+        for chunk in refs.chunks(sql::READ_MANY_CHUNK) {
+            let q = sql::read_many_sql_with(Dialect::Sqlite, chunk, include_deleted);
+            out.extend(
+                self.with_reader(move |c| {
+                    let mut stmt = c.prepare(&q.sql).map_err(be)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
+                    rows.collect::<Result<Vec<_>, _>>().map_err(be)
+                })
+                .await?,
+            );
         }
-        let q = sql::read_many_sql_with(Dialect::Sqlite, refs, include_deleted);
-        self.with_reader(move |c| {
-            let mut stmt = c.prepare(&q.sql).map_err(be)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(be)
-        })
-        .await
+        Ok(out)
     }
 
     /// Cap the database at `pages` pages (SQLite's `max_page_count`, never below its current

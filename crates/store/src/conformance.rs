@@ -531,6 +531,23 @@ pub async fn disk_bytes_count_what_is_stored(s: &dyn Store) {
     assert!(after >= before + 150_000, "200 resources of about 1 kB of compressed content each: {before} -> {after}");
 }
 
+/// Reading many resources at once takes any number of them (a transaction of a whole NDJSON
+/// file checks tens of thousands of references): all that exist come back, once each.
+pub async fn read_many_takes_long_lists(s: &dyn Store) {
+    let writes: Vec<Write> = (0..450)
+        .map(|i| write(json!({"resourceType":"Basic","id":format!("many-{i}")}), PatientKey::SHARED, 1, 1000, Expect::Absent))
+        .collect();
+    s.commit(writes).await.expect("commit");
+    // 5,000 names: every stored one, and missing ones around them
+    let refs: Vec<(String, String)> = (0..5000).map(|i| ("Basic".to_string(), format!("many-{}", i % 900))).collect();
+    let mut got: Vec<String> = s.read_many(&refs).await.expect("read_many").into_iter().map(|r| r.id).collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 450);
+    let current = s.read_current_many(&refs[..900]).await.expect("read_current_many");
+    assert_eq!(current.len(), 450);
+}
+
 pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
     let rec = |id: &str, subject: &str, exp: i64| AuthRecord {
         kind: "session".into(),
@@ -822,7 +839,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
+            aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, read_many_takes_long_lists, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
             concurrent_access_entries_all_land);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -924,6 +924,10 @@ pub fn read_many_sql(d: Dialect, refs: &[(String, String)]) -> SqlBuf {
     read_many_sql_with(d, refs, false)
 }
 
+/// How many resources one `read_many` statement names at most: a backend reads longer lists in
+/// statements of this size (SQLite refuses an expression deeper than 1,000 terms).
+pub const READ_MANY_CHUNK: usize = 200;
+
 /// The current versions of many resources; `include_deleted` keeps deletions (as `read` does).
 pub fn read_many_sql_with(d: Dialect, refs: &[(String, String)], include_deleted: bool) -> SqlBuf {
     let mut b = SqlBuf::new(d);
