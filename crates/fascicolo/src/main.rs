@@ -69,7 +69,14 @@ enum Command {
     },
     /// Generate a synthetic Lombardy and load it (registry, and clinical documents published
     /// through the producer path); deterministic for a seed, resumable.
-    Seed(fascicolo_load::seed::SeedArgs),
+    Seed {
+        #[command(flatten)]
+        args: fascicolo_load::seed::SeedArgs,
+        /// Write the registry as NDJSON files in this folder instead of loading it (with
+        /// --no-documents), for `fascicolo import`.
+        #[arg(long, value_name = "DIR")]
+        ndjson: Option<PathBuf>,
+    },
     /// Validate CDA2 documents as the publication endpoint does (XSD, national schematron,
     /// terminology) and print the problems as JSON, one object per file; exits 1 if any has errors.
     Validate {
@@ -174,7 +181,20 @@ async fn run() -> anyhow::Result<()> {
             let token = fascicolo_server::token::issue_for(&cfg, store, &who, scope.as_deref(), patient.as_deref(), ttl).await?;
             println!("{token}");
         }
-        Command::Seed(args) => {
+        Command::Seed { args, ndjson: Some(dir) } => {
+            let started = std::time::Instant::now();
+            let s = tokio::task::spawn_blocking(move || fascicolo_load::seed::write_ndjson(&args, &dir).map(|s| (s, dir))).await??;
+            let (s, dir) = s;
+            println!(
+                "wrote {} registry resources of {} citizens in {} households to {} in {:.1} s",
+                s.resources,
+                s.citizens,
+                s.households,
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Seed { args, ndjson: None } => {
             let store = open_store(&cfg).await?;
             let fhir = fascicolo_server::fhir_service(&cfg, std::sync::Arc::clone(&store));
             let ingest = fascicolo_server::ingest_service(&cfg, fhir.clone(), &cfg.public_url())?;

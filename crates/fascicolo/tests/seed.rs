@@ -228,3 +228,50 @@ async fn the_demo_starts_on_a_data_folder_seeded_before() {
     let again = run(&fhir, &ingest, &region, false).await.unwrap();
     assert_eq!((again.citizens, again.documents), (0, 0));
 }
+
+/// Every resource of a type in a store, without what the store stamps (`meta`), by id.
+async fn contents(fhir: &FhirService, t: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let q = [("_count".to_string(), "1000".to_string())];
+    let page = fhir.search(&platform_actor(), Some(t), &q, "http://x").await.unwrap();
+    page.entries
+        .iter()
+        .map(|(_, text, _)| {
+            let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+            v.as_object_mut().unwrap().remove("meta");
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// `fascicolo seed --no-documents --ndjson DIR` then `fascicolo import DIR` gives the registry
+/// that seeding loads: the same resources of every type with the same content. Histories are
+/// not written (asked for, it is an error), and a folder that holds a region already is refused.
+#[tokio::test]
+async fn the_registry_written_as_ndjson_imports_to_what_seeding_loads() {
+    let registry = SeedArgs { no_documents: true, ..args(12) };
+    let dir = std::env::temp_dir().join(format!("fascicolo-seed-ndjson-{}", uuid::Uuid::now_v7()));
+    let written = fascicolo_load::seed::write_ndjson(&registry, &dir).unwrap();
+    assert_eq!((written.citizens, written.documents), (12, 0));
+    let again = fascicolo_load::seed::write_ndjson(&registry, &dir).unwrap_err().to_string();
+    assert!(again.contains("already holds NDJSON files"), "{again}");
+    let other = dir.with_extension("docs");
+    let docs = fascicolo_load::seed::write_ndjson(&args(12), &other).unwrap_err().to_string();
+    assert!(docs.contains("--no-documents"), "{docs}");
+    let mut types: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().split('.').next().unwrap().to_string()).collect();
+    types.sort();
+    types.dedup();
+    assert!(types.iter().any(|t| t == "Patient") && types.iter().any(|t| t == "Practitioner"), "{types:?}");
+    let imported = setup().await.fhir;
+    let s = fascicolo_load::import::run(imported.clone(), std::slice::from_ref(&dir), 2, false).await.unwrap();
+    assert_eq!((s.resources as u64, s.errors), (written.resources, 0), "{s}");
+    let (seeded, ingest) = services().await;
+    let loaded = run(&seeded, &ingest, &registry, false).await.unwrap();
+    assert_eq!(loaded.resources, written.resources);
+    for t in &types {
+        let (a, b) = (contents(&imported, t).await, contents(&seeded, t).await);
+        assert!(!a.is_empty(), "{t}");
+        assert_eq!(a, b, "{t}: the imported resources are the seeded ones");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

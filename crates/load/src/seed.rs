@@ -235,6 +235,106 @@ pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: boo
     Ok(summary)
 }
 
+/// Largest NDJSON file `write_ndjson` writes before it starts the next one of the same type:
+/// well under what `fascicolo import` takes in one file (`import::MAX_NDJSON_BYTES`).
+const NDJSON_FILE_BYTES: u64 = 8 << 20;
+
+/// One resource type's NDJSON output: `Type.0000.ndjson`, `Type.0001.ndjson`, ..., each written
+/// as `*.part` and renamed when complete, so a folder never shows half a file as a finished one.
+struct TypeFiles {
+    dir: std::path::PathBuf,
+    resource_type: String,
+    index: usize,
+    written: u64,
+    out: Option<(std::io::BufWriter<std::fs::File>, std::path::PathBuf)>,
+}
+
+impl TypeFiles {
+    fn finish(&mut self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        if let Some((mut w, part)) = self.out.take() {
+            w.flush()?;
+            let done = part.with_extension("");
+            std::fs::rename(&part, &done).with_context(|| format!("renaming {}", part.display()))?;
+            self.index += 1;
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        if self.written > 0 && self.written + line.len() as u64 > NDJSON_FILE_BYTES {
+            self.finish()?;
+        }
+        if self.out.is_none() {
+            let part = self.dir.join(format!("{}.{:04}.ndjson.part", self.resource_type, self.index));
+            let f = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+            self.out = Some((std::io::BufWriter::new(f), part));
+        }
+        if let Some((w, _)) = self.out.as_mut() {
+            w.write_all(line)?;
+            w.write_all(b"\n")?;
+        }
+        self.written += line.len() as u64 + 1;
+        Ok(())
+    }
+}
+
+/// Writes the region's registry (the regional organisations, sites and doctors, and every
+/// household's people with their coverage, doctor choice and relations: what `run` writes with
+/// `--no-documents`) as NDJSON files in `dir`, one or more per resource type, for
+/// `fascicolo import`. Clinical histories are CDA2 documents and go through publication
+/// (`run`); asking for them here is an error. `dir` must hold no NDJSON files yet (two regions
+/// in one folder would be imported together).
+pub fn write_ndjson(args: &SeedArgs, dir: &std::path::Path) -> anyhow::Result<Summary> {
+    anyhow::ensure!(
+        args.no_documents,
+        "--ndjson writes the registry only: add --no-documents (clinical histories are CDA2 documents, published by `fascicolo seed` without --ndjson)"
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        anyhow::ensure!(
+            !name.ends_with(".ndjson") && !name.ends_with(".ndjson.part"),
+            "{} already holds NDJSON files ({name}); write the region into an empty folder",
+            dir.display()
+        );
+    }
+    let today = fascicolo_seed::today();
+    let generator = Generator::new(Config::new(args.seed, args.citizens, today));
+    let layout = generator.layout().clone();
+    let mut files: std::collections::BTreeMap<String, TypeFiles> = std::collections::BTreeMap::new();
+    let mut summary = Summary::default();
+    let mut emit = |resources: Vec<Value>, summary: &mut Summary| -> anyhow::Result<()> {
+        for r in resources {
+            let t = r["resourceType"].as_str().unwrap_or_default().to_string();
+            let line = serde_json::to_vec(&r)?;
+            let f = files.entry(t.clone()).or_insert_with(|| TypeFiles {
+                dir: dir.to_path_buf(),
+                resource_type: t,
+                index: 0,
+                written: 0,
+                out: None,
+            });
+            f.write(&line)?;
+            summary.resources += 1;
+        }
+        Ok(())
+    };
+    emit(fascicolo_seed::region::resources(args.seed, &layout), &mut summary)?;
+    for h in generator {
+        let ats = layout.assts[h.asst].ats;
+        emit(fascicolo_seed::registry::resources(&h, ats, today), &mut summary)?;
+        summary.citizens += h.members.len() as u64;
+        summary.households += 1;
+    }
+    for f in files.values_mut() {
+        f.finish()?;
+    }
+    Ok(summary)
+}
+
 /// A named person of the demo (a persona one signs in as) who gets a clinical history of
 /// their own, generated and published exactly like the synthetic citizens'.
 #[derive(Debug, Clone)]
