@@ -15,6 +15,7 @@ pub mod gate;
 pub mod health;
 pub mod ingest;
 pub mod limits;
+pub mod ndjson;
 pub mod notify;
 pub mod operations;
 pub mod pdf_reader;

@@ -244,6 +244,49 @@ async fn ndjson_files_import_all_or_nothing_with_each_rejected_line_reported() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `POST [base]/$import` with an NDJSON body: one transaction, a clear error for every rejected
+/// line (located by its number), nothing of a rejected body stored, and the usual refusals for
+/// a wrong content type or no credentials.
+#[tokio::test]
+async fn import_over_http_takes_ndjson_all_or_nothing() {
+    let app = spawn_app().await;
+    let post = |body: String, ct: &'static str, token: Option<String>| {
+        let app = &app;
+        async move { app.raw("POST", "/fhir/r4/$import", token.as_deref(), Some((body.into_bytes(), ct))).await }
+    };
+    let token = Some(app.token.clone());
+    let patient = json!({"resourceType": "Patient", "id": "hx-1", "gender": "male"});
+    let obs = json!({"resourceType": "Observation", "id": "hx-obs", "status": "final", "code": {"text": "peso"},
+        "subject": {"reference": "Patient/hx-1"}});
+    let org = json!({"resourceType": "Organization", "id": "hx-org", "name": "Ambulatorio"});
+    let bad_gender = json!({"resourceType": "Patient", "id": "hx-2", "gender": "nope"});
+    let expressions = |outcome: &serde_json::Value| -> Vec<String> {
+        outcome["issue"].as_array().unwrap().iter().map(|i| i["expression"][0].as_str().unwrap_or_default().to_string()).collect()
+    };
+    let (status, _, _) = post(format!("{patient}\n"), "application/fhir+json", token.clone()).await;
+    assert_eq!(status, 415);
+    let (status, _, _) = post(format!("{patient}\n"), "application/fhir+ndjson", None).await;
+    assert_eq!(status, 401);
+    // a line that is not JSON: nothing of the body is stored, and only that line is named
+    let (status, outcome, _) = post(format!("{org}\n{bad_gender}\n{{nope\n"), "application/fhir+ndjson", token.clone()).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(expressions(&outcome), ["line 3"], "{outcome}");
+    assert_eq!(app.get("/Organization/hx-org").await.status, 404);
+    // every line parses: the validator's problem is located on its line
+    let (status, outcome, _) = post(format!("{org}\n\n{bad_gender}\n"), "application/fhir+ndjson", token.clone()).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(expressions(&outcome).iter().all(|e| e.starts_with("line 3")), "{outcome}");
+    assert!(outcome.to_string().contains("gender"), "{outcome}");
+    assert_eq!(app.get("/Organization/hx-org").await.status, 404);
+    assert_eq!(app.get("/Patient/hx-2").await.status, 404);
+    // a good body: every line stored, the count said
+    let (status, outcome, _) = post(format!("{obs}\n{patient}\n{org}\n"), "application/fhir+ndjson", token.clone()).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["issue"][0]["diagnostics"], "3 resources imported");
+    assert_eq!(app.get("/Observation/hx-obs").await.body["subject"]["reference"], "Patient/hx-1");
+    assert_eq!(app.get("/Organization/hx-org").await.status, 200);
+}
+
 /// A first start on a nearly full disk stops the demo seeding half-way; the next start finishes
 /// it instead of taking the half for the whole.
 #[tokio::test]

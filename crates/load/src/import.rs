@@ -180,69 +180,37 @@ async fn import_ndjson(fhir: &FhirService, path: &Path) -> Result<usize, Failure
         .into());
     }
     let bytes = tokio::fs::read(path).await.map_err(|e| format!("{shown}: {e}"))?;
-    let file = uuid::Uuid::new_v5(&IMPORT_NAMESPACE, &bytes);
-    let mut entries = Vec::new();
-    let mut lines = Vec::new(); // the line number of each entry
-    let mut rejected = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let n = i + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let mut v: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                rejected.push(format!("{shown}:{n}: not JSON: {e}"));
-                continue;
+    // files that share resources may write the same id at once: the loser retries (see `transact`)
+    let mut attempt = 0;
+    let result = loop {
+        match fhir.import_ndjson(&Actor::system(), &bytes).await {
+            Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
             }
-        };
-        let Some(rt) = v.get("resourceType").and_then(Value::as_str).map(String::from) else {
-            rejected.push(format!("{shown}:{n}: not a FHIR resource (no resourceType)"));
-            continue;
-        };
-        let id = match v.get("id") {
-            None => uuid::Uuid::new_v5(&file, format!("line/{n}").as_bytes()).to_string(),
-            Some(Value::String(id)) => id.clone(),
-            Some(_) => {
-                rejected.push(format!("{shown}:{n}: {rt}.id is not a string"));
-                continue;
-            }
-        };
-        let request = json!({"method": "PUT", "url": format!("{rt}/{id}")});
-        v["id"] = Value::String(id);
-        // built as a map: `json!` would copy the resource value by serializing it again
-        let mut entry = serde_json::Map::with_capacity(2);
-        entry.insert("resource".into(), v);
-        entry.insert("request".into(), request);
-        entries.push(Value::Object(entry));
-        lines.push(n);
-    }
-    if !rejected.is_empty() {
-        return Err(Failure { messages: capped(rejected), waiting: false });
-    }
-    let count = entries.len();
-    if count == 0 {
-        return Ok(0);
-    }
-    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-    match transact(fhir, bundle).await {
-        Ok(_) => Ok(count),
-        Err(e) => {
-            let (code, mut issues) = error_status(&e);
-            operator_detail(&e, &mut issues);
-            let located: Vec<String> = issues
-                .iter()
-                .map(|i| match i.expression.as_deref().and_then(|x| entry_line(x, &lines)) {
-                    Some((n, "")) => format!("{shown}:{n}: {}", i.diagnostics),
-                    Some((n, rest)) => format!("{shown}:{n}: {rest} {}", i.diagnostics),
-                    None => format!("{shown}: HTTP {code}: {} {}", i.expression.clone().unwrap_or_default(), i.diagnostics),
-                })
-                .collect();
-            // a reference to a patient not stored yet is the only problem another file can mend
-            let waiting = issues.iter().all(|i| i.code == "not-found" && i.diagnostics.contains("does not exist"));
-            Err(Failure { messages: capped(located), waiting })
+            other => break other,
         }
-    }
+    };
+    let e = match result {
+        Ok(n) => return Ok(n),
+        Err(e) => e,
+    };
+    let (code, mut issues) = error_status(&e);
+    operator_detail(&e, &mut issues);
+    // a reference to a patient not stored yet is the only problem another file can mend
+    let waiting = matches!(e, fascicolo_app::AppError::Invalid(_))
+        && issues.iter().all(|i| i.code == "not-found" && i.diagnostics.contains("does not exist"));
+    let located: Vec<String> = issues
+        .iter()
+        .map(|i| match i.expression.as_deref().and_then(|x| x.strip_prefix("line ")) {
+            Some(at) => match at.split_once(": ") {
+                Some((n, path)) => format!("{shown}:{n}: {path} {}", i.diagnostics),
+                None => format!("{shown}:{at}: {}", i.diagnostics),
+            },
+            None => format!("{shown}: HTTP {code}: {} {}", i.expression.clone().unwrap_or_default(), i.diagnostics),
+        })
+        .collect();
+    Err(Failure { messages: capped(located), waiting })
 }
 
 fn capped(mut messages: Vec<String>) -> Vec<String> {
@@ -252,18 +220,6 @@ fn capped(mut messages: Vec<String>) -> Vec<String> {
         messages.push(format!("... and {more} more"));
     }
     messages
-}
-
-/// `Bundle.entry[i].resource.x` as the line the entry came from and what follows (`resource`
-/// becomes the resource's own path start).
-fn entry_line<'a>(expression: &'a str, lines: &[usize]) -> Option<(usize, &'a str)> {
-    let rest = expression.strip_prefix("Bundle.entry[")?;
-    let (index, rest) = rest.split_once(']')?;
-    let line = *lines.get(index.parse::<usize>().ok()?)?;
-    let rest = rest.trim_start_matches('.');
-    // the request is the import's own making: only the resource's paths mean something to the reader
-    let rest = if rest.starts_with("request") || rest == "resource" { "" } else { rest.strip_prefix("resource.").unwrap_or(rest) };
-    Some((line, rest))
 }
 
 /// A transaction as the import runs it: files that share resources (a practitioner in many

@@ -266,7 +266,7 @@ async fn route(
         return Err(ApiError::App(AppError::Unauthorized("sign-in required: send an access token".into()), "fhir"));
     }
     let body = if has_body { read_body(body, fascicolo_app::limits::body_bytes(&who), "fhir").await? } else { Bytes::new() };
-    let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search");
+    let needs_json = matches!(method, Method::POST | Method::PUT) && segs.last() != Some(&"_search") && segs != ["$import"];
     if needs_json && !is_json(&content_type(&headers)) {
         return Err(refused(415, "not-supported", "send application/fhir+json", "fhir"));
     }
@@ -278,6 +278,16 @@ async fn route(
         (&Method::POST, []) => {
             let b = f.process_bundle(&who, &body, &base).await.map_err(ApiError::app("transaction"))?;
             json_response(StatusCode::OK, &b, "transaction")
+        }
+        (&Method::POST, ["$import"]) => {
+            // NDJSON in the body, all or nothing (decision 0011)
+            if !matches!(content_type(&headers).as_str(), "application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") {
+                return Err(refused(415, "not-supported", "$import takes application/fhir+ndjson", "import"));
+            }
+            let n = f.import_ndjson(&who, &body).await.map_err(ApiError::app("import"))?;
+            let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
+                "diagnostics": format!("{n} resources imported")}]});
+            json_response(StatusCode::OK, &outcome, "import")
         }
         (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system")?,
         (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system")?,
