@@ -8,6 +8,11 @@ use crate::{Actor, AppError, AppResult, FhirService};
 use fascicolo_fhir::OutcomeIssue;
 use serde_json::{json, Value};
 
+/// The largest NDJSON file or `$import` body: a file is one transaction (all or nothing), held
+/// in memory while it is checked, at some 50–75 times its size. Bulk Data exporters split their
+/// output in files; a larger one is refused with a clear message instead of exhausting memory.
+pub const MAX_BYTES: usize = 64 << 20;
+
 /// Namespace of the ids given to lines without one: an id derived from the file's content and
 /// the line, so importing the same file again changes nothing.
 const NDJSON_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2b0e_61c4_93f7_4d58_a1c6_7e90_35d2_f8b4);
@@ -77,6 +82,13 @@ impl FhirService {
     /// nothing: lines that are not resources are `Invalid` with every such line located, and a
     /// transaction's problems come back with their entries' locations turned into lines.
     pub async fn import_ndjson(&self, actor: &Actor, bytes: &[u8]) -> AppResult<usize> {
+        if bytes.len() > MAX_BYTES {
+            return Err(AppError::TooLarge(format!(
+                "{} bytes of NDJSON, over the {} MiB limit of one import (all or nothing): split it",
+                bytes.len(),
+                MAX_BYTES >> 20
+            )));
+        }
         let (bundle, lines) = transaction(bytes).map_err(AppError::Invalid)?;
         let count = lines.len();
         if count == 0 {

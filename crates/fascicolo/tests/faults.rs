@@ -285,6 +285,30 @@ async fn import_over_http_takes_ndjson_all_or_nothing() {
     assert_eq!(outcome["issue"][0]["diagnostics"], "3 resources imported");
     assert_eq!(app.get("/Observation/hx-obs").await.body["subject"]["reference"], "Patient/hx-1");
     assert_eq!(app.get("/Organization/hx-org").await.status, 200);
+    // the gate decides every line: a citizen may not write into another citizen's record, nor a
+    // clinician without consent into anyone's; nothing of their bodies is stored
+    let other = json!({"resourceType": "Patient", "id": "hx-3", "gender": "female"});
+    assert_eq!(post(format!("{other}\n"), "application/fhir+ndjson", token.clone()).await.0, 200);
+    let into = |id: &str, patient: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "peso"},
+            "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let citizen = fascicolo_app::Actor::new(fascicolo_app::Who::Citizen {
+        cf: fascicolo_domain::CodiceFiscale::parse("RSSGLI85D52F205Q").unwrap(),
+        patient: Some("hx-1".into()),
+    });
+    let clinician = fascicolo_app::Actor::new(fascicolo_app::Who::Professional {
+        practitioner: "hx-doc".into(),
+        organization: None,
+        role: fascicolo_app::gate::ProRole::Gp,
+    });
+    for (who, body) in [(citizen, format!("{}\n", into("hx-c", "hx-3"))), (clinician, format!("{}\n", into("hx-p", "hx-1")))] {
+        let t = token_for(&app.store, &who).await;
+        let (status, outcome, _) = post(body, "application/fhir+ndjson", Some(t)).await;
+        assert!(matches!(status, 403 | 404), "{who:?}: {status} {outcome}");
+    }
+    assert_eq!(app.get("/Observation/hx-c").await.status, 404);
+    assert_eq!(app.get("/Observation/hx-p").await.status, 404);
 }
 
 /// A first start on a nearly full disk stops the demo seeding half-way; the next start finishes

@@ -156,10 +156,8 @@ async fn import_file(fhir: &FhirService, path: &Path) -> Result<usize, Failure> 
     Ok(import_json(fhir, path).await?)
 }
 
-/// The largest NDJSON file imported: a file is one transaction (all or nothing), held in memory
-/// while it is checked. Bulk Data exporters split their output in files; larger ones are refused
-/// with a clear message instead of exhausting memory half-way.
-pub const MAX_NDJSON_BYTES: u64 = 64 << 20;
+/// The largest NDJSON file imported (see [`fascicolo_app::ndjson::MAX_BYTES`]).
+pub const MAX_NDJSON_BYTES: u64 = fascicolo_app::ndjson::MAX_BYTES as u64;
 
 /// Rejected lines reported for one file; a file that is not NDJSON at all would otherwise
 /// print every line of it.
@@ -180,18 +178,8 @@ async fn import_ndjson(fhir: &FhirService, path: &Path) -> Result<usize, Failure
         .into());
     }
     let bytes = tokio::fs::read(path).await.map_err(|e| format!("{shown}: {e}"))?;
-    // files that share resources may write the same id at once: the loser retries (see `transact`)
-    let mut attempt = 0;
-    let result = loop {
-        match fhir.import_ndjson(&Actor::system(), &bytes).await {
-            Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
-            }
-            other => break other,
-        }
-    };
-    let e = match result {
+    let system = Actor::system();
+    let e = match retrying_conflicts(|| fhir.import_ndjson(&system, &bytes)).await {
         Ok(n) => return Ok(n),
         Err(e) => e,
     };
@@ -222,13 +210,17 @@ fn capped(mut messages: Vec<String>) -> Vec<String> {
     messages
 }
 
-/// A transaction as the import runs it: files that share resources (a practitioner in many
-/// patients' bundles) may write the same id at once, and the loser of such a race reads again
-/// and retries, and finds it already there.
-async fn transact(fhir: &FhirService, bundle: Value) -> Result<Value, fascicolo_app::AppError> {
+/// A write as the import runs it: files that share resources (a practitioner in many
+/// patients' bundles) may write the same id at once, and the loser of such a race waits, tries
+/// again, and finds it already there.
+async fn retrying_conflicts<T, F, Fut>(mut write: F) -> Result<T, fascicolo_app::AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, fascicolo_app::AppError>>,
+{
     let mut attempt = 0;
     loop {
-        match fhir.process_bundle_value(&Actor::system(), bundle.clone(), "urn:fascicolo:import").await {
+        match write().await {
             Err(fascicolo_app::AppError::Conflict(_)) if attempt < 8 => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
@@ -259,7 +251,8 @@ async fn import_json(fhir: &FhirService, path: &Path) -> Result<usize, String> {
     }
     let bundle = keyed(as_bundle(v), &bytes);
     let n = bundle["entry"].as_array().map_or(0, Vec::len);
-    match transact(fhir, bundle).await {
+    let system = Actor::system();
+    match retrying_conflicts(|| fhir.process_bundle_value(&system, bundle.clone(), "urn:fascicolo:import")).await {
         Ok(resp) => {
             let failed: Vec<String> = resp["entry"]
                 .as_array()
@@ -276,13 +269,7 @@ async fn import_json(fhir: &FhirService, path: &Path) -> Result<usize, String> {
                 Err(format!("{}: {} entries failed: {}", path.display(), failed.len(), failed.join("; ")))
             }
         }
-        Err(e) => {
-            let (code, mut issues) = error_status(&e);
-            operator_detail(&e, &mut issues);
-            let msgs: Vec<String> =
-                issues.iter().take(5).map(|i| format!("{} {}", i.expression.clone().unwrap_or_default(), i.diagnostics)).collect();
-            Err(format!("{}: HTTP {code}: {}", path.display(), msgs.join("; ")))
-        }
+        Err(e) => Err(describe(path, &e)),
     }
 }
 
