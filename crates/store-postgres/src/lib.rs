@@ -9,8 +9,8 @@ use fascicolo_store::content;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored,
-    SubmissionStatus, Write,
+    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, ScanQuery, SearchPlan, Store,
+    StoreError, Stored, SubmissionStatus, Write,
 };
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -469,6 +469,19 @@ impl PgStore {
             _ => Err(StoreError::Unavailable("every connection for searches is busy".into())),
         }
     }
+
+    /// A read that may take long (a search, a range of the log, a scan): under the searches'
+    /// share of the pool, prepared once per connection, cancelled if its caller goes away.
+    async fn heavy_query(&self, q: &sql::SqlBuf) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let _permit = self.heavy_permit().await?;
+        let c = self.client().await?;
+        let p = params(&q.params);
+        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
+        let guard = CancelOnDrop::arm(&c);
+        let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
+        guard.disarm();
+        Ok(rows)
+    }
 }
 
 async fn apply(tx: &deadpool_postgres::Transaction<'_>, w: &Write) -> Result<(), StoreError> {
@@ -577,14 +590,7 @@ impl Store for PgStore {
     }
 
     async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessEntry>, StoreError> {
-        let q = sql::access_log_sql(Dialect::Postgres, q);
-        let _permit = self.heavy_permit().await?;
-        let c = self.client().await?;
-        let p = params(&q.params);
-        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
-        let guard = CancelOnDrop::arm(&c);
-        let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
-        guard.disarm();
+        let rows = self.heavy_query(&sql::access_log_sql(Dialect::Postgres, q)).await?;
         rows.iter().map(row_access).collect()
     }
 
@@ -661,14 +667,7 @@ impl Store for PgStore {
     }
 
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError> {
-        let q = sql::search_sql(Dialect::Postgres, plan);
-        let _permit = self.heavy_permit().await?;
-        let c = self.client().await?;
-        let p = params(&q.params);
-        let st = c.prepare_cached(&q.sql).await.map_err(be)?;
-        let guard = CancelOnDrop::arm(&c);
-        let rows = c.query(&st, &refs(&p)).await.map_err(be)?;
-        guard.disarm();
+        let rows = self.heavy_query(&sql::search_sql(Dialect::Postgres, plan)).await?;
         rows.iter()
             .map(|r| {
                 let stored = row_stored(r, false)?;
@@ -676,6 +675,11 @@ impl Store for PgStore {
                 Ok(Hit { stored, keys })
             })
             .collect()
+    }
+
+    async fn scan(&self, q: &ScanQuery) -> Result<Vec<Stored>, StoreError> {
+        let rows = self.heavy_query(&sql::scan_sql(Dialect::Postgres, q)).await?;
+        rows.iter().map(|r| row_stored(r, false)).collect()
     }
 
     async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError> {

@@ -14,8 +14,8 @@ use fascicolo_store::content;
 use fascicolo_store::migrations::{self, Migration};
 use fascicolo_store::sql::{self, Dialect, SqlValue};
 use fascicolo_store::{
-    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, SearchPlan, Store, StoreError, Stored,
-    SubmissionStatus, Write,
+    AccessEntry, AccessQuery, AuthRecord, Claimed, Expect, HistoryQuery, Hit, Method, OutboxMessage, ScanQuery, SearchPlan, Store,
+    StoreError, Stored, SubmissionStatus, Write,
 };
 use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, Value as SqlLite};
@@ -777,6 +777,16 @@ impl Store for SqliteStore {
                     Ok(Hit { stored, keys })
                 })
                 .map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+        .await
+    }
+
+    async fn scan(&self, q: &ScanQuery) -> Result<Vec<Stored>, StoreError> {
+        let q = sql::scan_sql(Dialect::Sqlite, q);
+        self.with_reader(move |c| {
+            let mut stmt = c.prepare_cached(&q.sql).map_err(be)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds(&q.params)), |r| row_stored(r, false)).map_err(be)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(be)
         })
         .await

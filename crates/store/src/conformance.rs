@@ -4,8 +4,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)] // test code: a failure is a panic
 
 use crate::{
-    AccessEntry, AccessQuery, AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, SearchPlan, Store, StoreError, Stored,
-    SubmissionStatus, Visibility, Write,
+    AccessEntry, AccessQuery, AuthRecord, Expect, HistoryQuery, Method, OutboxMessage, PatientKey, ScanQuery, SearchPlan, Store,
+    StoreError, Stored, SubmissionStatus, Visibility, Write,
 };
 use fascicolo_fhir::params::index_resource;
 use fascicolo_fhir::search::{parse_search, SortKey};
@@ -548,6 +548,56 @@ pub async fn read_many_takes_long_lists(s: &dyn Store) {
     assert_eq!(current.len(), 450);
 }
 
+/// A scan walks current rows in primary-key order, one record's rows together, and pages by its
+/// cursor without losing or repeating a row; it filters by type, record, the shared partition,
+/// time and restriction bits, and never returns a deleted resource.
+pub async fn scans_walk_the_key_order_with_filters(s: &dyn Store) {
+    let mut w = Vec::new();
+    for p in ["s1", "s2", "s3"] {
+        w.push(write(patient(p, "Scan", "1970-01-01"), pk(p), 1, 1000, Expect::Absent));
+        for i in 0..5 {
+            let mut o = write(obs(&format!("{p}-o{i}"), p, "2345-7", 90.0, "2024-01-01"), pk(p), 1, 1000 + i, Expect::Absent);
+            if i == 4 {
+                o.restrict = 8;
+            }
+            w.push(o);
+        }
+    }
+    w.push(write(json!({"resourceType":"Organization","id":"scan-org","name":"ASST"}), PatientKey::SHARED, 1, 1000, Expect::Absent));
+    s.commit(w).await.expect("seed");
+    let gone = s.read("Observation", "s2-o0").await.unwrap().unwrap();
+    let mut d = write(serde_json::from_str(&gone.json).unwrap(), pk("s2"), 2, 2000, Expect::Version(1));
+    d.method = Method::Delete;
+    s.commit(vec![d]).await.expect("delete");
+    let walk = |q: ScanQuery| async move {
+        let mut out = Vec::new();
+        let mut q = ScanQuery { limit: 4, ..q };
+        loop {
+            let page = s.scan(&q).await.expect("scan");
+            assert!(page.len() <= 4);
+            let Some(last) = page.last() else { break };
+            q.after = Some((last.patient_key, last.resource_type.clone(), last.id.clone()));
+            out.extend(page.into_iter().map(|r| (r.patient_key, r.resource_type, r.id)));
+        }
+        out
+    };
+    let all = walk(ScanQuery::default()).await;
+    assert_eq!(all.len(), 3 + 15 - 1 + 1, "every current row once: {all:?}");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "primary-key order");
+    sorted.dedup();
+    assert_eq!(sorted.len(), all.len(), "no row twice");
+    assert!(!all.iter().any(|(_, _, id)| id == "s2-o0"), "a deleted resource is not current");
+    let patients = walk(ScanQuery { patients_only: true, types: vec!["Observation".into()], deny_bits: 8, ..Default::default() }).await;
+    assert_eq!(patients.len(), 3 * 4 - 1);
+    assert!(patients.iter().all(|(k, t, id)| !k.is_shared() && t == "Observation" && !id.ends_with("-o4")));
+    let one = walk(ScanQuery { patients: vec![pk("s3"), pk("s1")], since: Some(1002), ..Default::default() }).await;
+    let mut ids: Vec<String> = one.into_iter().map(|(_, _, id)| id).collect();
+    ids.sort();
+    assert_eq!(ids, ["s1-o3", "s1-o4", "s3-o3", "s3-o4"]);
+}
+
 pub async fn auth_records_expire_and_are_single_use(s: &dyn Store) {
     let rec = |id: &str, subject: &str, exp: i64| AuthRecord {
         kind: "session".into(),
@@ -839,7 +889,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
-            aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, read_many_takes_long_lists, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
+            aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, read_many_takes_long_lists, scans_walk_the_key_order_with_filters, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
             concurrent_access_entries_all_land);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -138,6 +138,28 @@ pub struct Hit {
     pub keys: Vec<serde_json::Value>,
 }
 
+/// A walk over current, non-deleted resources in primary-key order (patient key, type, id):
+/// the population-wide path of bulk exports (ARCHITECTURE.md scale rule 6), apart from the
+/// citizen path. One patient's resources come out together, so a caller can account for each
+/// record as it passes.
+#[derive(Debug, Clone, Default)]
+pub struct ScanQuery {
+    /// Only these types (none: every type).
+    pub types: Vec<String>,
+    /// Only these records (none: every partition, the shared one included unless
+    /// `patients_only`).
+    pub patients: Vec<PatientKey>,
+    /// Leave out the shared partition (practitioners, organisations...).
+    pub patients_only: bool,
+    /// Only resources changed after this instant (ms since the epoch).
+    pub since: Option<i64>,
+    /// Leave out rows whose restriction bits share any of these ([`Write::restrict`]).
+    pub deny_bits: i64,
+    /// Keyset cursor: the (patient key, type, id) of the last row seen.
+    pub after: Option<(PatientKey, String, String)>,
+    pub limit: usize,
+}
+
 /// History of the whole system, a type or an instance, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
@@ -303,6 +325,8 @@ pub trait Store: Send + Sync + 'static {
     async fn search(&self, plan: &SearchPlan) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self, plan: &SearchPlan) -> Result<u64, StoreError>;
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<Stored>, StoreError>;
+    /// The next rows of a [`ScanQuery`], in primary-key order.
+    async fn scan(&self, q: &ScanQuery) -> Result<Vec<Stored>, StoreError>;
     /// Refresh the query planner's statistics (after a bulk load).
     async fn analyze(&self) -> Result<(), StoreError>;
     /// Bytes the store takes on disk, for measurements: SQLite's database file with its

@@ -912,6 +912,47 @@ pub fn search_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
     b
 }
 
+/// The next rows of a [`crate::ScanQuery`]: a range of the primary key, filtered.
+pub fn scan_sql(d: Dialect, q: &crate::ScanQuery) -> SqlBuf {
+    let mut b = SqlBuf::new(d);
+    b.s("SELECT ").s(RESOURCE_COLS).s(" FROM resources r WHERE r.deleted = 0");
+    if !q.types.is_empty() {
+        b.s(" AND r.res_type IN (");
+        for (i, t) in q.types.iter().enumerate() {
+            if i > 0 {
+                b.s(", ");
+            }
+            b.text(t);
+        }
+        b.s(")");
+    }
+    if !q.patients.is_empty() {
+        b.s(" AND r.patient_key IN (");
+        for (i, k) in q.patients.iter().enumerate() {
+            if i > 0 {
+                b.s(", ");
+            }
+            b.p(SqlValue::Key(*k));
+        }
+        b.s(")");
+    }
+    if q.patients_only {
+        b.s(" AND r.patient_key <> ").p(SqlValue::Key(PatientKey::SHARED));
+    }
+    if let Some(since) = q.since {
+        b.s(" AND r.last_updated > ").p(SqlValue::Int(since));
+    }
+    if q.deny_bits != 0 {
+        b.s(" AND (r.restrict_bits & ").p(SqlValue::Int(q.deny_bits)).s(") = 0");
+    }
+    if let Some((k, t, id)) = &q.after {
+        // a row-value comparison: both backends walk the primary key from there
+        b.s(" AND (r.patient_key, r.res_type, r.id) > (").p(SqlValue::Key(*k)).s(", ").text(t).s(", ").text(id).s(")");
+    }
+    b.s(" ORDER BY r.patient_key, r.res_type, r.id LIMIT ").p(SqlValue::Int(q.limit as i64));
+    b
+}
+
 pub fn count_sql(d: Dialect, plan: &SearchPlan) -> SqlBuf {
     let mut b = SqlBuf::new(d);
     b.s("SELECT COUNT(*)");
