@@ -45,7 +45,11 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
             "searchParam": params,
         });
         if t == "Patient" {
-            r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
+            r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]);
+        }
+        if t == "Group" {
+            r["operation"] = json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]);
         }
         resources.push(r);
     }
@@ -55,6 +59,7 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
         "date": "2026-11-26",
         "publisher": "Fascicolo",
         "kind": "instance",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "software": {"name": "Fascicolo", "version": software_version},
         "implementation": {"description": "Fascicolo FHIR R4 server", "url": base},
         "fhirVersion": fascicolo_fhir::FHIR_VERSION,
@@ -75,6 +80,7 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
             "documentation": "Search: all parameter types with prefixes and the modifiers :exact :contains :missing :not :text :identifier :of-type :above :below and reference type modifiers; _sort, _count, _total, _summary (true, count, data, text, false), _elements, _include/_revinclude with :iterate, one level of chaining and _has. Paging uses keyset cursors.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"}, {"code": "history-system"}],
+            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
             "searchParam": [
                 {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
                 {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}

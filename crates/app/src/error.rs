@@ -29,6 +29,9 @@ pub enum AppError {
     /// A resource or request over a size limit for the actor (the message names the limit).
     #[error("{0}")]
     TooLarge(String),
+    /// The actor already has such a request running (e.g. a bulk export): 429.
+    #[error("{0}")]
+    TooMany(String),
     #[error("storage failure")]
     Store(#[source] StoreError),
     /// A fault of the server's own (never the client's): logged, answered 500 without details.

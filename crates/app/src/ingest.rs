@@ -135,6 +135,7 @@ impl From<AppError> for IngestError {
             AppError::Unauthorized(m) => IngestError::new(status, "unauthorized", m),
             AppError::NotSupported(m) => IngestError::new(status, "not-supported", m),
             AppError::TooLarge(m) => IngestError::new(status, "too-large", m),
+            AppError::TooMany(m) => IngestError::new(status, "too-many", m),
             AppError::Store(e) => {
                 tracing::error!(error = %e, "ingest: storage failure");
                 IngestError { store: Some(Box::new(e)), ..IngestError::new(status, "storage", first()) }

@@ -6,6 +6,7 @@ pub mod access;
 mod access_log;
 pub mod auth;
 
+pub mod bulk;
 pub mod bundle;
 pub mod capability;
 pub mod error;
@@ -46,6 +47,7 @@ pub fn error_status(e: &AppError) -> (u16, Vec<OutcomeIssue>) {
         AppError::Unauthorized(m) => (401, one("login", m.clone())),
         AppError::NotSupported(m) => (501, one("not-supported", m.clone())),
         AppError::TooLarge(m) => (413, one("too-costly", m.clone())),
+        AppError::TooMany(m) => (429, one("throttled", m.clone())),
         AppError::Store(fascicolo_store::StoreError::Unavailable(_)) => {
             (503, one("transient", "the database is not answering; nothing was changed; retry in a few seconds".into()))
         }

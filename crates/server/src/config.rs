@@ -38,6 +38,17 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Rate limits at the edge, and the reverse proxies whose `X-Forwarded-For` is believed.
     pub rate_limit: fascicolo_web::throttle::ThrottleConfig,
+    /// Bulk Data `$export`.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// Where `$export` writes its files (decision 0012).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExportConfig {
+    /// Unset: next to the originals (the data folder's `exports/`, or `exports/` under the
+    /// originals' S3 prefix); `s3://bucket/prefix` for a bucket of their own.
+    pub blob_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +146,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             ingest: IngestConfig::default(),
             rate_limit: fascicolo_web::throttle::ThrottleConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }

@@ -52,6 +52,21 @@ pub fn blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_blobs::BlobS
     })
 }
 
+/// Where `$export` files are kept: `export.blob_url`, else beside the originals (`exports/`
+/// under their S3 prefix, or the data folder's `exports/`).
+pub fn export_blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_blobs::BlobStore>> {
+    let derived = cfg.ingest.blob_url.as_deref().filter(|u| !u.is_empty()).map(|u| format!("{}/exports", u.trim_end_matches('/')));
+    Ok(match cfg.export.blob_url.clone().filter(|u| !u.is_empty()).or(derived) {
+        Some(url) => Arc::new(fascicolo_blobs::ObjectBlobs::s3(&url).context("the export blob store")?),
+        None => Arc::new(fascicolo_blobs::FolderBlobs::new(cfg.data_dir.join("exports"))),
+    })
+}
+
+/// The Bulk Data export service for a configuration.
+pub fn export_service(cfg: &Config, fhir: FhirService) -> anyhow::Result<fascicolo_app::bulk::Exports> {
+    Ok(fascicolo_app::bulk::Exports::new(fhir, export_blob_store(cfg)?))
+}
+
 /// How old an unreferenced original must be before it is removed (a publication takes seconds).
 pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
 
@@ -59,6 +74,7 @@ pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
 /// while serving.
 pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let blobs = blob_store(cfg)?;
+    let exports = export_service(cfg, fhir.clone())?;
     Ok(tokio::spawn(async move {
         let mut wait = std::time::Duration::from_secs(60);
         loop {
@@ -70,6 +86,10 @@ pub fn spawn_orphan_sweeper(cfg: &Config, fhir: FhirService) -> anyhow::Result<t
             }
             if let Err(e) = fascicolo_app::ingest::sweep_orphans(&fhir, blobs.as_ref(), ORPHAN_GRACE_MS).await {
                 tracing::warn!(error = %e, "sweeping orphan originals failed; will try again");
+            }
+            match exports.sweep().await {
+                Ok(n) => tracing::debug!(removed = n, "removed expired export files"),
+                Err(e) => tracing::warn!(error = %e, "removing expired export files failed; will try again"),
             }
         }
     }))
@@ -156,8 +176,10 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
     };
     let fhir = fhir_service(cfg, Arc::clone(&store));
     let ingest = ingest_service(cfg, fhir.clone(), &auth.public_url)?;
+    let exports = export_service(cfg, fhir.clone())?;
     let state = fascicolo_web::AppState::new(fascicolo_web::AppServices {
         fhir,
+        exports,
         tokens: fascicolo_app::auth::Tokens::new(store),
         metrics: Arc::default(),
         base_url: cfg.base_url.clone(),

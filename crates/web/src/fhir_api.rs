@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fascicolo_app::bulk::{Level, Status};
 use fascicolo_app::capability::capability_statement;
 use fascicolo_app::{error_status, Actor, AppError, Versioned, WriteOutcome};
 use fascicolo_fhir::{operation_outcome, OutcomeIssue};
@@ -289,6 +290,25 @@ async fn route(
                 "diagnostics": format!("{n} resources imported")}]});
             json_response(StatusCode::OK, &outcome, "import")
         }
+        (&Method::GET, ["$export"]) => kick_off(&state, &who, Level::System, &q, &query, &headers, &base).await?,
+        (&Method::GET, ["Patient", "$export"]) => kick_off(&state, &who, Level::Patient, &q, &query, &headers, &base).await?,
+        (&Method::GET, ["Group", id, "$export"]) => {
+            kick_off(&state, &who, Level::Group((*id).to_string()), &q, &query, &headers, &base).await?
+        }
+        (&Method::GET, ["$export-status", id]) => export_status(&state, &who, id, &base).await?,
+        (&Method::DELETE, ["$export-status", id]) => {
+            state.exports.cancel(&who, id).await.map_err(ApiError::app("export"))?;
+            let mut r = StatusCode::ACCEPTED.into_response();
+            r.extensions_mut().insert(Interaction("export"));
+            r
+        }
+        (&Method::GET, ["$export-file", id, n]) => {
+            let n: usize = n.parse().map_err(|_| refused(404, "not-found", format!("export {id} has no file {n}"), "export"))?;
+            let (_, bytes) = state.exports.file(&who, id, n).await.map_err(ApiError::app("export"))?;
+            let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "application/fhir+ndjson")], bytes).into_response();
+            r.extensions_mut().insert(Interaction("export"));
+            r
+        }
         (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system")?,
         (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system")?,
         (&Method::GET, [t]) => page(f.search(&who, Some(t), &q, &base).await, "search-type")?,
@@ -363,6 +383,84 @@ async fn route(
                 "fhir",
             ))
         }
+    })
+}
+
+/// Bulk Data kick-off (`Prefer: respond-async`): 202 with the status URL in `Content-Location`.
+async fn kick_off(
+    state: &AppState,
+    who: &Actor,
+    level: Level,
+    q: &[(String, String)],
+    raw: &Option<String>,
+    headers: &HeaderMap,
+    base: &str,
+) -> ApiResult {
+    let prefer = headers.get("prefer").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !prefer.split([',', ';']).any(|p| p.trim() == "respond-async") {
+        return Err(refused(400, "invalid", "a bulk export is asynchronous: send Prefer: respond-async", "export"));
+    }
+    let path = match &level {
+        Level::System => "$export".to_string(),
+        Level::Patient => "Patient/$export".to_string(),
+        Level::Group(id) => format!("Group/{id}/$export"),
+    };
+    let request = match raw.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) => format!("{base}/{path}?{r}"),
+        None => format!("{base}/{path}"),
+    };
+    let id = state.exports.kick_off(who, level, q, &request, base).await.map_err(ApiError::app("export"))?;
+    let status_url = format!("{base}/$export-status/{id}");
+    let body = operation_outcome(&[OutcomeIssue {
+        severity: fascicolo_fhir::Severity::Information,
+        ..OutcomeIssue::error("informational", format!("export started: poll {status_url}"))
+    }]);
+    let mut r = json_response(StatusCode::ACCEPTED, &body, "export");
+    if let Ok(v) = HeaderValue::from_str(&status_url) {
+        r.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// A status poll: 202 with `X-Progress` while running, the manifest when complete, the
+/// failure as an OperationOutcome.
+async fn export_status(state: &AppState, who: &Actor, id: &str, base: &str) -> ApiResult {
+    let status = state.exports.status(who, id).await.map_err(ApiError::app("export"))?;
+    Ok(match status {
+        Status::InProgress { exported } => {
+            let mut r = StatusCode::ACCEPTED.into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("{exported} resources exported")) {
+                h.insert("x-progress", v);
+            }
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            r.extensions_mut().insert(Interaction("export"));
+            r
+        }
+        Status::Done(m) => {
+            let output: Vec<Value> = m
+                .files
+                .iter()
+                .enumerate()
+                .map(
+                    |(n, f)| serde_json::json!({"type": f.resource_type, "url": format!("{base}/$export-file/{id}/{n}"), "count": f.count}),
+                )
+                .collect();
+            let body = serde_json::json!({
+                "transactionTime": fascicolo_fhir::datetime::format_instant(m.transaction_time),
+                "request": m.request,
+                "requiresAccessToken": true,
+                "output": output,
+                "error": [],
+            });
+            let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&http_date(m.expires)) {
+                r.headers_mut().insert(header::EXPIRES, v);
+            }
+            r.extensions_mut().insert(Interaction("export"));
+            r
+        }
+        Status::Failed(why) => outcome(500, &[OutcomeIssue::error("exception", why)], "export"),
     })
 }
 

@@ -48,6 +48,8 @@ pub struct AppServices {
     pub auth: Arc<AuthState>,
     /// Document publication.
     pub ingest: fascicolo_app::ingest::Ingest,
+    /// Bulk Data `$export`.
+    pub exports: fascicolo_app::bulk::Exports,
     /// Largest accepted document upload, in bytes.
     pub ingest_max_bytes: usize,
     /// Uploads held in memory at once, and how long one waits for its turn.
