@@ -4,7 +4,6 @@
 use fascicolo_app::{Actor, FhirService, Who};
 use fascicolo_load::import;
 use fascicolo_server::config::Config;
-use fascicolo_store::Store;
 use serde_json::json;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -359,17 +358,7 @@ fn print(title: &str, rows: &[Row]) {
 }
 
 pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let store: Arc<dyn Store> = match cfg.database_url.clone() {
-        Some(url) if url.starts_with("postgres") => {
-            let schema = format!("bench_{stamp}");
-            Arc::new(fascicolo_store_postgres::PgStore::connect_in_schema(&url, cfg.pg_pool_size, Some(&schema)).await?)
-        }
-        _ => {
-            cfg.data_dir = cfg.data_dir.join(format!("bench-{stamp}"));
-            fascicolo_server::open_store(&cfg).await?
-        }
-    };
+    let store = crate::fresh_store(&mut cfg, "bench").await?;
     println!("backend: {}, clients: {}, {}s per scenario", store.backend(), args.clients, args.seconds);
     let fhir = FhirService::new(Arc::clone(&store));
     let s = import::run(fhir.clone(), std::slice::from_ref(&args.synthea), 4, false).await?;
@@ -390,8 +379,10 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     compare(&all_rows);
     if args.scale_resources > total {
+        let mut copy = 0;
         while total < args.scale_resources {
-            let s = import::run(fhir.clone(), std::slice::from_ref(&args.synthea), 4, false).await?;
+            copy += 1;
+            let s = crate::import_copy(&fhir, &args.synthea, copy).await?;
             total += s.resources;
             println!("loaded {total} resources ({:.0}/s)", s.resources as f64 / s.seconds);
         }

@@ -50,6 +50,8 @@ enum Command {
     BenchPortal(fascicolo_bench::portal::BenchPortalArgs),
     /// Document validation and publication throughput with the official CDA2 examples.
     BenchDocuments(fascicolo_bench::documents::BenchDocsArgs),
+    /// Bulk Data `$export` throughput over loopback with a platform client's token.
+    BenchExport(fascicolo_bench::export::BenchExportArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
     /// `--as citizen:<CF>`, `--as clinician:<Practitioner id>`, `--as operator:<Practitioner id>`,
     /// `--as system:<client id>` (a hospital-system token with system/*.*).
@@ -171,6 +173,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Bench(args) => fascicolo_bench::api::run(cfg, args).await?,
         Command::BenchDocuments(args) => fascicolo_bench::documents::run(cfg, args).await?,
+        Command::BenchExport(args) => fascicolo_bench::export::run(cfg, args).await?,
         Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;
