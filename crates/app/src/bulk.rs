@@ -39,6 +39,9 @@ use std::sync::Arc;
 const JOB_KIND: &str = "bulk-export";
 const ACTIVE_KIND: &str = "bulk-export-active";
 const LEASE_KIND: &str = "bulk-export-lease";
+/// A cancelled job's tombstone: a runner that saved its progress after the cancel sees it and
+/// takes the job away again.
+const CANCELLED_KIND: &str = "bulk-export-cancelled";
 /// How long a job and its files are kept after it starts.
 pub const JOB_TTL_MS: i64 = 24 * 3_600_000;
 /// Every visibility restriction bit (see `access::bit`): none of these rows is exported.
@@ -363,6 +366,18 @@ impl Exports {
         Ok(())
     }
 
+    /// A runner records the job; false (and the job gone again) when it was cancelled
+    /// meanwhile.
+    async fn save_running(&self, id: &str, job: &Job) -> AppResult<bool> {
+        self.save(id, job).await?;
+        if self.store().auth_get(CANCELLED_KIND, id, datetime::now_ms()).await?.is_some() {
+            self.store().auth_delete(JOB_KIND, id).await?;
+            self.store().auth_delete(LEASE_KIND, id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     async fn load_raw(&self, id: &str) -> AppResult<Option<Job>> {
         let Some(r) = self.store().auth_get(JOB_KIND, id, datetime::now_ms()).await? else { return Ok(None) };
         serde_json::from_str(&r.data).map(Some).map_err(|e| AppError::Internal(format!("an export job: {e}")))
@@ -377,7 +392,13 @@ impl Exports {
             return Err(not_found());
         }
         match self.load_raw(id).await? {
-            Some(job) if subject_of(&job.actor) == subject_of(actor) => Ok(job),
+            // a runner may record a cancelled job for a moment before it sees the tombstone
+            Some(job) if subject_of(&job.actor) == subject_of(actor) => {
+                if self.store().auth_get(CANCELLED_KIND, id, datetime::now_ms()).await?.is_some() {
+                    return Err(not_found());
+                }
+                Ok(job)
+            }
             _ => Err(not_found()),
         }
     }
@@ -418,6 +439,8 @@ impl Exports {
     /// Cancel a job (running or finished): its status and files are gone at once.
     pub async fn cancel(&self, actor: &Actor, id: &str) -> AppResult<()> {
         let job = self.load(actor, id).await?;
+        let expires = job.transaction_time + JOB_TTL_MS;
+        self.store().auth_put(&rec(CANCELLED_KIND, id, &subject_of(actor), String::new(), expires), true).await?;
         self.store().auth_delete(JOB_KIND, id).await?;
         self.release(id, &job).await
     }
@@ -467,11 +490,11 @@ impl Exports {
                     job.faults += 1;
                     if job.faults >= 3 {
                         job.state = State::Failed("the export could not be completed; start it again".into());
-                        self.save(&id, &job).await?;
-                        self.release(&id, &job).await?;
-                    } else {
+                        if self.save_running(&id, &job).await? {
+                            self.release(&id, &job).await?;
+                        }
+                    } else if self.save_running(&id, &job).await? {
                         // the next status poll takes it over again
-                        self.save(&id, &job).await?;
                         self.store().auth_delete(LEASE_KIND, &id).await?;
                     }
                     Ok(())
@@ -582,7 +605,9 @@ impl Exports {
             return Ok(());
         }
         job.state = State::Done;
-        self.save(id, &job).await?;
+        if !self.save_running(id, &job).await? {
+            return Ok(());
+        }
         self.release(id, &job).await?;
         tracing::info!(job = id, resources = job.exported, files = job.files.len(), "export complete");
         Ok(())
@@ -643,8 +668,7 @@ impl Exports {
         job.files.append(&mut out.closed);
         out.written = 0;
         out.since_checkpoint = 0;
-        self.save(id, job).await?;
-        Ok(true)
+        self.save_running(id, job).await
     }
 }
 

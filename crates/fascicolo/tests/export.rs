@@ -189,6 +189,13 @@ async fn since_type_filter_group_and_patient_level_choose_what_leaves() {
     assert!(files["Observation"].iter().all(|o| o["code"]["coding"][0]["code"] == "2345-7"), "a filtered-out Observation left");
     assert!(ids_of(&files["Observation"]).contains(&obs));
     assert_eq!(ids_of(&files["Patient"]), unrestricted(&app, "Patient").await);
+    // several filters of a type: a resource any of them matches
+    let status =
+        kick_off(&app, "/Patient/$export?_type=Observation&_typeFilter=Observation%3Fcode%3D2345-7,Observation%3Fcode%3D2093-3").await;
+    let files = download(&app, &manifest(&app, &status).await).await;
+    let codes: BTreeSet<String> =
+        files["Observation"].iter().map(|o| o["code"]["coding"][0]["code"].as_str().unwrap().to_string()).collect();
+    assert_eq!(codes, BTreeSet::from(["2093-3".to_string(), "2345-7".to_string()]));
 
     // Group: the active members' records only
     let group = app
@@ -321,4 +328,120 @@ async fn an_export_whose_server_died_is_taken_over_and_completes_once() {
     whole.sort();
     assert_eq!(resumed, whole);
     assert!(manifest.files.len() > 2, "small files: the takeover resumed mid-way");
+}
+
+/// Cancelling a running export stops it: the job is gone for good (a runner that records its
+/// progress after the cancel does not bring it back), no file is written after, and the
+/// client may start another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_cancelled_half_way_stops_and_stays_cancelled() {
+    let app = seeded().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    // a folder: it keeps the files' times, so every file written can be listed
+    let folder = std::env::temp_dir().join(format!("fascicolo-export-cancel-{}", uuid::Uuid::now_v7()));
+    let blobs: Arc<dyn fascicolo_blobs::BlobStore> = Arc::new(fascicolo_blobs::FolderBlobs::new(&folder));
+    let slow = Tuning { page: 3, file_bytes: 1_000, checkpoint_bytes: 1_000, lease_ms: 30_000, crash_after_checkpoints: None };
+    let exports = Exports::with_tuning(fhir, Arc::clone(&blobs), slow);
+    let actor = platform_actor();
+    let id = exports.kick_off(&actor, Level::System, &[], "$export", "http://x").await.unwrap();
+    let written = || async { blobs.written_before(i64::MAX).await.unwrap().len() };
+    for _ in 0..1000 {
+        if written().await >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(written().await >= 3, "the export wrote no files in 10 s");
+    assert!(matches!(exports.status(&actor, &id).await.unwrap(), Status::InProgress { .. }), "still running when cancelled");
+    exports.cancel(&actor, &id).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = written().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(written().await, after, "the runner went on writing files after the cancel");
+    assert!(matches!(exports.status(&actor, &id).await, Err(fascicolo_app::AppError::NotFound(_))));
+    assert!(matches!(exports.cancel(&actor, &id).await, Err(fascicolo_app::AppError::NotFound(_))));
+    exports.kick_off(&actor, Level::System, &[("_type".into(), "Organization".into())], "$export", "http://x").await.unwrap();
+}
+
+/// The server running an export is killed with SIGKILL mid-way; started again on the same data,
+/// the next status poll takes the job over (its lease ran out) and finishes it: every resource
+/// unrestricted once, and the access log of every record exported.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_survives_a_kill_9_of_its_server() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("fascicolo-export-kill-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // small steps and a short lease, so the kill lands mid-way and the takeover comes soon
+    let config = dir.join("fascicolo.toml");
+    std::fs::write(&config, "[export]\npage_rows = 5\ncheckpoint_kib = 2\nlease_seconds = 1\n").unwrap();
+    let (d, c) = (dir.to_str().unwrap(), config.to_str().unwrap());
+    let out = bin().args(["--data", d, "--config", c, "token", "--as", "system:demo-platform"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let http = reqwest::Client::new();
+
+    let (mut first, addr) = serve(&["--data", d, "--config", c, "--listen", "127.0.0.1:0"]);
+    let r = http.get(format!("http://{addr}/fhir/r4/$export")).bearer_auth(&token).header("prefer", "respond-async").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let status = r.headers()["content-location"].to_str().unwrap().to_string();
+    let job = status.rsplit('/').next().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = http.get(&status).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 202, "the export finished before the kill: nothing to take over");
+    let progress = r.headers()["x-progress"].to_str().unwrap().to_string();
+    assert!(Command::new("kill").args(["-KILL", &first.id().to_string()]).status().unwrap().success());
+    first.wait().unwrap();
+
+    let (mut second, addr) = serve(&["--data", d, "--config", c, "--listen", "127.0.0.1:0"]);
+    let base = format!("http://{addr}/fhir/r4");
+    let status = format!("{base}/$export-status/{job}");
+    let manifest: Value = loop {
+        let r = http.get(&status).bearer_auth(&token).send().await.unwrap();
+        match r.status().as_u16() {
+            202 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            200 => break r.json().await.unwrap(),
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    };
+    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in manifest["output"].as_array().unwrap() {
+        // the manifest is the second server's: its links lead there
+        let url = f["url"].as_str().unwrap();
+        assert!(url.starts_with(&base), "{url}");
+        let text = http.get(url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+        let ids = files.entry(f["type"].as_str().unwrap().to_string()).or_default();
+        ids.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()));
+    }
+    // what a search finds, without restricted items, is exactly what was exported, once
+    for (t, ids) in &files {
+        let mut want = BTreeSet::new();
+        let mut url = format!("{base}/{t}?_count=1000");
+        loop {
+            let b: Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+            for e in b["entry"].as_array().into_iter().flatten() {
+                let sec = e["resource"]["meta"]["security"].to_string();
+                if !sec.contains("urn:fascicolo:visibility") {
+                    want.insert(e["resource"]["id"].as_str().unwrap().to_string());
+                }
+            }
+            match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+                Some(l) => url = l["url"].as_str().unwrap().to_string(),
+                None => break,
+            }
+        }
+        let got: BTreeSet<String> = ids.iter().cloned().collect();
+        assert_eq!(got.len(), ids.len(), "{t}: a resource exported twice across the kill ({progress} before it)");
+        assert_eq!(got, want, "{t}");
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    // every record exported has its access-log entry, whichever server wrote it
+    let store = fascicolo_store_sqlite::SqliteStore::open(dir.join("fascicolo.db")).unwrap();
+    use fascicolo_store::Store as _;
+    for p in &files["Patient"] {
+        let q = fascicolo_store::AccessQuery { patient: Some(PatientKey::for_patient_id(p)), limit: 100, ..Default::default() };
+        let log = store.access_log(&q).await.unwrap();
+        assert!(log.iter().any(|e| e.content.contains("bulk export")), "no access-log entry for {p}");
+    }
 }

@@ -43,12 +43,32 @@ pub struct Config {
     pub export: ExportConfig,
 }
 
-/// Where `$export` writes its files (decision 0012).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Bulk Data `$export` (decision 0012).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExportConfig {
-    /// Unset: next to the originals (the data folder's `exports/`, or `exports/` under the
-    /// originals' S3 prefix); `s3://bucket/prefix` for a bucket of their own.
+    /// Where files go. Unset: next to the originals (the data folder's `exports/`, or
+    /// `exports/` under the originals' S3 prefix); `s3://bucket/prefix` for a bucket of their own.
     pub blob_url: Option<String>,
+    /// Rows read at a time.
+    pub page_rows: usize,
+    /// Progress (files, access log, cursor) is recorded after this much output, in KiB: what a
+    /// crash makes the next runner write again, and about what a running export holds in memory.
+    pub checkpoint_kib: usize,
+    /// A runner's lease: how long after a server dies its exports wait to be taken over.
+    pub lease_seconds: u64,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        let t = fascicolo_app::bulk::Tuning::default();
+        Self {
+            blob_url: None,
+            page_rows: t.page,
+            checkpoint_kib: t.checkpoint_bytes / 1024,
+            lease_seconds: u64::try_from(t.lease_ms / 1000).unwrap_or(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

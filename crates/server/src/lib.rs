@@ -64,7 +64,14 @@ pub fn export_blob_store(cfg: &Config) -> anyhow::Result<Arc<dyn fascicolo_blobs
 
 /// The Bulk Data export service for a configuration.
 pub fn export_service(cfg: &Config, fhir: FhirService) -> anyhow::Result<fascicolo_app::bulk::Exports> {
-    Ok(fascicolo_app::bulk::Exports::new(fhir, export_blob_store(cfg)?))
+    let e = &cfg.export;
+    let tuning = fascicolo_app::bulk::Tuning {
+        page: e.page_rows.max(1),
+        checkpoint_bytes: e.checkpoint_kib.max(1) * 1024,
+        lease_ms: i64::try_from(e.lease_seconds.max(1)).unwrap_or(30) * 1000,
+        ..Default::default()
+    };
+    Ok(fascicolo_app::bulk::Exports::with_tuning(fhir, export_blob_store(cfg)?, tuning))
 }
 
 /// How old an unreferenced original must be before it is removed (a publication takes seconds).
