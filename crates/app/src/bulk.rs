@@ -328,9 +328,10 @@ impl Exports {
             exported: 0,
             faults: 0,
         };
+        let runner = uuid::Uuid::new_v4().to_string();
         let saved = async {
             self.save(&id, &job).await?;
-            self.store().auth_put(&rec(LEASE_KIND, &id, &subject, String::new(), now + self.tuning.lease_ms), true).await?;
+            self.store().auth_put(&rec(LEASE_KIND, &id, &subject, runner.clone(), now + self.tuning.lease_ms), true).await?;
             AppResult::Ok(())
         }
         .await;
@@ -338,7 +339,7 @@ impl Exports {
             self.store().auth_delete(ACTIVE_KIND, &subject).await.ok();
             return Err(e);
         }
-        self.spawn(id.clone());
+        self.spawn(id.clone(), runner);
         Ok(id)
     }
 
@@ -428,11 +429,12 @@ impl Exports {
             return Ok(false);
         }
         self.store().auth_purge(now).await?;
-        if !self.store().auth_put(&rec(LEASE_KIND, id, "", String::new(), now + self.tuning.lease_ms), false).await? {
+        let runner = uuid::Uuid::new_v4().to_string();
+        if !self.store().auth_put(&rec(LEASE_KIND, id, "", runner.clone(), now + self.tuning.lease_ms), false).await? {
             return Ok(false);
         }
         tracing::info!(job = id, "resuming an export whose runner stopped");
-        self.spawn(id.to_string());
+        self.spawn(id.to_string(), runner);
         Ok(true)
     }
 
@@ -475,13 +477,14 @@ impl Exports {
         Ok(old.len())
     }
 
-    fn spawn(&self, id: String) {
+    /// Run a job as `runner` (the lease names it).
+    fn spawn(&self, id: String, runner: String) {
         let me = self.clone();
-        tokio::spawn(async move { me.run(id).await });
+        tokio::spawn(async move { me.run(id, runner).await });
     }
 
-    async fn run(self, id: String) {
-        match self.run_job(&id).await {
+    async fn run(self, id: String, runner: String) {
+        match self.run_job(&id, &runner).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "an export run failed");
@@ -507,13 +510,17 @@ impl Exports {
         }
     }
 
-    /// Is the lease still this runner's job (not cancelled, not taken over)? Refreshes it.
-    async fn still_mine(&self, id: &str, subject: &str) -> AppResult<bool> {
+    /// Is the job still this runner's (not cancelled, not taken over after this runner
+    /// stalled past its lease)? Refreshes the lease.
+    async fn still_mine(&self, id: &str, runner: &str) -> AppResult<bool> {
         let now = datetime::now_ms();
         if self.store().auth_get(JOB_KIND, id, now).await?.is_none() {
             return Ok(false);
         }
-        self.store().auth_put(&rec(LEASE_KIND, id, subject, String::new(), now + self.tuning.lease_ms), true).await?;
+        if self.store().auth_get(LEASE_KIND, id, now).await?.is_some_and(|l| l.data != runner) {
+            return Ok(false);
+        }
+        self.store().auth_put(&rec(LEASE_KIND, id, "", runner.to_string(), now + self.tuning.lease_ms), true).await?;
         Ok(true)
     }
 
@@ -540,13 +547,12 @@ impl Exports {
         Ok(Some(q))
     }
 
-    async fn run_job(&self, id: &str) -> AppResult<()> {
+    async fn run_job(&self, id: &str, runner: &str) -> AppResult<()> {
         let Some(mut job) = self.load_raw(id).await? else { return Ok(()) };
         if job.state != State::Running {
             return Ok(());
         }
         let actor = job.actor.clone();
-        let subject = subject_of(&actor);
         let mut out = Output::default();
         let mut last_beat = datetime::now_ms();
         let mut checkpoints = 0usize;
@@ -585,7 +591,7 @@ impl Exports {
                 }
             }
             if out.since_checkpoint >= self.tuning.checkpoint_bytes {
-                if !self.checkpoint(id, &mut job, &mut out).await? {
+                if !self.checkpoint(id, runner, &mut job, &mut out).await? {
                     return Ok(());
                 }
                 checkpoints += 1;
@@ -596,12 +602,12 @@ impl Exports {
             let now = datetime::now_ms();
             if now - last_beat > self.tuning.lease_ms / 4 {
                 last_beat = now;
-                if !self.still_mine(id, &subject).await? {
+                if !self.still_mine(id, runner).await? {
                     return Ok(());
                 }
             }
         }
-        if !self.checkpoint(id, &mut job, &mut out).await? {
+        if !self.checkpoint(id, runner, &mut job, &mut out).await? {
             return Ok(());
         }
         job.state = State::Done;
@@ -645,12 +651,12 @@ impl Exports {
 
     /// Close every open file, log each record read since the last checkpoint, and record the
     /// progress. False when the job is no longer this runner's (cancelled or taken over).
-    async fn checkpoint(&self, id: &str, job: &mut Job, out: &mut Output) -> AppResult<bool> {
+    async fn checkpoint(&self, id: &str, runner: &str, job: &mut Job, out: &mut Output) -> AppResult<bool> {
         let open: Vec<String> = out.open.keys().cloned().collect();
         for t in open {
             out.close(&t, self.blobs.as_ref()).await?;
         }
-        if !self.still_mine(id, &subject_of(&job.actor)).await? {
+        if !self.still_mine(id, runner).await? {
             return Ok(false);
         }
         // the access log first: an entry may be written twice (a crash before the progress is
