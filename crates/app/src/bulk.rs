@@ -244,6 +244,13 @@ fn parse_spec(actor: &Actor, level: &Level, pairs: &[(String, String)]) -> AppRe
         }
     }
     let patient_level = !matches!(level, Level::System);
+    for t in types.iter().chain(filters.iter().map(|(t, _)| t)) {
+        if t == "AuditEvent" {
+            return Err(AppError::BadRequest(
+                "the access log is not exported in bulk: each record's log is read with AuditEvent searches".into(),
+            ));
+        }
+    }
     for t in &types {
         if patient_level && !in_patient_compartment(t) {
             return Err(AppError::BadRequest(format!(

@@ -23,7 +23,12 @@ fn other_platform() -> Actor {
 }
 
 async fn seeded() -> TestApp {
-    let app = spawn_app().await;
+    seeded_with(|_| {}).await
+}
+
+/// The demo registry on an app with this configuration.
+async fn seeded_with(tune: impl FnOnce(&mut fascicolo_server::config::Config)) -> TestApp {
+    let app = spawn_app_with(tune).await;
     let fhir = FhirService::new(Arc::clone(&app.store));
     assert!(fascicolo_load::demo::seed(&fhir).await.unwrap());
     app
@@ -100,12 +105,18 @@ async fn unrestricted(app: &TestApp, t: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_export_holds_everything_unrestricted_and_logs_every_record() {
-    let app = seeded().await;
+    // small steps: the export is still running when the second kick-off comes
+    let app = seeded_with(|c| {
+        c.export.page_rows = 2;
+        c.export.checkpoint_kib = 8;
+    })
+    .await;
     let before = app.store.access_count(&fascicolo_store::AccessQuery::default()).await.unwrap();
     let status = kick_off(&app, "/$export?_type=Patient,DocumentReference,Observation,Organization").await;
     assert!(status.starts_with(&app.base) && status.contains("/$export-status/"));
     // one export at a time per client: the second is refused and told where the first is
     let again = app.send("GET", "/$export", None, &[ASYNC]).await;
+    assert_eq!(app.get(&status).await.status, 202, "the first export had already finished: the 429 below proves nothing");
     assert_eq!(again.status, 429, "{}", again.body);
     assert!(again.body["issue"][0]["diagnostics"].as_str().unwrap().contains(&status));
     // another client never sees this job
@@ -230,6 +241,8 @@ async fn bad_kick_offs_are_refused_and_start_nothing() {
         ("/$export?_type=Patient&_typeFilter=Observation%3Fcode%3D1", 400, "_type leaves out"),
         ("/$export?patient=Patient/x", 400, "not supported"),
         ("/$export?_count=10", 400, "not a $export parameter"),
+        ("/$export?_type=AuditEvent", 400, "access log is not exported"),
+        ("/Patient/$export?_typeFilter=AuditEvent%3Fdate%3Dge2026-01-01", 400, "access log is not exported"),
         ("/Patient/$export?_type=Organization", 400, "not part of a patient's record"),
     ] {
         let r = app.send("GET", path, None, &[ASYNC]).await;

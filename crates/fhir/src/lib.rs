@@ -53,6 +53,11 @@ impl OutcomeIssue {
     pub fn error(code: &str, diagnostics: impl Into<String>) -> Self {
         Self { severity: Severity::Error, code: code.into(), diagnostics: diagnostics.into(), expression: None }
     }
+
+    /// An `information` / `informational` issue: what a successful operation reports.
+    pub fn information(diagnostics: impl Into<String>) -> Self {
+        Self { severity: Severity::Information, code: "informational".into(), diagnostics: diagnostics.into(), expression: None }
+    }
 }
 
 impl From<validate::Issue> for OutcomeIssue {

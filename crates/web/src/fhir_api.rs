@@ -167,12 +167,7 @@ fn versioned(status: StatusCode, v: &Versioned, base: &str, headers: &HeaderMap,
         }
         Some(_) => json_response(
             status,
-            &operation_outcome(&[OutcomeIssue {
-                severity: fascicolo_fhir::Severity::Information,
-                code: "informational".into(),
-                diagnostics: format!("{}/{} version {}", v.resource_type, v.id, v.version),
-                expression: None,
-            }]),
+            &operation_outcome(&[OutcomeIssue::information(format!("{}/{} version {}", v.resource_type, v.id, v.version))]),
             interaction,
         ),
         None => json_response(status, &v.resource, interaction),
@@ -286,8 +281,7 @@ async fn route(
                 return Err(refused(415, "not-supported", "$import takes application/fhir+ndjson", "import"));
             }
             let n = f.import_ndjson(&who, &body).await.map_err(ApiError::app("import"))?;
-            let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
-                "diagnostics": format!("{n} resources imported")}]});
+            let outcome = operation_outcome(&[OutcomeIssue::information(format!("{n} resources imported"))]);
             json_response(StatusCode::OK, &outcome, "import")
         }
         (&Method::GET, ["$export"]) => kick_off(&state, &who, Level::System, &q, &query, &headers, &base).await?,
@@ -411,10 +405,7 @@ async fn kick_off(
     };
     let id = state.exports.kick_off(who, level, q, &request, base).await.map_err(ApiError::app("export"))?;
     let status_url = format!("{base}/$export-status/{id}");
-    let body = operation_outcome(&[OutcomeIssue {
-        severity: fascicolo_fhir::Severity::Information,
-        ..OutcomeIssue::error("informational", format!("export started: poll {status_url}"))
-    }]);
+    let body = operation_outcome(&[OutcomeIssue::information(format!("export started: poll {status_url}"))]);
     let mut r = json_response(StatusCode::ACCEPTED, &body, "export");
     if let Ok(v) = HeaderValue::from_str(&status_url) {
         r.headers_mut().insert(header::CONTENT_LOCATION, v);
