@@ -1002,7 +1002,7 @@ pub fn audit_resource(e: &AccessEntry) -> AppResult<Value> {
         "update" | "patch" => ("U", l.i.as_str()),
         "delete" => ("D", "delete"),
         "search-type" | "search-system" | "history-instance" | "history-type" | "everything" => ("E", l.i.as_str()),
-        "operation" => ("E", "operation"),
+        "operation" | "export" => ("E", "operation"),
         other => ("R", other),
     };
     let role_class = "http://terminology.hl7.org/CodeSystem/v3-RoleClass";
@@ -1026,6 +1026,9 @@ pub fn audit_resource(e: &AccessEntry) -> AppResult<Value> {
     }
     if e.flags & LOG_ON_BEHALF != 0 {
         subtype.push(json!({"system": ACCESS_SYSTEM, "code": "on-behalf"}));
+    }
+    if l.i == "export" {
+        subtype.push(json!({"system": ACCESS_SYSTEM, "code": "bulk-export"}));
     }
     let patient_ref = l.pt.as_ref().map(|p| format!("Patient/{p}"));
     let mut entities = Vec::new();

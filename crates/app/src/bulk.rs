@@ -674,7 +674,7 @@ impl Exports {
         for (key, seen) in std::mem::take(&mut out.records) {
             let a = gate.access(key).await?;
             let query = format!("{what}: {} resources", seen.count);
-            gate.record(&a, "operation", seen.entities(), Some(query));
+            gate.record(&a, "export", seen.entities(), Some(query));
         }
         gate.commit_audit().await?;
         job.exported += out.written;

@@ -169,6 +169,8 @@ pub struct Access {
     pub emergency: bool,
     pub reason: String,
     pub on_behalf: bool,
+    /// A bulk export by the platform (`what` then lists at most 50 of what left, documents first).
+    pub export: bool,
     /// The resources looked at (references).
     pub what: Vec<String>,
 }
@@ -1056,6 +1058,7 @@ fn access_entry(e: &Value) -> Access {
         emergency: purpose == "ETREAT" || sub("emergency") || sub("break-glass"),
         reason: e["purposeOfEvent"][0]["text"].as_str().unwrap_or_default().to_string(),
         on_behalf: sub("on-behalf"),
+        export: sub("bulk-export"),
         what,
     }
 }

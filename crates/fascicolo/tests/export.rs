@@ -174,6 +174,19 @@ async fn a_system_export_holds_everything_unrestricted_and_logs_every_record() {
     .unwrap();
     let seen = giulia.to_string();
     assert!(seen.contains("DocumentReference/doc-giulia-lab") && !seen.contains("doc-giulia-psy"), "{seen}");
+    assert!(seen.contains("bulk-export"), "the entry says it was an export: {seen}");
+    // and her portal's access log says so in words, not as a search
+    let session = sign_in(&app, &fascicolo_load::demo::cf("RSSGLI85D52F205"), "citizen").await;
+    let page = no_redirects()
+        .get(format!("{}/privacy/accessi", app.root))
+        .header("cookie", format!("fascicolo_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Ha esportato i dati del fascicolo"), "the export is not named in the portal's log");
 
     // the claim is released: a new export may start
     kick_off(&app, "/Patient/$export?_type=Condition").await;

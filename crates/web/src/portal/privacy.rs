@@ -203,9 +203,14 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
                         td { (role_label(&c, &a.role)) }
                         td { (a.organization) }
                         td {
-                            (action_label(&c, &a.action))
-                            @if a.what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
-                            @if a.what.len() > 1 { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
+                            @if a.export {
+                                // the entry names at most 50 of what left: no count that could mislead
+                                (c.t("Ha esportato i dati del fascicolo (esportazione regionale)", "Exported the record's data (regional export)"))
+                            } @else {
+                                (action_label(&c, &a.action))
+                                @if a.what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
+                                @if a.what.len() > 1 { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
+                            }
                             @if a.emergency { " " span.badge.emergency { (c.t("Emergenza", "Emergency")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
                             @if a.on_behalf { " " span.badge { (c.t("per conto del titolare", "on the holder's behalf")) } }
                         }
