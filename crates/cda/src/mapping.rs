@@ -127,7 +127,12 @@ pub fn fhir_datetime(ts: &str) -> Option<String> {
     if !main.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let z = zone.filter(|z| z.len() == 5).map(|z| format!("{}:{}", &z[..3], &z[3..])).unwrap_or_else(|| "Z".into());
+    let z = match zone.filter(|z| z.len() == 5) {
+        Some(z) => format!("{}:{}", &z[..3], &z[3..]),
+        // a time without a zone is what the clocks in Italy showed (never UTC)
+        None if main.len() >= 10 => return rome_local(main),
+        None => String::new(),
+    };
     Some(match main.len() {
         4 => main.to_string(),
         6 => format!("{}-{}", &main[..4], &main[4..6]),
@@ -150,6 +155,8 @@ pub fn system_of(oid: &str) -> String {
         "2.16.840.1.113883.5.25" => "http://terminology.hl7.org/CodeSystem/v3-Confidentiality".into(),
         "2.16.840.1.113883.5.4" => "http://terminology.hl7.org/CodeSystem/v3-ActCode".into(),
         "2.16.840.1.113883.2.9.6.1.5" => "http://hl7.it/sid/aic".into(),
+        "2.16.840.1.113883.5.112" => "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration".into(),
+        "2.16.840.1.113883.5.1052" => "http://terminology.hl7.org/CodeSystem/v3-ActSite".into(),
         other => format!("urn:oid:{other}"),
     }
 }
@@ -408,6 +415,17 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
                     if let Some(hh) = child(v, "high").and_then(quantity) {
                         range["high"] = hh;
                     }
+                    // FHIR's bounds are inclusive: a strict one ("< 200") is said in the text
+                    let strict = |n: &str, sign: &str| {
+                        child(v, n).filter(|b| b.attribute("inclusive") == Some("false")).and_then(|b| {
+                            let value = b.attribute("value")?;
+                            Some(format!("{sign} {value} {}", b.attribute("unit").unwrap_or_default()).trim().to_string())
+                        })
+                    };
+                    let text: Vec<String> = [strict("low", ">"), strict("high", "<")].into_iter().flatten().collect();
+                    if !text.is_empty() {
+                        range["text"] = json!(text.join(", "));
+                    }
                     range.as_object().is_some_and(|m| !m.is_empty()).then_some(range)
                 })
                 .collect();
@@ -485,6 +503,18 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
 
     // Prescriptions: medicines as MedicationRequest, other services as ServiceRequest.
     if class == "PRS" {
+        // the prescriber: the document's author, by name and codice fiscale
+        let assigned = path(root, &["author", "assignedAuthor"]);
+        let requester = assigned.and_then(|a| child(a, "assignedPerson")).and_then(person_name).map(|name| {
+            let mut r = json!({"display": name});
+            if let Some(cf) = assigned
+                .and_then(|a| hl7_children(a, "id").find(|i| i.attribute("root") == Some(CF_OID)))
+                .and_then(|i| i.attribute("extension"))
+            {
+                r["identifier"] = json!({"system": fascicolo_domain::systems::CF_SYSTEM, "value": cf});
+            }
+            r
+        });
         for (n, sa) in root.descendants().filter(|d| d.is_element() && d.tag_name().namespace() == Some(HL7_NS)).enumerate() {
             let name = sa.tag_name().name();
             let intent = matches!(sa.attribute("moodCode"), Some("INT") | Some("RQO"));
@@ -498,6 +528,34 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
                 if let Some(d) = &date {
                     mr["authoredOn"] = json!(d);
                 }
+                // what the prescription carries besides the drug: the prescriber, the packs,
+                // the diagnosis, the dosage when written
+                if let Some(r) = &requester {
+                    mr["requester"] = r.clone();
+                }
+                let packs = sa
+                    .descendants()
+                    .find(|d| d.is_element() && d.tag_name().name() == "supply")
+                    .and_then(|s| child(s, "quantity"))
+                    .and_then(|q| q.attribute("value"))
+                    .and_then(|v| v.parse::<f64>().ok());
+                if let Some(v) = packs {
+                    mr["dispenseRequest"] = json!({"quantity": {"value": v, "unit": "confezioni"}});
+                }
+                let reasons: Vec<Value> = hl7_children(sa, "entryRelationship")
+                    .filter(|e| e.attribute("typeCode") == Some("RSON"))
+                    .filter_map(|e| child(e, "observation").and_then(|o| child(o, "code")).and_then(concept))
+                    .collect();
+                if !reasons.is_empty() {
+                    mr["reasonCode"] = Value::Array(reasons);
+                }
+                let dose =
+                    child(sa, "doseQuantity").and_then(|q| q.attribute("value").map(|v| (v, q.attribute("unit").unwrap_or_default())));
+                let dosage_text = child(sa, "text").map(text).filter(|t| !t.is_empty());
+                if dosage_text.is_some() || dose.is_some() {
+                    let text = dosage_text.unwrap_or_else(|| dose.map(|(v, u)| format!("{v} {u}").trim().to_string()).unwrap_or_default());
+                    mr["dosageInstruction"] = json!([{"text": text}]);
+                }
                 if let Some(nre) = &h.nre {
                     mr["groupIdentifier"] = json!({"system": format!("urn:oid:{NRE_OID}"), "value": nre});
                 }
@@ -508,6 +566,9 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
                 let id = derived_id(key, &format!("ServiceRequest/{n}"));
                 let mut sr = json!({"resourceType": "ServiceRequest", "id": id, "status": "active", "intent": "order",
                     "code": code, "subject": subject});
+                if let Some(r) = &requester {
+                    sr["requester"] = r.clone();
+                }
                 if let Some(d) = &date {
                     sr["authoredOn"] = json!(d);
                 }
@@ -587,15 +648,33 @@ pub fn map(doc: &roxmltree::Document, h: &Header, ctx: &Context) -> Mapped {
     Mapped { document_reference_id: docref_id, resources }
 }
 
-/// A FHIR instant needs seconds and a zone: dates become midnight UTC.
+/// `YYYYMMDDHH[MM[SS]]` read on Rome's clocks, as a FHIR dateTime with the offset of that instant.
+fn rome_local(main: &str) -> Option<String> {
+    let num = |r: std::ops::Range<usize>| main.get(r).and_then(|s| s.parse::<u8>().ok());
+    let year: i32 = main.get(0..4)?.parse().ok()?;
+    let date = time::Date::from_calendar_date(year, time::Month::try_from(num(4..6)?).ok()?, num(6..8)?).ok()?;
+    let t = fascicolo_domain::rome::at(date, num(8..10)?, num(10..12).unwrap_or(0))?;
+    let o = t.offset();
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+{:02}:{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        num(12..14).unwrap_or(0),
+        o.whole_hours(),
+        o.minutes_past_hour()
+    ))
+}
+
+/// A FHIR instant needs seconds and a zone: a date becomes its midnight in Rome.
 fn instant(dt: &str) -> String {
-    if dt.len() == 10 {
-        format!("{dt}T00:00:00Z")
-    } else if dt.len() < 10 {
-        format!("{}T00:00:00Z", pad_date(dt))
-    } else {
-        dt.to_string()
+    if dt.len() > 10 {
+        return dt.to_string();
     }
+    let d = pad_date(dt);
+    rome_local(&format!("{}00", d.replace('-', ""))).unwrap_or_else(|| format!("{d}T00:00:00Z"))
 }
 
 fn pad_date(d: &str) -> String {

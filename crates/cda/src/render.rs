@@ -35,7 +35,11 @@ fn name_of(n: Option<roxmltree::Node>) -> String {
 
 fn date(ts: Option<&str>) -> String {
     let Some(dt) = ts.and_then(fhir_datetime) else { return String::new() };
-    // 2022-03-30T11:24:26+01:00 -> 30/03/2022 11:24
+    // 2022-03-30T11:24:26+01:00 -> 30/03/2022 11:24, on Rome's clocks whatever zone it came in
+    if let Ok(t) = time::OffsetDateTime::parse(&dt, &time::format_description::well_known::Rfc3339) {
+        let t = t.to_offset(fascicolo_domain::rome::offset(t));
+        return format!("{:02}/{:02}/{} {:02}:{:02}", t.day(), t.month() as u8, t.year(), t.hour(), t.minute());
+    }
     let d = &dt[..dt.len().min(10)];
     let parts: Vec<&str> = d.split('-').collect();
     let day = match parts.as_slice() {
@@ -208,5 +212,38 @@ fn narrative(n: roxmltree::Node, out: &mut String) {
             narrative(c, out);
             out.push_str(&format!("</{tag}>"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date;
+    use crate::mapping::fhir_datetime;
+
+    /// One instant, shown on Rome's clocks whatever zone the producer wrote it in: the same
+    /// summer 11:30 from a +0200 document, a UTC one and one without a zone (Italian local time).
+    #[test]
+    fn document_times_are_shown_on_romes_clocks() {
+        assert_eq!(date(Some("20260814113000+0200")), "14/08/2026 11:30");
+        assert_eq!(date(Some("20260814093000+0000")), "14/08/2026 11:30");
+        assert_eq!(date(Some("20260814113000")), "14/08/2026 11:30");
+        assert_eq!(date(Some("20260114103000+0000")), "14/01/2026 11:30");
+        assert_eq!(date(Some("20260114113000")), "14/01/2026 11:30");
+        // a night across the date line of UTC, and the autumn change-over
+        assert_eq!(date(Some("20261231233000+0000")), "01/01/2027 00:30");
+        assert_eq!(date(Some("20261025003000+0000")), "25/10/2026 02:30");
+        assert_eq!(date(Some("20261025013000+0000")), "25/10/2026 02:30");
+        assert_eq!(date(Some("20261025023000+0000")), "25/10/2026 03:30");
+        // dates stay dates
+        assert_eq!(date(Some("19850412")), "12/04/1985");
+    }
+
+    #[test]
+    fn times_without_a_zone_are_italian_local_time() {
+        assert_eq!(fhir_datetime("20230120145726").as_deref(), Some("2023-01-20T14:57:26+01:00"));
+        assert_eq!(fhir_datetime("20230720145726").as_deref(), Some("2023-07-20T14:57:26+02:00"));
+        assert_eq!(fhir_datetime("202307201457").as_deref(), Some("2023-07-20T14:57:00+02:00"));
+        assert_eq!(fhir_datetime("20230720145726+0100").as_deref(), Some("2023-07-20T14:57:26+01:00"));
+        assert_eq!(fhir_datetime("20230720").as_deref(), Some("2023-07-20"));
     }
 }

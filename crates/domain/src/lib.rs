@@ -1,6 +1,7 @@
 //! Pure domain types and rules, no I/O. Newtypes here can only be built by parsing.
 #![forbid(unsafe_code)]
 
+pub mod calendar;
 pub mod codice_fiscale;
 pub mod patient_key;
 pub mod privacy;

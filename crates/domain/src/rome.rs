@@ -26,6 +26,16 @@ pub fn date_at(t: OffsetDateTime) -> Date {
     t.to_offset(offset(t)).date()
 }
 
+/// The instant a Rome wall-clock time names. In the spring gap (02:00–03:00 on the last Sunday
+/// of March, which no clock shows) the time is read as summer time an hour on, as clocks are
+/// moved; in the autumn hour that happens twice, the first (summer time) is taken.
+pub fn at(date: Date, hour: u8, minute: u8) -> Option<OffsetDateTime> {
+    let local = date.with_hms(hour, minute, 0).ok()?;
+    let winter = local.assume_offset(time::macros::offset!(+1));
+    let summer = local.assume_offset(time::macros::offset!(+2));
+    Some(if offset(summer) == time::macros::offset!(+2) { summer } else { winter.to_offset(offset(winter)) })
+}
+
 /// Today's date in Rome.
 pub fn today() -> Date {
     date_at(OffsetDateTime::now_utc())
@@ -44,6 +54,27 @@ mod tests {
         assert_eq!(offset(datetime!(2026-10-25 01:00 UTC)), time::macros::offset!(+1));
         assert_eq!(offset(datetime!(2026-07-01 12:00 UTC)), time::macros::offset!(+2));
         assert_eq!(offset(datetime!(2026-12-06 12:00 UTC)), time::macros::offset!(+1));
+    }
+
+    #[test]
+    fn wall_clock_times_name_one_instant_across_the_changeover_nights() {
+        use time::macros::date;
+        let utc = |t: OffsetDateTime| t.to_offset(time::UtcOffset::UTC);
+        // an August morning is summer time, a January one is not
+        assert_eq!(at(date!(2026 - 08 - 14), 11, 30), Some(datetime!(2026-08-14 11:30 +2)));
+        assert_eq!(utc(at(date!(2026 - 01 - 14), 11, 30).unwrap()), datetime!(2026-01-14 10:30 UTC));
+        // spring: 01:59 is still winter, 02:30 does not exist and is 03:30 summer time
+        assert_eq!(utc(at(date!(2026 - 03 - 29), 1, 59).unwrap()), datetime!(2026-03-29 00:59 UTC));
+        assert_eq!(at(date!(2026 - 03 - 29), 2, 30), Some(datetime!(2026-03-29 03:30 +2)));
+        assert_eq!(at(date!(2026 - 03 - 29), 3, 0), Some(datetime!(2026-03-29 03:00 +2)));
+        // autumn: 02:30 happens twice; the first one (summer time) is taken; 03:00 is winter
+        assert_eq!(at(date!(2026 - 10 - 25), 2, 30), Some(datetime!(2026-10-25 02:30 +2)));
+        assert_eq!(at(date!(2026 - 10 - 25), 3, 0), Some(datetime!(2026-10-25 03:00 +1)));
+        // the offset written is the one Rome's clocks had at that instant
+        for (d, h) in [(date!(2026 - 03 - 29), 2), (date!(2026 - 10 - 25), 2), (date!(2026 - 07 - 01), 12), (date!(2026 - 12 - 24), 9)] {
+            let t = at(d, h, 30).unwrap();
+            assert_eq!(t.offset(), offset(t));
+        }
     }
 
     /// A child born on 6 December 2008 comes of age at midnight in Rome, which is 23:00 UTC the

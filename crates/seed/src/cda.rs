@@ -12,9 +12,22 @@ const DOC_OID: &str = "2.16.840.1.113883.2.9.2.30.4.4";
 /// XML text and attribute escaping (the same rules as the HTML renderer's).
 pub use fascicolo_cda::render::escape as esc;
 
-/// `20240131083000+0100` for a date at `hour:minute` (CET, as the examples write it).
+/// `20240131083000+0100` for a date at `hour:minute` on Rome's clocks, with the offset they had
+/// then (`+0200` in summer): one instant, which every reader shows the same.
 pub fn ts(d: Date, hour: u8, minute: u8) -> String {
-    format!("{:04}{:02}{:02}{hour:02}{minute:02}00+0100", d.year(), d.month() as u8, d.day())
+    let t = fascicolo_domain::rome::at(d, hour, minute)
+        .unwrap_or_else(|| d.midnight().assume_offset(fascicolo_domain::rome::offset(d.midnight().assume_utc())));
+    let o = t.offset();
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}00+{:02}{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        o.whole_hours(),
+        o.minutes_past_hour()
+    )
 }
 
 fn day(d: Date) -> String {
@@ -143,8 +156,10 @@ pub fn lab_report(id: &str, p: &Person, author: &Author, collected: Date, result
             (None, None) => String::new(),
         };
         let range = if r.low.is_some() || r.high.is_some() {
-            let low = r.low.map(|l| format!(r#"<low value="{l}" unit="{}"/>"#, esc(r.unit))).unwrap_or_default();
-            let high = r.high.map(|h| format!(r#"<high value="{h}" unit="{}"/>"#, esc(r.unit))).unwrap_or_default();
+            // a one-sided range is strict, as its text says ("< 200"): the bound is not inclusive
+            let open = if r.low.is_some() && r.high.is_some() { "" } else { r#" inclusive="false""# };
+            let low = r.low.map(|l| format!(r#"<low value="{l}" unit="{}"{open}/>"#, esc(r.unit))).unwrap_or_default();
+            let high = r.high.map(|h| format!(r#"<high value="{h}" unit="{}"{open}/>"#, esc(r.unit))).unwrap_or_default();
             format!(
                 r#"<referenceRange><observationRange><value xsi:type="IVL_PQ">{low}{high}</value><interpretationCode code="N" codeSystem="2.16.840.1.113883.5.83" codeSystemName="HL7 Observation Interpretation" displayName="Normal"/></observationRange></referenceRange>"#
             )
@@ -744,4 +759,23 @@ pub fn drug_prescription(nre: &str, p: &Person, gp: &Author, on: Date, drugs: &[
         id = id_section("annotazioni"),
     );
     document(&header, p, gp, &format!("{exemption_xml}\n{prescriptions}\n{notes}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ts;
+    use time::macros::date;
+
+    /// A summer document says +0200: the same 11:30 that the clinic's clock showed, which every
+    /// reader (the rendering, its PDF, the portal) shows as 11:30 in Rome.
+    #[test]
+    fn document_times_carry_romes_offset_of_their_day() {
+        assert_eq!(ts(date!(2026 - 08 - 14), 11, 30), "20260814113000+0200");
+        assert_eq!(ts(date!(2026 - 01 - 14), 11, 30), "20260114113000+0100");
+        // the change-over nights: 02:30 in spring does not exist (03:30 summer time); in autumn
+        // it happens twice and the first is taken
+        assert_eq!(ts(date!(2026 - 03 - 29), 2, 30), "20260329033000+0200");
+        assert_eq!(ts(date!(2026 - 10 - 25), 2, 30), "20261025023000+0200");
+        assert_eq!(ts(date!(2026 - 10 - 25), 3, 30), "20261025033000+0100");
+    }
 }

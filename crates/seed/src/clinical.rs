@@ -26,6 +26,11 @@ pub struct Doc {
     pub date: Date,
     pub kind: &'static str,
     pub xml: String,
+    /// The art. 6 category the producer declares at publication (DPCM 178/2015: HIV, …).
+    pub art6: Option<&'static str>,
+    /// The hiding the citizen asked for at the point of care (P99 from clinicians, P97 from
+    /// parents), declared at publication.
+    pub hiding: Option<&'static str>,
 }
 
 /// An analyte: LOINC code, Italian name, unit, decimals, reference range (by sex where it
@@ -194,11 +199,14 @@ const PANEL: [Analyte; 14] = [
 pub struct Depth {
     /// Years of history before today.
     pub years: i64,
+    /// Also the documents a citizen protects (an art. 6 test, a report hidden from clinicians,
+    /// a minor's report hidden from parents): the demo's personas have each of them.
+    pub protected: bool,
 }
 
 impl Default for Depth {
     fn default() -> Self {
-        Self { years: 5 }
+        Self { years: 5, protected: false }
     }
 }
 
@@ -294,10 +302,10 @@ fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'sta
     if age >= 65 || !p.chronic.is_empty() {
         // the yearly flu shot, each autumn since 65 (or since the chronic condition)
         let from = if p.chronic.is_empty() { years(65).year() } else { today.year() - 4 };
-        for (n, y) in (from..=today.year()).enumerate() {
+        for y in from..=today.year() {
             if rng.gen_bool(0.7) {
                 if let Ok(d) = Date::from_calendar_date(y, time::Month::October, rng.gen_range(15..31)) {
-                    out.extend(vaccine("influenza").map(|v| (d, v, u32::try_from(n).unwrap_or(0) + 1)));
+                    out.extend(vaccine("influenza").map(|v| (d, v, 0)));
                 }
             }
         }
@@ -310,6 +318,17 @@ fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'sta
     let fse = today - Duration::days(10 * 365);
     out.retain(|(d, _, _)| *d < today && *d >= fse && *d > p.birth);
     out.retain(|_| rng.gen_bool(0.95));
+    // a dose is numbered by the doses of that vaccine actually given before it (a child who
+    // missed the first shot has a first dose, later; the flu shots count up year by year)
+    out.sort_by_key(|(d, v, _)| (v.aic, *d));
+    let mut last: Option<&str> = None;
+    let mut n = 0;
+    for (_, v, dose) in &mut out {
+        n = if last == Some(v.aic) { n + 1 } else { 1 };
+        last = Some(v.aic);
+        *dose = n;
+    }
+    out.sort_by_key(|(d, v, _)| (*d, v.aic));
     out
 }
 
@@ -430,6 +449,92 @@ fn nre(household: u64, member: usize, seq: u64) -> String {
     format!("030{:012}", (household * 8 + member as u64) * 10_000 + seq % 10_000)
 }
 
+/// The four sections of an outpatient consultation report: question, service (with its coded
+/// entry), findings, conclusions.
+fn consult_sections(
+    date: Date,
+    question: &str,
+    service: &str,
+    findings_title: &str,
+    findings: &str,
+    conclusion: &str,
+) -> [cda::Section; 4] {
+    [
+        section("QUESITO_DIAGNOSTICO", "29299-5", "Quesito diagnostico", "Quesito diagnostico", question),
+        cda::Section {
+            extra: cda::act_entry("34108-1", "2.16.840.1.113883.6.1", "LOINC", service, date),
+            ..section("PRESTAZIONI", "62387-6", "Prestazioni", "Prestazioni", service)
+        },
+        section("REFERTO", "47045-0", "Referto", findings_title, findings),
+        section("CONCLUSIONI", "55110-1", "Conclusioni", "Conclusioni", conclusion),
+    ]
+}
+
+/// The documents a citizen protects: for an adult an HIV screening (art. 6, DPCM 178/2015)
+/// and a clinical psychology report hidden from clinicians (P99); for a minor a family
+/// counselling report hidden from parents (P97).
+#[allow(clippy::too_many_arguments)]
+fn protected_documents(
+    seq: &mut u64,
+    code: &str,
+    asst: &crate::region::Asst,
+    p: &Person,
+    today: Date,
+    specialist: &Author,
+    lab: &Author,
+    work: &dyn Fn(Date) -> Date,
+    order: &dyn Fn(u64) -> String,
+) -> Vec<Doc> {
+    let mut out = Vec::new();
+    // xml: from the document id and the sequence number (which also numbers its prescription)
+    let mut doc = |kind: &'static str, date: Date, hour: u8, xml: &dyn Fn(&str, u64) -> String, art6, hiding| {
+        *seq += 1;
+        let id = cda::document_id(code, p.cf.as_str(), &cda::ts(date, hour, 0), *seq);
+        out.push(Doc { art6, hiding, id: id.clone(), patient: p.id.clone(), producer: asst.id.clone(), date, kind, xml: xml(&id, *seq) });
+    };
+    let age = p.age(today);
+    if (18..=65).contains(&age) {
+        let date = work(today - Duration::days(270));
+        let hiv = LabResult {
+            loinc: "56888-1",
+            name: "HIV 1-2 anticorpi e antigene p24 (indice)",
+            value: 0.21,
+            decimals: 2,
+            unit: "{index}",
+            low: None,
+            high: Some(1.0),
+            specimen: SERUM,
+        };
+        doc("lab", date, 11, &|id, n| cda::lab_report(id, p, lab, date, std::slice::from_ref(&hiv), Some(&order(n))), Some("hiv"), None);
+    }
+    if age >= 18 {
+        let date = work(today - Duration::days(175));
+        let list = consult_sections(
+            date,
+            "Ansia reattiva in periodo di stress lavorativo",
+            "Colloquio psicologico clinico",
+            "Referto - Psicologia clinica",
+            "Sintomi ansiosi reattivi, senza elementi di rilievo psicopatologico.",
+            "Si propone un ciclo di quattro colloqui di sostegno.",
+        );
+        let xml = |id: &str, _| cda::narrative(cda::Narrative::Specialist, id, p, specialist, date, &list, None);
+        doc("specialist", date, 12, &xml, None, Some("P99"));
+    } else if age >= 6 {
+        let date = work(today - Duration::days(215));
+        let list = consult_sections(
+            date,
+            "Colloquio richiesto dal minore al consultorio familiare",
+            "Colloquio psicologico al consultorio familiare",
+            "Referto - Consultorio familiare",
+            "Colloquio di ascolto; nessun elemento di rischio.",
+            "Disponibilità a un nuovo colloquio su richiesta.",
+        );
+        let xml = |id: &str, _| cda::narrative(cda::Narrative::Specialist, id, p, specialist, date, &list, None);
+        doc("specialist", date, 15, &xml, None, Some("P97"));
+    }
+    out
+}
+
 /// The documents of one household, oldest first.
 pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Household) -> Vec<Doc> {
     let asst = &layout.assts[h.asst];
@@ -460,12 +565,21 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
         let start = (today - Duration::days(depth.years * 365)).max(p.birth + Duration::days(365));
         let mut when = start + Duration::days(rng.gen_range(0..every_days.max(1)));
         let mut seq = 0u64;
+        // clinics work on working days (the calendar booking uses): a planned date that falls on
+        // a Sunday, a public holiday or the town's patron day moves to the next working day
+        let work = |d: Date| fascicolo_domain::calendar::working_day_from(d, p.town.istat);
         for (date, vaccine, dose) in vaccinations(&mut rng, p, today) {
+            let date = work(date);
+            if date >= today {
+                continue;
+            }
             let stamp = cda::ts(date, 10, 0);
             seq += 1;
             let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
             let lot = format!("{}{:05}", &vaccine.atc[5..], rng.gen_range(0..100_000));
             out.push(Doc {
+                art6: None,
+                hiding: None,
                 id: id.clone(),
                 patient: p.id.clone(),
                 producer: asst.id.clone(),
@@ -498,28 +612,18 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 }
             }
         }
-        for (date, v) in visits.into_iter().filter(|(d, _)| *d < today) {
+        for (date, v) in visits.into_iter().map(|(d, v)| (work(d), v)).filter(|(d, _)| *d < today) {
             let stamp = cda::ts(date, 12, 0);
             seq += 1;
             let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
-            let mut prestazioni =
-                section("PRESTAZIONI", "62387-6", "Prestazioni", "Prestazioni", &format!("Visita {}", v.specialty.to_lowercase()));
-            prestazioni.extra =
-                cda::act_entry("34108-1", "2.16.840.1.113883.6.1", "LOINC", &format!("Visita {}", v.specialty.to_lowercase()), date);
-            let list = [
-                section("QUESITO_DIAGNOSTICO", "29299-5", "Quesito diagnostico", "Quesito diagnostico", v.reason),
-                prestazioni,
-                section(
-                    "REFERTO",
-                    "47045-0",
-                    "Referto",
-                    &format!("Referto - {}", v.specialty),
-                    v.findings[rng.gen_range(0..v.findings.len())],
-                ),
-                section("CONCLUSIONI", "55110-1", "Conclusioni", "Conclusioni", v.conclusion[rng.gen_range(0..v.conclusion.len())]),
-            ];
+            let findings = v.findings[rng.gen_range(0..v.findings.len())];
+            let conclusion = v.conclusion[rng.gen_range(0..v.conclusion.len())];
+            let service = format!("Visita {}", v.specialty.to_lowercase());
+            let list = consult_sections(date, v.reason, &service, &format!("Referto - {}", v.specialty), findings, conclusion);
             let order = nre(h.index, k, seq);
             out.push(Doc {
+                art6: None,
+                hiding: None,
                 id: id.clone(),
                 patient: p.id.clone(),
                 producer: asst.id.clone(),
@@ -527,6 +631,10 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 kind: "specialist",
                 xml: cda::narrative(cda::Narrative::Specialist, &id, p, &specialist, date, &list, Some(&order)),
             });
+        }
+        if depth.protected {
+            let order = |seq: u64| nre(h.index, k, seq);
+            out.extend(protected_documents(&mut seq, code, asst, p, today, &specialist, &author, &work, &order));
         }
         // radiology: screening mammography for women 50–74 every two years, other exams now and then
         let mut exams: Vec<(Date, usize)> = Vec::new();
@@ -544,7 +652,7 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 }
             }
         }
-        for (date, e) in exams.into_iter().filter(|(d, _)| *d < today) {
+        for (date, e) in exams.into_iter().map(|(d, e)| (work(d), e)).filter(|(d, _)| *d < today) {
             let (pcode, name, reason, finding) = EXAMS[e];
             let stamp = cda::ts(date, 12, 0);
             seq += 1;
@@ -559,6 +667,8 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
             ];
             let order = nre(h.index, k, seq);
             out.push(Doc {
+                art6: None,
+                hiding: None,
                 id: id.clone(),
                 patient: p.id.clone(),
                 producer: asst.id.clone(),
@@ -607,6 +717,8 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 ),
             ];
             out.push(Doc {
+                art6: None,
+                hiding: None,
                 id: id.clone(),
                 patient: p.id.clone(),
                 producer: asst.id.clone(),
@@ -667,6 +779,8 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
                 let access = format!("PS-{}-{seq}", p.id);
                 out.push(Doc {
+                    art6: None,
+                    hiding: None,
                     id: id.clone(),
                     patient: p.id.clone(),
                     producer: asst.id.clone(),
@@ -714,10 +828,12 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                     }
                 }
             }
-            for (date, drugs) in dates {
+            for (date, drugs) in dates.into_iter().map(|(d, x): (Date, Vec<cda::Drug>)| (work(d), x)).filter(|(d, _)| *d < today) {
                 seq += 1;
                 let number = nre(h.index, k, seq);
                 out.push(Doc {
+                    art6: None,
+                    hiding: None,
                     id: number.clone(),
                     patient: p.id.clone(),
                     producer: asst.id.clone(),
@@ -727,7 +843,8 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                 });
             }
         }
-        while when < today {
+        while work(when) < today {
+            let day = work(when);
             // a full panel for chronic and elderly patients, a basic one otherwise
             let picks: Vec<usize> = if chronic || age >= 65 { (0..PANEL.len()).collect() } else { vec![0, 2, 3, 5, 6, 7, 8, 9, 10] };
             let results: Vec<LabResult> = picks
@@ -749,17 +866,19 @@ pub fn documents(seed: u64, layout: &Layout, today: Date, depth: Depth, h: &Hous
                     }
                 })
                 .collect();
-            let stamp = cda::ts(when, 11, 30);
+            let stamp = cda::ts(day, 11, 30);
             seq += 1;
             let id = cda::document_id(code, p.cf.as_str(), &stamp, seq);
             let order = nre(h.index, k, seq);
             out.push(Doc {
+                art6: None,
+                hiding: None,
                 id: id.clone(),
                 patient: p.id.clone(),
                 producer: asst.id.clone(),
-                date: when,
+                date: day,
                 kind: "lab",
-                xml: cda::lab_report(&id, p, &author, when, &results, Some(&order)),
+                xml: cda::lab_report(&id, p, &author, day, &results, Some(&order)),
             });
             let jitter = rng.gen_range(-(every_days / 5)..=(every_days / 5));
             when += Duration::days(every_days + jitter);

@@ -98,7 +98,8 @@ fn every_generated_document_passes_the_national_validation() {
     let mut out_of_range = 0;
     let mut kinds = std::collections::BTreeMap::new();
     for h in g {
-        for d in documents(9, &layout, TODAY, Depth::default(), &h) {
+        // the protected documents (art. 6, hidden reports) too
+        for d in documents(9, &layout, TODAY, Depth { protected: true, ..Depth::default() }, &h) {
             let report = validator.validate(d.xml.as_bytes());
             let errors: Vec<_> = report.problems.iter().filter(|p| p.severity == fascicolo_cda::Severity::Error).collect();
             assert!(errors.is_empty(), "{} {}: {:#?}", d.kind, d.id, errors.iter().map(|e| &e.message).collect::<Vec<_>>());
@@ -121,4 +122,45 @@ fn every_generated_document_passes_the_national_validation() {
     ] {
         assert!(kinds.get(kind).copied().unwrap_or(0) >= least, "{kinds:?}");
     }
+}
+
+/// Planned care happens on working days: no visit, exam, blood draw, vaccination or GP
+/// prescription on a Sunday, a public holiday (Christmas, Easter Monday, ...) or the town's
+/// patron day; emergencies and hospital discharges happen any day. One instant per document:
+/// its times carry the offset Rome's clocks had that day.
+#[test]
+fn planned_care_falls_on_working_days_and_times_carry_romes_offset() {
+    let g = Generator::new(Config::new(5, 400, TODAY));
+    let layout = g.layout().clone();
+    let (mut planned, mut summer) = (0, 0);
+    for h in g {
+        for d in documents(5, &layout, TODAY, Depth { protected: true, ..Depth::default() }, &h) {
+            let person = h.members.iter().find(|m| m.id == d.patient).unwrap();
+            if matches!(d.kind, "lab" | "vaccination" | "specialist" | "radiology" | "prescription") {
+                assert!(
+                    fascicolo_domain::calendar::is_working_day(d.date, person.town.istat),
+                    "{} {} on {} ({})",
+                    d.kind,
+                    d.id,
+                    d.date,
+                    d.date.weekday()
+                );
+                planned += 1;
+            }
+            // every time in the document: the wall-clock time with the offset Rome had then
+            for ts in d.xml.split("value=\"").skip(1).filter_map(|v| v.split('"').next()).filter(|v| v.len() == 19) {
+                let (Ok(date), Ok(h), Ok(m)) = (
+                    time::Date::parse(&ts[..8], &time::macros::format_description!("[year][month][day]")),
+                    ts[8..10].parse::<u8>(),
+                    ts[10..12].parse::<u8>(),
+                ) else {
+                    continue;
+                };
+                let expected = fascicolo_domain::rome::at(date, h, m).unwrap().offset().whole_hours();
+                assert_eq!(&ts[14..], if expected == 2 { "+0200" } else { "+0100" }, "{} {ts}", d.id);
+                summer += usize::from(expected == 2);
+            }
+        }
+    }
+    assert!(planned > 500 && summer > 100, "{planned} planned, {summer} in summer time");
 }
