@@ -252,3 +252,92 @@ pub fn serve(args: &[&str]) -> (std::process::Child, String) {
     let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_string();
     (child, addr)
 }
+
+fn docref(id: &str, patient: &str, loinc: &str, title: &str, date: &str, security: &[(&str, &str)]) -> Value {
+    let mut d = json!({"resourceType": "DocumentReference", "id": id, "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": title}]},
+        "subject": {"reference": format!("Patient/{patient}")}, "date": date, "description": title,
+        "custodian": {"reference": format!("Organization/{}", fascicolo_load::demo::DEMO_HOSPITAL_ORG)},
+        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}]});
+    if !security.is_empty() {
+        d["meta"] = json!({"security": security.iter().map(|(s, c)| json!({"system": s, "code": c})).collect::<Vec<_>>()});
+    }
+    d
+}
+
+/// The privacy tests' own records on the demo registry (after `demo::seed`): documents with
+/// every kind of hiding and an art. 6 item, two glucose values (one from a report), Luca's flu
+/// shot, and a specialist's report written through the gate as him. Hand-made FHIR without
+/// originals, for tests that need fixed ids: the demo server never has them (its records are
+/// published through the producer path, `demo::seed_histories`).
+pub async fn record_fixtures(fhir: &fascicolo_app::FhirService) {
+    use fascicolo_app::{Actor, Who};
+    let put = |v: Value| async move {
+        let rt = v["resourceType"].as_str().unwrap_or_default().to_string();
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        fhir.update(&Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.unwrap_or_else(|e| panic!("{rt}/{id}: {e}"));
+    };
+    // Giulia's documents: a lab report with results, a patient summary, a report she hid from
+    // clinicians (P99), an art. 6 test result
+    put(docref("doc-giulia-lab", "rossi-giulia", "11502-2", "Referto di laboratorio", "2026-10-02T08:00:00Z", &[])).await;
+    for (i, (v, date)) in [(92.0, "2025-10-01T08:00:00Z"), (104.0, "2026-10-02T08:00:00Z")].iter().enumerate() {
+        let mut o = json!({"resourceType": "Observation", "id": format!("obs-giulia-glucose-{i}"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucosio"}]},
+            "subject": {"reference": "Patient/rossi-giulia"}, "effectiveDateTime": date,
+            "valueQuantity": {"value": v, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+            "referenceRange": [{"low": {"value": 70, "unit": "mg/dL"}, "high": {"value": 99, "unit": "mg/dL"}}]});
+        if i == 1 {
+            o["meta"] =
+                json!({"tag": [{"system": fascicolo_domain::privacy::labels::DOCUMENT, "code": "DocumentReference/doc-giulia-lab"}]});
+        }
+        put(o).await;
+    }
+    put(docref("doc-giulia-summary", "rossi-giulia", "60591-5", "Profilo sanitario sintetico", "2026-09-01T08:00:00Z", &[])).await;
+    put(docref(
+        "doc-giulia-psy",
+        "rossi-giulia",
+        "11488-4",
+        "Referto di consulenza psicologica",
+        "2026-06-12T10:00:00Z",
+        &[(fascicolo_domain::privacy::labels::HIDING, "P99")],
+    ))
+    .await;
+    put(docref(
+        "doc-giulia-hiv",
+        "rossi-giulia",
+        "11502-2",
+        "Test HIV",
+        "2026-03-03T10:00:00Z",
+        &[(fascicolo_domain::privacy::labels::ART6, "hiv")],
+    ))
+    .await;
+    // Luca's flu shot at two (recommended from 6 months to 6 years; the national calendar's
+    // doses come with his published history), and a document his record keeps from parents (P97)
+    put(json!({"resourceType": "Immunization", "id": "imm-luca-flu", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://www.whocc.no/atc", "code": "J07BB02", "display": "Vaccino antinfluenzale quadrivalente"}],
+            "text": "Vaccino antinfluenzale quadrivalente"},
+        "patient": {"reference": "Patient/bianchi-luca"}, "occurrenceDateTime": "2018-10-22",
+        "protocolApplied": [{"doseNumberPositiveInt": 1}]}))
+    .await;
+    put(docref(
+        "doc-luca-consultorio",
+        "bianchi-luca",
+        "11488-4",
+        "Colloquio al consultorio",
+        "2026-05-05T15:00:00Z",
+        &[(fascicolo_domain::privacy::labels::HIDING, "P97")],
+    ))
+    .await;
+    put(docref("doc-anna-ldo", "verdi-anna", "34105-7", "Lettera di dimissione ospedaliera", "2026-08-20T12:00:00Z", &[])).await;
+    // the specialist's own report on Giulia, written through the gate as him
+    let ricci = Actor::new(Who::Professional {
+        practitioner: "ricci-marco".into(),
+        organization: Some(fascicolo_load::demo::DEMO_HOSPITAL_ORG.into()),
+        role: fascicolo_app::gate::ProRole::Specialist,
+    });
+    let report = docref("doc-giulia-cardio", "rossi-giulia", "11488-4", "Referto di visita cardiologica", "2026-11-02T10:00:00Z", &[]);
+    fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None)
+        .await
+        .expect("the specialist's report");
+}

@@ -31,6 +31,7 @@ async fn seeded_with(tune: impl FnOnce(&mut fascicolo_server::config::Config)) -
     let app = spawn_app_with(tune).await;
     let fhir = FhirService::new(Arc::clone(&app.store));
     assert!(fascicolo_load::demo::seed(&fhir).await.unwrap());
+    record_fixtures(&fhir).await;
     app
 }
 

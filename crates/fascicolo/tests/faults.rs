@@ -84,6 +84,7 @@ async fn a_database_outage_is_503_with_retry_after_and_recovers() {
     assert_eq!(ready(&app).await.0, 200);
     // a citizen is signed in to the portal when the database goes
     fascicolo_load::demo::seed(&fascicolo_app::FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    record_fixtures(&fascicolo_app::FhirService::new(Arc::clone(&app.store))).await;
     let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
     let portal = |path: &'static str| {
         let (root, cookie) = (app.root.clone(), cookie.clone());
@@ -321,14 +322,14 @@ async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
     let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&store));
     fascicolo_load::demo::seed_example_patients(&fhir).await.unwrap();
     let pages = sqlite.set_max_pages(1).await.unwrap();
-    sqlite.set_max_pages(pages + 12).await.unwrap();
+    sqlite.set_max_pages(pages + 5).await.unwrap();
     let cut = fascicolo_load::demo::seed(&fhir).await;
     assert!(cut.is_err(), "the disk filled up during seeding");
     assert!(store.read("Patient", "rossi-giulia").await.unwrap().is_some(), "stopped after the first personas");
-    assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_none(), "and before the end");
+    assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_none(), "and before the end");
     sqlite.set_max_pages(1 << 30).await.unwrap();
     assert!(fascicolo_load::demo::seed(&fhir).await.unwrap(), "the next start resumes");
-    assert!(store.read("DocumentReference", "doc-giulia-cardio").await.unwrap().is_some());
+    assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_some());
     assert!(!fascicolo_load::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
 }
 
@@ -344,6 +345,7 @@ async fn a_failing_store_under_a_portal_page_is_an_error_page_not_an_empty_recor
     let app = spawn_app_on(Arc::clone(&sqlite), |_| {}).await;
     let fhir = fascicolo_app::FhirService::new(Arc::clone(&sqlite));
     fascicolo_load::demo::seed(&fhir).await.unwrap();
+    record_fixtures(&fhir).await;
     let cookie = format!("fascicolo_session={}", sign_in(&app, "RSSGLI85D52F205Q", "citizen").await);
     let get = |path: &'static str| {
         let (root, cookie) = (app.root.clone(), cookie.clone());

@@ -47,6 +47,7 @@ async fn setup() -> (FhirService, std::path::PathBuf, Arc<dyn fascicolo_store::S
     let store = fresh_store().await;
     let fhir = FhirService::new(Arc::clone(&store));
     fascicolo_load::demo::seed(&fhir).await.unwrap();
+    record_fixtures(&fhir).await;
     // nothing from the seeding is pending
     let _ = store.outbox_claim(i64::MAX / 2, 1, 10_000).await.unwrap();
     let dir = std::env::temp_dir().join(format!("fascicolo-outbox-{}", uuid::Uuid::now_v7()));

@@ -39,6 +39,7 @@ impl Env {
         let app = spawn_app().await;
         let fhir = FhirService::new(Arc::clone(&app.store));
         assert!(fascicolo_load::demo::seed(&fhir).await.unwrap());
+        record_fixtures(&fhir).await;
         // one more hidden item: P98, hidden from the patient (until a clinician explains it)
         let p98 = json!({"resourceType": "DocumentReference", "id": "doc-giulia-p98", "status": "current",
             "type": {"coding": [{"system": "http://loinc.org", "code": "11526-1", "display": "Referto istologico"}]},
@@ -233,7 +234,7 @@ async fn family_delegation_and_minors() {
     assert_eq!(docs.status, 200);
     assert!(ids(&docs.body).is_empty(), "the P97 item leaked to the parent: {}", docs.body);
     assert_eq!(env.as_(&t, "GET", "/DocumentReference/doc-luca-consultorio", None).await.status, 404);
-    assert_eq!(ids(&env.as_(&t, "GET", "/Immunization", None).await.body), vec!["imm-luca-mpr"]);
+    assert_eq!(ids(&env.as_(&t, "GET", "/Immunization", None).await.body), vec!["imm-luca-flu"]);
     // his pediatrician (care relation, consent given by the mother) sees the P97 item
     let ped = env.token(&pro("colombo-elena", None, ProRole::Pediatrician)).await;
     assert_eq!(ids(&env.as_(&ped, "GET", "/DocumentReference?patient=bianchi-luca", None).await.body), vec!["doc-luca-consultorio"]);

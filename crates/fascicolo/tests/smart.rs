@@ -64,6 +64,7 @@ async fn backend_services_introspection_and_revocation() {
     })
     .await;
     fascicolo_load::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    record_fixtures(&FhirService::new(Arc::clone(&app.store))).await;
     let conf: Value = reqwest::get(format!("{}/.well-known/smart-configuration", app.base)).await.unwrap().json().await.unwrap();
     let token_url = conf["token_endpoint"].as_str().unwrap().to_string();
     assert_eq!(token_url, format!("{}/oauth/token", app.root));
@@ -138,6 +139,7 @@ async fn backend_services_introspection_and_revocation() {
 async fn authorization_code_flow_with_patient_context() {
     let app = spawn_app().await;
     fascicolo_load::demo::seed(&FhirService::new(Arc::clone(&app.store))).await.unwrap();
+    record_fixtures(&FhirService::new(Arc::clone(&app.store))).await;
     let verifier = "a-verifier-of-enough-length-0123456789-abcdefghij";
     let challenge = fascicolo_web::oidc::pkce_challenge(verifier);
     let redirect = "http://127.0.0.1:9/callback";

@@ -1,15 +1,16 @@
 //! Demo mode: a small synthetic registry (citizens, a family, a delegation, GP, pediatrician,
-//! specialist, nurse, CUP operator, ASST administrator, consent, documents with hiding and an
-//! art. 6 item) and the demo API clients. Every person is fictional; every codice fiscale is
+//! specialist, nurse, CUP operator, ASST administrator, consent, care relations), the demo API
+//! clients, and the personas' records, published through the producer path like any
+//! hospital's (documents with hiding and an art. 6 item among them). Every person is fictional; every codice fiscale is
 //! well formed (check character computed). The regional-scale generator is `fascicolo seed`.
 
 use anyhow::Context;
 use fascicolo_app::access::{CF_SYSTEM, CONSENT_CATEGORY, DELEGATION_SCOPE_EXT, NOTICE_PREFIX, RELATIONSHIP_SYSTEM, V3_ROLE};
 use fascicolo_app::auth::Client;
 use fascicolo_app::gate::ROLE_SYSTEM;
-use fascicolo_app::{Actor, FhirService, Who};
+use fascicolo_app::{Actor, FhirService};
 use fascicolo_domain::codice_fiscale::check_char;
-use fascicolo_domain::privacy::labels;
+use fascicolo_domain::privacy::age_on;
 use serde_json::{json, Value};
 
 /// The demo organisation that the demo hospital system publishes for.
@@ -89,18 +90,6 @@ fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {
     json!({"resourceType": rt, "id": p.id, "active": true,
         "identifier": [{"system": CF_SYSTEM, "value": p.cf}],
         "name": [{"family": p.family, "given": [p.given]}], "gender": gender, "birthDate": birth})
-}
-
-fn docref(id: &str, patient: &str, loinc: &str, title: &str, date: &str, security: &[(&str, &str)]) -> Value {
-    let mut d = json!({"resourceType": "DocumentReference", "id": id, "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": title}]},
-        "subject": {"reference": format!("Patient/{patient}")}, "date": date, "description": title,
-        "custodian": {"reference": format!("Organization/{DEMO_HOSPITAL_ORG}")},
-        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}]});
-    if !security.is_empty() {
-        d["meta"] = json!({"security": security.iter().map(|(s, c)| json!({"system": s, "code": c})).collect::<Vec<_>>()});
-    }
-    d
 }
 
 /// The patients the 9 official FSE 2.0 CDA2 examples name (synthetic test codes), so that the
@@ -220,10 +209,10 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     a["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
     a["telecom"] = json!([{"system": "email", "value": "anna.verdi@example.invalid"}]);
     put(a).await?;
-    let mut l = person("Patient", &child(), "male", "2016-09-03");
+    let mut l = person("Patient", &child(), "male", &LUCA_BIRTH.to_string());
     l["generalPractitioner"] = json!([{"reference": "Practitioner/colombo-elena"}]);
     put(l).await?;
-    let mut m = person("Patient", &by("bianchi-marco")?, "male", "2007-01-10");
+    let mut m = person("Patient", &by("bianchi-marco")?, "male", &MARCO_BIRTH.to_string());
     m["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
     put(m).await?;
     // family: Giulia holds parental responsibility for Luca (minor) and had it for Marco (19)
@@ -266,57 +255,6 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         "subject": {"reference": "Patient/verdi-anna"},
         "participant": [{"member": {"reference": "Practitioner/galli-sara"}}, {"member": {"reference": "Practitioner/ferrari-paolo"}}]}))
     .await?;
-    // Giulia's documents: a lab report with results, a patient summary, a report she hid from
-    // clinicians (P99), an art. 6 test result
-    put(docref("doc-giulia-lab", "rossi-giulia", "11502-2", "Referto di laboratorio", "2026-10-02T08:00:00Z", &[])).await?;
-    for (i, (v, date)) in [(92.0, "2025-10-01T08:00:00Z"), (104.0, "2026-10-02T08:00:00Z")].iter().enumerate() {
-        let mut o = json!({"resourceType": "Observation", "id": format!("obs-giulia-glucose-{i}"), "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucosio"}]},
-            "subject": {"reference": "Patient/rossi-giulia"}, "effectiveDateTime": date,
-            "valueQuantity": {"value": v, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
-            "referenceRange": [{"low": {"value": 70, "unit": "mg/dL"}, "high": {"value": 99, "unit": "mg/dL"}}]});
-        if i == 1 {
-            o["meta"] = json!({"tag": [{"system": labels::DOCUMENT, "code": "DocumentReference/doc-giulia-lab"}]});
-        }
-        put(o).await?;
-    }
-    put(docref("doc-giulia-summary", "rossi-giulia", "60591-5", "Profilo sanitario sintetico", "2026-09-01T08:00:00Z", &[])).await?;
-    put(docref(
-        "doc-giulia-psy",
-        "rossi-giulia",
-        "11488-4",
-        "Referto di consulenza psicologica",
-        "2026-06-12T10:00:00Z",
-        &[(labels::HIDING, "P99")],
-    ))
-    .await?;
-    put(docref("doc-giulia-hiv", "rossi-giulia", "11502-2", "Test HIV", "2026-03-03T10:00:00Z", &[(labels::ART6, "hiv")])).await?;
-    // Luca's vaccination, and a document the child's record keeps from parents (P97)
-    put(json!({"resourceType": "Immunization", "id": "imm-luca-mpr", "status": "completed",
-        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "03", "display": "MMR"}]},
-        "patient": {"reference": "Patient/bianchi-luca"}, "occurrenceDateTime": "2018-03-01"}))
-    .await?;
-    put(docref(
-        "doc-luca-consultorio",
-        "bianchi-luca",
-        "11488-4",
-        "Colloquio al consultorio",
-        "2026-05-05T15:00:00Z",
-        &[(labels::HIDING, "P97")],
-    ))
-    .await?;
-    put(docref("doc-anna-ldo", "verdi-anna", "34105-7", "Lettera di dimissione ospedaliera", "2026-08-20T12:00:00Z", &[])).await?;
-    // the specialist's own report on Giulia, written through the gate as him
-    let ricci = Actor::new(Who::Professional {
-        practitioner: "ricci-marco".into(),
-        organization: Some(DEMO_HOSPITAL_ORG.into()),
-        role: fascicolo_app::gate::ProRole::Specialist,
-    });
-    let report = docref("doc-giulia-cardio", "rossi-giulia", "11488-4", "Referto di visita cardiologica", "2026-11-02T10:00:00Z", &[]);
-    fhir.update(&ricci, "DocumentReference", "doc-giulia-cardio", report.to_string().as_bytes(), None)
-        .await
-        .context("seeding the specialist report")?;
     mark_finished(fhir, "registry").await?;
     Ok(true)
 }
@@ -367,7 +305,7 @@ pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::R
             given: "Luca",
             surname: "Bianchi",
             female: false,
-            birth: date(2016, 9, 3)?,
+            birth: LUCA_BIRTH,
             chronic: vec![],
             doctor: Some((ped.cf.clone(), "Elena", "Colombo")),
         },
@@ -378,6 +316,10 @@ pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::R
     }
     Ok(n)
 }
+
+/// Birth dates of Giulia's sons in the demo registry.
+const LUCA_BIRTH: time::Date = time::macros::date!(2016 - 09 - 03);
+const MARCO_BIRTH: time::Date = time::macros::date!(2007 - 01 - 10);
 
 /// The people the demo identity provider offers, with what they show.
 pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
@@ -398,8 +340,11 @@ pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
         .map(|p| {
             let mut description = describe(p.role);
             if p.id == "rossi-giulia" {
-                description.0.push_str(" — madre di Luca (9 anni) e Marco (19), delegata di Anna Verdi");
-                description.1.push_str(" — mother of Luca (9) and Marco (19), delegate of Anna Verdi");
+                // ages as of today in Rome, from the registry's birth dates
+                let today = fascicolo_domain::rome::today();
+                let (luca, marco) = (age_on(LUCA_BIRTH, today), age_on(MARCO_BIRTH, today));
+                description.0.push_str(&format!(" — madre di Luca ({luca} anni) e Marco ({marco}), delegata di Anna Verdi"));
+                description.1.push_str(&format!(" — mother of Luca ({luca}) and Marco ({marco}), delegate of Anna Verdi"));
             }
             fascicolo_web::demo_idp::DemoPersona {
                 cf: p.cf,
@@ -409,4 +354,20 @@ pub fn idp_personas() -> Vec<fascicolo_web::demo_idp::DemoPersona> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sign-in page says how old Giulia's sons are today, not on the day it was written.
+    #[test]
+    fn the_sign_in_page_gives_the_childrens_ages_as_of_today() {
+        let today = fascicolo_domain::rome::today();
+        let years = |y: i32, m: u8, d: u8| today.year() - y - i32::from((today.month() as u8, today.day()) < (m, d));
+        let giulia = idp_personas().into_iter().find(|p| p.cf == cf("RSSGLI85D52F205")).expect("Giulia");
+        let (luca, marco) = (years(2016, 9, 3), years(2007, 1, 10));
+        assert!(giulia.description.0.contains(&format!("Luca ({luca} anni) e Marco ({marco})")), "{}", giulia.description.0);
+        assert!(giulia.description.1.contains(&format!("Luca ({luca}) and Marco ({marco})")), "{}", giulia.description.1);
+    }
 }

@@ -81,7 +81,14 @@ pub async fn publish(ingest: &Ingest, docs: Vec<Doc>, jobs: usize) -> anyhow::Re
                     organization: Some(doc.producer.clone()),
                     platform: false,
                 });
-                let sub = Submission { bytes: doc.xml.into_bytes(), content_type: "application/xml".into(), metadata: Metadata::default() };
+                // what the producer declares beside the document: an art. 6 category, the
+                // hiding the citizen asked for at the point of care
+                let metadata = Metadata {
+                    categoria_art6: doc.art6.map(String::from),
+                    atti_clinici_regole_accesso: doc.hiding.map(|h| fascicolo_app::ingest::OneOrMany::One(h.to_string())),
+                    ..Metadata::default()
+                };
+                let sub = Submission { bytes: doc.xml.into_bytes(), content_type: "application/xml".into(), metadata };
                 ingest.publish(&producer, sub).await.map_err(|e| {
                     // the problems say what the generator got wrong (rule id, message, location)
                     let problems: Vec<String> = e
@@ -186,7 +193,7 @@ pub async fn run(fhir: &FhirService, ingest: &Ingest, args: &SeedArgs, show: boo
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} citizens, {msg} [{elapsed_precise}, eta {eta}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let depth = Depth { years: args.years };
+    let depth = Depth { years: args.years, protected: false };
     let mut batch: Vec<Household> = Vec::with_capacity(args.batch);
     let mut index = 0u64;
     loop {
@@ -384,6 +391,7 @@ pub async fn persona_history(ingest: &Ingest, seed: u64, years: i64, p: &Persona
         ..template
     };
     let h = Household { index, asst, members: vec![person], new_doctors: Vec::new() };
-    let docs = documents(seed, &layout, today, Depth { years }, &h);
+    // the personas also have the documents the portal protects (an art. 6 test, hidden reports)
+    let docs = documents(seed, &layout, today, Depth { years, protected: true }, &h);
     publish(ingest, docs, 2).await
 }
