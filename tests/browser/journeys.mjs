@@ -187,6 +187,11 @@ try {
   await page.goto(BASE + docPath);
   await page.click("button:has-text('Oscura ai medici')");
   await page.waitForLoadState();
+  // a confirmation first, saying what hiding means; the GP still sees it meanwhile
+  assert.match(await page.locator("main h1").innerText(), /Vuoi oscurare questo documento/);
+  assert.equal((await gp.goto(`${BASE}/documents/${docId}`)).status(), 200, "nothing hidden before she confirms");
+  await page.click("button:has-text('Sì, oscura il documento')");
+  await page.waitForLoadState();
   assert.match(await page.locator("main .alert.ok").innerText(), /oscurato ai medici/i);
   assert.ok(await page.locator(".badge.hidden").count() >= 1, "the document is marked hidden");
   step("Giulia hid the report from clinicians");

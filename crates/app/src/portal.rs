@@ -114,6 +114,8 @@ pub struct Point {
     pub unit: String,
     pub low: Option<f64>,
     pub high: Option<f64>,
+    /// The range as the laboratory wrote it, when its bounds are strict ("< 200 mg/dL").
+    pub range_text: Option<String>,
     /// H, L, HH, LL, A...
     pub flag: Option<String>,
     /// Who measured it: the laboratory (organisation of its document) or "Taccuino".
@@ -135,11 +137,22 @@ impl Point {
     }
 }
 
+/// A panel of results measured together (blood pressure).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Panel {
+    pub code: String,
+    pub name: String,
+    /// This component's place in the panel (systolic before diastolic).
+    pub position: usize,
+}
+
 /// The values of one code over time, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     pub code: String,
     pub name: String,
+    /// The panel this value is a component of (blood pressure: systolic and diastolic).
+    pub panel: Option<Panel>,
     pub points: Vec<Point>,
 }
 
@@ -151,9 +164,21 @@ impl Series {
     pub fn unit_changes(&self) -> Vec<usize> {
         (1..self.points.len()).filter(|&i| self.points[i].unit != self.points[i - 1].unit).collect()
     }
-    /// Indexes of the points measured elsewhere than the previous point.
+    /// Indexes of the points measured by another laboratory than the previous laboratory value
+    /// (a Taccuino measurement, or a value whose laboratory is not known, changes nothing).
     pub fn source_changes(&self) -> Vec<usize> {
-        (1..self.points.len()).filter(|&i| self.points[i].source != self.points[i - 1].source).collect()
+        let mut out = Vec::new();
+        let mut last: Option<&str> = None;
+        for (i, p) in self.points.iter().enumerate() {
+            if p.taccuino || p.source.is_empty() {
+                continue;
+            }
+            if last.is_some_and(|l| l != p.source) {
+                out.push(i);
+            }
+            last = Some(&p.source);
+        }
+        out
     }
 }
 
@@ -511,10 +536,8 @@ impl Portal {
     pub async fn results(&self, actor: &Actor, code: Option<&str>, sources: bool) -> AppResult<Vec<Series>> {
         Self::record_of(actor)?;
         // sorted below, in memory: the store's date sort is far slower for thousands of rows
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        if let Some(c) = code {
-            pairs.push(("code".into(), c.to_string()));
-        }
+        // a code is a result's own or a panel component's (systolic pressure): combo-code
+        let pairs: Vec<(String, String)> = code.map(|c| ("combo-code".to_string(), c.to_string())).into_iter().collect();
         let obs = self.all_as(actor, "Observation", pairs, lean_observation).await?;
         // the laboratory of a result is the custodian of its document
         let docs: Vec<String> = obs
@@ -557,15 +580,16 @@ impl Portal {
                 if taccuino { "Taccuino".to_string() } else { doc.as_ref().and_then(|d| lab_of.get(d).cloned()).unwrap_or_default() };
             let flag = o["interpretation"][0]["coding"][0]["code"].as_str().map(String::from);
             let range = &o["referenceRange"][0];
-            let mut push = |code: String, name: String, q: &Value| {
+            let mut push = |code: String, name: String, q: &Value, panel: Option<Panel>| {
                 let Some(value) = q["value"].as_f64() else { return };
-                let s = by_code.entry(code.clone()).or_insert_with(|| Series { code, name, points: Vec::new() });
+                let s = by_code.entry(code.clone()).or_insert_with(|| Series { code, name, panel, points: Vec::new() });
                 s.points.push(Point {
                     when: when.clone(),
                     value,
                     unit: q["unit"].as_str().or(q["code"].as_str()).unwrap_or_default().to_string(),
                     low: range["low"]["value"].as_f64(),
                     high: range["high"]["value"].as_f64(),
+                    range_text: range["text"].as_str().map(String::from),
                     flag: flag.clone(),
                     source: source.clone(),
                     document: doc.clone(),
@@ -575,13 +599,13 @@ impl Portal {
                 });
             };
             if o["valueQuantity"].is_object() {
-                push(c, name, &o["valueQuantity"]);
+                push(c.clone(), name.clone(), &o["valueQuantity"], None);
             }
             // blood pressure and other panels: one series per component
-            for comp in o["component"].as_array().into_iter().flatten() {
+            for (position, comp) in o["component"].as_array().into_iter().flatten().enumerate() {
                 if comp["valueQuantity"].is_object() {
                     let (cc, cn) = coding_of(&comp["code"], Some(LOINC));
-                    push(cc, cn, &comp["valueQuantity"]);
+                    push(cc, cn, &comp["valueQuantity"], Some(Panel { code: c.clone(), name: name.clone(), position }));
                 }
             }
         }

@@ -19,6 +19,7 @@ async fn portal_app() -> TestApp {
     let app = spawn_app().await;
     let fhir = FhirService::new(Arc::clone(&app.store));
     fascicolo_load::demo::seed(&fhir).await.unwrap();
+    record_fixtures(&fhir).await;
     // the same blob folder as the server, which renders what is published here
     let cfg = fascicolo_server::config::Config { public_url: Some(app.root.clone()), data_dir: app.data_dir.clone(), ..Default::default() };
     let ingest = fascicolo_server::ingest_service(&cfg, fhir.clone(), &app.root).unwrap();
@@ -134,7 +135,13 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     assert_eq!(s, 403);
     assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200, "a forged form hides nothing");
     let csrf = giulia.csrf().await;
-    let (s, loc, _) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P99")]).await;
+    // the first press asks for confirmation, saying what hiding means; nothing changes yet
+    let (s, _, confirm) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P99")]).await;
+    assert_eq!(s, 200);
+    assert!(confirm.contains("Vuoi oscurare questo documento?") && confirm.contains("nemmeno in un"), "{confirm}");
+    assert!(confirm.contains("name=\"confirm\" value=\"1\"") && confirm.contains(&format!("href=\"/documenti/{lab}\"")));
+    assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200, "not hidden before she confirms");
+    let (s, loc, _) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P99"), ("confirm", "1")]).await;
     assert_eq!((s, loc.as_str()), (303, format!("/documenti/{lab}?esito=P99").as_str()));
     // now hidden from the GP everywhere: page, PDF, FHIR search, his view of the results
     assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 404);
@@ -175,7 +182,7 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let (s, page) = giulia.get(&format!("/vaccinazioni/{vacc}")).await;
     assert_eq!(s, 200);
     assert!(page.contains("Lotto") && page.contains("Eseguita"));
-    assert_eq!(giulia.get("/vaccinazioni/imm-luca-mpr").await.0, 404, "an item of another record, even one she may read as a parent");
+    assert_eq!(giulia.get("/vaccinazioni/imm-luca-flu").await.0, 404, "an item of another record, even one she may read as a parent");
     let (_, list) = giulia.get("/prescrizioni").await;
     let presc = list.split("href=\"/prescrizioni/").nth(1).and_then(|s| s.split('"').next()).expect("a prescription link").to_string();
     let (s, page) = giulia.get(&format!("/prescrizioni/{presc}")).await;
@@ -258,7 +265,7 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     assert_eq!(s, 303);
     assert_eq!(observations().await, before + 2);
     let (_, chart) = giulia.get("/risultati/29463-7").await;
-    assert!(chart.contains("71.5 kg") && chart.contains("Taccuino"));
+    assert!(chart.contains("71,5 kg") && !chart.contains("71.5 kg") && chart.contains("Taccuino"), "a decimal comma in Italian");
     let gp_token = token_for(&app.store, &gp()).await;
     let r = app.get_as("/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", &gp_token).await;
     assert_eq!(r.body["total"], 0, "the private weight is hidden from the GP");
@@ -366,4 +373,131 @@ async fn italian_by_default_english_on_request_and_remembered() {
     assert_eq!(r.status(), 404);
     let t = r.text().await.unwrap();
     assert!(t.contains("Not found") && t.contains("does not exist or is not visible"));
+}
+
+/// The text between `start` and the next `end` after it.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}
+
+/// What the portal shows reads as people write it and is true: one instant everywhere, numbers
+/// and units as Italians write them, statuses in words, a panel in one row, a prescription
+/// that expired said so, an item once in the timeline, vaccinations numbered and in Italian.
+#[tokio::test]
+async fn every_item_reads_true_and_as_people_write_it() {
+    let app = portal_app().await;
+    let giulia = browser(&app, GIULIA, "citizen").await;
+
+    // one instant: the time on the document page is the time inside its rendering, summer or
+    // winter (the generator wrote summer documents at +01:00, an hour off)
+    let (_, list) = giulia.get("/documenti?pagina=1").await;
+    let mut compared = 0;
+    let mut summer = 0;
+    for id in doc_links(&list) {
+        let (_, page) = giulia.get(&format!("/documenti/{id}")).await;
+        let (Some(shown), Some(inside)) =
+            (between(&page, "<dt>Data</dt><dd>", "</dd>"), between(&page, "<dt>Data del documento</dt><dd>", "</dd>"))
+        else {
+            continue;
+        };
+        assert_eq!(shown, inside, "{id}: the page and the document's own rendering say the same time");
+        compared += 1;
+        let month: u8 = shown.get(3..5).and_then(|m| m.parse().ok()).unwrap_or(0);
+        summer += usize::from((4..=9).contains(&month));
+    }
+    assert!(compared >= 5 && summer >= 1, "{compared} documents compared, {summer} from summer");
+
+    // blood pressure: one row with both values as people write them, charts that open
+    let csrf = giulia.csrf().await;
+    let (s, _, _) = giulia
+        .post("/taccuino", &[("csrf", &csrf), ("kind", "blood-pressure"), ("value", "131"), ("value2", "84"), ("when", "2026-11-20")])
+        .await;
+    assert_eq!(s, 303);
+    let (_, results) = giulia.get("/risultati").await;
+    assert!(results.contains("href=\"/risultati/85354-9\">Pressione arteriosa</a>"), "the panel has its row and chart");
+    assert!(results.contains("131/84 mmHg"), "both values, in mmHg");
+    assert!(!results.contains("mm[Hg]") && !results.contains("href=\"/risultati/8462-4\""), "no raw unit, no half a panel");
+    let (s, systolic) = giulia.get("/risultati/8480-6").await;
+    assert_eq!(s, 200, "the systolic chart opens");
+    assert!(systolic.contains("<h1>Pressione sistolica</h1>") && systolic.contains("131 mmHg") && !systolic.contains("84 mmHg"));
+    let (s, panel) = giulia.get("/risultati/85354-9").await;
+    assert_eq!(s, 200);
+    assert!(panel.contains("<h1>Pressione arteriosa</h1>") && panel.contains("131 mmHg") && panel.contains("84 mmHg"));
+    // the legend names only the marks drawn: a Taccuino square, no laboratory circle
+    assert!(panel.contains("Quadrato bianco") && !panel.contains("Rombo rosso") && !panel.contains("Cerchio blu"), "{panel}");
+    // a strict range is written as the laboratory wrote it, with a decimal comma
+    assert!(results.contains("&lt; 200") && !results.contains("≤ 200"), "cholesterol's range is < 200");
+    assert!(!results.contains("laboratorio cambiato"));
+
+    // prescriptions: statuses in words; those past their 30 days are expired, not to collect;
+    // what the document says (packs, diagnosis, prescriber) is shown
+    let (_, rx) = giulia.get("/prescrizioni").await;
+    assert!(rx.contains("Scaduta il"), "old prescriptions are expired");
+    let to_collect = rx.matches("Da ritirare entro il").count();
+    assert!(to_collect <= 1, "at most the last one can still be collected: {to_collect}");
+    assert!(rx.contains("Paolo Ferrari") && rx.contains("confezion") && rx.contains("Ipertensione"), "prescriber, packs, diagnosis");
+    for raw in [">active<", ">completed<", ">Altro<"] {
+        assert!(!rx.contains(raw), "{raw}");
+    }
+
+    // the timeline: a prescription is one event (the item, not also its document)
+    let (_, timeline) = giulia.get("/cronologia").await;
+    assert!(timeline.contains("href=\"/prescrizioni/"), "prescriptions are there");
+    assert!(!timeline.contains("Prescrizione farmaceutica"), "their documents are not listed twice");
+
+    // an adult's own report offers no "hide from parents"
+    let (_, doc) = giulia.get(&format!("/documenti/{}", doc_links(&list)[0])).await;
+    assert!(doc.contains("Oscura ai medici") && !doc.contains("Oscura ai genitori"));
+
+    // her son's vaccinations: doses counted 1, 2, … per vaccine in date order, site and route in Italian
+    giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-luca"), ("next", "/")]).await;
+    let (_, vax) = giulia.get("/vaccinazioni").await;
+    let mut doses: std::collections::HashMap<String, Vec<u32>> = std::collections::HashMap::new();
+    for row in vax.split("<tr>").skip(2) {
+        let name = between(row, "<th scope=\"row\">", "</a>").and_then(|a| a.split("\">").nth(1)).unwrap_or_default().to_string();
+        let dose = row.split("<td>").nth(2).and_then(|c| c.split('<').next()).and_then(|d| d.parse().ok()).unwrap_or(0);
+        doses.entry(name).or_default().push(dose);
+    }
+    assert!(doses.len() >= 3, "{doses:?}");
+    for (name, list) in &doses {
+        // newest first on the page
+        let mut asc = list.clone();
+        asc.reverse();
+        assert_eq!(asc, (1..=asc.len() as u32).collect::<Vec<_>>(), "{name}: {list:?}");
+    }
+    let first = between(&vax, "<a href=\"/vaccinazioni/", "\"").unwrap().to_string();
+    let (_, one) = giulia.get(&format!("/vaccinazioni/{first}")).await;
+    assert!(one.contains("Braccio sinistro") && one.contains("Intramuscolare"), "in Italian");
+    assert!(!one.contains("left arm") && !one.contains("Injection"));
+}
+
+/// The pages every public site links from its footer open without signing in, in both
+/// languages; an unknown address is a designed page.
+#[tokio::test]
+async fn the_footer_pages_open_for_everyone() {
+    let app = spawn_app().await;
+    for (path, it, en) in [
+        ("/accessibilita", "Dichiarazione di accessibilità", "Accessibility statement"),
+        ("/aiuto", "Aiuto", "Help"),
+        ("/note-legali", "Note legali", "Legal notes"),
+    ] {
+        let page = |q: &'static str| {
+            let url = format!("{}{path}{q}", app.root);
+            async move {
+                let r = no_redirects().get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let (s, body) = page("").await;
+        assert_eq!(s, 200, "{path}");
+        assert!(body.contains(&format!("<h1>{it}</h1>")) && body.contains("href=\"/accessibilita\""), "{path}");
+        let (_, body) = page("?lang=en").await;
+        assert!(body.contains(&format!("<h1>{en}</h1>")) && body.contains("<html lang=\"en\""), "{path} in English");
+    }
+    let r = no_redirects().get(format!("{}/non-esiste", app.root)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Pagina non trovata") && body.contains("href=\"/aiuto\""), "a designed page with the footer");
 }

@@ -3,6 +3,8 @@
 //! or the laboratory changed. The chart has a text alternative; the page also lists the values
 //! in a table.
 
+use super::show_date;
+use super::units::{num, unit};
 use crate::html::{esc, Lang};
 use fascicolo_app::portal::Series;
 use std::fmt::Write as _;
@@ -18,16 +20,6 @@ const B: f64 = 40.0;
 fn day_of(s: &str) -> Option<f64> {
     let (r, _) = fascicolo_fhir::datetime::parse(s)?;
     Some(r.low as f64 / 86_400_000.0)
-}
-
-/// A value as people write it: no trailing zeros, at most two decimals.
-pub(super) fn fmt_num(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{}", v.round() as i64)
-    } else {
-        let s = format!("{v:.2}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
 }
 
 /// "Nice" tick step for a span.
@@ -58,13 +50,13 @@ pub fn svg(lang: Lang, s: &Series) -> String {
             lang.t("valori", "values"),
             lang.t("dal primo all'ultimo", "from the first to the last"),
             lang.t("primo", "first"),
-            fmt_num(a.1.value),
-            a.1.unit,
-            a.1.when.get(..10).unwrap_or_default(),
+            num(lang, a.1.value),
+            unit(&a.1.unit),
+            show_date(lang, &a.1.when, false),
             lang.t("ultimo", "last"),
-            fmt_num(b.1.value),
-            b.1.unit,
-            b.1.when.get(..10).unwrap_or_default()
+            num(lang, b.1.value),
+            unit(&b.1.unit),
+            show_date(lang, &b.1.when, false)
         ),
         _ => lang.t("Nessun valore", "No values").to_string(),
     };
@@ -134,7 +126,7 @@ pub fn svg(lang: Lang, s: &Series) -> String {
             W - R,
             L - 6.0,
             y + 4.0,
-            fmt_num(v)
+            num(lang, v)
         );
         v += st;
     }
@@ -189,9 +181,9 @@ pub fn svg(lang: Lang, s: &Series) -> String {
         let (x, y) = (sx(*d), sy(p.value));
         let label = format!(
             "{} {} {}{}",
-            p.when.get(..10).unwrap_or_default(),
-            fmt_num(p.value),
-            p.unit,
+            show_date(lang, &p.when, false),
+            num(lang, p.value),
+            unit(&p.unit),
             if p.out_of_range() { lang.t(" (fuori intervallo)", " (out of range)") } else { "" }
         );
         if p.out_of_range() {
@@ -236,6 +228,7 @@ mod tests {
         let s = Series {
             code: "2345-7".into(),
             name: "Glucosio".into(),
+            panel: None,
             points: vec![
                 point("2024-01-01", 90.0, "mg/dL", "A"),
                 point("2025-01-01", 120.0, "mg/dL", "A"),
@@ -252,7 +245,7 @@ mod tests {
 
     #[test]
     fn an_empty_series_is_still_a_labelled_image() {
-        let s = Series { code: "x".into(), name: "X".into(), points: vec![] };
+        let s = Series { code: "x".into(), name: "X".into(), panel: None, points: vec![] };
         let svg = svg(Lang::En, &s);
         assert!(svg.contains("No values"));
     }

@@ -158,6 +158,15 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let hidden_from_clinicians = d.hiding.iter().any(|h| h == "P99");
     let hidden_from_parents = d.hiding.iter().any(|h| h == "P97");
     let related_lab = rendering.is_some() && d.type_code == "11502-2";
+    // hiding from parents means something only on a minor's own record
+    let holder_is_minor = c.relation == Relation::Own && {
+        let patient = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
+        patient
+            .as_ref()
+            .and_then(|p| p["birthDate"].as_str())
+            .and_then(|b| time::Date::parse(b, &time::macros::format_description!("[year]-[month]-[day]")).ok())
+            .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, fascicolo_domain::rome::today()))
+    };
     let body = html! {
         p { a href="/documenti" { "‹ " (c.t("Tutti i documenti", "All documents")) } }
         h1 { (d.title) }
@@ -214,7 +223,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
                     button type="submit" { (c.t("Oscura ai medici", "Hide from clinicians")) }
                 }
             }
-            @if c.relation == Relation::Own && !hidden_from_parents && !hidden_from_clinicians {
+            @if holder_is_minor && !hidden_from_parents && !hidden_from_clinicians {
                 " "
                 form.inline method="post" action={ "/documenti/" (d.id) "/oscuramento" } {
                     input type="hidden" name="csrf" value=(c.csrf());
@@ -233,6 +242,9 @@ pub struct HideForm {
     csrf: String,
     #[serde(default)]
     code: String,
+    /// Set by the confirmation page: hiding is applied only once the person confirmed it.
+    #[serde(default)]
+    confirm: String,
 }
 
 /// `POST /documenti/{id}/oscuramento`
@@ -241,6 +253,30 @@ pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers
     let c = form_ctx(&state, &headers, &path, &f.csrf).await?;
     if !matches!(f.code.as_str(), "P99" | "P97" | "P00") {
         return Err(c.fail()(fascicolo_app::AppError::BadRequest("hiding code".into())));
+    }
+    if f.code != "P00" && f.confirm != "1" {
+        // hiding changes who can help in an emergency: ask first, say what it means
+        let d = Portal::new(state.fhir.clone()).document(c.actor(), &id).await.map_err(c.fail())?.doc;
+        let body = html! {
+            h1 { (c.t("Vuoi oscurare questo documento?", "Do you want to hide this document?")) }
+            p.lead { strong { (d.title) } " — " (show_date(c.lang, &d.date, false)) }
+            div.alert.warn role="note" { p { @if f.code == "P97" {
+                (c.t("I tuoi genitori non vedranno più il documento né sapranno che esiste. I medici che ti curano continuano a vederlo.",
+                    "Your parents will no longer see the document nor know that it exists. The clinicians caring for you still see it."))
+            } @else {
+                (c.t("I medici e gli operatori che ti hanno in cura non vedranno più il documento, nemmeno in un'emergenza, e non sapranno che esiste. Potrebbero non avere un'informazione utile per curarti. Tu continui a vederlo e puoi togliere l'oscuramento quando vuoi.",
+                    "The clinicians caring for you will no longer see the document, not even in an emergency, and will not know that it exists. They may miss information useful for your care. You still see it and can lift the hiding whenever you want."))
+            } } }
+            form.inline method="post" action={ "/documenti/" (id) "/oscuramento" } {
+                input type="hidden" name="csrf" value=(c.csrf());
+                input type="hidden" name="code" value=(f.code);
+                input type="hidden" name="confirm" value="1";
+                button type="submit" { (c.t("Sì, oscura il documento", "Yes, hide the document")) }
+            }
+            " "
+            a.btn.secondary href={ "/documenti/" (id) } { (c.t("No, torna al documento", "No, back to the document")) }
+        };
+        return Ok(layout(&c, c.t("Conferma l'oscuramento", "Confirm the hiding"), body));
     }
     match Portal::new(state.fhir.clone()).hide(c.actor(), &id, &f.code).await {
         Ok(()) => Ok(Redirect::to(&format!("/documenti/{id}?esito={}", f.code)).into_response()),

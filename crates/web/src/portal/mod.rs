@@ -6,10 +6,12 @@
 mod chart;
 mod documents;
 mod family;
+mod info;
 mod pdf;
 mod privacy;
 mod records;
 mod taccuino;
+pub mod units;
 
 pub(crate) use crate::auth_web::query_map;
 use crate::auth_web::{cookie, local_path_or};
@@ -57,6 +59,9 @@ pub fn routes() -> Router<AppState> {
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
+        .route("/accessibilita", get(info::accessibility))
+        .route("/aiuto", get(info::help))
+        .route("/note-legali", get(info::legal))
         .route("/lingua/{code}", get(language))
         .route("/static/portal.css", get(css))
         .route("/static/fonts/{name}", get(font))
@@ -261,7 +266,14 @@ fn footer(lang: Lang) -> Markup {
     html! {
         footer { div.wrap {
             p { strong { "Fascicolo" } " — " (lang.t("piattaforma regionale open source per la sanità digitale", "open-source regional digital-health platform")) }
-            p { a href="/privacy" { (lang.t("Informativa e privacy", "Privacy notice")) } " · " a href="/me" { (lang.t("Il tuo profilo", "Your profile")) } " · " a href="/fhir/r4/metadata" { "API FHIR R4" } }
+            ul.links aria-label=(lang.t("Informazioni sul servizio", "About the service")) {
+                li { a href="/aiuto" { (lang.t("Aiuto", "Help")) } }
+                li { a href="/accessibilita" { (lang.t("Dichiarazione di accessibilità", "Accessibility statement")) } }
+                li { a href="/note-legali" { (lang.t("Note legali", "Legal notes")) } }
+                li { a href="/privacy" { (lang.t("Informativa e privacy", "Privacy notice")) } }
+                li { a href="/me" { (lang.t("Il tuo profilo", "Your profile")) } }
+                li { a href="/fhir/r4/metadata" { "API FHIR R4" } }
+            }
         } }
     }
 }

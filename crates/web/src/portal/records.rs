@@ -1,6 +1,8 @@
 //! Home, results and charts, timeline, vaccinations, prescriptions, appointments, care plans.
 
+use super::units::{num, unit};
 use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult};
+use crate::html::Lang;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -19,6 +21,113 @@ fn med_name(m: &Value) -> String {
         m["medicationReference"]["display"].as_str().unwrap_or_default().to_string()
     } else {
         t
+    }
+}
+
+/// How many days a drug prescription can be dispensed, the day it was written excluded
+/// (the national rule for the ricetta farmaceutica).
+pub const DRUG_PRESCRIPTION_DAYS: i64 = 30;
+
+/// The Rome date of a FHIR date or dateTime.
+fn rome_date(s: &str) -> Option<time::Date> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(fascicolo_domain::rome::date_at(t));
+    }
+    time::Date::parse(s.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
+/// The last day a drug prescription written at `authored` can be dispensed.
+pub fn drug_prescription_expiry(authored: &str) -> Option<time::Date> {
+    rome_date(authored)?.checked_add(time::Duration::days(DRUG_PRESCRIPTION_DAYS))
+}
+
+/// A coded route or site of administration in the reader's words (producers often send the
+/// English display of the HL7 code); other codes as the producer wrote them.
+fn administration_words(c: &Ctx, cc: &Value) -> String {
+    let coding = &cc["coding"][0];
+    let system = coding["system"].as_str().unwrap_or_default();
+    let code = coding["code"].as_str().unwrap_or_default();
+    let words = if system.ends_with("v3-RouteOfAdministration") || system.ends_with("2.16.840.1.113883.5.112") {
+        match code {
+            "IM" | "IMINJ" => Some(("Intramuscolare", "Intramuscular")),
+            "SC" | "SQ" | "SCINJ" => Some(("Sottocutanea", "Subcutaneous")),
+            "ID" | "IDINJ" => Some(("Intradermica", "Intradermal")),
+            "IV" | "IVINJ" => Some(("Endovenosa", "Intravenous")),
+            "PO" => Some(("Orale", "Oral")),
+            "NASAL" | "NASINHL" | "IN" => Some(("Nasale", "Nasal")),
+            _ => None,
+        }
+    } else if system.ends_with("v3-ActSite") || system.ends_with("2.16.840.1.113883.5.1052") {
+        match code {
+            "LA" => Some(("Braccio sinistro", "Left arm")),
+            "RA" => Some(("Braccio destro", "Right arm")),
+            "LD" => Some(("Deltoide sinistro", "Left deltoid")),
+            "RD" => Some(("Deltoide destro", "Right deltoid")),
+            "LT" => Some(("Coscia sinistra", "Left thigh")),
+            "RT" => Some(("Coscia destra", "Right thigh")),
+            "LVL" => Some(("Vasto laterale sinistro", "Left vastus lateralis")),
+            "RVL" => Some(("Vasto laterale destro", "Right vastus lateralis")),
+            "LG" => Some(("Gluteo sinistro", "Left gluteus")),
+            "RG" => Some(("Gluteo destro", "Right gluteus")),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match words {
+        Some((it, en)) => c.t(it, en).to_string(),
+        None => {
+            let t = text_of(cc);
+            if t.is_empty() {
+                "—".into()
+            } else {
+                t
+            }
+        }
+    }
+}
+
+/// A number of packs, in words.
+fn packs(c: &Ctx, q: f64) -> String {
+    let one = (q - 1.0).abs() < f64::EPSILON;
+    format!("{} {}", num(c.lang, q), if one { c.t("confezione", "pack") } else { c.t("confezioni", "packs") })
+}
+
+/// An item's FHIR status in words, for its kind (never the raw code): a drug prescription
+/// still "active" past its validity is expired, whatever the record says.
+fn status_label(c: &Ctx, rt: &str, v: &Value) -> String {
+    let code = v["status"].as_str().unwrap_or_default();
+    let t = |it: &str, en: &str| c.t(it, en).to_string();
+    match (rt, code) {
+        ("MedicationRequest", "active") => match v["authoredOn"].as_str().and_then(drug_prescription_expiry) {
+            Some(last) if last < fascicolo_domain::rome::today() => {
+                format!("{} {}", c.t("Scaduta il", "Expired on"), show_date(c.lang, &last.to_string(), false))
+            }
+            Some(last) => format!("{} {}", c.t("Da ritirare entro il", "To collect by"), show_date(c.lang, &last.to_string(), false)),
+            None => t("Da ritirare", "To collect"),
+        },
+        ("MedicationRequest", "completed") => t("Erogata", "Dispensed"),
+        ("ServiceRequest", "active") => t("Da prenotare", "To book"),
+        ("ServiceRequest", "completed") => t("Eseguita", "Done"),
+        ("MedicationRequest" | "ServiceRequest", "cancelled" | "revoked") => t("Annullata", "Cancelled"),
+        ("MedicationRequest" | "ServiceRequest", "stopped" | "on-hold") => t("Sospesa", "Suspended"),
+        ("Immunization", "completed") => t("Eseguita", "Given"),
+        ("Immunization", "not-done") => t("Non eseguita", "Not given"),
+        ("Appointment", "booked") => t("Prenotato", "Booked"),
+        ("Appointment", "cancelled") => t("Annullato", "Cancelled"),
+        ("Appointment", "fulfilled") => t("Eseguito", "Done"),
+        ("Appointment", "noshow") => t("Mancata presentazione", "Missed"),
+        ("Appointment", "arrived" | "checked-in") => t("In corso", "In progress"),
+        ("Appointment", "proposed" | "pending") => t("Da confermare", "To be confirmed"),
+        ("Appointment", "waitlist") => t("In lista d'attesa", "On the waiting list"),
+        ("CarePlan", "active") => t("Attivo", "Active"),
+        ("CarePlan", "completed") => t("Concluso", "Completed"),
+        ("CarePlan", "revoked") => t("Interrotto", "Stopped"),
+        ("CarePlan", "on-hold") => t("Sospeso", "Suspended"),
+        (_, "draft") => t("Bozza", "Draft"),
+        (_, "entered-in-error") => t("Annullato per errore", "Entered in error"),
+        _ => t("Stato non indicato", "Status not given"),
     }
 }
 
@@ -142,13 +251,37 @@ fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
     } }
 }
 
-fn range_text(p: &fascicolo_app::portal::Point) -> String {
+fn range_text(lang: Lang, p: &fascicolo_app::portal::Point) -> String {
+    if let Some(t) = &p.range_text {
+        // strict bounds as the laboratory wrote them: "< 200", never "≤ 200"
+        return t.split(' ').map(|w| w.parse::<f64>().map_or_else(|_| unit(w), |v| num(lang, v))).collect::<Vec<_>>().join(" ");
+    }
     match (p.low, p.high) {
-        (Some(l), Some(h)) => format!("{} – {}", super::chart::fmt_num(l), super::chart::fmt_num(h)),
-        (Some(l), None) => format!("≥ {}", super::chart::fmt_num(l)),
-        (None, Some(h)) => format!("≤ {}", super::chart::fmt_num(h)),
+        (Some(l), Some(h)) => format!("{} – {}", num(lang, l), num(lang, h)),
+        (Some(l), None) => format!("≥ {}", num(lang, l)),
+        (None, Some(h)) => format!("≤ {}", num(lang, h)),
         _ => "—".into(),
     }
+}
+
+/// One row per result, a panel's components (blood pressure) in one row under the panel's
+/// code: (code, name, series in panel order).
+fn result_rows(series: &[Series]) -> Vec<(String, String, Vec<&Series>)> {
+    let mut rows: Vec<(String, String, Vec<&Series>)> = Vec::new();
+    for s in series {
+        match &s.panel {
+            None => rows.push((s.code.clone(), s.name.clone(), vec![s])),
+            Some(panel) => match rows.iter_mut().find(|r| r.0 == panel.code) {
+                Some(r) => r.2.push(s),
+                None => rows.push((panel.code.clone(), panel.name.clone(), vec![s])),
+            },
+        }
+    }
+    for r in &mut rows {
+        r.2.sort_by_key(|s| s.panel.as_ref().map_or(0, |p| p.position));
+    }
+    rows.sort_by_key(|r| r.1.to_lowercase());
+    rows
 }
 
 /// `GET /risultati`: every coded result with its latest value.
@@ -163,15 +296,21 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
             div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.", "No results yet. When a laboratory publishes a report, its values appear here.")) } }
         } @else {
             div.scroll { table {
-                caption.muted style="text-align:left" { (series.len()) " " (c.t("esami", "tests")) }
+                @let rows = result_rows(&series);
+                caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame", "test") } else { c.t("esami", "tests") }) }
                 thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valori", "Values")) } } }
-                tbody { @for s in &series { @if let Some(p) = s.last() {
+                tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
                     tr {
-                        th scope="row" { a href={ "/risultati/" (s.code) } { (s.name) } }
-                        td { (super::chart::fmt_num(p.value)) " " (p.unit) " " (flag_badge(&c, p)) }
-                        td { (range_text(p)) }
+                        th scope="row" { a href={ "/risultati/" (code) } { (name) } }
+                        td {
+                            // a panel's components together, as people write them: 131/84 mmHg
+                            (parts.iter().filter_map(|s| s.last()).map(|p| num(c.lang, p.value)).collect::<Vec<_>>().join("/"))
+                            " " (unit(&p.unit))
+                            @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(&c, q)) }
+                        }
+                        td { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
                         td { (show_date(c.lang, &p.when, false)) }
-                        td { (s.points.len()) }
+                        td { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
                     }
                 } } }
             } }
@@ -189,6 +328,29 @@ fn code_param(code: &str) -> String {
     }
 }
 
+/// What the chart's marks mean: only the marks this chart draws.
+fn legend(c: &Ctx, s: &Series) -> String {
+    let mut parts: Vec<&str> = vec![c.t("Cerchio blu: valore del laboratorio.", "Blue circle: laboratory value.")];
+    if !s.points.iter().any(|p| !p.taccuino && !p.out_of_range()) {
+        parts.clear();
+    }
+    if s.points.iter().any(|p| p.high.is_some()) {
+        parts.push(c.t("Area verde: intervallo di riferimento del laboratorio.", "Green area: the laboratory's reference range."));
+    }
+    if s.points.iter().any(|p| p.out_of_range()) {
+        parts.push(c.t("Rombo rosso: valore fuori intervallo.", "Red diamond: value out of range."));
+    }
+    if s.points.iter().any(|p| p.taccuino && !p.out_of_range()) {
+        parts.push(c.t("Quadrato bianco: misura del Taccuino.", "White square: Notebook measurement."));
+    }
+    if !s.unit_changes().is_empty() || !s.source_changes().is_empty() {
+        parts.push(
+            c.t("Linea tratteggiata arancione: cambio di unità o di laboratorio.", "Dashed orange line: change of unit or laboratory."),
+        );
+    }
+    parts.join(" ")
+}
+
 /// `GET /risultati/{code}`: the chart of one result.
 pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let path = format!("/risultati/{code}");
@@ -200,8 +362,10 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
     // a panel search (blood pressure) returns its components as series too
     let series: Vec<&Series> = {
         let exact: Vec<&Series> = all.iter().filter(|s| s.code == code).collect();
-        if exact.is_empty() || all.len() > 1 {
-            all.iter().collect()
+        if exact.is_empty() {
+            let mut parts: Vec<&Series> = all.iter().collect();
+            parts.sort_by_key(|s| s.panel.as_ref().map_or(0, |p| p.position));
+            parts
         } else {
             exact
         }
@@ -209,7 +373,10 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
     if series.is_empty() {
         return Err(c.fail()(fascicolo_app::AppError::NotFound("no values".into())));
     }
-    let title = series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / ");
+    let title = match series.first().and_then(|s| s.panel.as_ref()) {
+        Some(panel) if series.len() > 1 => panel.name.clone(),
+        _ => series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / "),
+    };
     let body = html! {
         p { a href="/risultati" { "‹ " (c.t("Tutti i risultati", "All results")) } }
         h1 { (title) }
@@ -227,10 +394,7 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
             }
             figure.chart {
                 (trusted(super::chart::svg(c.lang, s)))
-                figcaption.muted {
-                    (c.t("Area verde: intervallo di riferimento del laboratorio. Rombo rosso: valore fuori intervallo. Quadrato: misura del Taccuino.",
-                        "Green area: the laboratory's reference range. Red diamond: value out of range. Square: Notebook measurement."))
-                }
+                figcaption.muted { (legend(&c, s)) }
             }
             div.scroll { table {
                 caption.muted style="text-align:left" { (c.t("Tutti i valori", "All values")) }
@@ -238,8 +402,8 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
                 tbody { @for (i, p) in s.points.iter().enumerate().rev() {
                     tr {
                         td { (show_date(c.lang, &p.when, false)) }
-                        td { (super::chart::fmt_num(p.value)) " " (p.unit) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
-                        td { (range_text(p)) }
+                        td { (num(c.lang, p.value)) " " (unit(&p.unit)) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
+                        td { (range_text(c.lang, p)) }
                         td {
                             @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto", "Report").to_string() } else { p.source.clone() }) } }
                             @else { (p.source) }
@@ -285,26 +449,40 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
             events.push((e["period"]["start"].as_str().unwrap_or_default().to_string(), "ricoveri", format!("{what}{end}"), None));
         }
     }
+    // a vaccination or a prescription is one event: the item, not also the document it came in
+    let mut shown_as_items: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut source_of = |v: &Value| {
+        for t in v["meta"]["tag"].as_array().into_iter().flatten() {
+            if t["system"] == fascicolo_domain::privacy::labels::DOCUMENT {
+                if let Some(d) = t["code"].as_str().and_then(|d| d.strip_prefix("DocumentReference/")) {
+                    shown_as_items.insert(format!("/documenti/{d}"));
+                }
+            }
+        }
+    };
     if want("vaccinazioni") {
         for i in optional(portal.list(c.actor(), "Immunization", "-date").await).map_err(c.fail())?.unwrap_or_default() {
+            source_of(&i);
             events.push((
                 i["occurrenceDateTime"].as_str().unwrap_or_default().to_string(),
                 "vaccinazioni",
                 text_of(&i["vaccineCode"]),
-                Some("/vaccinazioni".into()),
+                Some(format!("/vaccinazioni/{}", i["id"].as_str().unwrap_or_default())),
             ));
         }
     }
     if want("prescrizioni") {
         for m in optional(portal.list(c.actor(), "MedicationRequest", "-authoredon").await).map_err(c.fail())?.unwrap_or_default() {
+            source_of(&m);
             events.push((
                 m["authoredOn"].as_str().unwrap_or_default().to_string(),
                 "prescrizioni",
                 med_name(&m),
-                Some("/prescrizioni".into()),
+                Some(format!("/prescrizioni/{}", m["id"].as_str().unwrap_or_default())),
             ));
         }
     }
+    events.retain(|e| e.1 != "documenti" || e.3.as_ref().is_none_or(|l| !shown_as_items.contains(l)));
     events.sort_by(|a, b| b.0.cmp(&a.0));
     let kinds: [(&str, &str, &str); 5] = [
         ("", "Tutto", "Everything"),
@@ -324,7 +502,7 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
         @if events.is_empty() {
             div.alert { p { (c.t("Nessun evento da mostrare.", "No events to show.")) } }
         } @else {
-            p role="status" { (events.len()) " " (c.t("eventi", "events")) }
+            p role="status" { (events.len()) " " (if events.len() == 1 { c.t("evento", "event") } else { c.t("eventi", "events") }) }
             ol.timeline { @for (date, k, text, link) in events.iter().take(300) {
                 li { strong { (show_date(c.lang, date, false)) } " · " span.muted { (label(k)) } br;
                     @if let Some(l) = link { a href=(l) { (text) } } @else { (text) } }
@@ -351,7 +529,7 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
                     th scope="row" { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } }
                     td { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
                     td { (i["lotNumber"].as_str().unwrap_or("—")) }
-                    td { @if i["status"] == "completed" { (c.t("Eseguita", "Given")) } @else { (i["status"].as_str().unwrap_or_default()) } }
+                    td { (status_label(&c, "Immunization", i)) }
                 } } }
             } }
         }
@@ -385,13 +563,6 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
     let portal = Portal::new(state.fhir.clone());
     let meds = portal.list(c.actor(), "MedicationRequest", "-authoredon").await.map_err(c.fail())?;
     let services = optional(portal.list(c.actor(), "ServiceRequest", "-authored").await).map_err(c.fail())?.unwrap_or_default();
-    let status = |s: &str| match s {
-        "active" => c.t("Da ritirare", "To collect"),
-        "completed" => c.t("Erogata", "Dispensed"),
-        "cancelled" | "revoked" => c.t("Annullata", "Cancelled"),
-        "stopped" => c.t("Sospesa", "Stopped"),
-        _ => c.t("Altro", "Other"),
-    };
     let body = html! {
         h1 { (c.t("Prescrizioni", "Prescriptions")) }
         p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.", "Electronic prescriptions for medicines and services. At the pharmacy, the NRE code with your health card is enough.")) }
@@ -403,8 +574,10 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
                 h2 { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (med_name(m)) } }
                 dl.meta {
                     dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
-                    dt { (c.t("Stato", "Status")) } dd { (status(m["status"].as_str().unwrap_or_default())) }
+                    dt { (c.t("Stato", "Status")) } dd { (status_label(&c, "MedicationRequest", m)) }
                     @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia", "Dosage")) } dd { (d) } }
+                    @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (c.t("Quantità", "Quantity")) } dd { (packs(&c, q)) } }
+                    @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (c.t("Motivo", "Reason")) } dd { (r) } }
                     @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore", "Prescriber")) } dd { (r) } }
                     @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
                 }
@@ -413,7 +586,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
         }
         @if !services.is_empty() {
             h2 { (c.t("Prestazioni prescritte", "Prescribed services")) }
-            ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status(s["status"].as_str().unwrap_or_default())) } } }
+            ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status_label(&c, "ServiceRequest", s)) } } }
         }
     };
     Ok(layout(&c, c.t("Prescrizioni", "Prescriptions"), body))
@@ -429,7 +602,7 @@ pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery
         html! { tr {
             td { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) }
             th scope="row" { a href={ "/appuntamenti/" (a["id"].as_str().unwrap_or_default()) } { (a["description"].as_str().unwrap_or_default()) } }
-            td { @match a["status"].as_str() { Some("booked") => (c.t("Prenotato", "Booked")), Some("cancelled") => (c.t("Annullato", "Cancelled")), Some("fulfilled") => (c.t("Eseguito", "Done")), Some(o) => (o), None => "" } }
+            td { (status_label(&c, "Appointment", a)) }
         } }
     };
     let body = html! {
@@ -460,7 +633,7 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             section.card style="margin:1rem 0" {
                 h2 { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) }
                 dl.meta {
-                    dt { (c.t("Stato", "Status")) } dd { @if p["status"] == "active" { (c.t("Attivo", "Active")) } @else { (p["status"].as_str().unwrap_or_default()) } }
+                    dt { (c.t("Stato", "Status")) } dd { (status_label(&c, "CarePlan", p)) }
                     @if let Some(s) = p["period"]["start"].as_str() { dt { (c.t("Dal", "From")) } dd { (show_date(c.lang, s, false)) } }
                     @if let Some(s) = p["period"]["end"].as_str() { dt { (c.t("Al", "To")) } dd { (show_date(c.lang, s, false)) } }
                     @if let Some(d) = p["description"].as_str() { dt { (c.t("Descrizione", "Description")) } dd { (d) } }
@@ -516,16 +689,9 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                 (c.t("Codice del vaccino", "Vaccine code"), v["vaccineCode"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
                 (c.t("Dose", "Dose"), v["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map_or("—".into(), |d| d.to_string())),
                 (c.t("Lotto", "Lot"), v["lotNumber"].as_str().unwrap_or("—").to_string()),
-                (c.t("Sede di somministrazione", "Site"), text_of(&v["site"])),
-                (c.t("Via", "Route"), text_of(&v["route"])),
-                (
-                    c.t("Stato", "Status"),
-                    if v["status"] == "completed" {
-                        c.t("Eseguita", "Given").to_string()
-                    } else {
-                        v["status"].as_str().unwrap_or_default().to_string()
-                    },
-                ),
+                (c.t("Sede di somministrazione", "Site"), administration_words(&c, &v["site"])),
+                (c.t("Via di somministrazione", "Route"), administration_words(&c, &v["route"])),
+                (c.t("Stato", "Status"), status_label(&c, "Immunization", &v)),
             ],
         ),
         "MedicationRequest" => (
@@ -538,10 +704,10 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                     v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string(),
                 ),
                 (c.t("Posologia", "Dosage"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
-                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), super::chart::fmt_num)),
+                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(&c, q))),
                 (c.t("Motivo", "Reason"), text_of(&v["reasonCode"][0])),
                 (c.t("Prescrittore", "Prescriber"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
-                (c.t("Stato", "Status"), v["status"].as_str().unwrap_or_default().to_string()),
+                (c.t("Stato", "Status"), status_label(&c, "MedicationRequest", &v)),
             ],
         ),
         _ => (
@@ -549,7 +715,7 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
             vec![
                 (c.t("Inizio", "Start"), date("start")),
                 (c.t("Fine", "End"), date("end")),
-                (c.t("Stato", "Status"), v["status"].as_str().unwrap_or_default().to_string()),
+                (c.t("Stato", "Status"), status_label(&c, "Appointment", &v)),
                 (c.t("Note", "Notes"), v["comment"].as_str().unwrap_or("—").to_string()),
             ],
         ),

@@ -64,7 +64,7 @@ async fn render(
             mine.push(Item {
                 when: p.when.clone(),
                 what: s.name.clone(),
-                value: format!("{} {}", p.value, p.unit),
+                value: format!("{} {}", super::units::num(c.lang, p.value), super::units::unit(&p.unit)),
                 hidden: p.hidden,
                 link: format!("/risultati/{}", s.code),
                 measurement: Some(p.id.clone()),
@@ -103,7 +103,7 @@ async fn render(
                 input type="hidden" name="csrf" value=(c.csrf());
                 div.filters {
                     div { label for="kind" { (c.t("Misura", "Measurement")) }
-                        select #kind name="kind" { @for k in MeasureKind::ALL { @let (_, it, en, unit) = k.info(); option value=(k.slug()) selected[kind == k.slug()] { (c.t(it, en)) " (" (unit) ")" } } } }
+                        select #kind name="kind" { @for k in MeasureKind::ALL { @let (_, it, en, unit) = k.info(); option value=(k.slug()) selected[kind == k.slug()] { (c.t(it, en)) " (" (super::units::unit(unit)) ")" } } } }
                     div { label for="value" { (c.t("Valore (per la pressione: massima)", "Value (blood pressure: systolic)")) }
                         input #value name="value" inputmode="decimal" value=(form.value) required aria-invalid=[described(errors, "value").map(|_| "true")] aria-describedby=[described(errors, "value")];
                         (field_error(c, errors, "value")) }
