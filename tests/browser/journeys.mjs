@@ -66,6 +66,18 @@ async function phone(ctx, path, name) {
   await page.goto(BASE + path);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `${name}: no sideways scrolling at 360 px (overflow ${overflow}px)`);
+  // tables are stacked cards: nothing hides off screen inside a scrolling box either
+  const cut = await page.evaluate(() => [...document.querySelectorAll("table.stack")].map((t) => t.scrollWidth - t.parentElement.clientWidth).filter((d) => d > 1));
+  assert.deepEqual(cut, [], `${name}: a table is cut off at 360 px`);
+  // every section is one tap away: the menu button opens all of them
+  if (await page.locator("nav.main").count()) {
+    assert.equal(await page.locator("nav.main ul.wide").isVisible(), false, `${name}: the wide menu is replaced on a phone`);
+    await page.locator("details.phone-menu summary").click();
+    const links = await page.locator("details.phone-menu a").evaluateAll((as) => as.filter((a) => a.getBoundingClientRect().height > 0).length);
+    assert.equal(links, 11, `${name}: the menu button shows every section`);
+    if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}-phone-menu.jpg`, type: "jpeg", quality: 72, fullPage: false });
+    await page.locator("details.phone-menu summary").click();
+  }
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}-phone.jpg`, type: "jpeg", quality: 72, fullPage: false });
   await page.close();
 }
@@ -134,6 +146,18 @@ try {
   // ---- find a lab report by text, open it
   await visit(page, "/documenti", "documents");
   await phone(citizen, "/documenti", "documents");
+  {
+    // on a phone the filters fold away: the first document is on the first screen
+    const small = await citizen.newPage();
+    await small.setViewportSize({ width: 360, height: 740 });
+    await small.goto(BASE + "/documenti");
+    assert.equal(await small.locator("#tipo").isVisible(), false, "the other filters are folded");
+    const top = await small.locator("ul.doclist li").first().evaluate((e) => e.getBoundingClientRect().top);
+    assert.ok(top < 740, `the first document is on the first screen of a phone (at ${top}px)`);
+    await small.locator("details.more summary").first().click();
+    assert.equal(await small.locator("#tipo").isVisible(), true, "and open with one tap");
+    await small.close();
+  }
   const total = Number((await page.locator("#doc-count").innerText()).match(/\d+/)[0]);
   await page.fill("#q", "laboratorio");
   await page.click("form.filters button[type=submit]");
@@ -190,6 +214,8 @@ try {
   // a confirmation first, saying what hiding means; the GP still sees it meanwhile
   assert.match(await page.locator("main h1").innerText(), /Vuoi oscurare questo documento/);
   assert.equal((await gp.goto(`${BASE}/documents/${docId}`)).status(), 200, "nothing hidden before she confirms");
+  await a11y(page, "hide-confirmation");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/hide-confirmation-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
   await page.click("button:has-text('Sì, oscura il documento')");
   await page.waitForLoadState();
   assert.match(await page.locator("main .alert.ok").innerText(), /oscurato ai medici/i);
@@ -278,6 +304,25 @@ try {
     await visit(page, p, n);
   }
   await phone(citizen, "/prescrizioni", "prescriptions");
+  await phone(citizen, "/cronologia", "timeline");
+  await phone(citizen, "/vaccinazioni", "vaccinations");
+  await phone(citizen, "/risultati", "results");
+  // prescriptions say in words whether they can still be collected
+  const rx = await page.goto(BASE + "/prescrizioni").then(() => page.locator("main").innerText());
+  assert.match(rx, /Scaduta il|Da ritirare entro il/, "a prescription's status says until when");
+  assert.doesNotMatch(rx, /\bactive\b|\bcompleted\b/, "no raw FHIR status");
+  // the pages every public site links from its footer, open without signing in
+  const visitor = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
+  const open = await visitor.newPage();
+  for (const [p, n, h] of [["/aiuto", "help", /Aiuto/], ["/accessibilita", "accessibility-statement", /accessibilità/],
+    ["/note-legali", "legal-notes", /Note legali/]]) {
+    await visit(open, p, n);
+    assert.match(await open.locator("h1").innerText(), h);
+    assert.equal(await open.locator(`footer a[href='${p}']`).count(), 1, `${n}: linked from the footer`);
+    await phone(visitor, p, n);
+  }
+  await visitor.close();
+  step("the footer's help, accessibility statement and legal notes open for everyone");
   await page.goto(BASE + "/vaccinazioni");
   await page.locator("table tbody th a").first().click();
   await page.waitForLoadState();

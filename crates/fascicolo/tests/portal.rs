@@ -438,6 +438,7 @@ async fn every_item_reads_true_and_as_people_write_it() {
     let to_collect = rx.matches("Da ritirare entro il").count();
     assert!(to_collect <= 1, "at most the last one can still be collected: {to_collect}");
     assert!(rx.contains("Paolo Ferrari") && rx.contains("confezion") && rx.contains("Ipertensione"), "prescriber, packs, diagnosis");
+    assert!(rx.contains("Principio attivo") && (rx.contains("ramipril") || rx.contains("amlodipina")), "the active ingredient");
     for raw in [">active<", ">completed<", ">Altro<"] {
         assert!(!rx.contains(raw), "{raw}");
     }
@@ -457,7 +458,7 @@ async fn every_item_reads_true_and_as_people_write_it() {
     let mut doses: std::collections::HashMap<String, Vec<u32>> = std::collections::HashMap::new();
     for row in vax.split("<tr>").skip(2) {
         let name = between(row, "<th scope=\"row\">", "</a>").and_then(|a| a.split("\">").nth(1)).unwrap_or_default().to_string();
-        let dose = row.split("<td>").nth(2).and_then(|c| c.split('<').next()).and_then(|d| d.parse().ok()).unwrap_or(0);
+        let dose = between(row, "data-label=\"Dose\">", "<").and_then(|d| d.parse().ok()).unwrap_or(0);
         doses.entry(name).or_default().push(dose);
     }
     assert!(doses.len() >= 3, "{doses:?}");

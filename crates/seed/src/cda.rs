@@ -687,6 +687,8 @@ pub const NRE_OID: &str = "2.16.840.1.113883.2.9.4.3.9";
 pub struct Drug {
     pub aic: &'static str,
     pub atc: &'static str,
+    /// The active ingredient (the ATC substance's Italian name).
+    pub ingredient: &'static str,
     pub name: &'static str,
     pub packs: u32,
     pub diagnosis: (&'static str, &'static str),
@@ -718,16 +720,17 @@ pub fn drug_prescription(nre: &str, p: &Person, gp: &Author, on: Date, drugs: &[
     let mut entries = String::new();
     for (i, d) in drugs.iter().enumerate() {
         rows.push_str(&format!(
-            r#"<tr ID="FARMACO_{i}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr ID="FARMACO_{i}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             d.aic,
             esc(d.name),
+            esc(d.ingredient),
             d.packs,
             esc(d.diagnosis.1)
         ));
         entries.push_str(&format!(
             r##"<entry><substanceAdministration classCode="SBADM" moodCode="RQO">
 <effectiveTime xsi:type="IVL_TS"><low value="{day}"/></effectiveTime>
-<consumable><manufacturedProduct><manufacturedMaterial><code code="{aic}" codeSystem="2.16.840.1.113883.2.9.6.1.5" codeSystemName="AIC" displayName="{name}"><originalText><reference value="#FARMACO_{i}"/></originalText><translation code="{atc}" codeSystem="2.16.840.1.113883.6.73" codeSystemName="ATC"/></code></manufacturedMaterial></manufacturedProduct></consumable>
+<consumable><manufacturedProduct><manufacturedMaterial><code code="{aic}" codeSystem="2.16.840.1.113883.2.9.6.1.5" codeSystemName="AIC" displayName="{name}"><originalText><reference value="#FARMACO_{i}"/></originalText><translation code="{atc}" codeSystem="2.16.840.1.113883.6.73" codeSystemName="ATC" displayName="{ingredient}"/></code></manufacturedMaterial></manufacturedProduct></consumable>
 <entryRelationship typeCode="COMP"><supply classCode="SPLY" moodCode="RQO"><independentInd value="false"/><quantity value="{packs}"/></supply></entryRelationship>
 <entryRelationship typeCode="RSON"><observation classCode="OBS" moodCode="EVN"><code code="{dx}" codeSystem="2.16.840.1.113883.6.103" codeSystemName="ICD-9-CM" displayName="{dx_name}"/></observation></entryRelationship>
 </substanceAdministration></entry>"##,
@@ -735,6 +738,7 @@ pub fn drug_prescription(nre: &str, p: &Person, gp: &Author, on: Date, drugs: &[
             aic = d.aic,
             name = esc(d.name),
             atc = d.atc,
+            ingredient = esc(d.ingredient),
             packs = d.packs,
             dx = d.diagnosis.0,
             dx_name = esc(d.diagnosis.1),
@@ -744,7 +748,7 @@ pub fn drug_prescription(nre: &str, p: &Person, gp: &Author, on: Date, drugs: &[
         r#"<component><section>{id}
 <code code="57828-6" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Prescrizioni"/>
 <title>Prescrizioni</title>
-<text><table><thead><tr><th>AIC</th><th>Farmaco</th><th>Confezioni</th><th>Diagnosi</th></tr></thead><tbody>{rows}</tbody></table></text>
+<text><table><thead><tr><th>AIC</th><th>Farmaco</th><th>Principio attivo</th><th>Confezioni</th><th>Diagnosi</th></tr></thead><tbody>{rows}</tbody></table></text>
 {entries}
 </section></component>"#,
         id = id_section("prescrizioni"),

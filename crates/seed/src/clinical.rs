@@ -264,9 +264,11 @@ fn vaccine(key: &str) -> Option<&'static cda::Vaccine> {
 static DRUGS: std::sync::LazyLock<Vec<(&'static str, bool, cda::Drug)>> = std::sync::LazyLock::new(|| {
     crate::data::rows(include_str!("../data/drugs.tsv"))
         .filter_map(|r| match r[..] {
-            [key, usage, aic, atc, name, packs, icd9, diagnosis] => {
-                Some((key, usage == "chronic", cda::Drug { aic, atc, name, packs: packs.parse().ok()?, diagnosis: (icd9, diagnosis) }))
-            }
+            [key, usage, aic, atc, name, packs, icd9, diagnosis, ingredient] => Some((
+                key,
+                usage == "chronic",
+                cda::Drug { aic, atc, ingredient, name, packs: packs.parse().ok()?, diagnosis: (icd9, diagnosis) },
+            )),
             _ => None,
         })
         .collect()
@@ -314,9 +316,9 @@ fn vaccinations(rng: &mut impl Rng, p: &Person, today: Date) -> Vec<(Date, &'sta
         let (first, second) = (years(65) + Duration::days(rng.gen_range(30..400)), years(65) + Duration::days(rng.gen_range(460..600)));
         out.extend(vaccine("zoster").into_iter().flat_map(|v| [(first, v, 1), (second, v, 2)]));
     }
-    // a few children miss a dose, nobody is vaccinated in the future or before the FSE
-    let fse = today - Duration::days(10 * 365);
-    out.retain(|(d, _, _)| *d < today && *d >= fse && *d > p.birth);
+    // a few children miss a dose, nobody is vaccinated in the future; the regional vaccination
+    // registry holds the whole history (also from before the FSE), so no dose is cut off
+    out.retain(|(d, _, _)| *d < today && *d > p.birth);
     out.retain(|_| rng.gen_bool(0.95));
     // a dose is numbered by the doses of that vaccine actually given before it (a child who
     // missed the first shot has a first dose, later; the flu shots count up year by year)

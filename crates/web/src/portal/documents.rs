@@ -81,18 +81,24 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             "Reports, discharge letters, emergency-room reports, prescriptions, vaccination certificates and care plans, newest first.")) }
         form.filters method="get" action="/documenti" role="search" aria-label=(c.t("Cerca tra i documenti", "Search the documents")) {
             div { label for="q" { (c.t("Cerca", "Search")) } input #q type="search" name="q" value=(v("q")) placeholder=(c.t("es. emocromo, glicemia, Sacco", "e.g. blood count, glucose, Sacco")); }
-            div { label for="tipo" { (c.t("Tipo di documento", "Document type")) }
-                select #tipo name="tipo" {
-                    option value="" { (c.t("Tutti", "All")) }
-                    @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (display) " (" (n) ")" } }
-                } }
-            div { label for="struttura" { (c.t("Struttura", "Facility")) }
-                select #struttura name="struttura" {
-                    option value="" { (c.t("Tutte", "All")) }
-                    @for o in &docs.organizations { option value=(o) selected[v("struttura") == *o] { (o) } }
-                } }
-            div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(v("dal")); }
-            div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(v("al")); }
+            // the other filters fold away (open when one is in use): the list stays on the first screen of a phone
+            details.more open[["tipo", "struttura", "dal", "al"].iter().any(|k| !v(k).is_empty())] {
+                summary { (c.t("Altri filtri: tipo, struttura, periodo", "More filters: type, facility, period")) }
+                div.filters {
+                    div { label for="tipo" { (c.t("Tipo di documento", "Document type")) }
+                        select #tipo name="tipo" {
+                            option value="" { (c.t("Tutti", "All")) }
+                            @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (display) " (" (n) ")" } }
+                        } }
+                    div { label for="struttura" { (c.t("Struttura", "Facility")) }
+                        select #struttura name="struttura" {
+                            option value="" { (c.t("Tutte", "All")) }
+                            @for o in &docs.organizations { option value=(o) selected[v("struttura") == *o] { (o) } }
+                        } }
+                    div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(v("dal")); }
+                    div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(v("al")); }
+                }
+            }
             div.actions { button type="submit" { (c.t("Filtra", "Filter")) } @if filtered { a.btn.secondary href="/documenti" { (c.t("Azzera", "Clear")) } } }
         }
         p role="status" #doc-count {

@@ -289,11 +289,24 @@ pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
             (head(lang, title))
             body {
                 (header_bands(lang, &c.path, c.demo))
-                nav.main aria-label=(lang.t("Sezioni del fascicolo", "Record sections")) { ul {
-                    @for (p, it, en) in NAV {
-                        li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                nav.main aria-label=(lang.t("Sezioni del fascicolo", "Record sections")) {
+                    // on a phone: a menu button that opens every section (no script needed)
+                    details.phone-menu {
+                        summary {
+                            span aria-hidden="true" { "☰ " }
+                            (lang.t("Menu", "Menu"))
+                            @if let Some((_, it, en)) = NAV.iter().find(|(p, _, _)| Some(*p) == active) { " · " (lang.t(it, en)) }
+                        }
+                        ul { @for (p, it, en) in NAV {
+                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                        } }
                     }
-                } }
+                    ul.wide {
+                        @for (p, it, en) in NAV {
+                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                        }
+                    }
+                }
                 section.record.other[other] aria-label=(lang.t("Fascicolo consultato", "Record shown")) { div.wrap {
                     p style="margin:0" role="status" {
                         (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) " "

@@ -182,27 +182,32 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
         }
         form.filters method="get" action="/privacy/accessi" {
             div { label for="chi" { (c.t("Chi (nome, ruolo o struttura)", "Who (name, role or facility)")) } input #chi name="chi" value=(q.get("chi").cloned().unwrap_or_default()); }
-            div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(from); }
-            div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(to); }
-            div { label.check { input type="checkbox" name="emergenza" value="1" checked[only_emergency]; (c.t("Solo accessi in emergenza", "Emergency accesses only")) } }
+            details.more open[!from.is_empty() || !to.is_empty() || only_emergency] {
+                summary { (c.t("Altri filtri: periodo, emergenze", "More filters: period, emergencies")) }
+                div.filters {
+                    div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(from); }
+                    div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(to); }
+                    div { label.check { input type="checkbox" name="emergenza" value="1" checked[only_emergency]; (c.t("Solo accessi in emergenza", "Emergency accesses only")) } }
+                }
+            }
             div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
         }
         p role="status" #access-count { (shown.len()) " " (c.t("accessi", "accesses")) }
         @if shown.is_empty() {
             div.alert { p { (c.t("Nessun accesso da mostrare. Quando un medico o una struttura consulta il fascicolo, lo vedi qui.", "No accesses to show. When a doctor or a facility looks at the record, you see it here.")) } }
         } @else {
-            div.scroll { table #access-log {
+            div.scroll { table.stack #access-log {
                 thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Chi", "Who")) } th scope="col" { (c.t("Ruolo", "Role")) } th scope="col" { (c.t("Struttura", "Facility")) } th scope="col" { (c.t("Cosa e perché", "What and why")) } } }
                 tbody { @for a in shown.iter().take(500) {
                     tr style=[a.emergency.then_some("background:#fbe9ec")] {
-                        td { (show_date(c.lang, &a.when, true)) }
+                        td data-label=(c.t("Quando", "When")) { (show_date(c.lang, &a.when, true)) }
                         // a person acting for the holder whose name this viewer may not read
                         // (a delegation limited to some kinds of record) is shown by role, never
                         // by a bare reference
                         th scope="row" { @if a.who.starts_with("RelatedPerson/") { (role_label(&c, &a.role)) } @else { (a.who) } }
-                        td { (role_label(&c, &a.role)) }
-                        td { (a.organization) }
-                        td {
+                        td data-label=(c.t("Ruolo", "Role")) { (role_label(&c, &a.role)) }
+                        td data-label=(c.t("Struttura", "Facility")) { @if a.organization.is_empty() { "—" } @else { (a.organization) } }
+                        td data-label=(c.t("Cosa e perché", "What and why")) {
                             @if a.export {
                                 // the entry names at most 50 of what left: no count that could mislead
                                 (c.t("Ha esportato i dati del fascicolo (esportazione regionale)", "Exported the record's data (regional export)"))

@@ -15,6 +15,16 @@ fn text_of(cc: &Value) -> String {
     cc["text"].as_str().or(cc["coding"][0]["display"].as_str()).or(cc["coding"][0]["code"].as_str()).unwrap_or_default().to_string()
 }
 
+/// The active ingredient of a prescribed medicine: the display of its ATC coding.
+fn ingredient(m: &Value) -> Option<String> {
+    m["medicationCodeableConcept"]["coding"]
+        .as_array()?
+        .iter()
+        .find(|c| c["system"].as_str().is_some_and(|s| s.ends_with("/atc") || s.ends_with("2.16.840.1.113883.6.73")))
+        .and_then(|c| c["display"].as_str())
+        .map(String::from)
+}
+
 fn med_name(m: &Value) -> String {
     let t = text_of(&m["medicationCodeableConcept"]);
     if t.is_empty() {
@@ -295,22 +305,22 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
         @if series.is_empty() {
             div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.", "No results yet. When a laboratory publishes a report, its values appear here.")) } }
         } @else {
-            div.scroll { table {
+            div.scroll { table.stack {
                 @let rows = result_rows(&series);
                 caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame", "test") } else { c.t("esami", "tests") }) }
                 thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valori", "Values")) } } }
                 tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
                     tr {
                         th scope="row" { a href={ "/risultati/" (code) } { (name) } }
-                        td {
+                        td.num data-label=(c.t("Ultimo valore", "Latest value")) {
                             // a panel's components together, as people write them: 131/84 mmHg
                             (parts.iter().filter_map(|s| s.last()).map(|p| num(c.lang, p.value)).collect::<Vec<_>>().join("/"))
                             " " (unit(&p.unit))
                             @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(&c, q)) }
                         }
-                        td { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
-                        td { (show_date(c.lang, &p.when, false)) }
-                        td { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
+                        td.num data-label=(c.t("Intervallo", "Range")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
+                        td data-label=(c.t("Data", "Date")) { (show_date(c.lang, &p.when, false)) }
+                        td data-label=(c.t("Valori", "Values")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
                     }
                 } } }
             } }
@@ -396,15 +406,15 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
                 (trusted(super::chart::svg(c.lang, s)))
                 figcaption.muted { (legend(&c, s)) }
             }
-            div.scroll { table {
+            div.scroll { table.stack {
                 caption.muted style="text-align:left" { (c.t("Tutti i valori", "All values")) }
                 thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valore", "Value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Fonte", "Source")) } } }
                 tbody { @for (i, p) in s.points.iter().enumerate().rev() {
                     tr {
-                        td { (show_date(c.lang, &p.when, false)) }
-                        td { (num(c.lang, p.value)) " " (unit(&p.unit)) " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
-                        td { (range_text(c.lang, p)) }
-                        td {
+                        td data-label=(c.t("Data", "Date")) { (show_date(c.lang, &p.when, false)) }
+                        td data-label=(c.t("Valore", "Value")) { span.num { (num(c.lang, p.value)) " " (unit(&p.unit)) } " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
+                        td.num data-label=(c.t("Intervallo", "Range")) { (range_text(c.lang, p)) }
+                        td data-label=(c.t("Fonte", "Source")) {
                             @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto", "Report").to_string() } else { p.source.clone() }) } }
                             @else { (p.source) }
                             @if sources.contains(&i) { " " span.badge { (c.t("laboratorio cambiato", "laboratory changed")) } }
@@ -522,14 +532,14 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
         @if list.is_empty() {
             div.alert { p { (c.t("Nessuna vaccinazione registrata nel fascicolo.", "No vaccinations recorded in the record.")) } }
         } @else {
-            div.scroll { table {
+            div.scroll { table.stack {
                 thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Vaccino", "Vaccine")) } th scope="col" { (c.t("Dose", "Dose")) } th scope="col" { (c.t("Lotto", "Lot")) } th scope="col" { (c.t("Stato", "Status")) } } }
                 tbody { @for i in &list { tr {
-                    td { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+                    td data-label=(c.t("Data", "Date")) { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
                     th scope="row" { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } }
-                    td { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
-                    td { (i["lotNumber"].as_str().unwrap_or("—")) }
-                    td { (status_label(&c, "Immunization", i)) }
+                    td data-label=(c.t("Dose", "Dose")) { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
+                    td data-label=(c.t("Lotto", "Lot")) { (i["lotNumber"].as_str().unwrap_or("—")) }
+                    td data-label=(c.t("Stato", "Status")) { (status_label(&c, "Immunization", i)) }
                 } } }
             } }
         }
@@ -576,6 +586,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
                     dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
                     dt { (c.t("Stato", "Status")) } dd { (status_label(&c, "MedicationRequest", m)) }
                     @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia", "Dosage")) } dd { (d) } }
+                    @if let Some(i) = ingredient(m) { dt { (c.t("Principio attivo", "Active ingredient")) } dd { (i) } }
                     @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (c.t("Quantità", "Quantity")) } dd { (packs(&c, q)) } }
                     @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (c.t("Motivo", "Reason")) } dd { (r) } }
                     @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore", "Prescriber")) } dd { (r) } }
@@ -703,6 +714,7 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                     c.t("Codice del farmaco", "Medicine code"),
                     v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string(),
                 ),
+                (c.t("Principio attivo", "Active ingredient"), ingredient(&v).unwrap_or_else(|| "—".into())),
                 (c.t("Posologia", "Dosage"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
                 (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(&c, q))),
                 (c.t("Motivo", "Reason"), text_of(&v["reasonCode"][0])),
