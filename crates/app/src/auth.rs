@@ -390,6 +390,10 @@ pub struct Represented {
     pub patient: String,
     pub acting_as: ActingAs,
     pub name: String,
+    /// What a delegation covers: resource types (empty: the whole record).
+    pub scope: Vec<String>,
+    /// When a delegation ends (FHIR dateTime), if it does.
+    pub until: Option<String>,
 }
 
 /// The records a citizen may act on besides their own: children (parental responsibility,
@@ -402,12 +406,13 @@ pub async fn represented(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Vec
         let Some(pid) = rp["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")) else { continue };
         let Some(p) = store.read("Patient", pid).await?.filter(|s| !s.deleted) else { continue };
         let pv: Value = serde_json::from_str(&p.json).unwrap_or(Value::Null);
-        let acting_as = match relation_through(&rp, Some(&pv), now) {
-            Some(Relation::Parent { minor: true, .. }) => ActingAs::Parent,
-            Some(Relation::Delegate { active: true, .. }) => ActingAs::Delegate,
+        let (acting_as, scope) = match relation_through(&rp, Some(&pv), now) {
+            Some(Relation::Parent { minor: true, .. }) => (ActingAs::Parent, Vec::new()),
+            Some(Relation::Delegate { active: true, scope, .. }) => (ActingAs::Delegate, scope),
             _ => continue,
         };
-        out.push(Represented { patient: pid.to_string(), acting_as, name: display_name(&pv) });
+        let until = if acting_as == ActingAs::Delegate { rp["period"]["end"].as_str().map(String::from) } else { None };
+        out.push(Represented { patient: pid.to_string(), acting_as, name: display_name(&pv), scope, until });
     }
     Ok(out)
 }

@@ -60,7 +60,9 @@ impl DocSummary {
 }
 
 impl DocFilter {
-    fn matches(&self, d: &DocSummary) -> bool {
+    /// Whether a document passes the filter; the text is also searched in `inside` (the names
+    /// of the results the document carries).
+    fn matches_with(&self, d: &DocSummary, inside: &str) -> bool {
         let day = d.date.get(..10).unwrap_or_default();
         if self.type_code.as_deref().is_some_and(|t| !t.is_empty() && t != d.type_code) {
             return false;
@@ -77,11 +79,23 @@ impl DocFilter {
         match self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             None => true,
             Some(t) => {
-                let hay = format!("{} {} {} {} {}", d.title, d.type_display, d.organization, d.author, d.nre.as_deref().unwrap_or(""))
-                    .to_lowercase();
-                t.to_lowercase().split_whitespace().all(|w| hay.contains(w))
+                let hay =
+                    format!("{} {} {} {} {} {inside}", d.title, d.type_display, d.organization, d.author, d.nre.as_deref().unwrap_or(""))
+                        .to_lowercase();
+                t.to_lowercase().split_whitespace().all(|w| hay.contains(w) || lay_synonyms(w).iter().any(|s| hay.contains(s)))
             }
         }
+    }
+}
+
+/// The words a laboratory prints for what people call otherwise ("glicemia" is glucose).
+fn lay_synonyms(word: &str) -> &'static [&'static str] {
+    match word {
+        "glicemia" => &["glucosio"],
+        "emocromo" => &["emoglobina", "leucociti", "piastrine", "eritrociti"],
+        "lipidi" | "lipidico" => &["colesterolo", "trigliceridi"],
+        "transaminasi" => &["aminotransferasi"],
+        _ => &[],
     }
 }
 
@@ -493,7 +507,10 @@ impl Portal {
         let mut types: BTreeMap<String, (String, usize)> = BTreeMap::new();
         let mut organizations: Vec<String> = Vec::new();
         for d in &all {
-            let e = types.entry(d.type_code.clone()).or_insert_with(|| (d.type_display.clone(), 0));
+            // grouped under the national name of the type, not the first document's own title
+            let e = types.entry(d.type_code.clone()).or_insert_with(|| {
+                (fascicolo_cda::catalog::name_by_loinc(&d.type_code).map_or_else(|| d.type_display.clone(), String::from), 0)
+            });
             e.1 += 1;
             if !d.organization.is_empty() && !organizations.contains(&d.organization) {
                 organizations.push(d.organization.clone());
@@ -503,8 +520,35 @@ impl Portal {
         let mut types: Vec<(String, String, usize)> = types.into_iter().map(|(c, (d, n))| (c, d, n)).collect();
         types.sort_by(|a, b| a.1.cmp(&b.1));
         let count = all.len();
-        let items = all.into_iter().filter(|d| filter.matches(d)).collect();
+        // a text search also looks inside: the names of the results a report carries
+        let inside = match filter.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(_) => self.result_names_by_document(actor).await?,
+            None => HashMap::new(),
+        };
+        let items = all.into_iter().filter(|d| filter.matches_with(d, inside.get(&d.id).map(String::as_str).unwrap_or_default())).collect();
         Ok(DocList { all: count, items, types, organizations })
+    }
+
+    /// The names of the results each document carries (Observation codes, by document id),
+    /// lower case, for the text search.
+    async fn result_names_by_document(&self, actor: &Actor) -> AppResult<HashMap<String, String>> {
+        let obs = self.all_as(actor, "Observation", Vec::new(), lean_observation).await?;
+        let mut out: HashMap<String, String> = HashMap::new();
+        for o in &obs {
+            let Some(doc) = o["meta"]["tag"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["system"] == labels::DOCUMENT))
+                .and_then(|t| t["code"].as_str())
+                .and_then(|d| d.strip_prefix("DocumentReference/"))
+            else {
+                continue;
+            };
+            let (_, name) = coding_of(&o["code"], Some(LOINC));
+            let e = out.entry(doc.to_string()).or_default();
+            e.push(' ');
+            e.push_str(&name.to_lowercase());
+        }
+        Ok(out)
     }
 
     /// One document with the versions it replaced.

@@ -184,6 +184,12 @@ pub fn by_template(root: &str) -> Option<&'static DocType> {
     TYPES.iter().find(|t| t.template == root)
 }
 
+/// The national name of a LOINC document type (the first type that carries it): what a list
+/// of documents groups them under, whatever title each producer gave its own.
+pub fn name_by_loinc(loinc: &str) -> Option<&'static str> {
+    TYPES.iter().find(|t| t.loinc == loinc).map(|t| t.name)
+}
+
 fn xds_codes(list: &str) -> Vec<(&'static str, &'static str)> {
     include_str!("../data/xds-codes.tsv")
         .lines()

@@ -448,6 +448,37 @@ async fn every_item_reads_true_and_as_people_write_it() {
     assert!(timeline.contains("href=\"/prescrizioni/"), "prescriptions are there");
     assert!(!timeline.contains("Prescrizione farmaceutica"), "their documents are not listed twice");
 
+    // the text search looks inside the reports, in the words people use ("glicemia")
+    let (_, found) = giulia.get("/documenti?q=glicemia").await;
+    let hits = doc_links(&found);
+    assert!(!hits.is_empty(), "lab reports carry the glucose value");
+    assert!(found.matches("class=\"title\"").count() == hits.len() && !found.contains(">Prescrizione farmaceutica<"));
+    // the type filter groups by the national type, not by the first title met
+    assert!(list.contains("Referto di specialistica ambulatoriale (") || !list.contains("value=\"11488-4\""), "11488-4 named nationally");
+
+    // the access log in plain words: who by name, which documents, a publication run as one line
+    let (_, lab_list) = giulia.get("/documenti?q=laboratorio").await;
+    let doctor = browser(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await;
+    // the first he may open (an HIV screening, art. 6, is not for him)
+    let mut opened = 0;
+    for lab in doc_links(&lab_list) {
+        if doctor.get(&format!("/documents/{lab}")).await.0 == 200 {
+            opened += 1;
+            break;
+        }
+    }
+    assert_eq!(opened, 1);
+    let (_, log) = giulia.get("/privacy/accessi").await;
+    assert!(log.contains("Paolo Ferrari"), "the GP by name");
+    let ferrari = log.split("<tr").find(|r| r.contains("Paolo Ferrari")).unwrap_or_default();
+    assert!(
+        ferrari.contains("Ha consultato") && ferrari.contains(": Referto di laboratorio ("),
+        "which document he saw, by title and date: {ferrari}"
+    );
+    assert!(!ferrari.contains("elementi"), "not a count of items");
+    assert!(log.contains("Ha pubblicato") && log.contains("Sistema informativo — "), "a hospital's publication run in one line");
+    assert!(!log.contains("seed-asst-"), "no bare client id");
+
     // an adult's own report offers no "hide from parents"
     let (_, doc) = giulia.get(&format!("/documenti/{}", doc_links(&list)[0])).await;
     assert!(doc.contains("Oscura ai medici") && !doc.contains("Oscura ai genitori"));
@@ -501,4 +532,37 @@ async fn the_footer_pages_open_for_everyone() {
     assert_eq!(r.status(), 404);
     let body = r.text().await.unwrap();
     assert!(body.contains("Pagina non trovata") && body.contains("href=\"/aiuto\""), "a designed page with the footer");
+}
+
+/// A delegate is offered only what the delegation covers, told why the rest is not there, and
+/// sees its scope and end; another's record is named, not greeted as the person signed in.
+#[tokio::test]
+async fn a_delegate_sees_only_what_the_delegation_covers() {
+    let app = portal_app().await;
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let csrf = giulia.csrf().await;
+    let (_, family) = giulia.get("/famiglia").await;
+    assert!(family.contains("Comprende: documenti, vaccinazioni, appuntamenti, registro degli accessi"), "the scope, in words");
+    assert!(family.contains("Fino al 01/01/2028"), "and its end");
+
+    giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "verdi-anna"), ("next", "/")]).await;
+    let (s, home) = giulia.get("/").await;
+    assert_eq!(s, 200);
+    assert!(home.contains("Il fascicolo di Anna Verdi") && !home.contains("Ciao, Anna"), "not greeted as Anna");
+    for outside in ["href=\"/risultati\"", "href=\"/prescrizioni\"", "href=\"/piano-di-cura\"", "href=\"/taccuino\"", "Prescrizioni attive"]
+    {
+        assert!(!home.contains(outside), "{outside}: outside the delegation, not offered");
+    }
+    for inside in ["href=\"/documenti\"", "href=\"/vaccinazioni\"", "href=\"/appuntamenti\"", "href=\"/privacy\""] {
+        assert!(home.contains(inside), "{inside}: covered, offered");
+    }
+    assert!(home.contains("id=\"delegation-scope\"") && home.contains("Le altre sezioni non sono mostrate"), "says why");
+    let (_, privacy) = giulia.get("/privacy").await;
+    assert!(!privacy.contains("Revoca il consenso") && !privacy.contains("Do il consenso"), "no consent button the gate would refuse");
+    assert!(privacy.contains("una delega non lo comprende"));
+
+    giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-luca"), ("next", "/")]).await;
+    let (_, home) = giulia.get("/").await;
+    assert!(home.contains("Il fascicolo di Luca Bianchi") && !home.contains("Ciao, Luca"));
+    assert!(home.contains("href=\"/prescrizioni\""), "a parent sees her child's whole record");
 }

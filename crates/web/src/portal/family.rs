@@ -24,6 +24,11 @@ const SCOPES: &[(&str, &str, &str)] = &[
     ("AuditEvent", "Registro degli accessi", "Access log"),
 ];
 
+/// A resource type a delegation covers, in words.
+fn scope_words(c: &Ctx, t: &str) -> String {
+    SCOPES.iter().find(|(rt, _, _)| *rt == t).map_or_else(|| t.to_string(), |(_, it, en)| c.t(it, en).to_lowercase())
+}
+
 async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, errors: &[FieldError], status: StatusCode) -> PageResult {
     let Who::Citizen { cf, patient } = &c.session.actor.who else { return Ok(StatusCode::FORBIDDEN.into_response()) };
     let reps = state.fhir.represented(cf).await.map_err(c.fail())?;
@@ -59,6 +64,15 @@ async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, 
                 li.card {
                     h3 { (name) }
                     p.muted { @if r.acting_as == ActingAs::Parent { (c.t("Figlio/a minorenne", "Minor child")) } @else { (c.t("Delega ricevuta", "Delegation received")) } }
+                    @if r.acting_as == ActingAs::Delegate {
+                        // what the delegation covers and until when
+                        p {
+                            (c.t("Comprende", "Covers")) ": "
+                            @if r.scope.is_empty() { (c.t("tutto il fascicolo", "the whole record")) }
+                            @else { (r.scope.iter().map(|t| scope_words(c, t)).collect::<Vec<_>>().join(", ")) }
+                            @if let Some(u) = &r.until { br; (c.t("Fino al", "Until")) " " (show_date(c.lang, u, false)) }
+                        }
+                    }
                     @if c.record == *pid { p { strong { (c.t("Lo stai consultando ora", "You are looking at it now")) } } } @else {
                         form method="post" action="/auth/profile" { input type="hidden" name="csrf" value=(c.csrf()); input type="hidden" name="acting_for" value=(pid); input type="hidden" name="next" value="/";
                             button type="submit" aria-label={ (c.t("Consulta il fascicolo di", "Look at the record of")) " " (name) } { (c.t("Consulta", "Look at it")) } }

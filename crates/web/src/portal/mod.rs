@@ -84,6 +84,8 @@ pub struct Ctx {
     pub record: String,
     pub record_name: String,
     pub relation: Relation,
+    /// What a delegation covers (resource types; empty: everything the relation allows).
+    pub scope: Vec<String>,
     /// Other records the person may switch to.
     pub switchable: usize,
     /// `?lang=` was given: remember it.
@@ -167,11 +169,13 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
         Ok(r) => r,
         Err(e) => return Err(app_error(state, lang, &e)),
     };
-    let (relation, name) = if patient.as_deref() == Some(record.as_str()) {
-        (Relation::Own, String::new())
+    let (relation, name, scope) = if patient.as_deref() == Some(record.as_str()) {
+        (Relation::Own, String::new(), Vec::new())
     } else {
         match reps.iter().find(|r| r.patient == record) {
-            Some(r) => (if r.acting_as == ActingAs::Parent { Relation::Child } else { Relation::Delegator }, r.name.clone()),
+            Some(r) => {
+                (if r.acting_as == ActingAs::Parent { Relation::Child } else { Relation::Delegator }, r.name.clone(), r.scope.clone())
+            }
             // the child came of age or the delegation ended since the switch
             None => {
                 return Err(message(
@@ -198,7 +202,7 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
         name
     };
     let switchable = reps.len() + usize::from(patient.is_some() && relation != Relation::Own);
-    Ok(Ctx { lang, demo: state.auth.demo, record, record_name, relation, switchable, set_lang, path: path.to_string(), session: s })
+    Ok(Ctx { lang, demo: state.auth.demo, record, record_name, relation, scope, switchable, set_lang, path: path.to_string(), session: s })
 }
 
 pub fn person_name(v: &serde_json::Value) -> String {
@@ -206,6 +210,32 @@ pub fn person_name(v: &serde_json::Value) -> String {
 }
 
 /// Navigation entries: (path, Italian, English).
+/// The resource types a section shows (a delegation must cover them all for it to be offered).
+fn section_types(path: &str) -> &'static [&'static str] {
+    match path {
+        "/documenti" => &["DocumentReference"],
+        "/risultati" | "/taccuino" => &["Observation"],
+        "/vaccinazioni" => &["Immunization"],
+        "/prescrizioni" => &["MedicationRequest"],
+        "/appuntamenti" => &["Appointment"],
+        "/piano-di-cura" => &["CarePlan"],
+        "/privacy" => &["AuditEvent"],
+        _ => &[],
+    }
+}
+
+impl Ctx {
+    /// Whether this person may use a section of the record shown (a delegation covers it).
+    pub fn allows(&self, path: &str) -> bool {
+        self.scope.is_empty() || section_types(path).iter().all(|t| self.scope.iter().any(|s| s == t))
+    }
+
+    /// The sections of the record shown that this person may use.
+    fn sections(&self) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> + '_ {
+        NAV.iter().filter(|(p, _, _)| self.allows(p))
+    }
+}
+
 const NAV: &[(&str, &str, &str)] = &[
     ("/", "Home", "Home"),
     ("/documenti", "Documenti", "Documents"),
@@ -297,12 +327,12 @@ pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
                             (lang.t("Menu", "Menu"))
                             @if let Some((_, it, en)) = NAV.iter().find(|(p, _, _)| Some(*p) == active) { " · " (lang.t(it, en)) }
                         }
-                        ul { @for (p, it, en) in NAV {
+                        ul { @for (p, it, en) in c.sections() {
                             li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
                         } }
                     }
                     ul.wide {
-                        @for (p, it, en) in NAV {
+                        @for (p, it, en) in c.sections() {
                             li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
                         }
                     }
@@ -315,6 +345,13 @@ pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
                             Relation::Own => { " (" (lang.t("il tuo", "yours")) ")" }
                             Relation::Child => { " (" (lang.t("figlio/a minore", "minor child")) ")" }
                             Relation::Delegator => { " (" (lang.t("su delega", "by delegation")) ")" }
+                        }
+                    }
+                    @if c.relation == Relation::Delegator && !c.scope.is_empty() {
+                        p.muted style="margin:0;flex-basis:100%" #delegation-scope {
+                            (lang.t("La delega comprende solo", "The delegation covers only")) ": "
+                            (c.sections().filter(|(p, _, _)| !section_types(p).is_empty()).map(|(_, it, en)| lang.t(it, en)).collect::<Vec<_>>().join(", "))
+                            ". " (lang.t("Le altre sezioni non sono mostrate.", "The other sections are not shown."))
                         }
                     }
                     @if c.switchable > 0 || other {
@@ -520,6 +557,15 @@ pub fn csrf_refused(state: &AppState, lang: Lang) -> Response {
         ),
         None,
     )
+}
+
+/// The Rome day (`YYYY-MM-DD`) of a FHIR date, dateTime or instant.
+pub fn rome_day(s: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(s, &Rfc3339) {
+        Ok(t) => fascicolo_domain::rome::date_at(t).to_string(),
+        Err(_) => s.get(..10).unwrap_or(s).to_string(),
+    }
 }
 
 /// Dates as people read them in Italy (Europe/Rome), from FHIR date/dateTime/instant text.

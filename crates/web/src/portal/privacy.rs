@@ -7,7 +7,7 @@ use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect};
-use fascicolo_app::portal::{DocFilter, Portal};
+use fascicolo_app::portal::{Access, DocFilter, Portal};
 use maud::html;
 use serde::Deserialize;
 
@@ -49,6 +49,59 @@ fn role_label(c: &Ctx, code: &str) -> String {
     .to_string()
 }
 
+/// Who accessed, in words: a person by name, a delegate by role (never a bare reference), a
+/// system by its registered name or as its organisation's information system.
+fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
+    if a.who.starts_with("RelatedPerson/") || a.who.starts_with("Practitioner/") || a.who.is_empty() {
+        return role_label(c, &a.role);
+    }
+    if let Some(client) = state.auth.clients.iter().find(|cl| cl.id == a.who) {
+        return client.name.clone();
+    }
+    // a client id the registry of clients does not name (a producer's system)
+    if !a.who.contains(' ') && a.who.contains('-') {
+        return if a.organization.is_empty() {
+            role_label(c, &a.role)
+        } else {
+            format!("{} — {}", c.t("Sistema informativo", "Information system"), a.organization)
+        };
+    }
+    a.who.clone()
+}
+
+/// Consecutive entries of the same actor doing the same thing within ten minutes (a hospital
+/// publishing a batch, a clinician paging through results) as one row: (first entry, how many,
+/// what they touched together). Emergency accesses stay one row each.
+fn group_rows<'a>(shown: &[&'a Access]) -> Vec<(&'a Access, usize, Vec<String>)> {
+    let mut rows: Vec<(&Access, usize, Vec<String>)> = Vec::new();
+    for a in shown {
+        let joins = rows.last().is_some_and(|(first, _, _)| {
+            !a.emergency
+                && !first.emergency
+                && first.who == a.who
+                && first.organization == a.organization
+                && first.action == a.action
+                && first.role == a.role
+                && first.export == a.export
+                && minutes_between(&first.when, &a.when).is_some_and(|m| m <= 10)
+        });
+        match rows.last_mut() {
+            Some((_, n, what)) if joins => {
+                *n += 1;
+                what.extend(a.what.iter().filter(|w| !what.contains(w)).cloned().collect::<Vec<_>>());
+            }
+            _ => rows.push((a, 1, a.what.clone())),
+        }
+    }
+    rows
+}
+
+fn minutes_between(a: &str, b: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let (a, b) = (time::OffsetDateTime::parse(a, &Rfc3339).ok()?, time::OffsetDateTime::parse(b, &Rfc3339).ok()?);
+    Some((a - b).whole_minutes().abs())
+}
+
 fn action_label(c: &Ctx, a: &str) -> &'static str {
     match a {
         "C" => c.t("Ha aggiunto dati", "Added data"),
@@ -87,8 +140,19 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                     "The record collects the health documents produced by the health service's facilities. With consent to consultation, the professionals caring for you (your family doctor or pediatrician, the doctors of the facilities treating you) can see your documents to treat you. Without consent the documents are still collected, but only you see them. You can change your mind at any time. In an emergency a doctor can access the record without consent: the access is logged and you are notified.")) }
             }
             @match consent {
+                // a delegate sees the holder's choice, and is offered nothing the gate would refuse
+                Some(given) if c.relation != Relation::Own => {
+                    p role="status" #consent-status { strong { @if given { (c.t("Il consenso alla consultazione è dato.", "Consent to consultation is given.")) } @else { (c.t("Il consenso alla consultazione non è dato.", "Consent to consultation is not given.")) } } }
+                    @if c.relation == Relation::Delegator {
+                        p.muted { (c.t("Il consenso lo decide il titolare del fascicolo: una delega non lo comprende.", "Consent is decided by the record's holder: a delegation does not include it.")) }
+                    }
+                }
                 Some(given) => {
                     p role="status" #consent-status { strong { @if given { (c.t("Hai dato il consenso alla consultazione.", "You have given consent to consultation.")) } @else { (c.t("Non hai dato il consenso alla consultazione.", "You have not given consent to consultation.")) } } }
+                }
+                None => { p.muted { (c.t("Il consenso lo decide il titolare del fascicolo (o il genitore per un minore).", "Consent is decided by the record's holder (or a parent for a minor).")) } }
+            }
+            @if let (Some(given), false) = (consent, c.relation == Relation::Delegator) {
                     form method="post" action="/privacy/consenso" {
                         input type="hidden" name="csrf" value=(c.csrf());
                         @if given {
@@ -99,8 +163,6 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                             button type="submit" { (c.t("Do il consenso", "Give consent")) }
                         }
                     }
-                }
-                None => { p.muted { (c.t("Il consenso lo decide il titolare del fascicolo (o il genitore per un minore).", "Consent is decided by the record's holder (or a parent for a minor).")) } }
             }
         }
         section aria-labelledby="hidden" {
@@ -166,19 +228,36 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
     let who = q.get("chi").map(|s| s.trim().to_lowercase()).unwrap_or_default();
     let from = q.get("dal").cloned().unwrap_or_default();
     let to = q.get("al").cloned().unwrap_or_default();
+    // the day in Rome (an access at 23:30 UTC is the next day here)
+    let day = |a: &Access| super::rome_day(&a.when);
     let shown: Vec<_> = log
         .iter()
         .filter(|a| !only_emergency || a.emergency)
-        .filter(|a| who.is_empty() || format!("{} {} {}", a.who, a.organization, role_label(&c, &a.role)).to_lowercase().contains(&who))
-        .filter(|a| from.is_empty() || a.when.get(..10).unwrap_or_default() >= from.as_str())
-        .filter(|a| to.is_empty() || a.when.get(..10).unwrap_or_default() <= to.as_str())
+        .filter(|a| {
+            who.is_empty()
+                || format!("{} {} {}", who_label(&c, &state, a), a.organization, role_label(&c, &a.role)).to_lowercase().contains(&who)
+        })
+        .filter(|a| from.is_empty() || day(a) >= from)
+        .filter(|a| to.is_empty() || day(a) <= to)
         .collect();
+    let rows = group_rows(&shown);
+    // the documents looked at, by title and date (those this person may see)
+    let titles: std::collections::HashMap<String, String> =
+        optional(Portal::new(state.fhir.clone()).documents(c.actor(), &DocFilter::default()).await)
+            .map_err(c.fail())?
+            .map(|d| {
+                d.items
+                    .into_iter()
+                    .map(|d| (format!("DocumentReference/{}", d.id), format!("{} ({})", d.title, show_date(c.lang, &d.date, false))))
+                    .collect()
+            })
+            .unwrap_or_default();
     let emergencies = log.iter().filter(|a| a.emergency).count();
     let body = html! {
         p { a href="/privacy" { "‹ Privacy" } }
         h1 { (c.t("Registro degli accessi", "Access log")) }
         @if emergencies > 0 {
-            div.alert.error role="note" { p { strong { (emergencies) " " (c.t("accessi in emergenza", "emergency accesses")) } " — " (c.t("sono evidenziati in rosso con il motivo dichiarato dal medico.", "are highlighted in red with the reason the doctor gave.")) } }
+            div.alert.error role="note" { p { strong { (emergencies) " " (c.t("accessi in emergenza", "emergency accesses")) } " — " (c.t("sono evidenziati in rosso con il motivo dichiarato da chi ha aperto l'accesso.", "are highlighted in red with the reason given by whoever opened the access.")) } }
         }
         form.filters method="get" action="/privacy/accessi" {
             div { label for="chi" { (c.t("Chi (nome, ruolo o struttura)", "Who (name, role or facility)")) } input #chi name="chi" value=(q.get("chi").cloned().unwrap_or_default()); }
@@ -192,19 +271,19 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             }
             div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
         }
-        p role="status" #access-count { (shown.len()) " " (c.t("accessi", "accesses")) }
+        p role="status" #access-count { (shown.len()) " " (if shown.len() == 1 { c.t("accesso", "access") } else { c.t("accessi", "accesses") }) }
         @if shown.is_empty() {
             div.alert { p { (c.t("Nessun accesso da mostrare. Quando un medico o una struttura consulta il fascicolo, lo vedi qui.", "No accesses to show. When a doctor or a facility looks at the record, you see it here.")) } }
         } @else {
             div.scroll { table.stack #access-log {
                 thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Chi", "Who")) } th scope="col" { (c.t("Ruolo", "Role")) } th scope="col" { (c.t("Struttura", "Facility")) } th scope="col" { (c.t("Cosa e perché", "What and why")) } } }
-                tbody { @for a in shown.iter().take(500) {
+                tbody { @for (a, times, what) in rows.iter().take(500) {
                     tr style=[a.emergency.then_some("background:#fbe9ec")] {
                         td data-label=(c.t("Quando", "When")) { (show_date(c.lang, &a.when, true)) }
                         // a person acting for the holder whose name this viewer may not read
                         // (a delegation limited to some kinds of record) is shown by role, never
                         // by a bare reference
-                        th scope="row" { @if a.who.starts_with("RelatedPerson/") { (role_label(&c, &a.role)) } @else { (a.who) } }
+                        th scope="row" { (who_label(&c, &state, a)) }
                         td data-label=(c.t("Ruolo", "Role")) { (role_label(&c, &a.role)) }
                         td data-label=(c.t("Struttura", "Facility")) { @if a.organization.is_empty() { "—" } @else { (a.organization) } }
                         td data-label=(c.t("Cosa e perché", "What and why")) {
@@ -212,9 +291,22 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
                                 // the entry names at most 50 of what left: no count that could mislead
                                 (c.t("Ha esportato i dati del fascicolo (esportazione regionale)", "Exported the record's data (regional export)"))
                             } @else {
-                                (action_label(&c, &a.action))
-                                @if a.what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
-                                @if a.what.len() > 1 { " (" (a.what.len()) " " (c.t("elementi", "items")) ")" }
+                                @if *times > 1 && a.action == "C" {
+                                    // one publication run: one line, not one per document
+                                    (c.t("Ha pubblicato", "Published")) " " (times) " " (c.t("documenti", "documents"))
+                                } @else {
+                                    (action_label(&c, &a.action))
+                                    @if *times > 1 { " (" (times) " " (c.t("volte", "times")) ")" }
+                                }
+                                @let docs: Vec<&String> = what.iter().filter_map(|w| titles.get(w)).collect();
+                                @if !docs.is_empty() {
+                                    ": " (docs.iter().take(3).map(|t| t.as_str()).collect::<Vec<_>>().join("; "))
+                                    @if docs.len() > 3 { " " (c.t("e altri", "and")) " " (docs.len() - 3) @if docs.len() > 3 && c.lang == crate::html::Lang::En { " more" } }
+                                    @if what.len() > docs.len() { " " (c.t("e", "and")) " " (what.len() - docs.len()) " " (if what.len() - docs.len() == 1 { c.t("altro dato", "other item") } else { c.t("altri dati", "other items") }) }
+                                } @else {
+                                    @if what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
+                                    @if what.len() > 1 { " (" (what.len()) " " (c.t("elementi", "items")) ")" }
+                                }
                             }
                             @if a.emergency { " " span.badge.emergency { (c.t("Emergenza", "Emergency")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
                             @if a.on_behalf { " " span.badge { (c.t("per conto del titolare", "on the holder's behalf")) } }

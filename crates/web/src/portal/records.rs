@@ -1,7 +1,7 @@
 //! Home, results and charts, timeline, vaccinations, prescriptions, appointments, care plans.
 
 use super::units::{num, unit};
-use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult};
+use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult, Relation};
 use crate::html::Lang;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
@@ -160,14 +160,23 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let c = ctx(&state, &headers, "/", raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
     let seen = portal.last_seen(c.actor()).await.map_err(c.fail())?;
-    let docs = portal.documents(c.actor(), &DocFilter::default()).await.map_err(c.fail())?;
+    let docs = if c.allows("/documenti") {
+        portal.documents(c.actor(), &DocFilter::default()).await.map_err(c.fail())?
+    } else {
+        fascicolo_app::portal::DocList::default()
+    };
     let ov = optional(portal.overview(c.actor()).await).map_err(c.fail())?.unwrap_or_default();
     // the newest documents; marked when published since the last visit to the list
     let latest: Vec<_> = docs.items.iter().take(4).collect();
     let new_count = docs.items.iter().filter(|d| d.is_new(seen)).count();
     let body = html! {
-        h1 { (c.t("Ciao", "Hello")) ", " (c.record_name) }
-        @if ov.consent == Some(false) {
+        // greeted is the person signed in; another's record is named as such
+        @match c.relation {
+            Relation::Own => { h1 { (c.t("Ciao", "Hello")) ", " (c.record_name) } }
+            Relation::Child => { h1 { (c.t("Il fascicolo di", "The record of")) " " (c.record_name) } }
+            Relation::Delegator => { h1 { (c.t("Il fascicolo di", "The record of")) " " (c.record_name) " " span.muted { "(" (c.t("su delega", "by delegation")) ")" } } }
+        }
+        @if ov.consent == Some(false) && c.relation != Relation::Delegator {
             div.alert.warn role="note" {
                 h2 style="margin-top:0" { (c.t("Da fare", "To do")) }
                 p { (c.t("Non hai dato il consenso alla consultazione: i medici che ti curano non possono vedere i tuoi documenti, nemmeno il tuo medico di famiglia.",
@@ -176,7 +185,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             }
         }
         ul.cards {
-            li.card {
+            @if c.allows("/documenti") { li.card {
                 h2 { a href="/documenti" { (c.t("Documenti", "Documents")) } }
                 p { span.big { (docs.all) } " " (c.t("nel fascicolo", "in the record")) }
                 @if new_count > 0 { p { span.badge.new { (c.t("Nuovi dall'ultima visita", "New since your last visit")) ": " (new_count) } } }
@@ -185,33 +194,38 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                     ul { @for d in &latest { li { a href={ "/documenti/" (d.id) } { (d.title) } " " span.muted { (show_date(c.lang, &d.date, false)) }
                         @if d.is_new(seen) { " " span.badge.new { (c.t("Nuovo", "New")) } } } } }
                 }
-            }
-            li.card {
+            } }
+            @if c.allows("/appuntamenti") { li.card {
                 h2 { a href="/appuntamenti" { (c.t("Prossimi appuntamenti", "Upcoming appointments")) } }
                 @if ov.appointments.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.", "No appointments booked.")) } }
                 ul { @for a in ov.appointments.iter().take(3) {
                     li { strong { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) } " — " (a["description"].as_str().unwrap_or_default()) }
                 } }
-            }
-            li.card {
+            } }
+            // a count only where the person may see what it counts (a delegation may not cover it)
+            @if c.allows("/prescrizioni") { li.card {
                 h2 { a href="/prescrizioni" { (c.t("Prescrizioni attive", "Active prescriptions")) } }
-                p { span.big { (ov.prescriptions.len()) } }
-                ul { @for m in ov.prescriptions.iter().take(3) { li { (med_name(m)) @if let Some(n) = nre_of(m) { " " span.muted { "NRE " (n) } } } } }
-            }
-            li.card {
+                // "active" in the record, and still within its validity
+                @let valid: Vec<&Value> = ov.prescriptions.iter()
+                    .filter(|m| m["authoredOn"].as_str().and_then(drug_prescription_expiry).is_none_or(|last| last >= fascicolo_domain::rome::today()))
+                    .collect();
+                p { span.big { (valid.len()) } }
+                ul { @for m in valid.iter().take(3) { li { (med_name(m)) @if let Some(n) = nre_of(m) { " " span.muted { "NRE " (n) } } } } }
+            } }
+            @if c.allows("/vaccinazioni") { li.card {
                 h2 { a href="/vaccinazioni" { (c.t("Vaccinazioni", "Vaccinations")) } }
                 p { span.big { (ov.immunizations.len()) } " " (c.t("registrate", "recorded")) }
                 @if let Some(last) = ov.immunizations.first() {
                     p { (c.t("Ultima", "Latest")) ": " (text_of(&last["vaccineCode"])) " — " (show_date(c.lang, last["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
                 }
-            }
-            @if !ov.care_plans.is_empty() {
+            } }
+            @if !ov.care_plans.is_empty() && c.allows("/piano-di-cura") {
                 li.card {
                     h2 { a href="/piano-di-cura" { (c.t("Piani di cura", "Care plans")) } }
                     ul { @for p in &ov.care_plans { li { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) } } }
                 }
             }
-            li.card {
+            @if c.allows("/privacy") { li.card {
                 h2 { a href="/privacy" { "Privacy" } }
                 p { @match ov.consent {
                     Some(true) => (c.t("Consenso alla consultazione: dato.", "Consent to consultation: given.")),
@@ -219,7 +233,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                     None => (c.t("Le scelte sulla privacy spettano al titolare del fascicolo.", "Privacy choices belong to the record's holder.")),
                 } }
                 p { a href="/privacy/accessi" { (c.t("Chi ha consultato il fascicolo", "Who looked at the record")) } }
-            }
+            } }
         }
     };
     Ok(layout(&c, c.t("Home", "Home"), body))
