@@ -873,17 +873,56 @@ impl Ingest {
 
     /// A PDF of the document: the original when it was a PDF, otherwise one generated from the
     /// rendering (with the CDA2 embedded).
-    pub async fn pdf(&self, actor: &Actor, docref_id: &str) -> IngestResult<Vec<u8>> {
+    /// With it, a file name that says what it is: `referto-di-laboratorio-2026-11-04.pdf`.
+    pub async fn pdf(&self, actor: &Actor, docref_id: &str) -> IngestResult<(Vec<u8>, String)> {
         let (text, bytes, ct) = self.cda_text(actor, docref_id).await?;
-        if ct == "application/pdf" {
-            return Ok(bytes);
-        }
         let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
         let h = mapping::header(&doc);
+        let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title.clone() };
+        let name = pdf_file_name(&title, h.effective.as_deref());
+        if ct == "application/pdf" {
+            return Ok((bytes, name));
+        }
         let paragraphs = fascicolo_cda::render::text_lines(&doc);
-        let title = if h.title.is_empty() { "Documento clinico".to_string() } else { h.title };
-        pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
-            .map_err(|e| IngestError::new(500, "pdf", e.to_string()))
+        let out = pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
+            .map_err(|e| IngestError::new(500, "pdf", e.to_string()))?;
+        Ok((out, name))
+    }
+}
+
+/// A document's file name: its title in lower-case ASCII words and its day in Rome.
+pub fn pdf_file_name(title: &str, effective: Option<&str>) -> String {
+    let mut slug = String::new();
+    for c in title.chars() {
+        let c = match c {
+            'à' | 'á' | 'À' => 'a',
+            'è' | 'é' | 'È' | 'É' => 'e',
+            'ì' | 'í' => 'i',
+            'ò' | 'ó' => 'o',
+            'ù' | 'ú' => 'u',
+            c => c,
+        };
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let day = effective
+        .and_then(mapping::fhir_datetime)
+        .and_then(|d| {
+            time::OffsetDateTime::parse(&d, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| fascicolo_domain::rome::date_at(t).to_string())
+                .or_else(|| d.get(..10).map(String::from))
+        })
+        .unwrap_or_default();
+    match (slug.is_empty(), day.is_empty()) {
+        (true, true) => "documento.pdf".into(),
+        (true, false) => format!("documento-{day}.pdf"),
+        (false, true) => format!("{slug}.pdf"),
+        (false, false) => format!("{slug}-{day}.pdf"),
     }
 }
 
@@ -907,4 +946,22 @@ fn retire(docref: &Value, status: &str) -> Vec<Value> {
         entries.push(json!({"request": {"method": "DELETE", "url": r}}));
     }
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pdf_file_name;
+
+    #[test]
+    fn a_document_file_is_named_by_its_title_and_day_in_rome() {
+        assert_eq!(pdf_file_name("Referto di laboratorio", Some("20261104113000+0100")), "referto-di-laboratorio-2026-11-04.pdf");
+        // 23:30 UTC on the 3rd is the 4th in Rome
+        assert_eq!(
+            pdf_file_name("Lettera di dimissione ospedaliera", Some("20261103233000+0000")),
+            "lettera-di-dimissione-ospedaliera-2026-11-04.pdf"
+        );
+        assert_eq!(pdf_file_name("Verbale di Pronto Soccorso", Some("20260814")), "verbale-di-pronto-soccorso-2026-08-14.pdf");
+        assert_eq!(pdf_file_name("Attività: è «tutto»", None), "attivita-e-tutto.pdf");
+        assert_eq!(pdf_file_name("", None), "documento.pdf");
+    }
 }

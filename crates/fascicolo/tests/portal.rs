@@ -439,6 +439,8 @@ async fn every_item_reads_true_and_as_people_write_it() {
     assert!(to_collect <= 1, "at most the last one can still be collected: {to_collect}");
     assert!(rx.contains("Paolo Ferrari") && rx.contains("confezion") && rx.contains("Ipertensione"), "prescriber, packs, diagnosis");
     assert!(rx.contains("Principio attivo") && (rx.contains("ramipril") || rx.contains("amlodipina")), "the active ingredient");
+    let digits = between(&rx, "<figcaption class=\"digits\">", "<").expect("the NRE's digits under its barcode");
+    assert!(digits.len() == 15 && digits.starts_with("030"), "{digits}");
     for raw in [">active<", ">completed<", ">Altro<"] {
         assert!(!rx.contains(raw), "{raw}");
     }
@@ -478,6 +480,12 @@ async fn every_item_reads_true_and_as_people_write_it() {
     assert!(!ferrari.contains("elementi"), "not a count of items");
     assert!(log.contains("Ha pubblicato") && log.contains("Sistema informativo — "), "a hospital's publication run in one line");
     assert!(!log.contains("seed-asst-"), "no bare client id");
+
+    // a report's PDF has a name that says what it is
+    let published = hits.iter().find(|h| !h.starts_with("doc-")).expect("a published lab report (not a hand-made fixture)");
+    let r = no_redirects().get(format!("{}/documents/{published}/pdf", app.root)).header("cookie", &giulia.cookie).send().await.unwrap();
+    let disposition = r.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(disposition.contains("filename=\"referto-di-laboratorio-20") && disposition.ends_with(".pdf\""), "{disposition}");
 
     // an adult's own report offers no "hide from parents"
     let (_, doc) = giulia.get(&format!("/documenti/{}", doc_links(&list)[0])).await;

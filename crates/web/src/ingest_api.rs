@@ -263,8 +263,8 @@ pub async fn original(State(state): State<AppState>, Path(id): Path<String>, hea
 /// `GET /documents/{id}/pdf`: the original PDF, or one generated from the rendering.
 pub async fn pdf(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Reply {
     let actor = viewer(&state, &headers).await?;
-    let bytes = state.ingest.pdf(&actor, &id).await?;
-    Ok((attachment_headers("application/pdf", &format!("documento-{id}.pdf")), bytes).into_response())
+    let (bytes, name) = state.ingest.pdf(&actor, &id).await?;
+    Ok((attachment_headers("application/pdf", &name), bytes).into_response())
 }
 
 /// `GET /documents/{id}`: the HTML rendering in the site's page.

@@ -606,7 +606,11 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
                     @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore", "Prescriber")) } dd { (r) } }
                     @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
                 }
-                @if let Some(svg) = nre_of(m).and_then(|n| barcode(&n)) { div.barcode { (trusted(svg)) } }
+                @if let (Some(n), Some(svg)) = (nre_of(m), nre_of(m).and_then(|n| barcode(&n))) {
+                    // the code with its digits under it (the pharmacist can type them), larger on its own page
+                    figure.barcode { (trusted(svg)) figcaption.digits { (n) } }
+                    p { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (c.t("Mostra il codice a barre grande", "Show the barcode full size")) } }
+                }
             }
         }
         @if !services.is_empty() {
@@ -746,12 +750,12 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
             ],
         ),
     };
-    let nre = if rt == "MedicationRequest" { nre_of(&v).and_then(|n| barcode(&n)) } else { None };
+    let nre = if rt == "MedicationRequest" { nre_of(&v).and_then(|n| Some((barcode(&n)?, n))) } else { None };
     let body = html! {
         p { a href={ "/" (section) } { "‹ " (c.t(back_it, back_en)) } }
         h1 { (title) }
         dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
-        @if let Some(svg) = nre { div.barcode { (trusted(svg)) } }
+        @if let Some((svg, digits)) = nre { figure.barcode.large { (trusted(svg)) figcaption.digits { (digits) } } }
     };
     Ok(layout(&c, &title, body))
 }
