@@ -911,12 +911,8 @@ pub fn pdf_file_name(title: &str, effective: Option<&str>) -> String {
     let slug = slug.trim_end_matches('-');
     let day = effective
         .and_then(mapping::fhir_datetime)
-        .and_then(|d| {
-            time::OffsetDateTime::parse(&d, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|t| fascicolo_domain::rome::date_at(t).to_string())
-                .or_else(|| d.get(..10).map(String::from))
-        })
+        .and_then(|d| fascicolo_domain::rome::date_of(&d))
+        .map(|d| d.to_string())
         .unwrap_or_default();
     match (slug.is_empty(), day.is_empty()) {
         (true, true) => "documento.pdf".into(),

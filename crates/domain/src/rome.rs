@@ -36,6 +36,16 @@ pub fn at(date: Date, hour: u8, minute: u8) -> Option<OffsetDateTime> {
     Some(if offset(summer) == time::macros::offset!(+2) { summer } else { winter.to_offset(offset(winter)) })
 }
 
+/// The day in Rome of a FHIR date, dateTime or instant (`2026-11-03T23:30:00Z` is 4 November);
+/// a date alone is that day.
+pub fn date_of(fhir: &str) -> Option<Date> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = OffsetDateTime::parse(fhir, &Rfc3339) {
+        return Some(date_at(t));
+    }
+    Date::parse(fhir.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
 /// Today's date in Rome.
 pub fn today() -> Date {
     date_at(OffsetDateTime::now_utc())
@@ -54,6 +64,16 @@ mod tests {
         assert_eq!(offset(datetime!(2026-10-25 01:00 UTC)), time::macros::offset!(+1));
         assert_eq!(offset(datetime!(2026-07-01 12:00 UTC)), time::macros::offset!(+2));
         assert_eq!(offset(datetime!(2026-12-06 12:00 UTC)), time::macros::offset!(+1));
+    }
+
+    #[test]
+    fn the_day_of_a_fhir_time_is_romes() {
+        use time::macros::date;
+        assert_eq!(date_of("2026-11-03T23:30:00Z"), Some(date!(2026 - 11 - 04)));
+        assert_eq!(date_of("2026-07-31T21:59:00Z"), Some(date!(2026 - 07 - 31)));
+        assert_eq!(date_of("2026-07-31T22:00:00Z"), Some(date!(2026 - 08 - 01)));
+        assert_eq!(date_of("2026-11-03"), Some(date!(2026 - 11 - 03)));
+        assert_eq!(date_of("2026-11"), None);
     }
 
     #[test]

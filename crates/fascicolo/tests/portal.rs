@@ -135,6 +135,11 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     assert_eq!(s, 403);
     assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200, "a forged form hides nothing");
     let csrf = giulia.csrf().await;
+    // a code the form never sends: refused, nothing hidden
+    let (s, _, refused) =
+        giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P42"), ("confirm", "1")]).await;
+    assert_eq!(s, 400, "{refused}");
+    assert_eq!(doctor.get(&format!("/documents/{lab}")).await.0, 200, "a refused code hides nothing");
     // the first press asks for confirmation, saying what hiding means; nothing changes yet
     let (s, _, confirm) = giulia.post(&format!("/documenti/{lab}/oscuramento"), &[("csrf", &csrf), ("code", "P99")]).await;
     assert_eq!(s, 200);

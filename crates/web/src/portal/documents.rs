@@ -170,7 +170,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         patient
             .as_ref()
             .and_then(|p| p["birthDate"].as_str())
-            .and_then(|b| time::Date::parse(b, &time::macros::format_description!("[year]-[month]-[day]")).ok())
+            .and_then(fascicolo_domain::rome::date_of)
             .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, fascicolo_domain::rome::today()))
     };
     let body = html! {
@@ -258,7 +258,10 @@ pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers
     let path = format!("/documenti/{id}");
     let c = form_ctx(&state, &headers, &path, &f.csrf).await?;
     if !matches!(f.code.as_str(), "P99" | "P97" | "P00") {
-        return Err(c.fail()(fascicolo_app::AppError::BadRequest("hiding code".into())));
+        return Err(c.fail()(fascicolo_app::AppError::BadRequest(format!(
+            "'{}' is not a hiding choice here: P99 (from clinicians), P97 (from parents) or P00 (lift)",
+            f.code
+        ))));
     }
     if f.code != "P00" && f.confirm != "1" {
         // hiding changes who can help in an emergency: ask first, say what it means

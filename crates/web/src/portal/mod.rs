@@ -561,11 +561,7 @@ pub fn csrf_refused(state: &AppState, lang: Lang) -> Response {
 
 /// The Rome day (`YYYY-MM-DD`) of a FHIR date, dateTime or instant.
 pub fn rome_day(s: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(s, &Rfc3339) {
-        Ok(t) => fascicolo_domain::rome::date_at(t).to_string(),
-        Err(_) => s.get(..10).unwrap_or(s).to_string(),
-    }
+    fascicolo_domain::rome::date_of(s).map_or_else(|| s.get(..10).unwrap_or(s).to_string(), |d| d.to_string())
 }
 
 /// Dates as people read them in Italy (Europe/Rome), from FHIR date/dateTime/instant text.

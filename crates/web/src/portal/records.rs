@@ -38,18 +38,9 @@ fn med_name(m: &Value) -> String {
 /// (the national rule for the ricetta farmaceutica).
 pub const DRUG_PRESCRIPTION_DAYS: i64 = 30;
 
-/// The Rome date of a FHIR date or dateTime.
-fn rome_date(s: &str) -> Option<time::Date> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
-        return Some(fascicolo_domain::rome::date_at(t));
-    }
-    time::Date::parse(s.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok()
-}
-
 /// The last day a drug prescription written at `authored` can be dispensed.
 pub fn drug_prescription_expiry(authored: &str) -> Option<time::Date> {
-    rome_date(authored)?.checked_add(time::Duration::days(DRUG_PRESCRIPTION_DAYS))
+    fascicolo_domain::rome::date_of(authored)?.checked_add(time::Duration::days(DRUG_PRESCRIPTION_DAYS))
 }
 
 /// A coded route or site of administration in the reader's words (producers often send the
