@@ -3,6 +3,7 @@
 
 pub mod calendar;
 pub mod codice_fiscale;
+pub mod er;
 pub mod patient_key;
 pub mod privacy;
 pub mod rome;

@@ -234,10 +234,12 @@ pub async fn sign_in(app: &TestApp, cf: &str, profile: &str) -> String {
     set_cookie(&r, "fascicolo_session").unwrap()
 }
 
-/// The `fascicolo` binary as a user runs it, without the environment's store or address.
+/// The `fascicolo` binary as a user runs it, without the environment's store or address, and
+/// without the emergency-room simulation (its writes would change what the tests count).
 pub fn bin() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fascicolo"));
     c.env_remove("FASCICOLO_DATABASE_URL").env_remove("FASCICOLO_LISTEN").env_remove("FASCICOLO_DATA_DIR");
+    c.env("FASCICOLO_ER__SIMULATE", "false");
     c
 }
 

@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod er_sim;
 pub mod import;
 pub mod seed;

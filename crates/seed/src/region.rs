@@ -172,6 +172,83 @@ fn location(site: &Site, org: &str) -> Value {
         "managingOrganization": {"reference": format!("Organization/{org}")}})
 }
 
+/// Code systems of the emergency-department registry (the app layer reads the same).
+pub const ER_KIND_SYSTEM: &str = "urn:fascicolo:er-kind";
+pub const ER_SPACES_EXT: &str = "urn:fascicolo:er-treatment-spaces";
+
+/// Whether a hospital runs an emergency room, of which kind and with how many treatment spaces.
+/// Public hospitals and those equivalent to public (IRCCS, classified) do; private accredited
+/// clinics do not. The regional hubs are DEA II, the first hospital of each ASST a DEA I,
+/// children's and maternity hospitals have their own kind, the rest are first-level PS. No
+/// public list gives the real kinds; this is a plausible layout, not the real network.
+pub fn emergency_room(h: &Hospital, asst: Option<&Asst>) -> Option<(&'static str, u32)> {
+    if !(h.kind == "1" || h.kind.starts_with('3') || h.kind == "4") {
+        return None;
+    }
+    // research institutes for one speciality (cancer, neurology, rehabilitation...) have none
+    const SPECIALISED: [&str; 13] = [
+        "MONZINO",
+        "TUMORI",
+        "BESTA",
+        "RIABIL",
+        "GNOCCHI",
+        "AUXOLOGICO",
+        "ONCOLOGIA",
+        "CENTRO MEDICO",
+        "MONDINO",
+        "MEDEA",
+        "S.GIOVANNI DI DIO",
+        "I.N.R.C.A",
+        "TURRO",
+    ];
+    if SPECIALISED.iter().any(|k| h.name.contains(k)) {
+        return None;
+    }
+    const HUBS: [&str; 7] = [
+        "NIGUARDA",
+        "PAPA GIOVANNI",
+        "SPEDALI CIVILI",
+        "S. MATTEO",
+        "PRESIDIO OSPEDALIERO DI VARESE",
+        "SAN GERARDO",
+        "CA' GRANDA - OSPEDALE MAGGI",
+    ];
+    let name = h.name;
+    let spread = u32::from(h.code.bytes().last().unwrap_or(b'0') - b'0');
+    Some(if name.contains("BAMBINI") || name.contains("BUZZI") {
+        ("PSP", 8 + spread % 4)
+    } else if name.contains("MELLONI") || name.contains("MATERN") {
+        ("PSO", 5 + spread % 3)
+    } else if HUBS.iter().any(|k| name.contains(k)) {
+        ("DEA2", 36 + spread)
+    } else if asst.and_then(|a| a.hospitals.first()).is_some_and(|f| f.code == h.code) {
+        ("DEA1", 20 + spread)
+    } else {
+        ("PS", 8 + spread / 2)
+    })
+}
+
+/// The emergency room of a hospital: its `Location` (type ER, inside the hospital's site, with
+/// its kind and treatment spaces) and its `HealthcareService`.
+fn emergency_resources(site: &Site, hospital: &str, kind: &str, spaces: u32) -> [Value; 2] {
+    let id = format!("loc-ps-{}", site.id.trim_start_matches("hsp-"));
+    let loc = json!({"resourceType": "Location", "id": id, "status": "active", "name": format!("Pronto soccorso - {}", site.name),
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "ER", "display": "Emergency room"}]}],
+        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT"},
+        "position": {"latitude": site.lat, "longitude": site.lon},
+        "managingOrganization": {"reference": format!("Organization/{hospital}")},
+        "partOf": {"reference": format!("Location/loc-{}", site.id)},
+        "hoursOfOperation": [{"allDay": true, "daysOfWeek": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}],
+        "extension": [{"url": ER_KIND_SYSTEM, "valueCode": kind}, {"url": ER_SPACES_EXT, "valueUnsignedInt": spaces}]});
+    let service = json!({"resourceType": "HealthcareService", "id": format!("ps-{}", site.id.trim_start_matches("hsp-")), "active": true,
+        "providedBy": {"reference": format!("Organization/{hospital}")},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/service-category", "code": "14", "display": "Emergency Department"}]}],
+        "type": [{"coding": [{"system": ER_KIND_SYSTEM, "code": kind}]}],
+        "location": [{"reference": format!("Location/{id}")}], "name": format!("Pronto soccorso - {}", site.name),
+        "availableTime": [{"allDay": true, "daysOfWeek": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}]});
+    [loc, service]
+}
+
 /// The FHIR resources of the region's organisations and sites.
 pub fn resources(seed: u64, layout: &Layout) -> Vec<Value> {
     let d = data();
@@ -206,7 +283,11 @@ pub fn resources(seed: u64, layout: &Layout) -> Vec<Value> {
         o["extension"] = json!([{"url": "urn:fascicolo:ownership", "valueString": h.ownership}]);
         out.push(o);
         let (lat, lon) = jitter(&mut rng, town);
-        out.push(location(&Site { id: id.clone(), name: title_case(h.name), town, lat, lon }, &id));
+        let site = Site { id: id.clone(), name: title_case(h.name), town, lat, lon };
+        out.push(location(&site, &id));
+        if let Some((kind, spaces)) = emergency_room(h, part_of.as_deref().and_then(|a| layout.assts.iter().find(|x| x.id == a))) {
+            out.extend(emergency_resources(&site, &id, kind, spaces));
+        }
     }
     for (ai, site) in &layout.community_houses {
         out.push(organization(&site.id, &site.name, "community-house", "prov", Some(&layout.assts[*ai].id), Some(site.town)));
@@ -247,6 +328,17 @@ mod tests {
             assert!((44.7..46.7).contains(&lat) && (8.4..11.5).contains(&lon), "{loc}");
         }
         assert_eq!(r.iter().filter(|v| v["type"][1]["coding"][0]["code"] == "ats").count(), 8);
+        // emergency rooms: public and equivalent hospitals, each a Location of type ER inside its
+        // hospital's site with a HealthcareService; hubs, children's and maternity ones among them
+        let ers: Vec<&Value> = r.iter().filter(|v| v["resourceType"] == "Location" && v["type"][0]["coding"][0]["code"] == "ER").collect();
+        assert!((90..=100).contains(&ers.len()), "{}", ers.len());
+        assert_eq!(r.iter().filter(|v| v["resourceType"] == "HealthcareService").count(), ers.len());
+        for kind in ["PS", "DEA1", "DEA2", "PSP", "PSO"] {
+            assert!(ers.iter().any(|e| e["extension"][0]["valueCode"] == kind), "no {kind}");
+        }
+        let niguarda = ers.iter().find(|e| e["name"].as_str().unwrap().contains("Niguarda")).unwrap();
+        assert_eq!(niguarda["extension"][0]["valueCode"], "DEA2");
+        assert!(niguarda["extension"][1]["valueUnsignedInt"].as_u64().unwrap() >= 36);
         // the same seed lays out the same region
         assert_eq!(resources(7, &layout(7, 100_000)), r);
     }

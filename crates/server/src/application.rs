@@ -15,6 +15,7 @@ pub struct Application {
     router: axum::Router,
     store: Arc<dyn Store>,
     cfg: Config,
+    er: fascicolo_app::er::ErService,
 }
 
 impl Application {
@@ -26,8 +27,9 @@ impl Application {
         if cfg.public_url.is_none() {
             cfg.public_url = Some(format!("http://{addr}"));
         }
-        let router = crate::build_router(Arc::clone(&store), &cfg)?;
-        Ok(Self { listener, addr, router, store, cfg })
+        let er = fascicolo_app::er::ErService::new(crate::fhir_service(&cfg, Arc::clone(&store)));
+        let router = crate::build_router_with(Arc::clone(&store), &cfg, er.clone())?;
+        Ok(Self { listener, addr, router, store, cfg, er })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -42,7 +44,9 @@ impl Application {
     /// Serves until `shutdown`, with the outbox worker and the orphan sweeper beside it; then
     /// stops them, lets their work in flight end and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, router, store, cfg, .. } = self;
+        let Application { listener, router, store, cfg, er, .. } = self;
+        let simulator = cfg.er.simulate.unwrap_or(cfg.demo_mode()).then(|| fascicolo_load::er_sim::spawn(er.clone()));
+        let history = crate::spawn_er_history(er);
         let worker = crate::worker::spawn(
             crate::fhir_service(&cfg, Arc::clone(&store)),
             crate::worker::Channels::from_config(&cfg)?,
@@ -52,6 +56,10 @@ impl Application {
         let served = fascicolo_web::serve(listener, router, shutdown).await;
         worker.abort();
         sweeper.abort();
+        history.abort();
+        if let Some(s) = &simulator {
+            s.abort();
+        }
         // (cancelled: their work in flight ends before the store closes)
         let _ = worker.await;
         let _ = sweeper.await;

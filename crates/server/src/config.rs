@@ -41,6 +41,18 @@ pub struct Config {
     /// Bulk Data `$export`.
     #[serde(default)]
     pub export: ExportConfig,
+    /// Emergency rooms live.
+    #[serde(default)]
+    pub er: ErConfig,
+}
+
+/// Emergency rooms live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErConfig {
+    /// Simulate every emergency room of the registry in real time, through the same event path
+    /// the hospitals use. Unset: on in demo mode, off otherwise.
+    pub simulate: Option<bool>,
 }
 
 /// Bulk Data `$export` (decision 0012).
@@ -167,6 +179,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             rate_limit: fascicolo_web::throttle::ThrottleConfig::default(),
             export: ExportConfig::default(),
+            er: ErConfig::default(),
         }
     }
 }

@@ -148,6 +148,40 @@ pub const PDF_WORKER_MEMORY: u64 = 1024 * 1024 * 1024;
 
 /// The whole web application for a configuration (the server and the tests build it alike).
 pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum::Router> {
+    let er = fascicolo_app::er::ErService::new(fhir_service(cfg, Arc::clone(&store)));
+    build_router_with(store, cfg, er)
+}
+
+/// Every quarter of an hour, the picture of every emergency room kept as `MeasureReport`s.
+pub fn spawn_er_history(er: fascicolo_app::er::ErService) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        const EVERY: i64 = 15 * 60;
+        loop {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let next = (now / EVERY + 1) * EVERY;
+            tokio::time::sleep(std::time::Duration::from_secs(u64::try_from(next - now).unwrap_or(1))).await;
+            let (Ok(at), Ok(from)) =
+                (time::OffsetDateTime::from_unix_timestamp(next), time::OffsetDateTime::from_unix_timestamp(next - EVERY))
+            else {
+                continue;
+            };
+            match er.record_history(from, at).await {
+                Ok(n) => tracing::debug!(reports = n, "emergency rooms: history recorded"),
+                Err(e) => tracing::warn!(error = %e, "emergency rooms: the history was not recorded this time"),
+            }
+        }
+    })
+}
+
+/// The municipalities of the region with a position to measure distances from (the centre of
+/// their province: the synthetic region knows no finer geometry).
+pub fn er_places() -> Vec<fascicolo_web::er_web::Place> {
+    fascicolo_load::er_sim::places()
+}
+
+/// The web application over `store`, with the emergency-room service `er` (shared with the
+/// simulator that feeds it in demo mode).
+pub fn build_router_with(store: Arc<dyn Store>, cfg: &Config, er: fascicolo_app::er::ErService) -> anyhow::Result<axum::Router> {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let public_url = cfg.public_url();
     let demo = cfg.demo_mode();
@@ -199,6 +233,8 @@ pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum:
         })),
         upload_wait: std::time::Duration::from_secs(cfg.ingest.upload_wait_seconds),
         throttle: Arc::new(fascicolo_web::throttle::Throttle::new(cfg.rate_limit.clone())),
+        er,
+        places: Arc::new(er_places()),
     });
     Ok(fascicolo_web::router(state))
 }

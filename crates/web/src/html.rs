@@ -57,6 +57,11 @@ pub fn esc(s: &str) -> String {
 
 /// A whole page (maud escapes every value put in it).
 pub fn page(lang: Lang, title: &str, demo_banner: Option<&str>, body: Markup) -> String {
+    page_with_head(lang, title, demo_banner, html! {}, body)
+}
+
+/// A whole page with more in its `head` (a style sheet, a script of our own).
+pub fn page_with_head(lang: Lang, title: &str, demo_banner: Option<&str>, head: Markup, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
@@ -65,6 +70,7 @@ pub fn page(lang: Lang, title: &str, demo_banner: Option<&str>, body: Markup) ->
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " — Fascicolo" }
                 style { (PreEscaped(STYLE)) }
+                (head)
             }
             body {
                 a href="#main" class="btn" style="position:absolute;left:-999px" { (lang.t("Vai al contenuto", "Skip to content")) }

@@ -4,6 +4,7 @@
 
 pub mod auth_web;
 pub mod demo_idp;
+pub mod er_web;
 mod fhir_api;
 pub mod html;
 mod http_date;
@@ -57,6 +58,10 @@ pub struct AppServices {
     pub upload_wait: std::time::Duration,
     /// Rate limits at the edge.
     pub throttle: Arc<throttle::Throttle>,
+    /// Emergency rooms live.
+    pub er: fascicolo_app::er::ErService,
+    /// Municipalities people may type to find the nearest emergency rooms.
+    pub places: Arc<Vec<er_web::Place>>,
 }
 
 /// Sign-in and authorization: the relying party, sessions, the demo provider, clients.
@@ -107,6 +112,13 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest/v1/documents/{id}", put(ingest_api::replace).delete(ingest_api::delete))
         .route("/ingest/v1/documents/{id}/metadata", put(ingest_api::metadata))
         .route("/ingest/v1/status/{id}", get(ingest_api::status))
+        .route("/er/v1/events", post(er_web::post_event))
+        .route("/pronto-soccorso", get(er_web::index))
+        .route("/pronto-soccorso/stato.json", get(er_web::feed))
+        .route("/pronto-soccorso/live", get(er_web::stream))
+        .route("/pronto-soccorso/live.js", get(er_web::live_js))
+        .route("/pronto-soccorso/{id}", get(er_web::room))
+        .route("/pronto-soccorso/{id}/stato.json", get(er_web::room_feed))
         .route("/documents/{id}", get(ingest_api::rendering))
         .route("/documents/{id}/original", get(ingest_api::original))
         .route("/documents/{id}/pdf", get(ingest_api::pdf))
@@ -225,7 +237,10 @@ async fn security_headers(
     use axum::http::{header, HeaderValue};
     let mut r = next.run(req).await;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    // a page that runs our own script sets its own policy; every other response runs none
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));

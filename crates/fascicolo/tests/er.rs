@@ -1,0 +1,448 @@
+//! Emergency rooms live (issue 19): the hospitals' event feed through the gate, late, repeated
+//! and out-of-order events, bad input refused with nothing changed, the live board, the public
+//! page, its JSON feed and live stream, the history, and what is not shown to whom.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use fascicolo_app::{Actor, Who};
+use serde_json::{json, Value};
+
+const CF: &str = "RSSGLI85D52F205Q";
+
+fn er_location(id: &str, hospital: &str, spaces: u32, lat: f64, lon: f64) -> Value {
+    json!({"resourceType": "Location", "id": id, "status": "active", "name": format!("Pronto soccorso {id}"),
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "ER"}]}],
+        "address": {"city": "Milano", "district": "MI", "country": "IT"},
+        "position": {"latitude": lat, "longitude": lon},
+        "managingOrganization": {"reference": format!("Organization/{hospital}")},
+        "extension": [{"url": "urn:fascicolo:er-kind", "valueCode": "DEA1"}, {"url": "urn:fascicolo:er-treatment-spaces", "valueUnsignedInt": spaces}]})
+}
+
+/// Two hospitals of two ASSTs, each with its emergency room, and a registered citizen.
+async fn registry(app: &TestApp) {
+    for (id, part_of) in [("asst-nord", None), ("asst-sud", None), ("hsp-nord", Some("asst-nord")), ("hsp-sud", Some("asst-sud"))] {
+        let mut o = json!({"resourceType": "Organization", "id": id, "active": true, "name": id});
+        if let Some(p) = part_of {
+            o["partOf"] = json!({"reference": format!("Organization/{p}")});
+        }
+        assert!(app.put(&format!("/Organization/{id}"), o).await.status < 300);
+    }
+    assert!(app.put("/Location/ps-nord", er_location("ps-nord", "hsp-nord", 4, 45.48, 9.19)).await.status < 300);
+    assert!(app.put("/Location/ps-sud", er_location("ps-sud", "hsp-sud", 10, 45.18, 9.15)).await.status < 300);
+    let mut p = patient("Rossi", CF);
+    p["id"] = json!("giulia");
+    assert!(app.put("/Patient/giulia", p).await.status < 300);
+}
+
+async fn producer(app: &TestApp, org: &str) -> String {
+    token_for(&app.store, &Actor::new(Who::Client { client_id: format!("his-{org}"), organization: Some(org.into()), platform: false }))
+        .await
+}
+
+async fn send(app: &TestApp, token: &str, ev: Value) -> (u16, Value) {
+    let (s, v, _) = app.raw("POST", "/er/v1/events", Some(token), Some((ev.to_string().into_bytes(), "application/json"))).await;
+    (s, v)
+}
+
+fn ev(access: &str, event: &str, at: &str, extra: Value) -> Value {
+    let mut v = json!({"emergencyRoom": "ps-nord", "access": access, "event": event, "at": at});
+    if let (Some(o), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(x.clone());
+    }
+    v
+}
+
+async fn room(app: &TestApp, id: &str) -> Value {
+    let (s, v, _) = app.raw("GET", &format!("/pronto-soccorso/{id}/stato.json"), None, None).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// The events of an access as stored on its Encounter, in a canonical order.
+fn stored_events(enc: &Value) -> Vec<String> {
+    let mut v: Vec<String> = enc["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["url"] == "urn:fascicolo:er-event")
+        .map(|x| x["extension"].to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn late_repeated_and_out_of_order_events_give_the_same_access_and_board() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    let base = [
+        ev("A1", "arrival", "2026-12-01T09:00:00+01:00", json!({"patient": CF})),
+        ev("A1", "triage", "2026-12-01T09:04:00+01:00", json!({"triage": 3, "patient": CF})),
+        ev("A1", "triage", "2026-12-01T09:30:00+01:00", json!({"triage": 2, "patient": CF})),
+        ev("A1", "take-over", "2026-12-01T09:40:00+01:00", json!({"patient": CF})),
+        ev("A1", "decision", "2026-12-01T10:30:00+01:00", json!({"decision": "admission", "patient": CF})),
+    ];
+    // the same events for a second access, shuffled and each sent twice
+    let shuffled: Vec<Value> = [4, 1, 3, 0, 2, 4, 0, 1, 3, 2]
+        .iter()
+        .map(|i| {
+            let mut e = base[*i].clone();
+            e["access"] = json!("A2");
+            e
+        })
+        .collect();
+    for e in &base {
+        let (s, v) = send(&app, &token, e.clone()).await;
+        assert_eq!((s, v["result"].as_str()), (200, Some("recorded")), "{v}");
+    }
+    let mut results = Vec::new();
+    for e in &shuffled {
+        let (s, v) = send(&app, &token, e.clone()).await;
+        assert_eq!(s, 200, "{e} → {v}");
+        results.push(v["result"].as_str().unwrap().to_string());
+    }
+    assert_eq!(results.iter().filter(|r| *r == "duplicate").count(), 5, "{results:?}");
+    let (_, a1) = send(&app, &token, base[0].clone()).await;
+    let (_, a2) = send(&app, &token, shuffled[3].clone()).await;
+    let e1 = app.get(&format!("/{}", a1["encounter"].as_str().unwrap())).await.body;
+    let e2 = app.get(&format!("/{}", a2["encounter"].as_str().unwrap())).await.body;
+    assert_eq!(stored_events(&e1), stored_events(&e2));
+    for e in [&e1, &e2] {
+        assert_eq!(e["status"], "in-progress");
+        assert_eq!(e["class"]["code"], "EMER");
+        // the triage in force is the later one, in the ER report's code system
+        assert_eq!(e["priority"]["coding"][0]["code"], "2");
+        assert_eq!(e["priority"]["coding"][0]["system"], "urn:oid:2.16.840.1.113883.2.9.6.1.54.4");
+        assert_eq!(e["subject"]["reference"], "Patient/giulia");
+        assert_eq!(e["period"]["start"], "2026-12-01T08:00:00Z");
+        assert_eq!(e["statusHistory"].as_array().unwrap().len(), 3, "{e}");
+    }
+    // each triage evaluation is an Observation of the access
+    let obs = app.get(&format!("/Observation?encounter={}", a1["encounter"].as_str().unwrap())).await.body;
+    assert_eq!(obs["total"].as_u64().or(Some(obs["entry"].as_array().map_or(0, |a| a.len() as u64))), Some(2), "{obs}");
+    // both wait for a bed: the board counts them once each
+    let r = room(&app, "ps-nord").await;
+    assert_eq!(r["present"], 2);
+    assert_eq!(r["waitingForBed"], 2);
+    assert_eq!(r["occupancyPercent"], 50);
+    assert_eq!(r["crowding"], "low");
+    assert_eq!(r["stale"], false);
+    // the exit arrives before a late take-over of a third access: still right
+    let (s, _) = send(&app, &token, ev("A3", "exit", "2026-12-01T11:00:00+01:00", json!({"outcome": 1}))).await;
+    assert_eq!(s, 200);
+    for e in [
+        ev("A3", "take-over", "2026-12-01T10:20:00+01:00", json!({})),
+        ev("A3", "arrival", "2026-12-01T10:00:00+01:00", json!({})),
+        ev("A3", "triage", "2026-12-01T10:05:00+01:00", json!({"triage": 4})),
+    ] {
+        let (s, v) = send(&app, &token, e).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let r = room(&app, "ps-nord").await;
+    assert_eq!(r["present"], 2, "the finished access is not present: {r}");
+    let (_, a3) = send(&app, &token, ev("A3", "arrival", "2026-12-01T10:00:00+01:00", json!({}))).await;
+    let e3 = app.get(&format!("/{}", a3["encounter"].as_str().unwrap())).await.body;
+    assert_eq!(e3["status"], "finished");
+    assert_eq!(e3["hospitalization"]["dischargeDisposition"]["coding"][0]["code"], "1");
+    // a person not identified: the room's record of unidentified people, which no citizen sees
+    assert_eq!(e3["subject"]["reference"], "Patient/anon-ps-nord");
+    let citizen = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
+    )
+    .await;
+    let r = app.get_as(&format!("/{}", a3["encounter"].as_str().unwrap()), &citizen).await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.body);
+    let other = producer(&app, "asst-sud").await;
+    let r = app.get_as(&format!("/{}", a3["encounter"].as_str().unwrap()), &other).await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.body);
+
+    // a server started again over the same store rebuilds the same board
+    let again = spawn_app_on(app.store.clone(), |_| {}).await;
+    let r2 = room(&again, "ps-nord").await;
+    assert_eq!((r2["present"].clone(), r2["waitingForBed"].clone()), (json!(2), json!(2)));
+}
+
+#[tokio::test]
+async fn bad_events_are_refused_with_a_clear_error_and_change_nothing() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    let (s, v) = send(&app, &token, ev("B1", "arrival", "2026-12-01T09:00:00+01:00", json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+    send(&app, &token, ev("B1", "exit", "2026-12-01T12:00:00+01:00", json!({"outcome": 1}))).await;
+    // an access of an identified citizen
+    let (s, _) = send(&app, &token, ev("B2", "arrival", "2026-12-01T09:00:00+01:00", json!({"patient": CF}))).await;
+    assert_eq!(s, 200);
+    let enc = v["encounter"].as_str().unwrap().to_string();
+    let before = app.get(&format!("/{enc}")).await.body;
+    let versions = app.versions().await;
+    let other = producer(&app, "asst-sud").await;
+    let unregistered = format!("BNCMRC07A10F205{}", fascicolo_domain::codice_fiscale::check_char(b"BNCMRC07A10F205"));
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        (
+            "unknown ER",
+            token.clone(),
+            json!({"emergencyRoom": "ps-nowhere", "access": "B1", "event": "arrival", "at": "2026-12-01T09:00:00+01:00"}),
+            404,
+            "ps-nowhere",
+        ),
+        (
+            "take-over before arrival",
+            token.clone(),
+            ev("B1", "take-over", "2026-12-01T08:00:00+01:00", json!({})),
+            422,
+            "before the arrival",
+        ),
+        (
+            "exit twice",
+            token.clone(),
+            ev("B1", "exit", "2026-12-01T12:30:00+01:00", json!({"outcome": 1})),
+            422,
+            "exit is recorded already",
+        ),
+        (
+            "event after the exit",
+            token.clone(),
+            ev("B1", "triage", "2026-12-01T13:00:00+01:00", json!({"triage": 3})),
+            422,
+            "after the exit",
+        ),
+        (
+            "triage code 6",
+            token.clone(),
+            ev("B1", "triage", "2026-12-01T09:05:00+01:00", json!({"triage": 6})),
+            400,
+            "1 (red) to 5 (white)",
+        ),
+        (
+            "triage code 0",
+            token.clone(),
+            ev("B1", "triage", "2026-12-01T09:05:00+01:00", json!({"triage": 0})),
+            400,
+            "1 (red) to 5 (white)",
+        ),
+        (
+            "outcome 6 of 1-9 ok but 12 not",
+            token.clone(),
+            ev("B1", "exit", "2026-12-01T12:00:00+01:00", json!({"outcome": 12})),
+            400,
+            "outcome codes 1 to 9",
+        ),
+        ("unknown event", token.clone(), ev("B1", "teleport", "2026-12-01T09:05:00+01:00", json!({})), 400, "not one of arrival"),
+        ("time without offset", token.clone(), ev("B1", "take-over", "2026-12-01T09:05:00", json!({})), 400, "RFC 3339"),
+        (
+            "another hospital's ER",
+            other.clone(),
+            ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({})),
+            403,
+            "Organization/hsp-nord",
+        ),
+        (
+            "bad codice fiscale",
+            token.clone(),
+            ev("B9", "arrival", "2026-12-01T09:05:00+01:00", json!({"patient": "RSSGLI85D52F205X"})),
+            400,
+            "codice fiscale",
+        ),
+        (
+            "unregistered citizen",
+            token.clone(),
+            ev("B9", "arrival", "2026-12-01T09:05:00+01:00", json!({"patient": unregistered})),
+            422,
+            "no citizen",
+        ),
+        (
+            "patient added later",
+            token.clone(),
+            ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({"patient": CF})),
+            409,
+            "without a patient",
+        ),
+        ("patient left out", token.clone(), ev("B2", "take-over", "2026-12-01T09:05:00+01:00", json!({})), 409, "same 'patient'"),
+    ];
+    for (what, t, body, status, says) in cases {
+        let (s, v) = send(&app, &t, body).await;
+        assert_eq!(s, status, "{what}: {v}");
+        assert!(v["message"].as_str().unwrap_or_default().contains(says), "{what}: {v}");
+    }
+    // no credentials, or a citizen's
+    let (s, _) = send(&app, "not-a-token", ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({}))).await;
+    assert_eq!(s, 401);
+    let citizen = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
+    )
+    .await;
+    let (s, _) = send(&app, &citizen, ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({}))).await;
+    assert_eq!(s, 403);
+    let (s, _, _) = app.raw("POST", "/er/v1/events", Some(&token), Some((b"[1,2]".to_vec(), "application/json"))).await;
+    assert_eq!(s, 400);
+    // nothing changed: the access, the number of stored versions, nothing for B9
+    assert_eq!(app.get(&format!("/{enc}")).await.body, before);
+    assert_eq!(app.versions().await, versions);
+    assert_eq!(app.count("Encounter").await, 2);
+}
+
+#[tokio::test]
+async fn the_record_shows_the_visit_to_its_patient_and_to_no_other_hospital() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    let (_, v) = send(&app, &token, ev("C1", "arrival", "2026-12-01T09:00:00+01:00", json!({"patient": CF}))).await;
+    let (s, _) = send(&app, &token, ev("C1", "triage", "2026-12-01T09:02:00+01:00", json!({"triage": 4, "patient": CF}))).await;
+    assert_eq!(s, 200);
+    let enc = v["encounter"].as_str().unwrap();
+    let citizen = token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
+    )
+    .await;
+    let own = app.get_as("/Encounter?patient=giulia", &citizen).await.body;
+    assert_eq!(own["entry"][0]["resource"]["id"].as_str().map(|i| format!("Encounter/{i}")).as_deref(), Some(enc), "{own}");
+    // the hospital's writes are in her access log
+    let log = app.get_as("/AuditEvent?patient=giulia", &citizen).await.body;
+    assert!(log.to_string().contains("his-asst-nord") || log.to_string().contains("asst-nord"), "{log}");
+    // another hospital's system cannot read it
+    let other = producer(&app, "asst-sud").await;
+    let r = app.get_as(&format!("/{enc}"), &other).await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.body);
+    // the public feed says nothing of who is there
+    let (_, _, feed) = app.raw("GET", "/pronto-soccorso/stato.json", None, None).await;
+    let feed = String::from_utf8(feed).unwrap();
+    assert!(!feed.contains(CF) && !feed.contains("giulia") && !feed.contains("C1"), "{feed}");
+    let f: Value = serde_json::from_str(&feed).unwrap();
+    let nord = f["emergencyRooms"].as_array().unwrap().iter().find(|r| r["id"] == "ps-nord").unwrap().clone();
+    assert_eq!(nord["byTriage"][3]["waiting"], 1);
+    assert!(nord["byTriage"][3]["medianWaitMinutes"].as_u64().is_some());
+    assert_eq!(f["triageCodes"][1]["targetMinutes"], 15);
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_the_events_of_one_access_are_all_merged_once() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    let events = [
+        ev("D1", "arrival", "2026-12-01T09:00:00+01:00", json!({})),
+        ev("D1", "triage", "2026-12-01T09:01:00+01:00", json!({"triage": 5})),
+        ev("D1", "take-over", "2026-12-01T09:50:00+01:00", json!({})),
+        ev("D1", "decision", "2026-12-01T10:10:00+01:00", json!({"decision": "observation"})),
+    ];
+    let mut tasks = Vec::new();
+    for k in 0..24 {
+        let e = events[k % events.len()].clone();
+        let (root, t) = (app.root.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{root}/er/v1/events"))
+                .bearer_auth(t)
+                .json(&e)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    let mut recorded = 0;
+    let mut enc = String::new();
+    for t in tasks {
+        let v = t.await.unwrap();
+        recorded += usize::from(v["result"] == "recorded");
+        enc = v["encounter"].as_str().unwrap_or_default().to_string();
+    }
+    assert_eq!(recorded, 4, "each distinct event recorded once");
+    let e = app.get(&format!("/{enc}")).await.body;
+    assert_eq!(stored_events(&e).len(), 4);
+    assert_eq!(e["meta"]["versionId"], "4");
+    let r = room(&app, "ps-nord").await;
+    assert_eq!((r["present"].clone(), r["inObservation"].clone()), (json!(1), json!(1)));
+}
+
+#[tokio::test]
+async fn the_public_page_lists_the_nearest_rooms_and_the_stream_pushes_changes() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-sud").await;
+    // no login: the page, nearest first from a position, and in English
+    let page = app.client.get(format!("{}/pronto-soccorso?lat=45.19&lon=9.16", app.root)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    let nearest = html.find("I più vicini").unwrap();
+    let sud = html[nearest..].find("Pronto soccorso ps-sud").unwrap();
+    let nord = html[nearest..].find("Pronto soccorso ps-nord").unwrap();
+    assert!(sud < nord, "the nearer room first");
+    assert!(html.contains("Affollamento = presenti"), "the formula is on the page");
+    assert!(html.contains("Nessun dato ricevuto"), "a room that never sent is marked");
+    let en = app.client.get(format!("{}/pronto-soccorso/ps-sud?lang=en", app.root)).send().await.unwrap().text().await.unwrap();
+    assert!(en.contains("Patients by triage code") && en.contains("Light blue") && !en.contains("In attesa"), "English page");
+    let missing = app.client.get(format!("{}/pronto-soccorso/nope", app.root)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let unknown = app.client.get(format!("{}/pronto-soccorso?comune=Atlantide", app.root)).send().await.unwrap().text().await.unwrap();
+    assert!(unknown.contains("Non trovo il comune"), "a municipality that is not there is said so");
+    // the stream: a first picture at once, then the change after an event, within 2 s
+    let mut stream = app.client.get(format!("{}/pronto-soccorso/live", app.root)).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let first = next_board(&mut stream).await;
+    let waiting = |b: &Value| b["rooms"].as_array().unwrap().iter().find(|r| r[0] == "ps-sud").map(|r| r[9][0][0].clone());
+    assert_eq!(waiting(&first), Some(json!(0)));
+    let sent = std::time::Instant::now();
+    let mut e = ev("E1", "arrival", "2026-12-01T09:00:00+01:00", json!({}));
+    e["emergencyRoom"] = json!("ps-sud");
+    send(&app, &token, e.clone()).await;
+    e["event"] = json!("triage");
+    e["triage"] = json!(1);
+    e["at"] = json!("2026-12-01T09:01:00+01:00");
+    send(&app, &token, e).await;
+    let mut seen = None;
+    while sent.elapsed() < std::time::Duration::from_secs(2) {
+        let b = next_board(&mut stream).await;
+        if waiting(&b) == Some(json!(1)) {
+            seen = Some(sent.elapsed());
+            break;
+        }
+    }
+    assert!(seen.is_some(), "the change reached the live connection within 2 s");
+}
+
+async fn next_board(stream: &mut reqwest::Response) -> Value {
+    let mut buf = String::new();
+    loop {
+        let chunk =
+            tokio::time::timeout(std::time::Duration::from_secs(3), stream.chunk()).await.expect("a message in time").unwrap().unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(end) = buf.find("\n\n") {
+            let msg = &buf[..end];
+            if let Some(data) = msg.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+            buf = buf[end + 2..].to_string();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_history_keeps_one_measure_report_per_room_and_interval() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    send(&app, &token, ev("F1", "arrival", "2026-12-01T09:00:00+01:00", json!({}))).await;
+    let er = fascicolo_app::er::ErService::new(fascicolo_app::FhirService::new(app.store.clone()));
+    let at = time::OffsetDateTime::now_utc();
+    let n = er.record_history(at - time::Duration::minutes(15), at).await.unwrap();
+    assert_eq!(n, 2);
+    // again for the same instant: the same reports, not new ones
+    er.record_history(at - time::Duration::minutes(15), at).await.unwrap();
+    let b = app.get("/MeasureReport?subject=Location/ps-nord").await.body;
+    assert_eq!(b["entry"].as_array().unwrap().len(), 1, "{b}");
+    let mr = &b["entry"][0]["resource"];
+    assert_eq!(mr["group"][0]["population"][0]["count"], 1, "one present: {mr}");
+    assert_eq!(mr["group"][0]["measureScore"]["value"], 25);
+}

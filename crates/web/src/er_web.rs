@@ -1,0 +1,537 @@
+//! Emergency rooms live: the hospitals' event feed (`POST /er/v1/events`), and the public pages
+//! without login (`/pronto-soccorso`): the nearest emergency rooms, a map of the region, the
+//! table per triage code, the JSON feed and the live stream (Server-Sent Events). The pages
+//! work without JavaScript (they reload each minute); with it, a small script of our own
+//! (`/pronto-soccorso/live.js`) updates them as events arrive.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use fascicolo_app::er::{board_json, room_json, Board, ErStatus, EventIn, FORMULA_EN, FORMULA_IT};
+use fascicolo_domain::er::{Applied, Crowding, Triage};
+use maud::{html, Markup, PreEscaped};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use crate::html::{page_with_head, Lang};
+use crate::AppState;
+
+/// A place people may type to find the nearest emergency rooms (a municipality of the region).
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub name: String,
+    pub province: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// The scripts the live pages may run: our own file only; the stream on the same origin.
+const LIVE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+     font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const LIVE_JS: &str = include_str!("er_live.js");
+
+const STYLE: &str = ".er-grid{list-style:none;padding:0;display:grid;gap:.75rem;grid-template-columns:repeat(auto-fill,minmax(18rem,1fr))}\
+.er-grid>li{border:1px solid #5c6f82;border-radius:6px;padding:.75rem}.er-grid h3{margin:0 0 .25rem;font-size:1.1rem}\
+.lvl{display:inline-block;border-radius:4px;padding:.1rem .5rem;font-weight:700;border:2px solid #1a1a1a}\
+.lvl-low{background:#d7f5e1}.lvl-medium{background:#fff1c2}.lvl-high{background:#ffd7b0}.lvl-overcrowded{background:#f9c6cf}\
+.stale{color:#a61f33;font-weight:700}table{border-collapse:collapse;width:100%;margin:.5rem 0}\
+th,td{border-bottom:1px solid #c5c7c9;padding:.35rem .4rem;text-align:left}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
+.chip{display:inline-block;width:.9rem;height:.9rem;border:1px solid #1a1a1a;border-radius:2px;vertical-align:-2px;margin-right:.35rem}\
+.t1{background:#d9364f}.t2{background:#ff8c1a}.t3{background:#4fb3e8}.t4{background:#2e9e5b}.t5{background:#fff}\
+.map{max-width:34rem;width:100%;height:auto;border:1px solid #c5c7c9;border-radius:6px;background:#f4f7fa}\
+form.near{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}form.near div{flex:1 1 14rem}\
+.js-only{display:none}.live-on .js-only{display:inline-block}\
+@media (max-width:40rem){table.stack thead{display:none}table.stack tr{display:block;border:1px solid #c5c7c9;border-radius:6px;margin:.5rem 0;padding:.25rem}\
+table.stack td{display:flex;justify-content:space-between;border:0}table.stack td::before{content:attr(data-label);font-weight:600;margin-right:1rem}}";
+
+fn unavailable(lang: Lang) -> Response {
+    let html = crate::html::error_page(
+        lang,
+        lang.t("Dati non disponibili", "Data not available"),
+        lang.t(
+            "Non riusciamo a leggere i dati in questo momento. Riprova tra qualche secondo.",
+            "We cannot read the data right now. Try again in a few seconds.",
+        ),
+    );
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+fn with_csp(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(LIVE_CSP));
+    r
+}
+
+fn rome(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(fascicolo_domain::rome::offset(t));
+    format!("{:02}/{:02}/{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
+}
+
+fn crowding_label(lang: Lang, c: Crowding) -> &'static str {
+    lang.t(c.label_it(), c.label_en())
+}
+
+fn kind_label(lang: Lang, s: &ErStatus) -> &'static str {
+    lang.t(s.er.kind.label_it(), s.er.kind.label_en())
+}
+
+fn minutes(lang: Lang, m: Option<u32>) -> String {
+    match m {
+        None => "—".into(),
+        Some(m) if m < 60 => format!("{m} min"),
+        Some(m) => format!("{} {} {:02} min", m / 60, lang.t("h", "h"), m % 60),
+    }
+}
+
+fn lang_link(lang: Lang, path: &str) -> String {
+    match lang {
+        Lang::It => path.to_string(),
+        Lang::En if path.contains('?') => format!("{path}&lang=en"),
+        Lang::En => format!("{path}?lang=en"),
+    }
+}
+
+/// `POST /er/v1/events`: one event from a hospital's system (JSON, see `docs/er-feed.md`).
+pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let actor = match crate::fhir_api::authenticate(&state, &headers).await {
+        Ok(a) => a,
+        Err(_) => return problem(401, "unauthorized", "the access token is not valid or has expired".into()),
+    };
+    if body.len() > 16 * 1024 {
+        return problem(413, "too-large", "an event is at most 16 KiB".into());
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return problem(400, "bad-request", "the body must be one JSON object (an event)".into()),
+    };
+    let ev = match EventIn::from_json(&v) {
+        Ok(e) => e,
+        Err(e) => return app_problem(&e),
+    };
+    match state.er.event(&actor, ev).await {
+        Ok(o) => {
+            let status = if o.applied == Applied::Duplicate { "duplicate" } else { "recorded" };
+            (StatusCode::OK, axum::Json(json!({"result": status, "encounter": o.encounter}))).into_response()
+        }
+        Err(e) => app_problem(&e),
+    }
+}
+
+fn problem(status: u16, code: &str, message: String) -> Response {
+    let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (s, axum::Json(json!({"error": code, "message": message}))).into_response()
+}
+
+fn app_problem(e: &fascicolo_app::AppError) -> Response {
+    let (status, issues) = fascicolo_app::error_status(e);
+    let message = issues.iter().map(|i| i.diagnostics.clone()).collect::<Vec<_>>().join("; ");
+    let code = issues.first().map(|i| i.code.clone()).unwrap_or_default();
+    problem(status, &code, message)
+}
+
+/// `GET /pronto-soccorso/stato.json`: the whole region (documented in `docs/er-feed.md`).
+pub async fn feed(State(state): State<AppState>) -> Response {
+    let b = match state.er.board().await {
+        Ok(b) => b,
+        Err(e) => return app_problem(&e),
+    };
+    let mut r = axum::Json(board_json(&b)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r
+}
+
+/// `GET /pronto-soccorso/live`: the feed again at each change (Server-Sent Events; at most one
+/// message per second per connection, the latest state).
+pub async fn stream(State(state): State<AppState>) -> Response {
+    let rx = state.er.subscribe();
+    let er = state.er.clone();
+    let s = futures_util::stream::unfold((rx, er, true), |(mut rx, er, first)| async move {
+        if !first {
+            // the next change (or a minute: waits grow with time even without events)
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), rx.changed()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        rx.borrow_and_update();
+        let ev = match er.board().await {
+            Ok(b) => SseEvent::default().event("board").id(b.version.to_string()).data(compact(&b).to_string()),
+            // the store is not answering: say nothing this time, the browser keeps what it shows
+            Err(_) => SseEvent::default().comment("unavailable"),
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), (rx, er, false)))
+    });
+    let mut r = Sse::new(s).keep_alive(KeepAlive::default()).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// What the page script needs per emergency room (smaller than the feed).
+fn compact(b: &Board) -> Value {
+    json!({"at": rome(b.at), "rooms": b.rooms.iter().map(|s| {
+        let p = &s.picture;
+        json!([s.er.id, p.crowding.code(), p.occupancy, p.present, p.awaiting_triage, p.observation, p.boarding, s.stale,
+            s.updated.map(rome), p.by_code.iter().map(|c| json!([c.waiting, c.treatment, c.median_wait, c.longest_wait])).collect::<Vec<_>>()])
+    }).collect::<Vec<_>>()})
+}
+
+/// `GET /pronto-soccorso/live.js`
+pub async fn live_js() -> Response {
+    let mut r = ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], LIVE_JS).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.map(|q| form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
+}
+
+/// Where the visitor is: a position their browser gave, or a municipality they typed.
+enum Origin {
+    None,
+    Position(f64, f64),
+    Town(Place),
+    UnknownTown(String),
+}
+
+fn fold(s: &str) -> String {
+    s.trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'à' | 'á' => 'a',
+            'è' | 'é' => 'e',
+            'ì' | 'í' => 'i',
+            'ò' | 'ó' => 'o',
+            'ù' | 'ú' => 'u',
+            c => c,
+        })
+        .collect()
+}
+
+fn origin(state: &AppState, pairs: &[(String, String)]) -> Origin {
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
+    if let (Some(lat), Some(lon)) = (get("lat").and_then(|v| v.parse::<f64>().ok()), get("lon").and_then(|v| v.parse::<f64>().ok())) {
+        if (35.0..48.0).contains(&lat) && (6.0..19.0).contains(&lon) {
+            return Origin::Position(lat, lon);
+        }
+    }
+    match get("comune") {
+        Some(name) => {
+            let f = fold(&name);
+            match state.places.iter().find(|p| fold(&p.name) == f) {
+                Some(p) => Origin::Town(p.clone()),
+                None => Origin::UnknownTown(name),
+            }
+        }
+        None => Origin::None,
+    }
+}
+
+fn level(lang: Lang, s: &ErStatus) -> Markup {
+    let c = s.picture.crowding;
+    html! {
+        span.lvl.(format!("lvl-{}", c.code())) data-k="crowding" { (crowding_label(lang, c)) }
+        " "
+        span data-k="occupancy" { (s.picture.occupancy) "%" }
+    }
+}
+
+fn updated(lang: Lang, s: &ErStatus) -> Markup {
+    html! {
+        span data-k="updated" {
+            @match s.updated {
+                Some(t) => { (lang.t("Aggiornato: ", "Updated: ")) (rome(t)) },
+                None => { (lang.t("Nessun dato ricevuto", "No data received")) },
+            }
+        }
+        " "
+        span.stale data-k="stale" hidden[!s.stale] { (lang.t("· dati non aggiornati", "· data not up to date")) }
+    }
+}
+
+/// The map: every emergency room as a dot coloured by crowding, over the region's provinces
+/// (drawn from coordinates only; see the page note).
+fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
+    // Lombardy spans about 44.68–46.64 N, 8.49–11.43 E; x scaled by cos(45.6°)
+    let (w, h) = (340.0, 300.0);
+    let (lat0, lat1, lon0, lon1) = (44.6, 46.7, 8.4, 11.5);
+    let k = (45.6f64).to_radians().cos();
+    let sx = w / ((lon1 - lon0) * k);
+    let sy = h / (lat1 - lat0);
+    let s = sx.min(sy);
+    let xy = |lat: f64, lon: f64| ((lon - lon0) * k * s + 5.0, (lat1 - lat) * s + 5.0);
+    let colour = |c: Crowding| match c {
+        Crowding::Low => "#2e9e5b",
+        Crowding::Medium => "#e0b000",
+        Crowding::High => "#ff8c1a",
+        Crowding::Overcrowded => "#d9364f",
+    };
+    let mut svg = String::new();
+    for r in &b.rooms {
+        let (x, y) = xy(r.er.lat, r.er.lon);
+        let big = highlight == Some(r.er.id.as_str());
+        svg.push_str(&format!(
+            r##"<a href="{href}"><circle cx="{x:.1}" cy="{y:.1}" r="{rad}" fill="{fill}" stroke="#1a1a1a" stroke-width="{sw}" data-er="{id}"><title>{name}: {lvl}</title></circle></a>"##,
+            href = crate::html::esc(&lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))),
+            rad = if big { 7 } else { 4 },
+            sw = if big { 2 } else { 1 },
+            fill = colour(r.picture.crowding),
+            id = crate::html::esc(&r.er.id),
+            name = crate::html::esc(&r.er.name),
+            lvl = crowding_label(lang, r.picture.crowding),
+        ));
+    }
+    for (name, lat, lon) in PROVINCE_TOWNS {
+        let (x, y) = xy(*lat, *lon);
+        svg.push_str(&format!(r##"<text x="{:.1}" y="{:.1}" font-size="9" fill="#33475b">{name}</text>"##, x + 6.0, y - 5.0));
+    }
+    html! {
+        figure {
+            svg.map viewBox=(format!("0 0 {} {}", w + 10.0, h + 10.0)) role="img" aria-labelledby="map-title" {
+                title #map-title { (lang.t("Mappa dei pronto soccorso della Lombardia colorati per affollamento", "Map of Lombardy's emergency rooms coloured by crowding")) }
+                (PreEscaped(svg))
+            }
+            figcaption.muted {
+                (lang.t("Verde: poco affollato · giallo: mediamente · arancione: affollato · rosso: sovraffollato. Ogni punto porta alla sua pagina; la tabella qui sotto dice le stesse cose in testo.",
+                    "Green: not crowded · yellow: moderately · orange: crowded · red: overcrowded. Each dot opens its page; the table below says the same in text."))
+            }
+        }
+    }
+}
+
+/// Provincial chief towns, to find one's way on the map (coordinates of the town centres).
+const PROVINCE_TOWNS: &[(&str, f64, f64)] = &[
+    ("Milano", 45.464, 9.19),
+    ("Bergamo", 45.698, 9.677),
+    ("Brescia", 45.541, 10.211),
+    ("Como", 45.808, 9.085),
+    ("Cremona", 45.133, 10.024),
+    ("Lecco", 45.853, 9.39),
+    ("Lodi", 45.314, 9.503),
+    ("Mantova", 45.156, 10.791),
+    ("Monza", 45.584, 9.274),
+    ("Pavia", 45.185, 9.155),
+    ("Sondrio", 46.17, 9.871),
+    ("Varese", 45.82, 8.825),
+];
+
+fn triage_legend(lang: Lang) -> Markup {
+    html! {
+        h2 #codici { (lang.t("I codici di triage", "The triage codes")) }
+        p { (lang.t("All'arrivo un infermiere assegna un codice in base alla gravità, non all'ordine di arrivo: chi ha un codice più grave passa prima. Il tempo indicato è l'attesa massima raccomandata dalle linee guida nazionali (2019) tra il triage e la visita.",
+            "On arrival a nurse gives a code by how serious the problem is, not by who came first: a more serious code is seen first. The time is the longest wait the national guidelines (2019) recommend between triage and being seen.")) }
+        table.stack {
+            thead { tr { th scope="col" { (lang.t("Codice", "Code")) } th scope="col" { (lang.t("Significato", "Meaning")) } th scope="col" { (lang.t("Attesa massima", "Longest wait")) } } }
+            tbody {
+                @for t in Triage::ALL {
+                    tr {
+                        td data-label=(lang.t("Codice", "Code")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.t(t.colour_it(), t.colour_en())) }
+                        td data-label=(lang.t("Significato", "Meaning")) { (lang.t(t.meaning_it(), t.meaning_en())) }
+                        td data-label=(lang.t("Attesa massima", "Longest wait")) {
+                            @if t.target_minutes() == 0 { (lang.t("accesso immediato", "seen at once")) } @else { (t.target_minutes()) " min" }
+                        }
+                    }
+                }
+            }
+        }
+        p { strong { (lang.t("In pericolo di vita chiama il 112.", "If a life is in danger call 112.")) } " "
+            (lang.t("Per problemi non urgenti rivolgiti al tuo medico o alla guardia medica (116117).", "For problems that are not urgent see your doctor or the out-of-hours service (116117).")) }
+    }
+}
+
+fn head_extra() -> Markup {
+    html! {
+        style { (PreEscaped(STYLE)) }
+        noscript { meta http-equiv="refresh" content="60"; }
+        script src="/pronto-soccorso/live.js" defer {}
+    }
+}
+
+fn shell(state: &AppState, lang: Lang, title: &str, body: Markup) -> Response {
+    let banner = state.auth.demo.then(|| {
+        lang.t(
+            "Dimostrazione: i pronto soccorso e i loro pazienti sono simulati.",
+            "Demo: the emergency rooms and their patients are simulated.",
+        )
+    });
+    let i18n = html! {
+        div #er-i18n hidden data-updated=(lang.t("Aggiornato: ", "Updated: ")) data-nodata=(lang.t("Nessun dato ricevuto", "No data received"))
+            data-nopos=(lang.t("Posizione non disponibile: scrivi il comune", "Position not available: type your municipality"))
+            data-lvl-low=(crowding_label(lang, Crowding::Low)) data-lvl-medium=(crowding_label(lang, Crowding::Medium))
+            data-lvl-high=(crowding_label(lang, Crowding::High)) data-lvl-overcrowded=(crowding_label(lang, Crowding::Overcrowded)) {}
+    };
+    let html = page_with_head(lang, title, banner, head_extra(), html! { (i18n) (body) });
+    with_csp(Html(html).into_response())
+}
+
+/// `GET /pronto-soccorso`: the nearest emergency rooms, the map, every room in a table.
+pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let lang = Lang::from_query(q.as_deref());
+    let pairs = query_pairs(q.as_deref());
+    let b = match state.er.board().await {
+        Ok(b) => b,
+        Err(_) => return unavailable(lang),
+    };
+    let from = origin(&state, &pairs);
+    let point = match &from {
+        Origin::Position(lat, lon) => Some((*lat, *lon)),
+        Origin::Town(p) => Some((p.lat, p.lon)),
+        _ => None,
+    };
+    let mut near: Vec<(f64, &ErStatus)> = match point {
+        Some((lat, lon)) => b.rooms.iter().map(|r| (r.er.distance_km(lat, lon), r)).collect(),
+        None => Vec::new(),
+    };
+    near.sort_by(|a, b| a.0.total_cmp(&b.0));
+    near.truncate(6);
+    let typed = pairs.iter().find(|(k, _)| k == "comune").map(|(_, v)| v.clone()).unwrap_or_default();
+    let title = lang.t("Pronto soccorso in tempo reale", "Emergency rooms live");
+    let body = html! {
+        h1 { (title) }
+        p { (lang.t("Quante persone attendono o sono in cura in ogni pronto soccorso della Lombardia, per codice di triage. I dati arrivano dagli ospedali man mano che i pazienti arrivano, vengono visitati ed escono.",
+            "How many people wait or are being treated in each emergency room in Lombardy, by triage code. The figures come from the hospitals as patients arrive, are seen and leave.")) }
+        p { strong { (lang.t("In pericolo di vita chiama il 112.", "If a life is in danger call 112.")) } }
+        form.near method="get" action="/pronto-soccorso" {
+            @if lang == Lang::En { input type="hidden" name="lang" value="en"; }
+            div {
+                label for="comune" { (lang.t("Il tuo comune", "Your municipality")) }
+                input #comune name="comune" type="text" autocomplete="address-level2" value=(typed) list="comuni";
+            }
+            button type="submit" { (lang.t("Trova i più vicini", "Find the nearest")) }
+            button.secondary.js-only type="button" #use-position data-label-wait=(lang.t("Cerco la posizione…", "Finding your position…")) { (lang.t("Usa la mia posizione", "Use my position")) }
+        }
+        datalist #comuni { @for p in state.places.iter() { option value=(p.name) {} } }
+        @match &from {
+            Origin::UnknownTown(t) => p.error role="alert" { (lang.t("Non trovo il comune ", "I cannot find the municipality ")) "«" (t) "» " (lang.t("in Lombardia: controlla come è scritto.", "in Lombardy: check the spelling.")) },
+            Origin::Town(p) => p.muted { (lang.t("Distanze in linea d'aria dal centro di ", "Straight-line distances from the centre of ")) (p.name) " (" (p.province) ")." },
+            Origin::Position(..) => p.muted { (lang.t("Distanze in linea d'aria dalla tua posizione (non la conserviamo).", "Straight-line distances from your position (we do not keep it).")) },
+            Origin::None => {},
+        }
+        @if !near.is_empty() {
+            h2 { (lang.t("I più vicini", "The nearest")) }
+            ul.er-grid {
+                @for (km, r) in &near {
+                    li data-er=(r.er.id) {
+                        h3 { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } }
+                        p.muted { (kind_label(lang, r)) " · " (r.er.town) " · " (format!("{:.1}", km).replace('.', if lang == Lang::It { "," } else { "." })) " km" }
+                        p { (level(lang, r)) }
+                        p { (lang.t("In attesa: ", "Waiting: ")) strong data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
+                            " · " (lang.t("in cura: ", "in treatment: ")) strong data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) } }
+                        p.muted { (updated(lang, r)) }
+                    }
+                }
+            }
+        }
+        h2 { (lang.t("La mappa", "The map")) }
+        (map(lang, &b, None))
+        h2 #tutti { (lang.t("Tutti i pronto soccorso", "Every emergency room")) }
+        p.muted { (lang.t("Ultimo aggiornamento della pagina: ", "Page updated: ")) span #board-at { (rome(b.at)) } }
+        table.stack {
+            thead { tr {
+                th scope="col" { (lang.t("Pronto soccorso", "Emergency room")) }
+                th scope="col" { (lang.t("Affollamento", "Crowding")) }
+                th.n scope="col" { (lang.t("In attesa", "Waiting")) }
+                th.n scope="col" { (lang.t("In cura", "In treatment")) }
+                th scope="col" { (lang.t("Stato dei dati", "Data")) }
+            } }
+            tbody {
+                @for r in &b.rooms {
+                    tr data-er=(r.er.id) {
+                        td data-label=(lang.t("Pronto soccorso", "Emergency room")) { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } br; span.muted { (r.er.town) " (" (r.er.province) ")" } }
+                        td data-label=(lang.t("Affollamento", "Crowding")) { (level(lang, r)) }
+                        td.n data-label=(lang.t("In attesa", "Waiting")) data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
+                        td.n data-label=(lang.t("In cura", "In treatment")) data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) }
+                        td data-label=(lang.t("Stato dei dati", "Data")) { (updated(lang, r)) }
+                    }
+                }
+            }
+        }
+        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
+        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
+        p { (lang.t("Un pronto soccorso è segnato «dati non aggiornati» quando il suo ospedale non invia eventi da più di 30 minuti.",
+            "An emergency room is marked «data not up to date» when its hospital has sent no events for more than 30 minutes.")) }
+        (triage_legend(lang))
+        p { (lang.t("Per altre app: ", "For other apps: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON", "the data as JSON")) } " · " (lang.t("aggiornamenti in diretta: ", "live updates: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
+    };
+    shell(&state, lang, title, body)
+}
+
+/// `GET /pronto-soccorso/{id}`: one emergency room, per triage code.
+pub async fn room(State(state): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let lang = Lang::from_query(q.as_deref());
+    let b: Arc<Board> = match state.er.board().await {
+        Ok(b) => b,
+        Err(_) => return unavailable(lang),
+    };
+    let Some(r) = b.rooms.iter().find(|r| r.er.id == id) else {
+        let html = crate::html::error_page(
+            lang,
+            lang.t("Pronto soccorso non trovato", "Emergency room not found"),
+            lang.t("Non c'è un pronto soccorso con questo indirizzo.", "There is no emergency room at this address."),
+        );
+        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+    };
+    let p = &r.picture;
+    let body = html! {
+        p { a href=(lang_link(lang, "/pronto-soccorso")) { "← " (lang.t("Tutti i pronto soccorso", "Every emergency room")) } }
+        div data-er=(r.er.id) {
+            h1 { (r.er.name) }
+            p.muted { (kind_label(lang, r)) " · " (r.er.town) " (" (r.er.province) ") · " (r.er.spaces) " " (lang.t("posti di trattamento", "treatment spaces")) }
+            p { (level(lang, r)) " · " (lang.t("presenti: ", "present: ")) strong data-k="present" { (p.present) } }
+            p.muted { (updated(lang, r)) }
+            table.stack {
+                caption { (lang.t("Pazienti per codice di triage", "Patients by triage code")) }
+                thead { tr {
+                    th scope="col" { (lang.t("Codice", "Code")) }
+                    th.n scope="col" { (lang.t("In attesa", "Waiting")) }
+                    th.n scope="col" { (lang.t("In cura", "In treatment")) }
+                    th.n scope="col" { (lang.t("Attesa mediana", "Median wait")) }
+                    th.n scope="col" { (lang.t("Attesa più lunga", "Longest wait")) }
+                    th.n scope="col" { (lang.t("Attesa massima raccomandata", "Recommended longest wait")) }
+                } }
+                tbody {
+                    @for (c, t) in p.by_code.iter().zip(Triage::ALL) {
+                        tr data-code=(t.code()) {
+                            th scope="row" data-label=(lang.t("Codice", "Code")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.t(t.colour_it(), t.colour_en())) }
+                            td.n data-label=(lang.t("In attesa", "Waiting")) data-k="w" { (c.waiting) }
+                            td.n data-label=(lang.t("In cura", "In treatment")) data-k="t" { (c.treatment) }
+                            td.n data-label=(lang.t("Attesa mediana", "Median wait")) data-k="m" { (minutes(lang, c.median_wait)) }
+                            td.n data-label=(lang.t("Attesa più lunga", "Longest wait")) data-k="l" { (minutes(lang, c.longest_wait)) }
+                            td.n data-label=(lang.t("Attesa massima raccomandata", "Recommended longest wait")) {
+                                @if t.target_minutes() == 0 { (lang.t("immediata", "at once")) } @else { (t.target_minutes()) " min" }
+                            }
+                        }
+                    }
+                }
+            }
+            ul {
+                li { (lang.t("Arrivati, in attesa del triage: ", "Arrived, waiting for triage: ")) strong data-k="awaiting" { (p.awaiting_triage) } }
+                li { (lang.t("In osservazione breve (OBI): ", "In short observation: ")) strong data-k="observation" { (p.observation) } }
+                li { (lang.t("In attesa di un posto letto o di trasferimento: ", "Waiting for a bed or a transfer: ")) strong data-k="boarding" { (p.boarding) } }
+            }
+            p.muted { (lang.t("Le attese contano dall'arrivo. Chi attende più a lungo non è necessariamente in ritardo: i codici più gravi passano prima.",
+                "Waits count from arrival. A long wait is not necessarily a delay: more serious codes are seen first.")) }
+        }
+        (map(lang, &b, Some(&r.er.id)))
+        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
+        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
+        (triage_legend(lang))
+    };
+    shell(&state, lang, &r.er.name, body)
+}
+
+/// A feed's JSON for one room (tests and other apps may ask for one).
+pub async fn room_feed(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let b = match state.er.board().await {
+        Ok(b) => b,
+        Err(e) => return app_problem(&e),
+    };
+    match b.rooms.iter().find(|r| r.er.id == id) {
+        Some(r) => axum::Json(room_json(r)).into_response(),
+        None => problem(404, "not-found", format!("there is no emergency room '{id}'")),
+    }
+}
