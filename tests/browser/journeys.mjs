@@ -361,6 +361,57 @@ try {
   step("an unknown address is a designed page that leads home");
   await gpCtx.close();
   await citizen.close();
+
+  // ---- emergency rooms live, without login (the demo simulates every room in real time)
+  {
+    const er = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
+    const p = await er.newPage();
+    await visit(p, "/pronto-soccorso", "er-board");
+    await keyboard(p, "er-board");
+    await phone(er, "/pronto-soccorso", "er-board");
+    const rooms = await p.locator("table.stack tbody tr[data-er]").count();
+    assert.ok(rooms >= 80, `every emergency room of the region is listed (${rooms})`);
+    assert.equal(await p.locator("svg.map circle").count(), rooms, "the map shows each room");
+    await p.fill("#comune", "Bergamo");
+    await p.click("form.near button[type=submit]");
+    await p.waitForLoadState();
+    const near = await p.locator("ul.er-grid > li").allInnerTexts();
+    assert.equal(near.length, 6, "the six nearest rooms");
+    assert.match(near[0], /Bergamo|BG|km/, `the nearest first: ${near[0].slice(0, 80)}`);
+    const kms = near.map((t) => Number((t.match(/([\d,]+) km/) || [0, "999"])[1].replace(",", ".")));
+    assert.deepEqual([...kms].sort((a, b) => a - b), kms, `nearest first: ${kms.join(", ")}`);
+    await a11y(p, "er-nearest");
+    if (SHOTS) await p.screenshot({ path: `${SHOTS}/er-nearest-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+    await p.locator("ul.er-grid > li h3 a").first().click();
+    await p.waitForLoadState();
+    assert.equal(await p.locator("tr[data-code]").count(), 5, "the table per triage code");
+    await a11y(p, "er-room");
+    if (SHOTS) await p.screenshot({ path: `${SHOTS}/er-room-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+    await phone(er, new URL(p.url()).pathname, "er-room");
+    await p.goto(BASE + new URL(p.url()).pathname + "?lang=en");
+    assert.match(await p.locator("caption").innerText(), /Patients by triage code/);
+    await a11y(p, "er-room-en");
+    step(`the emergency rooms: ${rooms} on the map and in the table, the six nearest Bergamo, one room per triage code, in English`);
+    await er.close();
+
+    // with the page's own content security policy (no bypass): the script runs and the page
+    // follows the live stream; the browser's position finds the nearest rooms
+    const live = await browser.newContext({ locale: "it-IT", geolocation: { latitude: 45.464, longitude: 9.19 }, permissions: ["geolocation"] });
+    const lp = await live.newPage();
+    await lp.goto(BASE + "/pronto-soccorso");
+    await lp.waitForFunction(() => document.documentElement.classList.contains("live-on"), null, { timeout: 5000 });
+    // blank every count; the next message from the server writes them again
+    await lp.evaluate(() => document.querySelectorAll('tr[data-er] [data-k="waiting"]').forEach((n) => { n.textContent = "?"; }));
+    const t0 = Date.now();
+    await lp.waitForFunction(() => ![...document.querySelectorAll('tr[data-er] [data-k="waiting"]')].some((n) => n.textContent === "?"), null, { timeout: 20000 });
+    step(`the next change (a simulated event) reached the open page through the live stream ${Date.now() - t0} ms after we blanked it, without reloading`);
+    await lp.click("#use-position");
+    await lp.waitForURL(/lat=45\.464/);
+    assert.equal(await lp.locator("ul.er-grid > li").count(), 6, "the nearest rooms from the browser's position");
+    assert.match(await lp.locator("ul.er-grid > li").first().innerText(), /Milano/);
+    step("the browser's position found the six nearest rooms, in Milan first");
+    await live.close();
+  }
 } catch (e) {
   failures++;
   console.error(e);

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod documents;
+pub mod er;
 pub mod export;
 pub mod portal;
 

@@ -50,6 +50,9 @@ enum Command {
     BenchPortal(fascicolo_bench::portal::BenchPortalArgs),
     /// Document validation and publication throughput with the official CDA2 examples.
     BenchDocuments(fascicolo_bench::documents::BenchDocsArgs),
+    /// Emergency rooms live: a busy day of every room sent over HTTP by the hospitals' clients,
+    /// the public feed and pages under load, and the delay seen by thousands of live connections.
+    BenchEr(fascicolo_bench::er::BenchErArgs),
     /// Bulk Data `$export` throughput over loopback with a platform client's token.
     BenchExport(fascicolo_bench::export::BenchExportArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
@@ -174,6 +177,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Bench(args) => fascicolo_bench::api::run(cfg, args).await?,
         Command::BenchDocuments(args) => fascicolo_bench::documents::run(cfg, args).await?,
         Command::BenchExport(args) => fascicolo_bench::export::run(cfg, args).await?,
+        Command::BenchEr(args) => fascicolo_bench::er::run(cfg, args).await?,
         Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;

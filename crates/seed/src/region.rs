@@ -54,7 +54,9 @@ pub fn title_case(s: &str) -> String {
     s.split(' ')
         .enumerate()
         .map(|(i, w)| {
-            if KEEP.contains(&w) || w.chars().any(|c| c.is_ascii_digit()) {
+            // codes and Roman numerals stay as written (Papa Giovanni XXIII)
+            let roman = w.len() >= 2 && w != "IL" && w.chars().all(|c| matches!(c, 'I' | 'V' | 'X' | 'L'));
+            if KEEP.contains(&w) || roman || w.chars().any(|c| c.is_ascii_digit()) {
                 return w.to_string();
             }
             let lower = w.to_lowercase();
@@ -309,6 +311,8 @@ mod tests {
         assert_eq!(title_case("ASST FATEBENEFRATELLI SACCO"), "ASST Fatebenefratelli Sacco");
         assert_eq!(title_case("ATS DELL'INSUBRIA"), "ATS Dell'Insubria");
         assert_eq!(title_case("OSPEDALE DI CIRCOLO - VARESE"), "Ospedale di Circolo - Varese");
+        assert_eq!(title_case("OSPEDALE PAPA GIOVANNI XXIII - BG"), "Ospedale Papa Giovanni XXIII - Bg");
+        assert_eq!(title_case("IL CASTELLO"), "Il Castello");
         assert_eq!(title_case("ASST SPEC.ORT.TRAUMATOLOGICO G.PINI/CTO"), "ASST Spec.Ort.Traumatologico G.Pini/Cto");
     }
 

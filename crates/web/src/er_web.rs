@@ -44,7 +44,8 @@ th,td{border-bottom:1px solid #c5c7c9;padding:.35rem .4rem;text-align:left}td.n,
 form.near{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}form.near div{flex:1 1 14rem}\
 .js-only{display:none}.live-on .js-only{display:inline-block}\
 @media (max-width:40rem){table.stack thead{display:none}table.stack tr{display:block;border:1px solid #c5c7c9;border-radius:6px;margin:.5rem 0;padding:.25rem}\
-table.stack td{display:flex;justify-content:space-between;border:0}table.stack td::before{content:attr(data-label);font-weight:600;margin-right:1rem}}";
+table.stack td,table.stack th[scope=row]{display:flex;flex-wrap:wrap;justify-content:space-between;gap:0 1rem;border:0;overflow-wrap:anywhere;text-align:left}\
+table.stack td::before,table.stack th[scope=row]::before{content:attr(data-label);font-weight:600}table.stack td>div{min-width:0;flex:1 1 12rem;text-align:right}}";
 
 fn unavailable(lang: Lang) -> Response {
     let html = crate::html::error_page(
@@ -275,7 +276,7 @@ fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
         let (x, y) = xy(r.er.lat, r.er.lon);
         let big = highlight == Some(r.er.id.as_str());
         svg.push_str(&format!(
-            r##"<a href="{href}"><circle cx="{x:.1}" cy="{y:.1}" r="{rad}" fill="{fill}" stroke="#1a1a1a" stroke-width="{sw}" data-er="{id}"><title>{name}: {lvl}</title></circle></a>"##,
+            r##"<a href="{href}" aria-label="{name}: {lvl}"><circle cx="{x:.1}" cy="{y:.1}" r="{rad}" fill="{fill}" stroke="#1a1a1a" stroke-width="{sw}" data-er="{id}"><title>{name}: {lvl}</title></circle></a>"##,
             href = crate::html::esc(&lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))),
             rad = if big { 7 } else { 4 },
             sw = if big { 2 } else { 1 },
@@ -291,7 +292,7 @@ fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
     }
     html! {
         figure {
-            svg.map viewBox=(format!("0 0 {} {}", w + 10.0, h + 10.0)) role="img" aria-labelledby="map-title" {
+            svg.map viewBox=(format!("0 0 {} {}", w + 10.0, h + 10.0)) role="group" aria-labelledby="map-title" {
                 title #map-title { (lang.t("Mappa dei pronto soccorso della Lombardia colorati per affollamento", "Map of Lombardy's emergency rooms coloured by crowding")) }
                 (PreEscaped(svg))
             }
@@ -441,11 +442,11 @@ pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resp
             tbody {
                 @for r in &b.rooms {
                     tr data-er=(r.er.id) {
-                        td data-label=(lang.t("Pronto soccorso", "Emergency room")) { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } br; span.muted { (r.er.town) " (" (r.er.province) ")" } }
-                        td data-label=(lang.t("Affollamento", "Crowding")) { (level(lang, r)) }
+                        td data-label=(lang.t("Pronto soccorso", "Emergency room")) { div { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } br; span.muted { (r.er.town) " (" (r.er.province) ")" } } }
+                        td data-label=(lang.t("Affollamento", "Crowding")) { div { (level(lang, r)) } }
                         td.n data-label=(lang.t("In attesa", "Waiting")) data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
                         td.n data-label=(lang.t("In cura", "In treatment")) data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) }
-                        td data-label=(lang.t("Stato dei dati", "Data")) { (updated(lang, r)) }
+                        td data-label=(lang.t("Stato dei dati", "Data")) { div { (updated(lang, r)) } }
                     }
                 }
             }

@@ -43,7 +43,8 @@ ul.cards{list-style:none;padding:0;display:grid;gap:.75rem;grid-template-columns
 ul.cards li{border:1px solid #5c6f82;border-radius:6px;padding:.75rem}\
 .muted{color:#5c6f82}.error{border-left:4px solid #d9364f;padding:.5rem 1rem;background:#fbe9ec}\
 label{display:block;font-weight:600;margin:.5rem 0 .25rem}select,input{font:inherit;padding:.4rem;max-width:100%}\
-footer{border-top:1px solid #ccc;margin-top:2rem;padding:1rem;font-size:.9rem}";
+footer{border-top:1px solid #ccc;margin-top:2rem;padding:1rem;font-size:.9rem}\
+.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;z-index:10}";
 
 /// Text escaped for HTML or SVG content and double-quoted attributes, by maud's escaper (for the
 /// few SVG fragments written as strings: charts and barcodes).
@@ -73,7 +74,7 @@ pub fn page_with_head(lang: Lang, title: &str, demo_banner: Option<&str>, head: 
                 (head)
             }
             body {
-                a href="#main" class="btn" style="position:absolute;left:-999px" { (lang.t("Vai al contenuto", "Skip to content")) }
+                a href="#main" class="btn skip" { (lang.t("Vai al contenuto", "Skip to content")) }
                 @if let Some(b) = demo_banner { div.demo role="note" { (b) } }
                 header role="banner" {
                     strong { "Fascicolo Sanitario Elettronico" } " · "
