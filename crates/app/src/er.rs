@@ -120,8 +120,10 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// An instant as RFC 3339 in UTC, to the second.
 fn iso(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default()
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
 }
 
 impl EventIn {
@@ -540,26 +542,27 @@ impl ErService {
         Ok(format!("Patient/{id}"))
     }
 
-    async fn patient_ref(&self, actor: &Actor, cf: &str) -> AppResult<String> {
-        let pairs = vec![("identifier".to_string(), format!("{CF_SYSTEM}|{cf}"))];
-        let page = self.fhir.search(actor, Some("Patient"), &pairs, "urn:fascicolo:er").await?;
-        let id = page
-            .entries
-            .first()
-            .and_then(|(_, j, _)| serde_json::from_str::<Value>(j).ok())
-            .and_then(|p| p["id"].as_str().map(String::from));
-        id.map(|id| format!("Patient/{id}")).ok_or_else(|| {
-            AppError::Invalid(vec![fascicolo_fhir::OutcomeIssue::error(
+    /// The registry record of the citizen a hospital names, as document publication finds it:
+    /// exactly one Patient carries the codice fiscale.
+    async fn patient_ref(&self, cf: &str) -> AppResult<String> {
+        let ident = format!("{CF_SYSTEM}|{cf}");
+        let found = crate::access::lookup(self.fhir.store().as_ref(), None, "Patient", &[("identifier", ident.as_str())], 2).await?;
+        match found.as_slice() {
+            [p] => Ok(format!("Patient/{}", p.id)),
+            [] => Err(AppError::Invalid(vec![fascicolo_fhir::OutcomeIssue::error(
                 "not-found",
                 "no citizen with this codice fiscale is registered; send the access without 'patient' (not identified)",
-            )])
-        })
+            )])),
+            _ => Err(AppError::Conflict("more than one registry record carries this codice fiscale".into())),
+        }
     }
 
     /// Take one event from a hospital: merge it into its access, store the access (one
     /// transaction: Encounter and triage Observations, with the access-log entry), update the
     /// live board. A repeated event changes nothing; a contradicting one is refused.
-    pub async fn event(&self, actor: &Actor, e: EventIn) -> AppResult<EventOutcome> {
+    pub async fn event(&self, actor: &Actor, mut e: EventIn) -> AppResult<EventOutcome> {
+        // times are kept to the second: the same event sent again compares equal
+        e.event.at = e.event.at.replace_nanosecond(0).unwrap_or(e.event.at);
         self.ready().await?;
         let er = self.er(&e.er).await?;
         Self::check_sender(actor, &er)?;
@@ -571,7 +574,7 @@ impl ErService {
         let _guard = lock.lock().await;
         let anon = self.unidentified(&er).await?;
         let subject = match &e.patient {
-            Some(cf) => self.patient_ref(actor, cf).await?,
+            Some(cf) => self.patient_ref(cf).await?,
             None => anon.clone(),
         };
         for _ in 0..5 {

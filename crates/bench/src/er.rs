@@ -72,7 +72,8 @@ pub async fn run(mut cfg: Config, args: BenchErArgs) -> anyhow::Result<()> {
     let mut by_sender: HashMap<String, Arc<str>> = HashMap::new();
     for r in &rooms {
         if !by_sender.contains_key(&r.sender) {
-            let actor = Actor::new(Who::Client { client_id: format!("his-{}", r.sender), organization: Some(r.sender.clone()), platform: false });
+            let actor =
+                Actor::new(Who::Client { client_id: format!("his-{}", r.sender), organization: Some(r.sender.clone()), platform: false });
             by_sender.insert(r.sender.clone(), tokens.issue(&actor, "bench", 24 * 3600).await?.access_token.into());
         }
     }

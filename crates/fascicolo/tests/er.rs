@@ -22,6 +22,14 @@ fn er_location(id: &str, hospital: &str, spaces: u32, lat: f64, lon: f64) -> Val
 
 /// Two hospitals of two ASSTs, each with its emergency room, and a registered citizen.
 async fn registry(app: &TestApp) {
+    rooms(app).await;
+    let mut p = patient("Rossi", CF);
+    p["id"] = json!("giulia");
+    assert!(app.put("/Patient/giulia", p).await.status < 300);
+}
+
+/// Two hospitals of two ASSTs, each with its emergency room.
+async fn rooms(app: &TestApp) {
     for (id, part_of) in [("asst-nord", None), ("asst-sud", None), ("hsp-nord", Some("asst-nord")), ("hsp-sud", Some("asst-sud"))] {
         let mut o = json!({"resourceType": "Organization", "id": id, "active": true, "name": id});
         if let Some(p) = part_of {
@@ -31,9 +39,6 @@ async fn registry(app: &TestApp) {
     }
     assert!(app.put("/Location/ps-nord", er_location("ps-nord", "hsp-nord", 4, 45.48, 9.19)).await.status < 300);
     assert!(app.put("/Location/ps-sud", er_location("ps-sud", "hsp-sud", 10, 45.18, 9.15)).await.status < 300);
-    let mut p = patient("Rossi", CF);
-    p["id"] = json!("giulia");
-    assert!(app.put("/Patient/giulia", p).await.status < 300);
 }
 
 async fn producer(app: &TestApp, org: &str) -> String {
@@ -445,4 +450,30 @@ async fn the_history_keeps_one_measure_report_per_room_and_interval() {
     let mr = &b["entry"][0]["resource"];
     assert_eq!(mr["group"][0]["population"][0]["count"], 1, "one present: {mr}");
     assert_eq!(mr["group"][0]["measureScore"]["value"], 25);
+}
+
+#[tokio::test]
+async fn the_citizen_sees_her_own_visit_in_her_timeline_while_it_is_open() {
+    let app = spawn_app().await;
+    let fhir = fascicolo_app::FhirService::new(app.store.clone());
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    rooms(&app).await;
+    let giulia = fascicolo_load::demo::personas().into_iter().find(|p| p.id == "rossi-giulia").unwrap();
+    let token = producer(&app, "asst-nord").await;
+    for (event, at, extra) in
+        [("arrival", "2026-12-01T21:10:00+01:00", json!({})), ("triage", "2026-12-01T21:15:00+01:00", json!({"triage": 4}))]
+    {
+        let mut e = ev("G1", event, at, extra);
+        e["patient"] = json!(giulia.cf);
+        let (s, v) = send(&app, &token, e).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let cookie = format!("fascicolo_session={}", sign_in(&app, &giulia.cf, "citizen").await);
+    let page = no_redirects().get(format!("{}/cronologia", app.root)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Accesso in pronto soccorso · Pronto soccorso ps-nord (in corso, codice 4 · Verde)"), "{page}");
+    // another citizen's timeline does not show it
+    let anna = fascicolo_load::demo::personas().into_iter().find(|p| p.id == "verdi-anna").unwrap();
+    let cookie = format!("fascicolo_session={}", sign_in(&app, &anna.cf, "citizen").await);
+    let page = no_redirects().get(format!("{}/cronologia", app.root)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("ps-nord"), "another citizen's timeline does not show it");
 }

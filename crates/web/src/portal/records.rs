@@ -461,7 +461,32 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
                 _ => c.t("Visita o contatto", "Visit or contact"),
             };
             let end = e["period"]["end"].as_str().map(|x| format!(" – {}", show_date(c.lang, x, false))).unwrap_or_default();
-            events.push((e["period"]["start"].as_str().unwrap_or_default().to_string(), "ricoveri", format!("{what}{end}"), None));
+            // where, and for a visit still open: that it is, with its triage code
+            let place = e["location"][0]["location"]["display"].as_str().map(|p| format!(" · {p}")).unwrap_or_default();
+            let open = if e["class"]["code"] == "EMER" && e["status"] != "finished" {
+                let code = e["priority"]["coding"][0]["code"]
+                    .as_str()
+                    .and_then(|c| c.parse::<u8>().ok())
+                    .and_then(fascicolo_domain::er::Triage::parse);
+                match code {
+                    Some(t) => format!(
+                        " ({}, {} {} · {})",
+                        c.t("in corso", "ongoing"),
+                        c.t("codice", "code"),
+                        t.code(),
+                        c.t(t.colour_it(), t.colour_en())
+                    ),
+                    None => format!(" ({})", c.t("in corso", "ongoing")),
+                }
+            } else {
+                String::new()
+            };
+            events.push((
+                e["period"]["start"].as_str().unwrap_or_default().to_string(),
+                "ricoveri",
+                format!("{what}{end}{place}{open}"),
+                None,
+            ));
         }
     }
     // a vaccination or a prescription is one event: the item, not also the document it came in
