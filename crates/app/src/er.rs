@@ -345,12 +345,55 @@ pub struct ErStatus {
 }
 
 /// The whole region at a time.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Board {
     pub at: OffsetDateTime,
     /// Changes seen (what live connections compare).
     pub version: u64,
     pub rooms: Vec<ErStatus>,
+    /// The feed and the live message, written once per board and shared by every reader.
+    feed: std::sync::OnceLock<String>,
+    live: std::sync::OnceLock<String>,
+    /// Other renderings of this board (the public page per language), made once by whoever
+    /// needs them.
+    views: parking_lot::Mutex<HashMap<&'static str, Arc<str>>>,
+}
+
+impl Board {
+    /// A rendering of this board under `key`, made by `make` the first time it is asked for.
+    pub fn view(&self, key: &'static str, make: impl FnOnce() -> String) -> Arc<str> {
+        if let Some(v) = self.views.lock().get(key) {
+            return Arc::clone(v);
+        }
+        let v: Arc<str> = make().into();
+        self.views.lock().insert(key, Arc::clone(&v));
+        v
+    }
+
+    /// The public JSON feed (`board_json`) as text, built once.
+    pub fn feed_text(&self) -> &str {
+        self.feed.get_or_init(|| board_json(self).to_string())
+    }
+
+    /// The compact picture live connections receive, built once: `{"at": Rome time, "rooms":
+    /// [[id, crowding, occupancy, present, awaiting triage, observation, boarding, stale,
+    /// updated (Rome), [[waiting, in treatment, median wait, longest wait] × 5]]]}`.
+    pub fn live_text(&self) -> &str {
+        self.live.get_or_init(|| {
+            json!({"at": rome_text(self.at), "rooms": self.rooms.iter().map(|s| {
+                let p = &s.picture;
+                json!([s.er.id, p.crowding.code(), p.occupancy, p.present, p.awaiting_triage, p.observation, p.boarding, s.stale,
+                    s.updated.map(rome_text), p.by_code.iter().map(|c| json!([c.waiting, c.treatment, c.median_wait, c.longest_wait])).collect::<Vec<_>>()])
+            }).collect::<Vec<_>>()})
+            .to_string()
+        })
+    }
+}
+
+/// An instant as people read it in Italy: `07/12/2026 06:01`, Rome time.
+pub fn rome_text(t: OffsetDateTime) -> String {
+    let t = t.to_offset(fascicolo_domain::rome::offset(t));
+    format!("{:02}/{:02}/{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
 }
 
 /// The emergency-room service: the registry, the event feed, the live board.
@@ -680,7 +723,7 @@ impl ErService {
                 stale: live.last_event.is_none_or(|t| now - t > STALE_AFTER),
             })
             .collect();
-        Board { at: now, version, rooms }
+        Board { at: now, version, rooms, feed: Default::default(), live: Default::default(), views: Default::default() }
     }
 }
 

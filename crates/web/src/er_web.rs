@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use fascicolo_app::er::{board_json, room_json, Board, ErStatus, EventIn, FORMULA_EN, FORMULA_IT};
+use fascicolo_app::er::{room_json, Board, ErStatus, EventIn, FORMULA_EN, FORMULA_IT};
 use fascicolo_domain::er::{Applied, Crowding, Triage};
 use maud::{html, Markup, PreEscaped};
 use serde_json::{json, Value};
@@ -67,8 +67,7 @@ fn with_csp(mut r: Response) -> Response {
 }
 
 fn rome(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(fascicolo_domain::rome::offset(t));
-    format!("{:02}/{:02}/{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
+    fascicolo_app::er::rome_text(t)
 }
 
 fn crowding_label(lang: Lang, c: Crowding) -> &'static str {
@@ -139,7 +138,7 @@ pub async fn feed(State(state): State<AppState>) -> Response {
         Ok(b) => b,
         Err(e) => return app_problem(&e),
     };
-    let mut r = axum::Json(board_json(&b)).into_response();
+    let mut r = ([(header::CONTENT_TYPE, "application/json")], b.feed_text().to_string()).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     r
@@ -158,7 +157,7 @@ pub async fn stream(State(state): State<AppState>) -> Response {
         }
         rx.borrow_and_update();
         let ev = match er.board().await {
-            Ok(b) => SseEvent::default().event("board").id(b.version.to_string()).data(compact(&b).to_string()),
+            Ok(b) => SseEvent::default().event("board").id(b.version.to_string()).data(b.live_text()),
             // the store is not answering: say nothing this time, the browser keeps what it shows
             Err(_) => SseEvent::default().comment("unavailable"),
         };
@@ -168,15 +167,6 @@ pub async fn stream(State(state): State<AppState>) -> Response {
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
-}
-
-/// What the page script needs per emergency room (smaller than the feed).
-fn compact(b: &Board) -> Value {
-    json!({"at": rome(b.at), "rooms": b.rooms.iter().map(|s| {
-        let p = &s.picture;
-        json!([s.er.id, p.crowding.code(), p.occupancy, p.present, p.awaiting_triage, p.observation, p.boarding, s.stale,
-            s.updated.map(rome), p.by_code.iter().map(|c| json!([c.waiting, c.treatment, c.median_wait, c.longest_wait])).collect::<Vec<_>>()])
-    }).collect::<Vec<_>>()})
 }
 
 /// `GET /pronto-soccorso/live.js`
@@ -353,6 +343,10 @@ fn head_extra() -> Markup {
 }
 
 fn shell(state: &AppState, lang: Lang, title: &str, body: Markup) -> Response {
+    with_csp(Html(shell_html(state, lang, title, body)).into_response())
+}
+
+fn shell_html(state: &AppState, lang: Lang, title: &str, body: Markup) -> String {
     let banner = state.auth.demo.then(|| {
         lang.t(
             "Dimostrazione: i pronto soccorso e i loro pazienti sono simulati.",
@@ -365,8 +359,7 @@ fn shell(state: &AppState, lang: Lang, title: &str, body: Markup) -> Response {
             data-lvl-low=(crowding_label(lang, Crowding::Low)) data-lvl-medium=(crowding_label(lang, Crowding::Medium))
             data-lvl-high=(crowding_label(lang, Crowding::High)) data-lvl-overcrowded=(crowding_label(lang, Crowding::Overcrowded)) {}
     };
-    let html = page_with_head(lang, title, banner, head_extra(), html! { (i18n) (body) });
-    with_csp(Html(html).into_response())
+    page_with_head(lang, title, banner, head_extra(), html! { (i18n) (body) })
 }
 
 /// `GET /pronto-soccorso`: the nearest emergency rooms, the map, every room in a table.
@@ -377,7 +370,17 @@ pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resp
         Ok(b) => b,
         Err(_) => return unavailable(lang),
     };
-    let from = origin(&state, &pairs);
+    // the page with no position asked for is the same for everyone: rendered once per board
+    if pairs.iter().all(|(k, _)| k == "lang") {
+        let key = if lang == Lang::En { "index-en" } else { "index-it" };
+        let html = b.view(key, || index_html(&state, lang, &b, &pairs));
+        return with_csp(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html.to_string()).into_response());
+    }
+    with_csp(Html(index_html(&state, lang, &b, &pairs)).into_response())
+}
+
+fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)]) -> String {
+    let from = origin(state, pairs);
     let point = match &from {
         Origin::Position(lat, lon) => Some((*lat, *lon)),
         Origin::Town(p) => Some((p.lat, p.lon)),
@@ -428,7 +431,7 @@ pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resp
             }
         }
         h2 { (lang.t("La mappa", "The map")) }
-        (map(lang, &b, None))
+        (map(lang, b, None))
         h2 #tutti { (lang.t("Tutti i pronto soccorso", "Every emergency room")) }
         p.muted { (lang.t("Ultimo aggiornamento della pagina: ", "Page updated: ")) span #board-at { (rome(b.at)) } }
         table.stack {
@@ -458,7 +461,7 @@ pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resp
         (triage_legend(lang))
         p { (lang.t("Per altre app: ", "For other apps: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON", "the data as JSON")) } " · " (lang.t("aggiornamenti in diretta: ", "live updates: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
     };
-    shell(&state, lang, title, body)
+    shell_html(state, lang, title, body)
 }
 
 /// `GET /pronto-soccorso/{id}`: one emergency room, per triage code.
