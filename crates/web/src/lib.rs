@@ -283,8 +283,10 @@ pub struct ServeLimits {
 }
 
 impl Default for ServeLimits {
+    /// Room for thousands of open live streams (the emergency-room page) under a 20,000-file
+    /// limit, with the store's files and outgoing connections beside them.
     fn default() -> Self {
-        ServeLimits { max_connections: 4096, header_timeout: std::time::Duration::from_secs(10) }
+        ServeLimits { max_connections: 12_000, header_timeout: std::time::Duration::from_secs(10) }
     }
 }
 
