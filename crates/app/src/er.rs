@@ -577,7 +577,13 @@ impl ErService {
                     "meta": {"tag": [{"system": UNIDENTIFIED_TAG, "code": "unidentified"}]},
                     "name": [{"use": "anonymous", "text": format!("Persone non identificate - {}", er.name)}],
                     "managingOrganization": {"reference": format!("Organization/{}", er.hospital)}});
-                self.fhir.update(&Actor::system(), "Patient", &id, p.to_string().as_bytes(), None).await?;
+                match self.fhir.update(&Actor::system(), "Patient", &id, p.to_string().as_bytes(), None).await {
+                    Ok(_) => {}
+                    // another request created it at the same moment: it exists, which is all we need
+                    Err(AppError::Conflict(_) | AppError::PreconditionFailed(_))
+                        if self.fhir.read(&Actor::system(), "Patient", &id).await.is_ok() => {}
+                    Err(e) => return Err(e),
+                }
             }
             Err(e) => return Err(e),
         }

@@ -111,19 +111,25 @@ pub async fn run(mut cfg: Config, args: BenchErArgs) -> anyhow::Result<()> {
     for q in queues {
         let (client, root, sender_of) = (client.clone(), root.clone(), sender_of.clone());
         set.spawn(async move {
-            let mut errors = 0usize;
+            let mut errors = Vec::new();
             for v in q {
                 let token = v["emergencyRoom"].as_str().and_then(|id| sender_of.get(id)).cloned().unwrap_or_else(|| Arc::from(""));
-                let ok = succeeded(client.post(format!("{root}/er/v1/events")).bearer_auth(&*token).json(&v)).await;
-                errors += usize::from(!ok);
+                match client.post(format!("{root}/er/v1/events")).bearer_auth(&*token).json(&v).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    Ok(r) => errors.push(format!("{} {} ← {v}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => errors.push(format!("{e} ← {v}")),
+                }
             }
             errors
         });
     }
-    let mut errors = 0;
+    let mut failed = Vec::new();
     while let Some(r) = set.join_next().await {
-        errors += r.unwrap_or(1);
+        failed.extend(r.unwrap_or_else(|_| vec!["a sender stopped".into()]));
     }
+    let errors = failed.len();
     let took = began.elapsed().as_secs_f64();
     println!("emergency rooms: {} rooms, a busy day of {} accesses = {} events", rooms.len(), accesses, events.len());
     println!(
@@ -134,6 +140,9 @@ pub async fn run(mut cfg: Config, args: BenchErArgs) -> anyhow::Result<()> {
         86_400.0 / took,
         errors
     );
+    for f in failed.iter().take(5) {
+        println!("    refused: {f}");
+    }
 
     // the public feed and pages
     let first_room = rooms.first().map(|r| r.id.clone()).unwrap_or_default();

@@ -367,6 +367,22 @@ async fn concurrent_copies_of_the_events_of_one_access_are_all_merged_once() {
     assert_eq!(e["meta"]["versionId"], "4");
     let r = room(&app, "ps-nord").await;
     assert_eq!((r["present"].clone(), r["inObservation"].clone()), (json!(1), json!(1)));
+    // the first accesses of a room not seen before, at the same moment: each recorded (the
+    // room's record of people not identified is created once, whoever comes first)
+    let sud = producer(&app, "asst-sud").await;
+    let mut tasks = Vec::new();
+    for k in 0..32 {
+        let (root, t) = (app.root.clone(), sud.clone());
+        let mut e = ev(&format!("S{k}"), "arrival", "2026-12-01T09:00:00+01:00", json!({}));
+        e["emergencyRoom"] = json!("ps-sud");
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new().post(format!("{root}/er/v1/events")).bearer_auth(t).json(&e).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(room(&app, "ps-sud").await["present"], 32);
 }
 
 #[tokio::test]

@@ -408,7 +408,7 @@ fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)
             button type="submit" { (lang.t("Trova i più vicini", "Find the nearest")) }
             button.secondary.js-only type="button" #use-position data-label-wait=(lang.t("Cerco la posizione…", "Finding your position…")) { (lang.t("Usa la mia posizione", "Use my position")) }
         }
-        datalist #comuni { @for p in state.places.iter() { option value=(p.name) {} } }
+        (PreEscaped(&*b.view("datalist", || html! { datalist #comuni { @for p in state.places.iter() { option value=(p.name) {} } } }.into_string())))
         @match &from {
             Origin::UnknownTown(t) => p.error role="alert" { (lang.t("Non trovo il comune ", "I cannot find the municipality ")) "«" (t) "» " (lang.t("in Lombardia: controlla come è scritto.", "in Lombardy: check the spelling.")) },
             Origin::Town(p) => p.muted { (lang.t("Distanze in linea d'aria dal centro di ", "Straight-line distances from the centre of ")) (p.name) " (" (p.province) ")." },
@@ -431,9 +431,23 @@ fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)
             }
         }
         h2 { (lang.t("La mappa", "The map")) }
-        (map(lang, b, None))
+        (PreEscaped(&*b.view(lang.t("map-it", "map-en"), || map(lang, b, None).into_string())))
         h2 #tutti { (lang.t("Tutti i pronto soccorso", "Every emergency room")) }
         p.muted { (lang.t("Ultimo aggiornamento della pagina: ", "Page updated: ")) span #board-at { (rome(b.at)) } }
+        (PreEscaped(&*b.view(lang.t("table-it", "table-en"), || all_rooms(lang, b).into_string())))
+        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
+        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
+        p { (lang.t("Un pronto soccorso è segnato «dati non aggiornati» quando il suo ospedale non invia eventi da più di 30 minuti.",
+            "An emergency room is marked «data not up to date» when its hospital has sent no events for more than 30 minutes.")) }
+        (triage_legend(lang))
+        p { (lang.t("Per altre app: ", "For other apps: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON", "the data as JSON")) } " · " (lang.t("aggiornamenti in diretta: ", "live updates: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
+    };
+    shell_html(state, lang, title, body)
+}
+
+/// Every room in a table (the same for every visitor of a board: rendered once per language).
+fn all_rooms(lang: Lang, b: &Board) -> Markup {
+    html! {
         table.stack {
             thead { tr {
                 th scope="col" { (lang.t("Pronto soccorso", "Emergency room")) }
@@ -454,14 +468,7 @@ fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)
                 }
             }
         }
-        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
-        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
-        p { (lang.t("Un pronto soccorso è segnato «dati non aggiornati» quando il suo ospedale non invia eventi da più di 30 minuti.",
-            "An emergency room is marked «data not up to date» when its hospital has sent no events for more than 30 minutes.")) }
-        (triage_legend(lang))
-        p { (lang.t("Per altre app: ", "For other apps: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON", "the data as JSON")) } " · " (lang.t("aggiornamenti in diretta: ", "live updates: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
-    };
-    shell_html(state, lang, title, body)
+    }
 }
 
 /// `GET /pronto-soccorso/{id}`: one emergency room, per triage code.
