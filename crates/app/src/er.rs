@@ -325,6 +325,8 @@ fn resources_of(id: &str, er: &Er, access: &str, subject: &str, v: &Visit) -> Ve
 #[derive(Default)]
 struct Live {
     visits: HashMap<String, Visit>,
+    /// The hospital's access number of each open access (by Encounter id).
+    numbers: HashMap<String, String>,
     last_event: Option<OffsetDateTime>,
 }
 
@@ -499,6 +501,9 @@ impl ErService {
             live.last_event = live.last_event.max(updated);
             if let Some(id) = enc["id"].as_str() {
                 live.visits.insert(id.to_string(), v);
+                if let Some(n) = enc["identifier"][0]["value"].as_str() {
+                    live.numbers.insert(id.to_string(), n.to_string());
+                }
             }
         }
         *self.inner.write() = inner;
@@ -670,7 +675,7 @@ impl ErService {
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
             match self.fhir.process_bundle_value(actor, bundle, "urn:fascicolo:er").await {
                 Ok(_) => {
-                    self.record(&er, &id, visit);
+                    self.record(&er, &id, &e.access, visit);
                     return Ok(EventOutcome { applied, encounter: format!("Encounter/{id}") });
                 }
                 // another server wrote the access meanwhile: read it again and merge
@@ -681,19 +686,29 @@ impl ErService {
         Err(AppError::Conflict("the access kept changing while this event was merged; send it again".into()))
     }
 
-    fn record(&self, er: &Er, id: &str, visit: Visit) {
+    fn record(&self, er: &Er, id: &str, number: &str, visit: Visit) {
         let mut inner = self.inner.write();
         if let Some(i) = inner.index.get(&er.id).copied() {
             let live = &mut inner.live[i];
             live.last_event = Some(OffsetDateTime::now_utc());
             if visit.state() == fascicolo_domain::er::State::Gone {
                 live.visits.remove(id);
+                live.numbers.remove(id);
             } else {
                 live.visits.insert(id.to_string(), visit);
+                live.numbers.insert(id.to_string(), number.to_string());
             }
         }
         drop(inner);
         self.changed();
+    }
+
+    /// The hospital's numbers of the accesses still open in a room (what a hospital system, or
+    /// the demo's simulation after a restart, reconciles against its own list).
+    pub async fn open_accesses(&self, er: &str) -> AppResult<Vec<String>> {
+        self.ready().await?;
+        let inner = self.inner.read();
+        Ok(inner.index.get(er).map(|i| inner.live[*i].numbers.values().cloned().collect()).unwrap_or_default())
     }
 
     /// The live board now (built once per change and minute, shared by every reader).

@@ -169,6 +169,11 @@ async fn late_repeated_and_out_of_order_events_give_the_same_access_and_board() 
     let again = spawn_app_on(app.store.clone(), |_| {}).await;
     let r2 = room(&again, "ps-nord").await;
     assert_eq!((r2["present"].clone(), r2["waitingForBed"].clone()), (json!(2), json!(2)));
+    // and knows which accesses are still open, by the hospital's numbers
+    let er = fascicolo_app::er::ErService::new(fascicolo_app::FhirService::new(app.store.clone()));
+    let mut open = er.open_accesses("ps-nord").await.unwrap();
+    open.sort();
+    assert_eq!(open, ["A1", "A2"]);
 }
 
 #[tokio::test]

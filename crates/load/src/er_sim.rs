@@ -269,6 +269,20 @@ pub fn spawn(er: ErService) -> tokio::task::JoinHandle<()> {
             })
             .collect();
         let index: std::collections::HashMap<String, usize> = rooms.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        // a simulation that ran before (the demo restarted) left its people in the rooms: they
+        // leave now, so the new run starts from its own steady state
+        let mut closed = 0;
+        for (i, r) in rooms.iter().enumerate() {
+            for access in er.open_accesses(&r.id).await.unwrap_or_default().into_iter().filter(|a| a.starts_with("SIM-")) {
+                let event = Event { step: Step::Exit(1), at: OffsetDateTime::now_utc() };
+                if er.event(&actors[i], EventIn { er: r.id.clone(), access, patient: None, event }).await.is_ok() {
+                    closed += 1;
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(accesses = closed, "emergency rooms: closed the accesses an earlier simulation left open");
+        }
         tracing::info!(rooms = rooms.len(), "emergency rooms: simulating every room in real time");
         let mut sim = Simulation::new(rooms, seed, OffsetDateTime::now_utc());
         loop {
