@@ -223,6 +223,24 @@ impl FhirService {
         if !allowed.contains(&hc) {
             return Err(AppError::Forbidden(format!("your role may not apply {code} to this item")));
         }
+        // hiding from parents means something only while the holder is a minor (parental access
+        // ends at 18): the rule the portal's button follows, held here for every door
+        if hc == HidingCode::FromParents && matches!(a.relation, Relation::Own) {
+            let birth = match &a.patient_id {
+                Some(pid) => self.store().read("Patient", pid).await?.filter(|p| !p.deleted).and_then(|p| parse_stored(&p).ok()),
+                None => None,
+            };
+            let minor = birth
+                .as_ref()
+                .and_then(|p| p["birthDate"].as_str())
+                .and_then(fascicolo_domain::rome::date_of)
+                .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, fascicolo_domain::rome::today()));
+            if !minor {
+                return Err(AppError::Forbidden(
+                    "hiding from parents (P97) applies to a minor's own record only: parents' access ends at 18".into(),
+                ));
+            }
+        }
         // the undo lifts only what this actor may lift
         let lifts: &[&str] = match &a.relation {
             Relation::Own => &["P99", "P97"],

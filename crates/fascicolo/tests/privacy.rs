@@ -339,6 +339,18 @@ async fn consent_hiding_art6_and_break_glass() {
     assert_eq!(env.as_(&giulia, "POST", "/DocumentReference/doc-giulia-p98/$hide", Some(hide("P00"))).await.status, 404);
     assert_eq!(env.as_(&giulia, "POST", "/DocumentReference/doc-giulia-cardio/$hide", Some(hide("P98"))).await.status, 403);
     assert_eq!(env.as_(&giulia, "POST", "/DocumentReference/doc-giulia-cardio/$hide", Some(hide("P42"))).await.status, 400);
+    // hiding from parents is a minor's choice on his own record: an adult is told why not, and
+    // nothing changes; the minor himself may
+    let before = env.as_(&giulia, "GET", "/DocumentReference/doc-giulia-cardio", None).await.body;
+    let r = env.as_(&giulia, "POST", "/DocumentReference/doc-giulia-cardio/$hide", Some(hide("P97"))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.to_string().contains("minor's own record"), "{}", r.body);
+    assert_eq!(env.as_(&giulia, "GET", "/DocumentReference/doc-giulia-cardio", None).await.body, before);
+    let luca_cf = fascicolo_load::demo::child().cf;
+    let luca = env.token(&citizen(&luca_cf, "bianchi-luca", "bianchi-luca")).await;
+    let r = env.as_(&luca, "POST", "/Immunization/imm-luca-flu/$hide", Some(hide("P97"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.to_string().contains("P97"), "{}", r.body);
     // art. 6: released by the citizen, then visible to her GP
     let rel = json!({"resourceType": "Parameters", "parameter": [{"name": "released", "valueBoolean": true}]});
     assert_eq!(env.as_(&gp, "POST", "/DocumentReference/doc-giulia-hiv/$art6-release", Some(rel.clone())).await.status, 404);
