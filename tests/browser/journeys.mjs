@@ -400,10 +400,11 @@ try {
     const lp = await live.newPage();
     await lp.goto(BASE + "/pronto-soccorso");
     await lp.waitForFunction(() => document.documentElement.classList.contains("live-on"), null, { timeout: 5000 });
-    // blank every count; the next message from the server writes them again
+    // blank every count; the next message from the server writes them again (it comes with
+    // the next simulated event, every few seconds, and at least once a minute in any case)
     await lp.evaluate(() => document.querySelectorAll('tr[data-er] [data-k="waiting"]').forEach((n) => { n.textContent = "?"; }));
     const t0 = Date.now();
-    await lp.waitForFunction(() => ![...document.querySelectorAll('tr[data-er] [data-k="waiting"]')].some((n) => n.textContent === "?"), null, { timeout: 20000 });
+    await lp.waitForFunction(() => ![...document.querySelectorAll('tr[data-er] [data-k="waiting"]')].some((n) => n.textContent === "?"), null, { timeout: 75000 });
     step(`the next change (a simulated event) reached the open page through the live stream ${Date.now() - t0} ms after we blanked it, without reloading`);
     await lp.click("#use-position");
     await lp.waitForURL(/lat=45\.464/);
