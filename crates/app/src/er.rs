@@ -62,6 +62,11 @@ pub struct Er {
     pub province: String,
 }
 
+/// The `Organization` id that manages a `Location`.
+fn hospital_of(loc: &Value) -> Option<&str> {
+    loc["managingOrganization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/"))
+}
+
 impl Er {
     /// Read an emergency department from its `Location` (None: not one).
     pub fn from_location(loc: &Value, asst: Option<String>) -> Option<Er> {
@@ -80,7 +85,7 @@ impl Er {
         Some(Er {
             id: loc["id"].as_str()?.to_string(),
             name: loc["name"].as_str().unwrap_or_default().to_string(),
-            hospital: loc["managingOrganization"]["reference"].as_str()?.strip_prefix("Organization/")?.to_string(),
+            hospital: hospital_of(loc)?.to_string(),
             asst,
             kind,
             spaces,
@@ -120,10 +125,10 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
-/// An instant as RFC 3339 in UTC, to the second.
+/// An instant as the store writes them (`fascicolo_fhir::datetime::format_instant`).
 fn iso(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    fascicolo_fhir::datetime::format_instant(ms)
 }
 
 impl EventIn {
@@ -377,25 +382,19 @@ impl Board {
         self.feed.get_or_init(|| board_json(self).to_string())
     }
 
-    /// The compact picture live connections receive, built once: `{"at": Rome time, "rooms":
+    /// The compact picture live connections receive, built once: `{"at": instant, "rooms":
     /// [[id, crowding, occupancy, present, awaiting triage, observation, boarding, stale,
-    /// updated (Rome), [[waiting, in treatment, median wait, longest wait] × 5]]]}`.
+    /// updated (instant), [[waiting, in treatment, median wait, longest wait] × 5]]]}`.
     pub fn live_text(&self) -> &str {
         self.live.get_or_init(|| {
-            json!({"at": rome_text(self.at), "rooms": self.rooms.iter().map(|s| {
+            json!({"at": iso(self.at), "rooms": self.rooms.iter().map(|s| {
                 let p = &s.picture;
                 json!([s.er.id, p.crowding.code(), p.occupancy, p.present, p.awaiting_triage, p.observation, p.boarding, s.stale,
-                    s.updated.map(rome_text), p.by_code.iter().map(|c| json!([c.waiting, c.treatment, c.median_wait, c.longest_wait])).collect::<Vec<_>>()])
+                    s.updated.map(iso), p.by_code.iter().map(|c| json!([c.waiting, c.treatment, c.median_wait, c.longest_wait])).collect::<Vec<_>>()])
             }).collect::<Vec<_>>()})
             .to_string()
         })
     }
-}
-
-/// An instant as people read it in Italy: `07/12/2026 06:01`, Rome time.
-pub fn rome_text(t: OffsetDateTime) -> String {
-    let t = t.to_offset(fascicolo_domain::rome::offset(t));
-    format!("{:02}/{:02}/{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
 }
 
 /// The emergency-room service: the registry, the event feed, the live board.
@@ -471,8 +470,7 @@ impl ErService {
         let locations = self.search_all("Location", &[("type", &format!("{ER_TYPE_SYSTEM}|{ER_TYPE_CODE}"))]).await?;
         let mut ers = Vec::new();
         for l in &locations {
-            let hospital =
-                l["managingOrganization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).unwrap_or_default();
+            let hospital = hospital_of(l).unwrap_or_default();
             let asst = self.asst_of(hospital).await;
             if let Some(er) = Er::from_location(l, asst) {
                 ers.push(er);
@@ -536,7 +534,7 @@ impl ErService {
             Err(AppError::NotFound(_) | AppError::Gone(_)) => return Err(unknown()),
             Err(e) => return Err(e),
         };
-        let hospital = loc["managingOrganization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).unwrap_or_default();
+        let hospital = hospital_of(&loc).unwrap_or_default();
         let asst = self.asst_of(hospital).await;
         let er = Er::from_location(&loc, asst).ok_or_else(unknown)?;
         let mut inner = self.inner.write();
@@ -626,7 +624,7 @@ impl ErService {
             &self.locks[h % self.locks.len()]
         };
         let _guard = lock.lock().await;
-        let anon = self.unidentified(&er).await?;
+        let anon = format!("Patient/{}", unidentified_id(&er.id));
         let subject = match &e.patient {
             Some(cf) => self.patient_ref(cf).await?,
             None => anon.clone(),
@@ -672,6 +670,11 @@ impl ErService {
                     json!({"fullUrl": format!("urn:fascicolo:{url}"), "resource": r, "request": req})
                 })
                 .collect();
+            // the room's record of people not identified exists before the first access goes in
+            // (registry data, written once; only when an event is really stored)
+            if subject == anon {
+                self.unidentified(&er).await?;
+            }
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
             match self.fhir.process_bundle_value(actor, bundle, "urn:fascicolo:er").await {
                 Ok(_) => {

@@ -41,6 +41,15 @@ async fn rooms(app: &TestApp) {
     assert!(app.put("/Location/ps-sud", er_location("ps-sud", "hsp-sud", 10, 45.18, 9.15)).await.status < 300);
 }
 
+/// A token of the registered citizen (Patient/giulia) herself.
+async fn giulia_token(app: &TestApp) -> String {
+    token_for(
+        &app.store,
+        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
+    )
+    .await
+}
+
 async fn producer(app: &TestApp, org: &str) -> String {
     token_for(&app.store, &Actor::new(Who::Client { client_id: format!("his-{org}"), organization: Some(org.into()), platform: false }))
         .await
@@ -122,7 +131,7 @@ async fn late_repeated_and_out_of_order_events_give_the_same_access_and_board() 
         assert_eq!(e["priority"]["coding"][0]["code"], "2");
         assert_eq!(e["priority"]["coding"][0]["system"], "urn:oid:2.16.840.1.113883.2.9.6.1.54.4");
         assert_eq!(e["subject"]["reference"], "Patient/giulia");
-        assert_eq!(e["period"]["start"], "2026-12-01T08:00:00Z");
+        assert_eq!(e["period"]["start"], "2026-12-01T08:00:00.000Z");
         assert_eq!(e["statusHistory"].as_array().unwrap().len(), 3, "{e}");
     }
     // each triage evaluation is an Observation of the access
@@ -154,11 +163,7 @@ async fn late_repeated_and_out_of_order_events_give_the_same_access_and_board() 
     assert_eq!(e3["hospitalization"]["dischargeDisposition"]["coding"][0]["code"], "1");
     // a person not identified: the room's record of unidentified people, which no citizen sees
     assert_eq!(e3["subject"]["reference"], "Patient/anon-ps-nord");
-    let citizen = token_for(
-        &app.store,
-        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
-    )
-    .await;
+    let citizen = giulia_token(&app).await;
     let r = app.get_as(&format!("/{}", a3["encounter"].as_str().unwrap()), &citizen).await;
     assert!(matches!(r.status, 403 | 404), "{}", r.body);
     let other = producer(&app, "asst-sud").await;
@@ -279,14 +284,19 @@ async fn bad_events_are_refused_with_a_clear_error_and_change_nothing() {
         assert_eq!(s, status, "{what}: {v}");
         assert!(v["message"].as_str().unwrap_or_default().contains(says), "{what}: {v}");
     }
+    // a refused first event in a room never used writes nothing at all (not even the room's
+    // record of people not identified)
+    let mut e = ev("B5", "triage", "2026-12-01T09:05:00+01:00", json!({"triage": 9}));
+    e["emergencyRoom"] = json!("ps-sud");
+    assert_eq!(send(&app, &other, e).await.0, 400);
+    let mut e = ev("B5", "take-over", "2026-12-01T09:05:00+01:00", json!({"patient": unregistered}));
+    e["emergencyRoom"] = json!("ps-sud");
+    assert_eq!(send(&app, &other, e).await.0, 422);
+    assert_eq!(app.get("/Patient/anon-ps-sud").await.status, 404);
     // no credentials, or a citizen's
     let (s, _) = send(&app, "not-a-token", ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({}))).await;
     assert_eq!(s, 401);
-    let citizen = token_for(
-        &app.store,
-        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
-    )
-    .await;
+    let citizen = giulia_token(&app).await;
     let (s, _) = send(&app, &citizen, ev("B1", "take-over", "2026-12-01T09:05:00+01:00", json!({}))).await;
     assert_eq!(s, 403);
     let (s, _, _) = app.raw("POST", "/er/v1/events", Some(&token), Some((b"[1,2]".to_vec(), "application/json"))).await;
@@ -306,16 +316,19 @@ async fn the_record_shows_the_visit_to_its_patient_and_to_no_other_hospital() {
     let (s, _) = send(&app, &token, ev("C1", "triage", "2026-12-01T09:02:00+01:00", json!({"triage": 4, "patient": CF}))).await;
     assert_eq!(s, 200);
     let enc = v["encounter"].as_str().unwrap();
-    let citizen = token_for(
-        &app.store,
-        &Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(CF).unwrap(), patient: Some("giulia".into()) }),
-    )
-    .await;
+    let citizen = giulia_token(&app).await;
     let own = app.get_as("/Encounter?patient=giulia", &citizen).await.body;
     assert_eq!(own["entry"][0]["resource"]["id"].as_str().map(|i| format!("Encounter/{i}")).as_deref(), Some(enc), "{own}");
     // the hospital's writes are in her access log
     let log = app.get_as("/AuditEvent?patient=giulia", &citizen).await.body;
-    assert!(log.to_string().contains("his-asst-nord") || log.to_string().contains("asst-nord"), "{log}");
+    let entries = log["entry"].as_array().cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| {
+            let t = e["resource"].to_string();
+            t.contains(enc.trim_start_matches("Encounter/")) && t.contains("asst-nord")
+        }),
+        "an access-log entry names the hospital and the access: {log}"
+    );
     // another hospital's system cannot read it
     let other = producer(&app, "asst-sud").await;
     let r = app.get_as(&format!("/{enc}"), &other).await;
@@ -494,7 +507,33 @@ async fn the_citizen_sees_her_own_visit_in_her_timeline_while_it_is_open() {
     assert!(page.contains("Accesso in pronto soccorso · Pronto soccorso ps-nord (in corso, codice 4 · Verde)"), "{page}");
     // another citizen's timeline does not show it
     let anna = fascicolo_load::demo::personas().into_iter().find(|p| p.id == "verdi-anna").unwrap();
-    let cookie = format!("fascicolo_session={}", sign_in(&app, &anna.cf, "citizen").await);
-    let page = no_redirects().get(format!("{}/cronologia", app.root)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
-    assert!(!page.contains("ps-nord"), "another citizen's timeline does not show it");
+    let anna_cookie = format!("fascicolo_session={}", sign_in(&app, &anna.cf, "citizen").await);
+    let get = |cookie: String, path: &'static str| {
+        let root = app.root.clone();
+        async move { no_redirects().get(format!("{root}{path}")).header("cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(!get(anna_cookie.clone(), "/cronologia").await.contains("ps-nord"), "another citizen's timeline does not show it");
+    // Anna's own visit: hers to see; Giulia, her delegate for documents, vaccinations,
+    // appointments and the access log only, does not see it when acting for her
+    let mut e = ev("G2", "arrival", "2026-12-01T22:00:00+01:00", json!({}));
+    e["patient"] = json!(anna.cf);
+    assert_eq!(send(&app, &token, e).await.0, 200);
+    assert!(get(anna_cookie, "/cronologia").await.contains("Accesso in pronto soccorso · Pronto soccorso ps-nord (in corso)"));
+    let csrf = csrf_of(&get(cookie.clone(), "/famiglia").await);
+    let switch = |to: &'static str| {
+        let (root, cookie, csrf) = (app.root.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let form = [("csrf", csrf.as_str()), ("acting_for", to), ("next", "/")];
+            no_redirects().post(format!("{root}/auth/profile")).header("cookie", cookie).form(&form).send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(switch("verdi-anna").await, 303);
+    let as_delegate = get(cookie.clone(), "/cronologia").await;
+    assert!(
+        as_delegate.contains("Anna Verdi") && !as_delegate.contains("Accesso in pronto soccorso") && !as_delegate.contains("ps-nord"),
+        "outside the delegation's scope: {as_delegate}"
+    );
+    // acting for her minor son, whose record has no such visit, she sees none of her own
+    assert_eq!(switch("bianchi-luca").await, 303);
+    assert!(!get(cookie, "/cronologia").await.contains("ps-nord"), "a parent's view shows the child's record only");
 }

@@ -29,6 +29,7 @@ pub fn places() -> Vec<fascicolo_web::er_web::Place> {
             province: t.province.code.to_string(),
             lat: t.province.lat,
             lon: t.province.lon,
+            capital: t.name == t.province.chief_town,
         })
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));

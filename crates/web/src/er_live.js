@@ -14,12 +14,16 @@
     var mm = m % 60;
     return Math.floor(m / 60) + " h " + (mm < 10 ? "0" : "") + mm + " min";
   }
+  // instants shown in Rome time, as the server writes them (dd/mm/yyyy hh:mm)
+  var romeFmt = new Intl.DateTimeFormat("it-IT", { timeZone: "Europe/Rome", day: "2-digit", month: "2-digit",
+    year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  function rome(iso) { return romeFmt.format(new Date(iso)).replace(",", ""); }
   function set(el, k, text) {
     el.querySelectorAll('[data-k="' + k + '"]').forEach(function (n) { n.textContent = text; });
   }
   function apply(board) {
     var at = document.getElementById("board-at");
-    if (at) at.textContent = board.at;
+    if (at) at.textContent = rome(board.at);
     board.rooms.forEach(function (r) {
       var id = r[0], lvl = r[1], occ = r[2], present = r[3], awaiting = r[4], obs = r[5], boarding = r[6],
         stale = r[7], updated = r[8], codes = r[9];
@@ -41,7 +45,7 @@
         set(el, "awaiting", awaiting);
         set(el, "observation", obs);
         set(el, "boarding", boarding);
-        set(el, "updated", updated ? t("updated") + updated : t("nodata"));
+        set(el, "updated", updated ? t("updated") + rome(updated) : t("nodata"));
         el.querySelectorAll('[data-k="stale"]').forEach(function (n) { n.hidden = !stale; });
         codes.forEach(function (c, i) {
           var row = el.querySelector('tr[data-code="' + (i + 1) + '"]');

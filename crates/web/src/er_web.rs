@@ -24,6 +24,8 @@ pub struct Place {
     pub province: String,
     pub lat: f64,
     pub lon: f64,
+    /// The province's chief town (named on the map).
+    pub capital: bool,
 }
 
 /// The scripts the live pages may run: our own file only; the stream on the same origin.
@@ -66,8 +68,10 @@ fn with_csp(mut r: Response) -> Response {
     r
 }
 
+/// An instant in Rome time, as the portal shows dates (`crate::portal::show_date`).
 fn rome(t: time::OffsetDateTime) -> String {
-    fascicolo_app::er::rome_text(t)
+    let iso = t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    crate::portal::show_date(Lang::It, &iso, true)
 }
 
 fn crowding_label(lang: Lang, c: Crowding) -> &'static str {
@@ -188,21 +192,6 @@ enum Origin {
     UnknownTown(String),
 }
 
-fn fold(s: &str) -> String {
-    s.trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| match c {
-            'à' | 'á' => 'a',
-            'è' | 'é' => 'e',
-            'ì' | 'í' => 'i',
-            'ò' | 'ó' => 'o',
-            'ù' | 'ú' => 'u',
-            c => c,
-        })
-        .collect()
-}
-
 fn origin(state: &AppState, pairs: &[(String, String)]) -> Origin {
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
     if let (Some(lat), Some(lon)) = (get("lat").and_then(|v| v.parse::<f64>().ok()), get("lon").and_then(|v| v.parse::<f64>().ok())) {
@@ -212,8 +201,9 @@ fn origin(state: &AppState, pairs: &[(String, String)]) -> Origin {
     }
     match get("comune") {
         Some(name) => {
-            let f = fold(&name);
-            match state.places.iter().find(|p| fold(&p.name) == f) {
+            // lower case, accents removed: as FHIR string search compares
+            let f = fascicolo_fhir::params::normalize(&name);
+            match state.places.iter().find(|p| fascicolo_fhir::params::normalize(&p.name) == f) {
                 Some(p) => Origin::Town(p.clone()),
                 None => Origin::UnknownTown(name),
             }
@@ -246,7 +236,7 @@ fn updated(lang: Lang, s: &ErStatus) -> Markup {
 
 /// The map: every emergency room as a dot coloured by crowding, over the region's provinces
 /// (drawn from coordinates only; see the page note).
-fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
+fn map(lang: Lang, b: &Board, places: &[Place], highlight: Option<&str>) -> Markup {
     // Lombardy spans about 44.68–46.64 N, 8.49–11.43 E; x scaled by cos(45.6°)
     let (w, h) = (340.0, 300.0);
     let (lat0, lat1, lon0, lon1) = (44.6, 46.7, 8.4, 11.5);
@@ -276,9 +266,15 @@ fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
             lvl = crowding_label(lang, r.picture.crowding),
         ));
     }
-    for (name, lat, lon) in PROVINCE_TOWNS {
-        let (x, y) = xy(*lat, *lon);
-        svg.push_str(&format!(r##"<text x="{:.1}" y="{:.1}" font-size="9" fill="#33475b">{name}</text>"##, x + 6.0, y - 5.0));
+    // the provincial capitals, to find one's way
+    for p in places.iter().filter(|p| p.capital) {
+        let (x, y) = xy(p.lat, p.lon);
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" font-size="9" fill="#33475b">{}</text>"##,
+            x + 6.0,
+            y - 5.0,
+            crate::html::esc(&p.name)
+        ));
     }
     html! {
         figure {
@@ -293,22 +289,6 @@ fn map(lang: Lang, b: &Board, highlight: Option<&str>) -> Markup {
         }
     }
 }
-
-/// Provincial chief towns, to find one's way on the map (coordinates of the town centres).
-const PROVINCE_TOWNS: &[(&str, f64, f64)] = &[
-    ("Milano", 45.464, 9.19),
-    ("Bergamo", 45.698, 9.677),
-    ("Brescia", 45.541, 10.211),
-    ("Como", 45.808, 9.085),
-    ("Cremona", 45.133, 10.024),
-    ("Lecco", 45.853, 9.39),
-    ("Lodi", 45.314, 9.503),
-    ("Mantova", 45.156, 10.791),
-    ("Monza", 45.584, 9.274),
-    ("Pavia", 45.185, 9.155),
-    ("Sondrio", 46.17, 9.871),
-    ("Varese", 45.82, 8.825),
-];
 
 fn triage_legend(lang: Lang) -> Markup {
     html! {
@@ -431,7 +411,7 @@ fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)
             }
         }
         h2 { (lang.t("La mappa", "The map")) }
-        (PreEscaped(&*b.view(lang.t("map-it", "map-en"), || map(lang, b, None).into_string())))
+        (PreEscaped(&*b.view(lang.t("map-it", "map-en"), || map(lang, b, &state.places, None).into_string())))
         h2 #tutti { (lang.t("Tutti i pronto soccorso", "Every emergency room")) }
         p.muted { (lang.t("Ultimo aggiornamento della pagina: ", "Page updated: ")) span #board-at { (rome(b.at)) } }
         (PreEscaped(&*b.view(lang.t("table-it", "table-en"), || all_rooms(lang, b).into_string())))
@@ -527,7 +507,7 @@ pub async fn room(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             p.muted { (lang.t("Le attese contano dall'arrivo. Chi attende più a lungo non è necessariamente in ritardo: i codici più gravi passano prima.",
                 "Waits count from arrival. A long wait is not necessarily a delay: more serious codes are seen first.")) }
         }
-        (map(lang, &b, Some(&r.er.id)))
+        (map(lang, &b, &state.places, Some(&r.er.id)))
         h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
         p { (lang.t(FORMULA_IT, FORMULA_EN)) }
         (triage_legend(lang))
