@@ -43,6 +43,7 @@ th,td{border-bottom:1px solid #c5c7c9;padding:.35rem .4rem;text-align:left}td.n,
 .chip{display:inline-block;width:.9rem;height:.9rem;border:1px solid #1a1a1a;border-radius:2px;vertical-align:-2px;margin-right:.35rem}\
 .t1{background:#d9364f}.t2{background:#ff8c1a}.t3{background:#4fb3e8}.t4{background:#2e9e5b}.t5{background:#fff}\
 .map{max-width:34rem;width:100%;height:auto;border:1px solid #c5c7c9;border-radius:6px;background:#f4f7fa}\
+.map .prov{fill:#fff;stroke:#8a99a8;stroke-width:.7;stroke-linejoin:round}\
 form.near{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}form.near div{flex:1 1 14rem}\
 .js-only{display:none}.live-on .js-only{display:inline-block}\
 @media (max-width:40rem){table.stack thead{display:none}table.stack tr{display:block;border:1px solid #c5c7c9;border-radius:6px;margin:.5rem 0;padding:.25rem}\
@@ -234,24 +235,64 @@ fn updated(lang: Lang, s: &ErStatus) -> Markup {
     }
 }
 
-/// The map: every emergency room as a dot coloured by crowding, over the region's provinces
-/// (drawn from coordinates only; see the page note).
-fn map(lang: Lang, b: &Board, places: &[Place], highlight: Option<&str>) -> Markup {
-    // Lombardy spans about 44.68–46.64 N, 8.49–11.43 E; x scaled by cos(45.6°)
-    let (w, h) = (340.0, 300.0);
+/// The map's frame: Lombardy spans about 44.68–46.64 N, 8.49–11.43 E; x is scaled by
+/// cos(45.6°) so that a kilometre is as long across as down.
+const MAP_W: f64 = 340.0;
+const MAP_H: f64 = 300.0;
+
+fn project(lat: f64, lon: f64) -> (f64, f64) {
     let (lat0, lat1, lon0, lon1) = (44.6, 46.7, 8.4, 11.5);
     let k = (45.6f64).to_radians().cos();
-    let sx = w / ((lon1 - lon0) * k);
-    let sy = h / (lat1 - lat0);
-    let s = sx.min(sy);
-    let xy = |lat: f64, lon: f64| ((lon - lon0) * k * s + 5.0, (lat1 - lat) * s + 5.0);
+    let s = (MAP_W / ((lon1 - lon0) * k)).min(MAP_H / (lat1 - lat0));
+    ((lon - lon0) * k * s + 5.0, (lat1 - lat) * s + 5.0)
+}
+
+/// The provinces' outlines (Natural Earth, public domain; see `assets/geo/README.md`),
+/// projected once into SVG paths.
+static PROVINCES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| province_paths(include_str!("../assets/geo/lombardia-province.geojson")));
+
+fn province_paths(geojson: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(geojson) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for f in v["features"].as_array().into_iter().flatten() {
+        let mut d = String::new();
+        for ring in f["geometry"]["coordinates"].as_array().into_iter().flatten() {
+            for (i, c) in ring.as_array().into_iter().flatten().enumerate() {
+                let (Some(lon), Some(lat)) = (c[0].as_f64(), c[1].as_f64()) else {
+                    continue;
+                };
+                let (x, y) = project(lat, lon);
+                d.push_str(&format!("{}{x:.1} {y:.1}", if i == 0 { "M" } else { "L" }));
+            }
+            d.push('Z');
+        }
+        if d.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            r##"<path class="prov" d="{d}" data-province="{}"/>"##,
+            crate::html::esc(f["properties"]["sigla"].as_str().unwrap_or_default())
+        ));
+    }
+    out
+}
+
+/// The map: every emergency room as a dot coloured by crowding, over the outlines of the
+/// region's provinces.
+fn map(lang: Lang, b: &Board, places: &[Place], highlight: Option<&str>) -> Markup {
+    let (w, h) = (MAP_W, MAP_H);
+    let xy = project;
     let colour = |c: Crowding| match c {
         Crowding::Low => "#2e9e5b",
         Crowding::Medium => "#e0b000",
         Crowding::High => "#ff8c1a",
         Crowding::Overcrowded => "#d9364f",
     };
-    let mut svg = String::new();
+    let mut svg = String::with_capacity(PROVINCES.len() + b.rooms.len() * 300);
+    svg.push_str(&PROVINCES);
     for r in &b.rooms {
         let (x, y) = xy(r.er.lat, r.er.lon);
         let big = highlight == Some(r.er.id.as_str());
@@ -524,5 +565,36 @@ pub async fn room_feed(State(state): State<AppState>, Path(id): Path<String>) ->
     match b.rooms.iter().find(|r| r.er.id == id) {
         Some(r) => axum::Json(room_json(r)).into_response(),
         None => problem(404, "not-found", format!("there is no emergency room '{id}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_draws_the_twelve_provinces_inside_its_frame() {
+        let svg = PROVINCES.as_str();
+        let sigle: Vec<&str> = svg.split("data-province=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+        let mut sorted = sigle.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, ["BG", "BS", "CO", "CR", "LC", "LO", "MB", "MI", "MN", "PV", "SO", "VA"]);
+        // every point lies inside the drawing (the frame is 5 px of margin around MAP_W × MAP_H)
+        for d in svg.split(" d=\"").skip(1).filter_map(|s| s.split('"').next()) {
+            for pt in d.split(['M', 'L', 'Z']).filter(|p| !p.is_empty()) {
+                let mut it = pt.split(' ').map(|n| n.parse::<f64>().expect("a number"));
+                let (x, y) = (it.next().expect("x"), it.next().expect("y"));
+                assert!((5.0..=MAP_W + 5.0).contains(&x) && (5.0..=MAP_H + 5.0).contains(&y), "{x} {y}");
+            }
+        }
+        // Milan's province holds Milan (45.464 N, 9.19 E): the projection and the outline agree
+        let (mx, my) = project(45.464, 9.19);
+        let mi = svg.split("<path").find(|p| p.contains("data-province=\"MI\"")).expect("MI");
+        let xs: Vec<f64> = mi.split(['M', 'L', 'Z', '"']).filter_map(|p| p.split(' ').next()?.parse().ok()).collect();
+        let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        assert!(lo < mx && mx < hi, "{lo} < {mx} < {hi}");
+        assert!(my > 5.0);
+        // a broken asset draws nothing rather than failing the page
+        assert_eq!(province_paths("not json"), "");
     }
 }
