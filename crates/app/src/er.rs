@@ -13,13 +13,16 @@
 
 use crate::gate::{Actor, Who};
 use crate::{AppError, AppResult, FhirService};
-use fascicolo_domain::er::{Applied, Decision, ErKind, Event, Picture, Step, Triage, Visit};
+use fascicolo_domain::er::{Applied, Decision, Details, ErKind, Event, Picture, Step, Triage, Visit};
 use fascicolo_domain::systems::CF_SYSTEM;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+mod emur;
+pub use emur::EmurExport;
 
 /// `Location.type` of an emergency department.
 pub const ER_TYPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
@@ -115,6 +118,8 @@ pub struct EventIn {
     /// The patient's codice fiscale, when identified.
     pub patient: Option<String>,
     pub event: Event,
+    /// What the event says for the national flow (any event may carry it).
+    pub details: Details,
 }
 
 fn bad(msg: impl Into<String>) -> AppError {
@@ -188,9 +193,137 @@ impl EventIn {
             }
             other => return Err(bad(format!("event '{other}' is not one of arrival, triage, take-over, decision, exit"))),
         };
-        Ok(EventIn { er: er.to_string(), access: access.to_string(), patient, event: Event { step, at } })
+        let details = details_from_json(v)?;
+        Ok(EventIn { er: er.to_string(), access: access.to_string(), patient, event: Event { step, at }, details })
     }
 }
+
+/// The fields of the national flow an event may carry: `arrivalMode` (1–7, 9), `sentBy`
+/// (1–7, 9), `mainProblem` (1–31), `diagnoses` (ICD-9-CM, main first, up to 5) and `services`
+/// (catalogue codes, main first, up to 5).
+fn details_from_json(v: &Value) -> AppResult<Details> {
+    let code = |k: &str, ok: &dyn Fn(u8) -> bool, what: &str| -> AppResult<Option<u8>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|n| ok(*n))
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{k}' must be {what}"))),
+        }
+    };
+    let list = |k: &str, parse: &dyn Fn(&str) -> Option<String>, what: &str| -> AppResult<Vec<String>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) if a.len() <= 5 => {
+                a.iter().map(|x| x.as_str().and_then(parse).ok_or_else(|| bad(format!("'{k}' holds '{x}', which is not {what}")))).collect()
+            }
+            Some(_) => Err(bad(format!("'{k}' must be a list of at most 5 codes ({what}), the main one first"))),
+        }
+    };
+    Ok(Details {
+        arrival_mode: code("arrivalMode", &fascicolo_domain::er::emur_code_1_7_9, "the national arrival-mode code: 1 to 7 or 9")?,
+        sent_by: code("sentBy", &fascicolo_domain::er::emur_code_1_7_9, "the national code of who sent the patient: 1 to 7 or 9")?,
+        main_problem: code("mainProblem", &|n| (1..=31).contains(&n), "the national main-problem code: 1 to 31")?,
+        diagnoses: list("diagnoses", &fascicolo_domain::er::icd9, "an ICD-9-CM code (e.g. 786.50)")?,
+        services: list("services", &fascicolo_domain::er::service_code, "a code of the outpatient catalogue (e.g. 89.7)")?,
+        age_class: code("ageClass", &|n| n <= 6, "the national class of presumed age: 0 to 6")?,
+        admission: match v.get("admission") {
+            None | Some(Value::Null) => None,
+            Some(a) => {
+                let number = a["number"].as_str().map(str::trim).filter(|n| n.len() == 8 && n.chars().all(|c| c.is_ascii_alphanumeric()));
+                let ward = a["ward"].as_str().map(str::trim).filter(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_digit()));
+                match (number, ward) {
+                    (Some(n), Some(w)) => Some((n.to_string(), w.to_string())),
+                    _ => return Err(bad("'admission' must be {\"number\": the admission's 8-character number, \"ward\": the ward's 2-digit speciality code}")),
+                }
+            }
+        },
+        transfer: match v.get("transfer") {
+            None | Some(Value::Null) => None,
+            Some(t) => {
+                let hospital = t["hospital"]
+                    .as_str()
+                    .map(str::trim)
+                    .filter(|h| (1..=8).contains(&h.len()) && h.chars().all(|c| c.is_ascii_alphanumeric()));
+                let reason = t["reason"].as_u64().filter(|r| (1..=3).contains(r)).and_then(|r| u8::try_from(r).ok());
+                match (hospital, reason) {
+                    (Some(h), Some(r)) => Some((h.to_string(), r)),
+                    _ => {
+                        return Err(bad(
+                            "'transfer' must be {\"hospital\": the receiving hospital's code (up to 8 characters), \"reason\": 1 to 3}",
+                        ))
+                    }
+                }
+            }
+        },
+    })
+}
+
+/// The extension that keeps an access's details for the national flow.
+pub const DETAILS_EXT: &str = "urn:fascicolo:er-details";
+
+fn details_ext(d: &Details) -> Option<Value> {
+    if d.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for (name, v) in [("arrivalMode", d.arrival_mode), ("sentBy", d.sent_by), ("mainProblem", d.main_problem), ("ageClass", d.age_class)] {
+        if let Some(v) = v {
+            parts.push(json!({"url": name, "valueCode": v.to_string()}));
+        }
+    }
+    for c in &d.diagnoses {
+        parts.push(json!({"url": "diagnosis", "valueCoding": {"system": ICD9_SYSTEM, "code": c}}));
+    }
+    for c in &d.services {
+        parts.push(json!({"url": "service", "valueCoding": {"system": SERVICE_SYSTEM, "code": c}}));
+    }
+    if let Some((number, ward)) = &d.admission {
+        parts.push(json!({"url": "admissionNumber", "valueString": number}));
+        parts.push(json!({"url": "admissionWard", "valueCode": ward}));
+    }
+    if let Some((hospital, reason)) = &d.transfer {
+        parts.push(json!({"url": "transferTo", "valueString": hospital}));
+        parts.push(json!({"url": "transferReason", "valueCode": reason.to_string()}));
+    }
+    Some(json!({"url": DETAILS_EXT, "extension": parts}))
+}
+
+/// The details kept on a stored Encounter.
+pub fn details_of(enc: &Value) -> Details {
+    let mut d = Details::default();
+    let (mut adm_n, mut adm_w, mut tr_h, mut tr_r) = (None, None, None, None);
+    for x in enc["extension"].as_array().into_iter().flatten().filter(|x| x["url"] == DETAILS_EXT) {
+        for p in x["extension"].as_array().into_iter().flatten() {
+            let code = p["valueCode"].as_str().and_then(|c| c.parse::<u8>().ok());
+            let coding = p["valueCoding"]["code"].as_str().map(String::from);
+            match p["url"].as_str() {
+                Some("arrivalMode") => d.arrival_mode = code,
+                Some("sentBy") => d.sent_by = code,
+                Some("mainProblem") => d.main_problem = code,
+                Some("diagnosis") => d.diagnoses.extend(coding),
+                Some("service") => d.services.extend(coding),
+                Some("ageClass") => d.age_class = code,
+                Some("admissionNumber") => adm_n = p["valueString"].as_str().map(String::from),
+                Some("admissionWard") => adm_w = p["valueCode"].as_str().map(String::from),
+                Some("transferTo") => tr_h = p["valueString"].as_str().map(String::from),
+                Some("transferReason") => tr_r = code,
+                _ => {}
+            }
+        }
+    }
+    d.admission = adm_n.zip(adm_w);
+    d.transfer = tr_h.zip(tr_r);
+    d
+}
+
+/// ICD-9-CM as the Italian flows use it.
+pub const ICD9_SYSTEM: &str = "http://hl7.org/fhir/sid/icd-9-cm";
+/// The national catalogue of outpatient services (`CodesystemCatalogoNazionalePrestazioni`;
+/// the catalogue publishes no canonical URL, so ours names it).
+pub const SERVICE_SYSTEM: &str = "urn:fascicolo:catalogo-nazionale-prestazioni";
 
 /// What an event did.
 #[derive(Debug, Clone)]
@@ -265,7 +398,7 @@ pub fn visit_of(enc: &Value) -> Visit {
 }
 
 /// The Encounter and triage Observations of a visit.
-fn resources_of(id: &str, er: &Er, access: &str, subject: &str, v: &Visit) -> Vec<Value> {
+fn resources_of(id: &str, er: &Er, access: &str, subject: &str, v: &Visit, details: &Details) -> Vec<Value> {
     let status = match (v.exit.is_some(), v.take_over.is_some() || v.decision().is_some(), v.triage().is_some()) {
         (true, _, _) => "finished",
         (false, true, _) => "in-progress",
@@ -297,6 +430,9 @@ fn resources_of(id: &str, er: &Er, access: &str, subject: &str, v: &Visit) -> Ve
         "location": [{"location": {"reference": format!("Location/{}", er.id), "display": er.name}}],
         "subject": {"reference": subject},
         "extension": v.events().iter().map(event_ext).collect::<Vec<_>>()});
+    if let (Some(x), Some(exts)) = (details_ext(details), enc["extension"].as_array_mut()) {
+        exts.push(x);
+    }
     if !history.is_empty() {
         enc["statusHistory"] = json!(history);
     }
@@ -411,6 +547,9 @@ pub struct ErService {
     anon_ready: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
     /// The registry and open accesses are read from the store once, on first use.
     loaded: Arc<tokio::sync::OnceCell<()>>,
+    /// The region's key for the pseudonyms of the national flow (`CUNI`); without it the
+    /// export is refused.
+    cuni_key: Option<Arc<[u8]>>,
 }
 
 impl ErService {
@@ -424,7 +563,14 @@ impl ErService {
             cache: Arc::default(),
             loaded: Arc::default(),
             anon_ready: Arc::default(),
+            cuni_key: None,
         }
+    }
+
+    /// Set the region's key for the national flow's pseudonyms (see [`ErService::emur`]).
+    pub fn with_cuni_key(mut self, key: Option<&str>) -> Self {
+        self.cuni_key = key.filter(|k| !k.is_empty()).map(|k| Arc::from(k.as_bytes()));
+        self
     }
 
     /// Read the registry and the open accesses from the store, once (a failure is tried again
@@ -435,6 +581,11 @@ impl ErService {
 
     /// Pages of a search as the platform (the registry and open accesses: population-wide).
     async fn search_all(&self, resource_type: &str, pairs: &[(&str, &str)]) -> AppResult<Vec<Value>> {
+        self.search_as(&Actor::system(), resource_type, pairs).await
+    }
+
+    /// Pages of a search as an actor (through the gate, in the access log).
+    async fn search_as(&self, actor: &Actor, resource_type: &str, pairs: &[(&str, &str)]) -> AppResult<Vec<Value>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -443,7 +594,7 @@ impl ErService {
             if let Some(c) = &cursor {
                 p.push(("_cursor".into(), c.clone()));
             }
-            let page = self.fhir.search(&Actor::system(), Some(resource_type), &p, "urn:fascicolo:er").await?;
+            let page = self.fhir.search(actor, Some(resource_type), &p, "urn:fascicolo:er").await?;
             for (_, json, _) in &page.entries {
                 if let Ok(v) = serde_json::from_str::<Value>(json) {
                     out.push(v);
@@ -650,13 +801,19 @@ impl ErService {
                     }));
                 }
             }
-            let applied = visit
-                .apply(&e.event)
-                .map_err(|x| AppError::Invalid(vec![fascicolo_fhir::OutcomeIssue::error("business-rule", x.to_string())]))?;
+            let refuse = |x: fascicolo_domain::er::EventError| {
+                AppError::Invalid(vec![fascicolo_fhir::OutcomeIssue::error("business-rule", x.to_string())])
+            };
+            let mut details = current.as_ref().map(|c| details_of(&c.resource)).unwrap_or_default();
+            let mut applied = visit.apply(&e.event).map_err(refuse)?;
+            // the event is known but it brings details not yet held: it changes the access
+            if details.merge(&e.details).map_err(refuse)? {
+                applied = Applied::Changed;
+            }
             if applied == Applied::Duplicate {
                 return Ok(EventOutcome { applied, encounter: format!("Encounter/{id}") });
             }
-            let entries: Vec<Value> = resources_of(&id, &er, &e.access, &subject, &visit)
+            let entries: Vec<Value> = resources_of(&id, &er, &e.access, &subject, &visit, &details)
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| {

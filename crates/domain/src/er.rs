@@ -133,18 +133,26 @@ impl Decision {
 }
 
 /// The outcome of an access (EMUR-PS `EsitoTrattamento`, the codes the national flow and the
-/// VPS report use).
+/// VPS report use: the VPS schematron names 6 and 7, leaving before the visit and during tests;
+/// the national flow asks for the admission's number with 2).
 pub const OUTCOMES: [(u8, &str, &str); 9] = [
-    (1, "Dimissione a domicilio", "Discharged home"),
-    (2, "Dimissione a strutture ambulatoriali", "Discharged to outpatient care"),
-    (3, "Ricovero in reparto di degenza", "Admitted to a ward"),
-    (4, "Trasferimento ad altro istituto", "Transferred to another hospital"),
-    (5, "Deceduto in pronto soccorso", "Died in the emergency room"),
-    (6, "Rifiuta il ricovero", "Refused admission"),
+    (OUTCOME_HOME, "Dimissione a domicilio", "Discharged home"),
+    (OUTCOME_ADMITTED, "Ricovero in reparto di degenza", "Admitted to a ward"),
+    (OUTCOME_TRANSFERRED, "Trasferimento ad altro istituto", "Transferred to another hospital"),
+    (4, "Deceduto in pronto soccorso", "Died in the emergency room"),
+    (5, "Rifiuta il ricovero", "Refused admission"),
+    (OUTCOME_LEFT_UNSEEN, "Abbandona il pronto soccorso prima della visita medica", "Left before being seen"),
     (7, "Abbandona il pronto soccorso durante gli accertamenti", "Left during tests"),
-    (8, "Si allontana prima della visita medica", "Left before being seen"),
+    (OUTCOME_OUTPATIENT, "Dimissione a strutture ambulatoriali", "Discharged to outpatient care"),
     (9, "Giunto cadavere", "Dead on arrival"),
 ];
+
+/// Outcome codes the code names (the rest by number in [`OUTCOMES`]).
+pub const OUTCOME_HOME: u8 = 1;
+pub const OUTCOME_ADMITTED: u8 = 2;
+pub const OUTCOME_TRANSFERRED: u8 = 3;
+pub const OUTCOME_LEFT_UNSEEN: u8 = 6;
+pub const OUTCOME_OUTPATIENT: u8 = 8;
 
 /// The Italian and English names of an outcome code.
 pub fn outcome(code: u8) -> Option<(&'static str, &'static str)> {
@@ -490,6 +498,96 @@ impl Picture {
     }
 }
 
+/// What a hospital says about an access besides its course, for the national flow (EMUR-PS):
+/// how the person came, who sent them, the main problem, and at the end the diagnoses and
+/// services. Each field is set once; the same value again changes nothing; another value is a
+/// contradiction (as for the events).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    /// `ModalitaArrivo`: 1–7 or 9 (3: own means; 1, 4 and 6 involve the 118 service).
+    pub arrival_mode: Option<u8>,
+    /// `ResponsabileInvio`: 1–7 or 9 (5: the 118 service).
+    pub sent_by: Option<u8>,
+    /// `ProblemaPrincipale`: 1–31.
+    pub main_problem: Option<u8>,
+    /// ICD-9-CM diagnoses, the main one first (at most 5), written without the dot.
+    pub diagnoses: Vec<String>,
+    /// Services given (codes of the outpatient catalogue), the main one first (at most 5).
+    pub services: Vec<String>,
+    /// For a person not identified: the class of presumed age (`Eta/Presunta`, 0–6).
+    pub age_class: Option<u8>,
+    /// For an admission: the hospital's admission number (8 characters) and the ward's
+    /// speciality code (2 characters).
+    pub admission: Option<(String, String)>,
+    /// For a transfer: the receiving hospital's code (up to 8 characters) and the reason (1–3).
+    pub transfer: Option<(String, u8)>,
+}
+
+/// A code list field: `1`–`7` or `9`.
+pub fn emur_code_1_7_9(c: u8) -> bool {
+    (1..=7).contains(&c) || c == 9
+}
+
+/// An ICD-9-CM code as the flows write it: 3 to 6 characters, digits or a leading `V`/`E`, no
+/// dot (`786.50` → `78650`). `None` when it is not one.
+pub fn icd9(code: &str) -> Option<String> {
+    let c: String = code.trim().chars().filter(|c| *c != '.').collect::<String>().to_ascii_uppercase();
+    let mut chars = c.chars();
+    let first_ok = chars.next().is_some_and(|f| f.is_ascii_digit() || f == 'V' || f == 'E');
+    (first_ok && chars.all(|c| c.is_ascii_digit()) && (3..=6).contains(&c.len())).then_some(c)
+}
+
+/// A service code of the outpatient catalogue as the flows write it: 3 to 9 letters, digits or
+/// dots (`89.7`, `87.03`).
+pub fn service_code(code: &str) -> Option<String> {
+    let c = code.trim().to_ascii_uppercase();
+    ((3..=9).contains(&c.len()) && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')).then_some(c)
+}
+
+impl Details {
+    pub fn is_empty(&self) -> bool {
+        *self == Details::default()
+    }
+
+    /// Take what another event says. `Ok(true)` when something new was learnt; an error names
+    /// the field that would change.
+    pub fn merge(&mut self, other: &Details) -> Result<bool, EventError> {
+        fn one<T: PartialEq + Clone>(held: &mut Option<T>, new: &Option<T>, field: &'static str) -> Result<bool, EventError> {
+            match (held.as_ref(), new) {
+                (_, None) => Ok(false),
+                (None, Some(n)) => {
+                    *held = Some(n.clone());
+                    Ok(true)
+                }
+                (Some(h), Some(n)) if h == n => Ok(false),
+                _ => Err(EventError::Contradicts { what: "access", field }),
+            }
+        }
+        fn list(held: &mut Vec<String>, new: &[String], field: &'static str) -> Result<bool, EventError> {
+            if new.is_empty() || held.as_slice() == new {
+                Ok(false)
+            } else if held.is_empty() {
+                *held = new.to_vec();
+                Ok(true)
+            } else {
+                Err(EventError::Contradicts { what: "access", field })
+            }
+        }
+        // check every field before changing any: a refused merge leaves the details as they were
+        let mut next = self.clone();
+        let changed = one(&mut next.arrival_mode, &other.arrival_mode, "arrival mode")?
+            | one(&mut next.sent_by, &other.sent_by, "sender")?
+            | one(&mut next.main_problem, &other.main_problem, "main problem")?
+            | list(&mut next.diagnoses, &other.diagnoses, "diagnoses")?
+            | list(&mut next.services, &other.services, "services")?
+            | one(&mut next.age_class, &other.age_class, "presumed age")?
+            | one(&mut next.admission, &other.admission, "admission")?
+            | one(&mut next.transfer, &other.transfer, "transfer")?;
+        *self = next;
+        Ok(changed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +700,43 @@ mod tests {
         assert_eq!(Triage::parse(2).map(|t| (t.colour_it(), t.target_minutes())), Some(("Arancione", 15)));
         assert_eq!(ErKind::parse("DEA2"), Some(ErKind::DeaII));
         assert_eq!(outcome(9).map(|o| o.0), Some("Giunto cadavere"));
-        assert_eq!(outcome(6).map(|o| o.1), Some("Refused admission"));
+        // the VPS schematron names 6 and 7 as the two ways of leaving (before the visit, during
+        // tests); the national flow requires the admission's number with 2
+        assert_eq!(outcome(6).map(|o| o.1), Some("Left before being seen"));
+        assert_eq!(outcome(7).map(|o| o.1), Some("Left during tests"));
+        assert_eq!(outcome(OUTCOME_ADMITTED).map(|o| o.1), Some("Admitted to a ward"));
+        assert_eq!(outcome(10), None);
+    }
+
+    #[test]
+    fn details_are_set_once_and_a_contradiction_changes_nothing() {
+        let mut d = Details::default();
+        let arrival = Details { arrival_mode: Some(3), sent_by: Some(1), main_problem: Some(1), ..Default::default() };
+        assert_eq!(d.merge(&arrival), Ok(true));
+        assert_eq!(d.merge(&arrival), Ok(false), "the same again is nothing new");
+        let exit = Details { diagnoses: vec!["78650".into()], services: vec!["89.7".into()], ..Default::default() };
+        assert_eq!(d.merge(&exit), Ok(true));
+        let before = d.clone();
+        // a new sender with a new diagnosis list: refused whole, nothing taken
+        let wrong = Details { sent_by: Some(2), diagnoses: vec!["4019".into()], ..Default::default() };
+        assert!(matches!(d.merge(&wrong), Err(EventError::Contradicts { field: "sender", .. })));
+        assert_eq!(d, before);
+        let wrong = Details { diagnoses: vec!["4019".into()], ..Default::default() };
+        assert!(matches!(d.merge(&wrong), Err(EventError::Contradicts { field: "diagnoses", .. })));
+        assert_eq!(d, before);
+    }
+
+    #[test]
+    fn codes_of_the_flow() {
+        assert_eq!(icd9("786.50").as_deref(), Some("78650"));
+        assert_eq!(icd9("v45.81").as_deref(), Some("V4581"));
+        assert_eq!(icd9("E888").as_deref(), Some("E888"));
+        assert_eq!(icd9("12"), None);
+        assert_eq!(icd9("1234567"), None);
+        assert_eq!(icd9("A09"), None, "ICD-10 is not ICD-9-CM");
+        assert_eq!(service_code("89.7").as_deref(), Some("89.7"));
+        assert_eq!(service_code("8"), None);
+        assert_eq!(service_code("89 7"), None);
+        assert!(emur_code_1_7_9(9) && emur_code_1_7_9(1) && !emur_code_1_7_9(8) && !emur_code_1_7_9(0));
     }
 }

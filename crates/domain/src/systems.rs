@@ -13,3 +13,8 @@ pub const NOTICE_PREFIX: &str = "urn:fascicolo:notice:";
 pub const CONSENT_CHANNEL_EXT: &str = "urn:fascicolo:consent-channel";
 /// Code system of the professional roles in `PractitionerRole.code`.
 pub const ROLE_SYSTEM: &str = "urn:fascicolo:role";
+/// Extension on an address's `city`: the municipality's ISTAT code (what the national flows name
+/// a municipality by).
+pub const ISTAT_EXT: &str = "urn:fascicolo:istat-municipality";
+/// Identifier system of the national hospital codes (HSP.11).
+pub const HSP_SYSTEM: &str = "urn:oid:2.16.840.1.113883.2.9.4.1.2";

@@ -25,6 +25,8 @@ async fn registry(app: &TestApp) {
     rooms(app).await;
     let mut p = patient("Rossi", CF);
     p["id"] = json!("giulia");
+    p["address"] = json!([{"use": "home", "city": "Milano", "district": "MI", "country": "IT",
+        "_city": {"extension": [{"url": "urn:fascicolo:istat-municipality", "valueCode": "015146"}]}}]);
     assert!(app.put("/Patient/giulia", p).await.status < 300);
 }
 
@@ -32,6 +34,10 @@ async fn registry(app: &TestApp) {
 async fn rooms(app: &TestApp) {
     for (id, part_of) in [("asst-nord", None), ("asst-sud", None), ("hsp-nord", Some("asst-nord")), ("hsp-sud", Some("asst-sud"))] {
         let mut o = json!({"resourceType": "Organization", "id": id, "active": true, "name": id});
+        // the national hospital code (HSP.11) the EMUR-PS flow names a hospital by
+        if let Some(code) = [("hsp-nord", "030901"), ("hsp-sud", "030902")].iter().find(|h| h.0 == id).map(|h| h.1) {
+            o["identifier"] = json!([{"system": "urn:oid:2.16.840.1.113883.2.9.4.1.2", "value": code}]);
+        }
         if let Some(p) = part_of {
             o["partOf"] = json!({"reference": format!("Organization/{p}")});
         }
@@ -536,4 +542,193 @@ async fn the_citizen_sees_her_own_visit_in_her_timeline_while_it_is_open() {
     // acting for her minor son, whose record has no such visit, she sees none of her own
     assert_eq!(switch("bianchi-luca").await, 303);
     assert!(!get(cookie, "/cronologia").await.contains("ps-nord"), "a parent's view shows the child's record only");
+}
+
+/// The month's accesses as the national flow (EMUR-PS): what goes in and in what form, what is
+/// left out and why, the patient only by pseudonym, times in Rome, the XSD check by an
+/// independent validator, who may ask for it, and the reads in the citizen's access log.
+#[tokio::test]
+async fn the_months_accesses_as_the_national_flow() {
+    let app = spawn_app().await;
+    registry(&app).await;
+    let token = producer(&app, "asst-nord").await;
+    let arrival = json!({"arrivalMode": 3, "sentBy": 1, "mainProblem": 2});
+    let with = |a: &Value, b: Value| {
+        let mut x = a.clone();
+        x.as_object_mut().unwrap().extend(b.as_object().unwrap().clone());
+        x
+    };
+    let steps: Vec<Value> = vec![
+        // Giulia: arrives at 00:30 on 1 November in Rome (23:30 UTC on 31 October), observation, home
+        ev("123", "arrival", "2026-10-31T23:30:00Z", with(&arrival, json!({"patient": CF}))),
+        ev("123", "triage", "2026-11-01T00:35:00+01:00", json!({"triage": 3, "patient": CF})),
+        ev("123", "triage", "2026-11-01T01:20:00+01:00", json!({"triage": 2, "patient": CF})),
+        ev("123", "take-over", "2026-11-01T01:30:00+01:00", json!({"patient": CF})),
+        ev("123", "decision", "2026-11-01T03:00:00+01:00", json!({"decision": "observation", "patient": CF})),
+        ev(
+            "123",
+            "exit",
+            "2026-11-01T14:10:00+01:00",
+            json!({"outcome": 1, "patient": CF, "diagnoses": ["786.50", "401.9"], "services": ["89.7", "89.52"]}),
+        ),
+        // Giulia again: admitted to cardiology
+        ev("124", "arrival", "2026-11-20T10:00:00+01:00", with(&arrival, json!({"patient": CF}))),
+        ev("124", "triage", "2026-11-20T10:05:00+01:00", json!({"triage": 2, "patient": CF})),
+        ev("124", "take-over", "2026-11-20T10:10:00+01:00", json!({"patient": CF})),
+        ev("124", "decision", "2026-11-20T12:00:00+01:00", json!({"decision": "admission", "patient": CF})),
+        ev(
+            "124",
+            "exit",
+            "2026-11-20T13:00:00+01:00",
+            json!({"outcome": 2, "patient": CF, "diagnoses": ["410.91"], "admission": {"number": "26001234", "ward": "08"}}),
+        ),
+        // someone not identified, about 40, who left before being seen
+        ev("X-9", "arrival", "2026-11-10T22:00:00+01:00", with(&arrival, json!({"ageClass": 4}))),
+        ev("X-9", "triage", "2026-11-10T22:05:00+01:00", json!({"triage": 5})),
+        ev("X-9", "exit", "2026-11-11T01:00:00+01:00", json!({"outcome": 6})),
+        // left out: still open; not identified without a presumed age; admitted without the number
+        ev("125", "arrival", "2026-11-30T20:00:00+01:00", with(&arrival, json!({"patient": CF}))),
+        ev("X-10", "arrival", "2026-11-12T09:00:00+01:00", arrival.clone()),
+        ev("X-10", "exit", "2026-11-12T09:30:00+01:00", json!({"outcome": 6})),
+        ev("126", "arrival", "2026-11-21T09:00:00+01:00", with(&arrival, json!({"patient": CF}))),
+        ev("126", "exit", "2026-11-21T15:00:00+01:00", json!({"outcome": 2, "patient": CF})),
+        // December in Rome (23:30 UTC on 30 November): another month
+        ev("127", "arrival", "2026-11-30T23:30:00Z", with(&arrival, json!({"patient": CF}))),
+        ev("127", "exit", "2026-12-01T02:00:00+01:00", json!({"outcome": 1, "patient": CF})),
+    ];
+    for e in &steps {
+        let (s, v) = send(&app, &token, e.clone()).await;
+        assert_eq!(s, 200, "{e}: {v}");
+    }
+
+    // bad details are refused and change nothing
+    for (extra, says) in [
+        (json!({"mainProblem": 32}), "1 to 31"),
+        (json!({"diagnoses": ["A09"]}), "ICD-9-CM"),
+        (json!({"arrivalMode": 8}), "1 to 7 or 9"),
+        (json!({"admission": {"number": "1", "ward": "08"}}), "8-character"),
+        (json!({"transfer": {"hospital": "030902", "reason": 4}}), "1 to 3"),
+    ] {
+        let (s, v) = send(&app, &token, ev("123", "arrival", "2026-10-31T23:30:00Z", with(&extra, json!({"patient": CF})))).await;
+        assert_eq!(s, 400, "{extra}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{extra}: {v}");
+    }
+    // a detail that contradicts one held: 422, nothing changed
+    let enc_id = send(&app, &token, steps[0].clone()).await.1["encounter"].as_str().unwrap().to_string();
+    let before = app.get(&format!("/{enc_id}")).await.body;
+    let (s, v) = send(&app, &token, with(&steps[0], json!({"sentBy": 2}))).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("sender"), "{v}");
+    assert_eq!(app.get(&format!("/{enc_id}")).await.body["meta"]["versionId"], before["meta"]["versionId"]);
+
+    // the export, as the hospital's own system
+    let (s, _, bytes) = app.raw("GET", "/er/v1/emur-ps?month=2026-11", Some(&token), None).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&bytes));
+    let xml = String::from_utf8(bytes).unwrap();
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<flsProSoc xmlns=\"http://flussi.mds.it/flsProSoc\">"), "{xml}");
+    let accesses: Vec<&str> = xml.split("<Accesso>").skip(1).collect();
+    assert_eq!(accesses.len(), 3, "{xml}");
+    let field = |a: &str, name: &str| -> Vec<String> {
+        a.split(&format!("<{name}>")).skip(1).map(|x| x.split(&format!("</{name}>")).next().unwrap().to_string()).collect()
+    };
+    // sorted by arrival: Giulia's night visit, the person not identified, the admission
+    let (night, unknown, admitted) = (accesses[0], accesses[1], accesses[2]);
+    assert_eq!(field(night, "Identificativo"), ["2026000000000123"]);
+    assert_eq!(field(night, "CodiceIstituto"), ["030901"]);
+    // arrival and times in Rome: 00:30 on 1 November
+    assert!(night.contains("<Entrata><Data>2026-11-01</Data><Ora>00:30</Ora></Entrata>"), "{night}");
+    assert!(night.contains("<ModalitaArrivo>3</ModalitaArrivo><ResponsabileInvio>1</ResponsabileInvio><ProblemaPrincipale>02</ProblemaPrincipale><Triage>3</Triage>"), "the triage at arrival (3), not the later one: {night}");
+    assert!(night.contains("<PresaInCarico><Data>2026-11-01</Data><Ora>01:30</Ora></PresaInCarico>"), "{night}");
+    assert!(
+        night.contains("<Diagnosi><DiagnosiPrincipale>78650</DiagnosiPrincipale><DiagnosiSecondaria>4019</DiagnosiSecondaria></Diagnosi>"),
+        "{night}"
+    );
+    assert!(night.contains("<Prestazione><PrestazionePrincipale>89.7</PrestazionePrincipale><PrestazioneSecondaria>89.52</PrestazioneSecondaria></Prestazione>"), "{night}");
+    assert!(night.contains("<EsitoTrattamento>1</EsitoTrattamento><DataDest>2026-11-01</DataDest><OraDest>03:00</OraDest><Data>2026-11-01</Data><Ora>14:10</Ora>"), "{night}");
+    assert!(night.contains("<OBI><DataIngresso>2026-11-01</DataIngresso><OraIngresso>03:00</OraIngresso><DataUscita>2026-11-01</DataUscita><OraUscita>14:10</OraUscita></OBI>"), "{night}");
+    assert!(night.contains("<Eta><Nascita><Anno>1985</Anno><Mese>04</Mese></Nascita></Eta><Genere>2</Genere><Cittadinanza>IT</Cittadinanza><Residenza><Regione>030</Regione><Comune>015146</Comune></Residenza>"), "{night}");
+    assert!(
+        night.ends_with("<TipoTrasmissione>I</TipoTrasmissione></Accesso>\n")
+            || night.contains("<TipoTrasmissione>I</TipoTrasmissione></Accesso>")
+    );
+    // the same person has the same pseudonym in each access; nobody's name or code is in the file
+    let cuni = field(night, "CUNI");
+    assert_eq!(cuni[0].len(), 88);
+    assert_eq!(field(admitted, "CUNI"), cuni);
+    assert_ne!(field(unknown, "CUNI"), cuni);
+    for secret in [CF, "Rossi", "Giulia", "1985-04-12", "giulia"] {
+        assert!(!xml.contains(secret), "{secret} is in the flow");
+    }
+    assert!(
+        admitted.contains("<EsitoTrattamento>2</EsitoTrattamento>")
+            && admitted
+                .contains("<Ricovero><Progressivo>26001234</Progressivo><CodiceSpecialitaReparto>08</CodiceSpecialitaReparto></Ricovero>"),
+        "{admitted}"
+    );
+    assert!(
+        unknown.contains("<ValiditaCI>1</ValiditaCI><TipologiaCI>99</TipologiaCI><DatiAnagrafici><Eta><Presunta>4</Presunta></Eta>"),
+        "{unknown}"
+    );
+    assert!(
+        unknown.contains("<Triage>5</Triage>")
+            && unknown.contains("<EsitoTrattamento>6</EsitoTrattamento>")
+            && !unknown.contains("PresaInCarico"),
+        "{unknown}"
+    );
+
+    // what was left out, and why
+    let (s, report, _) = app.raw("GET", "/er/v1/emur-ps?month=2026-11&format=json", Some(&token), None).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["accesses"], 3);
+    let left: Vec<(String, String)> = report["leftOut"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["access"].as_str().unwrap().to_string(), l["reason"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(left.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(), ["125", "126", "X-10"], "{report}");
+    assert!(left[0].1.contains("still open") && left[1].1.contains("admission") && left[2].1.contains("ageClass"), "{report}");
+    // December holds the access that arrived at 00:30 on 1 December in Rome
+    let (_, dec, _) = app.raw("GET", "/er/v1/emur-ps?month=2026-12&format=json", Some(&token), None).await;
+    assert_eq!(dec["accesses"], 1, "{dec}");
+
+    // the ministry's XSD, by an independent validator (xmlschema), and a broken copy refused
+    match std::env::var("FASCICOLO_TEST_XSD_PYTHON") {
+        Ok(python) => {
+            let dir = std::env::temp_dir().join(format!("emur-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let good = dir.join("good.xml");
+            let bad = dir.join("bad.xml");
+            std::fs::write(&good, &xml).unwrap();
+            std::fs::write(&bad, xml.replacen("<TipoTrasmissione>I</TipoTrasmissione>", "", 1)).unwrap();
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/emur");
+            let run = |f: &std::path::Path| {
+                std::process::Command::new(&python).arg(root.join("validate.py")).arg(root.join("EMUR-PS.xsd")).arg(f).output().unwrap()
+            };
+            let ok = run(&good);
+            assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+            let ko = run(&bad);
+            assert!(!ko.status.success(), "the validator must refuse a document without TipoTrasmissione");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(_) => eprintln!("FASCICOLO_TEST_XSD_PYTHON is not set: the XSD check is skipped (.ci/run runs it)"),
+    }
+
+    // who may ask: another hospital's system may not; no token, a bad month, an unknown hospital
+    let other = producer(&app, "asst-sud").await;
+    let (s, v, _) = app.raw("GET", "/er/v1/emur-ps?month=2026-11&hospital=hsp-nord", Some(&other), None).await;
+    assert_eq!(s, 403, "{v}");
+    let (_, v, _) = app.raw("GET", "/er/v1/emur-ps?month=2026-11&format=json", Some(&other), None).await;
+    assert_eq!(v["accesses"], 0, "the other hospital's own flow has none of these: {v}");
+    assert_eq!(app.raw("GET", "/er/v1/emur-ps?month=2026-11", None, None).await.0, 401);
+    for q in ["month=2026-13", "month=november", "", "month=2026-11&format=csv"] {
+        assert_eq!(app.raw("GET", &format!("/er/v1/emur-ps?{q}"), Some(&token), None).await.0, 400, "{q}");
+    }
+    assert_eq!(app.raw("GET", "/er/v1/emur-ps?month=2026-11&hospital=hsp-none", Some(&token), None).await.0, 404);
+    let citizen = giulia_token(&app).await;
+    assert_eq!(app.raw("GET", "/er/v1/emur-ps?month=2026-11", Some(&citizen), None).await.0, 403);
+
+    // the export read Giulia's record as the hospital: that is in her access log
+    let log = app.get_as("/AuditEvent?patient=giulia", &citizen).await.body.to_string();
+    assert!(log.contains("his-asst-nord") && log.contains("Patient/giulia"), "{log}");
 }

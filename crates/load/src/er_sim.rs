@@ -10,7 +10,9 @@
 
 use fascicolo_app::er::{ErService, EventIn};
 use fascicolo_app::{Actor, Who};
-use fascicolo_domain::er::{Decision, Event, Step, Triage};
+use fascicolo_domain::er::{
+    Decision, Details, Event, Step, Triage, OUTCOME_ADMITTED, OUTCOME_HOME, OUTCOME_LEFT_UNSEEN, OUTCOME_OUTPATIENT, OUTCOME_TRANSFERRED,
+};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
@@ -85,7 +87,7 @@ pub fn access(rng: &mut ChaCha8Rng, arrival: OffsetDateTime, load: f64) -> Vec<E
     let seen = triaged + exp(rng, wait_mean.max(0.5));
     // some of the least urgent leave before being seen
     if code >= 4 && (seen - arrival) > Duration::hours(3) && rng.gen_bool(0.3) {
-        ev.push(Event { step: Step::Exit(8), at: arrival + Duration::minutes(rng.gen_range(150..180)) });
+        ev.push(Event { step: Step::Exit(OUTCOME_LEFT_UNSEEN), at: arrival + Duration::minutes(rng.gen_range(150..180)) });
         return ev;
     }
     ev.push(Event { step: Step::TakeOver, at: seen });
@@ -93,17 +95,75 @@ pub fn access(rng: &mut ChaCha8Rng, arrival: OffsetDateTime, load: f64) -> Vec<E
     let admit_p = [0.7, 0.4, 0.15, 0.04, 0.01][usize::from(code - 1)];
     let r: f64 = rng.gen();
     let (decision, exit) = if r < admit_p {
-        (Decision::Admission, (3, treated + Duration::minutes(rng.gen_range(30..600))))
+        (Decision::Admission, (OUTCOME_ADMITTED, treated + Duration::minutes(rng.gen_range(30..600))))
     } else if r < admit_p + 0.02 {
-        (Decision::Transfer, (4, treated + Duration::minutes(rng.gen_range(30..180))))
+        (Decision::Transfer, (OUTCOME_TRANSFERRED, treated + Duration::minutes(rng.gen_range(30..180))))
     } else if r < admit_p + 0.09 {
-        (Decision::Observation, (1, treated + Duration::minutes(rng.gen_range(360..1440))))
+        (Decision::Observation, (OUTCOME_HOME, treated + Duration::minutes(rng.gen_range(360..1440))))
     } else {
-        (Decision::Discharge, (if rng.gen_bool(0.1) { 2 } else { 1 }, treated + Duration::minutes(rng.gen_range(5..30))))
+        (
+            Decision::Discharge,
+            (if rng.gen_bool(0.1) { OUTCOME_OUTPATIENT } else { OUTCOME_HOME }, treated + Duration::minutes(rng.gen_range(5..30))),
+        )
     };
     ev.push(Event { step: Step::Decision(decision), at: treated });
     ev.push(Event { step: Step::Exit(exit.0), at: exit.1 });
     ev
+}
+
+/// What the hospital reports about an access for the national flow: at arrival how the person
+/// came, who sent them and the main problem; at exit the diagnoses and services (none for
+/// someone who left unseen).
+/// `transfer_to`: the code of a hospital a transfer goes to.
+pub fn details(rng: &mut ChaCha8Rng, events: &[Event], transfer_to: &str) -> (Details, Details) {
+    let code = events.iter().find_map(|e| if let Step::Triage(t) = e.step { Some(t.code()) } else { None }).unwrap_or(4);
+    // the more urgent, the likelier an ambulance of the 118 service sent them
+    let by_118 = rng.gen_bool([0.9, 0.6, 0.3, 0.1, 0.03][usize::from(code - 1)]);
+    let sent_by = if by_118 {
+        5
+    } else {
+        match rng.gen_range(0..10) {
+            0 => 2,
+            1 => 4,
+            _ => 1,
+        }
+    };
+    let arrival = Details {
+        arrival_mode: Some(if by_118 { 1 } else { 3 }),
+        sent_by: Some(sent_by),
+        main_problem: Some(rng.gen_range(1..=31)),
+        // the simulated people are not identified: the hospital estimates the age
+        age_class: Some(rng.gen_range(0..=6)),
+        ..Default::default()
+    };
+    let seen = events.iter().any(|e| e.step == Step::TakeOver);
+    let exit = if seen {
+        // common ICD-9-CM diagnoses of an emergency room, graver ones for the urgent codes
+        const MINOR: [&str; 8] = ["78650", "78900", "78060", "7840", "84500", "5990", "4660", "8730"];
+        const MAJOR: [&str; 4] = ["41091", "43491", "8208", "42731"];
+        let main = if code <= 2 { MAJOR[rng.gen_range(0..MAJOR.len())] } else { MINOR[rng.gen_range(0..MINOR.len())] };
+        let mut services = vec!["89.7".to_string()];
+        if code <= 3 {
+            services.extend(["89.52", "90.62.2"].map(String::from));
+        }
+        if rng.gen_bool(0.3) {
+            services.push("87.44.1".into());
+        }
+        let outcome = events.iter().find_map(|e| if let Step::Exit(o) = e.step { Some(o) } else { None });
+        // wards by speciality code: 08 cardiology, 09 general surgery, 26 general medicine,
+        // 32 neurology, 36 orthopaedics
+        let ward = ["26", "26", "08", "09", "32", "36"][rng.gen_range(0..6)];
+        Details {
+            diagnoses: vec![main.to_string()],
+            services,
+            admission: (outcome == Some(OUTCOME_ADMITTED)).then(|| (format!("{:08}", rng.gen_range(0..100_000_000u32)), ward.to_string())),
+            transfer: (outcome == Some(OUTCOME_TRANSFERRED)).then(|| (transfer_to.to_string(), rng.gen_range(1..=3))),
+            ..Default::default()
+        }
+    } else {
+        Details::default()
+    };
+    (arrival, exit)
 }
 
 /// A scheduled event of the simulation.
@@ -122,7 +182,8 @@ pub struct Simulation {
     rooms: Vec<Room>,
     rng: ChaCha8Rng,
     queue: BinaryHeap<Reverse<Due>>,
-    accesses: std::collections::HashMap<u64, (usize, Vec<Event>)>,
+    /// Each access's room, events, and what it reports at arrival and at exit.
+    accesses: std::collections::HashMap<u64, (usize, Vec<Event>, Details, Details)>,
     present: Vec<u32>,
     seq: u64,
     next_access: u64,
@@ -177,7 +238,11 @@ impl Simulation {
         for (i, e) in events.iter().enumerate() {
             self.push(e.at, room, id, i);
         }
-        self.accesses.insert(id, (room, events));
+        // a transfer goes to another room's hospital (its code is in the room's id)
+        let other = &self.rooms[self.rng.gen_range(0..self.rooms.len())].id;
+        let code = other.trim_start_matches("loc-ps-").chars().take(8).collect::<String>();
+        let (arrival, exit) = details(&mut self.rng, &events, &code);
+        self.accesses.insert(id, (room, events, arrival, exit));
     }
 
     fn schedule_arrival(&mut self, room: usize, after: OffsetDateTime) {
@@ -213,8 +278,13 @@ impl Simulation {
                 self.schedule_arrival(d.room, at);
                 continue;
             }
-            let Some((room, events)) = self.accesses.get(&d.access) else { continue };
+            let Some((room, events, at_arrival, at_exit)) = self.accesses.get(&d.access) else { continue };
             let Some(e) = events.get(d.step).cloned() else { continue };
+            let details = match e.step {
+                Step::Arrival => at_arrival.clone(),
+                Step::Exit(_) => at_exit.clone(),
+                _ => Details::default(),
+            };
             let last = d.step + 1 == events.len();
             let room = *room;
             match e.step {
@@ -227,6 +297,7 @@ impl Simulation {
                 access: format!("SIM-{}-{}", self.run, d.access),
                 patient: None,
                 event: e,
+                details,
             });
             if last {
                 self.accesses.remove(&d.access);
@@ -275,8 +346,12 @@ pub fn spawn(er: ErService) -> tokio::task::JoinHandle<()> {
         let mut closed = 0;
         for (i, r) in rooms.iter().enumerate() {
             for access in er.open_accesses(&r.id).await.unwrap_or_default().into_iter().filter(|a| a.starts_with("SIM-")) {
-                let event = Event { step: Step::Exit(1), at: OffsetDateTime::now_utc() };
-                if er.event(&actors[i], EventIn { er: r.id.clone(), access, patient: None, event }).await.is_ok() {
+                let event = Event { step: Step::Exit(OUTCOME_HOME), at: OffsetDateTime::now_utc() };
+                if er
+                    .event(&actors[i], EventIn { er: r.id.clone(), access, patient: None, event, details: Details::default() })
+                    .await
+                    .is_ok()
+                {
                     closed += 1;
                 }
             }

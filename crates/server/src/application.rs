@@ -27,7 +27,8 @@ impl Application {
         if cfg.public_url.is_none() {
             cfg.public_url = Some(format!("http://{addr}"));
         }
-        let er = fascicolo_app::er::ErService::new(crate::fhir_service(&cfg, Arc::clone(&store)));
+        let er = fascicolo_app::er::ErService::new(crate::fhir_service(&cfg, Arc::clone(&store)))
+            .with_cuni_key(cfg.er.cuni_key(cfg.demo_mode()));
         let router = crate::build_router_with(Arc::clone(&store), &cfg, er.clone())?;
         Ok(Self { listener, addr, router, store, cfg, er })
     }

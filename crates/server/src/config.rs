@@ -53,6 +53,19 @@ pub struct ErConfig {
     /// Simulate every emergency room of the registry in real time, through the same event path
     /// the hospitals use. Unset: on in demo mode, off otherwise.
     pub simulate: Option<bool>,
+    /// The region's secret key for the pseudonyms (`CUNI`) of the national flow (EMUR-PS).
+    /// Unset: a fixed demo key in demo mode; otherwise the export is refused until it is set.
+    pub cuni_key: Option<String>,
+}
+
+/// The key the demo uses when none is configured (public: never for real data).
+pub const DEMO_CUNI_KEY: &str = "fascicolo-demo-cuni-key-not-for-real-data";
+
+impl ErConfig {
+    /// The pseudonym key in force for a configuration.
+    pub fn cuni_key(&self, demo: bool) -> Option<&str> {
+        self.cuni_key.as_deref().or(demo.then_some(DEMO_CUNI_KEY))
+    }
 }
 
 /// Bulk Data `$export` (decision 0012).

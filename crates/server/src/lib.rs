@@ -148,7 +148,7 @@ pub const PDF_WORKER_MEMORY: u64 = 1024 * 1024 * 1024;
 
 /// The whole web application for a configuration (the server and the tests build it alike).
 pub fn build_router(store: Arc<dyn Store>, cfg: &Config) -> anyhow::Result<axum::Router> {
-    let er = fascicolo_app::er::ErService::new(fhir_service(cfg, Arc::clone(&store)));
+    let er = fascicolo_app::er::ErService::new(fhir_service(cfg, Arc::clone(&store))).with_cuni_key(cfg.er.cuni_key(cfg.demo_mode()));
     build_router_with(store, cfg, er)
 }
 

@@ -125,6 +125,53 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     }
 }
 
+/// `GET /er/v1/emur-ps?month=YYYY-MM[&hospital=ID][&format=json]`: a month of the national flow
+/// (EMUR-PS XML) for the hospital's own system or the region; `format=json` answers what was
+/// left out and why instead (see `docs/er-feed.md`).
+pub async fn emur(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    // the flow names no one, but it is made from people's records: a token is required
+    let actor = match crate::fhir_api::authenticate(&state, &headers).await {
+        Ok(a) if !matches!(a.who, fascicolo_app::Who::Anonymous) => a,
+        _ => return problem(401, "unauthorized", "the national flow needs the access token of a hospital's system or the platform".into()),
+    };
+    let pairs = query_pairs(q.as_deref());
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let Some((year, month)) = get("month").and_then(|m| {
+        let (y, mo) = m.split_once('-')?;
+        let y: i32 = y.parse().ok().filter(|y| (2000..=2999).contains(y))?;
+        let mo = time::Month::try_from(mo.parse::<u8>().ok()?).ok()?;
+        Some((y, mo))
+    }) else {
+        return problem(400, "bad-request", "'month' is required as YYYY-MM (e.g. 2026-11)".into());
+    };
+    let json_report = match get("format") {
+        None | Some("xml") => false,
+        Some("json") => true,
+        Some(other) => return problem(400, "bad-request", format!("'format' is xml or json, not '{other}'")),
+    };
+    match state.er.emur(&actor, year, month, get("hospital")).await {
+        Ok(x) if json_report => axum::Json(json!({
+            "month": format!("{year:04}-{:02}", u8::from(month)),
+            "accesses": x.accesses,
+            "leftOut": x.left_out.iter().map(|(a, why)| json!({"access": a, "reason": why})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(x) => {
+            let mut r = x.xml.into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"));
+            let name = format!("attachment; filename=\"EMUR-PS-{year:04}-{:02}.xml\"", u8::from(month));
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            h.insert("fascicolo-accesses", HeaderValue::from(x.accesses));
+            h.insert("fascicolo-left-out", HeaderValue::from(x.left_out.len()));
+            r
+        }
+        Err(e) => app_problem(&e),
+    }
+}
+
 fn problem(status: u16, code: &str, message: String) -> Response {
     let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (s, axum::Json(json!({"error": code, "message": message}))).into_response()

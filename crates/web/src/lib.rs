@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest/v1/documents/{id}/metadata", put(ingest_api::metadata))
         .route("/ingest/v1/status/{id}", get(ingest_api::status))
         .route("/er/v1/events", post(er_web::post_event))
+        .route("/er/v1/emur-ps", get(er_web::emur))
         .route("/pronto-soccorso", get(er_web::index))
         .route("/pronto-soccorso/stato.json", get(er_web::feed))
         .route("/pronto-soccorso/live", get(er_web::stream))
