@@ -209,7 +209,9 @@ impl FhirService {
         // who may read which record's log: the same rules as any search of a record
         let mut plan = SearchPlan {
             resource_type: Some("AuditEvent".into()),
-            patient: crate::fhir::compartment_patient("AuditEvent", &req),
+            // the log is kept per record: `patient=` names the record (for the platform too,
+            // whose search the gate does not confine to one)
+            patient: crate::fhir::named_patient("AuditEvent", &req),
             limit: req.count,
             ..Default::default()
         };

@@ -1172,7 +1172,7 @@ fn crosses_into_patients(c: &Clause) -> bool {
 
 /// The one patient a search names (`patient=`, `subject=Patient/..`, any patient-compartment
 /// reference, or `Patient?_id=`), for the gate.
-fn named_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
+pub(crate) fn named_patient(resource_type: &str, req: &SearchRequest) -> Option<PatientKey> {
     if let Some(k) = compartment_patient(resource_type, req) {
         return Some(k);
     }

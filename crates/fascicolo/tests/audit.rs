@@ -100,10 +100,20 @@ async fn the_log_reads_pages_and_filters_like_a_resource() {
     for _ in 0..4 {
         assert_eq!(app.get(&format!("/Patient/{pid}")).await.status, 200);
     }
+    // another record, read twice: its log is its own
+    let other = app.post("/Patient", serde_json::json!({"resourceType": "Patient", "name": [{"family": "Altro"}]})).await;
+    let other = other.body["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(app.get(&format!("/Patient/{other}")).await.status, 200);
+    }
     // one entry for the create, one per read; reading the log is an access of its own, logged
-    // after the answer is made, so the count below does not include itself
+    // after the answer is made, so the count below does not include itself; `patient=` confines
+    // the platform's search to that record (it once returned every record's log)
     let count = app.get(&format!("/AuditEvent?patient={pid}&_summary=count")).await;
     assert_eq!(count.body["total"], 5, "{}", count.body);
+    let theirs = app.get(&format!("/AuditEvent?patient=Patient/{other}&_count=100")).await;
+    assert_eq!(theirs.body["total"], 3, "{}", theirs.body);
+    assert!(!theirs.body.to_string().contains(&format!("Patient/{pid}")), "another record's entries: {}", theirs.body);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
     tokio::time::sleep(Duration::from_millis(5)).await;
