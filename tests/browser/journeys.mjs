@@ -238,6 +238,37 @@ try {
   await phone(citizen, "/privacy/accessi", "access-log");
   step("the access log shows the GP's access");
 
+  // ---- the professional's area: the GP's list, a record through the gate, an emergency opening
+  await visit(gp, "/", "pro-list");
+  assert.equal(new URL(gp.url()).pathname, "/professionista", "a professional lands on his own area");
+  await keyboard(gp, "pro-list");
+  await phone(gpCtx, "/professionista", "pro-list");
+  await gp.click("a[href='/professionista/assistiti/rossi-giulia']");
+  await gp.waitForLoadState();
+  assert.match(await gp.locator("main h1").innerText(), /Giulia Rossi/);
+  assert.equal(await gp.locator(`a[href='/professionista/documenti/${docId}']`).count(), 0, "the report she hid is not listed");
+  await a11y(gp, "pro-record");
+  if (SHOTS) await gp.screenshot({ path: `${SHOTS}/pro-record-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(gpCtx, "/professionista/assistiti/rossi-giulia", "pro-record");
+  await gp.locator("ul.doclist a").first().click();
+  await gp.waitForLoadState();
+  assert.ok(await gp.locator(".rendering").count() >= 1, "a document opens with its content");
+  await a11y(gp, "pro-document");
+  await phone(gpCtx, new URL(gp.url()).pathname, "pro-document");
+  await visit(gp, "/professionista/assistiti/bianchi-marco", "pro-closed");
+  assert.match(await gp.locator("#record-closed").innerText(), /consenso/);
+  await phone(gpCtx, "/professionista/assistiti/bianchi-marco", "pro-closed");
+  await gp.fill("#reason", "Paziente incosciente portato in studio");
+  await gp.click("button:has-text('Apri in emergenza')");
+  await gp.waitForLoadState();
+  assert.ok(await gp.locator("#emergency-open").isVisible(), "the page says it is an emergency access");
+  await a11y(gp, "pro-emergency");
+  if (SHOTS) await gp.screenshot({ path: `${SHOTS}/pro-emergency-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await visit(gp, "/professionista?lang=en", "pro-list-en", { shot: false });
+  assert.match(await gp.locator("main h1").innerText(), /My patients/);
+  await gp.goto(BASE + "/lingua/it?next=/professionista");
+  step("the GP's list, Giulia's record without the hidden report, a document, Marco's closed record opened as an emergency");
+
   // ---- the PDF index lists every document
   const pdf = await citizen.request.get(`${BASE}/documenti/indice.pdf`);
   assert.equal(pdf.status(), 200);

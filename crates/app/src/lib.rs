@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bulk;
 pub mod bundle;
 pub mod capability;
+pub mod clinician;
 pub mod er;
 pub mod error;
 pub mod fhir;

@@ -294,6 +294,10 @@ pub struct Portal {
     fhir: FhirService,
 }
 
+pub(crate) fn parse_json(json: &str) -> Value {
+    parse(json)
+}
+
 fn parse(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or(Value::Null)
 }
@@ -330,7 +334,7 @@ struct LeanAttachment {
     title: Option<String>,
 }
 
-fn lean_document(json: &str) -> Value {
+pub(crate) fn lean_document(json: &str) -> Value {
     let d: LeanDocument = serde_json::from_str(json).unwrap_or_default();
     let a = d.content.into_iter().next().map(|c| c.attachment).unwrap_or_default();
     json!({"id": d.id, "status": d.status, "type": d.kind, "category": d.category, "date": d.date, "description": d.description,
@@ -417,7 +421,13 @@ impl Portal {
     }
 
     /// [`Self::all`] with each resource's JSON turned into what the caller needs.
-    async fn all_as<T>(&self, actor: &Actor, rt: &str, mut pairs: Vec<(String, String)>, map: impl Fn(&str) -> T) -> AppResult<Vec<T>> {
+    pub(crate) async fn all_as<T>(
+        &self,
+        actor: &Actor,
+        rt: &str,
+        mut pairs: Vec<(String, String)>,
+        map: impl Fn(&str) -> T,
+    ) -> AppResult<Vec<T>> {
         pairs.push(("_count".into(), fascicolo_fhir::search::MAX_COUNT.to_string()));
         let mut out = Vec::new();
         loop {
@@ -443,7 +453,7 @@ impl Portal {
     }
 
     /// Organisation names by id (shared resources: one search).
-    async fn organization_names(&self, actor: &Actor, ids: impl Iterator<Item = String>) -> HashMap<String, String> {
+    pub(crate) async fn organization_names(&self, actor: &Actor, ids: impl Iterator<Item = String>) -> HashMap<String, String> {
         let mut ids: Vec<String> = ids.collect();
         ids.sort();
         ids.dedup();
@@ -459,7 +469,7 @@ impl Portal {
             .collect()
     }
 
-    fn summary(v: &Value, orgs: &HashMap<String, String>) -> DocSummary {
+    pub(crate) fn summary(v: &Value, orgs: &HashMap<String, String>) -> DocSummary {
         let (type_code, type_display) = coding_of(&v["type"], Some(LOINC));
         let org_id = v["custodian"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).unwrap_or_default();
         let author = v["author"].as_array().into_iter().flatten().find_map(|a| a["display"].as_str()).unwrap_or_default();

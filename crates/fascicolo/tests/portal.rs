@@ -579,3 +579,128 @@ async fn a_delegate_sees_only_what_the_delegation_covers() {
     assert!(home.contains("Il fascicolo di Luca Bianchi") && !home.contains("Ciao, Luca"));
     assert!(home.contains("href=\"/prescrizioni\""), "a parent sees her child's whole record");
 }
+
+/// A valid codice fiscale no one in the registry has (the check character computed by trying).
+fn unknown_cf() -> String {
+    ('A'..='Z')
+        .map(|c| format!("ZZZZZZ80A01F205{c}"))
+        .find(|s| fascicolo_domain::CodiceFiscale::try_from(s.clone()).is_ok())
+        .expect("one check character fits")
+}
+
+/// Access-log entries of a record, as the platform reads them.
+async fn log_of(app: &TestApp, patient: &str) -> String {
+    let platform = token_for(&app.store, &platform_actor()).await;
+    app.get_as(&format!("/AuditEvent?patient={patient}&_count=500"), &platform).await.body.to_string()
+}
+
+#[tokio::test]
+async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_log() {
+    let app = portal_app().await;
+    let ferrari = browser(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await;
+
+    // the professional's home is their own area
+    let r = no_redirects().get(format!("{}/", app.root)).header("cookie", &ferrari.cookie).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), location(&r).as_str()), (303, "/professionista"));
+    // the family doctor's list: the people who chose him, by surname; not the pediatrician's
+    let (s, list) = ferrari.get("/professionista").await;
+    assert_eq!(s, 200, "{list}");
+    let rows: Vec<&str> = list.split("href=\"/professionista/assistiti/").skip(1).map(|r| r.split('"').next().unwrap()).collect();
+    assert_eq!(rows, ["bianchi-marco", "rossi-giulia", "verdi-anna"], "{list}");
+    assert!(list.contains("RSSGLI85D52F205Q") && list.contains("12/04/1985"), "code and birth date as Italians write it");
+    assert!(!list.contains("bianchi-luca") && !list.contains("Luca"), "Luca chose the pediatrician");
+    // listing reads no record: nothing in anyone's log yet
+    let before = log_of(&app, "rossi-giulia").await;
+    assert!(!before.contains("ferrari-paolo"), "{before}");
+
+    // Giulia's record: consent and care; what she hid and the art. 6 test are not there
+    let (s, rec) = ferrari.get("/professionista/assistiti/rossi-giulia").await;
+    assert_eq!(s, 200, "{rec}");
+    assert!(
+        rec.contains("<h1>Giulia Rossi</h1>") && rec.contains("Referto di laboratorio") && rec.contains("Referto di visita cardiologica")
+    );
+    for absent in ["Referto di consulenza psicologica", "doc-giulia-psy", "Test HIV", "doc-giulia-hiv", "emergency-open", "record-closed"] {
+        assert!(!rec.contains(absent), "{absent} must not be on the page");
+    }
+    // a document opens with its content; a hidden one does not exist for him
+    let (s, doc) = ferrari.get("/professionista/documenti/doc-giulia-lab").await;
+    assert_eq!(s, 200);
+    assert!(doc.contains("Referto di laboratorio") && doc.contains("href=\"/professionista/assistiti/rossi-giulia\""));
+    assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-psy").await.0, 404);
+    assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-hiv").await.0, 404);
+    // what he opened is in her log, by him
+    let log = log_of(&app, "rossi-giulia").await;
+    assert!(log.contains("Practitioner/ferrari-paolo") && log.contains("DocumentReference/doc-giulia-lab"), "{log}");
+    assert!(!log.contains("DocumentReference/doc-giulia-psy"), "a hidden document is never listed as seen");
+
+    // by codice fiscale: found, badly written, unknown
+    let r = no_redirects()
+        .get(format!("{}/professionista?cf=rssgli85d52f205q", app.root))
+        .header("cookie", &ferrari.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), location(&r).as_str()), (303, "/professionista/assistiti/rossi-giulia"));
+    let (s, bad) = ferrari.get("/professionista?cf=RSSGLI85D52F205X").await;
+    assert!(s == 200 && bad.contains("non è valido") && bad.contains("aria-invalid=\"true\""), "{bad}");
+    let (s, none) = ferrari.get(&format!("/professionista?cf={}", unknown_cf())).await;
+    assert!(s == 200 && none.contains("Nessuna persona con questo codice fiscale"), "{none}");
+
+    // Marco (19) gave no consent: closed, saying why, no name, no document
+    // (the platform's reading of a log is itself logged: count only what the doctor did)
+    let by_ferrari = |log: &str| log.matches("Practitioner/ferrari-paolo").count();
+    assert_eq!(by_ferrari(&log_of(&app, "bianchi-marco").await), 0);
+    let (s, closed) = ferrari.get("/professionista/assistiti/bianchi-marco").await;
+    assert_eq!(s, 200);
+    assert!(closed.contains("record-closed") && closed.contains("non ha dato il consenso"), "{closed}");
+    assert!(!closed.contains("Marco Bianchi") && !closed.contains("BNCMRC07A10F205"), "a closed record shows nothing of the person");
+    // break-glass from the page: a forged form, a reason too short: refused, nothing opened
+    let (s, _, _) = ferrari
+        .post("/professionista/assistiti/bianchi-marco/emergenza", &[("csrf", "forged"), ("reason", "paziente incosciente in studio")])
+        .await;
+    assert_eq!(s, 403);
+    let csrf = csrf_of(&closed);
+    let (s, loc, _) = ferrari.post("/professionista/assistiti/bianchi-marco/emergenza", &[("csrf", &csrf), ("reason", "urgente")]).await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/bianchi-marco?errore=breve"));
+    assert!(ferrari.get(&loc).await.1.contains("almeno 10 caratteri"));
+    assert_eq!(by_ferrari(&log_of(&app, "bianchi-marco").await), 0, "a closed record and a refused opening write nothing");
+    // a stated emergency opens it, logged with its reason, and the page says so
+    let (s, loc, _) = ferrari
+        .post("/professionista/assistiti/bianchi-marco/emergenza", &[("csrf", &csrf), ("reason", "paziente incosciente in studio")])
+        .await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/bianchi-marco"));
+    let (s, open) = ferrari.get(&loc).await;
+    assert!(s == 200 && open.contains("emergency-open") && open.contains("<h1>Marco Bianchi</h1>"), "{open}");
+    let log = log_of(&app, "bianchi-marco").await;
+    assert!(log.contains("break-glass") && log.contains("paziente incosciente in studio") && log.contains("ferrari-paolo"), "{log}");
+    // on a record already open, no emergency is declared
+    let (s, loc, _) = ferrari
+        .post("/professionista/assistiti/rossi-giulia/emergenza", &[("csrf", &csrf), ("reason", "paziente incosciente in studio")])
+        .await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/rossi-giulia?aperto=1"));
+    assert!(!log_of(&app, "rossi-giulia").await.contains("break-glass"));
+
+    // the nurse caring for Anna, not for Giulia: Giulia's record is closed for her (care)
+    let galli = browser(&app, &fascicolo_load::demo::cf("GLLSRA90S70F205"), "nurse").await;
+    let (s, page) = galli.get("/professionista").await;
+    assert!(s == 200 && page.contains("Cerca un assistito") && !page.contains("/professionista/assistiti/"), "no list for a nurse");
+    let (_, closed) = galli.get("/professionista/assistiti/rossi-giulia").await;
+    assert!(closed.contains("record-closed") && closed.contains("Non risulti tra chi ha in cura"), "{closed}");
+    assert!(!closed.contains("Referto di laboratorio"));
+    let (_, anna) = galli.get("/professionista/assistiti/verdi-anna").await;
+    assert!(anna.contains("<h1>Anna Verdi</h1>") && anna.contains("Lettera di dimissione ospedaliera"), "{anna}");
+
+    // operators and citizens: no clinical record
+    let cup = browser(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await;
+    let (s, page) = cup.get("/professionista").await;
+    assert!(s == 200 && page.contains("non consulta i fascicoli clinici") && !page.contains("Giulia"), "{page}");
+    assert_eq!(cup.get("/professionista/assistiti/rossi-giulia").await.0, 403);
+    assert_eq!(cup.get("/professionista/documenti/doc-giulia-lab").await.0, 403);
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let (s, page) = giulia.get("/professionista").await;
+    assert!(s == 403 && page.contains("Area riservata ai professionisti"), "{page}");
+    assert_eq!(giulia.get("/professionista/assistiti/verdi-anna").await.0, 403);
+    // and in English
+    let (_, en) = ferrari.get("/professionista/assistiti/rossi-giulia?lang=en").await;
+    assert!(en.contains("Documents") && en.contains("Date of birth") && !en.contains("Data di nascita"));
+}

@@ -200,7 +200,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     r
 }
 
-fn profile_label(lang: Lang, who: &Who) -> String {
+pub(crate) fn profile_label(lang: Lang, who: &Who) -> String {
     match who {
         Who::Citizen { .. } => lang.t("Cittadino", "Citizen").to_string(),
         Who::Professional { role, organization, .. } => {

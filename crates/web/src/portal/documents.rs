@@ -133,6 +133,48 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     Ok(layout(&c, c.t("Documenti", "Documents"), body))
 }
 
+/// What a document's page shows of its content, read as the viewer: the rendering of a
+/// published CDA (Taccuino files and FHIR-only documents have none; one whose original cannot
+/// be rendered is shown without it, a fault is an error) and a Taccuino note's text.
+pub(super) async fn content(
+    state: &AppState,
+    portal: &Portal,
+    actor: &fascicolo_app::Actor,
+    d: &DocSummary,
+) -> Result<(Option<String>, Option<String>), fascicolo_app::AppError> {
+    let rendering = if d.has_original {
+        match state.ingest.rendering_at(actor, &d.id, 3).await {
+            Ok(r) => Some(r),
+            Err(e) if e.status >= 500 => return Err(e.into_app_error()),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let note = if d.taccuino {
+        optional(portal.taccuino_file(actor, &d.id).await)?
+            .filter(|(ct, _)| ct == "text/plain")
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+    } else {
+        None
+    };
+    Ok((rendering, note))
+}
+
+/// The content part of a document's page: the note's text, then the rendering.
+pub(super) fn content_markup(lang: crate::html::Lang, note_heading: &str, note: Option<&str>, rendering: Option<String>) -> Markup {
+    html! {
+        @if let Some(n) = note {
+            h2 { (note_heading) }
+            div.rendering style="white-space:pre-wrap" { (n) }
+        }
+        @if let Some(r) = rendering {
+            h2 { (lang.t("Contenuto", "Content")) }
+            div.rendering { (trusted(r)) }
+        }
+    }
+}
+
 /// `GET /documenti/{id}`
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let path = format!("/documenti/{id}");
@@ -140,26 +182,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let portal = Portal::new(state.fhir.clone());
     let detail = portal.document(c.actor(), &id).await.map_err(c.fail())?;
     let d = &detail.doc;
-    // the rendering of a published CDA (Taccuino files and FHIR-only documents have none)
-    let rendering = if d.has_original {
-        match state.ingest.rendering_at(c.actor(), &id, 3).await {
-            Ok(r) => Some(r),
-            // a document whose original cannot be rendered is shown without it; a fault is an error
-            Err(e) if e.status >= 500 => return Err(c.fail()(e.into_app_error())),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
-    // a Taccuino note is text: shown on the page
-    let note = if d.taccuino {
-        optional(portal.taccuino_file(c.actor(), &id).await)
-            .map_err(c.fail())?
-            .filter(|(ct, _)| ct == "text/plain")
-            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
-    } else {
-        None
-    };
+    let (rendering, note) = content(&state, &portal, c.actor(), d).await.map_err(c.fail())?;
     let q = query_map(raw.as_deref());
     let hidden_from_clinicians = d.hiding.iter().any(|h| h == "P99");
     let hidden_from_parents = d.hiding.iter().any(|h| h == "P97");
@@ -201,14 +224,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             @if d.taccuino { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
             @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici", "See the results in the charts")) } }
         }
-        @if let Some(n) = &note {
-            h2 { (c.t("Nota", "Note")) }
-            div.rendering style="white-space:pre-wrap" { (n) }
-        }
-        @if let Some(r) = rendering {
-            h2 { (c.t("Contenuto", "Content")) }
-            div.rendering { (trusted(r)) }
-        }
+        (content_markup(c.lang, c.t("Nota", "Note"), note.as_deref(), rendering))
         @if !detail.replaced.is_empty() {
             h2 { (c.t("Versioni precedenti", "Earlier versions")) }
             ul { @for (old, at) in &detail.replaced {

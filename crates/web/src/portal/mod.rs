@@ -9,6 +9,7 @@ mod family;
 mod info;
 mod pdf;
 mod privacy;
+mod pro;
 mod records;
 mod taccuino;
 pub mod units;
@@ -59,6 +60,10 @@ pub fn routes() -> Router<AppState> {
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
+        .route("/professionista", get(pro::home))
+        .route("/professionista/assistiti/{id}", get(pro::record))
+        .route("/professionista/assistiti/{id}/emergenza", post(pro::emergency))
+        .route("/professionista/documenti/{id}", get(pro::document))
         .route("/accessibilita", get(info::accessibility))
         .route("/aiuto", get(info::help))
         .route("/note-legali", get(info::legal))
@@ -127,29 +132,22 @@ fn lang_cookie(l: Lang) -> HeaderValue {
 /// that says why not (sign-in redirect, a page for professionals).
 pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<&str>) -> Result<Ctx, Response> {
     let (lang, set_lang) = lang_of(headers, raw);
-    let found = match crate::auth_web::session_checked(state, headers).await {
-        Ok(found) => found,
-        Err(e) => return Err(app_error(state, lang, &e)),
-    };
-    let Some((_, s)) = found else {
-        let next = match raw {
-            Some(q) if !q.is_empty() => format!("{path}?{q}"),
-            _ => path.to_string(),
-        };
-        let enc = percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC).to_string();
-        return Err(Redirect::to(&format!("/auth/login?next={enc}")).into_response());
-    };
+    let s = signed_in(state, headers, lang, path, raw).await?;
     let Who::Citizen { patient, cf } = &s.actor.who else {
+        // a professional's home is their own area
+        if path == "/" && matches!(s.actor.who, Who::Professional { .. }) {
+            return Err(Redirect::to("/professionista").into_response());
+        }
         return Err(message(
             state,
             lang,
             StatusCode::FORBIDDEN,
             lang.t("Area riservata ai cittadini", "Citizens' area"),
             lang.t(
-                "Queste pagine sono il fascicolo del cittadino. Con il profilo professionale attivo puoi consultare i fascicoli dei tuoi assistiti secondo le regole di privacy. Cambia profilo dalla pagina del tuo profilo.",
-                "These pages are the citizen's record. With a professional profile active you consult your patients' records under the privacy rules. Switch profile from your profile page.",
+                "Queste pagine sono il fascicolo del cittadino. Con il profilo professionale attivo consulti i fascicoli dei tuoi assistiti, secondo le regole di privacy, nell'area professionisti; per vedere il tuo fascicolo, cambia profilo dalla pagina del tuo profilo.",
+                "These pages are the citizen's record. With a professional profile active you consult your patients' records, under the privacy rules, in the professionals' area; to see your own record, switch profile from your profile page.",
             ),
-            Some(("/me", lang.t("Vai al tuo profilo", "Go to your profile"))),
+            Some(("/professionista", lang.t("Vai all'area professionisti", "Go to the professionals' area"))),
         ));
     };
     let Some(record) = s.actor.acting_for.clone() else {
@@ -203,6 +201,22 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
     };
     let switchable = reps.len() + usize::from(patient.is_some() && relation != Relation::Own);
     Ok(Ctx { lang, demo: state.auth.demo, record, record_name, relation, scope, switchable, set_lang, path: path.to_string(), session: s })
+}
+
+/// The request's session, or the response that asks to sign in first (and come back here).
+async fn signed_in(state: &AppState, headers: &HeaderMap, lang: Lang, path: &str, raw: Option<&str>) -> Result<Session, Response> {
+    match crate::auth_web::session_checked(state, headers).await {
+        Ok(Some((_, s))) => Ok(s),
+        Ok(None) => {
+            let next = match raw {
+                Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                _ => path.to_string(),
+            };
+            let enc = percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC).to_string();
+            Err(Redirect::to(&format!("/auth/login?next={enc}")).into_response())
+        }
+        Err(e) => Err(app_error(state, lang, &e)),
+    }
 }
 
 pub fn person_name(v: &serde_json::Value) -> String {

@@ -1,0 +1,331 @@
+//! The professional's pages: a family doctor's or pediatrician's list of patients, finding a
+//! person by codice fiscale, one record as the gate lets the clinician see it, a document, and
+//! the emergency opening (break-glass) from the page. Every read goes through the app layer as
+//! the clinician, so it is in the citizen's access log; the pages only show.
+
+use super::{finish, footer, head, header_bands, message, show_date, PageResult};
+use crate::auth_web::query_map;
+use crate::html::Lang;
+use crate::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use fascicolo_app::auth::Session;
+use fascicolo_app::clinician::{ClinicalRecord, Standing};
+use fascicolo_app::portal::Portal;
+use fascicolo_app::{Actor, AppError, Who};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+/// A professional's page context.
+pub struct ProCtx {
+    pub lang: Lang,
+    pub session: Session,
+    pub demo: bool,
+    set_lang: Option<Lang>,
+    pub path: String,
+}
+
+impl ProCtx {
+    fn actor(&self) -> &Actor {
+        &self.session.actor
+    }
+    fn t<'a>(&self, it: &'a str, en: &'a str) -> &'a str {
+        self.lang.t(it, en)
+    }
+    fn fail(&self) -> impl Fn(AppError) -> super::Failure {
+        let (lang, demo) = (self.lang, self.demo);
+        move |error| super::Failure::App { lang, demo, error }
+    }
+    fn clinical(&self) -> bool {
+        matches!(&self.actor().who, Who::Professional { role, .. } if role.clinical())
+    }
+    fn has_list(&self) -> bool {
+        matches!(&self.actor().who, Who::Professional { role, .. } if matches!(role.code(), "gp" | "pediatrician"))
+    }
+}
+
+/// A signed-in professional, or the response that says why not (sign in, a citizen's profile).
+async fn pro_ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<&str>) -> Result<ProCtx, Response> {
+    let (lang, set_lang) = super::lang_of(headers, raw);
+    let session = super::signed_in(state, headers, lang, path, raw).await?;
+    if !matches!(session.actor.who, Who::Professional { .. }) {
+        return Err(message(
+            state,
+            lang,
+            StatusCode::FORBIDDEN,
+            lang.t("Area riservata ai professionisti", "Professionals' area"),
+            lang.t(
+                "Queste pagine sono per medici, pediatri, specialisti e infermieri. Il tuo fascicolo è nella pagina iniziale; se hai anche un profilo professionale, attivalo dalla pagina del tuo profilo.",
+                "These pages are for doctors, pediatricians, specialists and nurses. Your own record is on the home page; if you also have a professional profile, switch to it from your profile page.",
+            ),
+            Some(("/me", lang.t("Vai al tuo profilo", "Go to your profile"))),
+        ));
+    }
+    Ok(ProCtx { lang, demo: state.auth.demo, set_lang, path: path.to_string(), session })
+}
+
+/// A professional's page: the portal's header and footer, the professional's own bar.
+fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
+    let lang = c.lang;
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            (head(lang, title))
+            body {
+                (header_bands(lang, &c.path, c.demo))
+                section.record aria-label=(lang.t("Profilo attivo", "Active profile")) { div.wrap {
+                    p style="margin:0" role="status" {
+                        (lang.t("Profilo attivo", "Active profile")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who)) }
+                    }
+                    a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {
+                        @if c.has_list() { (lang.t("I miei assistiti", "My patients")) } @else { (lang.t("Cerca un assistito", "Find a patient")) }
+                    }
+                    a.btn.secondary href="/me" { (lang.t("Il tuo profilo", "Your profile")) }
+                    form.inline method="post" action="/auth/logout" {
+                        input type="hidden" name="csrf" value=(c.session.csrf);
+                        button.secondary type="submit" { (lang.t("Esci", "Sign out")) }
+                    }
+                } }
+                main #main tabindex="-1" { (body) }
+                (footer(lang))
+            }
+        }
+    };
+    finish(c.set_lang, StatusCode::OK, markup)
+}
+
+fn find_form(c: &ProCtx, value: &str, error: Option<&str>) -> Markup {
+    html! {
+        form.filters method="get" action="/professionista" role="search" {
+            div {
+                label for="cf" { (c.t("Codice fiscale dell'assistito", "The patient's codice fiscale")) }
+                input #cf name="cf" value=(value) autocomplete="off" spellcheck="false" maxlength="16" size="18"
+                    aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "cf-error")];
+                @if let Some(e) = error { p.field-error #cf-error { (e) } }
+            }
+            button type="submit" { (c.t("Apri il fascicolo", "Open the record")) }
+        }
+    }
+}
+
+/// `GET /professionista[?cf=]`: the family doctor's list, and finding a person by code.
+pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = pro_ctx(&state, &headers, "/professionista", raw.as_deref()).await?;
+    let portal = Portal::new(state.fhir.clone());
+    if !c.clinical() {
+        let body = html! {
+            h1 { (c.t("Area professionisti", "Professionals' area")) }
+            div.alert role="status" { p { (c.t(
+                "Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona. I servizi per gli operatori (prenotazioni, anagrafe) arriveranno in queste pagine.",
+                "An administrative profile does not consult clinical records: the law keeps them for the professionals caring for the person. The operators' services (booking, registry) will come to these pages.")) } }
+        };
+        return Ok(pro_layout(&c, c.t("Area professionisti", "Professionals' area"), body));
+    }
+    let q = query_map(raw.as_deref());
+    let typed = q.get("cf").map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut error = None;
+    if !typed.is_empty() {
+        match portal.find_by_cf(c.actor(), &typed).await {
+            Ok(id) => return Ok(Redirect::to(&format!("/professionista/assistiti/{id}")).into_response()),
+            Err(AppError::BadRequest(_)) => {
+                error = Some(c.t(
+                    "Il codice fiscale non è valido: controlla le 16 lettere e cifre.",
+                    "The codice fiscale is not valid: check its 16 letters and digits.",
+                ))
+            }
+            Err(AppError::NotFound(_)) => {
+                error = Some(c.t(
+                    "Nessuna persona con questo codice fiscale nell'anagrafe regionale.",
+                    "No one with this codice fiscale is in the regional registry.",
+                ))
+            }
+            Err(e) => return Err(c.fail()(e)),
+        }
+    }
+    let list = if c.has_list() { portal.assisted(c.actor()).await.map_err(c.fail())? } else { Vec::new() };
+    let title = if c.has_list() { c.t("I miei assistiti", "My patients") } else { c.t("Cerca un assistito", "Find a patient") };
+    let body = html! {
+        h1 { (title) }
+        p.lead { (c.t(
+            "Apri il fascicolo di una persona che hai in cura. Vedi ciò che ha acconsentito a mostrare, senza i documenti che ha oscurato; ogni consultazione è registrata nel suo elenco degli accessi.",
+            "Open the record of a person in your care. You see what they consented to show, without the documents they hid; each consultation is recorded in their access log.")) }
+        (find_form(&c, &typed, error))
+        @if c.has_list() {
+            h2 #elenco { (c.t("Elenco", "List")) " " span.muted { "(" (list.len()) ")" } }
+            @if list.is_empty() {
+                p { (c.t("Nessuna persona ti ha scelto come medico.", "No one has chosen you as their doctor.")) }
+            } @else {
+                table.stack {
+                    caption.muted { (c.t("Le persone che ti hanno scelto, per cognome", "The people who chose you, by surname")) }
+                    thead { tr { th scope="col" { (c.t("Nome", "Name")) } th scope="col" { (c.t("Codice fiscale", "Codice fiscale")) } th scope="col" { (c.t("Data di nascita", "Date of birth")) } } }
+                    tbody { @for a in &list {
+                        tr {
+                            th scope="row" { a href={ "/professionista/assistiti/" (a.patient) } { (a.name) } }
+                            td data-label=(c.t("Codice fiscale", "Codice fiscale")) { code { (a.cf) } }
+                            td data-label=(c.t("Nato/a il", "Born")) { (show_date(c.lang, &a.birth_date, false)) }
+                        }
+                    } }
+                }
+            }
+        }
+    };
+    Ok(pro_layout(&c, title, body))
+}
+
+/// Why a record does not open, in words.
+fn closed_reason(c: &ProCtx, s: Standing) -> &'static str {
+    match (s.consent, s.care) {
+        (false, _) => c.t(
+            "La persona non ha dato il consenso alla consultazione del fascicolo (o l'ha revocato): i professionisti non possono vederlo, salvo in emergenza.",
+            "The person has not consented to the consultation of their record (or withdrew it): professionals cannot see it, except in an emergency.",
+        ),
+        (true, false) => c.t(
+            "Non risulti tra chi ha in cura la persona: non sei il suo medico e non ha con te un ricovero, una visita prenotata o un piano di cura aperti.",
+            "You are not among those caring for the person: you are not their doctor and they have no open stay, booked visit or care plan with you.",
+        ),
+        (true, true) => "",
+    }
+}
+
+/// `GET /professionista/assistiti/{id}`: one record as the gate lets the clinician see it.
+pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let path = format!("/professionista/assistiti/{id}");
+    let c = pro_ctx(&state, &headers, &path, raw.as_deref()).await?;
+    let portal = Portal::new(state.fhir.clone());
+    let r: ClinicalRecord = portal.clinical_record(c.actor(), &id).await.map_err(c.fail())?;
+    let q = query_map(raw.as_deref());
+    let minutes = state.fhir.policy().break_glass_minutes;
+    let name = r.patient.as_ref().map(super::person_name).unwrap_or_default();
+    let title = if name.is_empty() { c.t("Fascicolo non consultabile", "Record not available").to_string() } else { name.clone() };
+    let body = html! {
+        p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti", "My patients") } else { c.t("Cerca un assistito", "Find a patient") }) } }
+        h1 { (title) }
+        @if let Some(p) = &r.patient {
+            @if r.standing.by_emergency() {
+                div.alert.emergency role="status" #emergency-open {
+                    p { strong { (c.t("Accesso in emergenza in corso.", "Emergency access in progress.")) } " "
+                        (c.t("Vedi il fascicolo senza consenso perché hai dichiarato un'emergenza: ogni consultazione è registrata e la persona ne è avvisata. L'accesso termina da solo dopo", "You see the record without consent because you declared an emergency: every consultation is logged and the person is told. The access ends by itself after"))
+                        " " (minutes) " " (c.t("minuti.", "minutes.")) }
+                }
+            }
+            @if q.contains_key("aperto") && !r.standing.by_emergency() {
+                div.alert.ok role="status" { p { (c.t("Il fascicolo è già consultabile: l'accesso in emergenza non serve.", "The record is open already: no emergency access is needed.")) } }
+            }
+            dl.meta {
+                dt { (c.t("Codice fiscale", "Codice fiscale")) } dd { code { (p["identifier"].as_array().into_iter().flatten().find(|i| i["system"] == fascicolo_domain::systems::CF_SYSTEM).and_then(|i| i["value"].as_str()).unwrap_or("—")) } }
+                dt { (c.t("Data di nascita", "Date of birth")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
+                dt { (c.t("Sesso", "Sex")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina", "Female"), Some("male") => c.t("Maschio", "Male"), _ => "—" }) }
+            }
+            h2 { (c.t("Documenti", "Documents")) " " span.muted { "(" (r.documents.len()) ")" } }
+            p.muted { (c.t("Non sono elencati i documenti che la persona ha oscurato né quelli a maggior tutela (art. 6) che non ha reso visibili.", "Documents the person hid, and specially protected ones (art. 6) they did not release, are not listed.")) }
+            @if r.documents.is_empty() {
+                p { (c.t("Nessun documento consultabile.", "No document you may see.")) }
+            } @else {
+                ul.doclist { @for d in &r.documents {
+                    li { div {
+                        a href={ "/professionista/documenti/" (d.id) } { strong { (d.title) } }
+                        br;
+                        span.muted { (show_date(c.lang, &d.date, false)) @if !d.organization.is_empty() { " · " (d.organization) } @if !d.author.is_empty() { " · " (d.author) } }
+                    } }
+                } }
+            }
+        } @else {
+            div.alert.warn role="status" #record-closed {
+                p { strong { (c.t("Non puoi consultare questo fascicolo.", "You may not consult this record.")) } " " (closed_reason(&c, r.standing)) }
+            }
+            h2 { (c.t("Accesso in emergenza", "Emergency access")) }
+            p { (c.t(
+                "Se la persona è in pericolo e serve il fascicolo per curarla, puoi aprirlo dichiarando il motivo. L'accesso dura",
+                "If the person is at risk and you need the record to treat them, you may open it by stating why. The access lasts")) " " (minutes) " "
+                (c.t("minuti, è registrato con il motivo e la persona riceve un avviso. I documenti oscurati restano esclusi.", "minutes, is logged with the reason, and the person is notified. Hidden documents stay excluded.")) }
+            form method="post" action={ "/professionista/assistiti/" (r.patient_id) "/emergenza" } {
+                input type="hidden" name="csrf" value=(c.session.csrf);
+                label for="reason" { (c.t("Motivo dell'emergenza (almeno 10 caratteri)", "Reason for the emergency (at least 10 characters)")) }
+                @if let Some(e) = q.get("errore") {
+                    p.field-error #reason-error { (match e.as_str() {
+                        "breve" => c.t("Scrivi il motivo: almeno 10 caratteri.", "Write the reason: at least 10 characters."),
+                        _ => c.t("Il motivo è troppo lungo.", "The reason is too long."),
+                    }) }
+                }
+                textarea #reason name="reason" rows="3" required minlength="10" maxlength="2000" aria-describedby=[q.get("errore").map(|_| "reason-error")] {}
+                p { button.danger type="submit" { (c.t("Apri in emergenza", "Open as an emergency")) } }
+            }
+        }
+    };
+    Ok(pro_layout(&c, &title, body))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmergencyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /professionista/assistiti/{id}/emergenza`: break-glass, then the record.
+pub async fn emergency(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<EmergencyForm>,
+) -> PageResult {
+    let path = format!("/professionista/assistiti/{id}");
+    let c = pro_ctx(&state, &headers, &path, None).await?;
+    if !fascicolo_app::auth::same_secret(&c.session.csrf, &f.csrf) {
+        tracing::warn!("professional form refused: missing or wrong CSRF token");
+        return Ok(super::csrf_refused(&state, c.lang));
+    }
+    let portal = Portal::new(state.fhir.clone());
+    // already open (consent and care): nothing to declare
+    let r = portal.clinical_record(c.actor(), &id).await.map_err(c.fail())?;
+    if r.standing.consent && r.standing.care {
+        return Ok(Redirect::to(&format!("{path}?aperto=1")).into_response());
+    }
+    let reason = f.reason.trim();
+    if reason.chars().count() < 10 {
+        return Ok(Redirect::to(&format!("{path}?errore=breve")).into_response());
+    }
+    if reason.chars().count() > fascicolo_app::limits::MAX_FREE_TEXT_CHARS {
+        return Ok(Redirect::to(&format!("{path}?errore=lungo")).into_response());
+    }
+    state.fhir.break_glass(c.actor(), &id, reason).await.map_err(c.fail())?;
+    Ok(Redirect::to(&path).into_response())
+}
+
+/// `GET /professionista/documenti/{id}`: a document, through the gate as the clinician.
+pub async fn document(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let path = format!("/professionista/documenti/{id}");
+    let c = pro_ctx(&state, &headers, &path, raw.as_deref()).await?;
+    if !c.clinical() {
+        // (the gate would not show it either: this says why instead of "not found")
+        return Err(c.fail()(AppError::Forbidden("administrative profiles do not consult clinical records".into())));
+    }
+    let portal = Portal::new(state.fhir.clone());
+    let detail = portal.document(c.actor(), &id).await.map_err(c.fail())?;
+    let d = &detail.doc;
+    let (rendering, note) = super::documents::content(&state, &portal, c.actor(), d).await.map_err(c.fail())?;
+    let patient = detail.resource["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(String::from);
+    let body = html! {
+        @if let Some(p) = &patient { p { a href={ "/professionista/assistiti/" (p) } { "‹ " (c.t("Torna al fascicolo", "Back to the record")) } } }
+        h1 { (d.title) }
+        dl.meta {
+            dt { (c.t("Tipo", "Type")) } dd { (d.type_display) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
+            @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
+            @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
+            @if let Some(n) = &d.nre { dt { "NRE" } dd { (n) } }
+            dt { (c.t("Stato", "Status")) } dd { @if detail.status == "current" { (c.t("Versione in vigore", "Current version")) } @else { (c.t("Sostituito da una versione più recente", "Replaced by a newer version")) } }
+        }
+        @if d.has_original {
+            p {
+                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF", "Download the PDF")) } " "
+                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale (CDA)", "Download the original (CDA)")) }
+            }
+        }
+        (super::documents::content_markup(c.lang, c.t("Nota del cittadino", "The citizen's note"), note.as_deref(), rendering))
+    };
+    Ok(pro_layout(&c, &d.title, body))
+}
