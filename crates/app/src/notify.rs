@@ -173,8 +173,10 @@ impl FhirService {
                 return Ok(Vec::new());
             }
         }
+        // straight to the access log (after signing in), an emergency to the emergencies
         let link = match kind {
-            "access" => format!("{site}/me"),
+            "access" if emergency => format!("{site}/privacy/accessi?emergenza=1"),
+            "access" => format!("{site}/privacy/accessi"),
             _ => format!("{site}/"),
         };
         let (subject, text) = texts(kind, emergency, &link);

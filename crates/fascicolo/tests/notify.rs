@@ -77,7 +77,12 @@ async fn accesses_are_notified_without_personal_data() {
     assert!(channels_used.contains(&"email") && channels_used.contains(&"sms"));
     for m in &sent {
         let text = m.to_string();
-        assert!(text.contains("nuovo accesso") && text.contains("https://fse.example/me"), "{text}");
+        let body = m["text"].as_str().unwrap();
+        assert!(
+            body.contains("nuovo accesso") && body.contains("https://fse.example/privacy/accessi"),
+            "the link leads to the access log: {text}"
+        );
+        assert!(!body.contains("emergenza=1"), "{text}");
         for personal in ["Rossi", "Giulia", GIULIA_CF, "Ferrari", "ferrari-paolo", "rossi-giulia", "glucos", "Referto"] {
             assert!(
                 !m["text"].as_str().unwrap().contains(personal) && !m["subject"].as_str().unwrap().contains(personal),
@@ -141,7 +146,13 @@ async fn accesses_are_notified_without_personal_data() {
     fhir.break_glass(&ped, "rossi-giulia", "paziente incosciente in pronto soccorso").await.unwrap();
     run_once(&fhir, &channels, site).await.unwrap();
     let sent = files(&dir);
-    assert!(sent.iter().any(|m| m["text"].as_str().unwrap().contains("accesso in emergenza")), "{sent:?}");
+    assert!(
+        sent.iter().any(|m| {
+            let t = m["text"].as_str().unwrap();
+            t.contains("accesso in emergenza") && t.contains("https://fse.example/privacy/accessi?emergenza=1")
+        }),
+        "an emergency's message leads to the emergencies in the log: {sent:?}"
+    );
 }
 
 /// A minimal SMTP server that accepts everything and keeps the transcript.
