@@ -269,6 +269,22 @@ try {
   await gp.goto(BASE + "/lingua/it?next=/professionista");
   step("the GP's list, Giulia's record without the hidden report, a document, Marco's closed record opened as an emergency");
 
+  // ---- Marco finds the emergency opening on his home page, and the link to it in his log
+  const marcoCtx = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
+  const marco = await signIn(marcoCtx, "BNCMRC07A10F205", "citizen");
+  const banner = await marco.locator("#recent-emergency").innerText();
+  assert.match(banner, /Paolo Ferrari/, "who opened it");
+  assert.match(banner, /Paziente incosciente portato in studio/, "and why");
+  await a11y(marco, "home-emergency");
+  if (SHOTS) await marco.screenshot({ path: `${SHOTS}/home-emergency-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(marcoCtx, "/", "home-emergency");
+  await marco.click("#recent-emergency a.btn");
+  await marco.waitForLoadState();
+  assert.match(await marco.locator("#access-log").innerText(), /Paziente incosciente portato in studio/);
+  await a11y(marco, "access-log-emergencies");
+  await marcoCtx.close();
+  step("Marco's home page shows the emergency opening, who and why; its link shows it in his access log");
+
   // ---- the PDF index lists every document
   const pdf = await citizen.request.get(`${BASE}/documenti/indice.pdf`);
   assert.equal(pdf.status(), 200);

@@ -140,7 +140,7 @@ impl Portal {
                 docs.iter().filter_map(|d| d["custodian"]["reference"].as_str()?.strip_prefix("Organization/").map(String::from)),
             )
             .await;
-        let mut documents: Vec<DocSummary> = docs.iter().map(|d| Self::summary(d, &orgs)).collect();
+        let mut documents: Vec<DocSummary> = docs.iter().map(|d| Self::summary(d, &orgs)).filter(DocSummary::opens).collect();
         documents.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| b.stored_at.cmp(&a.stored_at)));
         Ok(ClinicalRecord { patient_id: patient_id.to_string(), standing, patient: Some(patient), documents })
     }

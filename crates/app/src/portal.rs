@@ -38,7 +38,18 @@ pub struct DocSummary {
     pub nre: Option<String>,
     pub identifier: String,
     pub taccuino: bool,
+    /// The platform keeps the original (a published CDA or FHIR document): rendering, PDF.
     pub has_original: bool,
+    /// The resource carries its file inline (a Taccuino file, a FHIR-only document's PDF).
+    pub has_file: bool,
+}
+
+impl DocSummary {
+    /// Whether the document can be opened with its content: a document the portal cannot show
+    /// (an address elsewhere, no attachment at all) is not listed.
+    pub fn opens(&self) -> bool {
+        self.has_original || self.has_file
+    }
 }
 
 /// Filters of the document list (every field optional).
@@ -328,10 +339,13 @@ struct LeanContent {
 }
 
 #[derive(serde::Deserialize, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct LeanAttachment {
     url: Option<String>,
     title: Option<String>,
+    /// Present or not: the file itself is skipped unread.
+    data: Option<serde::de::IgnoredAny>,
+    content_type: Option<String>,
 }
 
 pub(crate) fn lean_document(json: &str) -> Value {
@@ -339,7 +353,8 @@ pub(crate) fn lean_document(json: &str) -> Value {
     let a = d.content.into_iter().next().map(|c| c.attachment).unwrap_or_default();
     json!({"id": d.id, "status": d.status, "type": d.kind, "category": d.category, "date": d.date, "description": d.description,
         "author": d.author, "custodian": d.custodian, "context": d.context, "masterIdentifier": d.master_identifier, "meta": d.meta,
-        "content": [{"attachment": {"url": a.url, "title": a.title}}]})
+        // an inline file is marked by an empty `data` (what a summary needs to know of it)
+        "content": [{"attachment": {"url": a.url, "title": a.title, "contentType": a.content_type, "data": a.data.map(|_| "")}}]})
 }
 
 /// What a result point reads of an Observation (its narrative and the rest are skipped).
@@ -495,7 +510,11 @@ impl Portal {
             nre,
             identifier: v["masterIdentifier"]["value"].as_str().unwrap_or_default().to_string(),
             taccuino: is_taccuino(v),
-            has_original: v["content"][0]["attachment"]["url"].is_string(),
+            // the original this platform keeps (an address elsewhere cannot be fetched from here)
+            has_original: v["content"][0]["attachment"]["url"]
+                .as_str()
+                .is_some_and(|u| v["id"].as_str().is_some_and(|id| u.ends_with(&format!("/documents/{id}/original")))),
+            has_file: v["content"][0]["attachment"]["data"].is_string(),
         }
     }
 
@@ -512,7 +531,7 @@ impl Portal {
                 docs.iter().filter_map(|d| d["custodian"]["reference"].as_str()?.strip_prefix("Organization/").map(String::from)),
             )
             .await;
-        let mut all: Vec<DocSummary> = docs.iter().map(|d| Self::summary(d, &orgs)).collect();
+        let mut all: Vec<DocSummary> = docs.iter().map(|d| Self::summary(d, &orgs)).filter(DocSummary::opens).collect();
         all.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| b.stored_at.cmp(&a.stored_at)));
         let mut types: BTreeMap<String, (String, usize)> = BTreeMap::new();
         let mut organizations: Vec<String> = Vec::new();
@@ -804,8 +823,8 @@ impl Portal {
         Ok(out.version.id)
     }
 
-    /// The bytes of a Taccuino document (the citizen's own upload).
-    pub async fn taccuino_file(&self, actor: &Actor, id: &str) -> AppResult<(String, Vec<u8>)> {
+    /// The file a document carries inline (a Taccuino upload, a FHIR-only document's PDF), through the gate.
+    pub async fn document_file(&self, actor: &Actor, id: &str) -> AppResult<(String, Vec<u8>)> {
         let v = self.fhir.read(actor, "DocumentReference", id).await?.resource;
         let a = &v["content"][0]["attachment"];
         let data = a["data"].as_str().ok_or_else(|| AppError::NotFound(format!("DocumentReference/{id} has no attached file")))?;
@@ -818,8 +837,24 @@ impl Portal {
     /// The access log of the record: who looked (name, role, organisation), when, why, what;
     /// emergency accesses flagged. Newest first.
     pub async fn access_log(&self, actor: &Actor) -> AppResult<Vec<Access>> {
+        self.access_log_where(actor, Vec::new()).await
+    }
+
+    /// The emergency openings of the record in the last `days` days, newest first, with names.
+    pub async fn recent_emergencies(&self, actor: &Actor, days: i64) -> AppResult<Vec<Access>> {
+        let since = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms() - days * 86_400_000);
+        let pairs = vec![
+            ("subtype".to_string(), format!("{}|break-glass", crate::access::ACCESS_SYSTEM)),
+            ("date".to_string(), format!("ge{since}")),
+        ];
+        self.access_log_where(actor, pairs).await
+    }
+
+    /// [`Self::access_log`] narrowed by further AuditEvent search parameters.
+    async fn access_log_where(&self, actor: &Actor, mut pairs: Vec<(String, String)>) -> AppResult<Vec<Access>> {
         Self::record_of(actor)?;
-        let events = self.all(actor, "AuditEvent", vec![("_sort".into(), "-date".into())]).await?;
+        pairs.push(("_sort".into(), "-date".into()));
+        let events = self.all(actor, "AuditEvent", pairs).await?;
         let mut out: Vec<Access> = events.iter().map(access_entry).collect();
         // names of the people and organisations (registry resources)
         let ids = |prefix: &str| -> Vec<String> {
@@ -940,6 +975,7 @@ impl Portal {
         plans.push(("status".into(), "active".into()));
         out.care_plans = self.all(actor, "CarePlan", plans).await.unwrap_or_default();
         out.consent = self.fhir.consent_status(actor, &patient).await.ok();
+        out.emergencies = self.recent_emergencies(actor, 30).await.unwrap_or_default();
         Ok(out)
     }
 
@@ -1099,6 +1135,9 @@ pub struct Overview {
     pub care_plans: Vec<Value>,
     /// Consent to consultation (None: the actor may not read it, e.g. a delegate).
     pub consent: Option<bool>,
+    /// Emergency openings of the record in the last 30 days (empty when the log is not the
+    /// actor's to read).
+    pub emergencies: Vec<Access>,
 }
 
 /// Largest Taccuino upload.

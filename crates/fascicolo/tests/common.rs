@@ -260,7 +260,9 @@ fn docref(id: &str, patient: &str, loinc: &str, title: &str, date: &str, securit
         "type": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": title}]},
         "subject": {"reference": format!("Patient/{patient}")}, "date": date, "description": title,
         "custodian": {"reference": format!("Organization/{}", fascicolo_load::demo::DEMO_HOSPITAL_ORG)},
-        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}]});
+        // content the portal can show (a document without any is not listed)
+        "content": [{"attachment": {"contentType": "text/plain", "title": title,
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{title}: testo del documento di prova"))}}]});
     if !security.is_empty() {
         d["meta"] = json!({"security": security.iter().map(|(s, c)| json!({"system": s, "code": c})).collect::<Vec<_>>()});
     }

@@ -107,11 +107,11 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let ids = doc_links(&found);
     assert!(ids.len() >= 5, "lab reports found: {}", ids.len());
     assert!(!ids.contains(&"doc-giulia-cardio".to_string()), "the cardiology report does not match");
-    // the first published lab report (the demo also has a hand-made index entry without a CDA)
+    // the first published lab report (the tests also have a hand-made one carrying text, no CDA)
     let mut lab = None;
     for id in &ids {
         let (_, page) = giulia.get(&format!("/documenti/{id}")).await;
-        if page.contains("class=\"rendering\"") {
+        if page.contains("<h2>Contenuto</h2>") {
             assert!(page.contains("Glucosio") && page.contains("Oscura ai medici"));
             lab = Some(id.clone());
             break;
@@ -444,6 +444,9 @@ async fn every_item_reads_true_and_as_people_write_it() {
     assert!(to_collect <= 1, "at most the last one can still be collected: {to_collect}");
     assert!(rx.contains("Paolo Ferrari") && rx.contains("confezion") && rx.contains("Ipertensione"), "prescriber, packs, diagnosis");
     assert!(rx.contains("Principio attivo") && (rx.contains("ramipril") || rx.contains("amlodipina")), "the active ingredient");
+    // her health card's code as its Code 39, for the pharmacist; then each prescription's NRE
+    let card = between(&rx, "id=\"health-card\"", "</section>").expect("the health card's barcode");
+    assert!(card.contains("aria-label=\"Code 39: RSSGLI85D52F205Q\"") && card.contains(">RSSGLI85D52F205Q<"), "{card}");
     let digits = between(&rx, "<figcaption class=\"digits\">", "<").expect("the NRE's digits under its barcode");
     assert!(digits.len() == 15 && digits.starts_with("030"), "{digits}");
     for raw in [">active<", ">completed<", ">Altro<"] {
@@ -700,7 +703,76 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     let (s, page) = giulia.get("/professionista").await;
     assert!(s == 403 && page.contains("Area riservata ai professionisti"), "{page}");
     assert_eq!(giulia.get("/professionista/assistiti/verdi-anna").await.0, 403);
+    // Marco finds the emergency opening on his home page, with who and why; Giulia finds none
+    let marco = browser(&app, &fascicolo_load::demo::cf("BNCMRC07A10F205"), "citizen").await;
+    let (s, home) = marco.get("/").await;
+    assert_eq!(s, 200);
+    let banner = home.split("id=\"recent-emergency\"").nth(1).expect("the emergency is on his home page").split("</div>").next().unwrap();
+    assert!(banner.contains("Paolo Ferrari") && banner.contains("Medico di medicina generale"), "{banner}");
+    assert!(banner.contains("«paziente incosciente in studio»") && banner.contains("href=\"/privacy/accessi?emergenza=1\""), "{banner}");
+    let (_, own) = giulia.get("/").await;
+    assert!(!own.contains("recent-emergency"), "no emergency on Giulia's record");
+    let (_, only) = marco.get("/privacy/accessi?emergenza=1").await;
+    assert!(only.contains("paziente incosciente in studio"), "the link shows it in the log");
     // and in English
     let (_, en) = ferrari.get("/professionista/assistiti/rossi-giulia?lang=en").await;
     assert!(en.contains("Documents") && en.contains("Date of birth") && !en.contains("Data di nascita"));
+}
+
+/// Every document listed opens with its content: a FHIR-only document carrying its PDF is
+/// listed and its file opens (for the citizen and for her doctor); one that points elsewhere
+/// (nothing can be fetched from here) or carries nothing is not listed.
+#[tokio::test]
+async fn every_listed_document_opens_with_its_content() {
+    let app = portal_app().await;
+    let pdf = b"%PDF-1.4\n% a FHIR-only letter\n%%EOF\n".to_vec();
+    let doc = |id: &str, title: &str, attachment: Value| {
+        serde_json::json!({"resourceType": "DocumentReference", "id": id, "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9", "display": title}]},
+            "subject": {"reference": "Patient/rossi-giulia"}, "date": "2026-11-30T09:00:00Z", "description": title,
+            "content": [{"attachment": attachment}]})
+    };
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pdf);
+    for (id, title, attachment) in [
+        ("fhir-pdf", "Lettera del centro diabetologico", serde_json::json!({"contentType": "application/pdf", "data": b64})),
+        (
+            "fhir-elsewhere",
+            "Referto su un altro server",
+            serde_json::json!({"contentType": "application/pdf", "url": "https://ospedale.example/doc/1.pdf"}),
+        ),
+        ("fhir-empty", "Referto senza contenuto", serde_json::json!({"contentType": "application/pdf"})),
+    ] {
+        let r = app.put(&format!("/DocumentReference/{id}"), doc(id, title, attachment)).await;
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    }
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let mut listed = String::new();
+    for page in 1..=5 {
+        listed.push_str(&giulia.get(&format!("/documenti?pagina={page}")).await.1);
+    }
+    assert!(listed.contains("Lettera del centro diabetologico"), "the document with its PDF is listed");
+    assert!(
+        !listed.contains("Referto su un altro server") && !listed.contains("Referto senza contenuto"),
+        "nothing listed that cannot open"
+    );
+    let (s, page) = giulia.get("/documenti/fhir-pdf").await;
+    assert!(s == 200 && page.contains("href=\"/documenti/fhir-pdf/file\""), "{page}");
+    assert!(!page.contains("/documents/fhir-pdf/pdf"), "no PDF link to a rendering that does not exist");
+    let (s, bytes) = giulia.bytes("/documenti/fhir-pdf/file").await;
+    assert_eq!((s, bytes), (200, pdf.clone()));
+    // nor in the PDF index, which lists what the portal lists
+    let (_, index) = giulia.bytes("/documenti/indice.pdf").await;
+    let text = pdf_text(&index);
+    assert!(!text.contains("Referto su un altro server") && !text.contains("Referto senza contenuto"));
+    // the same for her doctor
+    let ferrari = browser(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await;
+    let (_, rec) = ferrari.get("/professionista/assistiti/rossi-giulia").await;
+    assert!(
+        rec.contains("Lettera del centro diabetologico")
+            && !rec.contains("Referto su un altro server")
+            && !rec.contains("Referto senza contenuto")
+    );
+    let (_, page) = ferrari.get("/professionista/documenti/fhir-pdf").await;
+    assert!(page.contains("href=\"/professionista/documenti/fhir-pdf/file\""), "{page}");
+    assert_eq!(ferrari.bytes("/professionista/documenti/fhir-pdf/file").await, (200, pdf));
 }

@@ -135,7 +135,8 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
 
 /// What a document's page shows of its content, read as the viewer: the rendering of a
 /// published CDA (Taccuino files and FHIR-only documents have none; one whose original cannot
-/// be rendered is shown without it, a fault is an error) and a Taccuino note's text.
+/// be rendered is shown without it, a fault is an error) and the text of an inline text file (a
+/// Taccuino note).
 pub(super) async fn content(
     state: &AppState,
     portal: &Portal,
@@ -151,8 +152,8 @@ pub(super) async fn content(
     } else {
         None
     };
-    let note = if d.taccuino {
-        optional(portal.taccuino_file(actor, &d.id).await)?
+    let note = if d.has_file {
+        optional(portal.document_file(actor, &d.id).await)?
             .filter(|(ct, _)| ct == "text/plain")
             .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
     } else {
@@ -221,7 +222,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
                 a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF", "Download the PDF")) } " "
                 a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale", "Download the original")) } " "
             }
-            @if d.taccuino { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
+            @if d.has_file { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
             @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici", "See the results in the charts")) } }
         }
         (content_markup(c.lang, c.t("Nota", "Note"), note.as_deref(), rendering))
@@ -315,23 +316,27 @@ pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    match Portal::new(state.fhir.clone()).taccuino_file(c.actor(), &id).await {
-        Ok((ct, bytes)) => {
-            let inline = matches!(ct.as_str(), "application/pdf" | "image/png" | "image/jpeg");
-            let disp = if inline { "inline" } else { "attachment" };
-            Ok((
-                [
-                    (header::CONTENT_TYPE, ct),
-                    (header::CONTENT_DISPOSITION, format!("{disp}; filename=\"taccuino-{id}\"")),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
-                    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'".into()),
-                ],
-                bytes,
-            )
-                .into_response())
-        }
+    match Portal::new(state.fhir.clone()).document_file(c.actor(), &id).await {
+        Ok((ct, bytes)) => Ok(file_response(&id, ct, bytes)),
         Err(e) => Err(c.fail()(e)),
     }
+}
+
+/// A document's inline file: shown in the browser when it is a PDF or an image, else
+/// downloaded; never run (no script, no sniffing).
+pub(super) fn file_response(id: &str, ct: String, bytes: Vec<u8>) -> axum::response::Response {
+    let inline = matches!(ct.as_str(), "application/pdf" | "image/png" | "image/jpeg");
+    let disp = if inline { "inline" } else { "attachment" };
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CONTENT_DISPOSITION, format!("{disp}; filename=\"documento-{id}\"")),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'".into()),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 /// `GET /documenti/indice.pdf`: every document of the record the person may see, as a PDF.

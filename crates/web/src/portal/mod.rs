@@ -64,6 +64,7 @@ pub fn routes() -> Router<AppState> {
         .route("/professionista/assistiti/{id}", get(pro::record))
         .route("/professionista/assistiti/{id}/emergenza", post(pro::emergency))
         .route("/professionista/documenti/{id}", get(pro::document))
+        .route("/professionista/documenti/{id}/file", get(pro::file))
         .route("/accessibilita", get(info::accessibility))
         .route("/aiuto", get(info::help))
         .route("/note-legali", get(info::legal))

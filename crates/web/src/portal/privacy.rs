@@ -32,7 +32,7 @@ pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, bo
     }
 }
 
-fn role_label(c: &Ctx, code: &str) -> String {
+pub(super) fn role_label(c: &Ctx, code: &str) -> String {
     match code {
         "gp" => c.t("Medico di medicina generale", "General practitioner"),
         "pediatrician" => c.t("Pediatra di libera scelta", "Family pediatrician"),
@@ -51,7 +51,7 @@ fn role_label(c: &Ctx, code: &str) -> String {
 
 /// Who accessed, in words: a person by name, a delegate by role (never a bare reference), a
 /// system by its registered name or as its organisation's information system.
-fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
+pub(super) fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
     if a.who.starts_with("RelatedPerson/") || a.who.starts_with("Practitioner/") || a.who.is_empty() {
         return role_label(c, &a.role);
     }

@@ -325,7 +325,18 @@ pub async fn document(State(state): State<AppState>, Path(id): Path<String>, Raw
                 a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale (CDA)", "Download the original (CDA)")) }
             }
         }
+        @if d.has_file { p { a.btn href={ "/professionista/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } } }
         (super::documents::content_markup(c.lang, c.t("Nota del cittadino", "The citizen's note"), note.as_deref(), rendering))
     };
     Ok(pro_layout(&c, &d.title, body))
+}
+
+/// `GET /professionista/documenti/{id}/file`: a document's inline file, through the gate.
+pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> PageResult {
+    let c = pro_ctx(&state, &headers, &format!("/professionista/documenti/{id}/file"), None).await?;
+    if !c.clinical() {
+        return Err(c.fail()(AppError::Forbidden("administrative profiles do not consult clinical records".into())));
+    }
+    let (ct, bytes) = Portal::new(state.fhir.clone()).document_file(c.actor(), &id).await.map_err(c.fail())?;
+    Ok(super::documents::file_response(&id, ct, bytes))
 }

@@ -175,6 +175,22 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                 a.btn href="/privacy" { (c.t("Decidi sul consenso", "Decide on consent")) }
             }
         }
+        // an emergency opening of the record in the last 30 days: said first, with who and why
+        @if !ov.emergencies.is_empty() && c.allows("/privacy") {
+            div.alert.error role="note" #recent-emergency {
+                h2 style="margin-top:0" { (c.t("Accessi in emergenza", "Emergency accesses")) }
+                p { (c.t("Negli ultimi 30 giorni il fascicolo è stato aperto in emergenza, senza consenso:", "In the last 30 days the record was opened as an emergency, without consent:")) }
+                ul { @for a in ov.emergencies.iter().take(3) {
+                    li {
+                        strong { (show_date(c.lang, &a.when, true)) } " — " (super::privacy::who_label(&c, &state, a))
+                        @if !a.role.is_empty() && !a.who.is_empty() && super::privacy::who_label(&c, &state, a) != super::privacy::role_label(&c, &a.role) { " (" (super::privacy::role_label(&c, &a.role)) ")" }
+                        @if !a.organization.is_empty() { ", " (a.organization) }
+                        @if !a.reason.is_empty() { ": " em { "«" (a.reason) "»" } }
+                    }
+                } }
+                a.btn href="/privacy/accessi?emergenza=1" { (c.t("Vedi nel registro degli accessi", "See them in the access log")) }
+            }
+        }
         ul.cards {
             @if c.allows("/documenti") { li.card {
                 h2 { a href="/documenti" { (c.t("Documenti", "Documents")) } }
@@ -603,9 +619,23 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
     let portal = Portal::new(state.fhir.clone());
     let meds = portal.list(c.actor(), "MedicationRequest", "-authoredon").await.map_err(c.fail())?;
     let services = optional(portal.list(c.actor(), "ServiceRequest", "-authored").await).map_err(c.fail())?.unwrap_or_default();
+    // the holder's codice fiscale as the health card's Code 39, for the pharmacist to scan
+    let holder = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
+    let cf = holder.as_ref().and_then(|p| {
+        p["identifier"].as_array()?.iter().find(|i| i["system"] == fascicolo_domain::systems::CF_SYSTEM)?["value"]
+            .as_str()
+            .map(String::from)
+    });
     let body = html! {
         h1 { (c.t("Prescrizioni", "Prescriptions")) }
         p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.", "Electronic prescriptions for medicines and services. At the pharmacy, the NRE code with your health card is enough.")) }
+        @if let (Some(cf), Some(svg)) = (&cf, cf.as_deref().and_then(barcode)) {
+            section.card #health-card style="margin:1rem 0" {
+                h2 { (c.t("Codice fiscale della tessera sanitaria", "Tax code of the health card")) }
+                p.muted { (c.t("Lo stesso codice a barre del retro della tessera: il farmacista può leggerlo da qui insieme al codice NRE.", "The same barcode as on the back of the card: the pharmacist can scan it from here together with the NRE code.")) }
+                figure.barcode { (trusted(svg)) figcaption.digits.cf { (cf) } }
+            }
+        }
         @if meds.is_empty() && services.is_empty() {
             div.alert { p { (c.t("Nessuna prescrizione nel fascicolo.", "No prescriptions in the record.")) } }
         }
