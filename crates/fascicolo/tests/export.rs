@@ -367,7 +367,9 @@ async fn an_export_cancelled_half_way_stops_and_stays_cancelled() {
     // a folder: it keeps the files' times, so every file written can be listed
     let folder = std::env::temp_dir().join(format!("fascicolo-export-cancel-{}", uuid::Uuid::now_v7()));
     let blobs: Arc<dyn fascicolo_blobs::BlobStore> = Arc::new(fascicolo_blobs::FolderBlobs::new(&folder));
-    let slow = Tuning { page: 3, file_bytes: 1_000, checkpoint_bytes: 1_000, lease_ms: 30_000, crash_after_checkpoints: None };
+    // one resource a page and small files: slow enough to be caught half way even when the
+    // machine is busy (with 3 a page it once finished between two polls under a full test run)
+    let slow = Tuning { page: 1, file_bytes: 400, checkpoint_bytes: 400, lease_ms: 30_000, crash_after_checkpoints: None };
     let exports = Exports::with_tuning(fhir, Arc::clone(&blobs), slow);
     let actor = platform_actor();
     let id = exports.kick_off(&actor, Level::System, &[], "$export", "http://x").await.unwrap();
