@@ -184,6 +184,39 @@ pub fn by_template(root: &str) -> Option<&'static DocType> {
     TYPES.iter().find(|t| t.template == root)
 }
 
+/// The national names of the document types in English (the LOINC names, as people say them),
+/// for pages shown in English: (Italian, English).
+const ENGLISH_NAMES: &[(&str, &str)] = &[
+    ("Referto di laboratorio", "Laboratory report"),
+    ("Lettera di dimissione ospedaliera", "Hospital discharge letter"),
+    ("Verbale di pronto soccorso", "Emergency department report"),
+    ("Referto di radiologia", "Radiology report"),
+    ("Referto di anatomia patologica", "Pathology report"),
+    ("Referto di specialistica ambulatoriale", "Outpatient specialist report"),
+    ("Profilo sanitario sintetico", "Patient summary"),
+    ("Certificato vaccinale", "Vaccination certificate"),
+    ("Scheda singola vaccinazione", "Vaccination record"),
+    ("Prescrizione farmaceutica", "Medicine prescription"),
+    ("Prescrizione farmaceutica non a carico SSN", "Medicine prescription (not paid by the health service)"),
+    ("Prescrizione specialistica", "Specialist prescription"),
+    ("Erogazione farmaceutica", "Medicine dispensing"),
+    ("Erogazione farmaceutica non a carico SSN", "Medicine dispensing (not paid by the health service)"),
+    ("Erogazione specialistica", "Specialist service delivered"),
+    ("Referto di televisita", "Televisit report"),
+    ("Relazione di teleconsulto", "Teleconsultation report"),
+    ("Relazione finale di teleassistenza", "Final telecare report"),
+    ("Certificato di malattia", "Sickness certificate"),
+    ("Lettera di invito allo screening", "Screening invitation letter"),
+    ("Lettera di invito alla vaccinazione", "Vaccination invitation letter"),
+    ("Taccuino - piano terapeutico individuale", "Notebook - individual treatment plan"),
+];
+
+/// The English name of a national document type's Italian name (`None` for any other text: a
+/// producer's own title stays as written).
+pub fn english_name(italian: &str) -> Option<&'static str> {
+    ENGLISH_NAMES.iter().find(|(it, _)| it.eq_ignore_ascii_case(italian.trim())).map(|(_, en)| *en)
+}
+
 /// The national name of a LOINC document type (the first type that carries it): what a list
 /// of documents groups them under, whatever title each producer gave its own.
 pub fn name_by_loinc(loinc: &str) -> Option<&'static str> {
@@ -225,6 +258,15 @@ pub fn class_matches_type(class: &str, loinc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_national_type_has_an_english_name() {
+        for t in TYPES {
+            assert!(english_name(t.name).is_some(), "{}", t.name);
+        }
+        assert_eq!(english_name("referto di laboratorio"), Some("Laboratory report"));
+        assert_eq!(english_name("Visita del dott. Rossi"), None);
+    }
 
     #[test]
     fn the_xds_code_lists_load() {

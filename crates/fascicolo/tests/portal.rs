@@ -365,6 +365,26 @@ async fn italian_by_default_english_on_request_and_remembered() {
         .unwrap();
     let en = r.text().await.unwrap();
     assert!(en.contains("<html lang=\"en\"") && en.contains("Your documents") && !en.contains("I tuoi documenti"));
+    // the profile page too: the portal's design, the chosen language
+    let r = no_redirects()
+        .get(format!("{}/me", app.root))
+        .header("cookie", format!("{}; fascicolo_lang=en", giulia.cookie))
+        .send()
+        .await
+        .unwrap();
+    let me = r.text().await.unwrap();
+    assert!(
+        me.contains("<html lang=\"en\"") && me.contains("Your profile") && me.contains("Active profile") && !me.contains("Profilo attivo"),
+        "{me}"
+    );
+    assert!(
+        me.contains("href=\"/static/portal.css\"") && me.contains("class=\"skip\"") && me.contains("href=\"/\""),
+        "the portal's design: {me}"
+    );
+    // the national document types are named in English (the filter and the list); in Italian, in Italian
+    assert!(en.contains("Laboratory report") && !en.contains(">Referto di laboratorio ("), "the type filter in English");
+    let (_, it_list) = giulia.get("/documenti?lang=it").await;
+    assert!(it_list.contains("Referto di laboratorio") && !it_list.contains("Laboratory report"));
     // an open redirect is not possible through the language switch
     let r = no_redirects().get(format!("{}/lingua/en?next=//evil.example", app.root)).send().await.unwrap();
     assert_eq!(location(&r), "/");
@@ -423,6 +443,11 @@ async fn every_item_reads_true_and_as_people_write_it() {
     let (_, results) = giulia.get("/risultati").await;
     assert!(results.contains("href=\"/risultati/85354-9\">Pressione arteriosa</a>"), "the panel has its row and chart");
     assert!(results.contains("131/84 mmHg"), "both values, in mmHg");
+    // how each value moved since the one before (same unit), with that one's date
+    assert!(
+        results.contains("Rispetto al precedente") && (results.contains("↑ +") || results.contains("↓ −")) && results.contains("dal "),
+        "changes shown"
+    );
     assert!(!results.contains("mm[Hg]") && !results.contains("href=\"/risultati/8462-4\""), "no raw unit, no half a panel");
     let (s, systolic) = giulia.get("/risultati/8480-6").await;
     assert_eq!(s, 200, "the systolic chart opens");
@@ -617,8 +642,16 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert!(!before.contains("ferrari-paolo"), "{before}");
 
     // Giulia's record: consent and care; what she hid and the art. 6 test are not there
-    let (s, rec) = ferrari.get("/professionista/assistiti/rossi-giulia").await;
-    assert_eq!(s, 200, "{rec}");
+    let (s, first) = ferrari.get("/professionista/assistiti/rossi-giulia").await;
+    assert_eq!(s, 200, "{first}");
+    // every page of her documents (20 a page, newest first)
+    let total: usize = between(&first, "<span class=\"muted\">(", ")").unwrap().parse().unwrap();
+    assert!(total > 20 && first.contains("rel=\"next\""), "{total} documents, on pages");
+    let mut rec = first.clone();
+    for page in 2..=total.div_ceil(20) {
+        rec.push_str(&ferrari.get(&format!("/professionista/assistiti/rossi-giulia?pagina={page}")).await.1);
+    }
+    assert_eq!(rec.matches("href=\"/professionista/documenti/").count(), total, "each document once");
     assert!(
         rec.contains("<h1>Giulia Rossi</h1>") && rec.contains("Referto di laboratorio") && rec.contains("Referto di visita cardiologica")
     );

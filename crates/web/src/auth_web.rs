@@ -2,7 +2,7 @@
 //! database (HttpOnly, SameSite=Lax, Secure behind HTTPS; idle and absolute timeouts), CSRF
 //! tokens on every form, profile and record switching, sign-out and sign-out everywhere.
 
-use crate::html::{error_page, page, Lang};
+use crate::html::{error_page, Lang};
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -223,7 +223,8 @@ pub(crate) fn profile_label(lang: Lang, who: &Who) -> String {
 
 /// The signed-in person's page: who they are, whose record they act on, sign-out.
 pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> crate::portal::PageResult {
-    let lang = Lang::from_query(raw.as_deref());
+    // the portal's language (`?lang=`, else the cookie) and design
+    let (lang, set_lang) = crate::portal::lang_of(&headers, raw.as_deref());
     let Some((_, s)) = session(&state, &headers).await? else {
         return Ok(Redirect::to("/auth/login?next=/me").into_response());
     };
@@ -250,6 +251,10 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
     let body = html! {
         h1 { (lang.t("Il tuo profilo", "Your profile")) }
         p { (lang.t("Profilo attivo", "Active profile")) ": " strong { (profile_label(lang, &s.actor.who)) } }
+        p { @match &s.actor.who {
+            Who::Professional { .. } => { a.btn href="/professionista" { (lang.t("Vai all'area professionisti", "Go to the professionals' area")) } }
+            _ => { a.btn href="/" { (lang.t("Vai al fascicolo", "Go to the record")) } }
+        } }
         @if let Who::Citizen { cf, .. } = &s.actor.who {
             p { (lang.t("Codice fiscale", "Tax code")) " " strong { (cf) } }
             p role="status" { (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) ": " strong { (current_label) } }
@@ -285,8 +290,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
             button type="submit" .secondary { (lang.t("Esci da tutti i dispositivi", "Sign out everywhere")) }
         }
     };
-    let banner = state.auth.demo.then(|| lang.t("AMBIENTE DEMO — dati sintetici", "DEMO ENVIRONMENT — synthetic data"));
-    Ok(Html(page(lang, lang.t("Il tuo profilo", "Your profile"), banner, body)).into_response())
+    Ok(crate::portal::plain_page(state.auth.demo, lang, set_lang, "/me", lang.t("Il tuo profilo", "Your profile"), body))
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,7 @@
 //! versions, hiding), Taccuino files and the PDF index of every document.
 
 use super::PageResult;
-use super::{ctx, form_ctx, layout, optional, query_map, show_date, trusted, Ctx, Relation};
+use super::{ctx, doc_name, form_ctx, layout, optional, query_map, show_date, trusted, Ctx, Relation};
 use crate::AppState;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -31,13 +31,13 @@ fn doc_item(c: &Ctx, d: &DocSummary, seen: i64) -> Markup {
     let new = d.is_new(seen);
     html! {
         li.hidden[!d.hiding.is_empty()] {
-            a.title href={ "/documenti/" (d.id) } { (d.title) }
+            a.title href={ "/documenti/" (d.id) } { (doc_name(c.lang, &d.title)) }
             @if new { span.badge.new { (c.t("Nuovo", "New")) } }
             @for h in &d.hiding { span.badge.hidden { (hiding_label(c, h)) } }
             @if d.taccuino { span.badge { "Taccuino" } }
             div.muted {
                 (show_date(c.lang, &d.date, false))
-                @if !d.type_display.is_empty() && d.type_display != d.title { " · " (d.type_display) }
+                @if !d.type_display.is_empty() && d.type_display != d.title { " · " (doc_name(c.lang, &d.type_display)) }
                 @if !d.organization.is_empty() { " · " (d.organization) }
                 @if !d.author.is_empty() { " · " (d.author) }
             }
@@ -88,7 +88,7 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                     div { label for="tipo" { (c.t("Tipo di documento", "Document type")) }
                         select #tipo name="tipo" {
                             option value="" { (c.t("Tutti", "All")) }
-                            @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (display) " (" (n) ")" } }
+                            @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (doc_name(c.lang, display)) " (" (n) ")" } }
                         } }
                     div { label for="struttura" { (c.t("Struttura", "Facility")) }
                         select #struttura name="struttura" {
@@ -199,7 +199,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     };
     let body = html! {
         p { a href="/documenti" { "‹ " (c.t("Tutti i documenti", "All documents")) } }
-        h1 { (d.title) }
+        h1 { (doc_name(c.lang, &d.title)) }
         @if let Some(m) = q.get("esito") {
             div.alert.ok role="status" { p { @match m.as_str() {
                 "P99" => (c.t("Fatto: il documento ora è oscurato ai medici. Lo vedi solo tu.", "Done: the document is now hidden from clinicians. Only you see it.")),
@@ -209,7 +209,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         }
         @for h in &d.hiding { span.badge.hidden { (hiding_label(&c, h)) } }
         dl.meta {
-            dt { (c.t("Tipo", "Type")) } dd { (d.type_display) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Tipo", "Type")) } dd { (doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
             dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
             @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
             @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
@@ -256,7 +256,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             }
         }
     };
-    Ok(layout(&c, &d.title, body))
+    Ok(layout(&c, doc_name(c.lang, &d.title), body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +285,7 @@ pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers
         let d = Portal::new(state.fhir.clone()).document(c.actor(), &id).await.map_err(c.fail())?.doc;
         let body = html! {
             h1 { (c.t("Vuoi oscurare questo documento?", "Do you want to hide this document?")) }
-            p.lead { strong { (d.title) } " — " (show_date(c.lang, &d.date, false)) }
+            p.lead { strong { (doc_name(c.lang, &d.title)) } " — " (show_date(c.lang, &d.date, false)) }
             div.alert.warn role="note" { p { @if f.code == "P97" {
                 (c.t("I tuoi genitori non vedranno più il documento né sapranno che esiste. I medici che ti curano continuano a vederlo.",
                     "Your parents will no longer see the document nor know that it exists. The clinicians caring for you still see it."))

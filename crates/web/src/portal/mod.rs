@@ -220,6 +220,15 @@ async fn signed_in(state: &AppState, headers: &HeaderMap, lang: Lang, path: &str
     }
 }
 
+/// A document's title or type as shown: a national type's name in the page's language, a
+/// producer's own title as written.
+pub fn doc_name(lang: Lang, s: &str) -> &str {
+    match lang {
+        Lang::En => fascicolo_cda::catalog::english_name(s).unwrap_or(s),
+        Lang::It => s,
+    }
+}
+
 pub fn person_name(v: &serde_json::Value) -> String {
     fascicolo_app::auth::display_name(v)
 }
@@ -392,6 +401,22 @@ fn finish(set_lang: Option<Lang>, status: StatusCode, markup: Markup) -> Respons
     }
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// A page in the portal's design outside any record (the profile page): header, main, footer.
+pub fn plain_page(demo: bool, lang: Lang, set_lang: Option<Lang>, path: &str, title: &str, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            (head(lang, title))
+            body {
+                (header_bands(lang, path, demo))
+                main #main tabindex="-1" { (body) }
+                (footer(lang))
+            }
+        }
+    };
+    finish(set_lang, StatusCode::OK, markup)
 }
 
 /// A page with a message (no session needed): errors and empty states written for people.

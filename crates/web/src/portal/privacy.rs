@@ -170,7 +170,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             p { (c.t("Un documento oscurato non è visibile ai medici, nemmeno in emergenza, e non si può capire che esista. Puoi oscurare o rendere di nuovo visibile un documento dalla sua pagina.",
                 "A hidden document is not visible to clinicians, not even in an emergency, and its existence cannot be inferred. You can hide a document, or make it visible again, from its page.")) }
             @if hidden.is_empty() { p.muted { (c.t("Nessun documento oscurato.", "No hidden documents.")) } } @else {
-                ul { @for d in &hidden { li { a href={ "/documenti/" (d.id) } { (d.title) } " — " (show_date(c.lang, &d.date, false)) " " span.badge.hidden { (d.hiding.join(", ")) } } } }
+                ul { @for d in &hidden { li { a href={ "/documenti/" (d.id) } { (super::doc_name(c.lang, &d.title)) } " — " (show_date(c.lang, &d.date, false)) " " span.badge.hidden { (d.hiding.join(", ")) } } } }
             }
         }
         section aria-labelledby="log" {
@@ -248,7 +248,12 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             .map(|d| {
                 d.items
                     .into_iter()
-                    .map(|d| (format!("DocumentReference/{}", d.id), format!("{} ({})", d.title, show_date(c.lang, &d.date, false))))
+                    .map(|d| {
+                        (
+                            format!("DocumentReference/{}", d.id),
+                            format!("{} ({})", super::doc_name(c.lang, &d.title), show_date(c.lang, &d.date, false)),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

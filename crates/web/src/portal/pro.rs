@@ -164,7 +164,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                         tr {
                             th scope="row" { a href={ "/professionista/assistiti/" (a.patient) } { (a.name) } }
                             td data-label=(c.t("Codice fiscale", "Codice fiscale")) { code { (a.cf) } }
-                            td data-label=(c.t("Nato/a il", "Born")) { (show_date(c.lang, &a.birth_date, false)) }
+                            td data-label=(c.t("Data di nascita", "Date of birth")) { (show_date(c.lang, &a.birth_date, false)) }
                         }
                     } }
                 }
@@ -199,6 +199,10 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
     let minutes = state.fhir.policy().break_glass_minutes;
     let name = r.patient.as_ref().map(super::person_name).unwrap_or_default();
     let title = if name.is_empty() { c.t("Fascicolo non consultabile", "Record not available").to_string() } else { name.clone() };
+    // newest first, 20 a page like the citizen's list
+    let pages = r.documents.len().div_ceil(super::documents::PAGE_SIZE).max(1);
+    let page: usize = q.get("pagina").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, pages);
+    let shown = &r.documents[(page - 1) * super::documents::PAGE_SIZE..(page * super::documents::PAGE_SIZE).min(r.documents.len())];
     let body = html! {
         p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti", "My patients") } else { c.t("Cerca un assistito", "Find a patient") }) } }
         h1 { (title) }
@@ -223,13 +227,20 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
             @if r.documents.is_empty() {
                 p { (c.t("Nessun documento consultabile.", "No document you may see.")) }
             } @else {
-                ul.doclist { @for d in &r.documents {
+                ul.doclist { @for d in shown {
                     li { div {
-                        a href={ "/professionista/documenti/" (d.id) } { strong { (d.title) } }
+                        a href={ "/professionista/documenti/" (d.id) } { strong { (super::doc_name(c.lang, &d.title)) } }
                         br;
                         span.muted { (show_date(c.lang, &d.date, false)) @if !d.organization.is_empty() { " · " (d.organization) } @if !d.author.is_empty() { " · " (d.author) } }
                     } }
                 } }
+                @if pages > 1 {
+                    nav.pager aria-label=(c.t("Pagine", "Pages")) {
+                        @if page > 1 { a.btn.secondary href={ (path) "?pagina=" (page - 1) } rel="prev" { "‹ " (c.t("Precedenti", "Previous")) } }
+                        span { (c.t("Pagina", "Page")) " " (page) " " (c.t("di", "of")) " " (pages) }
+                        @if page < pages { a.btn.secondary href={ (path) "?pagina=" (page + 1) } rel="next" { (c.t("Successivi", "Next")) " ›" } }
+                    }
+                }
             }
         } @else {
             div.alert.warn role="status" #record-closed {
@@ -310,9 +321,9 @@ pub async fn document(State(state): State<AppState>, Path(id): Path<String>, Raw
     let patient = detail.resource["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(String::from);
     let body = html! {
         @if let Some(p) = &patient { p { a href={ "/professionista/assistiti/" (p) } { "‹ " (c.t("Torna al fascicolo", "Back to the record")) } } }
-        h1 { (d.title) }
+        h1 { (super::doc_name(c.lang, &d.title)) }
         dl.meta {
-            dt { (c.t("Tipo", "Type")) } dd { (d.type_display) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Tipo", "Type")) } dd { (super::doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
             dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
             @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
             @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
@@ -328,7 +339,7 @@ pub async fn document(State(state): State<AppState>, Path(id): Path<String>, Raw
         @if d.has_file { p { a.btn href={ "/professionista/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } } }
         (super::documents::content_markup(c.lang, c.t("Nota del cittadino", "The citizen's note"), note.as_deref(), rendering))
     };
-    Ok(pro_layout(&c, &d.title, body))
+    Ok(pro_layout(&c, super::doc_name(c.lang, &d.title), body))
 }
 
 /// `GET /professionista/documenti/{id}/file`: a document's inline file, through the gate.

@@ -198,7 +198,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                 @if new_count > 0 { p { span.badge.new { (c.t("Nuovi dall'ultima visita", "New since your last visit")) ": " (new_count) } } }
                 @if !latest.is_empty() {
                     h3.muted style="font-size:1rem;margin:.5rem 0 0" { (c.t("I più recenti", "Most recent")) }
-                    ul { @for d in &latest { li { a href={ "/documenti/" (d.id) } { (d.title) } " " span.muted { (show_date(c.lang, &d.date, false)) }
+                    ul { @for d in &latest { li { a href={ "/documenti/" (d.id) } { (super::doc_name(c.lang, &d.title)) } " " span.muted { (show_date(c.lang, &d.date, false)) }
                         @if d.is_new(seen) { " " span.badge.new { (c.t("Nuovo", "New")) } } } } }
                 }
             } }
@@ -329,7 +329,7 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
             div.scroll { table.stack {
                 @let rows = result_rows(&series);
                 caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame", "test") } else { c.t("esami", "tests") }) }
-                thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valori", "Values")) } } }
+                thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Rispetto al precedente", "Since the previous")) } th scope="col" { (c.t("Valori", "Values")) } } }
                 tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
                     tr {
                         th scope="row" { a href={ "/risultati/" (code) } { (name) } }
@@ -341,6 +341,15 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
                         }
                         td.num data-label=(c.t("Intervallo", "Range")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
                         td data-label=(c.t("Data", "Date")) { (show_date(c.lang, &p.when, false)) }
+                        td.num data-label=(c.t("Rispetto al precedente", "Since the previous")) {
+                            @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(c.lang, s)).collect();
+                            @if changes.iter().all(Option::is_some) {
+                                (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
+                                @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
+                                    br; span.muted { (c.t("dal", "from")) " " (show_date(c.lang, &prev.when, false)) }
+                                }
+                            } @else { span.muted { "—" } }
+                        }
                         td data-label=(c.t("Valori", "Values")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
                     }
                 } } }
@@ -349,6 +358,23 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
         p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino", "Add a measurement to the Notebook")) } }
     };
     Ok(layout(&c, c.t("Risultati", "Results"), body))
+}
+
+/// How the latest value compares with the one before it: "↑ +12", "↓ −0,3", "= 0". Nothing
+/// when there is no earlier value or the unit changed (the two are not comparable as numbers).
+fn change_since(lang: Lang, s: &Series) -> Option<String> {
+    let [.., prev, last] = s.points.as_slice() else { return None };
+    if prev.unit != last.unit {
+        return None;
+    }
+    let d = last.value - prev.value;
+    Some(if d.abs() < 1e-9 {
+        "= 0".to_string()
+    } else if d > 0.0 {
+        format!("↑ +{}", num(lang, d))
+    } else {
+        format!("↓ −{}", num(lang, -d))
+    })
 }
 
 fn code_param(code: &str) -> String {
@@ -463,7 +489,11 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
                 (
                     d.date.clone(),
                     "documenti",
-                    format!("{}{}", d.title, if d.organization.is_empty() { String::new() } else { format!(" — {}", d.organization) }),
+                    format!(
+                        "{}{}",
+                        super::doc_name(c.lang, &d.title),
+                        if d.organization.is_empty() { String::new() } else { format!(" — {}", d.organization) }
+                    ),
                     Some(format!("/documenti/{}", d.id)),
                 )
             }));
@@ -804,4 +834,32 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
         @if let Some((svg, digits)) = nre { figure.barcode.large { (trusted(svg)) figcaption.digits { (digits) } } }
     };
     Ok(layout(&c, &title, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fascicolo_app::portal::Point;
+
+    fn series(points: &[(f64, &str)]) -> Series {
+        Series {
+            code: "2345-7".into(),
+            name: "Glucosio".into(),
+            panel: None,
+            points: points
+                .iter()
+                .map(|(v, u)| Point { value: *v, unit: (*u).into(), when: "2026-10-02".into(), ..Default::default() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_value_is_compared_with_the_one_before_in_the_same_unit_only() {
+        assert_eq!(change_since(Lang::It, &series(&[(92.0, "mg/dL"), (104.0, "mg/dL")])).as_deref(), Some("↑ +12"));
+        assert_eq!(change_since(Lang::It, &series(&[(5.4, "%"), (5.1, "%")])).as_deref(), Some("↓ −0,3"));
+        assert_eq!(change_since(Lang::En, &series(&[(5.4, "%"), (5.1, "%")])).as_deref(), Some("↓ −0.3"));
+        assert_eq!(change_since(Lang::It, &series(&[(7.0, "mmol/L"), (7.0, "mmol/L")])).as_deref(), Some("= 0"));
+        assert_eq!(change_since(Lang::It, &series(&[(5.0, "mmol/L"), (90.0, "mg/dL")])), None, "another unit");
+        assert_eq!(change_since(Lang::It, &series(&[(90.0, "mg/dL")])), None, "no earlier value");
+    }
 }
