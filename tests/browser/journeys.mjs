@@ -190,13 +190,24 @@ try {
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/results-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
   await page.locator("table tbody th a", { hasText: /Glucosio/i }).first().click();
   await page.waitForLoadState();
-  const svg = page.locator("figure.chart svg");
+  const svg = page.locator("figure.chart svg.wide");
   assert.equal(await svg.count(), 1, "the chart is drawn");
   assert.ok(await svg.locator("polygon").count() === 1, "the reference range is shaded");
   assert.ok(await svg.locator("circle, path.out").count() >= 2, "the values are plotted");
   await a11y(page, "chart");
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/chart-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
   await phone(citizen, new URL(page.url()).pathname, "chart");
+  {
+    // on a phone the narrow drawing is shown, its labels readable (at least 10 px high)
+    const p = await citizen.newPage();
+    await p.setViewportSize({ width: 360, height: 740 });
+    await p.goto(page.url());
+    assert.equal(await p.locator("figure.chart svg.wide").isVisible(), false, "the wide chart is not shown on a phone");
+    assert.ok(await p.locator("figure.chart svg.narrow").isVisible(), "the phone's chart is");
+    const h = await p.locator("figure.chart svg.narrow text").first().evaluate((t) => t.getBoundingClientRect().height);
+    assert.ok(h >= 10, `chart labels are readable on a phone (${h} px)`);
+    await p.close();
+  }
   step("opened the glucose chart: values plotted over the laboratory's reference range");
 
   // ---- the GP looks at the report (consent and care relation: allowed, and logged)
@@ -301,7 +312,7 @@ try {
   // ---- Taccuino: a wrong value is refused next to its field, a right one is charted
   const weights = async () => {
     const r = await page.goto(BASE + "/risultati/29463-7");
-    return r.status() === 404 ? 0 : await page.locator("figure.chart svg rect[width='9']").count();
+    return r.status() === 404 ? 0 : await page.locator("figure.chart svg.wide rect[width='9']").count();
   };
   const weightsBefore = await weights();
   await visit(page, "/taccuino", "taccuino");
@@ -319,7 +330,7 @@ try {
   await page.goto(BASE + "/risultati");
   await page.locator("table tbody th a", { hasText: "Peso corporeo" }).click();
   await page.waitForLoadState();
-  assert.equal(await page.locator("figure.chart svg rect[width='9']").count(), weightsBefore + 1, "the measurement is on the chart (one more Taccuino point)");
+  assert.equal(await page.locator("figure.chart svg.wide rect[width='9']").count(), weightsBefore + 1, "the measurement is on the chart (one more Taccuino point)");
   assert.match(await page.locator("table").last().innerText(), /72,5|72\.5/);
   await phone(citizen, "/taccuino", "taccuino");
   step("added a weight in the Taccuino (after a refused wrong value) and saw it on the chart");

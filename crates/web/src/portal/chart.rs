@@ -9,7 +9,10 @@ use crate::html::{esc, Lang};
 use fascicolo_app::portal::Series;
 use std::fmt::Write as _;
 
-const W: f64 = 720.0;
+/// Widths of the two drawings: the wide one for screens, the narrow one for phones (its text
+/// stays readable: 12 units are about 11 px on a 360-px screen, not 5 as the wide one scaled).
+const WIDE: f64 = 720.0;
+const NARROW: f64 = 360.0;
 const H: f64 = 300.0;
 const L: f64 = 56.0;
 const R: f64 = 16.0;
@@ -38,8 +41,11 @@ fn step(span: f64) -> f64 {
     }
 }
 
-/// The SVG of one series.
-pub fn svg(lang: Lang, s: &Series) -> String {
+/// The SVG of one series, wide or for a phone (the page carries both; CSS shows one).
+pub fn svg(lang: Lang, s: &Series, narrow: bool) -> String {
+    #[allow(non_snake_case)]
+    let W = if narrow { NARROW } else { WIDE };
+    let (class, suffix) = if narrow { ("narrow", "-n") } else { ("wide", "") };
     let pts: Vec<(f64, &fascicolo_app::portal::Point)> = s.points.iter().filter_map(|p| Some((day_of(&p.when)?, p))).collect();
     let mut out = String::with_capacity(4096);
     let title = format!("{} — {}", s.name, lang.t("andamento nel tempo", "over time"));
@@ -62,8 +68,8 @@ pub fn svg(lang: Lang, s: &Series) -> String {
     };
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"chart-title chart-desc\" font-family=\"Titillium Web, sans-serif\" font-size=\"12\">\
-         <title id=\"chart-title\">{}</title><desc id=\"chart-desc\">{}</desc>",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"{class}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"chart-title{suffix} chart-desc{suffix}\" font-family=\"Titillium Web, sans-serif\" font-size=\"12\">\
+         <title id=\"chart-title{suffix}\">{}</title><desc id=\"chart-desc{suffix}\">{}</desc>",
         esc(&title),
         esc(&desc)
     );
@@ -136,13 +142,19 @@ pub fn svg(lang: Lang, s: &Series) -> String {
     let (ya, yb) = (year(x0.floor()), year(x1.ceil()));
     let mut ticks: Vec<(f64, String)> = Vec::new();
     if span_days > 540.0 {
-        for y in ya..=yb + 1 {
+        for y in (ya..=yb + 1).filter(|y| !narrow || yb - ya <= 6 || (y - ya) % 2 == 0) {
             ticks.extend(fascicolo_fhir::datetime::days_from_civil(y, 1, 1).map(|d| (d as f64, y.to_string())));
         }
     } else {
         for y in ya..=yb {
             for m in 1..=12 {
-                let step_m = if span_days > 180.0 { 3 } else { 1 };
+                // fewer ticks on the narrow drawing: its labels would touch
+                let step_m = match (span_days > 180.0, narrow) {
+                    (true, false) => 3,
+                    (true, true) => 6,
+                    (false, false) => 1,
+                    (false, true) => 2,
+                };
                 if (m - 1) % step_m == 0 {
                     ticks.extend(fascicolo_fhir::datetime::days_from_civil(y, m, 1).map(|d| (d as f64, format!("{m:02}/{y}"))));
                 }
@@ -235,7 +247,7 @@ mod tests {
                 point("2026-01-01", 95.0, "mg/dL", "B"),
             ],
         };
-        let svg = svg(Lang::It, &s);
+        let svg = super::svg(Lang::It, &s, false);
         assert_eq!(svg.matches("class=\"out\"").count(), 1, "one value above 99");
         assert!(svg.contains("<polygon"), "reference range shaded");
         assert_eq!(svg.matches("stroke-dasharray=\"5 3\"").count(), 1, "the laboratory changed once");
@@ -246,7 +258,10 @@ mod tests {
     #[test]
     fn an_empty_series_is_still_a_labelled_image() {
         let s = Series { code: "x".into(), name: "X".into(), panel: None, points: vec![] };
-        let svg = svg(Lang::En, &s);
+        let svg = super::svg(Lang::En, &s, false);
         assert!(svg.contains("No values"));
+        // the phone's drawing: its own ids (both are in the page), half as wide
+        let narrow = super::svg(Lang::En, &s, true);
+        assert!(narrow.contains("class=\"narrow\" viewBox=\"0 0 360 300\"") && narrow.contains("id=\"chart-title-n\""));
     }
 }

@@ -450,7 +450,8 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
                     "The values come from different laboratories (dashed orange line where the laboratory changes): methods and reference ranges may differ.")) } }
             }
             figure.chart {
-                (trusted(super::chart::svg(c.lang, s)))
+                (trusted(super::chart::svg(c.lang, s, false)))
+                (trusted(super::chart::svg(c.lang, s, true)))
                 figcaption.muted { (legend(&c, s)) }
             }
             div.scroll { table.stack {
