@@ -194,6 +194,11 @@ pub struct Profile {
 }
 
 /// "Given Family" of a Patient, Practitioner or RelatedPerson.
+/// A Patient's (or RelatedPerson's) codice fiscale, from its identifiers.
+pub fn cf_of(v: &Value) -> Option<&str> {
+    v["identifier"].as_array()?.iter().find(|i| i["system"] == fascicolo_domain::systems::CF_SYSTEM)?["value"].as_str()
+}
+
 pub fn display_name(v: &Value) -> String {
     let n = &v["name"][0];
     let given = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");

@@ -89,7 +89,7 @@ impl Portal {
                     patient: p["id"].as_str()?.to_string(),
                     name: crate::auth::display_name(p),
                     family: p["name"][0]["family"].as_str().unwrap_or_default().to_string(),
-                    cf: cf_of(p).unwrap_or_default(),
+                    cf: crate::auth::cf_of(p).unwrap_or_default().to_string(),
                     birth_date: p["birthDate"].as_str().unwrap_or_default().to_string(),
                 })
             })
@@ -144,10 +144,6 @@ impl Portal {
         documents.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| b.stored_at.cmp(&a.stored_at)));
         Ok(ClinicalRecord { patient_id: patient_id.to_string(), standing, patient: Some(patient), documents })
     }
-}
-
-fn cf_of(p: &Value) -> Option<String> {
-    p["identifier"].as_array()?.iter().find(|i| i["system"] == CF_SYSTEM).and_then(|i| i["value"].as_str()).map(String::from)
 }
 
 #[cfg(test)]

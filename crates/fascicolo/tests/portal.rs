@@ -664,6 +664,9 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert!(doc.contains("Referto di laboratorio") && doc.contains("href=\"/professionista/assistiti/rossi-giulia\""));
     assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-psy").await.0, 404);
     assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-hiv").await.0, 404);
+    for hidden in ["doc-giulia-psy", "doc-giulia-hiv"] {
+        assert_eq!(ferrari.bytes(&format!("/professionista/documenti/{hidden}/file")).await.0, 404, "nor its file");
+    }
     // what he opened is in her log, by him
     let log = log_of(&app, "rossi-giulia").await;
     assert!(log.contains("Practitioner/ferrari-paolo") && log.contains("DocumentReference/doc-giulia-lab"), "{log}");
@@ -697,8 +700,11 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert_eq!(s, 403);
     let csrf = csrf_of(&closed);
     let (s, loc, _) = ferrari.post("/professionista/assistiti/bianchi-marco/emergenza", &[("csrf", &csrf), ("reason", "urgente")]).await;
-    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/bianchi-marco?errore=breve"));
-    assert!(ferrari.get(&loc).await.1.contains("almeno 10 caratteri"));
+    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/bianchi-marco?errore=motivo"));
+    assert!(ferrari.get(&loc).await.1.contains("da 10 a 2.000 caratteri"));
+    let long = "x".repeat(2001);
+    let (s, loc, _) = ferrari.post("/professionista/assistiti/bianchi-marco/emergenza", &[("csrf", &csrf), ("reason", &long)]).await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/assistiti/bianchi-marco?errore=motivo"), "too long: refused too");
     assert_eq!(by_ferrari(&log_of(&app, "bianchi-marco").await), 0, "a closed record and a refused opening write nothing");
     // a stated emergency opens it, logged with its reason, and the page says so
     let (s, loc, _) = ferrari
@@ -723,6 +729,9 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     let (_, closed) = galli.get("/professionista/assistiti/rossi-giulia").await;
     assert!(closed.contains("record-closed") && closed.contains("Non risulti tra chi ha in cura"), "{closed}");
     assert!(!closed.contains("Referto di laboratorio"));
+    // nor by the document's address, its file or its PDF
+    assert_eq!(galli.get("/professionista/documenti/doc-giulia-lab").await.0, 404);
+    assert_eq!(galli.bytes("/professionista/documenti/doc-giulia-lab/file").await.0, 404);
     let (_, anna) = galli.get("/professionista/assistiti/verdi-anna").await;
     assert!(anna.contains("<h1>Anna Verdi</h1>") && anna.contains("Lettera di dimissione ospedaliera"), "{anna}");
 
@@ -730,6 +739,7 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     let cup = browser(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await;
     let (s, page) = cup.get("/professionista").await;
     assert!(s == 200 && page.contains("non consulta i fascicoli clinici") && !page.contains("Giulia"), "{page}");
+    assert!(!page.contains("Cerca un assistito") && !page.contains("name=\"cf\""), "no search offered to an operator");
     assert_eq!(cup.get("/professionista/assistiti/rossi-giulia").await.0, 403);
     assert_eq!(cup.get("/professionista/documenti/doc-giulia-lab").await.0, 403);
     let giulia = browser(&app, GIULIA, "citizen").await;

@@ -14,7 +14,7 @@ use crate::{AppError, AppResult};
 use base64::Engine as _;
 use fascicolo_domain::er::{Decision, Details, Visit, OUTCOME_ADMITTED, OUTCOME_TRANSFERRED};
 use fascicolo_domain::rome;
-use fascicolo_domain::systems::{CF_SYSTEM, HSP_SYSTEM, ISTAT_EXT};
+use fascicolo_domain::systems::{HSP_SYSTEM, ISTAT_EXT};
 use hmac::Mac as _;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -247,13 +247,7 @@ impl ErService {
 
     /// What the flow says of a registered citizen, from their record.
     fn identified(&self, p: &Value) -> Result<Person, String> {
-        let cf = p["identifier"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|i| i["system"] == CF_SYSTEM)
-            .and_then(|i| i["value"].as_str())
-            .ok_or("the patient's record has no codice fiscale")?;
+        let cf = crate::auth::cf_of(p).ok_or("the patient's record has no codice fiscale")?;
         let birth = p["birthDate"].as_str().unwrap_or_default();
         let birth_year =
             birth.get(0..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit())).ok_or("the patient's record has no birth date")?;

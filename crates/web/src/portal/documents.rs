@@ -345,14 +345,7 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Pag
     let portal = Portal::new(state.fhir.clone());
     let docs = portal.documents(c.actor(), &DocFilter::default()).await.map_err(c.fail())?;
     let patient = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
-    let cf = patient
-        .as_ref()
-        .and_then(|p| {
-            p["identifier"].as_array()?.iter().find(|i| i["system"] == fascicolo_app::access::CF_SYSTEM)?["value"]
-                .as_str()
-                .map(String::from)
-        })
-        .unwrap_or_default();
+    let cf = patient.as_ref().and_then(fascicolo_app::auth::cf_of).unwrap_or_default().to_string();
     let now = fascicolo_fhir::datetime::format_instant(fascicolo_fhir::datetime::now_ms());
     let rows: Vec<super::pdf::Row> = docs
         .items

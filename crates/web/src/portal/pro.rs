@@ -79,8 +79,10 @@ fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
                     p style="margin:0" role="status" {
                         (lang.t("Profilo attivo", "Active profile")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who)) }
                     }
-                    a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {
-                        @if c.has_list() { (lang.t("I miei assistiti", "My patients")) } @else { (lang.t("Cerca un assistito", "Find a patient")) }
+                    @if c.clinical() {
+                        a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {
+                            @if c.has_list() { (lang.t("I miei assistiti", "My patients")) } @else { (lang.t("Cerca un assistito", "Find a patient")) }
+                        }
                     }
                     a.btn.secondary href="/me" { (lang.t("Il tuo profilo", "Your profile")) }
                     form.inline method="post" action="/auth/logout" {
@@ -218,7 +220,7 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
                 div.alert.ok role="status" { p { (c.t("Il fascicolo è già consultabile: l'accesso in emergenza non serve.", "The record is open already: no emergency access is needed.")) } }
             }
             dl.meta {
-                dt { (c.t("Codice fiscale", "Codice fiscale")) } dd { code { (p["identifier"].as_array().into_iter().flatten().find(|i| i["system"] == fascicolo_domain::systems::CF_SYSTEM).and_then(|i| i["value"].as_str()).unwrap_or("—")) } }
+                dt { (c.t("Codice fiscale", "Codice fiscale")) } dd { code { (fascicolo_app::auth::cf_of(p).unwrap_or("—")) } }
                 dt { (c.t("Data di nascita", "Date of birth")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
                 dt { (c.t("Sesso", "Sex")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina", "Female"), Some("male") => c.t("Maschio", "Male"), _ => "—" }) }
             }
@@ -255,10 +257,9 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
                 input type="hidden" name="csrf" value=(c.session.csrf);
                 label for="reason" { (c.t("Motivo dell'emergenza (almeno 10 caratteri)", "Reason for the emergency (at least 10 characters)")) }
                 @if let Some(e) = q.get("errore") {
-                    p.field-error #reason-error { (match e.as_str() {
-                        "breve" => c.t("Scrivi il motivo: almeno 10 caratteri.", "Write the reason: at least 10 characters."),
-                        _ => c.t("Il motivo è troppo lungo.", "The reason is too long."),
-                    }) }
+                    @if e == "motivo" {
+                        p.field-error #reason-error { (c.t("Scrivi il motivo: da 10 a 2.000 caratteri.", "Write the reason: 10 to 2,000 characters.")) }
+                    }
                 }
                 textarea #reason name="reason" rows="3" required minlength="10" maxlength="2000" aria-describedby=[q.get("errore").map(|_| "reason-error")] {}
                 p { button.danger type="submit" { (c.t("Apri in emergenza", "Open as an emergency")) } }
@@ -295,14 +296,12 @@ pub async fn emergency(
     if r.standing.consent && r.standing.care {
         return Ok(Redirect::to(&format!("{path}?aperto=1")).into_response());
     }
-    let reason = f.reason.trim();
-    if reason.chars().count() < 10 {
-        return Ok(Redirect::to(&format!("{path}?errore=breve")).into_response());
+    // the app layer checks the reason (10 to 2,000 characters); a refusal comes back to the form
+    match state.fhir.break_glass(c.actor(), &id, &f.reason).await {
+        Ok(_) => {}
+        Err(AppError::BadRequest(_)) => return Ok(Redirect::to(&format!("{path}?errore=motivo")).into_response()),
+        Err(e) => return Err(c.fail()(e)),
     }
-    if reason.chars().count() > fascicolo_app::limits::MAX_FREE_TEXT_CHARS {
-        return Ok(Redirect::to(&format!("{path}?errore=lungo")).into_response());
-    }
-    state.fhir.break_glass(c.actor(), &id, reason).await.map_err(c.fail())?;
     Ok(Redirect::to(&path).into_response())
 }
 

@@ -652,11 +652,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
     let services = optional(portal.list(c.actor(), "ServiceRequest", "-authored").await).map_err(c.fail())?.unwrap_or_default();
     // the holder's codice fiscale as the health card's Code 39, for the pharmacist to scan
     let holder = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
-    let cf = holder.as_ref().and_then(|p| {
-        p["identifier"].as_array()?.iter().find(|i| i["system"] == fascicolo_domain::systems::CF_SYSTEM)?["value"]
-            .as_str()
-            .map(String::from)
-    });
+    let cf = holder.as_ref().and_then(fascicolo_app::auth::cf_of).map(String::from);
     let body = html! {
         h1 { (c.t("Prescrizioni", "Prescriptions")) }
         p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.", "Electronic prescriptions for medicines and services. At the pharmacy, the NRE code with your health card is enough.")) }
