@@ -186,7 +186,7 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     let vacc = list.split("href=\"/vaccinazioni/").nth(1).and_then(|s| s.split('"').next()).expect("a vaccination link").to_string();
     let (s, page) = giulia.get(&format!("/vaccinazioni/{vacc}")).await;
     assert_eq!(s, 200);
-    assert!(page.contains("Lotto") && page.contains("Eseguita"));
+    assert!(page.contains("Lotto") && page.contains("Somministrata"));
     assert_eq!(giulia.get("/vaccinazioni/imm-luca-flu").await.0, 404, "an item of another record, even one she may read as a parent");
     let (_, list) = giulia.get("/prescrizioni").await;
     let presc = list.split("href=\"/prescrizioni/").nth(1).and_then(|s| s.split('"').next()).expect("a prescription link").to_string();

@@ -113,17 +113,14 @@ pub async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
             return refuse(
                 lang,
                 StatusCode::BAD_GATEWAY,
-                lang.t("Accesso non disponibile", "Sign-in unavailable"),
-                lang.t(
-                    "Il servizio di identità non risponde. Riprova tra qualche minuto.",
-                    "The identity service does not answer. Please try again in a few minutes.",
-                ),
+                lang.t("Accesso non disponibile"),
+                lang.t("Il servizio di identità non risponde. Riprova tra qualche minuto."),
             );
         }
     };
     // the sign-in's state lives in the browser (an HttpOnly cookie for /auth only): starting a
     // sign-in stores nothing, so anonymous hits cannot fill the database
-    let Ok(json) = serde_json::to_vec(&ls) else { return unavailable(lang.t("Riprova", "Try again")) };
+    let Ok(json) = serde_json::to_vec(&ls) else { return unavailable(lang.t("Riprova")) };
     let value = format!("{st}.{}.{}", fascicolo_fhir::datetime::now_ms(), URL_SAFE_NO_PAD.encode(json));
     let mut r = Redirect::to(&url).into_response();
     r.headers_mut().insert(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, &value, "/auth", Some(SIGN_IN_SECS)));
@@ -135,7 +132,7 @@ pub async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
     let q = query_map(raw.as_deref());
     let lang = Lang::It;
-    let failed = lang.t("Accesso non riuscito", "Sign-in failed");
+    let failed = lang.t("Accesso non riuscito");
     if let Some(err) = q.get("error") {
         tracing::info!(error = %err, "the identity provider ended the sign-in");
         return refuse(
@@ -202,15 +199,15 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
 
 pub(crate) fn profile_label(lang: Lang, who: &Who) -> String {
     match who {
-        Who::Citizen { .. } => lang.t("Cittadino", "Citizen").to_string(),
+        Who::Citizen { .. } => lang.t("Cittadino").to_string(),
         Who::Professional { role, organization, .. } => {
             let r = match role.code() {
-                "gp" => lang.t("Medico di medicina generale", "General practitioner"),
-                "pediatrician" => lang.t("Pediatra di libera scelta", "Family pediatrician"),
-                "specialist" => lang.t("Medico specialista", "Specialist"),
-                "nurse" => lang.t("Infermiere", "Nurse"),
-                "cup-operator" => lang.t("Operatore CUP", "Booking-centre operator"),
-                _ => lang.t("Amministratore ASST", "ASST administrator"),
+                "gp" => lang.t("Medico di medicina generale"),
+                "pediatrician" => lang.t("Pediatra di libera scelta"),
+                "specialist" => lang.t("Medico specialista"),
+                "nurse" => lang.t("Infermiere"),
+                "cup-operator" => lang.t("Operatore CUP"),
+                _ => lang.t("Amministratore ASST"),
             };
             match organization {
                 Some(o) => format!("{r} — {o}"),
@@ -233,14 +230,14 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
     let mut options = Vec::new();
     if let Who::Citizen { cf, patient } = &s.actor.who {
         if let Some(p) = patient {
-            options.push((p.clone(), lang.t("Il mio fascicolo", "My record").to_string()));
+            options.push((p.clone(), lang.t("Il mio fascicolo").to_string()));
         }
         let list = state.fhir.represented(cf).await.map_err(|e| crate::portal::app_error(&state, lang, &e))?;
         {
             for r in list {
                 let what = match r.acting_as {
-                    ActingAs::Parent => lang.t("figlio/a minore", "minor child"),
-                    ActingAs::Delegate => lang.t("delega", "delegation"),
+                    ActingAs::Parent => lang.t("figlio/a minore"),
+                    ActingAs::Delegate => lang.t("delega"),
                 };
                 options.push((r.patient, format!("{} ({what})", r.name)));
             }
@@ -249,48 +246,48 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
     let current = s.actor.acting_for.clone().unwrap_or_default();
     let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
     let body = html! {
-        h1 { (lang.t("Il tuo profilo", "Your profile")) }
-        p { (lang.t("Profilo attivo", "Active profile")) ": " strong { (profile_label(lang, &s.actor.who)) } }
+        h1 { (lang.t("Il tuo profilo")) }
+        p { (lang.t("Profilo attivo")) ": " strong { (profile_label(lang, &s.actor.who)) } }
         p { @match &s.actor.who {
-            Who::Professional { .. } => { a.btn href="/professionista" { (lang.t("Vai all'area professionisti", "Go to the professionals' area")) } }
-            _ => { a.btn href="/" { (lang.t("Vai al fascicolo", "Go to the record")) } }
+            Who::Professional { .. } => { a.btn href="/professionista" { (lang.t("Vai all'area professionisti")) } }
+            _ => { a.btn href="/" { (lang.t("Vai al fascicolo")) } }
         } }
         @if let Who::Citizen { cf, .. } = &s.actor.who {
-            p { (lang.t("Codice fiscale", "Tax code")) " " strong { (cf) } }
-            p role="status" { (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) ": " strong { (current_label) } }
+            p { (lang.t("Codice fiscale")) " " strong { (cf) } }
+            p role="status" { (lang.t("Stai consultando il fascicolo di")) ": " strong { (current_label) } }
             @if options.len() > 1 {
                 form method="post" action="/auth/profile" {
                     input type="hidden" name="csrf" value=(csrf);
-                    label for="acting_for" { (lang.t("Fascicolo da consultare", "Record to look at")) }
+                    label for="acting_for" { (lang.t("Fascicolo da consultare")) }
                     select #acting_for name="acting_for" {
                         @for (p, l) in &options { option value=(p) selected[*p == current] { (l) } }
                     }
                     " "
-                    button type="submit" { (lang.t("Cambia", "Switch")) }
+                    button type="submit" { (lang.t("Cambia")) }
                 }
             }
         }
         @if s.profiles.len() > 1 {
             form method="post" action="/auth/profile" {
                 input type="hidden" name="csrf" value=(csrf);
-                label for="profile" { (lang.t("Profilo", "Profile")) }
+                label for="profile" { (lang.t("Profilo")) }
                 select #profile name="profile" {
                     @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who)) } }
                 }
                 " "
-                button type="submit" { (lang.t("Cambia profilo", "Switch profile")) }
+                button type="submit" { (lang.t("Cambia profilo")) }
             }
         }
         form method="post" action="/auth/logout" style="margin-top:2rem" {
             input type="hidden" name="csrf" value=(csrf);
-            button type="submit" { (lang.t("Esci", "Sign out")) }
+            button type="submit" { (lang.t("Esci")) }
         }
         form method="post" action="/auth/logout-everywhere" style="margin-top:.5rem" {
             input type="hidden" name="csrf" value=(csrf);
-            button type="submit" .secondary { (lang.t("Esci da tutti i dispositivi", "Sign out everywhere")) }
+            button type="submit" .secondary { (lang.t("Esci da tutti i dispositivi")) }
         }
     };
-    Ok(crate::portal::plain_page(state.auth.demo, lang, set_lang, "/me", lang.t("Il tuo profilo", "Your profile"), body))
+    Ok(crate::portal::plain_page(state.auth.demo, lang, set_lang, "/me", lang.t("Il tuo profilo"), body))
 }
 
 #[derive(Debug, Deserialize)]

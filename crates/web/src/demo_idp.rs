@@ -106,17 +106,13 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     let q: HashMap<String, String> =
         raw.as_deref().map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default();
     if let Err(m) = valid_request(&state, &q) {
-        return (StatusCode::BAD_REQUEST, Html(crate::html::error_page(lang, lang.t("Richiesta non valida", "Invalid request"), &m)))
-            .into_response();
+        return (StatusCode::BAD_REQUEST, Html(crate::html::error_page(lang, lang.t("Richiesta non valida"), &m))).into_response();
     }
     let hidden =
         ["client_id", "redirect_uri", "state", "nonce", "code_challenge", "scope"].map(|k| (k, q.get(k).map_or("", String::as_str)));
     let body = html! {
-        h1 { (lang.t("Scegli una persona di prova", "Choose a test person")) }
-        p { (lang.t(
-            "Questo è un fornitore di identità dimostrativo: nessuna credenziale reale, tutte le persone sono inventate. In produzione l'accesso avviene con SPID o CIE.",
-            "This is a demonstration identity provider: no real credentials, every person is fictional. In production you sign in with SPID or CIE.",
-        )) }
+        h1 { (lang.t("Scegli una persona di prova")) }
+        p { (lang.t("Questo è un fornitore di identità dimostrativo: nessuna credenziale reale, tutte le persone sono inventate. In produzione l'accesso avviene con SPID o CIE.")) }
         ul.cards {
             @for p in &state.auth.personas {
                 li { form method="post" action="/demo-idp/authorize" {
@@ -128,13 +124,13 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
                         span.muted { (match lang { Lang::It => &p.description.0, Lang::En => &p.description.1 }) } br;
                         span.muted { "CF " (p.cf) }
                     }
-                    button type="submit" { (lang.t("Entra come", "Sign in as")) " " (p.name) }
+                    button type="submit" { (lang.t("Entra come")) " " (p.name) }
                 } }
             }
         }
     };
-    let banner = lang.t("AMBIENTE DEMO — identità di prova", "DEMO ENVIRONMENT — test identities");
-    Html(page(lang, lang.t("Accesso demo", "Demo sign-in"), Some(banner), body)).into_response()
+    let banner = lang.t("AMBIENTE DEMO — identità di prova");
+    Html(page(lang, lang.t("Accesso demo"), Some(banner), body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]

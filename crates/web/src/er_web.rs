@@ -53,11 +53,8 @@ table.stack td::before,table.stack th[scope=row]::before{content:attr(data-label
 fn unavailable(lang: Lang) -> Response {
     let html = crate::html::error_page(
         lang,
-        lang.t("Dati non disponibili", "Data not available"),
-        lang.t(
-            "Non riusciamo a leggere i dati in questo momento. Riprova tra qualche secondo.",
-            "We cannot read the data right now. Try again in a few seconds.",
-        ),
+        lang.t("Dati non disponibili"),
+        lang.t("Non riusciamo a leggere i dati in questo momento. Riprova tra qualche secondo."),
     );
     let mut r = (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response();
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -76,18 +73,18 @@ fn rome(t: time::OffsetDateTime) -> String {
 }
 
 fn crowding_label(lang: Lang, c: Crowding) -> &'static str {
-    lang.t(c.label_it(), c.label_en())
+    lang.pick(c.label_it(), c.label_en())
 }
 
 fn kind_label(lang: Lang, s: &ErStatus) -> &'static str {
-    lang.t(s.er.kind.label_it(), s.er.kind.label_en())
+    lang.pick(s.er.kind.label_it(), s.er.kind.label_en())
 }
 
 fn minutes(lang: Lang, m: Option<u32>) -> String {
     match m {
         None => "—".into(),
         Some(m) if m < 60 => format!("{m} min"),
-        Some(m) => format!("{} {} {:02} min", m / 60, lang.t("h", "h"), m % 60),
+        Some(m) => format!("{} {} {:02} min", m / 60, lang.t("h"), m % 60),
     }
 }
 
@@ -273,12 +270,12 @@ fn updated(lang: Lang, s: &ErStatus) -> Markup {
     html! {
         span data-k="updated" {
             @match s.updated {
-                Some(t) => { (lang.t("Aggiornato: ", "Updated: ")) (rome(t)) },
-                None => { (lang.t("Nessun dato ricevuto", "No data received")) },
+                Some(t) => { (lang.t("Aggiornato: ")) (rome(t)) },
+                None => { (lang.t("Nessun dato ricevuto")) },
             }
         }
         " "
-        span.stale data-k="stale" hidden[!s.stale] { (lang.t("· dati non aggiornati", "· data not up to date")) }
+        span.stale data-k="stale" hidden[!s.stale] { (lang.t("· dati non aggiornati")) }
     }
 }
 
@@ -367,12 +364,11 @@ fn map(lang: Lang, b: &Board, places: &[Place], highlight: Option<&str>) -> Mark
     html! {
         figure {
             svg.map viewBox=(format!("0 0 {} {}", w + 10.0, h + 10.0)) role="group" aria-labelledby="map-title" {
-                title #map-title { (lang.t("Mappa dei pronto soccorso della Lombardia colorati per affollamento", "Map of Lombardy's emergency rooms coloured by crowding")) }
+                title #map-title { (lang.t("Mappa dei pronto soccorso della Lombardia colorati per affollamento")) }
                 (PreEscaped(svg))
             }
             figcaption.muted {
-                (lang.t("Verde: poco affollato · giallo: mediamente · arancione: affollato · rosso: sovraffollato. Ogni punto porta alla sua pagina; la tabella qui sotto dice le stesse cose in testo.",
-                    "Green: not crowded · yellow: moderately · orange: crowded · red: overcrowded. Each dot opens its page; the table below says the same in text."))
+                (lang.t("Verde: poco affollato · giallo: mediamente · arancione: affollato · rosso: sovraffollato. Ogni punto porta alla sua pagina; la tabella qui sotto dice le stesse cose in testo."))
             }
         }
     }
@@ -380,25 +376,24 @@ fn map(lang: Lang, b: &Board, places: &[Place], highlight: Option<&str>) -> Mark
 
 fn triage_legend(lang: Lang) -> Markup {
     html! {
-        h2 #codici { (lang.t("I codici di triage", "The triage codes")) }
-        p { (lang.t("All'arrivo un infermiere assegna un codice in base alla gravità, non all'ordine di arrivo: chi ha un codice più grave passa prima. Il tempo indicato è l'attesa massima raccomandata dalle linee guida nazionali (2019) tra il triage e la visita.",
-            "On arrival a nurse gives a code by how serious the problem is, not by who came first: a more serious code is seen first. The time is the longest wait the national guidelines (2019) recommend between triage and being seen.")) }
+        h2 #codici { (lang.t("I codici di triage")) }
+        p { (lang.t("All'arrivo un infermiere assegna un codice in base alla gravità, non all'ordine di arrivo: chi ha un codice più grave passa prima. Il tempo indicato è l'attesa massima raccomandata dalle linee guida nazionali (2019) tra il triage e la visita.")) }
         table.stack {
-            thead { tr { th scope="col" { (lang.t("Codice", "Code")) } th scope="col" { (lang.t("Significato", "Meaning")) } th scope="col" { (lang.t("Attesa massima", "Longest wait")) } } }
+            thead { tr { th scope="col" { (lang.t("Codice")) } th scope="col" { (lang.t("Significato")) } th scope="col" { (lang.t("Attesa massima")) } } }
             tbody {
                 @for t in Triage::ALL {
                     tr {
-                        td data-label=(lang.t("Codice", "Code")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.t(t.colour_it(), t.colour_en())) }
-                        td data-label=(lang.t("Significato", "Meaning")) { (lang.t(t.meaning_it(), t.meaning_en())) }
-                        td data-label=(lang.t("Attesa massima", "Longest wait")) {
-                            @if t.target_minutes() == 0 { (lang.t("accesso immediato", "seen at once")) } @else { (t.target_minutes()) " min" }
+                        td data-label=(lang.t("Codice")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.pick(t.colour_it(), t.colour_en())) }
+                        td data-label=(lang.t("Significato")) { (lang.pick(t.meaning_it(), t.meaning_en())) }
+                        td data-label=(lang.t("Attesa massima")) {
+                            @if t.target_minutes() == 0 { (lang.t("accesso immediato")) } @else { (t.target_minutes()) " min" }
                         }
                     }
                 }
             }
         }
-        p { strong { (lang.t("In pericolo di vita chiama il 112.", "If a life is in danger call 112.")) } " "
-            (lang.t("Per problemi non urgenti rivolgiti al tuo medico o alla guardia medica (116117).", "For problems that are not urgent see your doctor or the out-of-hours service (116117).")) }
+        p { strong { (lang.t("In pericolo di vita chiama il 112.")) } " "
+            (lang.t("Per problemi non urgenti rivolgiti al tuo medico o alla guardia medica (116117).")) }
     }
 }
 
@@ -415,15 +410,10 @@ fn shell(state: &AppState, lang: Lang, title: &str, body: Markup) -> Response {
 }
 
 fn shell_html(state: &AppState, lang: Lang, title: &str, body: Markup) -> String {
-    let banner = state.auth.demo.then(|| {
-        lang.t(
-            "Dimostrazione: i pronto soccorso e i loro pazienti sono simulati.",
-            "Demo: the emergency rooms and their patients are simulated.",
-        )
-    });
+    let banner = state.auth.demo.then(|| lang.t("Dimostrazione: i pronto soccorso e i loro pazienti sono simulati."));
     let i18n = html! {
-        div #er-i18n hidden data-updated=(lang.t("Aggiornato: ", "Updated: ")) data-nodata=(lang.t("Nessun dato ricevuto", "No data received"))
-            data-nopos=(lang.t("Posizione non disponibile: scrivi il comune", "Position not available: type your municipality"))
+        div #er-i18n hidden data-updated=(lang.t("Aggiornato: ")) data-nodata=(lang.t("Nessun dato ricevuto"))
+            data-nopos=(lang.t("Posizione non disponibile: scrivi il comune"))
             data-lvl-low=(crowding_label(lang, Crowding::Low)) data-lvl-medium=(crowding_label(lang, Crowding::Medium))
             data-lvl-high=(crowding_label(lang, Crowding::High)) data-lvl-overcrowded=(crowding_label(lang, Crowding::Overcrowded)) {}
     };
@@ -461,54 +451,52 @@ fn index_html(state: &AppState, lang: Lang, b: &Board, pairs: &[(String, String)
     near.sort_by(|a, b| a.0.total_cmp(&b.0));
     near.truncate(6);
     let typed = pairs.iter().find(|(k, _)| k == "comune").map(|(_, v)| v.clone()).unwrap_or_default();
-    let title = lang.t("Pronto soccorso in tempo reale", "Emergency rooms live");
+    let title = lang.t("Pronto soccorso in tempo reale");
     let body = html! {
         h1 { (title) }
-        p { (lang.t("Quante persone attendono o sono in cura in ogni pronto soccorso della Lombardia, per codice di triage. I dati arrivano dagli ospedali man mano che i pazienti arrivano, vengono visitati ed escono.",
-            "How many people wait or are being treated in each emergency room in Lombardy, by triage code. The figures come from the hospitals as patients arrive, are seen and leave.")) }
-        p { strong { (lang.t("In pericolo di vita chiama il 112.", "If a life is in danger call 112.")) } }
+        p { (lang.t("Quante persone attendono o sono in cura in ogni pronto soccorso della Lombardia, per codice di triage. I dati arrivano dagli ospedali man mano che i pazienti arrivano, vengono visitati ed escono.")) }
+        p { strong { (lang.t("In pericolo di vita chiama il 112.")) } }
         form.near method="get" action="/pronto-soccorso" {
             @if lang == Lang::En { input type="hidden" name="lang" value="en"; }
             div {
-                label for="comune" { (lang.t("Il tuo comune", "Your municipality")) }
+                label for="comune" { (lang.t("Il tuo comune")) }
                 input #comune name="comune" type="text" autocomplete="address-level2" value=(typed) list="comuni";
             }
-            button type="submit" { (lang.t("Trova i più vicini", "Find the nearest")) }
-            button.secondary.js-only type="button" #use-position data-label-wait=(lang.t("Cerco la posizione…", "Finding your position…")) { (lang.t("Usa la mia posizione", "Use my position")) }
+            button type="submit" { (lang.t("Trova i più vicini")) }
+            button.secondary.js-only type="button" #use-position data-label-wait=(lang.t("Cerco la posizione…")) { (lang.t("Usa la mia posizione")) }
         }
         (PreEscaped(&*b.view("datalist", || html! { datalist #comuni { @for p in state.places.iter() { option value=(p.name) {} } } }.into_string())))
         @match &from {
-            Origin::UnknownTown(t) => p.error role="alert" { (lang.t("Non trovo il comune ", "I cannot find the municipality ")) "«" (t) "» " (lang.t("in Lombardia: controlla come è scritto.", "in Lombardy: check the spelling.")) },
-            Origin::Town(p) => p.muted { (lang.t("Distanze in linea d'aria dal centro di ", "Straight-line distances from the centre of ")) (p.name) " (" (p.province) ")." },
-            Origin::Position(..) => p.muted { (lang.t("Distanze in linea d'aria dalla tua posizione (non la conserviamo).", "Straight-line distances from your position (we do not keep it).")) },
+            Origin::UnknownTown(t) => p.error role="alert" { (lang.t("Non trovo il comune ")) "«" (t) "» " (lang.t("in Lombardia: controlla come è scritto.")) },
+            Origin::Town(p) => p.muted { (lang.t("Distanze in linea d'aria dal centro di ")) (p.name) " (" (p.province) ")." },
+            Origin::Position(..) => p.muted { (lang.t("Distanze in linea d'aria dalla tua posizione (non la conserviamo).")) },
             Origin::None => {},
         }
         @if !near.is_empty() {
-            h2 { (lang.t("I più vicini", "The nearest")) }
+            h2 { (lang.t("I più vicini")) }
             ul.er-grid {
                 @for (km, r) in &near {
                     li data-er=(r.er.id) {
                         h3 { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } }
                         p.muted { (kind_label(lang, r)) " · " (r.er.town) " · " (format!("{:.1}", km).replace('.', if lang == Lang::It { "," } else { "." })) " km" }
                         p { (level(lang, r)) }
-                        p { (lang.t("In attesa: ", "Waiting: ")) strong data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
-                            " · " (lang.t("in cura: ", "in treatment: ")) strong data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) } }
+                        p { (lang.t("In attesa: ")) strong data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
+                            " · " (lang.t("in cura: ")) strong data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) } }
                         p.muted { (updated(lang, r)) }
                     }
                 }
             }
         }
-        h2 { (lang.t("La mappa", "The map")) }
-        (PreEscaped(&*b.view(lang.t("map-it", "map-en"), || map(lang, b, &state.places, None).into_string())))
-        h2 #tutti { (lang.t("Tutti i pronto soccorso", "Every emergency room")) }
-        p.muted { (lang.t("Ultimo aggiornamento della pagina: ", "Page updated: ")) span #board-at { (rome(b.at)) } }
-        (PreEscaped(&*b.view(lang.t("table-it", "table-en"), || all_rooms(lang, b).into_string())))
-        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
-        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
-        p { (lang.t("Un pronto soccorso è segnato «dati non aggiornati» quando il suo ospedale non invia eventi da più di 30 minuti.",
-            "An emergency room is marked «data not up to date» when its hospital has sent no events for more than 30 minutes.")) }
+        h2 { (lang.t("La mappa")) }
+        (PreEscaped(&*b.view(lang.t("map-it"), || map(lang, b, &state.places, None).into_string())))
+        h2 #tutti { (lang.t("Tutti i pronto soccorso")) }
+        p.muted { (lang.t("Ultimo aggiornamento della pagina: ")) span #board-at { (rome(b.at)) } }
+        (PreEscaped(&*b.view(lang.t("table-it"), || all_rooms(lang, b).into_string())))
+        h2 { (lang.t("Come calcoliamo l'affollamento")) }
+        p { (lang.pick(FORMULA_IT, FORMULA_EN)) }
+        p { (lang.t("Un pronto soccorso è segnato «dati non aggiornati» quando il suo ospedale non invia eventi da più di 30 minuti.")) }
         (triage_legend(lang))
-        p { (lang.t("Per altre app: ", "For other apps: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON", "the data as JSON")) } " · " (lang.t("aggiornamenti in diretta: ", "live updates: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
+        p { (lang.t("Per altre app: ")) a href="/pronto-soccorso/stato.json" { (lang.t("i dati in JSON")) } " · " (lang.t("aggiornamenti in diretta: ")) code { "/pronto-soccorso/live" } " (Server-Sent Events)." }
     };
     shell_html(state, lang, title, body)
 }
@@ -518,20 +506,20 @@ fn all_rooms(lang: Lang, b: &Board) -> Markup {
     html! {
         table.stack {
             thead { tr {
-                th scope="col" { (lang.t("Pronto soccorso", "Emergency room")) }
-                th scope="col" { (lang.t("Affollamento", "Crowding")) }
-                th.n scope="col" { (lang.t("In attesa", "Waiting")) }
-                th.n scope="col" { (lang.t("In cura", "In treatment")) }
-                th scope="col" { (lang.t("Stato dei dati", "Data")) }
+                th scope="col" { (lang.t("Pronto soccorso")) }
+                th scope="col" { (lang.t("Affollamento")) }
+                th.n scope="col" { (lang.t("In attesa")) }
+                th.n scope="col" { (lang.t("In cura")) }
+                th scope="col" { (lang.t("Stato dei dati")) }
             } }
             tbody {
                 @for r in &b.rooms {
                     tr data-er=(r.er.id) {
-                        td data-label=(lang.t("Pronto soccorso", "Emergency room")) { div { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } br; span.muted { (r.er.town) " (" (r.er.province) ")" } } }
-                        td data-label=(lang.t("Affollamento", "Crowding")) { div { (level(lang, r)) } }
-                        td.n data-label=(lang.t("In attesa", "Waiting")) data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
-                        td.n data-label=(lang.t("In cura", "In treatment")) data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) }
-                        td data-label=(lang.t("Stato dei dati", "Data")) { div { (updated(lang, r)) } }
+                        td data-label=(lang.t("Pronto soccorso")) { div { a href=(lang_link(lang, &format!("/pronto-soccorso/{}", r.er.id))) { (r.er.name) } br; span.muted { (r.er.town) " (" (r.er.province) ")" } } }
+                        td data-label=(lang.t("Affollamento")) { div { (level(lang, r)) } }
+                        td.n data-label=(lang.t("In attesa")) data-k="waiting" { (r.picture.by_code.iter().map(|c| c.waiting).sum::<u32>() + r.picture.awaiting_triage) }
+                        td.n data-label=(lang.t("In cura")) data-k="treatment" { (r.picture.by_code.iter().map(|c| c.treatment).sum::<u32>()) }
+                        td data-label=(lang.t("Stato dei dati")) { div { (updated(lang, r)) } }
                     }
                 }
             }
@@ -549,55 +537,54 @@ pub async fn room(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let Some(r) = b.rooms.iter().find(|r| r.er.id == id) else {
         let html = crate::html::error_page(
             lang,
-            lang.t("Pronto soccorso non trovato", "Emergency room not found"),
-            lang.t("Non c'è un pronto soccorso con questo indirizzo.", "There is no emergency room at this address."),
+            lang.t("Pronto soccorso non trovato"),
+            lang.t("Non c'è un pronto soccorso con questo indirizzo."),
         );
         return (StatusCode::NOT_FOUND, Html(html)).into_response();
     };
     let p = &r.picture;
     let body = html! {
-        p { a href=(lang_link(lang, "/pronto-soccorso")) { "← " (lang.t("Tutti i pronto soccorso", "Every emergency room")) } }
+        p { a href=(lang_link(lang, "/pronto-soccorso")) { "← " (lang.t("Tutti i pronto soccorso")) } }
         div data-er=(r.er.id) {
             h1 { (r.er.name) }
-            p.muted { (kind_label(lang, r)) " · " (r.er.town) " (" (r.er.province) ") · " (r.er.spaces) " " (lang.t("posti di trattamento", "treatment spaces")) }
-            p { (level(lang, r)) " · " (lang.t("presenti: ", "present: ")) strong data-k="present" { (p.present) } }
+            p.muted { (kind_label(lang, r)) " · " (r.er.town) " (" (r.er.province) ") · " (r.er.spaces) " " (lang.t("posti di trattamento")) }
+            p { (level(lang, r)) " · " (lang.t("presenti: ")) strong data-k="present" { (p.present) } }
             p.muted { (updated(lang, r)) }
             table.stack {
-                caption { (lang.t("Pazienti per codice di triage", "Patients by triage code")) }
+                caption { (lang.t("Pazienti per codice di triage")) }
                 thead { tr {
-                    th scope="col" { (lang.t("Codice", "Code")) }
-                    th.n scope="col" { (lang.t("In attesa", "Waiting")) }
-                    th.n scope="col" { (lang.t("In cura", "In treatment")) }
-                    th.n scope="col" { (lang.t("Attesa mediana", "Median wait")) }
-                    th.n scope="col" { (lang.t("Attesa più lunga", "Longest wait")) }
-                    th.n scope="col" { (lang.t("Attesa massima raccomandata", "Recommended longest wait")) }
+                    th scope="col" { (lang.t("Codice")) }
+                    th.n scope="col" { (lang.t("In attesa")) }
+                    th.n scope="col" { (lang.t("In cura")) }
+                    th.n scope="col" { (lang.t("Attesa mediana")) }
+                    th.n scope="col" { (lang.t("Attesa più lunga")) }
+                    th.n scope="col" { (lang.t("Attesa massima raccomandata")) }
                 } }
                 tbody {
                     @for (c, t) in p.by_code.iter().zip(Triage::ALL) {
                         tr data-code=(t.code()) {
-                            th scope="row" data-label=(lang.t("Codice", "Code")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.t(t.colour_it(), t.colour_en())) }
-                            td.n data-label=(lang.t("In attesa", "Waiting")) data-k="w" { (c.waiting) }
-                            td.n data-label=(lang.t("In cura", "In treatment")) data-k="t" { (c.treatment) }
-                            td.n data-label=(lang.t("Attesa mediana", "Median wait")) data-k="m" { (minutes(lang, c.median_wait)) }
-                            td.n data-label=(lang.t("Attesa più lunga", "Longest wait")) data-k="l" { (minutes(lang, c.longest_wait)) }
-                            td.n data-label=(lang.t("Attesa massima raccomandata", "Recommended longest wait")) {
-                                @if t.target_minutes() == 0 { (lang.t("immediata", "at once")) } @else { (t.target_minutes()) " min" }
+                            th scope="row" data-label=(lang.t("Codice")) { span.chip.(format!("t{}", t.code())) aria-hidden="true" {} (t.code()) " · " (lang.pick(t.colour_it(), t.colour_en())) }
+                            td.n data-label=(lang.t("In attesa")) data-k="w" { (c.waiting) }
+                            td.n data-label=(lang.t("In cura")) data-k="t" { (c.treatment) }
+                            td.n data-label=(lang.t("Attesa mediana")) data-k="m" { (minutes(lang, c.median_wait)) }
+                            td.n data-label=(lang.t("Attesa più lunga")) data-k="l" { (minutes(lang, c.longest_wait)) }
+                            td.n data-label=(lang.t("Attesa massima raccomandata")) {
+                                @if t.target_minutes() == 0 { (lang.t("immediata")) } @else { (t.target_minutes()) " min" }
                             }
                         }
                     }
                 }
             }
             ul {
-                li { (lang.t("Arrivati, in attesa del triage: ", "Arrived, waiting for triage: ")) strong data-k="awaiting" { (p.awaiting_triage) } }
-                li { (lang.t("In osservazione breve (OBI): ", "In short observation: ")) strong data-k="observation" { (p.observation) } }
-                li { (lang.t("In attesa di un posto letto o di trasferimento: ", "Waiting for a bed or a transfer: ")) strong data-k="boarding" { (p.boarding) } }
+                li { (lang.t("Arrivati, in attesa del triage: ")) strong data-k="awaiting" { (p.awaiting_triage) } }
+                li { (lang.t("In osservazione breve (OBI): ")) strong data-k="observation" { (p.observation) } }
+                li { (lang.t("In attesa di un posto letto o di trasferimento: ")) strong data-k="boarding" { (p.boarding) } }
             }
-            p.muted { (lang.t("Le attese contano dall'arrivo. Chi attende più a lungo non è necessariamente in ritardo: i codici più gravi passano prima.",
-                "Waits count from arrival. A long wait is not necessarily a delay: more serious codes are seen first.")) }
+            p.muted { (lang.t("Le attese contano dall'arrivo. Chi attende più a lungo non è necessariamente in ritardo: i codici più gravi passano prima.")) }
         }
         (map(lang, &b, &state.places, Some(&r.er.id)))
-        h2 { (lang.t("Come calcoliamo l'affollamento", "How crowding is computed")) }
-        p { (lang.t(FORMULA_IT, FORMULA_EN)) }
+        h2 { (lang.t("Come calcoliamo l'affollamento")) }
+        p { (lang.pick(FORMULA_IT, FORMULA_EN)) }
         (triage_legend(lang))
     };
     shell(&state, lang, &r.er.name, body)

@@ -23,8 +23,18 @@ impl Lang {
             Lang::En => "en",
         }
     }
-    /// Pick the Italian or the English text.
-    pub fn t<'a>(self, it: &'a str, en: &'a str) -> &'a str {
+    /// A page text in this language: the Italian source text, or its English translation from
+    /// `locales/en.json` (gettext's way: the source text is the key). A text missing from the
+    /// catalogue shows in Italian; the test `every_text_is_translated` keeps that from happening.
+    pub fn t(self, it: &'static str) -> &'static str {
+        match self {
+            Lang::It => it,
+            Lang::En => crate::i18n::english(it),
+        }
+    }
+    /// Pick between two names a code list carries as data (a domain label, a unit's long name),
+    /// not for page text, which is in the catalogue.
+    pub fn pick<'a>(self, it: &'a str, en: &'a str) -> &'a str {
         match self {
             Lang::It => it,
             Lang::En => en,
@@ -74,7 +84,7 @@ pub fn page_with_head(lang: Lang, title: &str, demo_banner: Option<&str>, head: 
                 (head)
             }
             body {
-                a href="#main" class="btn skip" { (lang.t("Vai al contenuto", "Skip to content")) }
+                a href="#main" class="btn skip" { (lang.t("Vai al contenuto")) }
                 @if let Some(b) = demo_banner { div.demo role="note" { (b) } }
                 header role="banner" {
                     strong { "Fascicolo Sanitario Elettronico" } " · "
@@ -84,7 +94,7 @@ pub fn page_with_head(lang: Lang, title: &str, demo_banner: Option<&str>, head: 
                     }
                 }
                 main #main role="main" { (body) }
-                footer role="contentinfo" .muted { (lang.t("Fascicolo — piattaforma regionale open source", "Fascicolo — open-source regional platform")) }
+                footer role="contentinfo" .muted { (lang.t("Fascicolo — piattaforma regionale open source")) }
             }
         }
     }
@@ -96,7 +106,7 @@ pub fn error_page(lang: Lang, title: &str, message: &str) -> String {
     let body = html! {
         h1 { (title) }
         p.error role="alert" { (message) }
-        p { a href="/" { (lang.t("Torna alla pagina iniziale", "Back to the home page")) } }
+        p { a href="/" { (lang.t("Torna alla pagina iniziale")) } }
     };
     page(lang, title, None, body)
 }

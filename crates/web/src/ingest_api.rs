@@ -276,12 +276,12 @@ pub async fn rendering(State(state): State<AppState>, Path(id): Path<String>, Ra
     let body = maud::html! {
         (maud::PreEscaped(fragment))
         p.downloads {
-            a href={ "/documents/" (id) "/pdf" } { (lang.t("Scarica il PDF", "Download the PDF")) }
+            a href={ "/documents/" (id) "/pdf" } { (lang.t("Scarica il PDF")) }
             " · "
-            a href={ "/documents/" (id) "/original" } { (lang.t("Scarica l'originale", "Download the original")) }
+            a href={ "/documents/" (id) "/original" } { (lang.t("Scarica l'originale")) }
         }
     };
-    let title = lang.t("Documento", "Document");
-    let banner = state.auth.demo.then_some(lang.t("Ambiente dimostrativo: dati sintetici", "Demo environment: synthetic data"));
+    let title = lang.t("Documento");
+    let banner = state.auth.demo.then_some(lang.t("Ambiente dimostrativo: dati sintetici"));
     Ok(Html(page(lang, title, banner, body)).into_response())
 }

@@ -8,6 +8,7 @@ pub mod er_web;
 mod fhir_api;
 pub mod html;
 mod http_date;
+pub(crate) mod i18n;
 mod ingest_api;
 pub mod metrics;
 pub mod oidc;

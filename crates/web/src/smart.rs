@@ -76,20 +76,13 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
         raw.as_deref().map(|s| form_urlencoded::parse(s.as_bytes()).into_owned().collect()).unwrap_or_default();
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
     let Some(c) = client(&state, get("client_id")).filter(|c| c.kind == "app") else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            Html(crate::html::error_page(lang, "client_id", lang.t("Applicazione non registrata.", "Unknown application."))),
-        )
+        return Ok((StatusCode::BAD_REQUEST, Html(crate::html::error_page(lang, "client_id", lang.t("Applicazione non registrata."))))
             .into_response());
     };
     if !redirect_allowed(c, get("redirect_uri")) {
         return Ok((
             StatusCode::BAD_REQUEST,
-            Html(crate::html::error_page(
-                lang,
-                "redirect_uri",
-                lang.t("Indirizzo di ritorno non registrato.", "Redirect address not registered."),
-            )),
+            Html(crate::html::error_page(lang, "redirect_uri", lang.t("Indirizzo di ritorno non registrato."))),
         )
             .into_response());
     }
@@ -117,21 +110,21 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery, h
         return Ok(back("invalid_scope", "no clinical scope your profile may grant (citizens: patient/..., professionals: user/...)"));
     }
     let body = html! {
-        h1 { (lang.t("Autorizzare l'applicazione?", "Authorise the application?")) }
+        h1 { (lang.t("Autorizzare l'applicazione?")) }
         p {
-            (lang.t("L'applicazione", "The application")) " " strong { (c.name) } " "
-            (lang.t("chiede di accedere al fascicolo con questi permessi:", "asks to access the record with these permissions:"))
+            (lang.t("L'applicazione")) " " strong { (c.name) } " "
+            (lang.t("chiede di accedere al fascicolo con questi permessi:"))
         }
         ul { @for sc in &clinical { li { code { (sc.to_scope_string()) } } } }
         form method="post" action="/oauth/authorize" {
             input type="hidden" name="csrf" value=(s.csrf);
             @for k in ["client_id", "redirect_uri", "scope", "state", "code_challenge"] { input type="hidden" name=(k) value=(get(k)); }
-            button type="submit" name="decision" value="allow" { (lang.t("Consenti", "Allow")) }
+            button type="submit" name="decision" value="allow" { (lang.t("Consenti")) }
             " "
-            button type="submit" name="decision" value="deny" .secondary { (lang.t("Nega", "Deny")) }
+            button type="submit" name="decision" value="deny" .secondary { (lang.t("Nega")) }
         }
     };
-    Ok(Html(page(lang, lang.t("Autorizza applicazione", "Authorise application"), None, body)).into_response())
+    Ok(Html(page(lang, lang.t("Autorizza applicazione"), None, body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,23 +48,23 @@ pub fn svg(lang: Lang, s: &Series, narrow: bool) -> String {
     let (class, suffix) = if narrow { ("narrow", "-n") } else { ("wide", "") };
     let pts: Vec<(f64, &fascicolo_app::portal::Point)> = s.points.iter().filter_map(|p| Some((day_of(&p.when)?, p))).collect();
     let mut out = String::with_capacity(4096);
-    let title = format!("{} — {}", s.name, lang.t("andamento nel tempo", "over time"));
+    let title = format!("{} — {}", s.name, lang.t("andamento nel tempo"));
     let desc = match (pts.first(), pts.last()) {
         (Some(a), Some(b)) => format!(
             "{} {} {}: {} {} {} ({}), {} {} {} ({}).",
             pts.len(),
-            lang.t("valori", "values"),
-            lang.t("dal primo all'ultimo", "from the first to the last"),
-            lang.t("primo", "first"),
+            lang.t("valori"),
+            lang.t("dal primo all'ultimo"),
+            lang.t("primo"),
             num(lang, a.1.value),
             unit(&a.1.unit),
             show_date(lang, &a.1.when, false),
-            lang.t("ultimo", "last"),
+            lang.t("ultimo"),
             num(lang, b.1.value),
             unit(&b.1.unit),
             show_date(lang, &b.1.when, false)
         ),
-        _ => lang.t("Nessun valore", "No values").to_string(),
+        _ => lang.t("Nessun valore").to_string(),
     };
     let _ = write!(
         out,
@@ -118,7 +118,7 @@ pub fn svg(lang: Lang, s: &Series, narrow: bool) -> String {
             out,
             "<polygon points=\"{}\" fill=\"#d4edda\" stroke=\"#2e7d4f\" stroke-width=\"0.8\" stroke-dasharray=\"2 2\"><title>{}</title></polygon>",
             poly.trim(),
-            lang.t("Intervallo di riferimento del laboratorio", "Laboratory reference range")
+            lang.t("Intervallo di riferimento del laboratorio")
         );
     }
     // y axis and grid
@@ -196,7 +196,7 @@ pub fn svg(lang: Lang, s: &Series, narrow: bool) -> String {
             show_date(lang, &p.when, false),
             num(lang, p.value),
             unit(&p.unit),
-            if p.out_of_range() { lang.t(" (fuori intervallo)", " (out of range)") } else { "" }
+            if p.out_of_range() { lang.t(" (fuori intervallo)") } else { "" }
         );
         if p.out_of_range() {
             let _ = write!(

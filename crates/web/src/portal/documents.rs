@@ -20,9 +20,9 @@ fn filter_of(q: &std::collections::HashMap<String, String>) -> DocFilter {
 
 fn hiding_label(c: &Ctx, code: &str) -> String {
     match code {
-        "P99" => c.t("Oscurato ai medici", "Hidden from clinicians").into(),
-        "P97" => c.t("Oscurato ai genitori", "Hidden from parents").into(),
-        "P98" => c.t("Oscurato al cittadino", "Hidden from the citizen").into(),
+        "P99" => c.t("Oscurato ai medici").into(),
+        "P97" => c.t("Oscurato ai genitori").into(),
+        "P98" => c.t("Oscurato al cittadino").into(),
         other => other.to_string(),
     }
 }
@@ -32,7 +32,7 @@ fn doc_item(c: &Ctx, d: &DocSummary, seen: i64) -> Markup {
     html! {
         li.hidden[!d.hiding.is_empty()] {
             a.title href={ "/documenti/" (d.id) } { (doc_name(c.lang, &d.title)) }
-            @if new { span.badge.new { (c.t("Nuovo", "New")) } }
+            @if new { span.badge.new { (c.t("Nuovo")) } }
             @for h in &d.hiding { span.badge.hidden { (hiding_label(c, h)) } }
             @if d.taccuino { span.badge { "Taccuino" } }
             div.muted {
@@ -76,61 +76,58 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let v = |k: &str| q.get(k).cloned().unwrap_or_default();
     let filtered = docs.items.len() != docs.all;
     let body = html! {
-        h1 { (c.t("I tuoi documenti", "Your documents")) }
-        p.lead { (c.t("Referti, lettere di dimissione, verbali di pronto soccorso, prescrizioni, certificati vaccinali e piani di cura, dal più recente.",
-            "Reports, discharge letters, emergency-room reports, prescriptions, vaccination certificates and care plans, newest first.")) }
-        form.filters method="get" action="/documenti" role="search" aria-label=(c.t("Cerca tra i documenti", "Search the documents")) {
-            div { label for="q" { (c.t("Cerca", "Search")) } input #q type="search" name="q" value=(v("q")) placeholder=(c.t("es. emocromo, glicemia, Sacco", "e.g. blood count, glucose, Sacco")); }
+        h1 { (c.t("I tuoi documenti")) }
+        p.lead { (c.t("Referti, lettere di dimissione, verbali di pronto soccorso, prescrizioni, certificati vaccinali e piani di cura, dal più recente.")) }
+        form.filters method="get" action="/documenti" role="search" aria-label=(c.t("Cerca tra i documenti")) {
+            div { label for="q" { (c.t("Cerca")) } input #q type="search" name="q" value=(v("q")) placeholder=(c.t("es. emocromo, glicemia, Sacco")); }
             // the other filters fold away (open when one is in use): the list stays on the first screen of a phone
             details.more open[["tipo", "struttura", "dal", "al"].iter().any(|k| !v(k).is_empty())] {
-                summary { (c.t("Altri filtri: tipo, struttura, periodo", "More filters: type, facility, period")) }
+                summary { (c.t("Altri filtri: tipo, struttura, periodo")) }
                 div.filters {
-                    div { label for="tipo" { (c.t("Tipo di documento", "Document type")) }
+                    div { label for="tipo" { (c.t("Tipo di documento")) }
                         select #tipo name="tipo" {
-                            option value="" { (c.t("Tutti", "All")) }
+                            option value="" { (c.t("Tutti")) }
                             @for (code, display, n) in &docs.types { option value=(code) selected[v("tipo") == *code] { (doc_name(c.lang, display)) " (" (n) ")" } }
                         } }
-                    div { label for="struttura" { (c.t("Struttura", "Facility")) }
+                    div { label for="struttura" { (c.t("Struttura")) }
                         select #struttura name="struttura" {
-                            option value="" { (c.t("Tutte", "All")) }
+                            option value="" { (c.t("Tutte")) }
                             @for o in &docs.organizations { option value=(o) selected[v("struttura") == *o] { (o) } }
                         } }
-                    div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(v("dal")); }
-                    div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(v("al")); }
+                    div { label for="dal" { (c.t("Dal")) } input #dal type="date" name="dal" value=(v("dal")); }
+                    div { label for="al" { (c.t("Al")) } input #al type="date" name="al" value=(v("al")); }
                 }
             }
-            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } @if filtered { a.btn.secondary href="/documenti" { (c.t("Azzera", "Clear")) } } }
+            div.actions { button type="submit" { (c.t("Filtra")) } @if filtered { a.btn.secondary href="/documenti" { (c.t("Azzera")) } } }
         }
         p role="status" #doc-count {
             @if filtered {
-                (docs.items.len()) " " (c.t("documenti trovati su", "documents found out of")) " " (docs.all)
+                (docs.items.len()) " " (c.t("documenti trovati su")) " " (docs.all)
             } @else {
-                (docs.all) " " (c.t("documenti", "documents"))
+                (docs.all) " " (c.t("documenti"))
             }
         }
         @if docs.items.is_empty() {
             div.alert {
                 @if docs.all == 0 {
-                    p { (c.t("Non ci sono ancora documenti nel fascicolo. Quando un ospedale, un laboratorio o il tuo medico pubblicano un documento, lo trovi qui e ricevi un avviso.",
-                        "There are no documents in the record yet. When a hospital, a laboratory or your doctor publishes one, you find it here and get a notification.")) }
+                    p { (c.t("Non ci sono ancora documenti nel fascicolo. Quando un ospedale, un laboratorio o il tuo medico pubblicano un documento, lo trovi qui e ricevi un avviso.")) }
                 } @else {
-                    p { (c.t("Nessun documento corrisponde ai filtri scelti. Prova con meno parole o un periodo più ampio.",
-                        "No document matches the chosen filters. Try fewer words or a wider period.")) }
+                    p { (c.t("Nessun documento corrisponde ai filtri scelti. Prova con meno parole o un periodo più ampio.")) }
                 }
             }
         } @else {
             ul.doclist { @for d in shown { (doc_item(&c, d, seen)) } }
             @if pages > 1 {
-                nav.pager aria-label=(c.t("Pagine", "Pages")) {
-                    @if page > 1 { a.btn.secondary href=(link(page - 1)) rel="prev" { "‹ " (c.t("Precedenti", "Previous")) } }
-                    span { (c.t("Pagina", "Page")) " " (page) " " (c.t("di", "of")) " " (pages) }
-                    @if page < pages { a.btn.secondary href=(link(page + 1)) rel="next" { (c.t("Successivi", "Next")) " ›" } }
+                nav.pager aria-label=(c.t("Pagine")) {
+                    @if page > 1 { a.btn.secondary href=(link(page - 1)) rel="prev" { "‹ " (c.t("Precedenti")) } }
+                    span { (c.t("Pagina")) " " (page) " " (c.t("di")) " " (pages) }
+                    @if page < pages { a.btn.secondary href=(link(page + 1)) rel="next" { (c.t("Successivi")) " ›" } }
                 }
             }
         }
-        p { a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice di tutti i documenti (PDF)", "Download the index of every document (PDF)")) } }
+        p { a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice di tutti i documenti (PDF)")) } }
     };
-    Ok(layout(&c, c.t("Documenti", "Documents"), body))
+    Ok(layout(&c, c.t("Documenti"), body))
 }
 
 /// What a document's page shows of its content, read as the viewer: the rendering of a
@@ -170,7 +167,7 @@ pub(super) fn content_markup(lang: crate::html::Lang, note_heading: &str, note: 
             div.rendering style="white-space:pre-wrap" { (n) }
         }
         @if let Some(r) = rendering {
-            h2 { (lang.t("Contenuto", "Content")) }
+            h2 { (lang.t("Contenuto")) }
             div.rendering { (trusted(r)) }
         }
     }
@@ -198,52 +195,51 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             .is_some_and(|b| fascicolo_domain::privacy::is_minor(b, fascicolo_domain::rome::today()))
     };
     let body = html! {
-        p { a href="/documenti" { "‹ " (c.t("Tutti i documenti", "All documents")) } }
+        p { a href="/documenti" { "‹ " (c.t("Tutti i documenti")) } }
         h1 { (doc_name(c.lang, &d.title)) }
         @if let Some(m) = q.get("esito") {
             div.alert.ok role="status" { p { @match m.as_str() {
-                "P99" => (c.t("Fatto: il documento ora è oscurato ai medici. Lo vedi solo tu.", "Done: the document is now hidden from clinicians. Only you see it.")),
-                "P97" => (c.t("Fatto: il documento ora è oscurato ai genitori.", "Done: the document is now hidden from parents.")),
-                _ => (c.t("Fatto: l'oscuramento è stato tolto. I medici autorizzati possono di nuovo vedere il documento.", "Done: the hiding is lifted. Authorised clinicians can see the document again.")),
+                "P99" => (c.t("Fatto: il documento ora è oscurato ai medici. Lo vedi solo tu.")),
+                "P97" => (c.t("Fatto: il documento ora è oscurato ai genitori.")),
+                _ => (c.t("Fatto: l'oscuramento è stato tolto. I medici autorizzati possono di nuovo vedere il documento.")),
             } } }
         }
         @for h in &d.hiding { span.badge.hidden { (hiding_label(&c, h)) } }
         dl.meta {
-            dt { (c.t("Tipo", "Type")) } dd { (doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
-            dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
-            @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
-            @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
+            dt { (c.t("Tipo")) } dd { (doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Data")) } dd { (show_date(c.lang, &d.date, true)) }
+            @if !d.organization.is_empty() { dt { (c.t("Struttura")) } dd { (d.organization) } }
+            @if !d.author.is_empty() { dt { (c.t("Autore")) } dd { (d.author) } }
             @if let Some(n) = &d.nre { dt { "NRE" } dd { (n) } }
-            @if !d.identifier.is_empty() { dt { (c.t("Identificativo", "Identifier")) } dd { code { (d.identifier) } } }
-            dt { (c.t("Stato", "Status")) } dd { @if detail.status == "current" { (c.t("Versione in vigore", "Current version")) } @else { (c.t("Sostituito da una versione più recente", "Replaced by a newer version")) } }
+            @if !d.identifier.is_empty() { dt { (c.t("Identificativo")) } dd { code { (d.identifier) } } }
+            dt { (c.t("Stato")) } dd { @if detail.status == "current" { (c.t("Versione in vigore")) } @else { (c.t("Sostituito da una versione più recente")) } }
         }
         p {
             @if d.has_original {
-                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF", "Download the PDF")) } " "
-                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale", "Download the original")) } " "
+                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF")) } " "
+                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale")) } " "
             }
-            @if d.has_file { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } " " }
-            @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici", "See the results in the charts")) } }
+            @if d.has_file { a.btn href={ "/documenti/" (d.id) "/file" } { (c.t("Apri il file")) } " " }
+            @if related_lab { a.btn.secondary href="/risultati" { (c.t("Vedi i risultati nei grafici")) } }
         }
-        (content_markup(c.lang, c.t("Nota", "Note"), note.as_deref(), rendering))
+        (content_markup(c.lang, c.t("Nota"), note.as_deref(), rendering))
         @if !detail.replaced.is_empty() {
-            h2 { (c.t("Versioni precedenti", "Earlier versions")) }
+            h2 { (c.t("Versioni precedenti")) }
             ul { @for (old, at) in &detail.replaced {
-                li { a href={ "/documenti/" (old) } { (c.t("Versione sostituita", "Replaced version")) } " — " (c.t("pubblicata il", "published on")) " " (show_date(c.lang, &fascicolo_fhir::datetime::format_instant(*at), true)) }
+                li { a href={ "/documenti/" (old) } { (c.t("Versione sostituita")) } " — " (c.t("pubblicata il")) " " (show_date(c.lang, &fascicolo_fhir::datetime::format_instant(*at), true)) }
             } }
         }
         @if detail.status == "current" && c.relation != Relation::Delegator {
-            h2 #oscuramento { (c.t("Oscuramento", "Hiding")) }
-            p { (c.t("Oscurare un documento significa che i medici e gli operatori che ti hanno in cura non lo vedono, nemmeno in emergenza, e non sanno che esiste. Tu continui a vederlo. Puoi togliere l'oscuramento quando vuoi.",
-                "Hiding a document means that the clinicians caring for you do not see it, not even in an emergency, and cannot tell it exists. You still see it. You can lift the hiding whenever you want.")) }
+            h2 #oscuramento { (c.t("Oscuramento")) }
+            p { (c.t("Oscurare un documento significa che i medici e gli operatori che ti hanno in cura non lo vedono, nemmeno in emergenza, e non sanno che esiste. Tu continui a vederlo. Puoi togliere l'oscuramento quando vuoi.")) }
             form.inline method="post" action={ "/documenti/" (d.id) "/oscuramento" } {
                 input type="hidden" name="csrf" value=(c.csrf());
                 @if hidden_from_clinicians {
                     input type="hidden" name="code" value="P00";
-                    button type="submit" { (c.t("Togli l'oscuramento", "Lift the hiding")) }
+                    button type="submit" { (c.t("Togli l'oscuramento")) }
                 } @else {
                     input type="hidden" name="code" value="P99";
-                    button type="submit" { (c.t("Oscura ai medici", "Hide from clinicians")) }
+                    button type="submit" { (c.t("Oscura ai medici")) }
                 }
             }
             @if holder_is_minor && !hidden_from_parents && !hidden_from_clinicians {
@@ -251,7 +247,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
                 form.inline method="post" action={ "/documenti/" (d.id) "/oscuramento" } {
                     input type="hidden" name="csrf" value=(c.csrf());
                     input type="hidden" name="code" value="P97";
-                    button.secondary type="submit" { (c.t("Oscura ai genitori", "Hide from parents")) }
+                    button.secondary type="submit" { (c.t("Oscura ai genitori")) }
                 }
             }
         }
@@ -284,25 +280,23 @@ pub async fn hide(State(state): State<AppState>, Path(id): Path<String>, headers
         // hiding changes who can help in an emergency: ask first, say what it means
         let d = Portal::new(state.fhir.clone()).document(c.actor(), &id).await.map_err(c.fail())?.doc;
         let body = html! {
-            h1 { (c.t("Vuoi oscurare questo documento?", "Do you want to hide this document?")) }
+            h1 { (c.t("Vuoi oscurare questo documento?")) }
             p.lead { strong { (doc_name(c.lang, &d.title)) } " — " (show_date(c.lang, &d.date, false)) }
             div.alert.warn role="note" { p { @if f.code == "P97" {
-                (c.t("I tuoi genitori non vedranno più il documento né sapranno che esiste. I medici che ti curano continuano a vederlo.",
-                    "Your parents will no longer see the document nor know that it exists. The clinicians caring for you still see it."))
+                (c.t("I tuoi genitori non vedranno più il documento né sapranno che esiste. I medici che ti curano continuano a vederlo."))
             } @else {
-                (c.t("I medici e gli operatori che ti hanno in cura non vedranno più il documento, nemmeno in un'emergenza, e non sapranno che esiste. Potrebbero non avere un'informazione utile per curarti. Tu continui a vederlo e puoi togliere l'oscuramento quando vuoi.",
-                    "The clinicians caring for you will no longer see the document, not even in an emergency, and will not know that it exists. They may miss information useful for your care. You still see it and can lift the hiding whenever you want."))
+                (c.t("I medici e gli operatori che ti hanno in cura non vedranno più il documento, nemmeno in un'emergenza, e non sapranno che esiste. Potrebbero non avere un'informazione utile per curarti. Tu continui a vederlo e puoi togliere l'oscuramento quando vuoi."))
             } } }
             form.inline method="post" action={ "/documenti/" (id) "/oscuramento" } {
                 input type="hidden" name="csrf" value=(c.csrf());
                 input type="hidden" name="code" value=(f.code);
                 input type="hidden" name="confirm" value="1";
-                button type="submit" { (c.t("Sì, oscura il documento", "Yes, hide the document")) }
+                button type="submit" { (c.t("Sì, oscura il documento")) }
             }
             " "
-            a.btn.secondary href={ "/documenti/" (id) } { (c.t("No, torna al documento", "No, back to the document")) }
+            a.btn.secondary href={ "/documenti/" (id) } { (c.t("No, torna al documento")) }
         };
-        return Ok(layout(&c, c.t("Conferma l'oscuramento", "Confirm the hiding"), body));
+        return Ok(layout(&c, c.t("Conferma l'oscuramento"), body));
     }
     match Portal::new(state.fhir.clone()).hide(c.actor(), &id, &f.code).await {
         Ok(()) => Ok(Redirect::to(&format!("/documenti/{id}?esito={}", f.code)).into_response()),
@@ -362,18 +356,18 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Pag
                 .unwrap_or_else(|| d.identifier.trim_start_matches("urn:fascicolo:cda:").to_string()),
         })
         .collect();
-    let title = c.t("Indice dei documenti del Fascicolo Sanitario Elettronico", "Index of the Electronic Health Record's documents");
+    let title = c.t("Indice dei documenti del Fascicolo Sanitario Elettronico");
     let subtitle = format!(
         "{} {}{} — {} {} — {} {}",
-        c.t("Fascicolo di", "Record of"),
+        c.t("Fascicolo di"),
         c.record_name,
         if cf.is_empty() { String::new() } else { format!(" ({cf})") },
         rows.len(),
-        c.t("documenti", "documents"),
-        c.t("generato il", "generated on"),
+        c.t("documenti"),
+        c.t("generato il"),
         show_date(c.lang, &now, true)
     );
-    let headings = [c.t("Data", "Date"), c.t("Documento", "Document"), c.t("Struttura", "Facility"), c.t("Identificativo", "Identifier")];
+    let headings = [c.t("Data"), c.t("Documento"), c.t("Struttura"), c.t("Identificativo")];
     match super::pdf::index(title, &subtitle, headings, &rows) {
         Ok(bytes) => Ok((
             [
@@ -390,8 +384,8 @@ pub async fn index_pdf(State(state): State<AppState>, headers: HeaderMap) -> Pag
                 &state,
                 c.lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                c.t("PDF non disponibile", "PDF unavailable"),
-                c.t("Non è stato possibile creare il PDF. Riprova più tardi.", "The PDF could not be created. Please try again later."),
+                c.t("PDF non disponibile"),
+                c.t("Non è stato possibile creare il PDF. Riprova più tardi."),
                 None,
             ))
         }

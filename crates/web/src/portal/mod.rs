@@ -17,6 +17,7 @@ pub mod units;
 pub(crate) use crate::auth_web::query_map;
 use crate::auth_web::{cookie, local_path_or};
 use crate::html::Lang;
+use crate::i18n::n_;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -103,8 +104,8 @@ impl Ctx {
     pub fn actor(&self) -> &Actor {
         &self.session.actor
     }
-    pub fn t<'a>(&self, it: &'a str, en: &'a str) -> &'a str {
-        self.lang.t(it, en)
+    pub fn t(&self, it: &'static str) -> &'static str {
+        self.lang.t(it)
     }
     pub fn csrf(&self) -> &str {
         &self.session.csrf
@@ -143,12 +144,9 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             state,
             lang,
             StatusCode::FORBIDDEN,
-            lang.t("Area riservata ai cittadini", "Citizens' area"),
-            lang.t(
-                "Queste pagine sono il fascicolo del cittadino. Con il profilo professionale attivo consulti i fascicoli dei tuoi assistiti, secondo le regole di privacy, nell'area professionisti; per vedere il tuo fascicolo, cambia profilo dalla pagina del tuo profilo.",
-                "These pages are the citizen's record. With a professional profile active you consult your patients' records, under the privacy rules, in the professionals' area; to see your own record, switch profile from your profile page.",
-            ),
-            Some(("/professionista", lang.t("Vai all'area professionisti", "Go to the professionals' area"))),
+            lang.t("Area riservata ai cittadini"),
+            lang.t("Queste pagine sono il fascicolo del cittadino. Con il profilo professionale attivo consulti i fascicoli dei tuoi assistiti, secondo le regole di privacy, nell'area professionisti; per vedere il tuo fascicolo, cambia profilo dalla pagina del tuo profilo."),
+            Some(("/professionista", lang.t("Vai all'area professionisti"))),
         ));
     };
     let Some(record) = s.actor.acting_for.clone() else {
@@ -156,11 +154,8 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             state,
             lang,
             StatusCode::NOT_FOUND,
-            lang.t("Fascicolo non trovato", "No record found"),
-            lang.t(
-                "Non risulti nell'anagrafe sanitaria regionale: il tuo fascicolo non è ancora attivo. Rivolgiti alla tua ASST o al tuo medico.",
-                "You are not in the regional health registry: your record is not active yet. Ask your ASST or your doctor.",
-            ),
+            lang.t("Fascicolo non trovato"),
+            lang.t("Non risulti nell'anagrafe sanitaria regionale: il tuo fascicolo non è ancora attivo. Rivolgiti alla tua ASST o al tuo medico."),
             None,
         ));
     };
@@ -181,12 +176,9 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
                     state,
                     lang,
                     StatusCode::FORBIDDEN,
-                    lang.t("Non puoi più consultare questo fascicolo", "You can no longer look at this record"),
-                    lang.t(
-                        "Il figlio è diventato maggiorenne o la delega è terminata. Torna al tuo fascicolo.",
-                        "The child has come of age or the delegation has ended. Go back to your own record.",
-                    ),
-                    Some(("/famiglia", lang.t("Scegli il fascicolo", "Choose the record"))),
+                    lang.t("Non puoi più consultare questo fascicolo"),
+                    lang.t("Il figlio è diventato maggiorenne o la delega è terminata. Torna al tuo fascicolo."),
+                    Some(("/famiglia", lang.t("Scegli il fascicolo"))),
                 ))
             }
         }
@@ -255,23 +247,23 @@ impl Ctx {
     }
 
     /// The sections of the record shown that this person may use.
-    fn sections(&self) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> + '_ {
-        NAV.iter().filter(|(p, _, _)| self.allows(p))
+    fn sections(&self) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
+        NAV.iter().filter(|(p, _)| self.allows(p))
     }
 }
 
-const NAV: &[(&str, &str, &str)] = &[
-    ("/", "Home", "Home"),
-    ("/documenti", "Documenti", "Documents"),
-    ("/risultati", "Risultati", "Results"),
-    ("/cronologia", "Cronologia", "Timeline"),
-    ("/vaccinazioni", "Vaccinazioni", "Vaccinations"),
-    ("/prescrizioni", "Prescrizioni", "Prescriptions"),
-    ("/appuntamenti", "Appuntamenti", "Appointments"),
-    ("/piano-di-cura", "Piano di cura", "Care plan"),
-    ("/taccuino", "Taccuino", "Notebook"),
-    ("/privacy", "Privacy", "Privacy"),
-    ("/famiglia", "Famiglia e deleghe", "Family and delegations"),
+const NAV: &[(&str, &str)] = &[
+    ("/", n_("Home")),
+    ("/documenti", n_("Documenti")),
+    ("/risultati", n_("Risultati")),
+    ("/cronologia", n_("Cronologia")),
+    ("/vaccinazioni", n_("Vaccinazioni")),
+    ("/prescrizioni", n_("Prescrizioni")),
+    ("/appuntamenti", n_("Appuntamenti")),
+    ("/piano-di-cura", n_("Piano di cura")),
+    ("/taccuino", n_("Taccuino")),
+    ("/privacy", n_("Privacy")),
+    ("/famiglia", n_("Famiglia e deleghe")),
 ];
 
 fn language_link(lang: Lang, path: &str) -> Markup {
@@ -288,7 +280,7 @@ fn head(lang: Lang, title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            title { (title) " — " (lang.t("Fascicolo Sanitario Elettronico", "Electronic Health Record")) }
+            title { (title) " — " (lang.t("Fascicolo Sanitario Elettronico")) }
             link rel="stylesheet" href="/static/portal.css";
         }
     }
@@ -296,9 +288,9 @@ fn head(lang: Lang, title: &str) -> Markup {
 
 fn header_bands(lang: Lang, path: &str, demo: bool) -> Markup {
     html! {
-        a.skip href="#main" { (lang.t("Vai al contenuto principale", "Skip to main content")) }
+        a.skip href="#main" { (lang.t("Vai al contenuto principale")) }
         @if demo {
-            div.demo role="note" { (lang.t("Ambiente dimostrativo: persone e dati sono sintetici", "Demo environment: people and data are synthetic")) }
+            div.demo role="note" { (lang.t("Ambiente dimostrativo: persone e dati sono sintetici")) }
         }
         header {
             div.slim { div.wrap {
@@ -308,8 +300,8 @@ fn header_bands(lang: Lang, path: &str, demo: bool) -> Markup {
             div.center { div.wrap {
                 a.brand href="/" {
                     span.logo aria-hidden="true" { "FSE" }
-                    span { span.name { (lang.t("Fascicolo Sanitario Elettronico", "Electronic Health Record")) }
-                        span.tag { (lang.t("I tuoi documenti e dati sanitari, in un unico posto", "Your health documents and data, in one place")) } }
+                    span { span.name { (lang.t("Fascicolo Sanitario Elettronico")) }
+                        span.tag { (lang.t("I tuoi documenti e dati sanitari, in un unico posto")) } }
                 }
             } }
         }
@@ -319,13 +311,13 @@ fn header_bands(lang: Lang, path: &str, demo: bool) -> Markup {
 fn footer(lang: Lang) -> Markup {
     html! {
         footer { div.wrap {
-            p { strong { "Fascicolo" } " — " (lang.t("piattaforma regionale open source per la sanità digitale", "open-source regional digital-health platform")) }
-            ul.links aria-label=(lang.t("Informazioni sul servizio", "About the service")) {
-                li { a href="/aiuto" { (lang.t("Aiuto", "Help")) } }
-                li { a href="/accessibilita" { (lang.t("Dichiarazione di accessibilità", "Accessibility statement")) } }
-                li { a href="/note-legali" { (lang.t("Note legali", "Legal notes")) } }
-                li { a href="/privacy" { (lang.t("Informativa e privacy", "Privacy notice")) } }
-                li { a href="/me" { (lang.t("Il tuo profilo", "Your profile")) } }
+            p { strong { "Fascicolo" } " — " (lang.t("piattaforma regionale open source per la sanità digitale")) }
+            ul.links aria-label=(lang.t("Informazioni sul servizio")) {
+                li { a href="/aiuto" { (lang.t("Aiuto")) } }
+                li { a href="/accessibilita" { (lang.t("Dichiarazione di accessibilità")) } }
+                li { a href="/note-legali" { (lang.t("Note legali")) } }
+                li { a href="/privacy" { (lang.t("Informativa e privacy")) } }
+                li { a href="/me" { (lang.t("Il tuo profilo")) } }
                 li { a href="/fhir/r4/metadata" { "API FHIR R4" } }
             }
         } }
@@ -335,7 +327,7 @@ fn footer(lang: Lang) -> Markup {
 /// A whole portal page for a signed-in person.
 pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
     let lang = c.lang;
-    let active = NAV.iter().filter(|(p, _, _)| *p == c.path || (*p != "/" && c.path.starts_with(p))).map(|(p, _, _)| *p).next_back();
+    let active = NAV.iter().filter(|(p, _)| *p == c.path || (*p != "/" && c.path.starts_with(p))).map(|(p, _)| *p).next_back();
     let other = c.relation != Relation::Own;
     let markup = html! {
         (DOCTYPE)
@@ -343,47 +335,47 @@ pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
             (head(lang, title))
             body {
                 (header_bands(lang, &c.path, c.demo))
-                nav.main aria-label=(lang.t("Sezioni del fascicolo", "Record sections")) {
+                nav.main aria-label=(lang.t("Sezioni del fascicolo")) {
                     // on a phone: a menu button that opens every section (no script needed)
                     details.phone-menu {
                         summary {
                             span aria-hidden="true" { "☰ " }
-                            (lang.t("Menu", "Menu"))
-                            @if let Some((_, it, en)) = NAV.iter().find(|(p, _, _)| Some(*p) == active) { " · " (lang.t(it, en)) }
+                            (lang.t("Menu"))
+                            @if let Some((_, it)) = NAV.iter().find(|(p, _)| Some(*p) == active) { " · " (lang.t(it)) }
                         }
-                        ul { @for (p, it, en) in c.sections() {
-                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                        ul { @for (p, it) in c.sections() {
+                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it)) } }
                         } }
                     }
                     ul.wide {
-                        @for (p, it, en) in c.sections() {
-                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it, en)) } }
+                        @for (p, it) in c.sections() {
+                            li { a href=(p) aria-current=[(Some(*p) == active).then_some("page")] { (lang.t(it)) } }
                         }
                     }
                 }
-                section.record.other[other] aria-label=(lang.t("Fascicolo consultato", "Record shown")) { div.wrap {
+                section.record.other[other] aria-label=(lang.t("Fascicolo consultato")) { div.wrap {
                     p style="margin:0" role="status" {
-                        (lang.t("Stai consultando il fascicolo di", "You are looking at the record of")) " "
+                        (lang.t("Stai consultando il fascicolo di")) " "
                         strong #record-holder { (c.record_name) }
                         @match c.relation {
-                            Relation::Own => { " (" (lang.t("il tuo", "yours")) ")" }
-                            Relation::Child => { " (" (lang.t("figlio/a minore", "minor child")) ")" }
-                            Relation::Delegator => { " (" (lang.t("su delega", "by delegation")) ")" }
+                            Relation::Own => { " (" (lang.t("il tuo")) ")" }
+                            Relation::Child => { " (" (lang.t("figlio/a minore")) ")" }
+                            Relation::Delegator => { " (" (lang.t("su delega")) ")" }
                         }
                     }
                     @if c.relation == Relation::Delegator && !c.scope.is_empty() {
                         p.muted style="margin:0;flex-basis:100%" #delegation-scope {
-                            (lang.t("La delega comprende solo", "The delegation covers only")) ": "
-                            (c.sections().filter(|(p, _, _)| !section_types(p).is_empty()).map(|(_, it, en)| lang.t(it, en)).collect::<Vec<_>>().join(", "))
-                            ". " (lang.t("Le altre sezioni non sono mostrate.", "The other sections are not shown."))
+                            (lang.t("La delega comprende solo")) ": "
+                            (c.sections().filter(|(p, _)| !section_types(p).is_empty()).map(|(_, it)| lang.t(it)).collect::<Vec<_>>().join(", "))
+                            ". " (lang.t("Le altre sezioni non sono mostrate."))
                         }
                     }
                     @if c.switchable > 0 || other {
-                        a.btn.secondary href="/famiglia" { (lang.t("Cambia fascicolo", "Switch record")) }
+                        a.btn.secondary href="/famiglia" { (lang.t("Cambia fascicolo")) }
                     }
                     form.inline method="post" action="/auth/logout" {
                         input type="hidden" name="csrf" value=(c.csrf());
-                        button.secondary type="submit" { (lang.t("Esci", "Sign out")) }
+                        button.secondary type="submit" { (lang.t("Esci")) }
                     }
                 } }
                 main #main tabindex="-1" { (body) }
@@ -434,7 +426,7 @@ fn message_page(demo: bool, lang: Lang, status: StatusCode, title: &str, text: &
                 main #main tabindex="-1" {
                     h1 { (title) }
                     div.alert.error[status.is_client_error() || status.is_server_error()] role="alert" { p { (text) } }
-                    p { @if let Some((href, label)) = link { a.btn href=(href) { (label) } " " } a href="/" { (lang.t("Torna alla pagina iniziale", "Back to the home page")) } }
+                    p { @if let Some((href, label)) = link { a.btn href=(href) { (label) } " " } a href="/" { (lang.t("Torna alla pagina iniziale")) } }
                 }
                 (footer(lang))
             }
@@ -493,33 +485,23 @@ pub fn app_error(state: &AppState, lang: Lang, e: &AppError) -> Response {
 
 fn error_page(demo: bool, lang: Lang, e: &AppError) -> Response {
     let (status, title, text) = match e {
-        AppError::NotFound(_) | AppError::Gone(_) => (
-            StatusCode::NOT_FOUND,
-            lang.t("Non trovato", "Not found"),
-            lang.t("Questo elemento non esiste o non è visibile per te.", "This item does not exist or is not visible to you."),
-        ),
+        AppError::NotFound(_) | AppError::Gone(_) => {
+            (StatusCode::NOT_FOUND, lang.t("Non trovato"), lang.t("Questo elemento non esiste o non è visibile per te."))
+        }
         AppError::Forbidden(_) => (
             StatusCode::FORBIDDEN,
-            lang.t("Operazione non consentita", "Not allowed"),
-            lang.t(
-                "Il tuo profilo non permette questa operazione su questo fascicolo.",
-                "Your profile does not allow this on this record.",
-            ),
+            lang.t("Operazione non consentita"),
+            lang.t("Il tuo profilo non permette questa operazione su questo fascicolo."),
         ),
-        AppError::BadRequest(_) | AppError::Invalid(_) => (
-            StatusCode::BAD_REQUEST,
-            lang.t("Richiesta non valida", "Invalid request"),
-            lang.t("Controlla i dati inseriti e riprova.", "Check what you entered and try again."),
-        ),
+        AppError::BadRequest(_) | AppError::Invalid(_) => {
+            (StatusCode::BAD_REQUEST, lang.t("Richiesta non valida"), lang.t("Controlla i dati inseriti e riprova."))
+        }
         e if e.is_storage_full() => {
             tracing::error!("portal write refused: storage full");
             (
                 StatusCode::INSUFFICIENT_STORAGE,
-                lang.t("Spazio di archiviazione esaurito", "Storage full"),
-                lang.t(
-                    "Il servizio non ha spazio per salvare: non è stato salvato nulla. Riprova più tardi.",
-                    "The service has no room to save: nothing was saved. Please try again later.",
-                ),
+                lang.t("Spazio di archiviazione esaurito"),
+                lang.t("Il servizio non ha spazio per salvare: non è stato salvato nulla. Riprova più tardi."),
             )
         }
         _ => {
@@ -529,20 +511,14 @@ fn error_page(demo: bool, lang: Lang, e: &AppError) -> Response {
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 (
                     status,
-                    lang.t("Servizio momentaneamente non disponibile", "Service temporarily unavailable"),
-                    lang.t(
-                        "Non è stato possibile completare la richiesta. Riprova tra qualche minuto.",
-                        "The request could not be completed. Please try again in a few minutes.",
-                    ),
+                    lang.t("Servizio momentaneamente non disponibile"),
+                    lang.t("Non è stato possibile completare la richiesta. Riprova tra qualche minuto."),
                 )
             } else {
                 (
                     status,
-                    lang.t("Si è verificato un errore", "Something went wrong"),
-                    lang.t(
-                        "Il servizio non è riuscito a completare la richiesta e non ha modificato nulla. Il problema è stato registrato: riprova più tardi.",
-                        "The service could not complete the request and changed nothing. The problem has been logged: please try again later.",
-                    ),
+                    lang.t("Si è verificato un errore"),
+                    lang.t("Il servizio non è riuscito a completare la richiesta e non ha modificato nulla. Il problema è stato registrato: riprova più tardi."),
                 )
             }
         }
@@ -561,11 +537,8 @@ pub async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Res
         &state,
         lang,
         StatusCode::NOT_FOUND,
-        lang.t("Pagina non trovata", "Page not found"),
-        lang.t(
-            "L'indirizzo che hai aperto non corrisponde a nessuna pagina del Fascicolo. Controlla l'indirizzo o riparti dalla pagina iniziale.",
-            "The address you opened is not a page of the health record. Check the address or start again from the home page.",
-        ),
+        lang.t("Pagina non trovata"),
+        lang.t("L'indirizzo che hai aperto non corrisponde a nessuna pagina del Fascicolo. Controlla l'indirizzo o riparti dalla pagina iniziale."),
         None,
     )
 }
@@ -590,11 +563,8 @@ pub fn csrf_refused(state: &AppState, lang: Lang) -> Response {
         state,
         lang,
         StatusCode::FORBIDDEN,
-        lang.t("Modulo scaduto", "Form expired"),
-        lang.t(
-            "Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova.",
-            "The form has expired or does not come from this site. Reload the page and try again.",
-        ),
+        lang.t("Modulo scaduto"),
+        lang.t("Il modulo è scaduto o non proviene da questo sito. Ricarica la pagina e riprova."),
         None,
     )
 }

@@ -3,6 +3,7 @@
 
 use super::PageResult;
 use super::{ctx, form_ctx, layout, optional, query_map, show_date, Ctx, Relation};
+use crate::i18n::n_;
 use crate::AppState;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
@@ -11,12 +12,12 @@ use fascicolo_app::portal::{Access, DocFilter, Portal};
 use maud::html;
 use serde::Deserialize;
 
-/// Notification settings: (kind.channel, Italian, English).
-const NOTIFICATIONS: [(&str, &str, &str); 4] = [
-    ("new-document.email", "Nuovo documento, per e-mail", "New document, by e-mail"),
-    ("new-document.sms", "Nuovo documento, per SMS", "New document, by text message"),
-    ("access.email", "Accesso al fascicolo, per e-mail", "Access to the record, by e-mail"),
-    ("access.sms", "Accesso al fascicolo, per SMS", "Access to the record, by text message"),
+/// Notification settings: (kind.channel, Italian text for the catalogue).
+const NOTIFICATIONS: [(&str, &str); 4] = [
+    ("new-document.email", n_("Nuovo documento, per e-mail")),
+    ("new-document.sms", n_("Nuovo documento, per SMS")),
+    ("access.email", n_("Accesso al fascicolo, per e-mail")),
+    ("access.sms", n_("Accesso al fascicolo, per SMS")),
 ];
 
 /// `POST /privacy/notifiche`: the ticked settings are on, the others off.
@@ -34,16 +35,16 @@ pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, bo
 
 pub(super) fn role_label(c: &Ctx, code: &str) -> String {
     match code {
-        "gp" => c.t("Medico di medicina generale", "General practitioner"),
-        "pediatrician" => c.t("Pediatra di libera scelta", "Family pediatrician"),
-        "specialist" => c.t("Medico specialista", "Specialist"),
-        "nurse" => c.t("Infermiere", "Nurse"),
-        "cup-operator" => c.t("Operatore CUP", "Booking-centre operator"),
-        "asst-admin" => c.t("Amministrativo ASST", "ASST administrator"),
-        "system" => c.t("Sistema della struttura", "Facility system"),
-        "parent" => c.t("Genitore", "Parent"),
-        "delegate" => c.t("Delegato", "Delegate"),
-        "" => c.t("Piattaforma regionale", "Regional platform"),
+        "gp" => c.t("Medico di medicina generale"),
+        "pediatrician" => c.t("Pediatra di libera scelta"),
+        "specialist" => c.t("Medico specialista"),
+        "nurse" => c.t("Infermiere"),
+        "cup-operator" => c.t("Operatore CUP"),
+        "asst-admin" => c.t("Amministrativo ASST"),
+        "system" => c.t("Sistema della struttura"),
+        "parent" => c.t("Genitore"),
+        "delegate" => c.t("Delegato"),
+        "" => c.t("Piattaforma regionale"),
         other => other,
     }
     .to_string()
@@ -63,7 +64,7 @@ pub(super) fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
         return if a.organization.is_empty() {
             role_label(c, &a.role)
         } else {
-            format!("{} — {}", c.t("Sistema informativo", "Information system"), a.organization)
+            format!("{} — {}", c.t("Sistema informativo"), a.organization)
         };
     }
     a.who.clone()
@@ -104,11 +105,11 @@ fn minutes_between(a: &str, b: &str) -> Option<i64> {
 
 fn action_label(c: &Ctx, a: &str) -> &'static str {
     match a {
-        "C" => c.t("Ha aggiunto dati", "Added data"),
-        "U" => c.t("Ha modificato dati", "Changed data"),
-        "D" => c.t("Ha cancellato dati", "Deleted data"),
-        "E" => c.t("Ha cercato nel fascicolo", "Searched the record"),
-        _ => c.t("Ha consultato", "Looked at"),
+        "C" => c.t("Ha aggiunto dati"),
+        "U" => c.t("Ha modificato dati"),
+        "D" => c.t("Ha cancellato dati"),
+        "E" => c.t("Ha cercato nel fascicolo"),
+        _ => c.t("Ha consultato"),
     }
 }
 
@@ -129,70 +130,68 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let body = html! {
         h1 { "Privacy" }
         @if let Some(m) = q.get("esito") {
-            div.alert.ok role="status" { p { @if m == "consenso-si" { (c.t("Consenso registrato: i medici che ti curano ora possono consultare il fascicolo.", "Consent recorded: the clinicians caring for you can now consult the record.")) }
-                @else { (c.t("Consenso revocato: da ora i medici non possono più consultare il fascicolo (tranne in emergenza, con registrazione).", "Consent withdrawn: from now on clinicians cannot consult the record (except in an emergency, which is logged).")) } } }
+            div.alert.ok role="status" { p { @if m == "consenso-si" { (c.t("Consenso registrato: i medici che ti curano ora possono consultare il fascicolo.")) }
+                @else { (c.t("Consenso revocato: da ora i medici non possono più consultare il fascicolo (tranne in emergenza, con registrazione).")) } } }
         }
         section aria-labelledby="consent" {
-            h2 #consent { (c.t("Consenso alla consultazione", "Consent to consultation")) }
+            h2 #consent { (c.t("Consenso alla consultazione")) }
             details {
-                summary { (c.t("Leggi l'informativa", "Read the information notice")) }
-                p { (c.t("Il Fascicolo raccoglie i documenti sanitari prodotti dalle strutture del Servizio sanitario. Con il consenso alla consultazione, i professionisti che ti hanno in cura (il tuo medico o pediatra, i medici delle strutture dove sei seguito) possono vedere i tuoi documenti per curarti. Senza consenso i documenti vengono comunque raccolti, ma solo tu li vedi. Puoi cambiare idea in qualsiasi momento. In emergenza un medico può accedere anche senza consenso: l'accesso viene registrato e ti viene notificato.",
-                    "The record collects the health documents produced by the health service's facilities. With consent to consultation, the professionals caring for you (your family doctor or pediatrician, the doctors of the facilities treating you) can see your documents to treat you. Without consent the documents are still collected, but only you see them. You can change your mind at any time. In an emergency a doctor can access the record without consent: the access is logged and you are notified.")) }
+                summary { (c.t("Leggi l'informativa")) }
+                p { (c.t("Il Fascicolo raccoglie i documenti sanitari prodotti dalle strutture del Servizio sanitario. Con il consenso alla consultazione, i professionisti che ti hanno in cura (il tuo medico o pediatra, i medici delle strutture dove sei seguito) possono vedere i tuoi documenti per curarti. Senza consenso i documenti vengono comunque raccolti, ma solo tu li vedi. Puoi cambiare idea in qualsiasi momento. In emergenza un medico può accedere anche senza consenso: l'accesso viene registrato e ti viene notificato.")) }
             }
             @match consent {
                 // a delegate sees the holder's choice, and is offered nothing the gate would refuse
                 Some(given) if c.relation != Relation::Own => {
-                    p role="status" #consent-status { strong { @if given { (c.t("Il consenso alla consultazione è dato.", "Consent to consultation is given.")) } @else { (c.t("Il consenso alla consultazione non è dato.", "Consent to consultation is not given.")) } } }
+                    p role="status" #consent-status { strong { @if given { (c.t("Il consenso alla consultazione è dato.")) } @else { (c.t("Il consenso alla consultazione non è dato.")) } } }
                     @if c.relation == Relation::Delegator {
-                        p.muted { (c.t("Il consenso lo decide il titolare del fascicolo: una delega non lo comprende.", "Consent is decided by the record's holder: a delegation does not include it.")) }
+                        p.muted { (c.t("Il consenso lo decide il titolare del fascicolo: una delega non lo comprende.")) }
                     }
                 }
                 Some(given) => {
-                    p role="status" #consent-status { strong { @if given { (c.t("Hai dato il consenso alla consultazione.", "You have given consent to consultation.")) } @else { (c.t("Non hai dato il consenso alla consultazione.", "You have not given consent to consultation.")) } } }
+                    p role="status" #consent-status { strong { @if given { (c.t("Hai dato il consenso alla consultazione.")) } @else { (c.t("Non hai dato il consenso alla consultazione.")) } } }
                 }
-                None => { p.muted { (c.t("Il consenso lo decide il titolare del fascicolo (o il genitore per un minore).", "Consent is decided by the record's holder (or a parent for a minor).")) } }
+                None => { p.muted { (c.t("Il consenso lo decide il titolare del fascicolo (o il genitore per un minore).")) } }
             }
             @if let (Some(given), false) = (consent, c.relation == Relation::Delegator) {
                     form method="post" action="/privacy/consenso" {
                         input type="hidden" name="csrf" value=(c.csrf());
                         @if given {
                             input type="hidden" name="given" value="false";
-                            button.danger type="submit" { (c.t("Revoca il consenso", "Withdraw consent")) }
+                            button.danger type="submit" { (c.t("Revoca il consenso")) }
                         } @else {
                             input type="hidden" name="given" value="true";
-                            button type="submit" { (c.t("Do il consenso", "Give consent")) }
+                            button type="submit" { (c.t("Do il consenso")) }
                         }
                     }
             }
         }
         section aria-labelledby="hidden" {
-            h2 #hidden { (c.t("Documenti oscurati", "Hidden documents")) }
-            p { (c.t("Un documento oscurato non è visibile ai medici, nemmeno in emergenza, e non si può capire che esista. Puoi oscurare o rendere di nuovo visibile un documento dalla sua pagina.",
-                "A hidden document is not visible to clinicians, not even in an emergency, and its existence cannot be inferred. You can hide a document, or make it visible again, from its page.")) }
-            @if hidden.is_empty() { p.muted { (c.t("Nessun documento oscurato.", "No hidden documents.")) } } @else {
+            h2 #hidden { (c.t("Documenti oscurati")) }
+            p { (c.t("Un documento oscurato non è visibile ai medici, nemmeno in emergenza, e non si può capire che esista. Puoi oscurare o rendere di nuovo visibile un documento dalla sua pagina.")) }
+            @if hidden.is_empty() { p.muted { (c.t("Nessun documento oscurato.")) } } @else {
                 ul { @for d in &hidden { li { a href={ "/documenti/" (d.id) } { (super::doc_name(c.lang, &d.title)) } " — " (show_date(c.lang, &d.date, false)) " " span.badge.hidden { (d.hiding.join(", ")) } } } }
             }
         }
         section aria-labelledby="log" {
-            h2 #log { (c.t("Chi ha consultato il fascicolo", "Who looked at the record")) }
-            p { (c.t("Ogni accesso di medici, operatori e strutture è registrato, con data, ruolo e motivo. Gli accessi in emergenza sono evidenziati.", "Every access by clinicians, operators and facilities is logged, with date, role and reason. Emergency accesses are highlighted.")) }
-            p { a.btn href="/privacy/accessi" { (c.t("Vedi il registro degli accessi", "See the access log")) } " " a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice dei documenti (PDF)", "Download the document index (PDF)")) } }
+            h2 #log { (c.t("Chi ha consultato il fascicolo")) }
+            p { (c.t("Ogni accesso di medici, operatori e strutture è registrato, con data, ruolo e motivo. Gli accessi in emergenza sono evidenziati.")) }
+            p { a.btn href="/privacy/accessi" { (c.t("Vedi il registro degli accessi")) } " " a.btn.secondary href="/documenti/indice.pdf" download { (c.t("Scarica l'indice dei documenti (PDF)")) } }
         }
         @if c.relation == Relation::Own {
             section aria-labelledby="notify" {
-                h2 #notify { (c.t("Notifiche", "Notifications")) }
-                p { (c.t("Ricevi un avviso all'indirizzo e al numero registrati presso la tua ASST. Gli accessi in emergenza ti vengono sempre notificati.", "You get notices at the address and number your ASST holds. Emergency accesses are always notified.")) }
-                @if q.get("esito").is_some_and(|e| e == "notifiche") { div.alert.ok role="status" { p { (c.t("Preferenze salvate.", "Preferences saved.")) } } }
+                h2 #notify { (c.t("Notifiche")) }
+                p { (c.t("Ricevi un avviso all'indirizzo e al numero registrati presso la tua ASST. Gli accessi in emergenza ti vengono sempre notificati.")) }
+                @if q.get("esito").is_some_and(|e| e == "notifiche") { div.alert.ok role="status" { p { (c.t("Preferenze salvate.")) } } }
                 @if let Some(off) = &off {
                     form method="post" action="/privacy/notifiche" {
                         input type="hidden" name="csrf" value=(c.csrf());
                         fieldset {
-                            legend { (c.t("Avvisami", "Notify me")) }
-                            @for (key, it, en) in NOTIFICATIONS {
-                                label.check { input type="checkbox" name="on" value=(key) checked[!off.iter().any(|o| o == key)]; (c.t(it, en)) }
+                            legend { (c.t("Avvisami")) }
+                            @for (key, it) in NOTIFICATIONS {
+                                label.check { input type="checkbox" name="on" value=(key) checked[!off.iter().any(|o| o == key)]; (c.t(it)) }
                             }
                         }
-                        button type="submit" { (c.t("Salva le preferenze", "Save the preferences")) }
+                        button type="submit" { (c.t("Salva le preferenze")) }
                     }
                 }
             }
@@ -260,66 +259,66 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
     let emergencies = log.iter().filter(|a| a.emergency).count();
     let body = html! {
         p { a href="/privacy" { "‹ Privacy" } }
-        h1 { (c.t("Registro degli accessi", "Access log")) }
+        h1 { (c.t("Registro degli accessi")) }
         @if emergencies > 0 {
-            div.alert.error role="note" { p { strong { (emergencies) " " (c.t("accessi in emergenza", "emergency accesses")) } " — " (c.t("sono evidenziati in rosso con il motivo dichiarato da chi ha aperto l'accesso.", "are highlighted in red with the reason given by whoever opened the access.")) } }
+            div.alert.error role="note" { p { strong { (emergencies) " " (c.t("accessi in emergenza")) } " — " (c.t("sono evidenziati in rosso con il motivo dichiarato da chi ha aperto l'accesso.")) } }
         }
         form.filters method="get" action="/privacy/accessi" {
-            div { label for="chi" { (c.t("Chi (nome, ruolo o struttura)", "Who (name, role or facility)")) } input #chi name="chi" value=(q.get("chi").cloned().unwrap_or_default()); }
+            div { label for="chi" { (c.t("Chi (nome, ruolo o struttura)")) } input #chi name="chi" value=(q.get("chi").cloned().unwrap_or_default()); }
             details.more open[!from.is_empty() || !to.is_empty() || only_emergency] {
-                summary { (c.t("Altri filtri: periodo, emergenze", "More filters: period, emergencies")) }
+                summary { (c.t("Altri filtri: periodo, emergenze")) }
                 div.filters {
-                    div { label for="dal" { (c.t("Dal", "From")) } input #dal type="date" name="dal" value=(from); }
-                    div { label for="al" { (c.t("Al", "To")) } input #al type="date" name="al" value=(to); }
-                    div { label.check { input type="checkbox" name="emergenza" value="1" checked[only_emergency]; (c.t("Solo accessi in emergenza", "Emergency accesses only")) } }
+                    div { label for="dal" { (c.t("Dal")) } input #dal type="date" name="dal" value=(from); }
+                    div { label for="al" { (c.t("Al")) } input #al type="date" name="al" value=(to); }
+                    div { label.check { input type="checkbox" name="emergenza" value="1" checked[only_emergency]; (c.t("Solo accessi in emergenza")) } }
                 }
             }
-            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
+            div.actions { button type="submit" { (c.t("Filtra")) } }
         }
-        p role="status" #access-count { (shown.len()) " " (if shown.len() == 1 { c.t("accesso", "access") } else { c.t("accessi", "accesses") }) }
+        p role="status" #access-count { (shown.len()) " " (if shown.len() == 1 { c.t("accesso") } else { c.t("accessi") }) }
         @if shown.is_empty() {
-            div.alert { p { (c.t("Nessun accesso da mostrare. Quando un medico o una struttura consulta il fascicolo, lo vedi qui.", "No accesses to show. When a doctor or a facility looks at the record, you see it here.")) } }
+            div.alert { p { (c.t("Nessun accesso da mostrare. Quando un medico o una struttura consulta il fascicolo, lo vedi qui.")) } }
         } @else {
             div.scroll { table.stack #access-log {
-                thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Chi", "Who")) } th scope="col" { (c.t("Ruolo", "Role")) } th scope="col" { (c.t("Struttura", "Facility")) } th scope="col" { (c.t("Cosa e perché", "What and why")) } } }
+                thead { tr { th scope="col" { (c.t("Quando")) } th scope="col" { (c.t("Chi")) } th scope="col" { (c.t("Ruolo")) } th scope="col" { (c.t("Struttura")) } th scope="col" { (c.t("Cosa e perché")) } } }
                 tbody { @for (a, times, what) in rows.iter().take(500) {
                     tr style=[a.emergency.then_some("background:#fbe9ec")] {
-                        td data-label=(c.t("Quando", "When")) { (show_date(c.lang, &a.when, true)) }
+                        td data-label=(c.t("Quando")) { (show_date(c.lang, &a.when, true)) }
                         // a person acting for the holder whose name this viewer may not read
                         // (a delegation limited to some kinds of record) is shown by role, never
                         // by a bare reference
                         th scope="row" { (who_label(&c, &state, a)) }
-                        td data-label=(c.t("Ruolo", "Role")) { (role_label(&c, &a.role)) }
-                        td data-label=(c.t("Struttura", "Facility")) { @if a.organization.is_empty() { "—" } @else { (a.organization) } }
-                        td data-label=(c.t("Cosa e perché", "What and why")) {
+                        td data-label=(c.t("Ruolo")) { (role_label(&c, &a.role)) }
+                        td data-label=(c.t("Struttura")) { @if a.organization.is_empty() { "—" } @else { (a.organization) } }
+                        td data-label=(c.t("Cosa e perché")) {
                             @if a.export {
                                 // the entry names at most 50 of what left: no count that could mislead
-                                (c.t("Ha esportato i dati del fascicolo (esportazione regionale)", "Exported the record's data (regional export)"))
+                                (c.t("Ha esportato i dati del fascicolo (esportazione regionale)"))
                             } @else {
                                 @if *times > 1 && a.action == "C" {
                                     // one publication run: one line, not one per document
-                                    (c.t("Ha pubblicato", "Published")) " " (times) " " (c.t("documenti", "documents"))
+                                    (c.t("Ha pubblicato")) " " (times) " " (c.t("documenti"))
                                 } @else {
                                     (action_label(&c, &a.action))
-                                    @if *times > 1 { " (" (times) " " (c.t("volte", "times")) ")" }
+                                    @if *times > 1 { " (" (times) " " (c.t("volte")) ")" }
                                 }
                                 @let docs: Vec<&String> = what.iter().filter_map(|w| titles.get(w)).collect();
                                 @if !docs.is_empty() {
                                     ": " (docs.iter().take(3).map(|t| t.as_str()).collect::<Vec<_>>().join("; "))
-                                    @if docs.len() > 3 { " " (c.t("e altri", "and")) " " (docs.len() - 3) @if docs.len() > 3 && c.lang == crate::html::Lang::En { " more" } }
-                                    @if what.len() > docs.len() { " " (c.t("e", "and")) " " (what.len() - docs.len()) " " (if what.len() - docs.len() == 1 { c.t("altro dato", "other item") } else { c.t("altri dati", "other items") }) }
+                                    @if docs.len() > 3 { " " (c.t("e altri")) " " (docs.len() - 3) @if docs.len() > 3 && c.lang == crate::html::Lang::En { " more" } }
+                                    @if what.len() > docs.len() { " " (c.t("e")) " " (what.len() - docs.len()) " " (if what.len() - docs.len() == 1 { c.t("altro dato") } else { c.t("altri dati") }) }
                                 } @else {
-                                    @if what.len() == 1 { " (1 " (c.t("elemento", "item")) ")" }
-                                    @if what.len() > 1 { " (" (what.len()) " " (c.t("elementi", "items")) ")" }
+                                    @if what.len() == 1 { " (1 " (c.t("elemento")) ")" }
+                                    @if what.len() > 1 { " (" (what.len()) " " (c.t("elementi")) ")" }
                                 }
                             }
-                            @if a.emergency { " " span.badge.emergency { (c.t("Emergenza", "Emergency")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
-                            @if a.on_behalf { " " span.badge { (c.t("per conto del titolare", "on the holder's behalf")) } }
+                            @if a.emergency { " " span.badge.emergency { (c.t("Emergenza")) } @if !a.reason.is_empty() { br; em { (a.reason) } } }
+                            @if a.on_behalf { " " span.badge { (c.t("per conto del titolare")) } }
                         }
                     }
                 } }
             } }
         }
     };
-    Ok(layout(&c, c.t("Registro degli accessi", "Access log"), body))
+    Ok(layout(&c, c.t("Registro degli accessi"), body))
 }

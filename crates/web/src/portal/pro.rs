@@ -31,8 +31,8 @@ impl ProCtx {
     fn actor(&self) -> &Actor {
         &self.session.actor
     }
-    fn t<'a>(&self, it: &'a str, en: &'a str) -> &'a str {
-        self.lang.t(it, en)
+    fn t(&self, it: &'static str) -> &'static str {
+        self.lang.t(it)
     }
     fn fail(&self) -> impl Fn(AppError) -> super::Failure {
         let (lang, demo) = (self.lang, self.demo);
@@ -55,12 +55,9 @@ async fn pro_ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             state,
             lang,
             StatusCode::FORBIDDEN,
-            lang.t("Area riservata ai professionisti", "Professionals' area"),
-            lang.t(
-                "Queste pagine sono per medici, pediatri, specialisti e infermieri. Il tuo fascicolo è nella pagina iniziale; se hai anche un profilo professionale, attivalo dalla pagina del tuo profilo.",
-                "These pages are for doctors, pediatricians, specialists and nurses. Your own record is on the home page; if you also have a professional profile, switch to it from your profile page.",
-            ),
-            Some(("/me", lang.t("Vai al tuo profilo", "Go to your profile"))),
+            lang.t("Area riservata ai professionisti"),
+            lang.t("Queste pagine sono per medici, pediatri, specialisti e infermieri. Il tuo fascicolo è nella pagina iniziale; se hai anche un profilo professionale, attivalo dalla pagina del tuo profilo."),
+            Some(("/me", lang.t("Vai al tuo profilo"))),
         ));
     }
     Ok(ProCtx { lang, demo: state.auth.demo, set_lang, path: path.to_string(), session })
@@ -75,19 +72,19 @@ fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
             (head(lang, title))
             body {
                 (header_bands(lang, &c.path, c.demo))
-                section.record aria-label=(lang.t("Profilo attivo", "Active profile")) { div.wrap {
+                section.record aria-label=(lang.t("Profilo attivo")) { div.wrap {
                     p style="margin:0" role="status" {
-                        (lang.t("Profilo attivo", "Active profile")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who)) }
+                        (lang.t("Profilo attivo")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who)) }
                     }
                     @if c.clinical() {
                         a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {
-                            @if c.has_list() { (lang.t("I miei assistiti", "My patients")) } @else { (lang.t("Cerca un assistito", "Find a patient")) }
+                            @if c.has_list() { (lang.t("I miei assistiti")) } @else { (lang.t("Cerca un assistito")) }
                         }
                     }
-                    a.btn.secondary href="/me" { (lang.t("Il tuo profilo", "Your profile")) }
+                    a.btn.secondary href="/me" { (lang.t("Il tuo profilo")) }
                     form.inline method="post" action="/auth/logout" {
                         input type="hidden" name="csrf" value=(c.session.csrf);
-                        button.secondary type="submit" { (lang.t("Esci", "Sign out")) }
+                        button.secondary type="submit" { (lang.t("Esci")) }
                     }
                 } }
                 main #main tabindex="-1" { (body) }
@@ -102,12 +99,12 @@ fn find_form(c: &ProCtx, value: &str, error: Option<&str>) -> Markup {
     html! {
         form.filters method="get" action="/professionista" role="search" {
             div {
-                label for="cf" { (c.t("Codice fiscale dell'assistito", "The patient's codice fiscale")) }
+                label for="cf" { (c.t("Codice fiscale dell'assistito")) }
                 input #cf name="cf" value=(value) autocomplete="off" spellcheck="false" maxlength="16" size="18"
                     aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "cf-error")];
                 @if let Some(e) = error { p.field-error #cf-error { (e) } }
             }
-            button type="submit" { (c.t("Apri il fascicolo", "Open the record")) }
+            button type="submit" { (c.t("Apri il fascicolo")) }
         }
     }
 }
@@ -118,12 +115,10 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let portal = Portal::new(state.fhir.clone());
     if !c.clinical() {
         let body = html! {
-            h1 { (c.t("Area professionisti", "Professionals' area")) }
-            div.alert role="status" { p { (c.t(
-                "Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona. I servizi per gli operatori (prenotazioni, anagrafe) arriveranno in queste pagine.",
-                "An administrative profile does not consult clinical records: the law keeps them for the professionals caring for the person. The operators' services (booking, registry) will come to these pages.")) } }
+            h1 { (c.t("Area professionisti")) }
+            div.alert role="status" { p { (c.t("Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona. I servizi per gli operatori (prenotazioni, anagrafe) arriveranno in queste pagine.")) } }
         };
-        return Ok(pro_layout(&c, c.t("Area professionisti", "Professionals' area"), body));
+        return Ok(pro_layout(&c, c.t("Area professionisti"), body));
     }
     let q = query_map(raw.as_deref());
     let typed = q.get("cf").map(|s| s.trim().to_string()).unwrap_or_default();
@@ -131,42 +126,30 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     if !typed.is_empty() {
         match portal.find_by_cf(c.actor(), &typed).await {
             Ok(id) => return Ok(Redirect::to(&format!("/professionista/assistiti/{id}")).into_response()),
-            Err(AppError::BadRequest(_)) => {
-                error = Some(c.t(
-                    "Il codice fiscale non è valido: controlla le 16 lettere e cifre.",
-                    "The codice fiscale is not valid: check its 16 letters and digits.",
-                ))
-            }
-            Err(AppError::NotFound(_)) => {
-                error = Some(c.t(
-                    "Nessuna persona con questo codice fiscale nell'anagrafe regionale.",
-                    "No one with this codice fiscale is in the regional registry.",
-                ))
-            }
+            Err(AppError::BadRequest(_)) => error = Some(c.t("Il codice fiscale non è valido: controlla le 16 lettere e cifre.")),
+            Err(AppError::NotFound(_)) => error = Some(c.t("Nessuna persona con questo codice fiscale nell'anagrafe regionale.")),
             Err(e) => return Err(c.fail()(e)),
         }
     }
     let list = if c.has_list() { portal.assisted(c.actor()).await.map_err(c.fail())? } else { Vec::new() };
-    let title = if c.has_list() { c.t("I miei assistiti", "My patients") } else { c.t("Cerca un assistito", "Find a patient") };
+    let title = if c.has_list() { c.t("I miei assistiti") } else { c.t("Cerca un assistito") };
     let body = html! {
         h1 { (title) }
-        p.lead { (c.t(
-            "Apri il fascicolo di una persona che hai in cura. Vedi ciò che ha acconsentito a mostrare, senza i documenti che ha oscurato; ogni consultazione è registrata nel suo elenco degli accessi.",
-            "Open the record of a person in your care. You see what they consented to show, without the documents they hid; each consultation is recorded in their access log.")) }
+        p.lead { (c.t("Apri il fascicolo di una persona che hai in cura. Vedi ciò che ha acconsentito a mostrare, senza i documenti che ha oscurato; ogni consultazione è registrata nel suo elenco degli accessi.")) }
         (find_form(&c, &typed, error))
         @if c.has_list() {
-            h2 #elenco { (c.t("Elenco", "List")) " " span.muted { "(" (list.len()) ")" } }
+            h2 #elenco { (c.t("Elenco")) " " span.muted { "(" (list.len()) ")" } }
             @if list.is_empty() {
-                p { (c.t("Nessuna persona ti ha scelto come medico.", "No one has chosen you as their doctor.")) }
+                p { (c.t("Nessuna persona ti ha scelto come medico.")) }
             } @else {
                 table.stack {
-                    caption.muted { (c.t("Le persone che ti hanno scelto, per cognome", "The people who chose you, by surname")) }
-                    thead { tr { th scope="col" { (c.t("Nome", "Name")) } th scope="col" { (c.t("Codice fiscale", "Codice fiscale")) } th scope="col" { (c.t("Data di nascita", "Date of birth")) } } }
+                    caption.muted { (c.t("Le persone che ti hanno scelto, per cognome")) }
+                    thead { tr { th scope="col" { (c.t("Nome e cognome")) } th scope="col" { (c.t("Codice fiscale")) } th scope="col" { (c.t("Data di nascita")) } } }
                     tbody { @for a in &list {
                         tr {
                             th scope="row" { a href={ "/professionista/assistiti/" (a.patient) } { (a.name) } }
-                            td data-label=(c.t("Codice fiscale", "Codice fiscale")) { code { (a.cf) } }
-                            td data-label=(c.t("Data di nascita", "Date of birth")) { (show_date(c.lang, &a.birth_date, false)) }
+                            td data-label=(c.t("Codice fiscale")) { code { (a.cf) } }
+                            td data-label=(c.t("Data di nascita")) { (show_date(c.lang, &a.birth_date, false)) }
                         }
                     } }
                 }
@@ -179,14 +162,8 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
 /// Why a record does not open, in words.
 fn closed_reason(c: &ProCtx, s: Standing) -> &'static str {
     match (s.consent, s.care) {
-        (false, _) => c.t(
-            "La persona non ha dato il consenso alla consultazione del fascicolo (o l'ha revocato): i professionisti non possono vederlo, salvo in emergenza.",
-            "The person has not consented to the consultation of their record (or withdrew it): professionals cannot see it, except in an emergency.",
-        ),
-        (true, false) => c.t(
-            "Non risulti tra chi ha in cura la persona: non sei il suo medico e non ha con te un ricovero, una visita prenotata o un piano di cura aperti.",
-            "You are not among those caring for the person: you are not their doctor and they have no open stay, booked visit or care plan with you.",
-        ),
+        (false, _) => c.t("La persona non ha dato il consenso alla consultazione del fascicolo (o l'ha revocato): i professionisti non possono vederlo, salvo in emergenza."),
+        (true, false) => c.t("Non risulti tra chi ha in cura la persona: non sei il suo medico e non ha con te un ricovero, una visita prenotata o un piano di cura aperti."),
         (true, true) => "",
     }
 }
@@ -200,34 +177,34 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
     let q = query_map(raw.as_deref());
     let minutes = state.fhir.policy().break_glass_minutes;
     let name = r.patient.as_ref().map(super::person_name).unwrap_or_default();
-    let title = if name.is_empty() { c.t("Fascicolo non consultabile", "Record not available").to_string() } else { name.clone() };
+    let title = if name.is_empty() { c.t("Fascicolo non consultabile").to_string() } else { name.clone() };
     // newest first, 20 a page like the citizen's list
     let pages = r.documents.len().div_ceil(super::documents::PAGE_SIZE).max(1);
     let page: usize = q.get("pagina").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, pages);
     let shown = &r.documents[(page - 1) * super::documents::PAGE_SIZE..(page * super::documents::PAGE_SIZE).min(r.documents.len())];
     let body = html! {
-        p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti", "My patients") } else { c.t("Cerca un assistito", "Find a patient") }) } }
+        p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti") } else { c.t("Cerca un assistito") }) } }
         h1 { (title) }
         @if let Some(p) = &r.patient {
             @if r.standing.by_emergency() {
                 div.alert.emergency role="status" #emergency-open {
-                    p { strong { (c.t("Accesso in emergenza in corso.", "Emergency access in progress.")) } " "
-                        (c.t("Vedi il fascicolo senza consenso perché hai dichiarato un'emergenza: ogni consultazione è registrata e la persona ne è avvisata. L'accesso termina da solo dopo", "You see the record without consent because you declared an emergency: every consultation is logged and the person is told. The access ends by itself after"))
-                        " " (minutes) " " (c.t("minuti.", "minutes.")) }
+                    p { strong { (c.t("Accesso in emergenza in corso.")) } " "
+                        (c.t("Vedi il fascicolo senza consenso perché hai dichiarato un'emergenza: ogni consultazione è registrata e la persona ne è avvisata. L'accesso termina da solo dopo"))
+                        " " (minutes) " " (c.t("minuti.")) }
                 }
             }
             @if q.contains_key("aperto") && !r.standing.by_emergency() {
-                div.alert.ok role="status" { p { (c.t("Il fascicolo è già consultabile: l'accesso in emergenza non serve.", "The record is open already: no emergency access is needed.")) } }
+                div.alert.ok role="status" { p { (c.t("Il fascicolo è già consultabile: l'accesso in emergenza non serve.")) } }
             }
             dl.meta {
-                dt { (c.t("Codice fiscale", "Codice fiscale")) } dd { code { (fascicolo_app::auth::cf_of(p).unwrap_or("—")) } }
-                dt { (c.t("Data di nascita", "Date of birth")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
-                dt { (c.t("Sesso", "Sex")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina", "Female"), Some("male") => c.t("Maschio", "Male"), _ => "—" }) }
+                dt { (c.t("Codice fiscale")) } dd { code { (fascicolo_app::auth::cf_of(p).unwrap_or("—")) } }
+                dt { (c.t("Data di nascita")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
+                dt { (c.t("Sesso")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina"), Some("male") => c.t("Maschio"), _ => "—" }) }
             }
-            h2 { (c.t("Documenti", "Documents")) " " span.muted { "(" (r.documents.len()) ")" } }
-            p.muted { (c.t("Non sono elencati i documenti che la persona ha oscurato né quelli a maggior tutela (art. 6) che non ha reso visibili.", "Documents the person hid, and specially protected ones (art. 6) they did not release, are not listed.")) }
+            h2 { (c.t("Documenti")) " " span.muted { "(" (r.documents.len()) ")" } }
+            p.muted { (c.t("Non sono elencati i documenti che la persona ha oscurato né quelli a maggior tutela (art. 6) che non ha reso visibili.")) }
             @if r.documents.is_empty() {
-                p { (c.t("Nessun documento consultabile.", "No document you may see.")) }
+                p { (c.t("Nessun documento consultabile.")) }
             } @else {
                 ul.doclist { @for d in shown {
                     li { div {
@@ -237,32 +214,30 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
                     } }
                 } }
                 @if pages > 1 {
-                    nav.pager aria-label=(c.t("Pagine", "Pages")) {
-                        @if page > 1 { a.btn.secondary href={ (path) "?pagina=" (page - 1) } rel="prev" { "‹ " (c.t("Precedenti", "Previous")) } }
-                        span { (c.t("Pagina", "Page")) " " (page) " " (c.t("di", "of")) " " (pages) }
-                        @if page < pages { a.btn.secondary href={ (path) "?pagina=" (page + 1) } rel="next" { (c.t("Successivi", "Next")) " ›" } }
+                    nav.pager aria-label=(c.t("Pagine")) {
+                        @if page > 1 { a.btn.secondary href={ (path) "?pagina=" (page - 1) } rel="prev" { "‹ " (c.t("Precedenti")) } }
+                        span { (c.t("Pagina")) " " (page) " " (c.t("di")) " " (pages) }
+                        @if page < pages { a.btn.secondary href={ (path) "?pagina=" (page + 1) } rel="next" { (c.t("Successivi")) " ›" } }
                     }
                 }
             }
         } @else {
             div.alert.warn role="status" #record-closed {
-                p { strong { (c.t("Non puoi consultare questo fascicolo.", "You may not consult this record.")) } " " (closed_reason(&c, r.standing)) }
+                p { strong { (c.t("Non puoi consultare questo fascicolo.")) } " " (closed_reason(&c, r.standing)) }
             }
-            h2 { (c.t("Accesso in emergenza", "Emergency access")) }
-            p { (c.t(
-                "Se la persona è in pericolo e serve il fascicolo per curarla, puoi aprirlo dichiarando il motivo. L'accesso dura",
-                "If the person is at risk and you need the record to treat them, you may open it by stating why. The access lasts")) " " (minutes) " "
-                (c.t("minuti, è registrato con il motivo e la persona riceve un avviso. I documenti oscurati restano esclusi.", "minutes, is logged with the reason, and the person is notified. Hidden documents stay excluded.")) }
+            h2 { (c.t("Accesso in emergenza")) }
+            p { (c.t("Se la persona è in pericolo e serve il fascicolo per curarla, puoi aprirlo dichiarando il motivo. L'accesso dura")) " " (minutes) " "
+                (c.t("minuti, è registrato con il motivo e la persona riceve un avviso. I documenti oscurati restano esclusi.")) }
             form method="post" action={ "/professionista/assistiti/" (r.patient_id) "/emergenza" } {
                 input type="hidden" name="csrf" value=(c.session.csrf);
-                label for="reason" { (c.t("Motivo dell'emergenza (almeno 10 caratteri)", "Reason for the emergency (at least 10 characters)")) }
+                label for="reason" { (c.t("Motivo dell'emergenza (almeno 10 caratteri)")) }
                 @if let Some(e) = q.get("errore") {
                     @if e == "motivo" {
-                        p.field-error #reason-error { (c.t("Scrivi il motivo: da 10 a 2.000 caratteri.", "Write the reason: 10 to 2,000 characters.")) }
+                        p.field-error #reason-error { (c.t("Scrivi il motivo: da 10 a 2.000 caratteri.")) }
                     }
                 }
                 textarea #reason name="reason" rows="3" required minlength="10" maxlength="2000" aria-describedby=[q.get("errore").map(|_| "reason-error")] {}
-                p { button.danger type="submit" { (c.t("Apri in emergenza", "Open as an emergency")) } }
+                p { button.danger type="submit" { (c.t("Apri in emergenza")) } }
             }
         }
     };
@@ -319,24 +294,24 @@ pub async fn document(State(state): State<AppState>, Path(id): Path<String>, Raw
     let (rendering, note) = super::documents::content(&state, &portal, c.actor(), d).await.map_err(c.fail())?;
     let patient = detail.resource["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(String::from);
     let body = html! {
-        @if let Some(p) = &patient { p { a href={ "/professionista/assistiti/" (p) } { "‹ " (c.t("Torna al fascicolo", "Back to the record")) } } }
+        @if let Some(p) = &patient { p { a href={ "/professionista/assistiti/" (p) } { "‹ " (c.t("Torna al fascicolo")) } } }
         h1 { (super::doc_name(c.lang, &d.title)) }
         dl.meta {
-            dt { (c.t("Tipo", "Type")) } dd { (super::doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
-            dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, &d.date, true)) }
-            @if !d.organization.is_empty() { dt { (c.t("Struttura", "Facility")) } dd { (d.organization) } }
-            @if !d.author.is_empty() { dt { (c.t("Autore", "Author")) } dd { (d.author) } }
+            dt { (c.t("Tipo")) } dd { (super::doc_name(c.lang, &d.type_display)) @if !d.type_code.is_empty() { span.muted { " (LOINC " (d.type_code) ")" } } }
+            dt { (c.t("Data")) } dd { (show_date(c.lang, &d.date, true)) }
+            @if !d.organization.is_empty() { dt { (c.t("Struttura")) } dd { (d.organization) } }
+            @if !d.author.is_empty() { dt { (c.t("Autore")) } dd { (d.author) } }
             @if let Some(n) = &d.nre { dt { "NRE" } dd { (n) } }
-            dt { (c.t("Stato", "Status")) } dd { @if detail.status == "current" { (c.t("Versione in vigore", "Current version")) } @else { (c.t("Sostituito da una versione più recente", "Replaced by a newer version")) } }
+            dt { (c.t("Stato")) } dd { @if detail.status == "current" { (c.t("Versione in vigore")) } @else { (c.t("Sostituito da una versione più recente")) } }
         }
         @if d.has_original {
             p {
-                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF", "Download the PDF")) } " "
-                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale (CDA)", "Download the original (CDA)")) }
+                a.btn href={ "/documents/" (d.id) "/pdf" } download { (c.t("Scarica il PDF")) } " "
+                a.btn.secondary href={ "/documents/" (d.id) "/original" } download { (c.t("Scarica l'originale (CDA)")) }
             }
         }
-        @if d.has_file { p { a.btn href={ "/professionista/documenti/" (d.id) "/file" } { (c.t("Apri il file", "Open the file")) } } }
-        (super::documents::content_markup(c.lang, c.t("Nota del cittadino", "The citizen's note"), note.as_deref(), rendering))
+        @if d.has_file { p { a.btn href={ "/professionista/documenti/" (d.id) "/file" } { (c.t("Apri il file")) } } }
+        (super::documents::content_markup(c.lang, c.t("Nota del cittadino"), note.as_deref(), rendering))
     };
     Ok(pro_layout(&c, super::doc_name(c.lang, &d.title), body))
 }

@@ -3,6 +3,7 @@
 use super::units::{num, unit};
 use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult, Relation};
 use crate::html::Lang;
+use crate::i18n::n_;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -77,7 +78,7 @@ fn administration_words(c: &Ctx, cc: &Value) -> String {
         None
     };
     match words {
-        Some((it, en)) => c.t(it, en).to_string(),
+        Some((it, en)) => c.lang.pick(it, en).to_string(),
         None => {
             let t = text_of(cc);
             if t.is_empty() {
@@ -92,43 +93,42 @@ fn administration_words(c: &Ctx, cc: &Value) -> String {
 /// A number of packs, in words.
 fn packs(c: &Ctx, q: f64) -> String {
     let one = (q - 1.0).abs() < f64::EPSILON;
-    format!("{} {}", num(c.lang, q), if one { c.t("confezione", "pack") } else { c.t("confezioni", "packs") })
+    format!("{} {}", num(c.lang, q), if one { c.t("confezione") } else { c.t("confezioni") })
 }
 
 /// An item's FHIR status in words, for its kind (never the raw code): a drug prescription
 /// still "active" past its validity is expired, whatever the record says.
 fn status_label(c: &Ctx, rt: &str, v: &Value) -> String {
     let code = v["status"].as_str().unwrap_or_default();
-    let t = |it: &str, en: &str| c.t(it, en).to_string();
     match (rt, code) {
         ("MedicationRequest", "active") => match v["authoredOn"].as_str().and_then(drug_prescription_expiry) {
             Some(last) if last < fascicolo_domain::rome::today() => {
-                format!("{} {}", c.t("Scaduta il", "Expired on"), show_date(c.lang, &last.to_string(), false))
+                format!("{} {}", c.t("Scaduta il"), show_date(c.lang, &last.to_string(), false))
             }
-            Some(last) => format!("{} {}", c.t("Da ritirare entro il", "To collect by"), show_date(c.lang, &last.to_string(), false)),
-            None => t("Da ritirare", "To collect"),
+            Some(last) => format!("{} {}", c.t("Da ritirare entro il"), show_date(c.lang, &last.to_string(), false)),
+            None => c.t("Da ritirare").to_string(),
         },
-        ("MedicationRequest", "completed") => t("Erogata", "Dispensed"),
-        ("ServiceRequest", "active") => t("Da prenotare", "To book"),
-        ("ServiceRequest", "completed") => t("Eseguita", "Done"),
-        ("MedicationRequest" | "ServiceRequest", "cancelled" | "revoked") => t("Annullata", "Cancelled"),
-        ("MedicationRequest" | "ServiceRequest", "stopped" | "on-hold") => t("Sospesa", "Suspended"),
-        ("Immunization", "completed") => t("Eseguita", "Given"),
-        ("Immunization", "not-done") => t("Non eseguita", "Not given"),
-        ("Appointment", "booked") => t("Prenotato", "Booked"),
-        ("Appointment", "cancelled") => t("Annullato", "Cancelled"),
-        ("Appointment", "fulfilled") => t("Eseguito", "Done"),
-        ("Appointment", "noshow") => t("Mancata presentazione", "Missed"),
-        ("Appointment", "arrived" | "checked-in") => t("In corso", "In progress"),
-        ("Appointment", "proposed" | "pending") => t("Da confermare", "To be confirmed"),
-        ("Appointment", "waitlist") => t("In lista d'attesa", "On the waiting list"),
-        ("CarePlan", "active") => t("Attivo", "Active"),
-        ("CarePlan", "completed") => t("Concluso", "Completed"),
-        ("CarePlan", "revoked") => t("Interrotto", "Stopped"),
-        ("CarePlan", "on-hold") => t("Sospeso", "Suspended"),
-        (_, "draft") => t("Bozza", "Draft"),
-        (_, "entered-in-error") => t("Annullato per errore", "Entered in error"),
-        _ => t("Stato non indicato", "Status not given"),
+        ("MedicationRequest", "completed") => c.t("Erogata").to_string(),
+        ("ServiceRequest", "active") => c.t("Da prenotare").to_string(),
+        ("ServiceRequest", "completed") => c.t("Eseguita").to_string(),
+        ("MedicationRequest" | "ServiceRequest", "cancelled" | "revoked") => c.t("Annullata").to_string(),
+        ("MedicationRequest" | "ServiceRequest", "stopped" | "on-hold") => c.t("Sospesa").to_string(),
+        ("Immunization", "completed") => c.t("Somministrata").to_string(),
+        ("Immunization", "not-done") => c.t("Non eseguita").to_string(),
+        ("Appointment", "booked") => c.t("Prenotato").to_string(),
+        ("Appointment", "cancelled") => c.t("Annullato").to_string(),
+        ("Appointment", "fulfilled") => c.t("Eseguito").to_string(),
+        ("Appointment", "noshow") => c.t("Mancata presentazione").to_string(),
+        ("Appointment", "arrived" | "checked-in") => c.t("In corso").to_string(),
+        ("Appointment", "proposed" | "pending") => c.t("Da confermare").to_string(),
+        ("Appointment", "waitlist") => c.t("In lista d'attesa").to_string(),
+        ("CarePlan", "active") => c.t("Attivo").to_string(),
+        ("CarePlan", "completed") => c.t("Concluso").to_string(),
+        ("CarePlan", "revoked") => c.t("Interrotto").to_string(),
+        ("CarePlan", "on-hold") => c.t("Sospeso").to_string(),
+        (_, "draft") => c.t("Bozza").to_string(),
+        (_, "entered-in-error") => c.t("Annullato per errore").to_string(),
+        _ => c.t("Stato non indicato").to_string(),
     }
 }
 
@@ -163,23 +163,22 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let body = html! {
         // greeted is the person signed in; another's record is named as such
         @match c.relation {
-            Relation::Own => { h1 { (c.t("Ciao", "Hello")) ", " (c.record_name) } }
-            Relation::Child => { h1 { (c.t("Il fascicolo di", "The record of")) " " (c.record_name) } }
-            Relation::Delegator => { h1 { (c.t("Il fascicolo di", "The record of")) " " (c.record_name) " " span.muted { "(" (c.t("su delega", "by delegation")) ")" } } }
+            Relation::Own => { h1 { (c.t("Ciao")) ", " (c.record_name) } }
+            Relation::Child => { h1 { (c.t("Il fascicolo di")) " " (c.record_name) } }
+            Relation::Delegator => { h1 { (c.t("Il fascicolo di")) " " (c.record_name) " " span.muted { "(" (c.t("su delega")) ")" } } }
         }
         @if ov.consent == Some(false) && c.relation != Relation::Delegator {
             div.alert.warn role="note" {
-                h2 style="margin-top:0" { (c.t("Da fare", "To do")) }
-                p { (c.t("Non hai dato il consenso alla consultazione: i medici che ti curano non possono vedere i tuoi documenti, nemmeno il tuo medico di famiglia.",
-                    "You have not given consent to consultation: the clinicians caring for you cannot see your documents, not even your family doctor.")) }
-                a.btn href="/privacy" { (c.t("Decidi sul consenso", "Decide on consent")) }
+                h2 style="margin-top:0" { (c.t("Da fare")) }
+                p { (c.t("Non hai dato il consenso alla consultazione: i medici che ti curano non possono vedere i tuoi documenti, nemmeno il tuo medico di famiglia.")) }
+                a.btn href="/privacy" { (c.t("Decidi sul consenso")) }
             }
         }
         // an emergency opening of the record in the last 30 days: said first, with who and why
         @if !ov.emergencies.is_empty() && c.allows("/privacy") {
             div.alert.error role="note" #recent-emergency {
-                h2 style="margin-top:0" { (c.t("Accessi in emergenza", "Emergency accesses")) }
-                p { (c.t("Negli ultimi 30 giorni il fascicolo è stato aperto in emergenza, senza consenso:", "In the last 30 days the record was opened as an emergency, without consent:")) }
+                h2 style="margin-top:0" { (c.t("Accessi in emergenza")) }
+                p { (c.t("Negli ultimi 30 giorni il fascicolo è stato aperto in emergenza, senza consenso:")) }
                 ul { @for a in ov.emergencies.iter().take(3) {
                     li {
                         strong { (show_date(c.lang, &a.when, true)) } " — " (super::privacy::who_label(&c, &state, a))
@@ -188,30 +187,30 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                         @if !a.reason.is_empty() { ": " em { "«" (a.reason) "»" } }
                     }
                 } }
-                a.btn href="/privacy/accessi?emergenza=1" { (c.t("Vedi nel registro degli accessi", "See them in the access log")) }
+                a.btn href="/privacy/accessi?emergenza=1" { (c.t("Vedi nel registro degli accessi")) }
             }
         }
         ul.cards {
             @if c.allows("/documenti") { li.card {
-                h2 { a href="/documenti" { (c.t("Documenti", "Documents")) } }
-                p { span.big { (docs.all) } " " (c.t("nel fascicolo", "in the record")) }
-                @if new_count > 0 { p { span.badge.new { (c.t("Nuovi dall'ultima visita", "New since your last visit")) ": " (new_count) } } }
+                h2 { a href="/documenti" { (c.t("Documenti")) } }
+                p { span.big { (docs.all) } " " (c.t("nel fascicolo")) }
+                @if new_count > 0 { p { span.badge.new { (c.t("Nuovi dall'ultima visita")) ": " (new_count) } } }
                 @if !latest.is_empty() {
-                    h3.muted style="font-size:1rem;margin:.5rem 0 0" { (c.t("I più recenti", "Most recent")) }
+                    h3.muted style="font-size:1rem;margin:.5rem 0 0" { (c.t("I più recenti")) }
                     ul { @for d in &latest { li { a href={ "/documenti/" (d.id) } { (super::doc_name(c.lang, &d.title)) } " " span.muted { (show_date(c.lang, &d.date, false)) }
-                        @if d.is_new(seen) { " " span.badge.new { (c.t("Nuovo", "New")) } } } } }
+                        @if d.is_new(seen) { " " span.badge.new { (c.t("Nuovo")) } } } } }
                 }
             } }
             @if c.allows("/appuntamenti") { li.card {
-                h2 { a href="/appuntamenti" { (c.t("Prossimi appuntamenti", "Upcoming appointments")) } }
-                @if ov.appointments.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.", "No appointments booked.")) } }
+                h2 { a href="/appuntamenti" { (c.t("Prossimi appuntamenti")) } }
+                @if ov.appointments.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.")) } }
                 ul { @for a in ov.appointments.iter().take(3) {
                     li { strong { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) } " — " (a["description"].as_str().unwrap_or_default()) }
                 } }
             } }
             // a count only where the person may see what it counts (a delegation may not cover it)
             @if c.allows("/prescrizioni") { li.card {
-                h2 { a href="/prescrizioni" { (c.t("Prescrizioni attive", "Active prescriptions")) } }
+                h2 { a href="/prescrizioni" { (c.t("Prescrizioni attive")) } }
                 // "active" in the record, and still within its validity
                 @let valid: Vec<&Value> = ov.prescriptions.iter()
                     .filter(|m| m["authoredOn"].as_str().and_then(drug_prescription_expiry).is_none_or(|last| last >= fascicolo_domain::rome::today()))
@@ -220,52 +219,50 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                 ul { @for m in valid.iter().take(3) { li { (med_name(m)) @if let Some(n) = nre_of(m) { " " span.muted { "NRE " (n) } } } } }
             } }
             @if c.allows("/vaccinazioni") { li.card {
-                h2 { a href="/vaccinazioni" { (c.t("Vaccinazioni", "Vaccinations")) } }
-                p { span.big { (ov.immunizations.len()) } " " (c.t("registrate", "recorded")) }
+                h2 { a href="/vaccinazioni" { (c.t("Vaccinazioni")) } }
+                p { span.big { (ov.immunizations.len()) } " " (c.t("registrate")) }
                 @if let Some(last) = ov.immunizations.first() {
-                    p { (c.t("Ultima", "Latest")) ": " (text_of(&last["vaccineCode"])) " — " (show_date(c.lang, last["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+                    p { (c.t("Ultima")) ": " (text_of(&last["vaccineCode"])) " — " (show_date(c.lang, last["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
                 }
             } }
             @if !ov.care_plans.is_empty() && c.allows("/piano-di-cura") {
                 li.card {
-                    h2 { a href="/piano-di-cura" { (c.t("Piani di cura", "Care plans")) } }
+                    h2 { a href="/piano-di-cura" { (c.t("Piani di cura")) } }
                     ul { @for p in &ov.care_plans { li { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) } } }
                 }
             }
             @if c.allows("/privacy") { li.card {
                 h2 { a href="/privacy" { "Privacy" } }
                 p { @match ov.consent {
-                    Some(true) => (c.t("Consenso alla consultazione: dato.", "Consent to consultation: given.")),
-                    Some(false) => (c.t("Consenso alla consultazione: non dato.", "Consent to consultation: not given.")),
-                    None => (c.t("Le scelte sulla privacy spettano al titolare del fascicolo.", "Privacy choices belong to the record's holder.")),
+                    Some(true) => (c.t("Consenso alla consultazione: dato.")),
+                    Some(false) => (c.t("Consenso alla consultazione: non dato.")),
+                    None => (c.t("Le scelte sulla privacy spettano al titolare del fascicolo.")),
                 } }
-                p { a href="/privacy/accessi" { (c.t("Chi ha consultato il fascicolo", "Who looked at the record")) } }
+                p { a href="/privacy/accessi" { (c.t("Chi ha consultato il fascicolo")) } }
             } }
         }
     };
-    Ok(layout(&c, c.t("Home", "Home"), body))
+    Ok(layout(&c, c.t("Home"), body))
 }
 
 fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::Lang>) -> Response {
     let body = html! {
-        h1 { (lang.t("Il tuo Fascicolo Sanitario Elettronico", "Your Electronic Health Record")) }
-        p.lead { (lang.t("Referti, lettere di dimissione, vaccinazioni, prescrizioni e i tuoi dati sanitari, sempre con te. Decidi tu chi può vederli.",
-            "Reports, discharge letters, vaccinations, prescriptions and your health data, always with you. You decide who can see them.")) }
-        p { a.btn href="/auth/login?next=/" { (lang.t("Accedi al Fascicolo", "Sign in to your record")) } }
+        h1 { (lang.t("Il tuo Fascicolo Sanitario Elettronico")) }
+        p.lead { (lang.t("Referti, lettere di dimissione, vaccinazioni, prescrizioni e i tuoi dati sanitari, sempre con te. Decidi tu chi può vederli.")) }
+        p { a.btn href="/auth/login?next=/" { (lang.t("Accedi al Fascicolo")) } }
         @if state.auth.demo {
-            div.alert role="note" { p { (lang.t("Ambiente dimostrativo: l'accesso avviene con un fornitore di identità di prova che ti fa scegliere una persona sintetica. Non inserire dati reali.",
-                "Demo environment: sign-in goes through a test identity provider where you pick a synthetic person. Do not enter real data.")) } }
+            div.alert role="note" { p { (lang.t("Ambiente dimostrativo: l'accesso avviene con un fornitore di identità di prova che ti fa scegliere una persona sintetica. Non inserire dati reali.")) } }
         }
-        h2 { (lang.t("Per chi sviluppa e per le strutture", "For developers and healthcare providers")) }
+        h2 { (lang.t("Per chi sviluppa e per le strutture")) }
         ul {
-            li { a href="/fhir/r4/metadata" { "API FHIR R4" } " " (lang.t("con SMART on FHIR: le stesse regole di privacy del portale.", "with SMART on FHIR: the same privacy rules as the portal.")) }
-            li { code { "/ingest/v1" } " — " (lang.t("pubblicazione dei documenti CDA2 (gateway FSE 2.0).", "CDA2 document publication (FSE 2.0 gateway).")) }
+            li { a href="/fhir/r4/metadata" { "API FHIR R4" } " " (lang.t("con SMART on FHIR: le stesse regole di privacy del portale.")) }
+            li { code { "/ingest/v1" } " — " (lang.t("pubblicazione dei documenti CDA2 (gateway FSE 2.0).")) }
         }
     };
     let markup = html! {
         (maud::DOCTYPE)
         html lang=(lang.code()) {
-            (super::head(lang, lang.t("Benvenuto", "Welcome")))
+            (super::head(lang, lang.t("Benvenuto")))
             body { (super::header_bands(lang, "/", state.auth.demo)) main #main tabindex="-1" { (body) } (super::footer(lang)) }
         }
     };
@@ -275,9 +272,9 @@ fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::L
 fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
     html! { @if p.out_of_range() {
         span.badge.out { @match (p.high, p.low) {
-            (Some(h), _) if p.value > h => (c.t("Alto", "High")),
-            (_, Some(l)) if p.value < l => (c.t("Basso", "Low")),
-            _ => (c.t("Fuori intervallo", "Out of range")),
+            (Some(h), _) if p.value > h => (c.t("Alto")),
+            (_, Some(l)) if p.value < l => (c.t("Basso")),
+            _ => (c.t("Fuori intervallo")),
         } }
     } }
 }
@@ -320,44 +317,43 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
     let c = ctx(&state, &headers, "/risultati", raw.as_deref()).await?;
     let series = Portal::new(state.fhir.clone()).results(c.actor(), None, false).await.map_err(c.fail())?;
     let body = html! {
-        h1 { (c.t("Risultati ed esami", "Results and tests")) }
-        p.lead { (c.t("Ogni valore misurato, dai referti di laboratorio e dal tuo Taccuino. Apri un esame per vederne l'andamento nel tempo con l'intervallo di riferimento del laboratorio.",
-            "Every measured value, from laboratory reports and your Notebook. Open a test to see it over time with the laboratory's reference range.")) }
+        h1 { (c.t("Risultati ed esami")) }
+        p.lead { (c.t("Ogni valore misurato, dai referti di laboratorio e dal tuo Taccuino. Apri un esame per vederne l'andamento nel tempo con l'intervallo di riferimento del laboratorio.")) }
         @if series.is_empty() {
-            div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.", "No results yet. When a laboratory publishes a report, its values appear here.")) } }
+            div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.")) } }
         } @else {
             div.scroll { table.stack {
                 @let rows = result_rows(&series);
-                caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame", "test") } else { c.t("esami", "tests") }) }
-                thead { tr { th scope="col" { (c.t("Esame", "Test")) } th scope="col" { (c.t("Ultimo valore", "Latest value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Rispetto al precedente", "Since the previous")) } th scope="col" { (c.t("Valori", "Values")) } } }
+                caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame") } else { c.t("esami") }) }
+                thead { tr { th scope="col" { (c.t("Esame")) } th scope="col" { (c.t("Ultimo valore")) } th scope="col" { (c.t("Intervallo")) } th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Rispetto al precedente")) } th scope="col" { (c.t("Valori")) } } }
                 tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
                     tr {
                         th scope="row" { a href={ "/risultati/" (code) } { (name) } }
-                        td.num data-label=(c.t("Ultimo valore", "Latest value")) {
+                        td.num data-label=(c.t("Ultimo valore")) {
                             // a panel's components together, as people write them: 131/84 mmHg
                             (parts.iter().filter_map(|s| s.last()).map(|p| num(c.lang, p.value)).collect::<Vec<_>>().join("/"))
                             " " (unit(&p.unit))
                             @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(&c, q)) }
                         }
-                        td.num data-label=(c.t("Intervallo", "Range")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
-                        td data-label=(c.t("Data", "Date")) { (show_date(c.lang, &p.when, false)) }
-                        td.num data-label=(c.t("Rispetto al precedente", "Since the previous")) {
+                        td.num data-label=(c.t("Intervallo")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
+                        td data-label=(c.t("Data")) { (show_date(c.lang, &p.when, false)) }
+                        td.num data-label=(c.t("Rispetto al precedente")) {
                             @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(c.lang, s)).collect();
                             @if changes.iter().all(Option::is_some) {
                                 (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
                                 @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
-                                    br; span.muted { (c.t("dal", "from")) " " (show_date(c.lang, &prev.when, false)) }
+                                    br; span.muted { (c.t("dal")) " " (show_date(c.lang, &prev.when, false)) }
                                 }
                             } @else { span.muted { "—" } }
                         }
-                        td data-label=(c.t("Valori", "Values")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
+                        td data-label=(c.t("Valori")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
                     }
                 } } }
             } }
         }
-        p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino", "Add a measurement to the Notebook")) } }
+        p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino")) } }
     };
-    Ok(layout(&c, c.t("Risultati", "Results"), body))
+    Ok(layout(&c, c.t("Risultati"), body))
 }
 
 /// How the latest value compares with the one before it: "↑ +12", "↓ −0,3", "= 0". Nothing
@@ -387,23 +383,21 @@ fn code_param(code: &str) -> String {
 
 /// What the chart's marks mean: only the marks this chart draws.
 fn legend(c: &Ctx, s: &Series) -> String {
-    let mut parts: Vec<&str> = vec![c.t("Cerchio blu: valore del laboratorio.", "Blue circle: laboratory value.")];
+    let mut parts: Vec<&str> = vec![c.t("Cerchio blu: valore del laboratorio.")];
     if !s.points.iter().any(|p| !p.taccuino && !p.out_of_range()) {
         parts.clear();
     }
     if s.points.iter().any(|p| p.high.is_some()) {
-        parts.push(c.t("Area verde: intervallo di riferimento del laboratorio.", "Green area: the laboratory's reference range."));
+        parts.push(c.t("Area verde: intervallo di riferimento del laboratorio."));
     }
     if s.points.iter().any(|p| p.out_of_range()) {
-        parts.push(c.t("Rombo rosso: valore fuori intervallo.", "Red diamond: value out of range."));
+        parts.push(c.t("Rombo rosso: valore fuori intervallo."));
     }
     if s.points.iter().any(|p| p.taccuino && !p.out_of_range()) {
-        parts.push(c.t("Quadrato bianco: misura del Taccuino.", "White square: Notebook measurement."));
+        parts.push(c.t("Quadrato bianco: misura del Taccuino."));
     }
     if !s.unit_changes().is_empty() || !s.source_changes().is_empty() {
-        parts.push(
-            c.t("Linea tratteggiata arancione: cambio di unità o di laboratorio.", "Dashed orange line: change of unit or laboratory."),
-        );
+        parts.push(c.t("Linea tratteggiata arancione: cambio di unità o di laboratorio."));
     }
     parts.join(" ")
 }
@@ -435,19 +429,17 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
         _ => series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / "),
     };
     let body = html! {
-        p { a href="/risultati" { "‹ " (c.t("Tutti i risultati", "All results")) } }
+        p { a href="/risultati" { "‹ " (c.t("Tutti i risultati")) } }
         h1 { (title) }
         @for s in &series {
             @if series.len() > 1 { h2 { (s.name) } }
             @let units = s.unit_changes();
             @let sources = s.source_changes();
             @if !units.is_empty() {
-                div.alert.warn role="note" { p { (c.t("Attenzione: l'unità di misura è cambiata nel tempo (linea tratteggiata arancione). Confronta i valori con il loro intervallo di riferimento.",
-                    "Note: the unit of measure changed over time (dashed orange line). Compare each value with its own reference range.")) } }
+                div.alert.warn role="note" { p { (c.t("Attenzione: l'unità di misura è cambiata nel tempo (linea tratteggiata arancione). Confronta i valori con il loro intervallo di riferimento.")) } }
             }
             @if !sources.is_empty() {
-                div.alert.warn role="note" { p { (c.t("I valori vengono da laboratori diversi (linea tratteggiata arancione dove cambia il laboratorio): metodi e intervalli di riferimento possono differire.",
-                    "The values come from different laboratories (dashed orange line where the laboratory changes): methods and reference ranges may differ.")) } }
+                div.alert.warn role="note" { p { (c.t("I valori vengono da laboratori diversi (linea tratteggiata arancione dove cambia il laboratorio): metodi e intervalli di riferimento possono differire.")) } }
             }
             figure.chart {
                 (trusted(super::chart::svg(c.lang, s, false)))
@@ -455,17 +447,17 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
                 figcaption.muted { (legend(&c, s)) }
             }
             div.scroll { table.stack {
-                caption.muted style="text-align:left" { (c.t("Tutti i valori", "All values")) }
-                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Valore", "Value")) } th scope="col" { (c.t("Intervallo", "Range")) } th scope="col" { (c.t("Fonte", "Source")) } } }
+                caption.muted style="text-align:left" { (c.t("Tutti i valori")) }
+                thead { tr { th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Valore")) } th scope="col" { (c.t("Intervallo")) } th scope="col" { (c.t("Fonte")) } } }
                 tbody { @for (i, p) in s.points.iter().enumerate().rev() {
                     tr {
-                        td data-label=(c.t("Data", "Date")) { (show_date(c.lang, &p.when, false)) }
-                        td data-label=(c.t("Valore", "Value")) { span.num { (num(c.lang, p.value)) " " (unit(&p.unit)) } " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata", "unit changed")) } } }
-                        td.num data-label=(c.t("Intervallo", "Range")) { (range_text(c.lang, p)) }
-                        td data-label=(c.t("Fonte", "Source")) {
-                            @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto", "Report").to_string() } else { p.source.clone() }) } }
+                        td data-label=(c.t("Data")) { (show_date(c.lang, &p.when, false)) }
+                        td data-label=(c.t("Valore")) { span.num { (num(c.lang, p.value)) " " (unit(&p.unit)) } " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata")) } } }
+                        td.num data-label=(c.t("Intervallo")) { (range_text(c.lang, p)) }
+                        td data-label=(c.t("Fonte")) {
+                            @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto").to_string() } else { p.source.clone() }) } }
                             @else { (p.source) }
-                            @if sources.contains(&i) { " " span.badge { (c.t("laboratorio cambiato", "laboratory changed")) } }
+                            @if sources.contains(&i) { " " span.badge { (c.t("laboratorio cambiato")) } }
                         }
                     }
                 } }
@@ -503,9 +495,9 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     if want("ricoveri") {
         for e in optional(portal.list(c.actor(), "Encounter", "-date").await).map_err(c.fail())?.unwrap_or_default() {
             let what = match e["class"]["code"].as_str() {
-                Some("EMER") => c.t("Accesso in pronto soccorso", "Emergency-room visit"),
-                Some("IMP") => c.t("Ricovero", "Hospital stay"),
-                _ => c.t("Visita o contatto", "Visit or contact"),
+                Some("EMER") => c.t("Accesso in pronto soccorso"),
+                Some("IMP") => c.t("Ricovero"),
+                _ => c.t("Visita o contatto"),
             };
             let end = e["period"]["end"].as_str().map(|x| format!(" – {}", show_date(c.lang, x, false))).unwrap_or_default();
             // where, and for a visit still open: that it is, with its triage code
@@ -516,14 +508,10 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
                     .and_then(|c| c.parse::<u8>().ok())
                     .and_then(fascicolo_domain::er::Triage::parse);
                 match code {
-                    Some(t) => format!(
-                        " ({}, {} {} · {})",
-                        c.t("in corso", "ongoing"),
-                        c.t("codice", "code"),
-                        t.code(),
-                        c.t(t.colour_it(), t.colour_en())
-                    ),
-                    None => format!(" ({})", c.t("in corso", "ongoing")),
+                    Some(t) => {
+                        format!(" ({}, {} {} · {})", c.t("in corso"), c.t("codice"), t.code(), c.lang.pick(t.colour_it(), t.colour_en()))
+                    }
+                    None => format!(" ({})", c.t("in corso")),
                 }
             } else {
                 String::new()
@@ -571,33 +559,33 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     }
     events.retain(|e| e.1 != "documenti" || e.3.as_ref().is_none_or(|l| !shown_as_items.contains(l)));
     events.sort_by(|a, b| b.0.cmp(&a.0));
-    let kinds: [(&str, &str, &str); 5] = [
-        ("", "Tutto", "Everything"),
-        ("documenti", "Documenti", "Documents"),
-        ("ricoveri", "Ricoveri e pronto soccorso", "Stays and emergency visits"),
-        ("vaccinazioni", "Vaccinazioni", "Vaccinations"),
-        ("prescrizioni", "Prescrizioni", "Prescriptions"),
+    let kinds: [(&str, &str); 5] = [
+        ("", n_("Tutto")),
+        ("documenti", n_("Documenti")),
+        ("ricoveri", n_("Ricoveri e pronto soccorso")),
+        ("vaccinazioni", n_("Vaccinazioni")),
+        ("prescrizioni", n_("Prescrizioni")),
     ];
-    let label = |k: &str| kinds.iter().find(|x| x.0 == k).map_or("", |x| c.t(x.1, x.2));
+    let label = |k: &str| kinds.iter().find(|x| x.0 == k).map_or("", |x| c.t(x.1));
     let body = html! {
-        h1 { (c.t("Cronologia", "Timeline")) }
+        h1 { (c.t("Cronologia")) }
         form.filters method="get" action="/cronologia" {
-            div { label for="tipo" { (c.t("Mostra", "Show")) }
-                select #tipo name="tipo" { @for (k, it, en) in kinds { option value=(k) selected[kind == k] { (c.t(it, en)) } } } }
-            div.actions { button type="submit" { (c.t("Filtra", "Filter")) } }
+            div { label for="tipo" { (c.t("Mostra")) }
+                select #tipo name="tipo" { @for (k, it) in kinds { option value=(k) selected[kind == k] { (c.t(it)) } } } }
+            div.actions { button type="submit" { (c.t("Filtra")) } }
         }
         @if events.is_empty() {
-            div.alert { p { (c.t("Nessun evento da mostrare.", "No events to show.")) } }
+            div.alert { p { (c.t("Nessun evento da mostrare.")) } }
         } @else {
-            p role="status" { (events.len()) " " (if events.len() == 1 { c.t("evento", "event") } else { c.t("eventi", "events") }) }
+            p role="status" { (events.len()) " " (if events.len() == 1 { c.t("evento") } else { c.t("eventi") }) }
             ol.timeline { @for (date, k, text, link) in events.iter().take(300) {
                 li { strong { (show_date(c.lang, date, false)) } " · " span.muted { (label(k)) } br;
                     @if let Some(l) = link { a href=(l) { (text) } } @else { (text) } }
             } }
-            @if events.len() > 300 { p.muted { (c.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.", "The 300 most recent events are shown: use the filters to see the others.")) } }
+            @if events.len() > 300 { p.muted { (c.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.")) } }
         }
     };
-    Ok(layout(&c, c.t("Cronologia", "Timeline"), body))
+    Ok(layout(&c, c.t("Cronologia"), body))
 }
 
 /// `GET /vaccinazioni`
@@ -605,23 +593,23 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
     let c = ctx(&state, &headers, "/vaccinazioni", raw.as_deref()).await?;
     let list = Portal::new(state.fhir.clone()).list(c.actor(), "Immunization", "-date").await.map_err(c.fail())?;
     let body = html! {
-        h1 { (c.t("Vaccinazioni", "Vaccinations")) }
+        h1 { (c.t("Vaccinazioni")) }
         @if list.is_empty() {
-            div.alert { p { (c.t("Nessuna vaccinazione registrata nel fascicolo.", "No vaccinations recorded in the record.")) } }
+            div.alert { p { (c.t("Nessuna vaccinazione registrata nel fascicolo.")) } }
         } @else {
             div.scroll { table.stack {
-                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Vaccino", "Vaccine")) } th scope="col" { (c.t("Dose", "Dose")) } th scope="col" { (c.t("Lotto", "Lot")) } th scope="col" { (c.t("Stato", "Status")) } } }
+                thead { tr { th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Vaccino")) } th scope="col" { (c.t("Dose")) } th scope="col" { (c.t("Lotto")) } th scope="col" { (c.t("Stato")) } } }
                 tbody { @for i in &list { tr {
-                    td data-label=(c.t("Data", "Date")) { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+                    td data-label=(c.t("Data")) { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
                     th scope="row" { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } }
-                    td data-label=(c.t("Dose", "Dose")) { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
-                    td data-label=(c.t("Lotto", "Lot")) { (i["lotNumber"].as_str().unwrap_or("—")) }
-                    td data-label=(c.t("Stato", "Status")) { (status_label(&c, "Immunization", i)) }
+                    td data-label=(c.t("Dose")) { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
+                    td data-label=(c.t("Lotto")) { (i["lotNumber"].as_str().unwrap_or("—")) }
+                    td data-label=(c.t("Stato")) { (status_label(&c, "Immunization", i)) }
                 } } }
             } }
         }
     };
-    Ok(layout(&c, c.t("Vaccinazioni", "Vaccinations"), body))
+    Ok(layout(&c, c.t("Vaccinazioni"), body))
 }
 
 /// A Code 39 barcode of an NRE as SVG (what pharmacies scan).
@@ -654,44 +642,44 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
     let holder = optional(portal.patient(c.actor()).await).map_err(c.fail())?;
     let cf = holder.as_ref().and_then(fascicolo_app::auth::cf_of).map(String::from);
     let body = html! {
-        h1 { (c.t("Prescrizioni", "Prescriptions")) }
-        p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.", "Electronic prescriptions for medicines and services. At the pharmacy, the NRE code with your health card is enough.")) }
+        h1 { (c.t("Prescrizioni")) }
+        p.lead { (c.t("Ricette elettroniche di farmaci e prestazioni. In farmacia basta il codice NRE con la tessera sanitaria.")) }
         @if let (Some(cf), Some(svg)) = (&cf, cf.as_deref().and_then(barcode)) {
             section.card #health-card style="margin:1rem 0" {
-                h2 { (c.t("Codice fiscale della tessera sanitaria", "Tax code of the health card")) }
-                p.muted { (c.t("Lo stesso codice a barre del retro della tessera: il farmacista può leggerlo da qui insieme al codice NRE.", "The same barcode as on the back of the card: the pharmacist can scan it from here together with the NRE code.")) }
+                h2 { (c.t("Codice fiscale della tessera sanitaria")) }
+                p.muted { (c.t("Lo stesso codice a barre del retro della tessera: il farmacista può leggerlo da qui insieme al codice NRE.")) }
                 figure.barcode { (trusted(svg)) figcaption.digits.cf { (cf) } }
             }
         }
         @if meds.is_empty() && services.is_empty() {
-            div.alert { p { (c.t("Nessuna prescrizione nel fascicolo.", "No prescriptions in the record.")) } }
+            div.alert { p { (c.t("Nessuna prescrizione nel fascicolo.")) } }
         }
         @for m in &meds {
             section.card style="margin:1rem 0" {
                 h2 { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (med_name(m)) } }
                 dl.meta {
-                    dt { (c.t("Data", "Date")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
-                    dt { (c.t("Stato", "Status")) } dd { (status_label(&c, "MedicationRequest", m)) }
-                    @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia", "Dosage")) } dd { (d) } }
-                    @if let Some(i) = ingredient(m) { dt { (c.t("Principio attivo", "Active ingredient")) } dd { (i) } }
-                    @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (c.t("Quantità", "Quantity")) } dd { (packs(&c, q)) } }
-                    @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (c.t("Motivo", "Reason")) } dd { (r) } }
-                    @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore", "Prescriber")) } dd { (r) } }
+                    dt { (c.t("Data")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
+                    dt { (c.t("Stato")) } dd { (status_label(&c, "MedicationRequest", m)) }
+                    @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia")) } dd { (d) } }
+                    @if let Some(i) = ingredient(m) { dt { (c.t("Principio attivo")) } dd { (i) } }
+                    @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (c.t("Quantità")) } dd { (packs(&c, q)) } }
+                    @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (c.t("Motivo")) } dd { (r) } }
+                    @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore")) } dd { (r) } }
                     @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
                 }
                 @if let (Some(n), Some(svg)) = (nre_of(m), nre_of(m).and_then(|n| barcode(&n))) {
                     // the code with its digits under it (the pharmacist can type them), larger on its own page
                     figure.barcode { (trusted(svg)) figcaption.digits { (n) } }
-                    p { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (c.t("Mostra il codice a barre grande", "Show the barcode full size")) } }
+                    p { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (c.t("Mostra il codice a barre grande")) } }
                 }
             }
         }
         @if !services.is_empty() {
-            h2 { (c.t("Prestazioni prescritte", "Prescribed services")) }
+            h2 { (c.t("Prestazioni prescritte")) }
             ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status_label(&c, "ServiceRequest", s)) } } }
         }
     };
-    Ok(layout(&c, c.t("Prescrizioni", "Prescriptions"), body))
+    Ok(layout(&c, c.t("Prescrizioni"), body))
 }
 
 /// `GET /appuntamenti`
@@ -708,17 +696,17 @@ pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery
         } }
     };
     let body = html! {
-        h1 { (c.t("Appuntamenti", "Appointments")) }
-        h2 { (c.t("In programma", "Upcoming")) }
-        @if next.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.", "No upcoming appointments.")) } } @else {
-            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Prestazione", "Service")) } th scope="col" { (c.t("Stato", "Status")) } } } tbody { @for a in next.iter().rev() { (row(a)) } } } }
+        h1 { (c.t("Appuntamenti")) }
+        h2 { (c.t("In programma")) }
+        @if next.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.")) } } @else {
+            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando")) } th scope="col" { (c.t("Prestazione")) } th scope="col" { (c.t("Stato")) } } } tbody { @for a in next.iter().rev() { (row(a)) } } } }
         }
-        h2 { (c.t("Passati", "Past")) }
-        @if past.is_empty() { p.muted { (c.t("Nessun appuntamento passato.", "No past appointments.")) } } @else {
-            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando", "When")) } th scope="col" { (c.t("Prestazione", "Service")) } th scope="col" { (c.t("Stato", "Status")) } } } tbody { @for a in &past { (row(a)) } } } }
+        h2 { (c.t("Passati")) }
+        @if past.is_empty() { p.muted { (c.t("Nessun appuntamento passato.")) } } @else {
+            div.scroll { table { thead { tr { th scope="col" { (c.t("Quando")) } th scope="col" { (c.t("Prestazione")) } th scope="col" { (c.t("Stato")) } } } tbody { @for a in &past { (row(a)) } } } }
         }
     };
-    Ok(layout(&c, c.t("Appuntamenti", "Appointments"), body))
+    Ok(layout(&c, c.t("Appuntamenti"), body))
 }
 
 /// `GET /piano-di-cura`: care plans (PAI) and the birth-pathway agenda.
@@ -726,22 +714,21 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
     let c = ctx(&state, &headers, "/piano-di-cura", raw.as_deref()).await?;
     let list = Portal::new(state.fhir.clone()).list(c.actor(), "CarePlan", "-date").await.map_err(c.fail())?;
     let body = html! {
-        h1 { (c.t("Piano di cura", "Care plan")) }
+        h1 { (c.t("Piano di cura")) }
         @if list.is_empty() {
-            div.alert { p { (c.t("Non hai piani di cura attivi. Il piano assistenziale individuale (PAI) o l'agenda del percorso nascita, quando ci sono, compaiono qui.",
-                "You have no care plans. The individual care plan (PAI) or the birth-pathway agenda, when there are any, appear here.")) } }
+            div.alert { p { (c.t("Non hai piani di cura attivi. Il piano assistenziale individuale (PAI) o l'agenda del percorso nascita, quando ci sono, compaiono qui.")) } }
         }
         @for p in &list {
             section.card style="margin:1rem 0" {
                 h2 { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) }
                 dl.meta {
-                    dt { (c.t("Stato", "Status")) } dd { (status_label(&c, "CarePlan", p)) }
-                    @if let Some(s) = p["period"]["start"].as_str() { dt { (c.t("Dal", "From")) } dd { (show_date(c.lang, s, false)) } }
-                    @if let Some(s) = p["period"]["end"].as_str() { dt { (c.t("Al", "To")) } dd { (show_date(c.lang, s, false)) } }
-                    @if let Some(d) = p["description"].as_str() { dt { (c.t("Descrizione", "Description")) } dd { (d) } }
+                    dt { (c.t("Stato")) } dd { (status_label(&c, "CarePlan", p)) }
+                    @if let Some(s) = p["period"]["start"].as_str() { dt { (c.t("Dal")) } dd { (show_date(c.lang, s, false)) } }
+                    @if let Some(s) = p["period"]["end"].as_str() { dt { (c.t("Al")) } dd { (show_date(c.lang, s, false)) } }
+                    @if let Some(d) = p["description"].as_str() { dt { (c.t("Descrizione")) } dd { (d) } }
                 }
                 @if let Some(acts) = p["activity"].as_array() {
-                    h3 { (c.t("Attività", "Activities")) }
+                    h3 { (c.t("Attività")) }
                     ul { @for a in acts { li {
                         (text_of(&a["detail"]["code"]))
                         @if let Some(d) = a["detail"]["description"].as_str() { " — " (d) }
@@ -752,7 +739,7 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             }
         }
     };
-    Ok(layout(&c, c.t("Piano di cura", "Care plan"), body))
+    Ok(layout(&c, c.t("Piano di cura"), body))
 }
 
 /// `GET /vaccinazioni/{id}`
@@ -772,10 +759,10 @@ pub async fn appointment(state: State<AppState>, Path(id): Path<String>, raw: Ra
 
 /// One vaccination, prescription or appointment in full.
 async fn detail(State(state): State<AppState>, section: &str, id: String, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
-    let (rt, back_it, back_en) = match section {
-        "vaccinazioni" => ("Immunization", "Tutte le vaccinazioni", "All vaccinations"),
-        "prescrizioni" => ("MedicationRequest", "Tutte le prescrizioni", "All prescriptions"),
-        _ => ("Appointment", "Tutti gli appuntamenti", "All appointments"),
+    let (rt, back) = match section {
+        "vaccinazioni" => ("Immunization", n_("Tutte le vaccinazioni")),
+        "prescrizioni" => ("MedicationRequest", n_("Tutte le prescrizioni")),
+        _ => ("Appointment", n_("Tutti gli appuntamenti")),
     };
     let c = match ctx(&state, &headers, &format!("/{section}/{id}"), raw.as_deref()).await {
         Ok(c) => c,
@@ -787,45 +774,42 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
         "Immunization" => (
             text_of(&v["vaccineCode"]),
             vec![
-                (c.t("Data", "Date"), show_date(c.lang, v["occurrenceDateTime"].as_str().unwrap_or_default(), false)),
-                (c.t("Codice del vaccino", "Vaccine code"), v["vaccineCode"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
-                (c.t("Dose", "Dose"), v["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map_or("—".into(), |d| d.to_string())),
-                (c.t("Lotto", "Lot"), v["lotNumber"].as_str().unwrap_or("—").to_string()),
-                (c.t("Sede di somministrazione", "Site"), administration_words(&c, &v["site"])),
-                (c.t("Via di somministrazione", "Route"), administration_words(&c, &v["route"])),
-                (c.t("Stato", "Status"), status_label(&c, "Immunization", &v)),
+                (c.t("Data"), show_date(c.lang, v["occurrenceDateTime"].as_str().unwrap_or_default(), false)),
+                (c.t("Codice del vaccino"), v["vaccineCode"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
+                (c.t("Dose"), v["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map_or("—".into(), |d| d.to_string())),
+                (c.t("Lotto"), v["lotNumber"].as_str().unwrap_or("—").to_string()),
+                (c.t("Sede di somministrazione"), administration_words(&c, &v["site"])),
+                (c.t("Via di somministrazione"), administration_words(&c, &v["route"])),
+                (c.t("Stato"), status_label(&c, "Immunization", &v)),
             ],
         ),
         "MedicationRequest" => (
             med_name(&v),
             vec![
-                (c.t("Data", "Date"), date("authoredOn")),
+                (c.t("Data"), date("authoredOn")),
                 ("NRE", nre_of(&v).unwrap_or_else(|| "—".into())),
-                (
-                    c.t("Codice del farmaco", "Medicine code"),
-                    v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string(),
-                ),
-                (c.t("Principio attivo", "Active ingredient"), ingredient(&v).unwrap_or_else(|| "—".into())),
-                (c.t("Posologia", "Dosage"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
-                (c.t("Quantità", "Quantity"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(&c, q))),
-                (c.t("Motivo", "Reason"), text_of(&v["reasonCode"][0])),
-                (c.t("Prescrittore", "Prescriber"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
-                (c.t("Stato", "Status"), status_label(&c, "MedicationRequest", &v)),
+                (c.t("Codice del farmaco"), v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
+                (c.t("Principio attivo"), ingredient(&v).unwrap_or_else(|| "—".into())),
+                (c.t("Posologia"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
+                (c.t("Quantità"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(&c, q))),
+                (c.t("Motivo"), text_of(&v["reasonCode"][0])),
+                (c.t("Prescrittore"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
+                (c.t("Stato"), status_label(&c, "MedicationRequest", &v)),
             ],
         ),
         _ => (
             v["description"].as_str().unwrap_or_default().to_string(),
             vec![
-                (c.t("Inizio", "Start"), date("start")),
-                (c.t("Fine", "End"), date("end")),
-                (c.t("Stato", "Status"), status_label(&c, "Appointment", &v)),
-                (c.t("Note", "Notes"), v["comment"].as_str().unwrap_or("—").to_string()),
+                (c.t("Inizio"), date("start")),
+                (c.t("Fine"), date("end")),
+                (c.t("Stato"), status_label(&c, "Appointment", &v)),
+                (c.t("Note"), v["comment"].as_str().unwrap_or("—").to_string()),
             ],
         ),
     };
     let nre = if rt == "MedicationRequest" { nre_of(&v).and_then(|n| Some((barcode(&n)?, n))) } else { None };
     let body = html! {
-        p { a href={ "/" (section) } { "‹ " (c.t(back_it, back_en)) } }
+        p { a href={ "/" (section) } { "‹ " (c.t(back)) } }
         h1 { (title) }
         dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
         @if let Some((svg, digits)) = nre { figure.barcode.large { (trusted(svg)) figcaption.digits { (digits) } } }

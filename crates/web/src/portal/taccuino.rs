@@ -41,7 +41,7 @@ struct Item {
 }
 
 fn field_error(c: &Ctx, errors: &[FieldError], field: &str) -> Markup {
-    html! { @for (f, it, en) in errors { @if *f == field { p.field-error id={ (field) "-error" } { (c.t(it, en)) } } } }
+    html! { @for (f, it, en) in errors { @if *f == field { p.field-error id={ (field) "-error" } { (c.lang.pick(it, en)) } } } }
 }
 
 fn described(errors: &[FieldError], field: &str) -> Option<String> {
@@ -76,7 +76,7 @@ async fn render(
         mine.push(Item {
             when: d.date.clone(),
             what: d.title.clone(),
-            value: c.t("Documento", "Document").to_string(),
+            value: c.t("Documento").to_string(),
             hidden: !d.hiding.is_empty(),
             link: format!("/documenti/{}", d.id),
             measurement: None,
@@ -90,79 +90,78 @@ async fn render(
     let kind = if form.kind.is_empty() { "weight" } else { form.kind.as_str() };
     let status = if errors.is_empty() && doc_errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
     let body = html! {
-        h1 { (c.t("Taccuino personale", "Personal notebook")) }
-        p.lead { (c.t("Annota le tue misure e carica i tuoi documenti (referti di strutture private, foto di esami). Per ogni elemento decidi tu se i medici che ti curano possono vederlo.",
-            "Record your measurements and upload your own documents (reports from private providers, photos of tests). For each item you decide whether the clinicians caring for you can see it.")) }
+        h1 { (c.t("Taccuino personale")) }
+        p.lead { (c.t("Annota le tue misure e carica i tuoi documenti (referti di strutture private, foto di esami). Per ogni elemento decidi tu se i medici che ti curano possono vederlo.")) }
         @if let Some(d) = done { div.alert.ok role="status" { p { (d) } } }
         @if !errors.is_empty() || !doc_errors.is_empty() {
-            div.alert.error role="alert" { p { (c.t("Controlla i campi indicati: nulla è stato salvato.", "Check the fields shown: nothing was saved.")) } }
+            div.alert.error role="alert" { p { (c.t("Controlla i campi indicati: nulla è stato salvato.")) } }
         }
         section aria-labelledby="add-measure" {
-            h2 #add-measure { (c.t("Aggiungi una misura", "Add a measurement")) }
+            h2 #add-measure { (c.t("Aggiungi una misura")) }
             form method="post" action="/taccuino" novalidate {
                 input type="hidden" name="csrf" value=(c.csrf());
                 div.filters {
-                    div { label for="kind" { (c.t("Misura", "Measurement")) }
-                        select #kind name="kind" { @for k in MeasureKind::ALL { @let (_, it, en, unit) = k.info(); option value=(k.slug()) selected[kind == k.slug()] { (c.t(it, en)) " (" (super::units::unit(unit)) ")" } } } }
-                    div { label for="value" { (c.t("Valore (per la pressione: massima)", "Value (blood pressure: systolic)")) }
+                    div { label for="kind" { (c.t("Misura")) }
+                        select #kind name="kind" { @for k in MeasureKind::ALL { @let (_, it, en, unit) = k.info(); option value=(k.slug()) selected[kind == k.slug()] { (c.lang.pick(it, en)) " (" (super::units::unit(unit)) ")" } } } }
+                    div { label for="value" { (c.t("Valore (per la pressione: massima)")) }
                         input #value name="value" inputmode="decimal" value=(form.value) required aria-invalid=[described(errors, "value").map(|_| "true")] aria-describedby=[described(errors, "value")];
                         (field_error(c, errors, "value")) }
-                    div { label for="value2" { (c.t("Minima (solo pressione)", "Diastolic (blood pressure only)")) }
+                    div { label for="value2" { (c.t("Minima (solo pressione)")) }
                         input #value2 name="value2" inputmode="decimal" value=(form.value2) aria-invalid=[described(errors, "value2").map(|_| "true")] aria-describedby=[described(errors, "value2")];
                         (field_error(c, errors, "value2")) }
-                    div { label for="when" { (c.t("Data", "Date")) }
+                    div { label for="when" { (c.t("Data")) }
                         input #when type="date" name="when" value=(when) max=(now.get(..10).unwrap_or_default()) required aria-invalid=[described(errors, "when").map(|_| "true")] aria-describedby=[described(errors, "when")];
                         (field_error(c, errors, "when")) }
                 }
-                label for="note" { (c.t("Nota (facoltativa)", "Note (optional)")) }
+                label for="note" { (c.t("Nota (facoltativa)")) }
                 textarea #note name="note" rows="2" maxlength="2000" { (form.note) }
                 (field_error(c, errors, "note"))
-                label.check { input type="checkbox" name="share" value="1" checked[form.share.is_some() || (errors.is_empty() && form.value.is_empty())]; (c.t("I medici che mi curano possono vedere questa misura", "The clinicians caring for me may see this measurement")) }
-                p { button type="submit" { (c.t("Salva la misura", "Save the measurement")) } }
+                label.check { input type="checkbox" name="share" value="1" checked[form.share.is_some() || (errors.is_empty() && form.value.is_empty())]; (c.t("I medici che mi curano possono vedere questa misura")) }
+                p { button type="submit" { (c.t("Salva la misura")) } }
             }
         }
         section aria-labelledby="add-note" {
-            h2 #add-note { (c.t("Scrivi una nota", "Write a note")) }
+            h2 #add-note { (c.t("Scrivi una nota")) }
             form method="post" action="/taccuino/note" novalidate {
                 input type="hidden" name="csrf" value=(c.csrf());
-                label for="note-title" { (c.t("Titolo", "Title")) }
+                label for="note-title" { (c.t("Titolo")) }
                 input #note-title name="title" maxlength="200" required aria-describedby=[described(doc_errors, "title")];
-                label for="note-text" { (c.t("Testo", "Text")) }
+                label for="note-text" { (c.t("Testo")) }
                 textarea #note-text name="text" rows="3" maxlength="20000" required aria-describedby=[described(doc_errors, "file")] {}
-                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono leggere questa nota", "The clinicians caring for me may read this note")) }
-                p { button type="submit" { (c.t("Salva la nota", "Save the note")) } }
+                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono leggere questa nota")) }
+                p { button type="submit" { (c.t("Salva la nota")) } }
             }
         }
         section aria-labelledby="add-doc" {
-            h2 #add-doc { (c.t("Carica un documento", "Upload a document")) }
+            h2 #add-doc { (c.t("Carica un documento")) }
             form method="post" action="/taccuino/documenti" enctype="multipart/form-data" novalidate {
                 input type="hidden" name="csrf" value=(c.csrf());
-                label for="title" { (c.t("Titolo", "Title")) }
+                label for="title" { (c.t("Titolo")) }
                 input #title name="title" maxlength="200" required aria-describedby=[described(doc_errors, "title")];
                 (field_error(c, doc_errors, "title"))
-                label for="file" { (c.t("File (PDF, PNG, JPEG o testo; al massimo 5 MB)", "File (PDF, PNG, JPEG or text; 5 MB at most)")) }
+                label for="file" { (c.t("File (PDF, PNG, JPEG o testo; al massimo 5 MB)")) }
                 input #file type="file" name="file" accept="application/pdf,image/png,image/jpeg,text/plain" required aria-describedby=[described(doc_errors, "file")];
                 (field_error(c, doc_errors, "file"))
-                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono vedere questo documento", "The clinicians caring for me may see this document")) }
-                p { button type="submit" { (c.t("Carica", "Upload")) } }
+                label.check { input type="checkbox" name="share" value="1"; (c.t("I medici che mi curano possono vedere questo documento")) }
+                p { button type="submit" { (c.t("Carica")) } }
             }
         }
-        h2 { (c.t("Nel tuo Taccuino", "In your notebook")) }
-        @if mine.is_empty() { p.muted { (c.t("Il Taccuino è vuoto.", "The notebook is empty.")) } } @else {
+        h2 { (c.t("Nel tuo Taccuino")) }
+        @if mine.is_empty() { p.muted { (c.t("Il Taccuino è vuoto.")) } } @else {
             div.scroll { table {
-                thead { tr { th scope="col" { (c.t("Data", "Date")) } th scope="col" { (c.t("Elemento", "Item")) } th scope="col" { (c.t("Valore", "Value")) } th scope="col" { (c.t("Chi lo vede", "Who sees it")) } } }
+                thead { tr { th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Elemento")) } th scope="col" { (c.t("Valore")) } th scope="col" { (c.t("Chi lo vede")) } } }
                 tbody { @for Item { when, what, value, hidden, link, measurement } in mine.iter().take(200) { tr {
                     td { (show_date(c.lang, when, false)) }
                     th scope="row" { a href=(link) { (what) } }
                     td { (value) }
                     td {
-                        @if *hidden { span.badge.hidden { (c.t("Solo tu", "Only you")) } } @else { (c.t("Tu e i medici che ti curano", "You and your clinicians")) }
+                        @if *hidden { span.badge.hidden { (c.t("Solo tu")) } } @else { (c.t("Tu e i medici che ti curano")) }
                         @if let Some(id) = measurement {
                             form.inline method="post" action={ "/taccuino/misure/" (id) "/visibilita" } {
                                 input type="hidden" name="csrf" value=(c.csrf());
                                 input type="hidden" name="share" value=(if *hidden { "1" } else { "0" });
-                                " " button.secondary type="submit" aria-label={ (what) " " (show_date(c.lang, when, false)) ": " (if *hidden { c.t("condividi con i medici", "share with clinicians") } else { c.t("rendi privata", "make private") }) } {
-                                    (if *hidden { c.t("Condividi", "Share") } else { c.t("Rendi privata", "Make private") }) }
+                                " " button.secondary type="submit" aria-label={ (what) " " (show_date(c.lang, when, false)) ": " (if *hidden { c.t("condividi con i medici") } else { c.t("rendi privata") }) } {
+                                    (if *hidden { c.t("Condividi") } else { c.t("Rendi privata") }) }
                             }
                         }
                     }
@@ -170,7 +169,7 @@ async fn render(
             } }
         }
     };
-    let mut r = layout(c, c.t("Taccuino", "Notebook"), body);
+    let mut r = layout(c, c.t("Taccuino"), body);
     *r.status_mut() = status;
     Ok(r)
 }
@@ -180,12 +179,8 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let c = ctx(&state, &headers, "/taccuino", raw.as_deref()).await?;
     let q: HashMap<String, String> = query_map(raw.as_deref());
     let done = match q.get("esito").map(String::as_str) {
-        Some("misura") => Some(
-            c.t("Misura salvata. La trovi anche nei grafici dei risultati.", "Measurement saved. You also find it in the result charts."),
-        ),
-        Some("documento") => {
-            Some(c.t("Documento caricato. Lo trovi tra i documenti.", "Document uploaded. You find it among the documents."))
-        }
+        Some("misura") => Some(c.t("Misura salvata. La trovi anche nei grafici dei risultati.")),
+        Some("documento") => Some(c.t("Documento caricato. Lo trovi tra i documenti.")),
         _ => None,
     };
     render(&state, &c, &MeasureForm::default(), &[], &[], done).await
