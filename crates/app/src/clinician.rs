@@ -9,7 +9,7 @@
 //! gate as the clinician and into the citizen's access log, like every read.
 
 use crate::access::Relation;
-use crate::portal::{DocSummary, Portal};
+use crate::portal::{DocSummary, Portal, Series};
 use crate::{Actor, AppError, AppResult, Who};
 use fascicolo_domain::systems::CF_SYSTEM;
 use fascicolo_domain::{CodiceFiscale, PatientKey};
@@ -115,10 +115,9 @@ impl Portal {
             .ok_or_else(|| AppError::NotFound("no one with this codice fiscale is in the regional registry".into()))
     }
 
-    /// One record as this clinician may see it: where they stand (consent, care, emergency),
-    /// and when it opens the person and their current documents, read through the gate as the
-    /// clinician (so into the citizen's access log), hidden and art. 6 items excluded by it.
-    pub async fn clinical_record(&self, actor: &Actor, patient_id: &str) -> AppResult<ClinicalRecord> {
+    /// Where this clinician stands with a record, and its Patient when it opens (the read is
+    /// in the citizen's access log); the pages of one record start here.
+    pub async fn clinical_patient(&self, actor: &Actor, patient_id: &str) -> AppResult<(Standing, Option<Value>)> {
         Self::clinician(actor)?;
         let access = self.fhir().gate(actor).access(PatientKey::for_patient_id(patient_id)).await?;
         if access.patient_id.as_deref() != Some(patient_id) {
@@ -129,9 +128,34 @@ impl Portal {
         };
         let standing = Standing { consent, care, emergency };
         if !standing.opens() {
-            return Ok(ClinicalRecord { patient_id: patient_id.to_string(), standing, patient: None, documents: Vec::new() });
+            return Ok((standing, None));
         }
-        let patient = self.fhir().read(actor, "Patient", patient_id).await?.resource;
+        Ok((standing, Some(self.fhir().read(actor, "Patient", patient_id).await?.resource)))
+    }
+
+    /// One record's numeric results as this clinician may see them (hidden and art. 6 values
+    /// left out by the gate), grouped by code like the citizen's.
+    pub async fn clinical_results(&self, actor: &Actor, patient_id: &str, code: Option<&str>) -> AppResult<Vec<Series>> {
+        Self::clinician(actor)?;
+        self.results_in(actor, vec![("patient".into(), patient_id.into())], code, code.is_some()).await
+    }
+
+    /// One record's resources of a type (vaccinations, prescriptions, stays) as this clinician
+    /// may see them, in the given order.
+    pub async fn clinical_list(&self, actor: &Actor, patient_id: &str, rt: &str, sort: &str) -> AppResult<Vec<Value>> {
+        Self::clinician(actor)?;
+        let pairs = vec![("patient".to_string(), patient_id.to_string()), ("_sort".to_string(), sort.to_string())];
+        self.all_as(actor, rt, pairs, crate::portal::parse_json).await
+    }
+
+    /// One record as this clinician may see it: where they stand (consent, care, emergency),
+    /// and when it opens the person and their current documents, read through the gate as the
+    /// clinician (so into the citizen's access log), hidden and art. 6 items excluded by it.
+    pub async fn clinical_record(&self, actor: &Actor, patient_id: &str) -> AppResult<ClinicalRecord> {
+        let (standing, patient) = self.clinical_patient(actor, patient_id).await?;
+        let Some(patient) = patient else {
+            return Ok(ClinicalRecord { patient_id: patient_id.to_string(), standing, patient: None, documents: Vec::new() });
+        };
         let pairs = vec![("patient".to_string(), patient_id.to_string()), ("status".to_string(), "current".to_string())];
         let docs = self.all_as(actor, "DocumentReference", pairs, crate::portal::lean_document).await?;
         let orgs = self

@@ -608,9 +608,23 @@ impl Portal {
     /// `sources`: name the laboratory of each value (one more lookup per 200 reports).
     pub async fn results(&self, actor: &Actor, code: Option<&str>, sources: bool) -> AppResult<Vec<Series>> {
         Self::record_of(actor)?;
+        self.results_in(actor, Vec::new(), code, sources).await
+    }
+
+    /// [`Self::results`] for a search already confined to one record (`patient=` for a
+    /// clinician; nothing for a citizen, whose partition is the record).
+    pub(crate) async fn results_in(
+        &self,
+        actor: &Actor,
+        mut pairs: Vec<(String, String)>,
+        code: Option<&str>,
+        sources: bool,
+    ) -> AppResult<Vec<Series>> {
+        // the same confinement for the laboratories' reports looked up below
+        let scope = pairs.clone();
         // sorted below, in memory: the store's date sort is far slower for thousands of rows
         // a code is a result's own or a panel component's (systolic pressure): combo-code
-        let pairs: Vec<(String, String)> = code.map(|c| ("combo-code".to_string(), c.to_string())).into_iter().collect();
+        pairs.extend(code.map(|c| ("combo-code".to_string(), c.to_string())));
         let obs = self.all_as(actor, "Observation", pairs, lean_observation).await?;
         // the laboratory of a result is the custodian of its document
         let docs: Vec<String> = obs
@@ -626,7 +640,8 @@ impl Portal {
         if sources && !doc_ids.is_empty() {
             let mut refs = Vec::new();
             for chunk in doc_ids.chunks(200) {
-                let pairs = vec![("_id".into(), chunk.join(",")), ("_count".into(), "1000".into())];
+                let mut pairs = scope.clone();
+                pairs.extend([("_id".into(), chunk.join(",")), ("_count".into(), "1000".into())]);
                 for e in self.fhir.search(actor, Some("DocumentReference"), &pairs, "").await?.entries {
                     let d = parse(&e.1);
                     if let (Some(id), Some(org)) = (d["id"].as_str(), d["custodian"]["reference"].as_str()) {

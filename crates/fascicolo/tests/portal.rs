@@ -672,6 +672,37 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert!(log.contains("Practitioner/ferrari-paolo") && log.contains("DocumentReference/doc-giulia-lab"), "{log}");
     assert!(!log.contains("DocumentReference/doc-giulia-psy"), "a hidden document is never listed as seen");
 
+    // the record's other pages, as the citizen's, through the same gate
+    let (s, results) = ferrari.get("/professionista/assistiti/rossi-giulia/risultati").await;
+    assert_eq!(s, 200, "{results}");
+    assert!(results.contains("href=\"/professionista/assistiti/rossi-giulia/risultati/2345-7\">Glucosio</a>"), "{results}");
+    assert!(results.contains("aria-current=\"page\">Risultati</a>"), "the tab is marked");
+    let (s, chart) = ferrari.get("/professionista/assistiti/rossi-giulia/risultati/2345-7").await;
+    assert_eq!(s, 200);
+    assert!(
+        chart.contains("<svg") && chart.contains("href=\"/professionista/documenti/") && !chart.contains("href=\"/documenti/"),
+        "{chart}"
+    );
+    assert_eq!(ferrari.get("/professionista/assistiti/rossi-giulia/risultati/bad%20code").await.0, 404);
+    let (s, vacc) = ferrari.get("/professionista/assistiti/rossi-giulia/vaccinazioni").await;
+    assert!(s == 200 && vacc.contains("Somministrata") && vacc.contains("Lotto"), "{vacc}");
+    assert!(!vacc.contains("href=\"/vaccinazioni/"), "no link into the citizen's pages");
+    let (s, rx) = ferrari.get("/professionista/assistiti/rossi-giulia/prescrizioni").await;
+    assert!(s == 200 && rx.contains("NRE") && rx.contains("Code 39") && rx.contains("Paolo Ferrari"), "{rx}");
+    assert!(!rx.contains("href=\"/prescrizioni/"));
+    let (s, timeline) = ferrari.get("/professionista/assistiti/rossi-giulia/cronologia").await;
+    assert!(s == 200 && timeline.contains("href=\"/professionista/documenti/doc-giulia-lab\""), "{timeline}");
+    assert!(timeline.contains("action=\"/professionista/assistiti/rossi-giulia/cronologia\""), "the filter stays in his view");
+    for absent in ["doc-giulia-psy", "doc-giulia-hiv", "Referto di consulenza psicologica"] {
+        assert!(!timeline.contains(absent), "{absent} must not be in the timeline");
+    }
+    let (_, only) = ferrari.get("/professionista/assistiti/rossi-giulia/cronologia?tipo=vaccinazioni").await;
+    assert!(!only.contains("/professionista/documenti/"), "the filter keeps only vaccinations");
+    let log = log_of(&app, "rossi-giulia").await;
+    for searched in ["Observation", "Immunization", "MedicationRequest"] {
+        assert!(log.contains(searched), "his search of {searched} is in her log");
+    }
+
     // by codice fiscale: found, badly written, unknown
     let r = no_redirects()
         .get(format!("{}/professionista?cf=rssgli85d52f205q", app.root))
@@ -732,6 +763,16 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     // nor by the document's address, its file or its PDF
     assert_eq!(galli.get("/professionista/documenti/doc-giulia-lab").await.0, 404);
     assert_eq!(galli.bytes("/professionista/documenti/doc-giulia-lab/file").await.0, 404);
+    // nor its other pages: each leads back to the record's page, which says why
+    for sub in ["risultati", "risultati/2345-7", "vaccinazioni", "prescrizioni", "cronologia"] {
+        let r = no_redirects()
+            .get(format!("{}/professionista/assistiti/rossi-giulia/{sub}", app.root))
+            .header("cookie", &galli.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), location(&r).as_str()), (303, "/professionista/assistiti/rossi-giulia"), "{sub}");
+    }
     let (_, anna) = galli.get("/professionista/assistiti/verdi-anna").await;
     assert!(anna.contains("<h1>Anna Verdi</h1>") && anna.contains("Lettera di dimissione ospedaliera"), "{anna}");
 
@@ -742,6 +783,8 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert!(!page.contains("Cerca un assistito") && !page.contains("name=\"cf\""), "no search offered to an operator");
     assert_eq!(cup.get("/professionista/assistiti/rossi-giulia").await.0, 403);
     assert_eq!(cup.get("/professionista/documenti/doc-giulia-lab").await.0, 403);
+    assert_eq!(cup.get("/professionista/assistiti/rossi-giulia/risultati").await.0, 403);
+    assert_eq!(cup.get("/professionista/assistiti/rossi-giulia/cronologia").await.0, 403);
     let giulia = browser(&app, GIULIA, "citizen").await;
     let (s, page) = giulia.get("/professionista").await;
     assert!(s == 403 && page.contains("Area riservata ai professionisti"), "{page}");

@@ -3,9 +3,11 @@
 //! the emergency opening (break-glass) from the page. Every read goes through the app layer as
 //! the clinician, so it is in the citizen's access log; the pages only show.
 
+use super::records::{self, Links};
 use super::{finish, footer, head, header_bands, message, show_date, PageResult};
 use crate::auth_web::query_map;
 use crate::html::Lang;
+use crate::i18n::n_;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -183,23 +185,10 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
     let page: usize = q.get("pagina").and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, pages);
     let shown = &r.documents[(page - 1) * super::documents::PAGE_SIZE..(page * super::documents::PAGE_SIZE).min(r.documents.len())];
     let body = html! {
-        p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti") } else { c.t("Cerca un assistito") }) } }
-        h1 { (title) }
         @if let Some(p) = &r.patient {
-            @if r.standing.by_emergency() {
-                div.alert.emergency role="status" #emergency-open {
-                    p { strong { (c.t("Accesso in emergenza in corso.")) } " "
-                        (c.t("Vedi il fascicolo senza consenso perché hai dichiarato un'emergenza: ogni consultazione è registrata e la persona ne è avvisata. L'accesso termina da solo dopo"))
-                        " " (minutes) " " (c.t("minuti.")) }
-                }
-            }
+            (record_head(&c, &r.patient_id, p, r.standing, Tab::Documents, minutes))
             @if q.contains_key("aperto") && !r.standing.by_emergency() {
                 div.alert.ok role="status" { p { (c.t("Il fascicolo è già consultabile: l'accesso in emergenza non serve.")) } }
-            }
-            dl.meta {
-                dt { (c.t("Codice fiscale")) } dd { code { (fascicolo_app::auth::cf_of(p).unwrap_or("—")) } }
-                dt { (c.t("Data di nascita")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
-                dt { (c.t("Sesso")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina"), Some("male") => c.t("Maschio"), _ => "—" }) }
             }
             h2 { (c.t("Documenti")) " " span.muted { "(" (r.documents.len()) ")" } }
             p.muted { (c.t("Non sono elencati i documenti che la persona ha oscurato né quelli a maggior tutela (art. 6) che non ha reso visibili.")) }
@@ -222,6 +211,8 @@ pub async fn record(State(state): State<AppState>, Path(id): Path<String>, RawQu
                 }
             }
         } @else {
+            p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti") } else { c.t("Cerca un assistito") }) } }
+            h1 { (title) }
             div.alert.warn role="status" #record-closed {
                 p { strong { (c.t("Non puoi consultare questo fascicolo.")) } " " (closed_reason(&c, r.standing)) }
             }
@@ -324,4 +315,186 @@ pub async fn file(State(state): State<AppState>, Path(id): Path<String>, headers
     }
     let (ct, bytes) = Portal::new(state.fhir.clone()).document_file(c.actor(), &id).await.map_err(c.fail())?;
     Ok(super::documents::file_response(&id, ct, bytes))
+}
+
+/// The pages of one record, as tabs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tab {
+    Documents,
+    Results,
+    Vaccinations,
+    Prescriptions,
+    Timeline,
+}
+
+const TABS: [(Tab, &str, &str); 5] = [
+    (Tab::Documents, "", n_("Documenti")),
+    (Tab::Results, "/risultati", n_("Risultati")),
+    (Tab::Vaccinations, "/vaccinazioni", n_("Vaccinazioni")),
+    (Tab::Prescriptions, "/prescrizioni", n_("Prescrizioni")),
+    (Tab::Timeline, "/cronologia", n_("Cronologia")),
+];
+
+/// The top of every page of an open record: who it is, the emergency banner when opened by
+/// break-glass, and the record's tabs.
+fn record_head(c: &ProCtx, id: &str, p: &serde_json::Value, standing: Standing, active: Tab, minutes: i64) -> Markup {
+    html! {
+        p { a href="/professionista" { "‹ " (if c.has_list() { c.t("I miei assistiti") } else { c.t("Cerca un assistito") }) } }
+        h1 { (super::person_name(p)) }
+        @if standing.by_emergency() {
+            div.alert.emergency role="status" #emergency-open {
+                p { strong { (c.t("Accesso in emergenza in corso.")) } " "
+                    (c.t("Vedi il fascicolo senza consenso perché hai dichiarato un'emergenza: ogni consultazione è registrata e la persona ne è avvisata. L'accesso termina da solo dopo"))
+                    " " (minutes) " " (c.t("minuti.")) }
+            }
+        }
+        dl.meta {
+            dt { (c.t("Codice fiscale")) } dd { code { (fascicolo_app::auth::cf_of(p).unwrap_or("—")) } }
+            dt { (c.t("Data di nascita")) } dd { (show_date(c.lang, p["birthDate"].as_str().unwrap_or_default(), false)) }
+            dt { (c.t("Sesso")) } dd { (match p["gender"].as_str() { Some("female") => c.t("Femmina"), Some("male") => c.t("Maschio"), _ => "—" }) }
+        }
+        nav.tabs aria-label=(c.t("Sezioni del fascicolo")) { ul {
+            @for (tab, sub, label) in TABS {
+                li { a href={ "/professionista/assistiti/" (id) (sub) } aria-current=[(tab == active).then_some("page")] { (c.t(label)) } }
+            }
+        } }
+    }
+}
+
+/// An open record's page: the clinician, the Patient (read through the gate, so logged), or
+/// the response that says why not (the record page explains a closed record and offers the
+/// emergency opening).
+async fn open_record(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    sub: &str,
+    raw: Option<&str>,
+) -> Result<(ProCtx, serde_json::Value, Standing), Response> {
+    let c = pro_ctx(state, headers, &format!("/professionista/assistiti/{id}{sub}"), raw).await?;
+    if !c.clinical() {
+        return Err(c.fail()(AppError::Forbidden("administrative profiles do not consult clinical records".into())).into_response());
+    }
+    let portal = Portal::new(state.fhir.clone());
+    match portal.clinical_patient(c.actor(), id).await {
+        Ok((standing, Some(p))) => Ok((c, p, standing)),
+        Ok((_, None)) => Err(Redirect::to(&format!("/professionista/assistiti/{id}")).into_response()),
+        Err(e) => Err(c.fail()(e).into_response()),
+    }
+}
+
+/// `GET /professionista/assistiti/{id}/risultati`: the record's results, as the citizen sees them.
+pub async fn results(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let (c, p, standing) = open_record(&state, &headers, &id, "/risultati", raw.as_deref()).await?;
+    let series = Portal::new(state.fhir.clone()).clinical_results(c.actor(), &id, None).await.map_err(c.fail())?;
+    let minutes = state.fhir.policy().break_glass_minutes;
+    let body = html! {
+        (record_head(&c, &id, &p, standing, Tab::Results, minutes))
+        h2 { (c.t("Risultati")) }
+        @if series.is_empty() {
+            p { (c.t("Nessun risultato consultabile.")) }
+        } @else {
+            (records::results_table(c.lang, &series, &Links::clinician(&id)))
+        }
+    };
+    Ok(pro_layout(&c, &format!("{} · {}", c.t("Risultati"), super::person_name(&p)), body))
+}
+
+/// `GET /professionista/assistiti/{id}/risultati/{code}`: one result's chart.
+pub async fn chart(
+    State(state): State<AppState>,
+    Path((id, code)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> PageResult {
+    let (c, p, _) = open_record(&state, &headers, &id, &format!("/risultati/{code}"), raw.as_deref()).await?;
+    if code.is_empty() || code.len() > 64 || !code.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.') {
+        return Err(c.fail()(AppError::NotFound("code".into())));
+    }
+    let all =
+        Portal::new(state.fhir.clone()).clinical_results(c.actor(), &id, Some(&records::code_param(&code))).await.map_err(c.fail())?;
+    let series = records::series_of(&all, &code);
+    if series.is_empty() {
+        return Err(c.fail()(AppError::NotFound("no values".into())));
+    }
+    let title = records::chart_title(&series);
+    let body = html! {
+        p.muted { (super::person_name(&p)) }
+        (records::chart_body(c.lang, &series, &title, &Links::clinician(&id)))
+    };
+    Ok(pro_layout(&c, &title, body))
+}
+
+/// `GET /professionista/assistiti/{id}/vaccinazioni`
+pub async fn vaccinations(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> PageResult {
+    let (c, p, standing) = open_record(&state, &headers, &id, "/vaccinazioni", raw.as_deref()).await?;
+    let list = Portal::new(state.fhir.clone()).clinical_list(c.actor(), &id, "Immunization", "-date").await.map_err(c.fail())?;
+    let minutes = state.fhir.policy().break_glass_minutes;
+    let body = html! {
+        (record_head(&c, &id, &p, standing, Tab::Vaccinations, minutes))
+        h2 { (c.t("Vaccinazioni")) }
+        @if list.is_empty() {
+            p { (c.t("Nessuna vaccinazione consultabile.")) }
+        } @else {
+            (records::vaccination_table(c.lang, &list, &Links::clinician(&id)))
+        }
+    };
+    Ok(pro_layout(&c, &format!("{} · {}", c.t("Vaccinazioni"), super::person_name(&p)), body))
+}
+
+/// `GET /professionista/assistiti/{id}/prescrizioni`
+pub async fn prescriptions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> PageResult {
+    let (c, p, standing) = open_record(&state, &headers, &id, "/prescrizioni", raw.as_deref()).await?;
+    let portal = Portal::new(state.fhir.clone());
+    let meds = portal.clinical_list(c.actor(), &id, "MedicationRequest", "-authoredon").await.map_err(c.fail())?;
+    let services = portal.clinical_list(c.actor(), &id, "ServiceRequest", "-authored").await.map_err(c.fail())?;
+    let minutes = state.fhir.policy().break_glass_minutes;
+    let body = html! {
+        (record_head(&c, &id, &p, standing, Tab::Prescriptions, minutes))
+        h2 { (c.t("Prescrizioni")) }
+        @if meds.is_empty() && services.is_empty() {
+            p { (c.t("Nessuna prescrizione consultabile.")) }
+        } @else {
+            (records::prescription_cards(c.lang, &meds, &services, &Links::clinician(&id)))
+        }
+    };
+    Ok(pro_layout(&c, &format!("{} · {}", c.t("Prescrizioni"), super::person_name(&p)), body))
+}
+
+/// `GET /professionista/assistiti/{id}/cronologia[?tipo=]`
+pub async fn timeline(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let (c, p, standing) = open_record(&state, &headers, &id, "/cronologia", raw.as_deref()).await?;
+    let kind = query_map(raw.as_deref()).get("tipo").cloned().unwrap_or_default();
+    let want = |k: &str| kind.is_empty() || kind == k;
+    let portal = Portal::new(state.fhir.clone());
+    let mut data = records::TimelineData::default();
+    if want("documenti") {
+        data.documents = portal.clinical_record(c.actor(), &id).await.map_err(c.fail())?.documents;
+    }
+    if want("ricoveri") {
+        data.encounters = portal.clinical_list(c.actor(), &id, "Encounter", "-date").await.map_err(c.fail())?;
+    }
+    if want("vaccinazioni") {
+        data.immunizations = portal.clinical_list(c.actor(), &id, "Immunization", "-date").await.map_err(c.fail())?;
+    }
+    if want("prescrizioni") {
+        data.prescriptions = portal.clinical_list(c.actor(), &id, "MedicationRequest", "-authoredon").await.map_err(c.fail())?;
+    }
+    let minutes = state.fhir.policy().break_glass_minutes;
+    let body = html! {
+        (record_head(&c, &id, &p, standing, Tab::Timeline, minutes))
+        h2 { (c.t("Cronologia")) }
+        (records::timeline_body(c.lang, data, &kind, &Links::clinician(&id)))
+    };
+    Ok(pro_layout(&c, &format!("{} · {}", c.t("Cronologia"), super::person_name(&p)), body))
 }

@@ -1,14 +1,14 @@
 //! Home, results and charts, timeline, vaccinations, prescriptions, appointments, care plans.
 
 use super::units::{num, unit};
-use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, Ctx, PageResult, Relation};
+use super::{app_error, ctx, layout, optional, query_map, show_date, trusted, PageResult, Relation};
 use crate::html::Lang;
 use crate::i18n::n_;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use fascicolo_app::portal::{DocFilter, Portal, Series};
+use fascicolo_app::portal::{DocFilter, DocSummary, Portal, Series};
 use maud::{html, Markup};
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ pub fn drug_prescription_expiry(authored: &str) -> Option<time::Date> {
 
 /// A coded route or site of administration in the reader's words (producers often send the
 /// English display of the HL7 code); other codes as the producer wrote them.
-fn administration_words(c: &Ctx, cc: &Value) -> String {
+fn administration_words(lang: Lang, cc: &Value) -> String {
     let coding = &cc["coding"][0];
     let system = coding["system"].as_str().unwrap_or_default();
     let code = coding["code"].as_str().unwrap_or_default();
@@ -78,7 +78,7 @@ fn administration_words(c: &Ctx, cc: &Value) -> String {
         None
     };
     match words {
-        Some((it, en)) => c.lang.pick(it, en).to_string(),
+        Some((it, en)) => lang.pick(it, en).to_string(),
         None => {
             let t = text_of(cc);
             if t.is_empty() {
@@ -91,44 +91,44 @@ fn administration_words(c: &Ctx, cc: &Value) -> String {
 }
 
 /// A number of packs, in words.
-fn packs(c: &Ctx, q: f64) -> String {
+fn packs(lang: Lang, q: f64) -> String {
     let one = (q - 1.0).abs() < f64::EPSILON;
-    format!("{} {}", num(c.lang, q), if one { c.t("confezione") } else { c.t("confezioni") })
+    format!("{} {}", num(lang, q), if one { lang.t("confezione") } else { lang.t("confezioni") })
 }
 
 /// An item's FHIR status in words, for its kind (never the raw code): a drug prescription
 /// still "active" past its validity is expired, whatever the record says.
-fn status_label(c: &Ctx, rt: &str, v: &Value) -> String {
+fn status_label(lang: Lang, rt: &str, v: &Value) -> String {
     let code = v["status"].as_str().unwrap_or_default();
     match (rt, code) {
         ("MedicationRequest", "active") => match v["authoredOn"].as_str().and_then(drug_prescription_expiry) {
             Some(last) if last < fascicolo_domain::rome::today() => {
-                format!("{} {}", c.t("Scaduta il"), show_date(c.lang, &last.to_string(), false))
+                format!("{} {}", lang.t("Scaduta il"), show_date(lang, &last.to_string(), false))
             }
-            Some(last) => format!("{} {}", c.t("Da ritirare entro il"), show_date(c.lang, &last.to_string(), false)),
-            None => c.t("Da ritirare").to_string(),
+            Some(last) => format!("{} {}", lang.t("Da ritirare entro il"), show_date(lang, &last.to_string(), false)),
+            None => lang.t("Da ritirare").to_string(),
         },
-        ("MedicationRequest", "completed") => c.t("Erogata").to_string(),
-        ("ServiceRequest", "active") => c.t("Da prenotare").to_string(),
-        ("ServiceRequest", "completed") => c.t("Eseguita").to_string(),
-        ("MedicationRequest" | "ServiceRequest", "cancelled" | "revoked") => c.t("Annullata").to_string(),
-        ("MedicationRequest" | "ServiceRequest", "stopped" | "on-hold") => c.t("Sospesa").to_string(),
-        ("Immunization", "completed") => c.t("Somministrata").to_string(),
-        ("Immunization", "not-done") => c.t("Non eseguita").to_string(),
-        ("Appointment", "booked") => c.t("Prenotato").to_string(),
-        ("Appointment", "cancelled") => c.t("Annullato").to_string(),
-        ("Appointment", "fulfilled") => c.t("Eseguito").to_string(),
-        ("Appointment", "noshow") => c.t("Mancata presentazione").to_string(),
-        ("Appointment", "arrived" | "checked-in") => c.t("In corso").to_string(),
-        ("Appointment", "proposed" | "pending") => c.t("Da confermare").to_string(),
-        ("Appointment", "waitlist") => c.t("In lista d'attesa").to_string(),
-        ("CarePlan", "active") => c.t("Attivo").to_string(),
-        ("CarePlan", "completed") => c.t("Concluso").to_string(),
-        ("CarePlan", "revoked") => c.t("Interrotto").to_string(),
-        ("CarePlan", "on-hold") => c.t("Sospeso").to_string(),
-        (_, "draft") => c.t("Bozza").to_string(),
-        (_, "entered-in-error") => c.t("Annullato per errore").to_string(),
-        _ => c.t("Stato non indicato").to_string(),
+        ("MedicationRequest", "completed") => lang.t("Erogata").to_string(),
+        ("ServiceRequest", "active") => lang.t("Da prenotare").to_string(),
+        ("ServiceRequest", "completed") => lang.t("Eseguita").to_string(),
+        ("MedicationRequest" | "ServiceRequest", "cancelled" | "revoked") => lang.t("Annullata").to_string(),
+        ("MedicationRequest" | "ServiceRequest", "stopped" | "on-hold") => lang.t("Sospesa").to_string(),
+        ("Immunization", "completed") => lang.t("Somministrata").to_string(),
+        ("Immunization", "not-done") => lang.t("Non eseguita").to_string(),
+        ("Appointment", "booked") => lang.t("Prenotato").to_string(),
+        ("Appointment", "cancelled") => lang.t("Annullato").to_string(),
+        ("Appointment", "fulfilled") => lang.t("Eseguito").to_string(),
+        ("Appointment", "noshow") => lang.t("Mancata presentazione").to_string(),
+        ("Appointment", "arrived" | "checked-in") => lang.t("In corso").to_string(),
+        ("Appointment", "proposed" | "pending") => lang.t("Da confermare").to_string(),
+        ("Appointment", "waitlist") => lang.t("In lista d'attesa").to_string(),
+        ("CarePlan", "active") => lang.t("Attivo").to_string(),
+        ("CarePlan", "completed") => lang.t("Concluso").to_string(),
+        ("CarePlan", "revoked") => lang.t("Interrotto").to_string(),
+        ("CarePlan", "on-hold") => lang.t("Sospeso").to_string(),
+        (_, "draft") => lang.t("Bozza").to_string(),
+        (_, "entered-in-error") => lang.t("Annullato per errore").to_string(),
+        _ => lang.t("Stato non indicato").to_string(),
     }
 }
 
@@ -269,12 +269,12 @@ fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::L
     super::finish(set, axum::http::StatusCode::OK, markup)
 }
 
-fn flag_badge(c: &Ctx, p: &fascicolo_app::portal::Point) -> Markup {
+fn flag_badge(lang: Lang, p: &fascicolo_app::portal::Point) -> Markup {
     html! { @if p.out_of_range() {
         span.badge.out { @match (p.high, p.low) {
-            (Some(h), _) if p.value > h => (c.t("Alto")),
-            (_, Some(l)) if p.value < l => (c.t("Basso")),
-            _ => (c.t("Fuori intervallo")),
+            (Some(h), _) if p.value > h => (lang.t("Alto")),
+            (_, Some(l)) if p.value < l => (lang.t("Basso")),
+            _ => (lang.t("Fuori intervallo")),
         } }
     } }
 }
@@ -312,6 +312,60 @@ fn result_rows(series: &[Series]) -> Vec<(String, String, Vec<&Series>)> {
     rows
 }
 
+/// Where a record's pages link: the citizen's own pages, or a clinician's view of one record.
+pub(super) struct Links {
+    /// Prefix of the record's pages ("" for the citizen's own).
+    pub base: String,
+    /// Prefix of a document's page.
+    pub docs: &'static str,
+    /// Whether items (a vaccination, a prescription) have pages of their own.
+    pub items: bool,
+}
+
+impl Links {
+    fn citizen() -> Self {
+        Links { base: String::new(), docs: "/documenti/", items: true }
+    }
+    pub(super) fn clinician(patient: &str) -> Self {
+        Links { base: format!("/professionista/assistiti/{patient}"), docs: "/professionista/documenti/", items: false }
+    }
+}
+
+/// The results table: one row per result (a panel's components together), its latest value,
+/// range, date and change since the one before.
+pub(super) fn results_table(lang: Lang, series: &[Series], links: &Links) -> Markup {
+    html! {
+    div.scroll { table.stack {
+        @let rows = result_rows(series);
+        caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { lang.t("esame") } else { lang.t("esami") }) }
+        thead { tr { th scope="col" { (lang.t("Esame")) } th scope="col" { (lang.t("Ultimo valore")) } th scope="col" { (lang.t("Intervallo")) } th scope="col" { (lang.t("Data")) } th scope="col" { (lang.t("Rispetto al precedente")) } th scope="col" { (lang.t("Valori")) } } }
+        tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
+            tr {
+                th scope="row" { a href={ (links.base) "/risultati/" (code) } { (name) } }
+                td.num data-label=(lang.t("Ultimo valore")) {
+                    // a panel's components together, as people write them: 131/84 mmHg
+                    (parts.iter().filter_map(|s| s.last()).map(|p| num(lang, p.value)).collect::<Vec<_>>().join("/"))
+                    " " (unit(&p.unit))
+                    @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(lang, q)) }
+                }
+                td.num data-label=(lang.t("Intervallo")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(lang, p)).collect::<Vec<_>>().join(" / ")) }
+                td data-label=(lang.t("Data")) { (show_date(lang, &p.when, false)) }
+                td.num data-label=(lang.t("Rispetto al precedente")) {
+                    @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(lang, s)).collect();
+                    @if changes.iter().all(Option::is_some) {
+                        (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
+                        @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
+                            br; span.muted { (lang.t("dal")) " " (show_date(lang, &prev.when, false)) }
+                        }
+                    } @else { span.muted { "—" } }
+                }
+                td data-label=(lang.t("Valori")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
+            }
+        } } }
+    } }
+    }
+}
+
 /// `GET /risultati`: every coded result with its latest value.
 pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let c = ctx(&state, &headers, "/risultati", raw.as_deref()).await?;
@@ -322,34 +376,7 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery, hea
         @if series.is_empty() {
             div.alert { p { (c.t("Non ci sono ancora risultati. Quando un laboratorio pubblica un referto, i valori compaiono qui.")) } }
         } @else {
-            div.scroll { table.stack {
-                @let rows = result_rows(&series);
-                caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { c.t("esame") } else { c.t("esami") }) }
-                thead { tr { th scope="col" { (c.t("Esame")) } th scope="col" { (c.t("Ultimo valore")) } th scope="col" { (c.t("Intervallo")) } th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Rispetto al precedente")) } th scope="col" { (c.t("Valori")) } } }
-                tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
-                    tr {
-                        th scope="row" { a href={ "/risultati/" (code) } { (name) } }
-                        td.num data-label=(c.t("Ultimo valore")) {
-                            // a panel's components together, as people write them: 131/84 mmHg
-                            (parts.iter().filter_map(|s| s.last()).map(|p| num(c.lang, p.value)).collect::<Vec<_>>().join("/"))
-                            " " (unit(&p.unit))
-                            @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(&c, q)) }
-                        }
-                        td.num data-label=(c.t("Intervallo")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(c.lang, p)).collect::<Vec<_>>().join(" / ")) }
-                        td data-label=(c.t("Data")) { (show_date(c.lang, &p.when, false)) }
-                        td.num data-label=(c.t("Rispetto al precedente")) {
-                            @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(c.lang, s)).collect();
-                            @if changes.iter().all(Option::is_some) {
-                                (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
-                                @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
-                                    br; span.muted { (c.t("dal")) " " (show_date(c.lang, &prev.when, false)) }
-                                }
-                            } @else { span.muted { "—" } }
-                        }
-                        td data-label=(c.t("Valori")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
-                    }
-                } } }
-            } }
+            (results_table(c.lang, &series, &Links::citizen()))
         }
         p { a.btn.secondary href="/taccuino" { (c.t("Aggiungi una misura nel Taccuino")) } }
     };
@@ -373,7 +400,7 @@ fn change_since(lang: Lang, s: &Series) -> Option<String> {
     })
 }
 
-fn code_param(code: &str) -> String {
+pub(super) fn code_param(code: &str) -> String {
     if code.contains('|') {
         code.to_string()
     } else {
@@ -382,24 +409,86 @@ fn code_param(code: &str) -> String {
 }
 
 /// What the chart's marks mean: only the marks this chart draws.
-fn legend(c: &Ctx, s: &Series) -> String {
-    let mut parts: Vec<&str> = vec![c.t("Cerchio blu: valore del laboratorio.")];
+fn legend(lang: Lang, s: &Series) -> String {
+    let mut parts: Vec<&str> = vec![lang.t("Cerchio blu: valore del laboratorio.")];
     if !s.points.iter().any(|p| !p.taccuino && !p.out_of_range()) {
         parts.clear();
     }
     if s.points.iter().any(|p| p.high.is_some()) {
-        parts.push(c.t("Area verde: intervallo di riferimento del laboratorio."));
+        parts.push(lang.t("Area verde: intervallo di riferimento del laboratorio."));
     }
     if s.points.iter().any(|p| p.out_of_range()) {
-        parts.push(c.t("Rombo rosso: valore fuori intervallo."));
+        parts.push(lang.t("Rombo rosso: valore fuori intervallo."));
     }
     if s.points.iter().any(|p| p.taccuino && !p.out_of_range()) {
-        parts.push(c.t("Quadrato bianco: misura del Taccuino."));
+        parts.push(lang.t("Quadrato bianco: misura del Taccuino."));
     }
     if !s.unit_changes().is_empty() || !s.source_changes().is_empty() {
-        parts.push(c.t("Linea tratteggiata arancione: cambio di unità o di laboratorio."));
+        parts.push(lang.t("Linea tratteggiata arancione: cambio di unità o di laboratorio."));
     }
     parts.join(" ")
+}
+
+/// The series a chart shows for a code: the result's own, or a panel's components in order
+/// (a panel search, blood pressure, returns them).
+pub(super) fn series_of<'a>(all: &'a [Series], code: &str) -> Vec<&'a Series> {
+    let exact: Vec<&Series> = all.iter().filter(|s| s.code == code).collect();
+    if exact.is_empty() {
+        let mut parts: Vec<&Series> = all.iter().collect();
+        parts.sort_by_key(|s| s.panel.as_ref().map_or(0, |p| p.position));
+        parts
+    } else {
+        exact
+    }
+}
+
+/// A chart's title: the panel's name, or the result's.
+pub(super) fn chart_title(series: &[&Series]) -> String {
+    match series.first().and_then(|s| s.panel.as_ref()) {
+        Some(panel) if series.len() > 1 => panel.name.clone(),
+        _ => series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / "),
+    }
+}
+
+/// A chart page's content: for each series its drawing (wide and narrow), what the marks mean,
+/// warnings on changed units or laboratories, and every value in a table.
+pub(super) fn chart_body(lang: Lang, series: &[&Series], title: &str, links: &Links) -> Markup {
+    html! {
+        p { a href={ (links.base) "/risultati" } { "‹ " (lang.t("Tutti i risultati")) } }
+        h1 { (title) }
+        @for s in series {
+            @if series.len() > 1 { h2 { (s.name) } }
+            @let units = s.unit_changes();
+            @let sources = s.source_changes();
+            @if !units.is_empty() {
+                div.alert.warn role="note" { p { (lang.t("Attenzione: l'unità di misura è cambiata nel tempo (linea tratteggiata arancione). Confronta i valori con il loro intervallo di riferimento.")) } }
+            }
+            @if !sources.is_empty() {
+                div.alert.warn role="note" { p { (lang.t("I valori vengono da laboratori diversi (linea tratteggiata arancione dove cambia il laboratorio): metodi e intervalli di riferimento possono differire.")) } }
+            }
+            figure.chart {
+                (trusted(super::chart::svg(lang, s, false)))
+                (trusted(super::chart::svg(lang, s, true)))
+                figcaption.muted { (legend(lang, s)) }
+            }
+            div.scroll { table.stack {
+                caption.muted style="text-align:left" { (lang.t("Tutti i valori")) }
+                thead { tr { th scope="col" { (lang.t("Data")) } th scope="col" { (lang.t("Valore")) } th scope="col" { (lang.t("Intervallo")) } th scope="col" { (lang.t("Fonte")) } } }
+                tbody { @for (i, p) in s.points.iter().enumerate().rev() {
+                    tr {
+                        td data-label=(lang.t("Data")) { (show_date(lang, &p.when, false)) }
+                        td data-label=(lang.t("Valore")) { span.num { (num(lang, p.value)) " " (unit(&p.unit)) } " " (flag_badge(lang, p)) @if units.contains(&i) { " " span.badge { (lang.t("unità cambiata")) } } }
+                        td.num data-label=(lang.t("Intervallo")) { (range_text(lang, p)) }
+                        td data-label=(lang.t("Fonte")) {
+                            @if let Some(d) = &p.document { a href={ (links.docs) (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { lang.t("Referto").to_string() } else { p.source.clone() }) } }
+                            @else { (p.source) }
+                            @if sources.contains(&i) { " " span.badge { (lang.t("laboratorio cambiato")) } }
+                        }
+                    }
+                } }
+            } }
+        }
+    }
 }
 
 /// `GET /risultati/{code}`: the chart of one result.
@@ -410,62 +499,32 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
         return Err(c.fail()(fascicolo_app::AppError::NotFound("code".into())));
     }
     let all = Portal::new(state.fhir.clone()).results(c.actor(), Some(&code_param(&code)), true).await.map_err(c.fail())?;
-    // a panel search (blood pressure) returns its components as series too
-    let series: Vec<&Series> = {
-        let exact: Vec<&Series> = all.iter().filter(|s| s.code == code).collect();
-        if exact.is_empty() {
-            let mut parts: Vec<&Series> = all.iter().collect();
-            parts.sort_by_key(|s| s.panel.as_ref().map_or(0, |p| p.position));
-            parts
-        } else {
-            exact
-        }
-    };
+    let series = series_of(&all, &code);
     if series.is_empty() {
         return Err(c.fail()(fascicolo_app::AppError::NotFound("no values".into())));
     }
-    let title = match series.first().and_then(|s| s.panel.as_ref()) {
-        Some(panel) if series.len() > 1 => panel.name.clone(),
-        _ => series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / "),
-    };
-    let body = html! {
-        p { a href="/risultati" { "‹ " (c.t("Tutti i risultati")) } }
-        h1 { (title) }
-        @for s in &series {
-            @if series.len() > 1 { h2 { (s.name) } }
-            @let units = s.unit_changes();
-            @let sources = s.source_changes();
-            @if !units.is_empty() {
-                div.alert.warn role="note" { p { (c.t("Attenzione: l'unità di misura è cambiata nel tempo (linea tratteggiata arancione). Confronta i valori con il loro intervallo di riferimento.")) } }
-            }
-            @if !sources.is_empty() {
-                div.alert.warn role="note" { p { (c.t("I valori vengono da laboratori diversi (linea tratteggiata arancione dove cambia il laboratorio): metodi e intervalli di riferimento possono differire.")) } }
-            }
-            figure.chart {
-                (trusted(super::chart::svg(c.lang, s, false)))
-                (trusted(super::chart::svg(c.lang, s, true)))
-                figcaption.muted { (legend(&c, s)) }
-            }
-            div.scroll { table.stack {
-                caption.muted style="text-align:left" { (c.t("Tutti i valori")) }
-                thead { tr { th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Valore")) } th scope="col" { (c.t("Intervallo")) } th scope="col" { (c.t("Fonte")) } } }
-                tbody { @for (i, p) in s.points.iter().enumerate().rev() {
-                    tr {
-                        td data-label=(c.t("Data")) { (show_date(c.lang, &p.when, false)) }
-                        td data-label=(c.t("Valore")) { span.num { (num(c.lang, p.value)) " " (unit(&p.unit)) } " " (flag_badge(&c, p)) @if units.contains(&i) { " " span.badge { (c.t("unità cambiata")) } } }
-                        td.num data-label=(c.t("Intervallo")) { (range_text(c.lang, p)) }
-                        td data-label=(c.t("Fonte")) {
-                            @if let Some(d) = &p.document { a href={ "/documenti/" (d.trim_start_matches("DocumentReference/")) } { (if p.source.is_empty() { c.t("Referto").to_string() } else { p.source.clone() }) } }
-                            @else { (p.source) }
-                            @if sources.contains(&i) { " " span.badge { (c.t("laboratorio cambiato")) } }
-                        }
-                    }
-                } }
-            } }
-        }
-    };
+    let title = chart_title(&series);
+    let body = chart_body(c.lang, &series, &title, &Links::citizen());
     Ok(layout(&c, &title, body))
 }
+
+/// What a timeline is drawn from (each list empty when not asked for or not allowed).
+#[derive(Default)]
+pub(super) struct TimelineData {
+    pub documents: Vec<DocSummary>,
+    pub encounters: Vec<Value>,
+    pub immunizations: Vec<Value>,
+    pub prescriptions: Vec<Value>,
+}
+
+/// The timeline's kinds: (filter value, label).
+const TIMELINE_KINDS: [(&str, &str); 5] = [
+    ("", n_("Tutto")),
+    ("documenti", n_("Documenti")),
+    ("ricoveri", n_("Ricoveri e pronto soccorso")),
+    ("vaccinazioni", n_("Vaccinazioni")),
+    ("prescrizioni", n_("Prescrizioni")),
+];
 
 /// `GET /cronologia`: care events over time, filterable by kind.
 pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
@@ -473,119 +532,128 @@ pub async fn timeline(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     let q = query_map(raw.as_deref());
     let kind = q.get("tipo").cloned().unwrap_or_default();
     let portal = Portal::new(state.fhir.clone());
-    // (date, kind, text, link)
-    let mut events: Vec<(String, &'static str, String, Option<String>)> = Vec::new();
     let want = |k: &str| kind.is_empty() || kind == k;
+    let mut data = TimelineData::default();
     if want("documenti") {
         if let Some(d) = optional(portal.documents(c.actor(), &DocFilter::default()).await).map_err(c.fail())? {
-            events.extend(d.items.into_iter().map(|d| {
-                (
-                    d.date.clone(),
-                    "documenti",
-                    format!(
-                        "{}{}",
-                        super::doc_name(c.lang, &d.title),
-                        if d.organization.is_empty() { String::new() } else { format!(" — {}", d.organization) }
-                    ),
-                    Some(format!("/documenti/{}", d.id)),
-                )
-            }));
+            data.documents = d.items;
         }
     }
     if want("ricoveri") {
-        for e in optional(portal.list(c.actor(), "Encounter", "-date").await).map_err(c.fail())?.unwrap_or_default() {
-            let what = match e["class"]["code"].as_str() {
-                Some("EMER") => c.t("Accesso in pronto soccorso"),
-                Some("IMP") => c.t("Ricovero"),
-                _ => c.t("Visita o contatto"),
-            };
-            let end = e["period"]["end"].as_str().map(|x| format!(" – {}", show_date(c.lang, x, false))).unwrap_or_default();
-            // where, and for a visit still open: that it is, with its triage code
-            let place = e["location"][0]["location"]["display"].as_str().map(|p| format!(" · {p}")).unwrap_or_default();
-            let open = if e["class"]["code"] == "EMER" && e["status"] != "finished" {
-                let code = e["priority"]["coding"][0]["code"]
-                    .as_str()
-                    .and_then(|c| c.parse::<u8>().ok())
-                    .and_then(fascicolo_domain::er::Triage::parse);
-                match code {
-                    Some(t) => {
-                        format!(" ({}, {} {} · {})", c.t("in corso"), c.t("codice"), t.code(), c.lang.pick(t.colour_it(), t.colour_en()))
-                    }
-                    None => format!(" ({})", c.t("in corso")),
-                }
-            } else {
-                String::new()
-            };
-            events.push((
-                e["period"]["start"].as_str().unwrap_or_default().to_string(),
-                "ricoveri",
-                format!("{what}{end}{place}{open}"),
-                None,
-            ));
-        }
+        data.encounters = optional(portal.list(c.actor(), "Encounter", "-date").await).map_err(c.fail())?.unwrap_or_default();
     }
-    // a vaccination or a prescription is one event: the item, not also the document it came in
+    if want("vaccinazioni") {
+        data.immunizations = optional(portal.list(c.actor(), "Immunization", "-date").await).map_err(c.fail())?.unwrap_or_default();
+    }
+    if want("prescrizioni") {
+        data.prescriptions =
+            optional(portal.list(c.actor(), "MedicationRequest", "-authoredon").await).map_err(c.fail())?.unwrap_or_default();
+    }
+    let body = html! {
+        h1 { (c.t("Cronologia")) }
+        (timeline_body(c.lang, data, &kind, &Links::citizen()))
+    };
+    Ok(layout(&c, c.t("Cronologia"), body))
+}
+
+/// A timeline: the kind filter and the events, newest first (a vaccination or a prescription
+/// once, as the item, not also as the document it came in).
+pub(super) fn timeline_body(lang: Lang, data: TimelineData, kind: &str, links: &Links) -> Markup {
+    // (date, kind, text, link)
+    let mut events: Vec<(String, &'static str, String, Option<String>)> = Vec::new();
+    events.extend(data.documents.into_iter().map(|d| {
+        (
+            d.date.clone(),
+            "documenti",
+            format!(
+                "{}{}",
+                super::doc_name(lang, &d.title),
+                if d.organization.is_empty() { String::new() } else { format!(" — {}", d.organization) }
+            ),
+            Some(format!("{}{}", links.docs, d.id)),
+        )
+    }));
+    for e in &data.encounters {
+        let what = match e["class"]["code"].as_str() {
+            Some("EMER") => lang.t("Accesso in pronto soccorso"),
+            Some("IMP") => lang.t("Ricovero"),
+            _ => lang.t("Visita o contatto"),
+        };
+        let end = e["period"]["end"].as_str().map(|x| format!(" – {}", show_date(lang, x, false))).unwrap_or_default();
+        // where, and for a visit still open: that it is, with its triage code
+        let place = e["location"][0]["location"]["display"].as_str().map(|p| format!(" · {p}")).unwrap_or_default();
+        let open = if e["class"]["code"] == "EMER" && e["status"] != "finished" {
+            let code = e["priority"]["coding"][0]["code"]
+                .as_str()
+                .and_then(|c| c.parse::<u8>().ok())
+                .and_then(fascicolo_domain::er::Triage::parse);
+            match code {
+                Some(t) => {
+                    format!(" ({}, {} {} · {})", lang.t("in corso"), lang.t("codice"), t.code(), lang.pick(t.colour_it(), t.colour_en()))
+                }
+                None => format!(" ({})", lang.t("in corso")),
+            }
+        } else {
+            String::new()
+        };
+        events.push((e["period"]["start"].as_str().unwrap_or_default().to_string(), "ricoveri", format!("{what}{end}{place}{open}"), None));
+    }
     let mut shown_as_items: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut source_of = |v: &Value| {
         for t in v["meta"]["tag"].as_array().into_iter().flatten() {
             if t["system"] == fascicolo_domain::privacy::labels::DOCUMENT {
                 if let Some(d) = t["code"].as_str().and_then(|d| d.strip_prefix("DocumentReference/")) {
-                    shown_as_items.insert(format!("/documenti/{d}"));
+                    shown_as_items.insert(format!("{}{d}", links.docs));
                 }
             }
         }
     };
-    if want("vaccinazioni") {
-        for i in optional(portal.list(c.actor(), "Immunization", "-date").await).map_err(c.fail())?.unwrap_or_default() {
-            source_of(&i);
-            events.push((
-                i["occurrenceDateTime"].as_str().unwrap_or_default().to_string(),
-                "vaccinazioni",
-                text_of(&i["vaccineCode"]),
-                Some(format!("/vaccinazioni/{}", i["id"].as_str().unwrap_or_default())),
-            ));
-        }
+    for i in &data.immunizations {
+        source_of(i);
+        let link = links.items.then(|| format!("/vaccinazioni/{}", i["id"].as_str().unwrap_or_default()));
+        events.push((i["occurrenceDateTime"].as_str().unwrap_or_default().to_string(), "vaccinazioni", text_of(&i["vaccineCode"]), link));
     }
-    if want("prescrizioni") {
-        for m in optional(portal.list(c.actor(), "MedicationRequest", "-authoredon").await).map_err(c.fail())?.unwrap_or_default() {
-            source_of(&m);
-            events.push((
-                m["authoredOn"].as_str().unwrap_or_default().to_string(),
-                "prescrizioni",
-                med_name(&m),
-                Some(format!("/prescrizioni/{}", m["id"].as_str().unwrap_or_default())),
-            ));
-        }
+    for m in &data.prescriptions {
+        source_of(m);
+        let link = links.items.then(|| format!("/prescrizioni/{}", m["id"].as_str().unwrap_or_default()));
+        events.push((m["authoredOn"].as_str().unwrap_or_default().to_string(), "prescrizioni", med_name(m), link));
     }
     events.retain(|e| e.1 != "documenti" || e.3.as_ref().is_none_or(|l| !shown_as_items.contains(l)));
     events.sort_by(|a, b| b.0.cmp(&a.0));
-    let kinds: [(&str, &str); 5] = [
-        ("", n_("Tutto")),
-        ("documenti", n_("Documenti")),
-        ("ricoveri", n_("Ricoveri e pronto soccorso")),
-        ("vaccinazioni", n_("Vaccinazioni")),
-        ("prescrizioni", n_("Prescrizioni")),
-    ];
-    let label = |k: &str| kinds.iter().find(|x| x.0 == k).map_or("", |x| c.t(x.1));
-    let body = html! {
-        h1 { (c.t("Cronologia")) }
-        form.filters method="get" action="/cronologia" {
-            div { label for="tipo" { (c.t("Mostra")) }
-                select #tipo name="tipo" { @for (k, it) in kinds { option value=(k) selected[kind == k] { (c.t(it)) } } } }
-            div.actions { button type="submit" { (c.t("Filtra")) } }
+    let label = |k: &str| TIMELINE_KINDS.iter().find(|x| x.0 == k).map_or("", |x| lang.t(x.1));
+    html! {
+        form.filters method="get" action={ (links.base) "/cronologia" } {
+            div { label for="tipo" { (lang.t("Mostra")) }
+                select #tipo name="tipo" { @for (k, it) in TIMELINE_KINDS { option value=(k) selected[kind == k] { (lang.t(it)) } } } }
+            div.actions { button type="submit" { (lang.t("Filtra")) } }
         }
         @if events.is_empty() {
-            div.alert { p { (c.t("Nessun evento da mostrare.")) } }
+            div.alert { p { (lang.t("Nessun evento da mostrare.")) } }
         } @else {
-            p role="status" { (events.len()) " " (if events.len() == 1 { c.t("evento") } else { c.t("eventi") }) }
+            p role="status" { (events.len()) " " (if events.len() == 1 { lang.t("evento") } else { lang.t("eventi") }) }
             ol.timeline { @for (date, k, text, link) in events.iter().take(300) {
-                li { strong { (show_date(c.lang, date, false)) } " · " span.muted { (label(k)) } br;
+                li { strong { (show_date(lang, date, false)) } " · " span.muted { (label(k)) } br;
                     @if let Some(l) = link { a href=(l) { (text) } } @else { (text) } }
             } }
-            @if events.len() > 300 { p.muted { (c.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.")) } }
+            @if events.len() > 300 { p.muted { (lang.t("Sono mostrati i 300 eventi più recenti: usa i filtri per vedere gli altri.")) } }
         }
-    };
-    Ok(layout(&c, c.t("Cronologia"), body))
+    }
+}
+
+/// The vaccinations table, newest first.
+pub(super) fn vaccination_table(lang: Lang, list: &[Value], links: &Links) -> Markup {
+    html! {
+    div.scroll { table.stack {
+        thead { tr { th scope="col" { (lang.t("Data")) } th scope="col" { (lang.t("Vaccino")) } th scope="col" { (lang.t("Dose")) } th scope="col" { (lang.t("Lotto")) } th scope="col" { (lang.t("Stato")) } } }
+        tbody { @for i in list { tr {
+            td data-label=(lang.t("Data")) { (show_date(lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
+            th scope="row" { @if links.items { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } } @else { (text_of(&i["vaccineCode"])) } }
+            td data-label=(lang.t("Dose")) { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
+            td data-label=(lang.t("Lotto")) { (i["lotNumber"].as_str().unwrap_or("—")) }
+            td data-label=(lang.t("Stato")) { (status_label(lang, "Immunization", i)) }
+        } } }
+    } }
+    }
 }
 
 /// `GET /vaccinazioni`
@@ -597,16 +665,7 @@ pub async fn vaccinations(State(state): State<AppState>, RawQuery(raw): RawQuery
         @if list.is_empty() {
             div.alert { p { (c.t("Nessuna vaccinazione registrata nel fascicolo.")) } }
         } @else {
-            div.scroll { table.stack {
-                thead { tr { th scope="col" { (c.t("Data")) } th scope="col" { (c.t("Vaccino")) } th scope="col" { (c.t("Dose")) } th scope="col" { (c.t("Lotto")) } th scope="col" { (c.t("Stato")) } } }
-                tbody { @for i in &list { tr {
-                    td data-label=(c.t("Data")) { (show_date(c.lang, i["occurrenceDateTime"].as_str().unwrap_or_default(), false)) }
-                    th scope="row" { a href={ "/vaccinazioni/" (i["id"].as_str().unwrap_or_default()) } { (text_of(&i["vaccineCode"])) } }
-                    td data-label=(c.t("Dose")) { (i["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map(|d| d.to_string()).unwrap_or_else(|| "—".into())) }
-                    td data-label=(c.t("Lotto")) { (i["lotNumber"].as_str().unwrap_or("—")) }
-                    td data-label=(c.t("Stato")) { (status_label(&c, "Immunization", i)) }
-                } } }
-            } }
+            (vaccination_table(c.lang, &list, &Links::citizen()))
         }
     };
     Ok(layout(&c, c.t("Vaccinazioni"), body))
@@ -632,6 +691,37 @@ fn barcode(nre: &str) -> Option<String> {
     Some(out)
 }
 
+/// Drug prescriptions as cards (state, dosage, ingredient, quantity, prescriber, NRE and its
+/// barcode), then the prescribed services.
+pub(super) fn prescription_cards(lang: Lang, meds: &[Value], services: &[Value], links: &Links) -> Markup {
+    html! {
+        @for m in meds {
+            section.card style="margin:1rem 0" {
+                h2 { @if links.items { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (med_name(m)) } } @else { (med_name(m)) } }
+                dl.meta {
+                    dt { (lang.t("Data")) } dd { (show_date(lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
+                    dt { (lang.t("Stato")) } dd { (status_label(lang, "MedicationRequest", m)) }
+                    @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (lang.t("Posologia")) } dd { (d) } }
+                    @if let Some(i) = ingredient(m) { dt { (lang.t("Principio attivo")) } dd { (i) } }
+                    @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (lang.t("Quantità")) } dd { (packs(lang, q)) } }
+                    @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (lang.t("Motivo")) } dd { (r) } }
+                    @if let Some(r) = m["requester"]["display"].as_str() { dt { (lang.t("Prescrittore")) } dd { (r) } }
+                    @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
+                }
+                @if let (Some(n), Some(svg)) = (nre_of(m), nre_of(m).and_then(|n| barcode(&n))) {
+                    // the code with its digits under it (the pharmacist can type them), larger on its own page
+                    figure.barcode { (trusted(svg)) figcaption.digits { (n) } }
+                    @if links.items { p { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (lang.t("Mostra il codice a barre grande")) } } }
+                }
+            }
+        }
+        @if !services.is_empty() {
+            h2 { (lang.t("Prestazioni prescritte")) }
+            ul { @for s in services { li { (text_of(&s["code"])) " — " (show_date(lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status_label(lang, "ServiceRequest", s)) } } }
+        }
+    }
+}
+
 /// `GET /prescrizioni`
 pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let c = ctx(&state, &headers, "/prescrizioni", raw.as_deref()).await?;
@@ -654,30 +744,7 @@ pub async fn prescriptions(State(state): State<AppState>, RawQuery(raw): RawQuer
         @if meds.is_empty() && services.is_empty() {
             div.alert { p { (c.t("Nessuna prescrizione nel fascicolo.")) } }
         }
-        @for m in &meds {
-            section.card style="margin:1rem 0" {
-                h2 { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (med_name(m)) } }
-                dl.meta {
-                    dt { (c.t("Data")) } dd { (show_date(c.lang, m["authoredOn"].as_str().unwrap_or_default(), false)) }
-                    dt { (c.t("Stato")) } dd { (status_label(&c, "MedicationRequest", m)) }
-                    @if let Some(d) = m["dosageInstruction"][0]["text"].as_str() { dt { (c.t("Posologia")) } dd { (d) } }
-                    @if let Some(i) = ingredient(m) { dt { (c.t("Principio attivo")) } dd { (i) } }
-                    @if let Some(q) = m["dispenseRequest"]["quantity"]["value"].as_f64() { dt { (c.t("Quantità")) } dd { (packs(&c, q)) } }
-                    @if let Some(r) = m["reasonCode"].get(0).map(text_of).filter(|r| !r.is_empty()) { dt { (c.t("Motivo")) } dd { (r) } }
-                    @if let Some(r) = m["requester"]["display"].as_str() { dt { (c.t("Prescrittore")) } dd { (r) } }
-                    @if let Some(n) = nre_of(m) { dt { "NRE" } dd { strong.nre { (n) } } }
-                }
-                @if let (Some(n), Some(svg)) = (nre_of(m), nre_of(m).and_then(|n| barcode(&n))) {
-                    // the code with its digits under it (the pharmacist can type them), larger on its own page
-                    figure.barcode { (trusted(svg)) figcaption.digits { (n) } }
-                    p { a href={ "/prescrizioni/" (m["id"].as_str().unwrap_or_default()) } { (c.t("Mostra il codice a barre grande")) } }
-                }
-            }
-        }
-        @if !services.is_empty() {
-            h2 { (c.t("Prestazioni prescritte")) }
-            ul { @for s in &services { li { (text_of(&s["code"])) " — " (show_date(c.lang, s["authoredOn"].as_str().unwrap_or_default(), false)) " · " (status_label(&c, "ServiceRequest", s)) } } }
-        }
+        (prescription_cards(c.lang, &meds, &services, &Links::citizen()))
     };
     Ok(layout(&c, c.t("Prescrizioni"), body))
 }
@@ -692,7 +759,7 @@ pub async fn appointments(State(state): State<AppState>, RawQuery(raw): RawQuery
         html! { tr {
             td { (show_date(c.lang, a["start"].as_str().unwrap_or_default(), true)) }
             th scope="row" { a href={ "/appuntamenti/" (a["id"].as_str().unwrap_or_default()) } { (a["description"].as_str().unwrap_or_default()) } }
-            td { (status_label(&c, "Appointment", a)) }
+            td { (status_label(c.lang, "Appointment", a)) }
         } }
     };
     let body = html! {
@@ -722,7 +789,7 @@ pub async fn care_plans(State(state): State<AppState>, RawQuery(raw): RawQuery, 
             section.card style="margin:1rem 0" {
                 h2 { (p["title"].as_str().unwrap_or_else(|| p["description"].as_str().unwrap_or_default())) }
                 dl.meta {
-                    dt { (c.t("Stato")) } dd { (status_label(&c, "CarePlan", p)) }
+                    dt { (c.t("Stato")) } dd { (status_label(c.lang, "CarePlan", p)) }
                     @if let Some(s) = p["period"]["start"].as_str() { dt { (c.t("Dal")) } dd { (show_date(c.lang, s, false)) } }
                     @if let Some(s) = p["period"]["end"].as_str() { dt { (c.t("Al")) } dd { (show_date(c.lang, s, false)) } }
                     @if let Some(d) = p["description"].as_str() { dt { (c.t("Descrizione")) } dd { (d) } }
@@ -778,9 +845,9 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                 (c.t("Codice del vaccino"), v["vaccineCode"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
                 (c.t("Dose"), v["protocolApplied"][0]["doseNumberPositiveInt"].as_i64().map_or("—".into(), |d| d.to_string())),
                 (c.t("Lotto"), v["lotNumber"].as_str().unwrap_or("—").to_string()),
-                (c.t("Sede di somministrazione"), administration_words(&c, &v["site"])),
-                (c.t("Via di somministrazione"), administration_words(&c, &v["route"])),
-                (c.t("Stato"), status_label(&c, "Immunization", &v)),
+                (c.t("Sede di somministrazione"), administration_words(c.lang, &v["site"])),
+                (c.t("Via di somministrazione"), administration_words(c.lang, &v["route"])),
+                (c.t("Stato"), status_label(c.lang, "Immunization", &v)),
             ],
         ),
         "MedicationRequest" => (
@@ -791,10 +858,10 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
                 (c.t("Codice del farmaco"), v["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap_or("—").to_string()),
                 (c.t("Principio attivo"), ingredient(&v).unwrap_or_else(|| "—".into())),
                 (c.t("Posologia"), v["dosageInstruction"][0]["text"].as_str().unwrap_or("—").to_string()),
-                (c.t("Quantità"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(&c, q))),
+                (c.t("Quantità"), v["dispenseRequest"]["quantity"]["value"].as_f64().map_or("—".into(), |q| packs(c.lang, q))),
                 (c.t("Motivo"), text_of(&v["reasonCode"][0])),
                 (c.t("Prescrittore"), v["requester"]["display"].as_str().unwrap_or("—").to_string()),
-                (c.t("Stato"), status_label(&c, "MedicationRequest", &v)),
+                (c.t("Stato"), status_label(c.lang, "MedicationRequest", &v)),
             ],
         ),
         _ => (
@@ -802,7 +869,7 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
             vec![
                 (c.t("Inizio"), date("start")),
                 (c.t("Fine"), date("end")),
-                (c.t("Stato"), status_label(&c, "Appointment", &v)),
+                (c.t("Stato"), status_label(c.lang, "Appointment", &v)),
                 (c.t("Note"), v["comment"].as_str().unwrap_or("—").to_string()),
             ],
         ),
