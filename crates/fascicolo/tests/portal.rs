@@ -443,6 +443,13 @@ async fn every_item_reads_true_and_as_people_write_it() {
     let (_, results) = giulia.get("/risultati").await;
     assert!(results.contains("href=\"/risultati/85354-9\">Pressione arteriosa</a>"), "the panel has its row and chart");
     assert!(results.contains("131/84 mmHg"), "both values, in mmHg");
+    // grouped as a doctor reads a report: the pressure with the vital signs, glucose with blood sugar
+    let group = |heading: &str| {
+        results.split(&format!("{heading}</h2>")).nth(1).and_then(|g| g.split("</section>").next()).unwrap_or_default().to_string()
+    };
+    let (vitals, sugar) = (group("Parametri vitali e misure"), group("Glicemia e diabete"));
+    assert!(vitals.contains("Pressione arteriosa") && !vitals.contains("Glucosio"), "{vitals}");
+    assert!(sugar.contains("Glucosio") && !sugar.contains("Pressione arteriosa"), "{sugar}");
     // how each value moved since the one before (same unit), with that one's date
     assert!(
         results.contains("Rispetto al precedente") && (results.contains("↑ +") || results.contains("↓ −")) && results.contains("dal "),

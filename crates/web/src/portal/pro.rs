@@ -390,7 +390,6 @@ pub async fn results(State(state): State<AppState>, Path(id): Path<String>, RawQ
     let minutes = state.fhir.policy().break_glass_minutes;
     let body = html! {
         (record_head(&c, &id, &p, standing, Tab::Results, minutes))
-        h2 { (c.t("Risultati")) }
         @if series.is_empty() {
             p { (c.t("Nessun risultato consultabile.")) }
         } @else {

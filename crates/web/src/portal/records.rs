@@ -331,38 +331,69 @@ impl Links {
     }
 }
 
-/// The results table: one row per result (a panel's components together), its latest value,
-/// range, date and change since the one before.
+/// The groups the results page shows, as a doctor reads a report: (heading, LOINC codes). A
+/// result in no group goes under "Altri esami".
+const RESULT_GROUPS: [(&str, &[&str]); 8] = [
+    (n_("Glicemia e diabete"), &["2345-7", "1558-6", "4548-4", "17856-6", "15074-8"]),
+    (n_("Profilo lipidico"), &["2093-3", "2085-9", "13457-7", "18262-6", "2089-1", "2571-8"]),
+    (n_("Emocromo"), &["718-7", "6690-2", "777-3", "789-8", "4544-3", "787-2", "785-6", "786-4", "770-8", "731-0"]),
+    (n_("Funzionalità renale ed elettroliti"), &["2160-0", "33914-3", "62238-1", "3094-0", "2823-3", "2951-2", "2075-0"]),
+    (n_("Funzionalità epatica"), &["1742-6", "1920-8", "2324-2", "1975-2", "6768-6"]),
+    (n_("Tiroide"), &["3016-3", "3024-7", "3026-2"]),
+    (
+        n_("Parametri vitali e misure"),
+        &["85354-9", "8480-6", "8462-4", "29463-7", "8302-2", "39156-5", "8867-4", "8310-5", "2708-6", "59408-5", "9279-1"],
+    ),
+    (n_("Altri esami"), &[]),
+];
+
+/// The index in [`RESULT_GROUPS`] of a result's group (the last one for any other code).
+fn group_of(code: &str) -> usize {
+    RESULT_GROUPS.iter().position(|(_, codes)| codes.contains(&code)).unwrap_or(RESULT_GROUPS.len() - 1)
+}
+
+/// The results, by group (blood sugar, lipids, blood count...), each a table: one row per
+/// result (a panel's components together), its latest value, range, date and change since the
+/// one before.
 pub(super) fn results_table(lang: Lang, series: &[Series], links: &Links) -> Markup {
+    let rows = result_rows(series);
+    let mut groups: Vec<Vec<&(String, String, Vec<&Series>)>> = vec![Vec::new(); RESULT_GROUPS.len()];
+    for r in &rows {
+        groups[group_of(&r.0)].push(r);
+    }
     html! {
+    p.muted { (rows.len()) " " (if rows.len() == 1 { lang.t("esame") } else { lang.t("esami") }) }
+    @for (g, members) in groups.iter().enumerate().filter(|(_, m)| !m.is_empty()) {
+    section.results-group aria-labelledby={ "group-" (g) } {
+    h2 #{ "group-" (g) } { (lang.t(RESULT_GROUPS[g].0)) }
     div.scroll { table.stack {
-        @let rows = result_rows(series);
-        caption.muted style="text-align:left" { (rows.len()) " " (if rows.len() == 1 { lang.t("esame") } else { lang.t("esami") }) }
         thead { tr { th scope="col" { (lang.t("Esame")) } th scope="col" { (lang.t("Ultimo valore")) } th scope="col" { (lang.t("Intervallo")) } th scope="col" { (lang.t("Data")) } th scope="col" { (lang.t("Rispetto al precedente")) } th scope="col" { (lang.t("Valori")) } } }
-        tbody { @for (code, name, parts) in &rows { @if let Some(p) = parts.first().and_then(|s| s.last()) {
-            tr {
-                th scope="row" { a href={ (links.base) "/risultati/" (code) } { (name) } }
-                td.num data-label=(lang.t("Ultimo valore")) {
-                    // a panel's components together, as people write them: 131/84 mmHg
-                    (parts.iter().filter_map(|s| s.last()).map(|p| num(lang, p.value)).collect::<Vec<_>>().join("/"))
-                    " " (unit(&p.unit))
-                    @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(lang, q)) }
+        tbody { @for (code, name, parts) in members.iter().copied() { @if let Some(p) = parts.first().and_then(|s| s.last()) {
+                tr {
+                    th scope="row" { a href={ (links.base) "/risultati/" (code) } { (name) } }
+                    td.num data-label=(lang.t("Ultimo valore")) {
+                        // a panel's components together, as people write them: 131/84 mmHg
+                        (parts.iter().filter_map(|s| s.last()).map(|p| num(lang, p.value)).collect::<Vec<_>>().join("/"))
+                        " " (unit(&p.unit))
+                        @for q in parts.iter().filter_map(|s| s.last()) { " " (flag_badge(lang, q)) }
+                    }
+                    td.num data-label=(lang.t("Intervallo")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(lang, p)).collect::<Vec<_>>().join(" / ")) }
+                    td data-label=(lang.t("Data")) { (show_date(lang, &p.when, false)) }
+                    td.num data-label=(lang.t("Rispetto al precedente")) {
+                        @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(lang, s)).collect();
+                        @if changes.iter().all(Option::is_some) {
+                            (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
+                            @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
+                                br; span.muted { (lang.t("dal")) " " (show_date(lang, &prev.when, false)) }
+                            }
+                        } @else { span.muted { "—" } }
+                    }
+                    td data-label=(lang.t("Valori")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
                 }
-                td.num data-label=(lang.t("Intervallo")) { (parts.iter().filter_map(|s| s.last()).map(|p| range_text(lang, p)).collect::<Vec<_>>().join(" / ")) }
-                td data-label=(lang.t("Data")) { (show_date(lang, &p.when, false)) }
-                td.num data-label=(lang.t("Rispetto al precedente")) {
-                    @let changes: Vec<Option<String>> = parts.iter().map(|s| change_since(lang, s)).collect();
-                    @if changes.iter().all(Option::is_some) {
-                        (changes.into_iter().flatten().collect::<Vec<_>>().join(" / "))
-                        @if let Some(prev) = parts[0].points.len().checked_sub(2).and_then(|i| parts[0].points.get(i)) {
-                            br; span.muted { (lang.t("dal")) " " (show_date(lang, &prev.when, false)) }
-                        }
-                    } @else { span.muted { "—" } }
-                }
-                td data-label=(lang.t("Valori")) { (parts.iter().map(|s| s.points.len()).max().unwrap_or(0)) }
-            }
         } } }
     } }
+    }
+    }
     }
 }
 
