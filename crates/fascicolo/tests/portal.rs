@@ -271,6 +271,11 @@ async fn taccuino_and_delegation_forms_refuse_bad_input_and_store_nothing() {
     assert_eq!(observations().await, before + 2);
     let (_, chart) = giulia.get("/risultati/29463-7").await;
     assert!(chart.contains("71,5 kg") && !chart.contains("71.5 kg") && chart.contains("Taccuino"), "a decimal comma in Italian");
+    // in English the Taccuino's measurements have English names, in the list and on the chart
+    let (_, en) = giulia.get("/taccuino?lang=en").await;
+    assert!(en.contains("Body weight</a>") && !en.contains("Peso corporeo"), "{en}");
+    let (_, en_chart) = giulia.get("/risultati/29463-7?lang=en").await;
+    assert!(en_chart.contains("<h1>Body weight</h1>") && en_chart.contains("71.5 kg"), "{en_chart}");
     let gp_token = token_for(&app.store, &gp()).await;
     let r = app.get_as("/Observation?patient=rossi-giulia&code=http://loinc.org|29463-7", &gp_token).await;
     assert_eq!(r.body["total"], 0, "the private weight is hidden from the GP");

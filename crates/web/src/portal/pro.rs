@@ -416,7 +416,7 @@ pub async fn chart(
     if series.is_empty() {
         return Err(c.fail()(AppError::NotFound("no values".into())));
     }
-    let title = records::chart_title(&series);
+    let title = records::chart_title(c.lang, &series);
     let body = html! {
         p.muted { (super::person_name(&p)) }
         (records::chart_body(c.lang, &series, &title, &Links::clinician(&id)))

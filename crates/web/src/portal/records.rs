@@ -331,6 +331,22 @@ impl Links {
     }
 }
 
+/// A result's name in the page's language: the Taccuino's own measurements (and blood
+/// pressure's two components) have their English names; a laboratory's result keeps the name
+/// the laboratory wrote.
+pub(super) fn result_name(lang: Lang, code: &str, written: &str) -> String {
+    if lang == Lang::It {
+        return written.to_string();
+    }
+    let own = fascicolo_app::portal::MeasureKind::ALL.into_iter().map(|k| k.info()).find(|i| i.0 == code).map(|i| i.2);
+    let part = match code {
+        "8480-6" => Some("Systolic blood pressure"),
+        "8462-4" => Some("Diastolic blood pressure"),
+        _ => None,
+    };
+    own.or(part).unwrap_or(written).to_string()
+}
+
 /// The groups the results page shows, as a doctor reads a report: (heading, LOINC codes). A
 /// result in no group goes under "Altri esami".
 const RESULT_GROUPS: [(&str, &[&str]); 8] = [
@@ -370,7 +386,7 @@ pub(super) fn results_table(lang: Lang, series: &[Series], links: &Links) -> Mar
         thead { tr { th scope="col" { (lang.t("Esame")) } th scope="col" { (lang.t("Ultimo valore")) } th scope="col" { (lang.t("Intervallo")) } th scope="col" { (lang.t("Data")) } th scope="col" { (lang.t("Rispetto al precedente")) } th scope="col" { (lang.t("Valori")) } } }
         tbody { @for (code, name, parts) in members.iter().copied() { @if let Some(p) = parts.first().and_then(|s| s.last()) {
                 tr {
-                    th scope="row" { a href={ (links.base) "/risultati/" (code) } { (name) } }
+                    th scope="row" { a href={ (links.base) "/risultati/" (code) } { (result_name(lang, code, name)) } }
                     td.num data-label=(lang.t("Ultimo valore")) {
                         // a panel's components together, as people write them: 131/84 mmHg
                         (parts.iter().filter_map(|s| s.last()).map(|p| num(lang, p.value)).collect::<Vec<_>>().join("/"))
@@ -474,10 +490,10 @@ pub(super) fn series_of<'a>(all: &'a [Series], code: &str) -> Vec<&'a Series> {
 }
 
 /// A chart's title: the panel's name, or the result's.
-pub(super) fn chart_title(series: &[&Series]) -> String {
+pub(super) fn chart_title(lang: Lang, series: &[&Series]) -> String {
     match series.first().and_then(|s| s.panel.as_ref()) {
-        Some(panel) if series.len() > 1 => panel.name.clone(),
-        _ => series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" / "),
+        Some(panel) if series.len() > 1 => result_name(lang, &panel.code, &panel.name),
+        _ => series.iter().map(|s| result_name(lang, &s.code, &s.name)).collect::<Vec<_>>().join(" / "),
     }
 }
 
@@ -488,7 +504,7 @@ pub(super) fn chart_body(lang: Lang, series: &[&Series], title: &str, links: &Li
         p { a href={ (links.base) "/risultati" } { "‹ " (lang.t("Tutti i risultati")) } }
         h1 { (title) }
         @for s in series {
-            @if series.len() > 1 { h2 { (s.name) } }
+            @if series.len() > 1 { h2 { (result_name(lang, &s.code, &s.name)) } }
             @let units = s.unit_changes();
             @let sources = s.source_changes();
             @if !units.is_empty() {
@@ -534,7 +550,7 @@ pub async fn chart(State(state): State<AppState>, Path(code): Path<String>, RawQ
     if series.is_empty() {
         return Err(c.fail()(fascicolo_app::AppError::NotFound("no values".into())));
     }
-    let title = chart_title(&series);
+    let title = chart_title(c.lang, &series);
     let body = chart_body(c.lang, &series, &title, &Links::citizen());
     Ok(layout(&c, &title, body))
 }

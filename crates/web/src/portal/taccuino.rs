@@ -63,7 +63,7 @@ async fn render(
         for p in s.points.iter().filter(|p| p.taccuino) {
             mine.push(Item {
                 when: p.when.clone(),
-                what: s.name.clone(),
+                what: super::records::result_name(c.lang, &s.code, &s.name),
                 value: format!("{} {}", super::units::num(c.lang, p.value), super::units::unit(&p.unit)),
                 hidden: p.hidden,
                 link: format!("/risultati/{}", s.code),
