@@ -399,6 +399,9 @@ pub struct Represented {
     pub scope: Vec<String>,
     /// When a delegation ends (FHIR dateTime), if it does.
     pub until: Option<String>,
+    /// The holder's administrative gender (`female`, `male`...; empty when not recorded), for
+    /// the words that agree with it ("figlia", "figlio").
+    pub gender: String,
 }
 
 /// The records a citizen may act on besides their own: children (parental responsibility,
@@ -417,7 +420,8 @@ pub async fn represented(store: &dyn Store, cf: &CodiceFiscale) -> AppResult<Vec
             _ => continue,
         };
         let until = if acting_as == ActingAs::Delegate { rp["period"]["end"].as_str().map(String::from) } else { None };
-        out.push(Represented { patient: pid.to_string(), acting_as, name: display_name(&pv), scope, until });
+        let gender = pv["gender"].as_str().unwrap_or_default().to_string();
+        out.push(Represented { patient: pid.to_string(), acting_as, name: display_name(&pv), scope, until, gender });
     }
     Ok(out)
 }

@@ -212,6 +212,9 @@ impl Series {
 pub struct Access {
     pub when: String,
     pub who: String,
+    /// The administrative gender of the person who looked, when the registry has it (for
+    /// "infermiera", "delegata"); empty otherwise.
+    pub who_gender: String,
     pub role: String,
     pub organization: String,
     pub purpose: String,
@@ -883,6 +886,7 @@ impl Portal {
             v
         };
         let mut names: HashMap<String, String> = HashMap::new();
+        let mut genders: HashMap<String, String> = HashMap::new();
         for (rt, list) in [("Practitioner", ids("Practitioner/")), ("Organization", ids("Organization/"))] {
             for chunk in list.chunks(200) {
                 let pairs = vec![("_id".to_string(), chunk.join(",")), ("_count".into(), "1000".into())];
@@ -892,6 +896,9 @@ impl Portal {
                         let name = if rt == "Organization" { v["name"].as_str().map(String::from) } else { person_name(&v) };
                         if let (Some(id), Some(n)) = (v["id"].as_str(), name) {
                             names.insert(format!("{rt}/{id}"), n);
+                            if let Some(g) = v["gender"].as_str() {
+                                genders.insert(format!("{rt}/{id}"), g.to_string());
+                            }
                         }
                     }
                 }
@@ -902,9 +909,15 @@ impl Portal {
                 if let Some(n) = person_name(&v.resource) {
                     names.insert(format!("RelatedPerson/{rp}"), n);
                 }
+                if let Some(g) = v.resource["gender"].as_str() {
+                    genders.insert(format!("RelatedPerson/{rp}"), g.to_string());
+                }
             }
         }
         for a in &mut out {
+            if let Some(g) = genders.get(&a.who) {
+                a.who_gender = g.clone();
+            }
             if let Some(n) = names.get(&a.who) {
                 a.who = n.clone();
             }
@@ -1183,6 +1196,7 @@ fn access_entry(e: &Value) -> Access {
             .or(person["who"]["display"].as_str())
             .unwrap_or_default()
             .to_string(),
+        who_gender: String::new(),
         role: person["type"]["coding"][0]["code"].as_str().unwrap_or_default().to_string(),
         organization: org.to_string(),
         purpose: purpose.to_string(),

@@ -209,6 +209,7 @@ async fn the_portal_shows_the_record_and_hides_what_it_must() {
     // her elder son turned 18: his record is no longer hers to look at, nor offered
     let (_, family) = giulia.get("/famiglia").await;
     assert!(family.contains("Luca Bianchi") && !family.contains("Marco Bianchi"), "only the minor child is offered");
+    assert!(family.contains("Figlio minorenne") && !family.contains("Figlio/a"), "Luca is her son, in words that agree");
     let (s, _, _) = giulia.post("/auth/profile", &[("csrf", &csrf), ("acting_for", "bianchi-marco"), ("next", "/")]).await;
     assert_eq!(s, 403, "an adult child's record cannot be switched to");
     // a record she may not act on cannot be switched to
@@ -769,6 +770,7 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     let galli = browser(&app, &fascicolo_load::demo::cf("GLLSRA90S70F205"), "nurse").await;
     let (s, page) = galli.get("/professionista").await;
     assert!(s == 200 && page.contains("Cerca un assistito") && !page.contains("/professionista/assistiti/"), "no list for a nurse");
+    assert!(page.contains("Infermiera") && !page.contains("Infermiere"), "her role in the feminine (her codice fiscale says so)");
     let (_, closed) = galli.get("/professionista/assistiti/rossi-giulia").await;
     assert!(closed.contains("record-closed") && closed.contains("Non risulti tra chi ha in cura"), "{closed}");
     assert!(!closed.contains("Referto di laboratorio"));

@@ -197,17 +197,24 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
     r
 }
 
-pub(crate) fn profile_label(lang: Lang, who: &Who) -> String {
+/// A profile in words; the role agrees with the person's gender, read from their codice
+/// fiscale (the day of birth plus 40 for women), where Italian has two forms.
+pub(crate) fn profile_label(lang: Lang, who: &Who, person: &str) -> String {
+    let female = fascicolo_domain::CodiceFiscale::parse(person).is_ok_and(|cf| cf.is_female());
     match who {
+        Who::Citizen { .. } if female => lang.t("Cittadina").to_string(),
         Who::Citizen { .. } => lang.t("Cittadino").to_string(),
         Who::Professional { role, organization, .. } => {
-            let r = match role.code() {
-                "gp" => lang.t("Medico di medicina generale"),
-                "pediatrician" => lang.t("Pediatra di libera scelta"),
-                "specialist" => lang.t("Medico specialista"),
-                "nurse" => lang.t("Infermiere"),
-                "cup-operator" => lang.t("Operatore CUP"),
-                _ => lang.t("Amministratore ASST"),
+            let r = match (role.code(), female) {
+                ("gp", _) => lang.t("Medico di medicina generale"),
+                ("pediatrician", _) => lang.t("Pediatra di libera scelta"),
+                ("specialist", _) => lang.t("Medico specialista"),
+                ("nurse", true) => lang.t("Infermiera"),
+                ("nurse", false) => lang.t("Infermiere"),
+                ("cup-operator", true) => lang.t("Operatrice CUP"),
+                ("cup-operator", false) => lang.t("Operatore CUP"),
+                (_, true) => lang.t("Amministratrice ASST"),
+                (_, false) => lang.t("Amministratore ASST"),
             };
             match organization {
                 Some(o) => format!("{r} — {o}"),
@@ -247,7 +254,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
     let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
     let body = html! {
         h1 { (lang.t("Il tuo profilo")) }
-        p { (lang.t("Profilo attivo")) ": " strong { (profile_label(lang, &s.actor.who)) } }
+        p { (lang.t("Profilo attivo")) ": " strong { (profile_label(lang, &s.actor.who, &s.person)) } }
         p { @match &s.actor.who {
             Who::Professional { .. } => { a.btn href="/professionista" { (lang.t("Vai all'area professionisti")) } }
             _ => { a.btn href="/" { (lang.t("Vai al fascicolo")) } }
@@ -272,7 +279,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
                 input type="hidden" name="csrf" value=(csrf);
                 label for="profile" { (lang.t("Profilo")) }
                 select #profile name="profile" {
-                    @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who)) } }
+                    @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who, &s.person)) } }
                 }
                 " "
                 button type="submit" { (lang.t("Cambia profilo")) }

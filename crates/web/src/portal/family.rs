@@ -62,7 +62,7 @@ async fn render(state: &AppState, c: &Ctx, form: &HashMap<String, Vec<String>>, 
                 @let (pid, name) = (&r.patient, &r.name);
                 li.card {
                     h3 { (name) }
-                    p.muted { @if r.acting_as == ActingAs::Parent { (c.t("Figlio/a minorenne")) } @else { (c.t("Delega ricevuta")) } }
+                    p.muted { @if r.acting_as == ActingAs::Parent { (match r.gender.as_str() { "female" => c.t("Figlia minorenne"), "male" => c.t("Figlio minorenne"), _ => c.t("Figlio/a minorenne") }) } @else { (c.t("Delega ricevuta")) } }
                     @if r.acting_as == ActingAs::Delegate {
                         // what the delegation covers and until when
                         p {

@@ -33,16 +33,23 @@ pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, bo
     }
 }
 
-pub(super) fn role_label(c: &Ctx, code: &str) -> String {
+/// A role in words, agreeing with the person's gender where Italian has two forms
+/// ("infermiere", "infermiera"); the masculine when the registry does not say.
+pub(super) fn role_label(c: &Ctx, code: &str, gender: &str) -> String {
+    let female = gender == "female";
     match code {
         "gp" => c.t("Medico di medicina generale"),
         "pediatrician" => c.t("Pediatra di libera scelta"),
         "specialist" => c.t("Medico specialista"),
+        "nurse" if female => c.t("Infermiera"),
         "nurse" => c.t("Infermiere"),
+        "cup-operator" if female => c.t("Operatrice CUP"),
         "cup-operator" => c.t("Operatore CUP"),
+        "asst-admin" if female => c.t("Amministrativa ASST"),
         "asst-admin" => c.t("Amministrativo ASST"),
         "system" => c.t("Sistema della struttura"),
         "parent" => c.t("Genitore"),
+        "delegate" if female => c.t("Delegata"),
         "delegate" => c.t("Delegato"),
         "" => c.t("Piattaforma regionale"),
         other => other,
@@ -54,7 +61,7 @@ pub(super) fn role_label(c: &Ctx, code: &str) -> String {
 /// system by its registered name or as its organisation's information system.
 pub(super) fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
     if a.who.starts_with("RelatedPerson/") || a.who.starts_with("Practitioner/") || a.who.is_empty() {
-        return role_label(c, &a.role);
+        return role_label(c, &a.role, &a.who_gender);
     }
     if let Some(client) = state.auth.clients.iter().find(|cl| cl.id == a.who) {
         return client.name.clone();
@@ -62,7 +69,7 @@ pub(super) fn who_label(c: &Ctx, state: &AppState, a: &Access) -> String {
     // a client id the registry of clients does not name (a producer's system)
     if !a.who.contains(' ') && a.who.contains('-') {
         return if a.organization.is_empty() {
-            role_label(c, &a.role)
+            role_label(c, &a.role, &a.who_gender)
         } else {
             format!("{} — {}", c.t("Sistema informativo"), a.organization)
         };
@@ -234,7 +241,9 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
         .filter(|a| !only_emergency || a.emergency)
         .filter(|a| {
             who.is_empty()
-                || format!("{} {} {}", who_label(&c, &state, a), a.organization, role_label(&c, &a.role)).to_lowercase().contains(&who)
+                || format!("{} {} {}", who_label(&c, &state, a), a.organization, role_label(&c, &a.role, &a.who_gender))
+                    .to_lowercase()
+                    .contains(&who)
         })
         .filter(|a| from.is_empty() || day(a) >= from)
         .filter(|a| to.is_empty() || day(a) <= to)
@@ -288,7 +297,7 @@ pub async fn access_log(State(state): State<AppState>, RawQuery(raw): RawQuery, 
                         // (a delegation limited to some kinds of record) is shown by role, never
                         // by a bare reference
                         th scope="row" { (who_label(&c, &state, a)) }
-                        td data-label=(c.t("Ruolo")) { (role_label(&c, &a.role)) }
+                        td data-label=(c.t("Ruolo")) { (role_label(&c, &a.role, &a.who_gender)) }
                         td data-label=(c.t("Struttura")) { @if a.organization.is_empty() { "—" } @else { (a.organization) } }
                         td data-label=(c.t("Cosa e perché")) {
                             @if a.export {

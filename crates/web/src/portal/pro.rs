@@ -76,7 +76,7 @@ fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
                 (header_bands(lang, &c.path, c.demo))
                 section.record aria-label=(lang.t("Profilo attivo")) { div.wrap {
                     p style="margin:0" role="status" {
-                        (lang.t("Profilo attivo")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who)) }
+                        (lang.t("Profilo attivo")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who, &c.session.person)) }
                     }
                     @if c.clinical() {
                         a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {

@@ -182,7 +182,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                 ul { @for a in ov.emergencies.iter().take(3) {
                     li {
                         strong { (show_date(c.lang, &a.when, true)) } " — " (super::privacy::who_label(&c, &state, a))
-                        @if !a.role.is_empty() && !a.who.is_empty() && super::privacy::who_label(&c, &state, a) != super::privacy::role_label(&c, &a.role) { " (" (super::privacy::role_label(&c, &a.role)) ")" }
+                        @if !a.role.is_empty() && !a.who.is_empty() && super::privacy::who_label(&c, &state, a) != super::privacy::role_label(&c, &a.role, &a.who_gender) { " (" (super::privacy::role_label(&c, &a.role, &a.who_gender)) ")" }
                         @if !a.organization.is_empty() { ", " (a.organization) }
                         @if !a.reason.is_empty() { ": " em { "«" (a.reason) "»" } }
                     }
