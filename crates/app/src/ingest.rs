@@ -883,8 +883,8 @@ impl Ingest {
         if ct == "application/pdf" {
             return Ok((bytes, name));
         }
-        let paragraphs = fascicolo_cda::render::text_lines(&doc);
-        let out = pdf::text_pdf(&title, &paragraphs, Some(("documento-cda.xml", text.as_bytes())))
+        let blocks = fascicolo_cda::render::blocks(&doc);
+        let out = pdf::document_pdf(&title, &blocks, Some(("documento-cda.xml", text.as_bytes())))
             .map_err(|e| IngestError::new(500, "pdf", e.to_string()))?;
         Ok((out, name))
     }

@@ -6,6 +6,7 @@ use std::io::Read;
 
 use lopdf::{dictionary, Document, Object, Stream};
 
+use crate::render::Block;
 use crate::validate::MAX_XML_BYTES;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -215,6 +216,148 @@ fn wrap(line: &str, width: usize) -> Vec<String> {
 /// A simple A4 PDF of text lines (a title, then paragraphs), embedding `attachment` (the CDA2) as
 /// an embedded file when given, as producers do.
 pub fn text_pdf(title: &str, paragraphs: &[String], attachment: Option<(&str, &[u8])>) -> Result<Vec<u8>, PdfError> {
+    let blocks: Vec<Block> = paragraphs.iter().map(|p| Block::Text(p.clone())).collect();
+    document_pdf(title, &blocks, attachment)
+}
+
+/// Page geometry (points, A4) and the fonts' sizes.
+const PAGE_W: f64 = 595.0;
+const PAGE_H: f64 = 842.0;
+const MARGIN: f64 = 50.0;
+const TOP: f64 = 800.0;
+const BOTTOM: f64 = 50.0;
+/// Helvetica's average advance as a share of the font size: enough to wrap by characters.
+const AVG_ADVANCE: f64 = 0.52;
+/// The gap between table columns.
+const GAP: f64 = 8.0;
+
+/// Pages being written: each page's content stream.
+struct Layout {
+    pages: Vec<Vec<u8>>,
+    y: f64,
+}
+
+impl Layout {
+    fn new() -> Self {
+        Layout { pages: vec![Vec::new()], y: TOP }
+    }
+    fn page(&mut self) -> &mut Vec<u8> {
+        if self.pages.is_empty() {
+            self.pages.push(Vec::new());
+        }
+        let last = self.pages.len() - 1;
+        &mut self.pages[last]
+    }
+    /// Room for `h` points more on this page, or a new page.
+    fn room(&mut self, h: f64) {
+        if self.y - h < BOTTOM && self.y < TOP {
+            self.pages.push(Vec::new());
+            self.y = TOP;
+        }
+    }
+    fn text_at(&mut self, x: f64, y: f64, bold: bool, size: f64, line: &str) {
+        let font = if bold { "F2" } else { "F1" };
+        let mut ops = format!("BT /{font} {size} Tf 1 0 0 1 {x:.1} {y:.1} Tm (").into_bytes();
+        for b in win_ansi(line) {
+            if matches!(b, b'\\' | b'(' | b')') {
+                ops.push(b'\\');
+            }
+            ops.push(b);
+        }
+        ops.extend_from_slice(b") Tj ET\n");
+        self.page().extend_from_slice(&ops);
+    }
+    fn rule(&mut self, y: f64, width: f64) {
+        let ops = format!("{width} w {MARGIN} {y:.1} m {:.1} {y:.1} l S\n", PAGE_W - MARGIN);
+        self.page().extend_from_slice(ops.as_bytes());
+    }
+    /// Wrapped lines of one font, each on the page.
+    fn lines(&mut self, text: &str, bold: bool, size: f64, after: f64) {
+        let width = ((PAGE_W - 2.0 * MARGIN) / (size * AVG_ADVANCE)) as usize;
+        for l in wrap(text, width) {
+            self.room(size * 1.3);
+            self.y -= size * 1.3;
+            let y = self.y;
+            self.text_at(MARGIN, y, bold, size, &l);
+        }
+        self.y -= after;
+    }
+    /// A table: columns sized by their content within the page, cells wrapped, a rule under
+    /// the header and between rows; the header row repeated on each new page.
+    fn table(&mut self, rows: &[Vec<String>], header: bool) {
+        let size = 9.0;
+        let line_h = size * 1.3;
+        let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if cols == 0 {
+            return;
+        }
+        let char_w = size * AVG_ADVANCE;
+        let natural: Vec<f64> = (0..cols)
+            .map(|c| {
+                let longest = rows.iter().filter_map(|r| r.get(c)).map(|t| t.chars().count()).max().unwrap_or(1);
+                (longest.clamp(3, 60) as f64) * char_w
+            })
+            .collect();
+        let avail = PAGE_W - 2.0 * MARGIN - GAP * (cols as f64 - 1.0);
+        let total: f64 = natural.iter().sum();
+        let widths: Vec<f64> = if total <= avail {
+            natural
+        } else {
+            // shrink in proportion, no column under four characters
+            let floor = 4.0 * char_w;
+            let scaled: Vec<f64> = natural.iter().map(|w| (w * avail / total).max(floor)).collect();
+            let sum: f64 = scaled.iter().sum();
+            scaled.iter().map(|w| w * avail / sum).collect()
+        };
+        let xs: Vec<f64> = widths
+            .iter()
+            .scan(MARGIN, |x, w| {
+                let at = *x;
+                *x += w + GAP;
+                Some(at)
+            })
+            .collect();
+        let wrapped = |r: &Vec<String>| -> Vec<Vec<String>> {
+            (0..cols).map(|c| wrap(r.get(c).map_or("", String::as_str), ((widths[c] / char_w) as usize).max(1))).collect()
+        };
+        let head = if header { rows.first().map(&wrapped) } else { None };
+        let draw = |l: &mut Layout, cells: &[Vec<String>], bold: bool| {
+            let n = cells.iter().map(Vec::len).max().unwrap_or(1);
+            let top = l.y;
+            for (c, lines) in cells.iter().enumerate() {
+                for (i, line) in lines.iter().enumerate() {
+                    l.text_at(xs[c], top - line_h * (i as f64 + 1.0), bold, size, line);
+                }
+            }
+            l.y = top - line_h * n as f64 - 3.0;
+            let y = l.y;
+            l.rule(y + 1.0, if bold { 0.8 } else { 0.3 });
+        };
+        let start = usize::from(header);
+        if let Some(h) = &head {
+            let need = line_h * (h.iter().map(Vec::len).max().unwrap_or(1) + 1) as f64 + 6.0;
+            self.room(need);
+            draw(self, h, true);
+        }
+        for r in &rows[start.min(rows.len())..] {
+            let cells = wrapped(r);
+            let need = line_h * cells.iter().map(Vec::len).max().unwrap_or(1) as f64 + 3.0;
+            let before = self.pages.len();
+            self.room(need);
+            if self.pages.len() > before {
+                if let Some(h) = &head {
+                    draw(self, h, true);
+                }
+            }
+            draw(self, &cells, false);
+        }
+        self.y -= 8.0;
+    }
+}
+
+/// An A4 PDF of a document: its title, then its blocks (section titles in bold, text wrapped,
+/// tables as tables), embedding `attachment` (the CDA2) when given, as producers do.
+pub fn document_pdf(title: &str, blocks: &[Block], attachment: Option<(&str, &[u8])>) -> Result<Vec<u8>, PdfError> {
     let err = |e: lopdf::Error| PdfError::Unreadable(e.to_string());
     let mut doc = Document::with_version("1.7");
     let pages_id = doc.new_object_id();
@@ -225,34 +368,29 @@ pub fn text_pdf(title: &str, paragraphs: &[String], attachment: Option<(&str, &[
         "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica-Bold", "Encoding" => "WinAnsiEncoding",
     });
     let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font, "F2" => bold } });
-    let mut lines: Vec<(bool, String)> = wrap(title, 60).into_iter().map(|l| (true, l)).collect();
-    lines.push((false, String::new()));
-    for p in paragraphs {
-        lines.extend(wrap(p, 95).into_iter().map(|l| (false, l)));
-        lines.push((false, String::new()));
-    }
-    let per_page = 60;
-    let mut kids = Vec::new();
-    for chunk in lines.chunks(per_page) {
-        let mut ops: Vec<u8> = b"BT\n".to_vec();
-        let mut y = 800;
-        for (is_bold, l) in chunk {
-            let (font, size) = if *is_bold { ("F2", 14) } else { ("F1", 10) };
-            ops.extend_from_slice(format!("/{font} {size} Tf 1 0 0 1 50 {y} Tm\n(").as_bytes());
-            for b in win_ansi(l) {
-                if matches!(b, b'\\' | b'(' | b')') {
-                    ops.push(b'\\');
-                }
-                ops.push(b);
+    let mut l = Layout::new();
+    l.lines(title, true, 14.0, 8.0);
+    for b in blocks {
+        match b {
+            Block::Heading(t) => {
+                l.room(40.0);
+                l.y -= 4.0;
+                l.lines(t, true, 11.0, 3.0);
             }
-            ops.extend_from_slice(b") Tj\n");
-            y -= 13;
+            Block::Text(t) => {
+                for para in t.split('\n') {
+                    l.lines(para, false, 10.0, 4.0);
+                }
+            }
+            Block::Table { rows, header } => l.table(rows, *header),
         }
-        ops.extend_from_slice(b"ET\n");
+    }
+    let mut kids = Vec::new();
+    for ops in l.pages {
         let content_id = doc.add_object(Stream::new(dictionary! {}, ops));
         let page = doc.add_object(dictionary! {
             "Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "Resources" => resources,
-            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+            "MediaBox" => vec![0.into(), 0.into(), (PAGE_W as i64).into(), (PAGE_H as i64).into()],
         });
         kids.push(Object::from(page));
     }
@@ -287,6 +425,70 @@ mod tests {
         assert_eq!(win_ansi_char(0xE0), Some('à'));
         assert_eq!(win_ansi_char(b'A'), Some('A'));
         assert_eq!(win_ansi_char(0x81), None, "unassigned in Windows-1252");
+    }
+
+    /// A report's table stays a table: each row's cells on one line, in columns left to right,
+    /// the header in bold; a long table goes on over pages with its header repeated.
+    #[test]
+    fn tables_are_laid_out_as_tables() {
+        let cda = r#"<ClinicalDocument xmlns="urn:hl7-org:v3"><component><structuredBody><component><section>
+            <title>Esami</title><text><paragraph>Prelievo del mattino.</paragraph><table><thead><tr><th>Esame</th><th>Valore</th><th>Unita</th></tr></thead>
+            <tbody><tr><td>Glucosio</td><td>209</td><td>mg/dL</td></tr><tr><td>Colesterolo totale</td><td>180</td><td>mg/dL</td></tr></tbody></table>
+            </text></section></component></structuredBody></component></ClinicalDocument>"#;
+        let doc = roxmltree::Document::parse(cda).unwrap();
+        let blocks = crate::render::blocks(&doc);
+        assert!(blocks.contains(&Block::Heading("Esami".into())));
+        assert!(blocks.contains(&Block::Text("Prelievo del mattino.".into())));
+        let table = Block::Table {
+            rows: vec![
+                vec!["Esame".into(), "Valore".into(), "Unita".into()],
+                vec!["Glucosio".into(), "209".into(), "mg/dL".into()],
+                vec!["Colesterolo totale".into(), "180".into(), "mg/dL".into()],
+            ],
+            header: true,
+        };
+        assert!(blocks.contains(&table), "{blocks:?}");
+
+        // where each text is drawn: (font, x, y, text)
+        let drawn = |pdf: &[u8]| -> Vec<(String, f64, f64, String)> {
+            let doc = Document::load_mem(pdf).unwrap();
+            let mut out = Vec::new();
+            for (_, page) in doc.get_pages() {
+                let content = String::from_utf8_lossy(&doc.get_page_content(page).unwrap()).to_string();
+                for op in content.split("BT ").skip(1) {
+                    let w: Vec<&str> = op.split_whitespace().collect();
+                    let text = op.split_once('(').and_then(|(_, r)| r.rsplit_once(") Tj")).map(|(t, _)| t.to_string()).unwrap_or_default();
+                    out.push((w[0].to_string(), w[7].parse().unwrap(), w[8].parse().unwrap(), text));
+                }
+            }
+            out
+        };
+        let pdf = document_pdf("Referto", &blocks, None).unwrap();
+        let at = drawn(&pdf);
+        let find = |t: &str| at.iter().find(|d| d.3 == t).unwrap_or_else(|| panic!("{t} not drawn: {at:?}")).clone();
+        let (glucose, value, unit) = (find("Glucosio"), find("209"), find("mg/dL"));
+        assert!(glucose.2 == value.2 && value.2 == unit.2, "one row on one line");
+        assert!(glucose.1 < value.1 && value.1 < unit.1, "in columns, left to right");
+        assert_eq!(find("Valore").1, value.1, "the header over its column");
+        assert_eq!(find("Esame").0, "/F2", "the header in bold");
+        assert_eq!(find("Colesterolo totale").1, glucose.1);
+        assert!(find("Colesterolo totale").2 < glucose.2, "the next row below");
+
+        let long = Block::Table {
+            rows: std::iter::once(vec!["Esame".to_string(), "Valore".to_string()])
+                .chain((0..150).map(|i| vec![format!("Analita {i}"), i.to_string()]))
+                .collect(),
+            header: true,
+        };
+        let pdf = document_pdf("Referto lungo", &[long], None).unwrap();
+        let at = drawn(&pdf);
+        assert!(Document::load_mem(&pdf).unwrap().get_pages().len() >= 3);
+        assert_eq!(
+            at.iter().filter(|d| d.3 == "Esame").count(),
+            Document::load_mem(&pdf).unwrap().get_pages().len(),
+            "header on every page"
+        );
+        assert!((0..150).all(|i| at.iter().any(|d| d.3 == format!("Analita {i}"))), "no row lost");
     }
 
     #[test]

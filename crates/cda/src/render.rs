@@ -79,16 +79,27 @@ fn header_rows(doc: &roxmltree::Document) -> Vec<(&'static str, String)> {
     rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
 }
 
-/// The document as plain text lines (header rows, then each section's title and narrative), for
-/// the generated PDF.
-pub fn text_lines(doc: &roxmltree::Document) -> Vec<String> {
-    let mut out: Vec<String> = header_rows(doc).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    fn walk(s: roxmltree::Node, out: &mut Vec<String>) {
+/// A piece of a document as the generated PDF lays it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Block {
+    /// A section's title.
+    Heading(String),
+    /// Running text (a header row, a paragraph, a list item).
+    Text(String),
+    /// A table: its rows of cells, the first row its header when `header` is true.
+    Table { rows: Vec<Vec<String>>, header: bool },
+}
+
+/// The document as blocks (header rows, then each section's title and narrative, its tables
+/// kept as tables), for the generated PDF.
+pub fn blocks(doc: &roxmltree::Document) -> Vec<Block> {
+    let mut out: Vec<Block> = header_rows(doc).into_iter().map(|(k, v)| Block::Text(format!("{k}: {v}"))).collect();
+    fn walk(s: roxmltree::Node, out: &mut Vec<Block>) {
         if let Some(t) = child(s, "title").map(text).filter(|t| !t.is_empty()) {
-            out.push(t.to_uppercase());
+            out.push(Block::Heading(t));
         }
-        if let Some(t) = child(s, "text").map(text).filter(|t| !t.is_empty()) {
-            out.push(t);
+        if let Some(t) = child(s, "text") {
+            narrative_blocks(t, out);
         }
         for c in s.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
             if let Some(sub) = child(c, "section") {
@@ -96,14 +107,78 @@ pub fn text_lines(doc: &roxmltree::Document) -> Vec<String> {
             }
         }
     }
-    if let Some(body) = path(doc.root_element(), &["component", "structuredBody"]) {
+    let root = doc.root_element();
+    if let Some(body) = path(root, &["component", "structuredBody"]) {
         for c in body.children().filter(|c| c.is_element() && c.tag_name().name() == "component") {
             if let Some(s) = child(c, "section") {
                 walk(s, &mut out);
             }
         }
+    } else if let Some(nb) = path(root, &["component", "nonXMLBody", "text"]) {
+        out.push(Block::Text(text(nb)));
     }
     out
+}
+
+/// A narrative block as PDF blocks: tables as tables, paragraphs and list items as text, loose
+/// text gathered into one paragraph.
+fn narrative_blocks(n: roxmltree::Node, out: &mut Vec<Block>) {
+    let mut loose = String::new();
+    let flush = |loose: &mut String, out: &mut Vec<Block>| {
+        let t = loose.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !t.is_empty() {
+            out.push(Block::Text(t));
+        }
+        loose.clear();
+    };
+    for c in n.children() {
+        if c.is_text() {
+            loose.push_str(c.text().unwrap_or_default());
+            continue;
+        }
+        if !c.is_element() {
+            continue;
+        }
+        match c.tag_name().name() {
+            "table" => {
+                flush(&mut loose, out);
+                let rows: Vec<roxmltree::Node> = c.descendants().filter(|r| r.is_element() && r.tag_name().name() == "tr").collect();
+                let header = rows.first().is_some_and(|r| {
+                    r.parent().is_some_and(|p| p.tag_name().name() == "thead")
+                        || r.children().filter(|x| x.is_element()).all(|x| x.tag_name().name() == "th")
+                });
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| r.children().filter(|x| x.is_element() && matches!(x.tag_name().name(), "td" | "th")).map(text).collect())
+                    .filter(|r: &Vec<String>| !r.is_empty())
+                    .collect();
+                if let Some(cap) = child(c, "caption").map(text).filter(|t| !t.is_empty()) {
+                    out.push(Block::Text(cap));
+                }
+                if !cells.is_empty() {
+                    out.push(Block::Table { rows: cells, header });
+                }
+            }
+            "paragraph" => {
+                flush(&mut loose, out);
+                let t = text(c);
+                if !t.is_empty() {
+                    out.push(Block::Text(t));
+                }
+            }
+            "list" => {
+                flush(&mut loose, out);
+                let ordered = c.attribute("listType") == Some("ordered");
+                for (i, item) in c.children().filter(|x| x.is_element() && x.tag_name().name() == "item").enumerate() {
+                    let mark = if ordered { format!("{}.", i + 1) } else { "•".to_string() };
+                    out.push(Block::Text(format!("{mark} {}", text(item))));
+                }
+            }
+            "br" => flush(&mut loose, out),
+            _ => loose.push_str(&format!(" {} ", text(c))),
+        }
+    }
+    flush(&mut loose, out);
 }
 
 /// Renders a parsed CDA2 as an HTML fragment.
