@@ -834,8 +834,13 @@ impl Ingest {
     /// The original bytes of a document the actor may read, with their media type.
     pub async fn original(&self, actor: &Actor, docref_id: &str) -> IngestResult<(String, Vec<u8>)> {
         let v = self.fhir.read(actor, "DocumentReference", docref_id).await?;
-        let attachment = &v.resource["content"][0]["attachment"];
-        let hash = v.resource["identifier"]
+        self.original_of(&v.resource).await
+    }
+
+    /// The original of a DocumentReference already read through the gate.
+    async fn original_of(&self, docref: &Value) -> IngestResult<(String, Vec<u8>)> {
+        let attachment = &docref["content"][0]["attachment"];
+        let hash = docref["identifier"]
             .as_array()
             .into_iter()
             .flatten()
@@ -850,6 +855,10 @@ impl Ingest {
     /// The CDA2 of a document the actor may read (extracted from the PDF when needed).
     async fn cda_text(&self, actor: &Actor, docref_id: &str) -> IngestResult<(String, Vec<u8>, String)> {
         let (ct, bytes) = self.original(actor, docref_id).await?;
+        self.cda_text_of(ct, bytes).await
+    }
+
+    async fn cda_text_of(&self, ct: String, bytes: Vec<u8>) -> IngestResult<(String, Vec<u8>, String)> {
         let xml = if ct == "application/pdf" {
             self.pdf.extract_cda(&bytes).await.map_err(|e| IngestError::new(500, "storage", e.to_string()))?
         } else {
@@ -867,6 +876,16 @@ impl Ingest {
     /// The rendering with its title at heading level `top`.
     pub async fn rendering_at(&self, actor: &Actor, docref_id: &str, top: usize) -> IngestResult<String> {
         let (text, _, _) = self.cda_text(actor, docref_id).await?;
+        let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
+        Ok(fascicolo_cda::render::render_at(&doc, top))
+    }
+
+    /// The rendering of a document the page has already opened ([`DocDetail`] exists only as
+    /// the result of a read through the gate, which wrote its access-log entry): no second read,
+    /// so one opening is one entry in the citizen's log.
+    pub async fn rendering_of(&self, detail: &crate::portal::DocDetail, top: usize) -> IngestResult<String> {
+        let (ct, bytes) = self.original_of(&detail.resource).await?;
+        let (text, _, _) = self.cda_text_of(ct, bytes).await?;
         let doc = validate::tree(&text).map_err(|p| IngestError::new(500, "storage", p.message))?;
         Ok(fascicolo_cda::render::render_at(&doc, top))
     }

@@ -120,14 +120,16 @@ pub struct DocList {
     pub organizations: Vec<String>,
 }
 
-/// A document with its versions.
-#[derive(Debug, Clone, Default)]
+/// A document with its versions. Only the app layer makes one, from a read through the gate
+/// (the private field), so a service given one may use its resource without reading it again.
+#[derive(Debug, Clone)]
 pub struct DocDetail {
     pub doc: DocSummary,
     /// Earlier versions this one replaced, newest first: (id, date stored).
     pub replaced: Vec<(String, i64)>,
     pub status: String,
     pub resource: Value,
+    _read_through_gate: (),
 }
 
 /// One measured value.
@@ -603,7 +605,13 @@ impl Portal {
                 Err(_) => break,
             }
         }
-        Ok(DocDetail { doc: Self::summary(&v, &orgs), replaced, status: v["status"].as_str().unwrap_or_default().to_string(), resource: v })
+        Ok(DocDetail {
+            doc: Self::summary(&v, &orgs),
+            replaced,
+            status: v["status"].as_str().unwrap_or_default().to_string(),
+            resource: v,
+            _read_through_gate: (),
+        })
     }
 
     /// Every numeric result of the record by code (laboratory and Taccuino), oldest first.
@@ -844,14 +852,25 @@ impl Portal {
     /// The file a document carries inline (a Taccuino upload, a FHIR-only document's PDF), through the gate.
     pub async fn document_file(&self, actor: &Actor, id: &str) -> AppResult<(String, Vec<u8>)> {
         let v = self.fhir.read(actor, "DocumentReference", id).await?.resource;
-        let a = &v["content"][0]["attachment"];
-        let data = a["data"].as_str().ok_or_else(|| AppError::NotFound(format!("DocumentReference/{id} has no attached file")))?;
-        use base64::Engine as _;
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(data).map_err(|_| AppError::NotFound("the file cannot be read".into()))?;
-        Ok((a["contentType"].as_str().unwrap_or("application/octet-stream").to_string(), bytes))
+        inline_file(&v, id)
     }
 
+    /// The inline file of a document the page has already opened (no second read).
+    pub fn file_of(detail: &DocDetail) -> AppResult<(String, Vec<u8>)> {
+        inline_file(&detail.resource, &detail.doc.id)
+    }
+}
+
+/// A DocumentReference's inline file (a Taccuino upload or note), decoded.
+fn inline_file(v: &Value, id: &str) -> AppResult<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let a = &v["content"][0]["attachment"];
+    let data = a["data"].as_str().ok_or_else(|| AppError::NotFound(format!("DocumentReference/{id} has no attached file")))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|_| AppError::NotFound("the file cannot be read".into()))?;
+    Ok((a["contentType"].as_str().unwrap_or("application/octet-stream").to_string(), bytes))
+}
+
+impl Portal {
     /// The access log of the record: who looked (name, role, organisation), when, why, what;
     /// emergency accesses flagged. Newest first.
     pub async fn access_log(&self, actor: &Actor) -> AppResult<Vec<Access>> {

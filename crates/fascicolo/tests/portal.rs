@@ -672,8 +672,19 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
         assert!(!rec.contains(absent), "{absent} must not be on the page");
     }
     // a document opens with its content; a hidden one does not exist for him
+    let by_him = |log: String| {
+        let v: serde_json::Value = serde_json::from_str(&log).unwrap();
+        v["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["agent"].as_array().unwrap().iter().any(|a| a["who"]["reference"] == "Practitioner/ferrari-paolo"))
+            .count()
+    };
+    let before = by_him(log_of(&app, "rossi-giulia").await);
     let (s, doc) = ferrari.get("/professionista/documenti/doc-giulia-lab").await;
     assert_eq!(s, 200);
+    assert_eq!(by_him(log_of(&app, "rossi-giulia").await), before + 1, "one opening of a document, one entry in her log");
     assert!(doc.contains("Referto di laboratorio") && doc.contains("href=\"/professionista/assistiti/rossi-giulia\""));
     assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-psy").await.0, 404);
     assert_eq!(ferrari.get("/professionista/documenti/doc-giulia-hiv").await.0, 404);

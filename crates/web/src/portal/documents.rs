@@ -7,7 +7,7 @@ use crate::AppState;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
-use fascicolo_app::portal::{DocFilter, DocSummary, Portal};
+use fascicolo_app::portal::{DocDetail, DocFilter, DocSummary, Portal};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -134,14 +134,11 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery, header
 /// published CDA (Taccuino files and FHIR-only documents have none; one whose original cannot
 /// be rendered is shown without it, a fault is an error) and the text of an inline text file (a
 /// Taccuino note).
-pub(super) async fn content(
-    state: &AppState,
-    portal: &Portal,
-    actor: &fascicolo_app::Actor,
-    d: &DocSummary,
-) -> Result<(Option<String>, Option<String>), fascicolo_app::AppError> {
+pub(super) async fn content(state: &AppState, detail: &DocDetail) -> Result<(Option<String>, Option<String>), fascicolo_app::AppError> {
+    let d = &detail.doc;
+    // the page's own read of the document is its one access-log entry: nothing is read again
     let rendering = if d.has_original {
-        match state.ingest.rendering_at(actor, &d.id, 3).await {
+        match state.ingest.rendering_of(detail, 3).await {
             Ok(r) => Some(r),
             Err(e) if e.status >= 500 => return Err(e.into_app_error()),
             Err(_) => None,
@@ -150,9 +147,7 @@ pub(super) async fn content(
         None
     };
     let note = if d.has_file {
-        optional(portal.document_file(actor, &d.id).await)?
-            .filter(|(ct, _)| ct == "text/plain")
-            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        optional(Portal::file_of(detail))?.filter(|(ct, _)| ct == "text/plain").map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
     } else {
         None
     };
@@ -180,7 +175,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let portal = Portal::new(state.fhir.clone());
     let detail = portal.document(c.actor(), &id).await.map_err(c.fail())?;
     let d = &detail.doc;
-    let (rendering, note) = content(&state, &portal, c.actor(), d).await.map_err(c.fail())?;
+    let (rendering, note) = content(&state, &detail).await.map_err(c.fail())?;
     let q = query_map(raw.as_deref());
     let hidden_from_clinicians = d.hiding.iter().any(|h| h == "P99");
     let hidden_from_parents = d.hiding.iter().any(|h| h == "P97");

@@ -282,7 +282,7 @@ pub async fn document(State(state): State<AppState>, Path(id): Path<String>, Raw
     let portal = Portal::new(state.fhir.clone());
     let detail = portal.document(c.actor(), &id).await.map_err(c.fail())?;
     let d = &detail.doc;
-    let (rendering, note) = super::documents::content(&state, &portal, c.actor(), d).await.map_err(c.fail())?;
+    let (rendering, note) = super::documents::content(&state, &detail).await.map_err(c.fail())?;
     let patient = detail.resource["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(String::from);
     let body = html! {
         @if let Some(p) = &patient { p { a href={ "/professionista/assistiti/" (p) } { "‹ " (c.t("Torna al fascicolo")) } } }
