@@ -121,15 +121,16 @@ pub struct DocList {
 }
 
 /// A document with its versions. Only the app layer makes one, from a read through the gate
-/// (the private field), so a service given one may use its resource without reading it again.
+/// (`non_exhaustive`: no other crate can write one), so a service given one may use its
+/// resource without reading it again.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DocDetail {
     pub doc: DocSummary,
     /// Earlier versions this one replaced, newest first: (id, date stored).
     pub replaced: Vec<(String, i64)>,
     pub status: String,
     pub resource: Value,
-    _read_through_gate: (),
 }
 
 /// One measured value.
@@ -610,7 +611,6 @@ impl Portal {
             replaced,
             status: v["status"].as_str().unwrap_or_default().to_string(),
             resource: v,
-            _read_through_gate: (),
         })
     }
 
