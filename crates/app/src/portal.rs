@@ -606,12 +606,7 @@ impl Portal {
                 Err(_) => break,
             }
         }
-        Ok(DocDetail {
-            doc: Self::summary(&v, &orgs),
-            replaced,
-            status: v["status"].as_str().unwrap_or_default().to_string(),
-            resource: v,
-        })
+        Ok(DocDetail { doc: Self::summary(&v, &orgs), replaced, status: v["status"].as_str().unwrap_or_default().to_string(), resource: v })
     }
 
     /// Every numeric result of the record by code (laboratory and Taccuino), oldest first.

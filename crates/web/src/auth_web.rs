@@ -243,7 +243,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
         {
             for r in list {
                 let what = match r.acting_as {
-                    ActingAs::Parent => lang.t("figlio/a minore"),
+                    ActingAs::Parent => crate::portal::child_word(lang, &r.gender),
                     ActingAs::Delegate => lang.t("delega"),
                 };
                 options.push((r.patient, format!("{} ({what})", r.name)));

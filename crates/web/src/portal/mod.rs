@@ -95,6 +95,9 @@ pub struct Ctx {
     /// The record shown (Patient id), its holder's name and how the person relates to it.
     pub record: String,
     pub record_name: String,
+    /// The holder's administrative gender when it is not the person's own record (for the
+    /// words that agree with it); empty otherwise.
+    pub record_gender: String,
     pub relation: Relation,
     /// What a delegation covers (resource types; empty: everything the relation allows).
     pub scope: Vec<String>,
@@ -114,6 +117,15 @@ impl Ctx {
     }
     pub fn csrf(&self) -> &str {
         &self.session.csrf
+    }
+}
+
+/// A minor child in words that agree with the child's gender.
+pub(crate) fn child_word(lang: Lang, gender: &str) -> &'static str {
+    match gender {
+        "female" => lang.t("figlia minore"),
+        "male" => lang.t("figlio minore"),
+        _ => lang.t("figlio/a minore"),
     }
 }
 
@@ -168,13 +180,16 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
         Ok(r) => r,
         Err(e) => return Err(app_error(state, lang, &e)),
     };
-    let (relation, name, scope) = if patient.as_deref() == Some(record.as_str()) {
-        (Relation::Own, String::new(), Vec::new())
+    let (relation, name, scope, record_gender) = if patient.as_deref() == Some(record.as_str()) {
+        (Relation::Own, String::new(), Vec::new(), String::new())
     } else {
         match reps.iter().find(|r| r.patient == record) {
-            Some(r) => {
-                (if r.acting_as == ActingAs::Parent { Relation::Child } else { Relation::Delegator }, r.name.clone(), r.scope.clone())
-            }
+            Some(r) => (
+                if r.acting_as == ActingAs::Parent { Relation::Child } else { Relation::Delegator },
+                r.name.clone(),
+                r.scope.clone(),
+                r.gender.clone(),
+            ),
             // the child came of age or the delegation ended since the switch
             None => {
                 return Err(message(
@@ -198,7 +213,19 @@ pub async fn ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
         name
     };
     let switchable = reps.len() + usize::from(patient.is_some() && relation != Relation::Own);
-    Ok(Ctx { lang, demo: state.auth.demo, record, record_name, relation, scope, switchable, set_lang, path: path.to_string(), session: s })
+    Ok(Ctx {
+        lang,
+        demo: state.auth.demo,
+        record,
+        record_name,
+        record_gender,
+        relation,
+        scope,
+        switchable,
+        set_lang,
+        path: path.to_string(),
+        session: s,
+    })
 }
 
 /// The request's session, or the response that asks to sign in first (and come back here).
@@ -364,7 +391,7 @@ pub fn layout(c: &Ctx, title: &str, body: Markup) -> Response {
                         strong #record-holder { (c.record_name) }
                         @match c.relation {
                             Relation::Own => { " (" (lang.t("il tuo")) ")" }
-                            Relation::Child => { " (" (lang.t("figlio/a minore")) ")" }
+                            Relation::Child => { " (" (child_word(lang, &c.record_gender)) ")" }
                             Relation::Delegator => { " (" (lang.t("su delega")) ")" }
                         }
                     }
