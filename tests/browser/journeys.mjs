@@ -266,6 +266,21 @@ try {
   assert.ok(await gp.locator(".rendering").count() >= 1, "a document opens with its content");
   await a11y(gp, "pro-document");
   await phone(gpCtx, new URL(gp.url()).pathname, "pro-document");
+  // the record's other tabs: results grouped with their charts, vaccinations, prescriptions, timeline
+  await visit(gp, "/professionista/assistiti/rossi-giulia/risultati", "pro-results");
+  assert.equal(await gp.locator("nav.tabs a[aria-current=page]").innerText(), "Risultati");
+  assert.ok(await gp.locator("section.results-group h2").count() >= 2, "results in groups");
+  await phone(gpCtx, "/professionista/assistiti/rossi-giulia/risultati", "pro-results");
+  await gp.locator("section.results-group table tbody th a").first().click();
+  await gp.waitForLoadState();
+  assert.ok(await gp.locator("figure.chart svg").count() >= 1, "a result opens on its chart");
+  await a11y(gp, "pro-chart");
+  if (SHOTS) await gp.screenshot({ path: `${SHOTS}/pro-chart-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  for (const [sub, n] of [["vaccinazioni", "pro-vaccinations"], ["prescrizioni", "pro-prescriptions"], ["cronologia", "pro-timeline"]]) {
+    await visit(gp, `/professionista/assistiti/rossi-giulia/${sub}`, n);
+    assert.equal(await gp.locator(`a[href='/professionista/documenti/${docId}']`).count(), 0, `${n}: the report she hid is not there`);
+    await phone(gpCtx, `/professionista/assistiti/rossi-giulia/${sub}`, n);
+  }
   await visit(gp, "/professionista/assistiti/bianchi-marco", "pro-closed");
   assert.match(await gp.locator("#record-closed").innerText(), /consenso/);
   await phone(gpCtx, "/professionista/assistiti/bianchi-marco", "pro-closed");

@@ -329,9 +329,9 @@ impl Layout {
                     l.text_at(xs[c], top - line_h * (i as f64 + 1.0), bold, size, line);
                 }
             }
-            l.y = top - line_h * n as f64 - 3.0;
+            l.y = top - line_h * n as f64 - 5.0;
             let y = l.y;
-            l.rule(y + 1.0, if bold { 0.8 } else { 0.3 });
+            l.rule(y + 2.0, if bold { 0.8 } else { 0.3 });
         };
         let start = usize::from(header);
         if let Some(h) = &head {
@@ -341,7 +341,7 @@ impl Layout {
         }
         for r in &rows[start.min(rows.len())..] {
             let cells = wrapped(r);
-            let need = line_h * cells.iter().map(Vec::len).max().unwrap_or(1) as f64 + 3.0;
+            let need = line_h * cells.iter().map(Vec::len).max().unwrap_or(1) as f64 + 5.0;
             let before = self.pages.len();
             self.room(need);
             if self.pages.len() > before {
