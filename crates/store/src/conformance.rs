@@ -190,6 +190,29 @@ pub async fn concurrent_commits_fail_alone(s: &dyn Store) {
     assert_eq!(s.read("Patient", "p1").await.unwrap().unwrap().version, 1);
 }
 
+/// Many commits guarded by the same version of one resource (the guarded update scarce places
+/// rely on, e.g. a doctor's list): exactly one lands, the others fail with a conflict and
+/// change nothing.
+pub async fn concurrent_guarded_updates_admit_one(s: &dyn Store) {
+    seed(s).await;
+    let cur = s.read("Patient", "p1").await.unwrap().unwrap();
+    let outcomes = futures_util::future::join_all((0..20_i64).map(|i| {
+        let w = write(
+            patient("p1", &format!("Guardato{i}"), "1980-05-01"),
+            pk("p1"),
+            cur.version + 1,
+            20_000 + i,
+            Expect::Version(cur.version),
+        );
+        s.commit(vec![w])
+    }))
+    .await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| matches!(o, Err(StoreError::Conflict { .. }))), "{outcomes:?}");
+    assert_eq!(s.read("Patient", "p1").await.unwrap().unwrap().version, cur.version + 1);
+    assert_eq!(ids(s, &plan("Patient", "family=guardato")).await.len(), 1);
+}
+
 pub async fn delete_is_logical(s: &dyn Store) {
     seed(s).await;
     let cur = s.read("Observation", "o1").await.unwrap().unwrap();
@@ -886,7 +909,7 @@ pub const MIGRATION_2_AUDIT_EVENTS: [(&str, &str); 2] = [
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, delete_is_logical,
+        $crate::conformance_suite!(@tests $make; create_read_vread_history, conflicts_leave_store_unchanged, concurrent_commits_fail_alone, concurrent_guarded_updates_admit_one, delete_is_logical,
             search_parameter_types, sort_and_keyset_paging, patient_partitions, outbox_commits_with_the_change,
             outbox_leases_retries_and_completes, outbox_claims_are_disjoint, visibility_filters_results_counts_chains_and_has,
             aliased_parameters_answer_from_their_sources, disk_bytes_count_what_is_stored, read_many_takes_long_lists, scans_walk_the_key_order_with_filters, auth_records_expire_and_are_single_use, operational_state_is_typed_and_expires, access_log_ranges_and_facts_versions,
