@@ -39,11 +39,14 @@ pub struct Policy {
     pub max_delegations: usize,
     /// How long a break-glass access lasts.
     pub break_glass_minutes: i64,
+    /// Most people on a family doctor's and a pediatrician's list (the care relations the gate
+    /// counts come from these lists).
+    pub ceilings: crate::doctor_choice::Ceilings,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { notice_version: 1, max_delegations: 3, break_glass_minutes: 60 }
+        Policy { notice_version: 1, max_delegations: 3, break_glass_minutes: 60, ceilings: Default::default() }
     }
 }
 

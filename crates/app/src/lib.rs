@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod bundle;
 pub mod capability;
 pub mod clinician;
+pub mod doctor_choice;
 pub mod er;
 pub mod error;
 pub mod fhir;

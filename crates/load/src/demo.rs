@@ -41,6 +41,7 @@ pub fn personas() -> Vec<Persona> {
         p("bianchi-marco", "BNCMRC07A10F205", "Marco", "Bianchi", "citizen"),
         p("ferrari-paolo", "FRRPLA70A01F205", "Paolo", "Ferrari", "gp"),
         p("colombo-elena", "CLMLNE75E55F205", "Elena", "Colombo", "pediatrician"),
+        p("marino-andrea", "MRNNDR72H15F205", "Andrea", "Marino", "gp"),
         p("ricci-marco", "RCCMRC68L22F205", "Marco", "Ricci", "specialist"),
         p("galli-sara", "GLLSRA90S70F205", "Sara", "Galli", "nurse"),
         p("moretti-luigi", "MRTLGU82C08F205", "Luigi", "Moretti", "cup-operator"),
@@ -87,9 +88,14 @@ pub fn clients() -> Vec<Client> {
 }
 
 fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {
-    json!({"resourceType": rt, "id": p.id, "active": true,
+    let mut v = json!({"resourceType": rt, "id": p.id, "active": true,
         "identifier": [{"system": CF_SYSTEM, "value": p.cf}],
-        "name": [{"family": p.family, "given": [p.given]}], "gender": gender, "birthDate": birth})
+        "name": [{"family": p.family, "given": [p.given]}], "gender": gender, "birthDate": birth});
+    if rt == "Patient" {
+        // the ATS of residence: whose family doctors one may choose
+        v["managingOrganization"] = json!({"reference": "Organization/ats-milano"});
+    }
+    v
 }
 
 /// The patients the 9 official FSE 2.0 CDA2 examples name (synthetic test codes), so that the
@@ -181,8 +187,9 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     .await?;
     // professionals: Practitioner + PractitionerRole with the platform's role code
     let roles = [
-        ("ferrari-paolo", "gp", None, "male", "1970-01-01"),
-        ("colombo-elena", "pediatrician", None, "female", "1975-05-15"),
+        ("ferrari-paolo", "gp", Some("ats-milano"), "male", "1970-01-01"),
+        ("colombo-elena", "pediatrician", Some("ats-milano"), "female", "1975-05-15"),
+        ("marino-andrea", "gp", Some("ats-milano"), "male", "1972-06-15"),
         ("ricci-marco", "specialist", Some(DEMO_HOSPITAL_ORG), "male", "1968-07-22"),
         ("galli-sara", "nurse", Some(DEMO_HOSPITAL_ORG), "female", "1990-11-30"),
         ("moretti-luigi", "cup-operator", Some(DEMO_HOSPITAL_ORG), "male", "1982-03-08"),

@@ -141,12 +141,32 @@ pub struct PrivacyConfig {
     pub notice_version: u32,
     pub max_delegations: usize,
     pub break_glass_minutes: i64,
+    /// Most people on a family doctor's list (massimale; national agreement: 1,500).
+    #[serde(default = "default_gp_ceiling")]
+    pub gp_ceiling: i64,
+    /// Most children on a pediatrician's list (national agreement: 880).
+    #[serde(default = "default_pediatrician_ceiling")]
+    pub pediatrician_ceiling: i64,
+}
+
+fn default_gp_ceiling() -> i64 {
+    fascicolo_app::doctor_choice::Ceilings::default().gp
+}
+
+fn default_pediatrician_ceiling() -> i64 {
+    fascicolo_app::doctor_choice::Ceilings::default().pediatrician
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
         let p = fascicolo_app::Policy::default();
-        Self { notice_version: p.notice_version, max_delegations: p.max_delegations, break_glass_minutes: p.break_glass_minutes }
+        Self {
+            notice_version: p.notice_version,
+            max_delegations: p.max_delegations,
+            break_glass_minutes: p.break_glass_minutes,
+            gp_ceiling: p.ceilings.gp,
+            pediatrician_ceiling: p.ceilings.pediatrician,
+        }
     }
 }
 
@@ -226,6 +246,10 @@ impl Config {
             notice_version: self.privacy.notice_version,
             max_delegations: self.privacy.max_delegations,
             break_glass_minutes: self.privacy.break_glass_minutes,
+            ceilings: fascicolo_app::doctor_choice::Ceilings {
+                gp: self.privacy.gp_ceiling,
+                pediatrician: self.privacy.pediatrician_ceiling,
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 //! contrast); works at 360 px. Handlers are thin: session → actor → app call → template.
 
 mod chart;
+mod doctor;
 mod documents;
 mod family;
 mod info;
@@ -58,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/consenso", post(privacy::consent))
         .route("/privacy/accessi", get(privacy::access_log))
         .route("/privacy/notifiche", post(privacy::notifications))
+        .route("/medico", get(doctor::page).post(doctor::choose))
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
@@ -275,6 +277,10 @@ fn section_types(path: &str) -> &'static [&'static str] {
 impl Ctx {
     /// Whether this person may use a section of the record shown (a delegation covers it).
     pub fn allows(&self, path: &str) -> bool {
+        // the doctor is chosen by the holder, or a parent for a minor; never by a delegate
+        if path == "/medico" {
+            return self.relation != Relation::Delegator;
+        }
         self.scope.is_empty() || section_types(path).iter().all(|t| self.scope.iter().any(|s| s == t))
     }
 
@@ -295,6 +301,7 @@ const NAV: &[(&str, &str)] = &[
     ("/piano-di-cura", n_("Piano di cura")),
     ("/taccuino", n_("Taccuino")),
     ("/privacy", n_("Privacy")),
+    ("/medico", n_("Medico")),
     ("/famiglia", n_("Famiglia e deleghe")),
 ];
 

@@ -18,6 +18,24 @@ pub fn num(lang: Lang, v: f64) -> String {
     }
 }
 
+/// A whole number with its thousands grouped as people write it: 1.500 in Italian, 1,500 in
+/// English.
+pub fn whole(lang: Lang, n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let sep = if lang == Lang::It { '.' } else { ',' };
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(sep);
+        }
+        out.push(ch);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
 /// A UCUM unit (or a unit someone typed) as a report prints it.
 pub fn unit(u: &str) -> String {
     let u = u.trim();
@@ -99,6 +117,15 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_group_thousands_as_people_write_them() {
+        assert_eq!(whole(Lang::It, 1500), "1.500");
+        assert_eq!(whole(Lang::En, 1500), "1,500");
+        assert_eq!(whole(Lang::It, 880), "880");
+        assert_eq!(whole(Lang::It, 1_234_567), "1.234.567");
+        assert_eq!(whole(Lang::It, -1500), "-1.500");
+    }
 
     #[test]
     fn units_read_as_a_lab_report_prints_them() {
