@@ -108,9 +108,10 @@ fn shared_writable(actor: &Actor, resource_type: &str) -> bool {
                     | "Substance"
             )
         }
+        // the registry office also keeps the doctors' lists (`Group/lista-…`)
         Who::Professional { role: ProRole::AsstAdmin, .. } => matches!(
             resource_type,
-            "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "HealthcareService" | "Schedule" | "Slot"
+            "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "HealthcareService" | "Schedule" | "Slot" | "Group"
         ),
         Who::Professional { role: ProRole::CupOperator, .. } => matches!(resource_type, "Schedule" | "Slot"),
         _ => false,

@@ -188,6 +188,39 @@ impl Portal {
     /// What the signed-in citizen (or parent) may choose for the record they act on.
     pub async fn doctor_choice(&self, actor: &Actor, ceilings: Ceilings) -> AppResult<DoctorChoice> {
         let patient_id = self.choosing_for(actor).await?;
+        self.choice_of(actor, &patient_id, ceilings).await
+    }
+
+    /// The ASST registry office at the desk: what a person may choose (the Patient read as the
+    /// operator, so in the person's access log).
+    pub async fn doctor_choice_at_desk(&self, actor: &Actor, patient_id: &str, ceilings: Ceilings) -> AppResult<DoctorChoice> {
+        Self::registry_operator(actor)?;
+        self.choice_of(actor, patient_id, ceilings).await
+    }
+
+    /// The ASST registry office changes a person's doctor at the desk: the same rules, the
+    /// change written as the operator (in the person's access log, by name).
+    pub async fn choose_doctor_at_desk(
+        &self,
+        actor: &Actor,
+        patient_id: &str,
+        ceilings: Ceilings,
+        practitioner: &str,
+    ) -> AppResult<Candidate> {
+        Self::registry_operator(actor)?;
+        let choice = self.choice_of(actor, patient_id, ceilings).await?;
+        self.change(actor, choice, ceilings, practitioner).await
+    }
+
+    fn registry_operator(actor: &Actor) -> AppResult<()> {
+        match &actor.who {
+            Who::Professional { role: crate::gate::ProRole::AsstAdmin, .. } => Ok(()),
+            _ => Err(AppError::Forbidden("the doctor is changed at the desk by the ASST registry office".into())),
+        }
+    }
+
+    async fn choice_of(&self, actor: &Actor, patient_id: &str, ceilings: Ceilings) -> AppResult<DoctorChoice> {
+        let patient_id = patient_id.to_string();
         let patient = self.fhir().read(actor, "Patient", &patient_id).await?.resource;
         let age = patient["birthDate"].as_str().and_then(|b| age_on(b, fascicolo_domain::rome::today())).unwrap_or(0);
         let roles = roles_for_age(age);
@@ -205,6 +238,12 @@ impl Portal {
     /// allows (404 / 422), the doctor they already have (409), a full list (409).
     pub async fn choose_doctor(&self, actor: &Actor, ceilings: Ceilings, practitioner: &str) -> AppResult<Candidate> {
         let choice = self.doctor_choice(actor, ceilings).await?;
+        // the citizen does not write the registry: the platform does, on their request
+        self.change(&Actor::system(), choice, ceilings, practitioner).await
+    }
+
+    /// The change, written by `writer`, retried while other changes commit first.
+    async fn change(&self, writer: &Actor, choice: DoctorChoice, ceilings: Ceilings, practitioner: &str) -> AppResult<Candidate> {
         if choice.current.as_ref().is_some_and(|c| c.practitioner == practitioner) {
             return Err(AppError::Conflict("this is already the person's doctor".into()));
         }
@@ -213,9 +252,8 @@ impl Portal {
                 "Practitioner/{practitioner} is not a doctor this person may choose (their ATS, a kind their age allows)"
             )));
         };
-        let system = Actor::system();
         for attempt in 0..RETRIES {
-            match self.try_change(&system, &choice.patient, &target, ceilings).await {
+            match self.try_change(writer, &choice.patient, &target, ceilings).await {
                 Ok(Attempt::Done(listed)) => {
                     tracing::info!(attempt, "doctor changed");
                     return Ok(Candidate { listed, ..target });
@@ -241,8 +279,9 @@ impl Portal {
 
     /// One attempt: read the Patient and both lists, check the place, commit all three with
     /// the versions read. Returns the new list's count.
-    async fn try_change(&self, system: &Actor, patient_id: &str, target: &Candidate, ceilings: Ceilings) -> AppResult<Attempt> {
+    async fn try_change(&self, writer: &Actor, patient_id: &str, target: &Candidate, ceilings: Ceilings) -> AppResult<Attempt> {
         let fhir = self.fhir();
+        let system = &Actor::system();
         let current = fhir.read(system, "Patient", patient_id).await?;
         let mut patient = current.resource.clone();
         let old = patient["generalPractitioner"][0]["reference"].as_str().and_then(|r| r.strip_prefix("Practitioner/")).map(String::from);
@@ -268,7 +307,7 @@ impl Portal {
         patient["generalPractitioner"] = json!([{"reference": format!("Practitioner/{}", target.practitioner)}]);
         entries.push(entry("Patient", patient_id, patient, Some(current.version)));
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-        fhir.process_bundle_value(system, bundle, "").await?;
+        fhir.process_bundle_value(writer, bundle, "").await?;
         Ok(Attempt::Done(count + 1))
     }
 

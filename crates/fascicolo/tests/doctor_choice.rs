@@ -100,6 +100,38 @@ async fn a_citizen_changes_doctor_and_the_care_relation_moves_with_it() {
     assert!(!home.contains("href=\"/medico\""), "no menu entry a delegate cannot use");
     assert_eq!(post(&app, &cookie, "/medico", &[("csrf", &csrf), ("medico", "marino-andrea")]).await.0, 403);
     assert_eq!(doctor_of(&app.get("/Patient/verdi-anna").await.body), "Practitioner/ferrari-paolo");
+
+    // Anna goes to the ASST registry office instead: the operator changes it at the desk
+    let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("CNTCHR79T41F205"), "asst-admin").await);
+    let (s, _, home) = page(&app, &desk, "/professionista").await;
+    assert!(s == 200 && home.contains("allo sportello") && home.contains("name=\"cf\""), "{home}");
+    let anna_cf = fascicolo_load::demo::cf("VRDNNA40B60F205");
+    let (s, loc, _) = page(&app, &desk, &format!("/professionista?cf={anna_cf}")).await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/anagrafe/verdi-anna"));
+    let (s, _, at_desk) = page(&app, &desk, "/professionista/anagrafe/verdi-anna").await;
+    assert_eq!(s, 200, "{at_desk}");
+    assert!(at_desk.contains("<h1>Anna Verdi</h1>") && at_desk.contains("Andrea Marino") && at_desk.contains("Paolo Ferrari"));
+    assert!(!at_desk.contains("Referto") && !at_desk.contains("/documenti/"), "no clinical content at the desk");
+    let desk_csrf = csrf_of(&at_desk);
+    assert_eq!(
+        post(&app, &desk, "/professionista/anagrafe/verdi-anna/medico", &[("csrf", "forged"), ("medico", "marino-andrea")]).await.0,
+        403
+    );
+    let (s, loc, _) =
+        post(&app, &desk, "/professionista/anagrafe/verdi-anna/medico", &[("csrf", &desk_csrf), ("medico", "marino-andrea")]).await;
+    assert_eq!((s, loc.as_str()), (303, "/professionista/anagrafe/verdi-anna?esito=scelto"));
+    assert_eq!(doctor_of(&app.get("/Patient/verdi-anna").await.body), "Practitioner/marino-andrea");
+    assert_eq!(app.get("/Group/lista-marino-andrea").await.body["quantity"], 2);
+    assert_eq!(app.get("/Group/lista-ferrari-paolo").await.body["quantity"], 1);
+    // the change is in Anna's access log, by the operator
+    let platform = token_for(&app.store, &platform_actor()).await;
+    let log = app.get_as("/AuditEvent?patient=verdi-anna&_count=500", &platform).await.body.to_string();
+    assert!(log.contains("Practitioner/conti-chiara"), "the desk's change is in her log");
+    // a booking-centre operator has no such desk
+    let cup = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
+    assert_eq!(page(&app, &cup, "/professionista/anagrafe/verdi-anna").await.0, 403);
+    let (_, _, cup_home) = page(&app, &cup, "/professionista").await;
+    assert!(!cup_home.contains("name=\"cf\""), "no registry search for the booking centre");
 }
 
 /// 40 people move at the same instant from doctor A to doctor B, whose list has 5 places: 5

@@ -6,28 +6,54 @@
 use super::units::whole;
 use super::{ctx, form_ctx, layout, PageResult, Relation};
 use crate::auth_web::query_map;
+use crate::html::Lang;
 use crate::AppState;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect};
-use fascicolo_app::doctor_choice::Candidate;
+use fascicolo_app::doctor_choice::{Candidate, DoctorChoice};
 use fascicolo_app::portal::Portal;
 use fascicolo_app::AppError;
 use maud::{html, Markup};
 
-fn role_word(c: &super::Ctx, d: &Candidate) -> &'static str {
-    match (d.role.as_str(), d.gender.as_str()) {
-        ("pediatrician", _) => c.t("Pediatra di libera scelta"),
-        _ => c.t("Medico di medicina generale"),
+pub(super) fn role_word(lang: Lang, d: &Candidate) -> &'static str {
+    match d.role.as_str() {
+        "pediatrician" => lang.t("Pediatra di libera scelta"),
+        _ => lang.t("Medico di medicina generale"),
     }
 }
 
-fn places(c: &super::Ctx, d: &Candidate) -> Markup {
+fn places(lang: Lang, d: &Candidate) -> Markup {
     html! {
-        @if d.free() == 0 { span.badge.out { (c.t("Nessun posto libero")) } }
+        @if d.free() == 0 { span.badge.out { (lang.t("Nessun posto libero")) } }
         @else {
-            (whole(c.lang, d.free())) " " (if d.free() == 1 { c.t("posto libero") } else { c.t("posti liberi") })
-            " " span.muted { "(" (c.t("occupati")) " " (whole(c.lang, d.listed)) " " (c.t("su")) " " (whole(c.lang, d.ceiling)) ")" }
+            (whole(lang, d.free())) " " (if d.free() == 1 { lang.t("posto libero") } else { lang.t("posti liberi") })
+            " " span.muted { "(" (lang.t("occupati")) " " (whole(lang, d.listed)) " " (lang.t("su")) " " (whole(lang, d.ceiling)) ")" }
+        }
+    }
+}
+
+/// What the age allows, then the doctors one may choose with their places and, for each with
+/// a free place, the action `act` draws (a link for the citizen, a form at the desk).
+pub(super) fn candidates_table(lang: Lang, choice: &DoctorChoice, act: impl Fn(&Candidate) -> Markup) -> Markup {
+    html! {
+        p { (match choice.roles.as_slice() {
+            ["pediatrician"] => lang.t("Fino a 6 anni si sceglie un pediatra."),
+            ["pediatrician", "gp"] => lang.t("Tra 6 e 14 anni si può scegliere un pediatra o un medico di famiglia."),
+            _ => lang.t("Dai 14 anni si sceglie un medico di famiglia."),
+        }) " " (lang.t("Sono elencati i medici dell'ATS di residenza, con i posti liberi.")) }
+        @if choice.candidates.is_empty() {
+            p { (lang.t("Nessun altro medico disponibile.")) }
+        } @else {
+            div.scroll { table.stack #doctors {
+                thead { tr { th scope="col" { (lang.t("Medico")) } th scope="col" { (lang.t("Tipo")) } th scope="col" { (lang.t("Posti")) } th scope="col" { span.sr-only { (lang.t("Azione")) } } } }
+                tbody { @for d in &choice.candidates { tr {
+                    th scope="row" { (d.name) }
+                    td data-label=(lang.t("Tipo")) { (role_word(lang, d)) }
+                    td data-label=(lang.t("Posti")) { (places(lang, d)) }
+                    td { @if d.free() > 0 { (act(d)) } }
+                } } }
+            } }
         }
     }
 }
@@ -48,8 +74,8 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             p { a href="/medico" { "‹ " (c.t("Medico e pediatra")) } }
             h1 { (c.t("Conferma la scelta")) }
             div.card {
-                p { strong { (d.name) } br; (role_word(&c, d)) }
-                p { (places(&c, d)) }
+                p { strong { (d.name) } br; (role_word(c.lang, d)) }
+                p { (places(c.lang, d)) }
             }
             p { (c.t("La scelta vale da subito: il nuovo medico potrà consultare il fascicolo (se hai dato il consenso) e il medico di prima non potrà più farlo.")) }
             @if let Some(cur) = &choice.current { p { (c.t("Medico attuale")) ": " strong { (cur.name) } } }
@@ -72,29 +98,14 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         section.card #current-doctor {
             h2 style="margin-top:0" { (whose) @if c.relation != Relation::Own { " " (c.record_name) } }
             @match &choice.current {
-                Some(d) => p { strong { (d.name) } br; (role_word(&c, d)) },
+                Some(d) => p { strong { (d.name) } br; (role_word(c.lang, d)) },
                 None => p { (c.t("Nessun medico scelto.")) },
             }
         }
         h2 { (c.t("Cambia medico")) }
-        p { (match choice.roles.as_slice() {
-            ["pediatrician"] => c.t("Fino a 6 anni si sceglie un pediatra."),
-            ["pediatrician", "gp"] => c.t("Tra 6 e 14 anni si può scegliere un pediatra o un medico di famiglia."),
-            _ => c.t("Dai 14 anni si sceglie un medico di famiglia."),
-        }) " " (c.t("Sono elencati i medici dell'ATS di residenza, con i posti liberi.")) }
-        @if choice.candidates.is_empty() {
-            p { (c.t("Nessun altro medico disponibile.")) }
-        } @else {
-            div.scroll { table.stack #doctors {
-                thead { tr { th scope="col" { (c.t("Medico")) } th scope="col" { (c.t("Tipo")) } th scope="col" { (c.t("Posti")) } th scope="col" { span.sr-only { (c.t("Azione")) } } } }
-                tbody { @for d in &choice.candidates { tr {
-                    th scope="row" { (d.name) }
-                    td data-label=(c.t("Tipo")) { (role_word(&c, d)) }
-                    td data-label=(c.t("Posti")) { (places(&c, d)) }
-                    td { @if d.free() > 0 { a.btn.secondary href={ "/medico?medico=" (d.practitioner) } aria-label={ (c.t("Scegli")) " " (d.name) } { (c.t("Scegli")) } } }
-                } } }
-            } }
-        }
+        (candidates_table(c.lang, &choice, |d| html! {
+            a.btn.secondary href={ "/medico?medico=" (d.practitioner) } aria-label={ (c.t("Scegli")) " " (d.name) } { (c.t("Scegli")) }
+        }))
     };
     Ok(layout(&c, c.t("Medico e pediatra"), body))
 }

@@ -72,6 +72,8 @@ pub fn routes() -> Router<AppState> {
         .route("/professionista/assistiti/{id}/prescrizioni", get(pro::prescriptions))
         .route("/professionista/assistiti/{id}/cronologia", get(pro::timeline))
         .route("/professionista/documenti/{id}", get(pro::document))
+        .route("/professionista/anagrafe/{id}", get(pro::desk))
+        .route("/professionista/anagrafe/{id}/medico", post(pro::desk_choose))
         .route("/professionista/documenti/{id}/file", get(pro::file))
         .route("/accessibilita", get(info::accessibility))
         .route("/aiuto", get(info::help))

@@ -43,6 +43,9 @@ impl ProCtx {
     fn clinical(&self) -> bool {
         matches!(&self.actor().who, Who::Professional { role, .. } if role.clinical())
     }
+    fn registry_office(&self) -> bool {
+        matches!(&self.actor().who, Who::Professional { role, .. } if role.code() == "asst-admin")
+    }
     fn has_list(&self) -> bool {
         matches!(&self.actor().who, Who::Professional { role, .. } if matches!(role.code(), "gp" | "pediatrician"))
     }
@@ -115,14 +118,40 @@ fn find_form(c: &ProCtx, value: &str, error: Option<&str>) -> Markup {
 pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let c = pro_ctx(&state, &headers, "/professionista", raw.as_deref()).await?;
     let portal = Portal::new(state.fhir.clone());
+    let q = query_map(raw.as_deref());
     if !c.clinical() {
+        let registry = c.registry_office();
+        let typed = q.get("cf").map(|s| s.trim().to_string()).unwrap_or_default();
+        let mut error = None;
+        if registry && !typed.is_empty() {
+            match portal.find_by_cf(c.actor(), &typed).await {
+                Ok(id) => return Ok(Redirect::to(&format!("/professionista/anagrafe/{id}")).into_response()),
+                Err(AppError::BadRequest(_)) => error = Some(c.t("Il codice fiscale non è valido: controlla le 16 lettere e cifre.")),
+                Err(AppError::NotFound(_)) => error = Some(c.t("Nessuna persona con questo codice fiscale nell'anagrafe regionale.")),
+                Err(e) => return Err(c.fail()(e)),
+            }
+        }
         let body = html! {
             h1 { (c.t("Area professionisti")) }
-            div.alert role="status" { p { (c.t("Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona. I servizi per gli operatori (prenotazioni, anagrafe) arriveranno in queste pagine.")) } }
+            div.alert role="status" { p { (c.t("Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona.")) } }
+            @if registry {
+                h2 { (c.t("Anagrafe: scelta del medico allo sportello")) }
+                p { (c.t("Cerca la persona per codice fiscale per cambiarne il medico o il pediatra. Ogni operazione è registrata nel suo elenco degli accessi.")) }
+                form.filters method="get" action="/professionista" role="search" {
+                    div {
+                        label for="cf" { (c.t("Codice fiscale della persona")) }
+                        input #cf name="cf" value=(typed) autocomplete="off" spellcheck="false" maxlength="16" size="18"
+                            aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "cf-error")];
+                        @if let Some(e) = error { p.field-error #cf-error { (e) } }
+                    }
+                    button type="submit" { (c.t("Cerca")) }
+                }
+            } @else {
+                p { (c.t("Le prenotazioni allo sportello arriveranno in queste pagine con il servizio di prenotazione.")) }
+            }
         };
         return Ok(pro_layout(&c, c.t("Area professionisti"), body));
     }
-    let q = query_map(raw.as_deref());
     let typed = q.get("cf").map(|s| s.trim().to_string()).unwrap_or_default();
     let mut error = None;
     if !typed.is_empty() {
@@ -496,4 +525,67 @@ pub async fn timeline(State(state): State<AppState>, Path(id): Path<String>, Raw
         (records::timeline_body(c.lang, data, &kind, &Links::clinician(&id)))
     };
     Ok(pro_layout(&c, &format!("{} · {}", c.t("Cronologia"), super::person_name(&p)), body))
+}
+
+/// `GET /professionista/anagrafe/{id}`: the registry office's desk: a person's doctor and the
+/// doctors they may choose, with free places.
+pub async fn desk(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = pro_ctx(&state, &headers, &format!("/professionista/anagrafe/{id}"), raw.as_deref()).await?;
+    let ceilings = state.fhir.policy().ceilings;
+    let choice = Portal::new(state.fhir.clone()).doctor_choice_at_desk(c.actor(), &id, ceilings).await.map_err(c.fail())?;
+    let q = query_map(raw.as_deref());
+    let name = match state.fhir.read(c.actor(), "Patient", &id).await {
+        Ok(p) => super::person_name(&p.resource),
+        Err(e) => return Err(c.fail()(e)),
+    };
+    let body = html! {
+        p { a href="/professionista" { "‹ " (c.t("Cerca un'altra persona")) } }
+        h1 { (name) }
+        @match q.get("esito").map(String::as_str) {
+            Some("scelto") => div.alert.ok role="status" { p { (c.t("Scelta registrata: il nuovo medico è già attivo.")) } },
+            Some("pieno") => div.alert.error role="alert" { p { (c.t("Il medico scelto non ha più posti liberi: qualcuno ha preso l'ultimo. Scegline un altro.")) } },
+            _ => {},
+        }
+        section.card #current-doctor {
+            h2 style="margin-top:0" { (c.t("Medico attuale")) }
+            @match &choice.current {
+                Some(d) => p { strong { (d.name) } br; (super::doctor::role_word(c.lang, d)) },
+                None => p { (c.t("Nessun medico scelto.")) },
+            }
+        }
+        h2 { (c.t("Cambia medico")) }
+        p.muted { (choice.age) " " (c.t("anni")) }
+        (super::doctor::candidates_table(c.lang, &choice, |d| html! {
+            form.inline method="post" action={ "/professionista/anagrafe/" (id) "/medico" } {
+                input type="hidden" name="csrf" value=(c.session.csrf);
+                input type="hidden" name="medico" value=(d.practitioner);
+                button.secondary type="submit" aria-label={ (c.t("Assegna")) " " (d.name) } { (c.t("Assegna")) }
+            }
+        }))
+    };
+    Ok(pro_layout(&c, &name, body))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeskForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    medico: String,
+}
+
+/// `POST /professionista/anagrafe/{id}/medico`: the change, at the desk.
+pub async fn desk_choose(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<DeskForm>) -> PageResult {
+    let path = format!("/professionista/anagrafe/{id}");
+    let c = pro_ctx(&state, &headers, &path, None).await?;
+    if !fascicolo_app::auth::same_secret(&c.session.csrf, &f.csrf) {
+        tracing::warn!("desk form refused: missing or wrong CSRF token");
+        return Ok(super::csrf_refused(&state, c.lang));
+    }
+    let ceilings = state.fhir.policy().ceilings;
+    match Portal::new(state.fhir.clone()).choose_doctor_at_desk(c.actor(), &id, ceilings, &f.medico).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}?esito=scelto")).into_response()),
+        Err(AppError::Conflict(m)) if m.contains("no free places") => Ok(Redirect::to(&format!("{path}?esito=pieno")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
 }
