@@ -297,6 +297,21 @@ try {
   await gp.goto(BASE + "/lingua/it?next=/professionista");
   step("the GP's list, Giulia's record without the hidden report, a document, Marco's closed record opened as an emergency");
 
+  // ---- the ASST registry office: a person found by codice fiscale, their doctor changed at the desk
+  const deskCtx = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
+  const desk = await signIn(deskCtx, "CNTCHR79T41F205", "asst-admin");
+  assert.equal(new URL(desk.url()).pathname, "/professionista");
+  await desk.fill("#cf", "VRDNNA40B60F205C");
+  await desk.click("form[role=search] button[type=submit]");
+  await desk.waitForURL("**/professionista/anagrafe/verdi-anna");
+  assert.match(await desk.locator("#current-doctor").innerText(), /Paolo Ferrari/);
+  assert.equal(await desk.locator("a[href^='/professionista/documenti/']").count(), 0, "no clinical content at the desk");
+  await a11y(desk, "registry-desk");
+  if (SHOTS) await desk.screenshot({ path: `${SHOTS}/registry-desk-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(deskCtx, "/professionista/anagrafe/verdi-anna", "registry-desk");
+  await deskCtx.close();
+  step("the ASST registry office found Anna by codice fiscale: her doctor and the ones she may take, no clinical content");
+
   // ---- Marco finds the emergency opening on his home page, and the link to it in his log
   const marcoCtx = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
   const marco = await signIn(marcoCtx, "BNCMRC07A10F205", "citizen");
