@@ -212,3 +212,65 @@ async fn no_list_goes_over_its_ceiling_when_many_race_for_the_last_places() {
     assert!(matches!(r, Err(AppError::Conflict(_))), "{r:?}");
     assert_eq!(list("lista-doc-b").await, 5);
 }
+
+/// A newborn has no doctor yet: the mother chooses the first one, among pediatricians only;
+/// a family doctor is refused for a baby, and a stranger cannot choose for the child.
+#[tokio::test]
+async fn a_parent_chooses_a_newborns_first_pediatrician() {
+    let store = fresh_store().await;
+    let fhir = FhirService::new(Arc::clone(&store));
+    let put = |v: serde_json::Value| {
+        let fhir = fhir.clone();
+        async move {
+            let (rt, id) = (v["resourceType"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string());
+            fhir.update(&Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.unwrap();
+        }
+    };
+    put(json!({"resourceType": "Organization", "id": "ats-nb", "active": true, "name": "ATS di prova"})).await;
+    for (doc, role) in [("ped-a", "pediatrician"), ("gp-a", "gp")] {
+        put(json!({"resourceType": "Practitioner", "id": doc, "active": true, "name": [{"family": doc, "given": ["Dott."]}]})).await;
+        put(json!({"resourceType": "PractitionerRole", "id": format!("{doc}-role"), "active": true,
+            "practitioner": {"reference": format!("Practitioner/{doc}")}, "organization": {"reference": "Organization/ats-nb"},
+            "code": [{"coding": [{"system": fascicolo_domain::systems::ROLE_SYSTEM, "code": role}]}]}))
+        .await;
+    }
+    let mother_cf = fascicolo_load::demo::cf("MDRNBN90A41F205");
+    let today = fascicolo_domain::rome::today();
+    let birth = today - time::Duration::days(40);
+    let birth = format!("{:04}-{:02}-{:02}", birth.year(), birth.month() as u8, birth.day());
+    put(json!({"resourceType": "Patient", "id": "mother", "active": true, "birthDate": "1990-01-01", "gender": "female",
+        "identifier": [{"system": fascicolo_domain::systems::CF_SYSTEM, "value": mother_cf}],
+        "managingOrganization": {"reference": "Organization/ats-nb"}, "generalPractitioner": [{"reference": "Practitioner/gp-a"}]}))
+    .await;
+    put(json!({"resourceType": "Patient", "id": "baby", "active": true, "birthDate": birth, "gender": "female",
+        "managingOrganization": {"reference": "Organization/ats-nb"}}))
+    .await;
+    put(json!({"resourceType": "RelatedPerson", "id": "mother-for-baby", "active": true, "patient": {"reference": "Patient/baby"},
+        "identifier": [{"system": fascicolo_domain::systems::CF_SYSTEM, "value": mother_cf}],
+        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH"}]}]}))
+    .await;
+    let mut mother =
+        Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(&mother_cf).unwrap(), patient: Some("mother".into()) });
+    mother.acting_for = Some("baby".into());
+    let portal = Portal::new(fhir.clone());
+    let ceilings = Ceilings::default();
+    let choice = portal.doctor_choice(&mother, ceilings).await.unwrap();
+    assert_eq!((choice.patient.as_str(), choice.age, choice.current.is_none()), ("baby", 0, true));
+    assert_eq!(choice.candidates.iter().map(|d| d.practitioner.as_str()).collect::<Vec<_>>(), ["ped-a"], "pediatricians only");
+    assert!(matches!(portal.choose_doctor(&mother, ceilings, "gp-a").await, Err(AppError::NotFound(_))), "no family doctor for a baby");
+    assert!(fhir.read(&Actor::system(), "Patient", "baby").await.unwrap().resource.get("generalPractitioner").is_none());
+    // someone who is not her parent
+    let mut stranger = Actor::new(Who::Citizen {
+        cf: fascicolo_domain::CodiceFiscale::parse(&fascicolo_load::demo::cf("STRNGR80A01F205")).unwrap(),
+        patient: None,
+    });
+    stranger.acting_for = Some("baby".into());
+    assert!(portal.choose_doctor(&stranger, ceilings, "ped-a").await.is_err());
+    // the mother's choice
+    let chosen = portal.choose_doctor(&mother, ceilings, "ped-a").await.unwrap();
+    assert_eq!((chosen.practitioner.as_str(), chosen.listed), ("ped-a", 1));
+    let baby = fhir.read(&Actor::system(), "Patient", "baby").await.unwrap().resource;
+    assert_eq!(baby["generalPractitioner"][0]["reference"], "Practitioner/ped-a");
+    assert_eq!(fhir.read(&Actor::system(), "Group", "lista-ped-a").await.unwrap().resource["quantity"], 1);
+    assert!(fhir.read(&Actor::system(), "Group", "lista-gp-a").await.is_err(), "no old list to touch");
+}
