@@ -316,21 +316,29 @@ async fn import_over_http_takes_ndjson_all_or_nothing() {
 /// it instead of taking the half for the whole.
 #[tokio::test]
 async fn demo_seeding_cut_short_by_a_full_disk_resumes() {
-    let dir = std::env::temp_dir().join(format!("fascicolo-seedfull-{}", uuid::Uuid::now_v7()));
-    let sqlite = Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).unwrap());
-    let store: Arc<dyn fascicolo_store::Store> = Arc::clone(&sqlite) as _;
-    let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&store));
-    fascicolo_load::demo::seed_example_patients(&fhir).await.unwrap();
-    let pages = sqlite.set_max_pages(1).await.unwrap();
-    sqlite.set_max_pages(pages + 5).await.unwrap();
-    let cut = fascicolo_load::demo::seed(&fhir).await;
-    assert!(cut.is_err(), "the disk filled up during seeding");
-    assert!(store.read("Patient", "rossi-giulia").await.unwrap().is_some(), "stopped after the first personas");
-    assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_none(), "and before the end");
-    sqlite.set_max_pages(1 << 30).await.unwrap();
-    assert!(fascicolo_load::demo::seed(&fhir).await.unwrap(), "the next start resumes");
-    assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_some());
-    assert!(!fascicolo_load::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
+    // the smallest room that lets the first personas in but not the whole demo: tried upwards,
+    // since how many pages a write takes depends on the data (one more persona moves it)
+    for extra in 1..=64 {
+        let dir = std::env::temp_dir().join(format!("fascicolo-seedfull-{}", uuid::Uuid::now_v7()));
+        let sqlite = Arc::new(fascicolo_store_sqlite::SqliteStore::open(dir.join("t.db")).unwrap());
+        let store: Arc<dyn fascicolo_store::Store> = Arc::clone(&sqlite) as _;
+        let fhir = fascicolo_server::fhir_service(&fascicolo_server::config::Config::default(), Arc::clone(&store));
+        fascicolo_load::demo::seed_example_patients(&fhir).await.unwrap();
+        let pages = sqlite.set_max_pages(1).await.unwrap();
+        sqlite.set_max_pages(pages + extra).await.unwrap();
+        let cut = fascicolo_load::demo::seed(&fhir).await;
+        assert!(cut.is_err(), "the disk filled up during seeding (no room cut it half-way; {extra} pages seeded it all)");
+        if store.read("Patient", "rossi-giulia").await.unwrap().is_none() {
+            continue; // stopped before the first personas: give it more room
+        }
+        assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_none(), "and before the end");
+        sqlite.set_max_pages(1 << 30).await.unwrap();
+        assert!(fascicolo_load::demo::seed(&fhir).await.unwrap(), "the next start resumes");
+        assert!(store.read("CareTeam", "careteam-anna").await.unwrap().is_some());
+        assert!(!fascicolo_load::demo::seed(&fhir).await.unwrap(), "and once finished, it is done");
+        return;
+    }
+    panic!("no room between 1 and 64 pages cut the seeding after the first personas");
 }
 
 /// The portal does not hide failures: with the store failing under it, a page the citizen opens
