@@ -490,6 +490,15 @@ impl Portal {
             .collect()
     }
 
+    /// The name of the organisation a signed-in professional works for (registry facts,
+    /// public), for their profile bar; `None` when the registry does not name it.
+    pub async fn organization_name(&self, actor: &Actor, id: &str) -> Option<String> {
+        if !matches!(actor.who, Who::Professional { .. }) {
+            return None;
+        }
+        self.organization_names(actor, std::iter::once(id.to_string())).await.remove(id)
+    }
+
     pub(crate) fn summary(v: &Value, orgs: &HashMap<String, String>) -> DocSummary {
         let (type_code, type_display) = coding_of(&v["type"], Some(LOINC));
         let org_id = v["custodian"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).unwrap_or_default();

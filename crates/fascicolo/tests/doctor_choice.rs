@@ -105,6 +105,10 @@ async fn a_citizen_changes_doctor_and_the_care_relation_moves_with_it() {
     let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("CNTCHR79T41F205"), "asst-admin").await);
     let (s, _, home) = page(&app, &desk, "/professionista").await;
     assert!(s == 200 && home.contains("allo sportello") && home.contains("name=\"cf\""), "{home}");
+    assert!(
+        home.contains("Amministratrice ASST — ASST Fatebenefratelli Sacco") && !home.contains("— asst-fbf-sacco"),
+        "her office by name"
+    );
     let anna_cf = fascicolo_load::demo::cf("VRDNNA40B60F205");
     let (s, loc, _) = page(&app, &desk, &format!("/professionista?cf={anna_cf}")).await;
     assert_eq!((s, loc.as_str()), (303, "/professionista/anagrafe/verdi-anna"));

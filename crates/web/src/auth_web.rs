@@ -199,7 +199,7 @@ pub async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery, he
 
 /// A profile in words; the role agrees with the person's gender, read from their codice
 /// fiscale (the day of birth plus 40 for women), where Italian has two forms.
-pub(crate) fn profile_label(lang: Lang, who: &Who, person: &str) -> String {
+pub(crate) fn profile_label(lang: Lang, who: &Who, person: &str, org_name: Option<&str>) -> String {
     let female = fascicolo_domain::CodiceFiscale::parse(person).is_ok_and(|cf| cf.is_female());
     match who {
         Who::Citizen { .. } if female => lang.t("Cittadina").to_string(),
@@ -216,9 +216,10 @@ pub(crate) fn profile_label(lang: Lang, who: &Who, person: &str) -> String {
                 (_, true) => lang.t("Amministratrice ASST"),
                 (_, false) => lang.t("Amministratore ASST"),
             };
-            match organization {
-                Some(o) => format!("{r} — {o}"),
-                None => r.to_string(),
+            match (org_name, organization) {
+                (Some(n), _) => format!("{r} — {n}"),
+                (None, Some(o)) => format!("{r} — {o}"),
+                (None, None) => r.to_string(),
             }
         }
         _ => String::new(),
@@ -250,11 +251,17 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
             }
         }
     }
+    let org_name = match &s.actor.who {
+        Who::Professional { organization: Some(o), .. } => {
+            fascicolo_app::portal::Portal::new(state.fhir.clone()).organization_name(&s.actor, o).await
+        }
+        _ => None,
+    };
     let current = s.actor.acting_for.clone().unwrap_or_default();
     let current_label = options.iter().find(|(p, _)| *p == current).map_or("—".to_string(), |(_, l)| l.clone());
     let body = html! {
         h1 { (lang.t("Il tuo profilo")) }
-        p { (lang.t("Profilo attivo")) ": " strong { (profile_label(lang, &s.actor.who, &s.person)) } }
+        p { (lang.t("Profilo attivo")) ": " strong { (profile_label(lang, &s.actor.who, &s.person, org_name.as_deref())) } }
         p { @match &s.actor.who {
             Who::Professional { .. } => { a.btn href="/professionista" { (lang.t("Vai all'area professionisti")) } }
             _ => { a.btn href="/" { (lang.t("Vai al fascicolo")) } }
@@ -279,7 +286,7 @@ pub async fn me(State(state): State<AppState>, RawQuery(raw): RawQuery, headers:
                 input type="hidden" name="csrf" value=(csrf);
                 label for="profile" { (lang.t("Profilo")) }
                 select #profile name="profile" {
-                    @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who, &s.person)) } }
+                    @for (i, p) in s.profiles.iter().enumerate() { option value=(i) selected[p.who == s.actor.who] { (profile_label(lang, &p.who, &s.person, None)) } }
                 }
                 " "
                 button type="submit" { (lang.t("Cambia profilo")) }

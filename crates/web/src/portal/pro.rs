@@ -24,6 +24,8 @@ use serde::Deserialize;
 pub struct ProCtx {
     pub lang: Lang,
     pub session: Session,
+    /// The name of the organisation the professional works for, when the registry has it.
+    pub org_name: Option<String>,
     pub demo: bool,
     set_lang: Option<Lang>,
     pub path: String,
@@ -65,7 +67,11 @@ async fn pro_ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
             Some(("/me", lang.t("Vai al tuo profilo"))),
         ));
     }
-    Ok(ProCtx { lang, demo: state.auth.demo, set_lang, path: path.to_string(), session })
+    let org_name = match &session.actor.who {
+        Who::Professional { organization: Some(o), .. } => Portal::new(state.fhir.clone()).organization_name(&session.actor, o).await,
+        _ => None,
+    };
+    Ok(ProCtx { lang, demo: state.auth.demo, set_lang, path: path.to_string(), session, org_name })
 }
 
 /// A professional's page: the portal's header and footer, the professional's own bar.
@@ -79,7 +85,7 @@ fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
                 (header_bands(lang, &c.path, c.demo))
                 section.record aria-label=(lang.t("Profilo attivo")) { div.wrap {
                     p style="margin:0" role="status" {
-                        (lang.t("Profilo attivo")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who, &c.session.person)) }
+                        (lang.t("Profilo attivo")) ": " strong #pro-profile { (crate::auth_web::profile_label(lang, &c.actor().who, &c.session.person, c.org_name.as_deref())) }
                     }
                     @if c.clinical() {
                         a.btn.secondary href="/professionista" aria-current=[(c.path == "/professionista").then_some("page")] {
