@@ -69,6 +69,8 @@ impl Candidate {
 #[derive(Debug, Clone)]
 pub struct DoctorChoice {
     pub patient: String,
+    /// The person's name ("Given Family").
+    pub name: String,
     pub age: i32,
     /// The kinds of doctor the age allows (`pediatrician`, `gp`).
     pub roles: Vec<&'static str>,
@@ -230,7 +232,8 @@ impl Portal {
         let current = current_id.and_then(|c| all.iter().find(|d| d.practitioner == c).cloned());
         let candidates =
             all.into_iter().filter(|d| roles.contains(&d.role.as_str()) && Some(d.practitioner.as_str()) != current_id).collect();
-        Ok(DoctorChoice { patient: patient_id, age, roles, current, candidates })
+        let name = crate::auth::display_name(&patient);
+        Ok(DoctorChoice { patient: patient_id, name, age, roles, current, candidates })
     }
 
     /// Change the doctor of the record the citizen acts on to `practitioner`, at once. Refused,

@@ -112,8 +112,20 @@ async fn a_citizen_changes_doctor_and_the_care_relation_moves_with_it() {
     let anna_cf = fascicolo_load::demo::cf("VRDNNA40B60F205");
     let (s, loc, _) = page(&app, &desk, &format!("/professionista?cf={anna_cf}")).await;
     assert_eq!((s, loc.as_str()), (303, "/professionista/anagrafe/verdi-anna"));
+    let platform = token_for(&app.store, &platform_actor()).await;
+    let by_desk = |log: serde_json::Value| {
+        log["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["agent"].as_array().unwrap().iter().any(|a| a["who"]["reference"] == "Practitioner/conti-chiara"))
+            .count()
+    };
+    let before = by_desk(app.get_as("/AuditEvent?patient=verdi-anna&_count=500", &platform).await.body);
     let (s, _, at_desk) = page(&app, &desk, "/professionista/anagrafe/verdi-anna").await;
     assert_eq!(s, 200, "{at_desk}");
+    let after = by_desk(app.get_as("/AuditEvent?patient=verdi-anna&_count=500", &platform).await.body);
+    assert_eq!(after, before + 1, "opening her page at the desk is one entry in her log");
     assert!(at_desk.contains("<h1>Anna Verdi</h1>") && at_desk.contains("Andrea Marino") && at_desk.contains("Paolo Ferrari"));
     assert!(!at_desk.contains("Referto") && !at_desk.contains("/documenti/"), "no clinical content at the desk");
     let desk_csrf = csrf_of(&at_desk);
@@ -128,7 +140,6 @@ async fn a_citizen_changes_doctor_and_the_care_relation_moves_with_it() {
     assert_eq!(app.get("/Group/lista-marino-andrea").await.body["quantity"], 2);
     assert_eq!(app.get("/Group/lista-ferrari-paolo").await.body["quantity"], 1);
     // the change is in Anna's access log, by the operator
-    let platform = token_for(&app.store, &platform_actor()).await;
     let log = app.get_as("/AuditEvent?patient=verdi-anna&_count=500", &platform).await.body.to_string();
     assert!(log.contains("Practitioner/conti-chiara"), "the desk's change is in her log");
     // a booking-centre operator has no such desk

@@ -540,10 +540,8 @@ pub async fn desk(State(state): State<AppState>, Path(id): Path<String>, RawQuer
     let ceilings = state.fhir.policy().ceilings;
     let choice = Portal::new(state.fhir.clone()).doctor_choice_at_desk(c.actor(), &id, ceilings).await.map_err(c.fail())?;
     let q = query_map(raw.as_deref());
-    let name = match state.fhir.read(c.actor(), "Patient", &id).await {
-        Ok(p) => super::person_name(&p.resource),
-        Err(e) => return Err(c.fail()(e)),
-    };
+    // the person's name comes with the choice: one read of the Patient, one entry in their log
+    let name = choice.name.clone();
     let body = html! {
         p { a href="/professionista" { "‹ " (c.t("Cerca un'altra persona")) } }
         h1 { (name) }
