@@ -397,6 +397,22 @@ try {
   assert.ok(childTitles.length > 0, "the child's documents are listed");
   assert.ok(!childTitles.some((t) => /consultorio/i.test(t)), "a document hidden from parents (P97) is not listed");
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/child-record-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  // the parent chooses the child's doctor: at 10, a pediatrician or a family doctor
+  await visit(page, "/medico", "doctor-choice-child");
+  assert.match(await page.locator("#current-doctor").innerText(), /Luca Bianchi[\s\S]*Elena Colombo/);
+  assert.match(await page.locator("main").innerText(), /Tra 6 e 14 anni/);
+  await phone(citizen, "/medico", "doctor-choice-child");
+  // as Anna's delegate: no doctor choice in the menu, and its address says why
+  await page.goto(BASE + "/famiglia");
+  await page.click("button[aria-label*='Anna Verdi']");
+  await page.waitForLoadState();
+  assert.equal(await page.locator("nav.main a[href='/medico']").count(), 0, "a delegate is not offered the doctor choice");
+  const refused = await page.goto(BASE + "/medico");
+  assert.equal(refused.status(), 403);
+  assert.match(await page.locator("main").innerText(), /una delega non lo comprende/, "and says why");
+  await a11y(page, "doctor-choice-delegate");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/doctor-choice-delegate-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(citizen, "/medico", "doctor-choice-delegate");
   await page.goto(BASE + "/famiglia");
   await page.click("text=Consulta il mio fascicolo");
   await page.waitForLoadState();

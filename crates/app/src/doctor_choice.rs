@@ -89,14 +89,10 @@ pub fn roles_for_age(age: i32) -> Vec<&'static str> {
     }
 }
 
-/// Whole years from a birth date (`YYYY-MM-DD`) to `today`.
+/// Whole years from a birth date (`YYYY-MM-DD`) to `today` (the privacy rules' own count).
 pub fn age_on(birth: &str, today: time::Date) -> Option<i32> {
     let d = time::Date::parse(birth.get(..10)?, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
-    let mut age = today.year() - d.year();
-    if (today.month() as u8, today.day()) < (d.month() as u8, d.day()) {
-        age -= 1;
-    }
-    Some(age)
+    Some(fascicolo_domain::privacy::age_on(d, today))
 }
 
 fn parse(json: &str) -> Value {

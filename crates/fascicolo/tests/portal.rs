@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use fascicolo_app::gate::ProRole;
 use fascicolo_app::{Actor, FhirService, Who};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 const GIULIA: &str = "RSSGLI85D52F205Q";
@@ -696,8 +696,42 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     assert!(log.contains("Practitioner/ferrari-paolo") && log.contains("DocumentReference/doc-giulia-lab"), "{log}");
     assert!(!log.contains("DocumentReference/doc-giulia-psy"), "a hidden document is never listed as seen");
 
-    // the record's other pages, as the citizen's, through the same gate
+    // the record's other pages, as the citizen's, through the same gate. Giulia hid a weight,
+    // a vaccination and a prescription from clinicians (P99): she sees them, he sees none of
+    // them, in tables, counts, charts or the timeline
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    let hidden = json!([{"system": fascicolo_domain::privacy::labels::HIDING, "code": "P99"}]);
+    for v in [
+        json!({"resourceType": "Observation", "id": "obs-giulia-secret", "status": "final", "meta": {"security": hidden},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "39156-5", "display": "Indice di massa corporea"}]},
+            "subject": {"reference": "Patient/rossi-giulia"}, "effectiveDateTime": "2026-09-09T08:00:00Z",
+            "valueQuantity": {"value": 31.5, "unit": "kg/m2"}}),
+        json!({"resourceType": "Immunization", "id": "imm-giulia-secret", "status": "completed", "meta": {"security": hidden},
+            "vaccineCode": {"text": "Vaccino riservato"}, "patient": {"reference": "Patient/rossi-giulia"},
+            "occurrenceDateTime": "2026-09-09"}),
+        json!({"resourceType": "MedicationRequest", "id": "med-giulia-secret", "status": "active", "intent": "order", "meta": {"security": hidden},
+            "medicationCodeableConcept": {"text": "Farmaco riservato"}, "subject": {"reference": "Patient/rossi-giulia"},
+            "authoredOn": "2026-09-09"}),
+    ] {
+        let (rt, id) = (v["resourceType"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string());
+        fhir.update(&fascicolo_app::Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.unwrap();
+    }
+    let giulia = browser(&app, GIULIA, "citizen").await;
+    let (_, own_results) = giulia.get("/risultati").await;
+    assert!(own_results.contains("Indice di massa corporea"), "she sees what she hid");
+    let (_, own_timeline) = giulia.get("/cronologia").await;
+    assert!(own_timeline.contains("Vaccino riservato") && own_timeline.contains("Farmaco riservato"));
+    let exams = |page: &str| -> usize { between(page, "<p class=\"muted\">", " esam").unwrap().trim().parse().unwrap() };
     let (s, results) = ferrari.get("/professionista/assistiti/rossi-giulia/risultati").await;
+    // (his count also leaves out her other private or art. 6 values: fewer, never more)
+    assert!(exams(&results) < exams(&own_results), "his count leaves her hidden result out");
+    assert_eq!(ferrari.get("/professionista/assistiti/rossi-giulia/risultati/39156-5").await.0, 404, "nor its chart");
+    for sub in ["risultati", "vaccinazioni", "prescrizioni", "cronologia"] {
+        let (_, page) = ferrari.get(&format!("/professionista/assistiti/rossi-giulia/{sub}")).await;
+        for secret in ["Indice di massa corporea", "Vaccino riservato", "Farmaco riservato"] {
+            assert!(!page.contains(secret), "{secret} must not be on his {sub} page");
+        }
+    }
     assert_eq!(s, 200, "{results}");
     assert!(results.contains("href=\"/professionista/assistiti/rossi-giulia/risultati/2345-7\">Glucosio</a>"), "{results}");
     assert!(results.contains("aria-current=\"page\">Risultati</a>"), "the tab is marked");

@@ -62,6 +62,17 @@ pub(super) fn candidates_table(lang: Lang, choice: &DoctorChoice, act: impl Fn(&
 /// `medico=` the confirmation of that choice.
 pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
     let c = ctx(&state, &headers, "/medico", raw.as_deref()).await?;
+    if c.relation == Relation::Delegator {
+        // (the app layer refuses it too): say why, instead of a bare "not allowed"
+        return Ok(super::message(
+            &state,
+            c.lang,
+            axum::http::StatusCode::FORBIDDEN,
+            c.t("Medico e pediatra"),
+            c.t("Il medico lo sceglie il titolare del fascicolo, o un genitore per un figlio minorenne: una delega non lo comprende."),
+            Some(("/", c.t("Torna alla pagina iniziale"))),
+        ));
+    }
     let q = query_map(raw.as_deref());
     let ceilings = state.fhir.policy().ceilings;
     let choice = Portal::new(state.fhir.clone()).doctor_choice(c.actor(), ceilings).await.map_err(c.fail())?;
