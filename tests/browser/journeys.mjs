@@ -309,6 +309,12 @@ try {
   await a11y(desk, "registry-desk");
   if (SHOTS) await desk.screenshot({ path: `${SHOTS}/registry-desk-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
   await phone(deskCtx, "/professionista/anagrafe/verdi-anna", "registry-desk");
+  await desk.click("a[href='/professionista/anagrafe/verdi-anna/esenzioni']");
+  await desk.waitForLoadState();
+  assert.match(await desk.locator("main h1").innerText(), /Esenzioni: Anna Verdi/);
+  await a11y(desk, "desk-exemptions");
+  if (SHOTS) await desk.screenshot({ path: `${SHOTS}/desk-exemptions-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(deskCtx, "/professionista/anagrafe/verdi-anna/esenzioni", "desk-exemptions");
   await deskCtx.close();
   step("the ASST registry office found Anna by codice fiscale: her doctor and the ones she may take, no clinical content");
 
@@ -382,6 +388,36 @@ try {
   assert.match(await page.locator("#current-doctor").innerText(), /Paolo Ferrari/, "cancelling changes nothing");
   step("the family doctor page: current doctor, the others with free places, a confirmation that can be cancelled");
 
+  // ---- exemptions: a refused self-certification says why, a right one is in force, then revoked
+  await visit(page, "/esenzioni", "exemptions", { shot: false });
+  await page.check("input[name=code][value=E01]");
+  await page.fill("#income", "20.000");
+  await page.check("input[name=accepted]");
+  await page.click("#declare button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(await page.locator("main").innerText(), /E01 spetta a chi ha meno di 6 anni/);
+  await a11y(page, "exemptions-refused");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/exemptions-refused-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await page.check("input[name=code][value=E02]");
+  await page.check("input[name=standing][value=holder]");
+  await page.fill("#income", "7.800,00");
+  await page.check("input[name=spouse]");
+  await page.check("input[name=accepted]");
+  await page.click("#declare button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(page.url(), /esito=dichiarata/);
+  assert.match(await page.locator("#exemptions").innerText(), /E02[\s\S]*Autocertificazione del[\s\S]*In corso/);
+  await visit(page, "/esenzioni", "exemptions");
+  await phone(citizen, "/esenzioni", "exemptions");
+  await page.click("a[aria-label='Revoca E02']");
+  await page.waitForLoadState();
+  await a11y(page, "exemption-revoke");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/exemption-revoke-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await page.click("main form button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#past-exemptions").innerText(), /E02[\s\S]*Revocata/);
+  step("self-certified an income exemption (after a refusal that says why), saw it in force, revoked it");
+
   // ---- privacy page
   await visit(page, "/privacy", "privacy");
   await phone(citizen, "/privacy", "privacy");
@@ -402,6 +438,9 @@ try {
   assert.match(await page.locator("#current-doctor").innerText(), /Luca Bianchi[\s\S]*Elena Colombo/);
   assert.match(await page.locator("main").innerText(), /Tra 6 e 14 anni/);
   await phone(citizen, "/medico", "doctor-choice-child");
+  await visit(page, "/esenzioni", "exemptions-child");
+  assert.match(await page.locator("main").innerText(), /Esenzioni di[\s\S]*Luca Bianchi/);
+  await phone(citizen, "/esenzioni", "exemptions-child");
   // as Anna's delegate: no doctor choice in the menu, and its address says why
   await page.goto(BASE + "/famiglia");
   await page.click("button[aria-label*='Anna Verdi']");
@@ -413,6 +452,11 @@ try {
   await a11y(page, "doctor-choice-delegate");
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/doctor-choice-delegate-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
   await phone(citizen, "/medico", "doctor-choice-delegate");
+  assert.equal(await page.locator("nav.main a[href='/esenzioni']").count(), 0, "her delegation does not cover exemptions");
+  const noExemptions = await page.goto(BASE + "/esenzioni");
+  assert.equal(noExemptions.status(), 403);
+  assert.match(await page.locator("main").innerText(), /non comprende le esenzioni/);
+  await a11y(page, "exemptions-delegate");
   await page.goto(BASE + "/famiglia");
   await page.click("text=Consulta il mio fascicolo");
   await page.waitForLoadState();

@@ -100,7 +100,7 @@ fn parse(json: &str) -> Value {
 }
 
 /// A commit that lost a race (someone else changed a list or the Patient first): worth a retry.
-fn lost_race(e: &AppError) -> bool {
+pub(crate) fn lost_race(e: &AppError) -> bool {
     match e {
         AppError::Conflict(_) | AppError::PreconditionFailed(_) => true,
         AppError::Store(fascicolo_store::StoreError::Conflict { .. }) => true,
@@ -113,9 +113,15 @@ impl Portal {
     /// The record a citizen may choose the doctor for: their own, or a minor child's as a
     /// parent. A delegation does not cover it.
     async fn choosing_for(&self, actor: &Actor) -> AppResult<String> {
+        self.holder_or_parent(actor, "the doctor is chosen by the citizen, or a parent for a minor").await
+    }
+
+    /// The record the citizen acts on when they hold it or are a parent of the minor who does
+    /// (what personal choices and statements need); refused with `why` otherwise.
+    pub(crate) async fn holder_or_parent(&self, actor: &Actor, why: &str) -> AppResult<String> {
         let record = Self::record_of(actor)?;
         let Who::Citizen { cf, patient } = &actor.who else {
-            return Err(AppError::Forbidden("the doctor is chosen by the citizen, or a parent for a minor".into()));
+            return Err(AppError::Forbidden(why.into()));
         };
         if patient.as_deref() == Some(record.as_str()) {
             return Ok(record);
@@ -123,7 +129,7 @@ impl Portal {
         let reps = self.fhir().represented(cf).await?;
         match reps.iter().find(|r| r.patient == record) {
             Some(r) if r.acting_as == crate::auth::ActingAs::Parent => Ok(record),
-            _ => Err(AppError::Forbidden("a delegation does not cover the choice of the doctor".into())),
+            _ => Err(AppError::Forbidden(format!("{why}: a delegation does not cover it"))),
         }
     }
 

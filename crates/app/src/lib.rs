@@ -13,6 +13,7 @@ pub mod clinician;
 pub mod doctor_choice;
 pub mod er;
 pub mod error;
+pub mod exemptions;
 pub mod fhir;
 pub mod fhir_document;
 pub mod gate;

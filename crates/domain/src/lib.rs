@@ -4,6 +4,7 @@
 pub mod calendar;
 pub mod codice_fiscale;
 pub mod er;
+pub mod exemption;
 pub mod patient_key;
 pub mod privacy;
 pub mod rome;

@@ -345,3 +345,19 @@ pub async fn record_fixtures(fhir: &fascicolo_app::FhirService) {
         .await
         .expect("the specialist's report");
 }
+
+/// A portal page with a session cookie, not following redirects: (status, Location, body).
+pub async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String, String) {
+    let r = no_redirects().get(format!("{}{path}", app.root)).header("cookie", cookie).send().await.unwrap();
+    let s = r.status().as_u16();
+    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (s, loc, r.text().await.unwrap())
+}
+
+/// A portal form posted with a session cookie, not following redirects: (status, Location, body).
+pub async fn post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+    let r = no_redirects().post(format!("{}{path}", app.root)).header("cookie", cookie).form(form).send().await.unwrap();
+    let s = r.status().as_u16();
+    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (s, loc, r.text().await.unwrap())
+}

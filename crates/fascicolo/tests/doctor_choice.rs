@@ -15,20 +15,6 @@ use std::sync::Arc;
 
 const GIULIA: &str = "RSSGLI85D52F205";
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String, String) {
-    let r = no_redirects().get(format!("{}{path}", app.root)).header("cookie", cookie).send().await.unwrap();
-    let s = r.status().as_u16();
-    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    (s, loc, r.text().await.unwrap())
-}
-
-async fn post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let r = no_redirects().post(format!("{}{path}", app.root)).header("cookie", cookie).form(form).send().await.unwrap();
-    let s = r.status().as_u16();
-    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    (s, loc, r.text().await.unwrap())
-}
-
 fn doctor_of(app_patient: &serde_json::Value) -> String {
     app_patient["generalPractitioner"][0]["reference"].as_str().unwrap_or_default().to_string()
 }

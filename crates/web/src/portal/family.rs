@@ -23,6 +23,7 @@ const SCOPES: &[(&str, &str)] = &[
     ("Appointment", n_("Appuntamenti")),
     ("CarePlan", n_("Piani di cura")),
     ("AuditEvent", n_("Registro degli accessi")),
+    ("Coverage", n_("Esenzioni")),
 ];
 
 /// A resource type a delegation covers, in words.

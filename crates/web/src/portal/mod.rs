@@ -6,6 +6,7 @@
 mod chart;
 mod doctor;
 mod documents;
+mod exemptions;
 mod family;
 mod info;
 mod pdf;
@@ -60,6 +61,8 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/accessi", get(privacy::access_log))
         .route("/privacy/notifiche", post(privacy::notifications))
         .route("/medico", get(doctor::page).post(doctor::choose))
+        .route("/esenzioni", get(exemptions::page).post(exemptions::declare))
+        .route("/esenzioni/{id}/revoca", post(exemptions::revoke))
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
@@ -74,6 +77,8 @@ pub fn routes() -> Router<AppState> {
         .route("/professionista/documenti/{id}", get(pro::document))
         .route("/professionista/anagrafe/{id}", get(pro::desk))
         .route("/professionista/anagrafe/{id}/medico", post(pro::desk_choose))
+        .route("/professionista/anagrafe/{id}/esenzioni", get(pro::desk_exemptions).post(pro::desk_declare))
+        .route("/professionista/anagrafe/{id}/esenzioni/{cov}/revoca", post(pro::desk_revoke))
         .route("/professionista/documenti/{id}/file", get(pro::file))
         .route("/accessibilita", get(info::accessibility))
         .route("/aiuto", get(info::help))
@@ -272,6 +277,7 @@ fn section_types(path: &str) -> &'static [&'static str] {
         "/appuntamenti" => &["Appointment"],
         "/piano-di-cura" => &["CarePlan"],
         "/privacy" => &["AuditEvent"],
+        "/esenzioni" => &["Coverage"],
         _ => &[],
     }
 }
@@ -304,6 +310,7 @@ const NAV: &[(&str, &str)] = &[
     ("/taccuino", n_("Taccuino")),
     ("/privacy", n_("Privacy")),
     ("/medico", n_("Medico")),
+    ("/esenzioni", n_("Esenzioni")),
     ("/famiglia", n_("Famiglia e deleghe")),
 ];
 

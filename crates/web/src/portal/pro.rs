@@ -75,6 +75,17 @@ async fn pro_ctx(state: &AppState, headers: &HeaderMap, path: &str, raw: Option<
 }
 
 /// A professional's page: the portal's header and footer, the professional's own bar.
+/// The context of a professional's form: signed in as a professional, with the session's CSRF
+/// token (a forged form is refused with nothing done).
+async fn pro_form_ctx(state: &AppState, headers: &HeaderMap, path: &str, sent: &str) -> Result<ProCtx, Response> {
+    let c = pro_ctx(state, headers, path, None).await?;
+    if !fascicolo_app::auth::same_secret(&c.session.csrf, sent) {
+        tracing::warn!("professional form refused: missing or wrong CSRF token");
+        return Err(super::csrf_refused(state, c.lang));
+    }
+    Ok(c)
+}
+
 fn pro_layout(c: &ProCtx, title: &str, body: Markup) -> Response {
     let lang = c.lang;
     let markup = html! {
@@ -286,11 +297,7 @@ pub async fn emergency(
     Form(f): Form<EmergencyForm>,
 ) -> PageResult {
     let path = format!("/professionista/assistiti/{id}");
-    let c = pro_ctx(&state, &headers, &path, None).await?;
-    if !fascicolo_app::auth::same_secret(&c.session.csrf, &f.csrf) {
-        tracing::warn!("professional form refused: missing or wrong CSRF token");
-        return Ok(super::csrf_refused(&state, c.lang));
-    }
+    let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
     let portal = Portal::new(state.fhir.clone());
     // already open (consent and care): nothing to declare
     let r = portal.clinical_record(c.actor(), &id).await.map_err(c.fail())?;
@@ -556,6 +563,7 @@ pub async fn desk(State(state): State<AppState>, Path(id): Path<String>, RawQuer
                 None => p { (c.t("Nessun medico scelto.")) },
             }
         }
+        p { a href={ "/professionista/anagrafe/" (id) "/esenzioni" } { (c.t("Esenzioni")) " ›" } }
         h2 { (c.t("Cambia medico")) }
         p.muted { (choice.age) " " (c.t("anni")) }
         (super::doctor::candidates_table(c.lang, &choice, |d| html! {
@@ -580,15 +588,93 @@ pub struct DeskForm {
 /// `POST /professionista/anagrafe/{id}/medico`: the change, at the desk.
 pub async fn desk_choose(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<DeskForm>) -> PageResult {
     let path = format!("/professionista/anagrafe/{id}");
-    let c = pro_ctx(&state, &headers, &path, None).await?;
-    if !fascicolo_app::auth::same_secret(&c.session.csrf, &f.csrf) {
-        tracing::warn!("desk form refused: missing or wrong CSRF token");
-        return Ok(super::csrf_refused(&state, c.lang));
-    }
+    let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
     let ceilings = state.fhir.policy().ceilings;
     match Portal::new(state.fhir.clone()).choose_doctor_at_desk(c.actor(), &id, ceilings, &f.medico).await {
         Ok(_) => Ok(Redirect::to(&format!("{path}?esito=scelto")).into_response()),
         Err(AppError::Conflict(m)) if m.contains("no free places") => Ok(Redirect::to(&format!("{path}?esito=pieno")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+async fn desk_exemptions_page(
+    state: &AppState,
+    id: &str,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    f: &std::collections::HashMap<String, String>,
+    errors: &[fascicolo_app::portal::FieldError],
+) -> PageResult {
+    use super::exemptions::{declaration_form, exemptions_table, outcome};
+    let path = format!("/professionista/anagrafe/{id}/esenzioni");
+    let c = pro_ctx(state, headers, &path, raw).await?;
+    let ex = Portal::new(state.fhir.clone()).exemptions_at_desk(c.actor(), id).await.map_err(c.fail())?;
+    let q = query_map(raw);
+    let body = html! {
+        p { a href={ "/professionista/anagrafe/" (id) } { "‹ " (ex.name) } }
+        h1 { (c.t("Esenzioni")) ": " (ex.name) }
+        (outcome(c.lang, &q))
+        @if !errors.is_empty() { div.alert.error role="alert" { p { (c.t("L'autocertificazione non è stata registrata: controlla i campi indicati.")) } } }
+        p.muted { (ex.age) " " (c.t("anni")) }
+        (exemptions_table(c.lang, &ex, |e| html! {
+            form.inline method="post" action={ (path) "/" (e.id) "/revoca" } {
+                input type="hidden" name="csrf" value=(c.session.csrf);
+                button.secondary type="submit" aria-label={ (c.t("Revoca")) " " (e.code) } { (c.t("Revoca")) }
+            }
+        }))
+        h2 { (c.t("Registra un'autocertificazione firmata allo sportello")) }
+        @if let Some(held) = ex.income_in_force().filter(|_| errors.is_empty()) {
+            p { (c.t("È già in corso l'esenzione per reddito")) " " strong { (held.code) } ". " (c.t("Per dichiararne un'altra revoca prima quella.")) }
+        } @else {
+            (declaration_form(c.lang, &path, &c.session.csrf, f, errors))
+        }
+    };
+    let mut r = pro_layout(&c, c.t("Esenzioni"), body);
+    if !errors.is_empty() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(r)
+}
+
+/// `GET /professionista/anagrafe/{id}/esenzioni`: the registry office's desk: a person's
+/// exemptions, recording a self-certification signed at the desk, revoking one.
+pub async fn desk_exemptions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> PageResult {
+    desk_exemptions_page(&state, &id, raw.as_deref(), &headers, &Default::default(), &[]).await
+}
+
+/// `POST /professionista/anagrafe/{id}/esenzioni`: a self-certification, at the desk.
+pub async fn desk_declare(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let path = format!("/professionista/anagrafe/{id}/esenzioni");
+    let c = pro_form_ctx(&state, &headers, &path, f.get("csrf").map_or("", String::as_str)).await?;
+    match Portal::new(state.fhir.clone()).declare_exemption_at_desk(c.actor(), &id, &super::exemptions::form_of(&f)).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}?esito=dichiarata")).into_response()),
+        Err(Ok(errors)) => desk_exemptions_page(&state, &id, None, &headers, &f, &errors).await,
+        Err(Err(e)) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /professionista/anagrafe/{id}/esenzioni/{cov}/revoca`
+pub async fn desk_revoke(
+    State(state): State<AppState>,
+    Path((id, cov)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<DeskForm>,
+) -> PageResult {
+    let path = format!("/professionista/anagrafe/{id}/esenzioni");
+    let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
+    match Portal::new(state.fhir.clone()).revoke_exemption_at_desk(c.actor(), &id, &cov).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}?esito=revocata")).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }

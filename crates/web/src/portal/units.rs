@@ -36,6 +36,18 @@ pub fn whole(lang: Lang, n: i64) -> String {
     out
 }
 
+/// An amount of money in euro cents as people write it: `11.362,05 €` in Italian, `€11,362.05`
+/// in English.
+pub fn euro(lang: Lang, cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let (units, rest) = (cents.unsigned_abs() / 100, cents.unsigned_abs() % 100);
+    let units = whole(lang, units as i64);
+    match lang {
+        Lang::It => format!("{sign}{units},{rest:02}\u{a0}€"),
+        Lang::En => format!("{sign}€{units}.{rest:02}"),
+    }
+}
+
 /// A UCUM unit (or a unit someone typed) as a report prints it.
 pub fn unit(u: &str) -> String {
     let u = u.trim();
