@@ -441,6 +441,34 @@ try {
   await visit(page, "/esenzioni", "exemptions-child");
   assert.match(await page.locator("main").innerText(), /Esenzioni di[\s\S]*Luca Bianchi/);
   await phone(citizen, "/esenzioni", "exemptions-child");
+  // Luca has coeliac disease: from his exemption to his gluten-free budget, and the code for the till
+  await page.click("a[href='/celiachia']");
+  await page.waitForLoadState();
+  await a11y(page, "celiac");
+  assert.match(await page.locator("#celiac-budget").innerText(), /46,80\s€ disponibili/);
+  const spends = await page.locator("#spends").innerText();
+  assert.match(spends, /Farmacia San Luca/);
+  assert.match(spends, /Supermercato Navigli/);
+  await page.click("#celiac-code button[type=submit]");
+  await page.waitForLoadState();
+  assert.equal(await page.locator("#celiac-code svg").count(), 1, "a QR code");
+  await a11y(page, "celiac-code");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/celiac-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(citizen, "/celiachia", "celiac");
+  {
+    // the code as it is shown at the till, on a phone
+    const p = await citizen.newPage();
+    await p.setViewportSize({ width: 360, height: 740 });
+    await p.goto(BASE + "/celiachia");
+    await p.click("#celiac-code button[type=submit]");
+    await p.waitForLoadState();
+    await p.locator("#celiac-code").scrollIntoViewIfNeeded();
+    const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `celiac code: no sideways scrolling at 360 px (overflow ${overflow}px)`);
+    if (SHOTS) await p.screenshot({ path: `${SHOTS}/celiac-code-phone.jpg`, type: "jpeg", quality: 72, fullPage: false });
+    await p.close();
+  }
+  step("the parent opened Luca's gluten-free budget from his exemption: what remains, the month's purchases, the QR code");
   // as Anna's delegate: no doctor choice in the menu, and its address says why
   await page.goto(BASE + "/famiglia");
   await page.click("button[aria-label*='Anna Verdi']");

@@ -35,7 +35,8 @@ pub struct Client {
     pub id: String,
     pub name: String,
     /// `platform` (trusted integration, full access, audited), `producer` (writes documents for
-    /// its organisation), `app` (a SMART app acting for a signed-in user).
+    /// its organisation), `merchant` (a celiac merchant: its own API only, no FHIR access),
+    /// `app` (a SMART app acting for a signed-in user).
     pub kind: String,
     #[serde(default)]
     pub organization: Option<String>,
@@ -52,12 +53,15 @@ pub struct Client {
 impl Client {
     /// The actor a client-credentials token of this client stands for.
     pub fn system_actor(&self, scopes: Vec<Scope>) -> AppResult<Actor> {
-        let platform = match self.kind.as_str() {
-            "platform" => true,
-            "producer" => false,
+        let (platform, scopes, organization) = match self.kind.as_str() {
+            "platform" => (true, scopes, self.organization.clone()),
+            "producer" => (false, scopes, self.organization.clone()),
+            // a celiac merchant reaches its own API only: no FHIR scope, and no organisation
+            // that would make it a document producer (the merchant registry names its shop)
+            "merchant" => (false, Vec::new(), None),
             _ => return Err(AppError::Forbidden(format!("client '{}' is not a backend service", self.id))),
         };
-        let mut a = Actor::new(Who::Client { client_id: self.id.clone(), organization: self.organization.clone(), platform });
+        let mut a = Actor::new(Who::Client { client_id: self.id.clone(), organization, platform });
         a.scopes = Some(scopes);
         Ok(a)
     }

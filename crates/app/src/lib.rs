@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bulk;
 pub mod bundle;
 pub mod capability;
+pub mod celiac;
 pub mod clinician;
 pub mod doctor_choice;
 pub mod er;

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calendar;
+pub mod celiac;
 pub mod codice_fiscale;
 pub mod er;
 pub mod exemption;

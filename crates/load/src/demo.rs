@@ -162,8 +162,49 @@ pub async fn seed_everything(fhir: &FhirService, ingest: &fascicolo_app::ingest:
     }
     let n = seed_histories(ingest).await?;
     tracing::info!(documents = n, "demo mode: published the personas' histories");
+    celiac_purchases(&fhir).await?;
     mark_finished(&fhir, "everything").await?;
     Ok(true)
+}
+
+/// The demo's celiac merchants: (organisation id, name, channel); their API clients are
+/// `demo-{id}`.
+pub const DEMO_MERCHANTS: [(&str, &str, &str); 3] = [
+    ("farmacia-san-luca", "Farmacia San Luca", "pharmacy"),
+    ("bottega-senza-glutine", "Bottega Senza Glutine", "shop"),
+    ("supermercato-navigli", "Supermercato Navigli", "supermarket"),
+];
+
+/// Luca (coeliac, 10) has spent part of this month's budget: his mother showed the code, and
+/// the merchants went through the merchant API's own path (authorise, capture).
+async fn celiac_purchases(fhir: &FhirService) -> anyhow::Result<()> {
+    let month = month_tag();
+    // once a month: a demo started again in another month shows purchases of that month
+    if finished(fhir, &format!("celiac-{month}")).await? {
+        return Ok(());
+    }
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let giulia = personas().into_iter().find(|p| p.id == "rossi-giulia").context("demo persona")?;
+    let cf = fascicolo_domain::CodiceFiscale::parse(&giulia.cf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut mother = Actor::new(fascicolo_app::Who::Citizen { cf, patient: Some(giulia.id.into()) });
+    mother.acting_for = Some(child().id.into());
+    let (code, _) = portal.celiac_code(&mother).await.context("the demo celiac code")?;
+    for (i, (merchant, amount, captured)) in
+        [("farmacia-san-luca", 2_340, 2_340), ("supermercato-navigli", 3_175, 2_980)].into_iter().enumerate()
+    {
+        let mut m = Actor::new(fascicolo_app::Who::Client { client_id: format!("demo-{merchant}"), organization: None, platform: false });
+        m.scopes = Some(Vec::new());
+        let key = format!("demo-{month}-{i}");
+        let a = portal.celiac_authorize(&m, &code, amount, &key).await.context("a demo celiac purchase")?;
+        portal.celiac_capture(&m, &a.spend.id, Some(captured)).await.context("a demo celiac capture")?;
+    }
+    mark_finished(fhir, &format!("celiac-{month}")).await?;
+    Ok(())
+}
+
+/// This month in Rome, `YYYY-MM`.
+fn month_tag() -> String {
+    fascicolo_domain::celiac::month_key(fascicolo_domain::rome::today())
 }
 
 /// Seed the demo registry when it is not (all) there yet; returns whether it seeded.
@@ -222,6 +263,26 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
     let mut m = person("Patient", &by("bianchi-marco")?, "male", &MARCO_BIRTH.to_string());
     m["generalPractitioner"] = json!([{"reference": "Practitioner/ferrari-paolo"}]);
     put(m).await?;
+    // Luca has coeliac disease: the condition, and the exemption the ATS issued (RI0060)
+    put(json!({"resourceType": "Condition", "id": "bianchi-luca-celiac",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "579.0", "display": "Celiachia"}], "text": "Celiachia"},
+        "subject": {"reference": "Patient/bianchi-luca"}, "onsetDateTime": "2022-03-14"}))
+    .await?;
+    put(json!({"resourceType": "Coverage", "id": "bianchi-luca-esenzione-ri0060", "status": "active",
+        "type": {"coding": [{"system": fascicolo_domain::exemption::SYSTEM, "code": fascicolo_domain::celiac::EXEMPTION, "display": "Celiachia"}]},
+        "beneficiary": {"reference": "Patient/bianchi-luca"}, "payor": [{"reference": "Organization/ats-milano"}],
+        "period": {"start": "2022-04-01"}}))
+    .await?;
+    // the celiac merchants the ATS registered: a pharmacy, a specialist shop, a supermarket
+    for (id, name, channel) in DEMO_MERCHANTS {
+        put(json!({"resourceType": "Organization", "id": id, "active": true, "name": name,
+            "identifier": [{"system": fascicolo_app::celiac::MERCHANT_CLIENT, "value": format!("demo-{id}")}],
+            "type": [{"coding": [{"system": fascicolo_app::celiac::MERCHANT_TYPE.0, "code": fascicolo_app::celiac::MERCHANT_TYPE.1},
+                {"system": "urn:fascicolo:celiac-channel", "code": channel}]}]}))
+        .await?;
+    }
     // family: Giulia holds parental responsibility for Luca (minor) and had it for Marco (19)
     for (id, child_id) in [("rossi-giulia-for-luca", "bianchi-luca"), ("rossi-giulia-for-marco", "bianchi-marco")] {
         put(json!({"resourceType": "RelatedPerson", "id": id, "active": true, "patient": {"reference": format!("Patient/{child_id}")},
@@ -313,6 +374,8 @@ pub async fn seed_histories(ingest: &fascicolo_app::ingest::Ingest) -> anyhow::R
             surname: "Bianchi",
             female: false,
             birth: LUCA_BIRTH,
+            // his coeliac disease is in the registry (demo::seed); his documents' history stays
+            // as the portal tests know it
             chronic: vec![],
             doctor: Some((ped.cf.clone(), "Elena", "Colombo")),
         },

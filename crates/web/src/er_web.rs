@@ -169,12 +169,12 @@ pub async fn emur(State(state): State<AppState>, headers: HeaderMap, RawQuery(q)
     }
 }
 
-fn problem(status: u16, code: &str, message: String) -> Response {
+pub(crate) fn problem(status: u16, code: &str, message: String) -> Response {
     let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (s, axum::Json(json!({"error": code, "message": message}))).into_response()
 }
 
-fn app_problem(e: &fascicolo_app::AppError) -> Response {
+pub(crate) fn app_problem(e: &fascicolo_app::AppError) -> Response {
     let (status, issues) = fascicolo_app::error_status(e);
     let message = issues.iter().map(|i| i.diagnostics.clone()).collect::<Vec<_>>().join("; ");
     let code = issues.first().map(|i| i.code.clone()).unwrap_or_default();

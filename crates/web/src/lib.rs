@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth_web;
+mod celiac_api;
 pub mod demo_idp;
 pub mod er_web;
 mod fhir_api;
@@ -114,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest/v1/documents/{id}/metadata", put(ingest_api::metadata))
         .route("/ingest/v1/status/{id}", get(ingest_api::status))
         .route("/er/v1/events", post(er_web::post_event))
+        .route("/celiachia/v1/authorizations", post(celiac_api::authorize))
+        .route("/celiachia/v1/authorizations/{id}/capture", post(celiac_api::capture))
+        .route("/celiachia/v1/authorizations/{id}/void", post(celiac_api::void))
+        .route("/celiachia/v1/authorizations/{id}/refunds", post(celiac_api::refund))
         .route("/er/v1/emur-ps", get(er_web::emur))
         .route("/pronto-soccorso", get(er_web::index))
         .route("/pronto-soccorso/stato.json", get(er_web::feed))

@@ -289,7 +289,7 @@ async fn client_credentials(state: &AppState, t: &TokenForm) -> Response {
         Err(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "the client assertion is not a JWT"),
     };
     let iss = claims["iss"].as_str().unwrap_or_default();
-    let Some(c) = client(state, iss).filter(|c| c.kind == "platform" || c.kind == "producer") else {
+    let Some(c) = client(state, iss).filter(|c| matches!(c.kind.as_str(), "platform" | "producer" | "merchant")) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown backend client");
     };
     let Some(jwks) = c.jwks.as_deref().and_then(|j| serde_json::from_str::<JwkSet>(j).ok()) else {

@@ -66,6 +66,9 @@ pub(super) fn exemptions_table(lang: Lang, ex: &Exemptions, act: impl Fn(&Exempt
                     th scope="row" { (e.code) }
                     td data-label=(lang.t("Descrizione")) {
                         (name_of(lang, e))
+                        @if e.code == fascicolo_domain::celiac::EXEMPTION && e.state == ExState::Active {
+                            br; a href="/celiachia" { (lang.t("Budget per alimenti senza glutine")) " ›" }
+                        }
                         @if let Some(d) = &e.declared {
                             br; span.muted { (lang.t("Autocertificazione del")) " " (show_date(lang, &d.at, false))
                                 @if !d.by.is_empty() { " — " (d.by) } }

@@ -3,6 +3,7 @@
 //! (`/lingua/en`, remembered in a cookie); accessible markup (landmarks, labels, visible focus,
 //! contrast); works at 360 px. Handlers are thin: session → actor → app call → template.
 
+mod celiac;
 mod chart;
 mod doctor;
 mod documents;
@@ -63,6 +64,8 @@ pub fn routes() -> Router<AppState> {
         .route("/medico", get(doctor::page).post(doctor::choose))
         .route("/esenzioni", get(exemptions::page).post(exemptions::declare))
         .route("/esenzioni/{id}/revoca", post(exemptions::revoke))
+        .route("/celiachia", get(celiac::page))
+        .route("/celiachia/codice", post(celiac::code))
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
@@ -278,6 +281,7 @@ fn section_types(path: &str) -> &'static [&'static str] {
         "/piano-di-cura" => &["CarePlan"],
         "/privacy" => &["AuditEvent"],
         "/esenzioni" => &["Coverage"],
+        "/celiachia" => &["Account", "ChargeItem"],
         _ => &[],
     }
 }
