@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod celiac;
 pub mod documents;
 pub mod er;
 pub mod export;

@@ -53,6 +53,9 @@ enum Command {
     /// Emergency rooms live: a busy day of every room sent over HTTP by the hospitals' clients,
     /// the public feed and pages under load, and the delay seen by thousands of live connections.
     BenchEr(fascicolo_bench::er::BenchErArgs),
+    /// The celiac merchant API: authorisations/s over HTTP with merchant tokens, spread over many
+    /// budgets and all on one, and a check that no budget was overspent.
+    BenchCeliac(fascicolo_bench::celiac::BenchCeliacArgs),
     /// Bulk Data `$export` throughput over loopback with a platform client's token.
     BenchExport(fascicolo_bench::export::BenchExportArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
@@ -178,6 +181,7 @@ async fn run() -> anyhow::Result<()> {
         Command::BenchDocuments(args) => fascicolo_bench::documents::run(cfg, args).await?,
         Command::BenchExport(args) => fascicolo_bench::export::run(cfg, args).await?,
         Command::BenchEr(args) => fascicolo_bench::er::run(cfg, args).await?,
+        Command::BenchCeliac(args) => fascicolo_bench::celiac::run(cfg, args).await?,
         Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;
