@@ -482,3 +482,29 @@ pub fn choose_profile(profiles: &[Profile], hint: Option<&str>) -> Option<Profil
         .or_else(|| profiles.first())
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merchant_token_has_no_fhir_scope_and_no_organisation() {
+        let c = Client {
+            id: "shop".into(),
+            name: "Shop".into(),
+            kind: "merchant".into(),
+            organization: Some("some-org".into()),
+            redirect_uris: Vec::new(),
+            jwks: None,
+            secret_sha256: None,
+        };
+        let all = Scope::parse("system/*.cruds").into_iter().collect::<Vec<_>>();
+        let a = c.system_actor(all).expect("a backend client");
+        assert_eq!(a.who, Who::Client { client_id: "shop".into(), organization: None, platform: false });
+        assert_eq!(a.scopes.as_deref(), Some(&[][..]));
+        assert!(!a.scope_permits("Patient", crate::gate::Op::Read));
+        let producer = Client { kind: "producer".into(), ..c };
+        let p = producer.system_actor(Scope::parse("system/*.cruds").into_iter().collect()).expect("a backend client");
+        assert!(p.scope_permits("Patient", crate::gate::Op::Read));
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod celiac;
+pub mod doctors;
 pub mod documents;
 pub mod er;
 pub mod export;

@@ -6,6 +6,7 @@ pub mod celiac;
 pub mod codice_fiscale;
 pub mod er;
 pub mod exemption;
+pub mod pagopa;
 pub mod patient_key;
 pub mod privacy;
 pub mod rome;

@@ -56,6 +56,9 @@ enum Command {
     /// The celiac merchant API: authorisations/s over HTTP with merchant tokens, spread over many
     /// budgets and all on one, and a check that no budget was overspent.
     BenchCeliac(fascicolo_bench::celiac::BenchCeliacArgs),
+    /// Changing the family doctor over HTTP with real sessions (the portal's form), and a check
+    /// that every list is exact and none grew over its ceiling.
+    BenchDoctors(fascicolo_bench::doctors::BenchDoctorsArgs),
     /// Bulk Data `$export` throughput over loopback with a platform client's token.
     BenchExport(fascicolo_bench::export::BenchExportArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
@@ -182,6 +185,7 @@ async fn run() -> anyhow::Result<()> {
         Command::BenchExport(args) => fascicolo_bench::export::run(cfg, args).await?,
         Command::BenchEr(args) => fascicolo_bench::er::run(cfg, args).await?,
         Command::BenchCeliac(args) => fascicolo_bench::celiac::run(cfg, args).await?,
+        Command::BenchDoctors(args) => fascicolo_bench::doctors::run(cfg, args).await?,
         Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;

@@ -56,7 +56,16 @@ pub fn child() -> Persona {
 
 /// Built-in API clients of demo mode.
 pub fn clients() -> Vec<Client> {
-    vec![
+    let merchants = DEMO_MERCHANTS.iter().map(|(id, name, _)| Client {
+        id: format!("demo-{id}"),
+        name: format!("Demo celiac merchant ({name})"),
+        kind: "merchant".into(),
+        organization: None,
+        redirect_uris: Vec::new(),
+        jwks: None,
+        secret_sha256: None,
+    });
+    let mut v = vec![
         Client {
             id: "demo-platform".into(),
             name: "Demo regional integration (full access, audited)".into(),
@@ -84,7 +93,9 @@ pub fn clients() -> Vec<Client> {
             jwks: None,
             secret_sha256: None,
         },
-    ]
+    ];
+    v.extend(merchants);
+    v
 }
 
 fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {

@@ -62,6 +62,11 @@ pub async fn issue_for(
                 let known: Vec<&str> = clients.iter().filter(|c| c.kind != "app").map(|c| c.id.as_str()).collect();
                 bail!("no registered backend client '{id}' (known: {})", known.join(", "));
             };
+            if c.kind == "merchant" {
+                // a celiac merchant's token: its own API only, no FHIR scope
+                let actor = c.system_actor(Vec::new())?;
+                return Ok(Tokens::new(store).issue(&actor, "fascicolo-cli", ttl).await?.access_token);
+            }
             c.system_actor(scopes(scope, "system/*.cruds")?)?
         }
         other => bail!("unknown actor kind '{other}' (use citizen, clinician, operator or system)"),
