@@ -257,6 +257,10 @@ impl Portal {
                 "Practitioner/{practitioner} is not a doctor this person may choose (their ATS, a kind their age allows)"
             )));
         };
+        // this server's changes touching the same lists go one at a time (see crate::stripes)
+        let old = choice.current.as_ref().map(|c| format!("{LIST_PREFIX}{}", c.practitioner)).unwrap_or_default();
+        let new = format!("{LIST_PREFIX}{}", target.practitioner);
+        let _lists = crate::stripes::lock_all(&[old.as_str(), new.as_str()]).await;
         for attempt in 0..RETRIES {
             match self.try_change(writer, &choice.patient, &target, ceilings).await {
                 Ok(Attempt::Done(listed)) => {

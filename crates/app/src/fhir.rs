@@ -104,6 +104,8 @@ pub struct FhirService {
     policy: Arc<Policy>,
     health: Arc<crate::health::Health>,
     relations: Arc<crate::access::RelationCache>,
+    /// Registered celiac merchants recently read (see [`crate::celiac`]).
+    merchants: Arc<crate::celiac::MerchantCache>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -195,7 +197,7 @@ impl FhirService {
     }
 
     pub fn with_policy(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { store, policy: Arc::new(policy), health: Arc::default(), relations: Arc::default() }
+        Self { store, policy: Arc::new(policy), health: Arc::default(), relations: Arc::default(), merchants: Arc::default() }
     }
 
     /// Readiness (see [`crate::health`]).
@@ -206,6 +208,10 @@ impl FhirService {
     /// Whether the service can serve now.
     pub async fn ready(&self) -> Result<(), crate::health::NotReady> {
         self.health.check(self.store.as_ref()).await
+    }
+
+    pub(crate) fn merchant_cache(&self) -> &crate::celiac::MerchantCache {
+        &self.merchants
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

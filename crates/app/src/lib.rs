@@ -29,6 +29,7 @@ pub mod portal;
 pub mod prepare;
 pub mod privacy_ops;
 pub mod signin;
+mod stripes;
 
 pub use access::Policy;
 pub use error::{AppError, AppResult};
