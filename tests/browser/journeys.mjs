@@ -469,6 +469,27 @@ try {
     await p.close();
   }
   step("the parent opened Luca's gluten-free budget from his exemption: what remains, the month's purchases, the QR code");
+  {
+    // the shop's till (demo): the code Luca's mother shows, 12,50 euro, and the budget drops
+    const code = (await page.locator("#code-text").innerText()).trim();
+    const till = await citizen.newPage();
+    await till.goto(BASE + "/esercente");
+    await a11y(till, "till");
+    await till.selectOption("#merchant", "demo-bottega-senza-glutine");
+    await till.fill("#code", code);
+    await till.fill("#amount", "12,50");
+    await till.click("#till button[type=submit]");
+    await till.waitForLoadState();
+    assert.match(await till.locator("#till-outcome").innerText(), /12,50\s€[\s\S]*Restano 34,30\s€/);
+    await a11y(till, "till-charged");
+    if (SHOTS) await till.screenshot({ path: `${SHOTS}/till-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+    await till.close();
+    await page.goto(BASE + "/celiachia");
+    assert.match(await page.locator("#celiac-budget").innerText(), /34,30\s€ disponibili/);
+    assert.match(await page.locator("#spends").innerText(), /Bottega Senza Glutine/);
+    await phone(citizen, "/esercente", "till");
+    step("the demo till charged 12,50 euro with Luca's code, and his budget dropped to 34,30 euro");
+  }
   // as Anna's delegate: no doctor choice in the menu, and its address says why
   await page.goto(BASE + "/famiglia");
   await page.click("button[aria-label*='Anna Verdi']");

@@ -194,6 +194,25 @@ impl Portal {
         Ok(m)
     }
 
+    /// Every registered and active celiac merchant, by name (the demo till lists them).
+    pub async fn registered_merchants(&self) -> AppResult<Vec<Merchant>> {
+        let pairs = vec![("type".to_string(), format!("{}|{}", MERCHANT_TYPE.0, MERCHANT_TYPE.1))];
+        let orgs =
+            self.all_as(&Actor::system(), "Organization", pairs, |s| serde_json::from_str::<Value>(s).unwrap_or(Value::Null)).await?;
+        let mut out = Vec::new();
+        for o in orgs {
+            let client =
+                o["identifier"].as_array().into_iter().flatten().find(|i| i["system"] == MERCHANT_CLIENT).and_then(|i| i["value"].as_str());
+            if let Some(client) = client {
+                if let Ok(m) = self.merchant_in_registry(client).await {
+                    out.push(m);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// The registered merchant of a client, read from the registry.
     async fn merchant_in_registry(&self, client_id: &str) -> AppResult<Merchant> {
         let refused = || AppError::Forbidden("only a registered celiac merchant may spend a celiac budget".into());

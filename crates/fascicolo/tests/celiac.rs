@@ -153,6 +153,22 @@ async fn a_purchase_at_the_counter_from_code_to_refund() {
     });
     let ct = token_for(&app.store, &citizen).await;
     assert_eq!(app.get_as("/ChargeItem", &ct).await.body["entry"].as_array().map(Vec::len), Some(2));
+    // the demo till: the registered merchants, a charge with the same code, a wrong code
+    let (s, _, till) = page(&app, &cookie, "/esercente").await;
+    assert!(s == 200 && till.contains("Farmacia San Luca") && till.contains("Supermercato Navigli"), "{till}");
+    let (s, _, charged) =
+        post(&app, &cookie, "/esercente", &[("merchant", "demo-farmacia-san-luca"), ("code", &code), ("amount", "5,00")]).await;
+    assert!(s == 200 && charged.contains("Acquisto addebitato") && charged.contains("47,00\u{a0}€"), "{charged}");
+    let (s, _, wrong) =
+        post(&app, &cookie, "/esercente", &[("merchant", "demo-farmacia-san-luca"), ("code", "CEL1-nope"), ("amount", "5")]).await;
+    assert!(s == 403 && wrong.contains("non è valido o è scaduto"), "{wrong}");
+    let (s, _, _) =
+        post(&app, &cookie, "/esercente", &[("merchant", "demo-farmacia-san-luca"), ("code", &code), ("amount", "cinque")]).await;
+    assert_eq!(s, 422);
+    let (s, _, _) = post(&app, &cookie, "/esercente", &[("merchant", "demo-hospital"), ("code", &code), ("amount", "5")]).await;
+    assert_eq!(s, 403, "not a registered merchant");
+    assert_eq!(app.get_as("/ChargeItem", &ct).await.body["entry"].as_array().map(Vec::len), Some(3), "one more purchase, no more");
+
     // another citizen sees none of it
     let marco = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("BNCMRC07A10F205"), "citizen").await);
     let (_, _, his) = page(&app, &marco, "/celiachia").await;

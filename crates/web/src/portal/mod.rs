@@ -5,6 +5,7 @@
 
 mod celiac;
 mod chart;
+mod counter;
 mod doctor;
 mod documents;
 mod exemptions;
@@ -66,6 +67,7 @@ pub fn routes() -> Router<AppState> {
         .route("/esenzioni/{id}/revoca", post(exemptions::revoke))
         .route("/celiachia", get(celiac::page))
         .route("/celiachia/codice", post(celiac::code))
+        .route("/esercente", get(counter::show).post(counter::charge))
         .route("/famiglia", get(family::page))
         .route("/famiglia/deleghe", post(family::grant))
         .route("/famiglia/deleghe/{id}/revoca", post(family::revoke))
