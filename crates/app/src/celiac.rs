@@ -19,6 +19,7 @@
 //! authorisation.
 
 use crate::auth::{hash_secret, random_secret};
+use crate::doctor_choice::{entry, lost_race};
 use crate::portal::Portal;
 use crate::{Actor, AppError, AppResult, Who};
 use fascicolo_domain::celiac::{self as rules, Channel};
@@ -149,15 +150,6 @@ fn spend_of(c: &Value) -> Spend {
 /// The ChargeItem id of a merchant's idempotency key.
 fn spend_id(client: &str, key: &str) -> String {
     format!("celiachia-{}", &hash_secret(&format!("{client}|{key}"))[..32])
-}
-
-fn entry(rt: &str, id: &str, resource: &Value, version: Option<i64>) -> Value {
-    json!({"fullUrl": format!("{rt}/{id}"), "resource": resource,
-        "request": {"method": "PUT", "url": format!("{rt}/{id}"), "ifMatch": format!("W/\"{}\"", version.unwrap_or(0))}})
-}
-
-fn lost_race(e: &AppError) -> bool {
-    crate::doctor_choice::lost_race(e)
 }
 
 /// How long a merchant's registration is trusted without reading it again (a shop the ATS
@@ -353,7 +345,7 @@ impl Portal {
                 "extension": [{"url": EXT_REQUEST, "valueString": fingerprint}, {"url": EXT_CHANNEL, "valueCode": m.channel.code()}]});
             let aid = account["id"].as_str().unwrap_or_default().to_string();
             let bundle = json!({"resourceType": "Bundle", "type": "transaction",
-                "entry": [entry("Account", &aid, &account, version), entry("ChargeItem", &id, &charge, None)]});
+                "entry": [entry("Account", &aid, account.clone(), version), entry("ChargeItem", &id, charge.clone(), None)]});
             match self.fhir().process_bundle_value(&Actor::system(), bundle, "").await {
                 Ok(_) => {
                     tracing::info!(attempt, "celiac purchase authorised");
@@ -482,7 +474,7 @@ impl Portal {
             set_ext(&mut account, EXT_HELD, json!({"valueMoney": money((b.held_cents - back).max(0))}));
             let aid = account["id"].as_str().unwrap_or_default().to_string();
             let bundle = json!({"resourceType": "Bundle", "type": "transaction",
-                "entry": [entry("Account", &aid, &account, Some(av)), entry("ChargeItem", spend, &charge, Some(cv))]});
+                "entry": [entry("Account", &aid, account.clone(), Some(av)), entry("ChargeItem", spend, charge.clone(), Some(cv))]});
             match self.fhir().process_bundle_value(&Actor::system(), bundle, "").await {
                 Ok(_) => return Ok(Outcome { spend: spend_of(&charge), budget: budget_of(&account), replayed: false }),
                 Err(e) if lost_race(&e) => pause(attempt).await,

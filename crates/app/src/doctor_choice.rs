@@ -355,8 +355,9 @@ enum Attempt {
 }
 
 /// A transaction entry that replaces `rt/id` with `resource`, only at `version`; with none,
-/// only if it still does not exist (`W/"0"`: no version yet; the commit then expects it absent).
-fn entry(rt: &str, id: &str, resource: Value, version: Option<i64>) -> Value {
+/// only if it still does not exist (the guarded write of every small ledger: doctors' lists,
+/// exemptions, celiac budgets) (`W/"0"`: no version yet; the commit then expects it absent).
+pub(crate) fn entry(rt: &str, id: &str, resource: Value, version: Option<i64>) -> Value {
     let request = json!({"method": "PUT", "url": format!("{rt}/{id}"), "ifMatch": format!("W/\"{}\"", version.unwrap_or(0))});
     json!({"fullUrl": format!("{rt}/{id}"), "resource": resource, "request": request})
 }

@@ -13,6 +13,7 @@
 //! declaration is written by the platform on their request; the ASST desk writes as the
 //! operator, in the person's access log.
 
+use crate::doctor_choice::{entry, lost_race};
 use crate::portal::{FieldError, Portal};
 use crate::{Actor, AppError, AppResult, Who};
 use fascicolo_domain::exemption::{self as rules, Declaration, IncomeCode, Kind, Standing};
@@ -375,18 +376,14 @@ impl Portal {
             Some(org) => json!([{"reference": org}]),
             None => json!([{"display": "Servizio Sanitario Regionale"}]),
         };
-        let request = json!({"method": "PUT", "url": format!("Coverage/{id}"), "ifMatch": "W/\"0\""});
-        let bundle = json!({"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"fullUrl": format!("Coverage/{id}"), "resource": coverage.clone(), "request": request}]});
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry("Coverage", &id, coverage.clone(), None)]});
         match self.fhir().process_bundle_value(writer, bundle, "").await {
             Ok(_) => {
                 tracing::info!(code = d.code.code(), "income exemption declared");
                 exemption_of(&coverage, today).ok_or_else(|| Err(AppError::Internal("declaration not readable".into())))
             }
             // another declaration for this person committed first
-            Err(e) if crate::doctor_choice::lost_race(&e) => {
-                Err(Err(AppError::Conflict("an income exemption was already declared for this person".into())))
-            }
+            Err(e) if lost_race(&e) => Err(Err(AppError::Conflict("an income exemption was already declared for this person".into()))),
             Err(e) => Err(Err(e)),
         }
     }
@@ -415,12 +412,10 @@ impl Portal {
                 parts.push(json!({"url": "revocata", "valueDateTime": datetime::format_instant(datetime::now_ms())}));
             }
         }
-        let request = json!({"method": "PUT", "url": format!("Coverage/{coverage_id}"), "ifMatch": format!("W/\"{}\"", read.version)});
-        let bundle = json!({"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"fullUrl": format!("Coverage/{coverage_id}"), "resource": c.clone(), "request": request}]});
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry("Coverage", coverage_id, c.clone(), Some(read.version))]});
         match self.fhir().process_bundle_value(writer, bundle, "").await {
             Ok(_) => exemption_of(&c, today).ok_or_else(|| AppError::Internal("revocation not readable".into())),
-            Err(e) if crate::doctor_choice::lost_race(&e) => Err(AppError::Conflict("this exemption changed meanwhile: reload".into())),
+            Err(e) if lost_race(&e) => Err(AppError::Conflict("this exemption changed meanwhile: reload".into())),
             Err(e) => Err(e),
         }
     }

@@ -33,8 +33,10 @@ fn cf_of(i: usize) -> String {
     fascicolo_load::demo::cf(&first15)
 }
 
-/// Whether an authorisation was given (201), its answer read whole.
-async fn created(r: Result<reqwest::Response, reqwest::Error>) -> bool {
+/// One 1-euro authorisation as a merchant's till sends it; whether it was given (201), its
+/// answer read whole.
+async fn authorise(client: &reqwest::Client, url: &str, token: &str, code: &str, key: &str) -> bool {
+    let r = client.post(url).bearer_auth(token).header("idempotency-key", key).json(&json!({"code": code, "amount": 100})).send().await;
     match r {
         Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
         _ => false,
@@ -96,14 +98,7 @@ pub async fn run(mut cfg: Config, args: BenchCeliacArgs) -> anyhow::Result<()> {
             let (client, url, codes, toks) = (client.clone(), Arc::clone(&url), Arc::clone(&codes), Arc::clone(&toks));
             async move {
                 let code = &codes[(c * 7919 + i as usize * 104_729) % codes.len()];
-                let r = client
-                    .post(url.as_ref())
-                    .bearer_auth(toks[c].as_ref())
-                    .header("idempotency-key", format!("spread-{c}-{i}"))
-                    .json(&json!({"code": code.as_ref(), "amount": 100}))
-                    .send()
-                    .await;
-                created(r).await
+                authorise(&client, &url, &toks[c], code, &format!("spread-{c}-{i}")).await
             }
         })
         .await
@@ -125,16 +120,7 @@ pub async fn run(mut cfg: Config, args: BenchCeliacArgs) -> anyhow::Result<()> {
         let (client, url, toks) = (client.clone(), Arc::clone(&url), Arc::new(merchant_tokens.clone()));
         drive(args.merchants, args.seconds.min(5.0), move |c, i| {
             let (client, url, toks, hot) = (client.clone(), Arc::clone(&url), Arc::clone(&toks), Arc::clone(&hot));
-            async move {
-                let r = client
-                    .post(url.as_ref())
-                    .bearer_auth(toks[c].as_ref())
-                    .header("idempotency-key", format!("hot-{c}-{i}"))
-                    .json(&json!({"code": hot.as_ref(), "amount": 100}))
-                    .send()
-                    .await;
-                created(r).await
-            }
+            async move { authorise(&client, &url, &toks[c], &hot, &format!("hot-{c}-{i}")).await }
         })
         .await
     };

@@ -153,6 +153,18 @@ async fn a_purchase_at_the_counter_from_code_to_refund() {
     });
     let ct = token_for(&app.store, &citizen).await;
     assert_eq!(app.get_as("/ChargeItem", &ct).await.body["entry"].as_array().map(Vec::len), Some(2));
+    // a clinician without a care relation sees nothing of the ledger: not in a search, not in a count
+    let marino = token_for(
+        &app.store,
+        &Actor::new(Who::Professional { practitioner: "marino-andrea".into(), organization: None, role: fascicolo_app::gate::ProRole::Gp }),
+    )
+    .await;
+    for path in
+        ["/ChargeItem?patient=rossi-giulia", "/Account?subject=Patient/rossi-giulia", "/ChargeItem?patient=rossi-giulia&_summary=count"]
+    {
+        let r = app.get_as(path, &marino).await;
+        assert!(r.status != 200 || (r.body["total"].as_u64().unwrap_or(0) == 0 && r.body["entry"].is_null()), "{path}: {}", r.body);
+    }
     // the demo till: the registered merchants, a charge with the same code, a wrong code
     let (s, _, till) = page(&app, &cookie, "/esercente").await;
     assert!(s == 200 && till.contains("Farmacia San Luca") && till.contains("Supermercato Navigli"), "{till}");
@@ -165,8 +177,8 @@ async fn a_purchase_at_the_counter_from_code_to_refund() {
     let (s, _, _) =
         post(&app, &cookie, "/esercente", &[("merchant", "demo-farmacia-san-luca"), ("code", &code), ("amount", "cinque")]).await;
     assert_eq!(s, 422);
-    let (s, _, _) = post(&app, &cookie, "/esercente", &[("merchant", "demo-hospital"), ("code", &code), ("amount", "5")]).await;
-    assert_eq!(s, 403, "not a registered merchant");
+    let (s, _, not_merchant) = post(&app, &cookie, "/esercente", &[("merchant", "demo-hospital"), ("code", &code), ("amount", "5")]).await;
+    assert!(s == 403 && not_merchant.contains("non è convenzionato"), "not a registered merchant, and it says so: {not_merchant}");
     assert_eq!(app.get_as("/ChargeItem", &ct).await.body["entry"].as_array().map(Vec::len), Some(3), "one more purchase, no more");
 
     // another citizen sees none of it

@@ -84,6 +84,10 @@ fn refused(lang: Lang, e: &AppError) -> (StatusCode, Markup) {
         AppError::Conflict(m) if m.contains("insufficient budget") => {
             (StatusCode::CONFLICT, lang.t("Il budget del mese non basta per questo importo: nulla è stato addebitato."))
         }
+        AppError::Forbidden(m) if m.contains("merchant") => (
+            StatusCode::FORBIDDEN,
+            lang.t("Questo esercizio non è convenzionato con l'ATS per la celiachia: non può addebitare il budget."),
+        ),
         AppError::Forbidden(_) => {
             (StatusCode::FORBIDDEN, lang.t("Il codice non è valido o è scaduto: chiedi al cliente di mostrarne uno nuovo."))
         }
