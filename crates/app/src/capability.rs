@@ -48,6 +48,13 @@ pub fn capability_statement(base: &str, software_version: &str) -> Value {
             r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
                 {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]);
         }
+        if t == "Appointment" {
+            // IHE ITI Scheduling: find, hold and book (the NRE in referral-identifier)
+            let ihe = "https://profiles.ihe.net/ITI/Scheduling/OperationDefinition";
+            r["operation"] = json!([{"name": "find", "definition": format!("{ihe}/appointment-find")},
+                {"name": "hold", "definition": format!("{ihe}/appointment-hold")},
+                {"name": "book", "definition": format!("{ihe}/appointment-book")}]);
+        }
         if t == "Group" {
             r["operation"] = json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]);
         }

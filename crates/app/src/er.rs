@@ -101,10 +101,7 @@ impl Er {
 
     /// Kilometres from a point (equirectangular; plenty at a region's scale).
     pub fn distance_km(&self, lat: f64, lon: f64) -> f64 {
-        let k = std::f64::consts::PI / 180.0;
-        let x = (self.lon - lon) * k * ((self.lat + lat) / 2.0 * k).cos();
-        let y = (self.lat - lat) * k;
-        6371.0 * (x * x + y * y).sqrt()
+        fascicolo_domain::booking::distance_km((self.lat, self.lon), (lat, lon))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod access;
 mod access_log;
 pub mod auth;
 
+pub mod booking;
 pub mod bulk;
 pub mod bundle;
 pub mod capability;

@@ -1,6 +1,7 @@
 //! Pure domain types and rules, no I/O. Newtypes here can only be built by parsing.
 #![forbid(unsafe_code)]
 
+pub mod booking;
 pub mod calendar;
 pub mod celiac;
 pub mod codice_fiscale;

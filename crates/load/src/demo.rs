@@ -105,6 +105,15 @@ fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {
     if rt == "Patient" {
         // the ATS of residence: whose family doctors one may choose
         v["managingOrganization"] = json!({"reference": "Organization/ats-milano"});
+        // a home in Milan, on the map (booking ranks sites by distance from it)
+        let (street, lat, lon) = match p.id {
+            "verdi-anna" => ("Via Padova 120", 45.5002, 9.2268),
+            _ => ("Via Savona 42", 45.4536, 9.1631),
+        };
+        v["address"] = json!([{"use": "home", "line": [street], "city": "Milano", "district": "MI", "country": "IT",
+            "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": "015146"}]},
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/geolocation",
+                "extension": [{"url": "latitude", "valueDecimal": lat}, {"url": "longitude", "valueDecimal": lon}]}]}]);
     }
     v
 }
@@ -235,6 +244,7 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]}))
     .await?;
     put(json!({"resourceType": "Organization", "id": "ats-milano", "active": true, "name": "ATS della Città Metropolitana di Milano",
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.1.1", "value": "030321"}],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "govt"}]}]}))
     .await?;
     // professionals: Practitioner + PractitionerRole with the platform's role code
@@ -334,6 +344,32 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         "subject": {"reference": "Patient/verdi-anna"},
         "participant": [{"member": {"reference": "Practitioner/galli-sara"}}, {"member": {"reference": "Practitioner/ferrari-paolo"}}]}))
     .await?;
+    // specialist prescriptions to book, written by the family doctors and the pediatrician as
+    // their software does through the FHIR API
+    for (k, (patient, doctor, code, class, days_ago, question)) in [
+        ("rossi-giulia", "ferrari-paolo", "89.7A.3", "D", 3, "Cardiopalmo saltuario"),
+        ("verdi-anna", "ferrari-paolo", "88.76.1", "B", 1, "Dolore addominale ricorrente"),
+        ("verdi-anna", "ferrari-paolo", "95.02", "P", 20, "Calo del visus"),
+        ("bianchi-luca", "colombo-elena", "95.02", "P", 6, "Controllo del visus"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let nre = format!("030{:012}", (PERSONA_HOUSEHOLDS * 8 + k as u64) * 10_000 + 9_990);
+        let service = fascicolo_domain::booking::service(code).context("a demo service")?;
+        let authored = fascicolo_domain::rome::today() - time::Duration::days(days_ago);
+        put(json!({"resourceType": "ServiceRequest", "id": format!("{patient}-prescrizione-{nre}"), "status": "active",
+            "intent": "order", "subject": {"reference": format!("Patient/{patient}")},
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre}],
+            "requisition": {"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre},
+            "code": {"coding": [{"system": fascicolo_domain::booking::SERVICE_SYSTEM, "code": code, "display": service.name_it}],
+                "text": service.name_it},
+            "authoredOn": format!("{:04}-{:02}-{:02}", authored.year(), authored.month() as u8, authored.day()),
+            "requester": {"reference": format!("Practitioner/{doctor}")}, "reasonCode": [{"text": question}],
+            "extension": [{"url": fascicolo_domain::booking::PRIORITY_EXT, "valueCode": class},
+                {"url": fascicolo_domain::booking::ACCESS_EXT, "valueCode": "first"}]}))
+        .await?;
+    }
     mark_finished(fhir, "registry").await?;
     Ok(true)
 }

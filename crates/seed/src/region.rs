@@ -83,7 +83,7 @@ pub fn title_case(s: &str) -> String {
         .join(" ")
 }
 
-fn jitter(rng: &mut impl Rng, town: &Town) -> (f64, f64) {
+pub(crate) fn jitter(rng: &mut impl Rng, town: &Town) -> (f64, f64) {
     let p: &Province = town.province;
     // the chief town itself: within its city; elsewhere: within the province's extent
     let r = if town.name == p.chief_town { 0.03 } else { p.radius };
@@ -169,9 +169,84 @@ fn organization(id: &str, name: &str, kind: &str, fhir_type: &str, part_of: Opti
 
 fn location(site: &Site, org: &str) -> Value {
     json!({"resourceType": "Location", "id": format!("loc-{}", site.id), "status": "active", "name": site.name,
-        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT"},
+        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT",
+            "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": site.town.istat}]}},
         "position": {"latitude": site.lat, "longitude": site.lon},
         "managingOrganization": {"reference": format!("Organization/{org}")}})
+}
+
+/// The extension of a `Schedule` that holds its weekly template (`fascicolo_domain::booking::Template`).
+pub const AGENDA_TEMPLATE_EXT: &str = "urn:fascicolo:agenda-template";
+/// The extension of a `Schedule` naming the ATS (code) whose citizens it guarantees.
+pub const GUARANTEE_AREA_EXT: &str = "urn:fascicolo:guarantee-area";
+/// The extension of a `Schedule` up to which day its slots are taken by the bookings of the
+/// people the synthetic sample does not hold.
+pub const BOOKED_UNTIL_EXT: &str = "urn:fascicolo:booked-until";
+/// The extension of a `Schedule` saying whether its provider is public or accredited private.
+pub const PROVIDER_KIND_EXT: &str = "urn:fascicolo:provider-kind";
+
+/// A hospital's outpatient offer: for some services of the regional catalogue, a
+/// `HealthcareService` and its agenda (`Schedule`) with a weekly template. Public hospitals
+/// offer more services on weekdays; accredited private ones fewer, with longer hours and
+/// Saturday mornings. Which services and days is drawn from the seed.
+fn offer(seed: u64, h: &Hospital, site: &Site, org: &str) -> Vec<Value> {
+    use fascicolo_domain::booking::{SERVICES, SERVICE_SYSTEM};
+    let public = h.ownership.contains("Pubblico") || h.ownership.contains("Equiparato");
+    let mut rng = crate::rng(seed, "offer", h.code.parse::<u64>().unwrap_or(0));
+    let n = if public { rng.gen_range(6..=9) } else { rng.gen_range(3..=5) };
+    let mut picked: Vec<usize> = (0..SERVICES.len()).collect();
+    // a partial shuffle: the first n are the offer
+    for i in 0..n.min(picked.len()) {
+        let j = rng.gen_range(i..picked.len());
+        picked.swap(i, j);
+    }
+    picked.truncate(n);
+    picked.sort_unstable();
+    let mut out = Vec::new();
+    for i in picked {
+        let s = &SERVICES[i];
+        let compact: String = s.code.chars().filter(|c| *c != '.').collect();
+        let hs = format!("hs-{}-{compact}", h.code);
+        let coding = json!([{"coding": [{"system": SERVICE_SYSTEM, "code": s.code, "display": s.name_it}]}]);
+        out.push(json!({"resourceType": "HealthcareService", "id": hs, "active": true, "name": s.name_it,
+            "providedBy": {"reference": format!("Organization/{org}")},
+            "location": [{"reference": format!("Location/loc-{}", site.id)}],
+            "type": coding, "appointmentRequired": true}));
+        // days: public agendas open 2 to 5 weekdays, accredited ones 4 weekdays and Saturday
+        let days: Vec<String> = if public {
+            let k = rng.gen_range(2..=5);
+            let mut d: Vec<u8> = (1..=5).collect();
+            for i in 0..k {
+                let j = rng.gen_range(i..5);
+                d.swap(i, j);
+            }
+            let mut d = d[..k].to_vec();
+            d.sort_unstable();
+            d.iter().map(u8::to_string).collect()
+        } else {
+            let skip = rng.gen_range(1..=5u8);
+            (1..=6u8).filter(|d| *d != skip).map(|d| d.to_string()).collect()
+        };
+        let hours = if public { "08:30-12:30,14:00-16:00" } else { "08:00-13:00,14:00-18:00" };
+        // the region's other bookings: the synthetic citizens are a sample of 10 million people,
+        // whose appointments fill each agenda up to a day (the wait a new booking meets)
+        let backlog = match (public, s.diagnostic) {
+            (true, false) => rng.gen_range(7..=70),
+            (true, true) => rng.gen_range(3..=55),
+            (false, _) => rng.gen_range(2..=20),
+        };
+        let booked_until = crate::today() + time::Duration::days(backlog);
+        let template = format!("days={};hours={hours};minutes={}", days.join(","), s.minutes);
+        out.push(json!({"resourceType": "Schedule", "id": format!("ag-{}-{compact}", h.code), "active": true,
+            "serviceType": coding,
+            "actor": [{"reference": format!("Location/loc-{}", site.id)}, {"reference": format!("HealthcareService/{hs}")}],
+            "comment": format!("{} - {}", s.name_it, site.name),
+            "extension": [{"url": AGENDA_TEMPLATE_EXT, "valueString": template},
+                {"url": GUARANTEE_AREA_EXT, "valueCode": h.ats},
+                {"url": PROVIDER_KIND_EXT, "valueCode": if public { "public" } else { "accredited" }},
+                {"url": BOOKED_UNTIL_EXT, "valueDate": format!("{:04}-{:02}-{:02}", booked_until.year(), booked_until.month() as u8, booked_until.day())}]}));
+    }
+    out
 }
 
 /// Code systems of the emergency-department registry (the app layer reads the same).
@@ -236,7 +311,8 @@ fn emergency_resources(site: &Site, hospital: &str, kind: &str, spaces: u32) -> 
     let id = format!("loc-ps-{}", site.id.trim_start_matches("hsp-"));
     let loc = json!({"resourceType": "Location", "id": id, "status": "active", "name": format!("Pronto soccorso - {}", site.name),
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "ER", "display": "Emergency room"}]}],
-        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT"},
+        "address": {"city": site.town.name, "district": site.town.province.code, "country": "IT",
+            "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": site.town.istat}]}},
         "position": {"latitude": site.lat, "longitude": site.lon},
         "managingOrganization": {"reference": format!("Organization/{hospital}")},
         "partOf": {"reference": format!("Location/loc-{}", site.id)},
@@ -290,6 +366,7 @@ pub fn resources(seed: u64, layout: &Layout) -> Vec<Value> {
         if let Some((kind, spaces)) = emergency_room(h, part_of.as_deref().and_then(|a| layout.assts.iter().find(|x| x.id == a))) {
             out.extend(emergency_resources(&site, &id, kind, spaces));
         }
+        out.extend(offer(seed, h, &site, &id));
     }
     for (ai, site) in &layout.community_houses {
         out.push(organization(&site.id, &site.name, "community-house", "prov", Some(&layout.assts[*ai].id), Some(site.town)));
@@ -336,7 +413,23 @@ mod tests {
         // hospital's site with a HealthcareService; hubs, children's and maternity ones among them
         let ers: Vec<&Value> = r.iter().filter(|v| v["resourceType"] == "Location" && v["type"][0]["coding"][0]["code"] == "ER").collect();
         assert!((90..=100).contains(&ers.len()), "{}", ers.len());
-        assert_eq!(r.iter().filter(|v| v["resourceType"] == "HealthcareService").count(), ers.len());
+        let is_er_service = |v: &&Value| v["resourceType"] == "HealthcareService" && v["id"].as_str().unwrap().starts_with("ps-");
+        assert_eq!(r.iter().filter(is_er_service).count(), ers.len());
+        // the outpatient offer: every hospital offers some services, each with its agenda, whose
+        // template parses and names the hospital's ATS as guarantee area
+        let agendas: Vec<&Value> = r.iter().filter(|v| v["resourceType"] == "Schedule").collect();
+        let services = r.iter().filter(|v| v["resourceType"] == "HealthcareService").count() - ers.len();
+        assert_eq!(agendas.len(), services);
+        assert!(agendas.len() > 500, "{}", agendas.len());
+        for a in &agendas {
+            let t = a["extension"][0]["valueString"].as_str().unwrap();
+            assert!(fascicolo_domain::booking::Template::parse(t).is_ok(), "{t}");
+            assert!(a["extension"][1]["valueCode"].as_str().unwrap().starts_with("0303"));
+            let code = a["serviceType"][0]["coding"][0]["code"].as_str().unwrap();
+            assert!(fascicolo_domain::booking::service(code).is_some());
+        }
+        assert!(agendas.iter().any(|a| a["extension"][2]["valueCode"] == "accredited"));
+        assert!(agendas.iter().any(|a| a["extension"][2]["valueCode"] == "public"));
         for kind in ["PS", "DEA1", "DEA2", "PSP", "PSO"] {
             assert!(ers.iter().any(|e| e["extension"][0]["valueCode"] == kind), "no {kind}");
         }

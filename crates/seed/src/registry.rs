@@ -31,7 +31,10 @@ fn doctor(doc: &Doctor) -> [Value; 2] {
     ]
 }
 
-fn patient(p: &Person, payor: &str) -> Value {
+/// The standard extension that places an address on the map.
+pub const GEOLOCATION_EXT: &str = "http://hl7.org/fhir/StructureDefinition/geolocation";
+
+fn patient(p: &Person, payor: &str, home: (f64, f64)) -> Value {
     let mut telecom = Vec::new();
     if let Some(phone) = &p.phone {
         telecom.push(json!({"system": "phone", "value": phone, "use": "mobile"}));
@@ -45,7 +48,8 @@ fn patient(p: &Person, payor: &str) -> Value {
         "gender": if p.female { "female" } else { "male" },
         "birthDate": d(p.birth),
         "address": [{"use": "home", "line": [p.street], "city": p.town.name, "district": p.town.province.code, "country": "IT",
-            "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": p.town.istat}]}}],
+            "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": p.town.istat}]},
+            "extension": [{"url": GEOLOCATION_EXT, "extension": [{"url": "latitude", "valueDecimal": home.0}, {"url": "longitude", "valueDecimal": home.1}]}]}],
         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
             "valueAddress": {"city": p.birth_place.name, "district": p.birth_place.province,
                 "country": if p.birth_place.code.starts_with('Z') { "EE" } else { "IT" }}}],
@@ -59,13 +63,47 @@ fn patient(p: &Person, payor: &str) -> Value {
     v
 }
 
+/// One in five people with a family doctor has a specialist prescription to book, written by
+/// that doctor in the last three weeks (a service of the regional offer, a priority class, an
+/// NRE of the region; the number ends in 9990, past the drug prescriptions' sequence).
+fn specialist_prescription(p: &Person, n: u64, today: Date) -> Option<Value> {
+    use fascicolo_domain::booking::{Priority, ACCESS_EXT, PRIORITY_EXT, SERVICES, SERVICE_SYSTEM};
+    let doc = p.doctor.as_ref()?;
+    if n % 5 != 2 || p.age(today) < 1 {
+        return None;
+    }
+    let mut s = &SERVICES[(n / 5) as usize % SERVICES.len()];
+    if (!p.female && matches!(s.code, "89.26.1" | "87.37.1")) || (p.age(today) < 40 && s.code == "45.23") {
+        s = &SERVICES[0];
+    }
+    let class = [Priority::D, Priority::P, Priority::B, Priority::D, Priority::P][(n / 7) as usize % 5];
+    let access = if s.code == "89.01.3" { "follow-up" } else { "first" };
+    let nre = format!("030{:012}", n * 10_000 + 9_990);
+    let question = ["Controllo clinico", "Dolore persistente da approfondire", "Sospetto clinico da confermare", "Sintomi ricorrenti"]
+        [(n / 3) as usize % 4];
+    Some(json!({"resourceType": "ServiceRequest", "id": format!("{}-prescrizione-{}", p.id, nre), "status": "active",
+        "intent": "order", "subject": {"reference": format!("Patient/{}", p.id)},
+        "identifier": [{"system": format!("urn:oid:{}", crate::cda::NRE_OID), "value": nre}],
+        "requisition": {"system": format!("urn:oid:{}", crate::cda::NRE_OID), "value": nre},
+        "code": {"coding": [{"system": SERVICE_SYSTEM, "code": s.code, "display": s.name_it}], "text": s.name_it},
+        "authoredOn": d(today - Duration::days((n % 21) as i64)),
+        "requester": {"reference": format!("Practitioner/{doc}")},
+        "reasonCode": [{"text": question}],
+        "extension": [{"url": PRIORITY_EXT, "valueCode": class.code()}, {"url": ACCESS_EXT, "valueCode": access}]}))
+}
+
 /// The household's registry resources (doctors first: patients refer to them).
 pub fn resources(h: &Household, ats: &str, today: Date) -> Vec<Value> {
     let mut out: Vec<Value> = h.new_doctors.iter().flat_map(doctor).collect();
     let payor = format!("Organization/ats-{ats}");
-    for p in &h.members {
-        out.push(patient(p, &payor));
+    for (i, p) in h.members.iter().enumerate() {
+        let n = h.index * 8 + i as u64;
+        let home = crate::region::jitter(&mut crate::rng(0, "home", n), p.town);
+        out.push(patient(p, &payor, home));
         let subject = json!({"reference": format!("Patient/{}", p.id)});
+        if let Some(sr) = specialist_prescription(p, n, today) {
+            out.push(sr);
+        }
         for (i, role) in &p.parents {
             let parent = &h.members[*i];
             out.push(json!({"resourceType": "RelatedPerson", "id": format!("{}-for-{}", parent.id, p.id), "active": true,

@@ -306,6 +306,12 @@ async fn route(
         (&Method::GET, []) => page(f.search(&who, None, &q, &base).await, "search-system")?,
         (&Method::GET, ["_history"]) => search(f.history(&who, None, None, &q, &base).await, "history-system")?,
         (&Method::GET, [t]) => page(f.search(&who, Some(t), &q, &base).await, "search-type")?,
+        (&Method::POST, ["Appointment", op]) if op.starts_with('$') => {
+            let params = parameters(&body).map_err(|m| refused(400, "invalid", m, "operation"))?;
+            let portal = fascicolo_app::portal::Portal::new(f.clone());
+            let out = fascicolo_app::booking::operation(&portal, &who, op, &params).await.map_err(ApiError::app("operation"))?;
+            json_response(StatusCode::OK, &out, "operation")
+        }
         (&Method::POST, [t, "_search"]) => {
             if content_type(&headers) != "application/x-www-form-urlencoded" {
                 return Err(refused(415, "not-supported", "POST _search takes application/x-www-form-urlencoded", "search-type"));

@@ -3,6 +3,7 @@
 //! (`/lingua/en`, remembered in a cookie); accessible markup (landmarks, labels, visible focus,
 //! contrast); works at 360 px. Handlers are thin: session → actor → app call → template.
 
+mod booking;
 mod celiac;
 mod chart;
 mod counter;
@@ -53,6 +54,12 @@ pub fn routes() -> Router<AppState> {
         .route("/vaccinazioni/{id}", get(records::vaccination))
         .route("/prescrizioni/{id}", get(records::prescription))
         .route("/appuntamenti/{id}", get(records::appointment))
+        .route("/appuntamenti/{id}/sposta", post(booking::move_to))
+        .route("/appuntamenti/{id}/disdetta", get(booking::cancel_page).post(booking::cancel))
+        .route("/prenota", get(booking::page))
+        .route("/prenota/{sr}", get(booking::options))
+        .route("/prenota/{sr}/blocca", post(booking::hold))
+        .route("/prenota/{sr}/conferma", get(booking::confirm_page).post(booking::confirm))
         .route("/piano-di-cura", get(records::care_plans))
         .route("/taccuino", get(taccuino::page).post(taccuino::add_measurement))
         .route("/taccuino/documenti", post(taccuino::add_document))
@@ -279,7 +286,7 @@ fn section_types(path: &str) -> &'static [&'static str] {
         "/risultati" | "/taccuino" => &["Observation"],
         "/vaccinazioni" => &["Immunization"],
         "/prescrizioni" => &["MedicationRequest"],
-        "/appuntamenti" => &["Appointment"],
+        "/appuntamenti" | "/prenota" => &["Appointment"],
         "/piano-di-cura" => &["CarePlan"],
         "/privacy" => &["AuditEvent"],
         "/esenzioni" => &["Coverage"],
@@ -311,6 +318,7 @@ const NAV: &[(&str, &str)] = &[
     ("/cronologia", n_("Cronologia")),
     ("/vaccinazioni", n_("Vaccinazioni")),
     ("/prescrizioni", n_("Prescrizioni")),
+    ("/prenota", n_("Prenota")),
     ("/appuntamenti", n_("Appuntamenti")),
     ("/piano-di-cura", n_("Piano di cura")),
     ("/taccuino", n_("Taccuino")),

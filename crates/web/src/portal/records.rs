@@ -925,7 +925,9 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
     let body = html! {
         p { a href={ "/" (section) } { "‹ " (c.t(back)) } }
         h1 { (title) }
+        @if rt == "Appointment" { (super::booking::outcome(c.lang, &crate::auth_web::query_map(raw.as_deref()))) }
         dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
+        @if rt == "Appointment" { (super::booking::appointment_extras(c.lang, &v, c.allows("/prenota"))) }
         @if let Some((svg, digits)) = nre { figure.barcode.large { (trusted(svg)) figcaption.digits { (digits) } } }
     };
     Ok(layout(&c, &title, body))

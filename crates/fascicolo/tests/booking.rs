@@ -1,0 +1,435 @@
+//! The regional booking network: a citizen books a specialist visit from a prescription in the
+//! portal, moves it and cancels it; the IHE scheduling operations over the FHIR API for a
+//! citizen's app and for the CUP desk (audited); the refusals that change nothing; and no slot
+//! or prescription given twice when many book at once (SQLite, and PostgreSQL when
+//! FASCICOLO_TEST_DATABASE_URL is set). The offer is the synthetic region's own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use fascicolo_app::gate::ProRole;
+use fascicolo_app::{Actor, FhirService, Who};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const GIULIA: &str = "RSSGLI85D52F205";
+const MARCO: &str = "BNCMRC07A10F205";
+
+/// The synthetic region's agendas (and their sites) for these services, stored as the seed
+/// stores them.
+async fn seed_offer(fhir: &FhirService, codes: &[&str]) -> usize {
+    let layout = fascicolo_seed::region::layout(1, 60);
+    let all = fascicolo_seed::region::resources(1, &layout);
+    let schedules: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["resourceType"] == "Schedule" && codes.contains(&v["serviceType"][0]["coding"][0]["code"].as_str().unwrap()))
+        .collect();
+    let refs: Vec<String> = schedules
+        .iter()
+        .flat_map(|s| s["actor"].as_array().unwrap().iter().map(|a| a["reference"].as_str().unwrap().to_string()))
+        .collect();
+    let mut entries = Vec::new();
+    for v in &all {
+        let r = format!("{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap());
+        if schedules.iter().any(|s| s["id"] == v["id"]) || refs.contains(&r) {
+            entries.push(json!({"resource": v, "request": {"method": "PUT", "url": r}}));
+        }
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    fhir.process_bundle_value(&Actor::system(), bundle, "").await.unwrap();
+    schedules.len()
+}
+
+async fn read(fhir: &FhirService, rt: &str, id: &str) -> Value {
+    fhir.read(&Actor::system(), rt, id).await.unwrap().resource
+}
+
+fn ext<'a>(v: &'a Value, url: &str) -> &'a Value {
+    v["extension"].as_array().and_then(|a| a.iter().find(|e| e["url"] == url)).unwrap_or(&Value::Null)
+}
+
+/// The slot keys of the options table of a page, in order.
+fn slots_in(html: &str) -> Vec<String> {
+    html.split("name=\"slot\" value=\"").skip(1).map(|s| s.split('"').next().unwrap().to_string()).collect()
+}
+
+async fn prescription_of(fhir: &FhirService, patient: &str, code: &str) -> Value {
+    let page =
+        fhir.search(&Actor::system(), Some("ServiceRequest"), &[("subject".into(), format!("Patient/{patient}"))], "").await.unwrap();
+    page.entries
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.1).unwrap())
+        .find(|v| v["code"]["coding"][0]["code"] == code)
+        .unwrap_or_else(|| panic!("{patient} has no prescription {code}"))
+}
+
+#[tokio::test]
+async fn a_citizen_books_moves_and_cancels_a_visit_in_the_portal() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    assert!(seed_offer(&fhir, &["89.7A.3"]).await > 5);
+    let sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
+    let sr_id = sr["id"].as_str().unwrap().to_string();
+    let nre = sr["identifier"][0]["value"].as_str().unwrap().to_string();
+    let cookie = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(GIULIA), "citizen").await);
+
+    // the prescription to book, the menu entry, a typed NRE (wrong, unknown, right)
+    let (s, _, list) = page(&app, &cookie, "/prenota").await;
+    assert_eq!(s, 200, "{list}");
+    assert!(list.contains("href=\"/prenota\"") && list.contains(&nre) && list.contains("Prima visita cardiologica"), "{list}");
+    let (s, _, bad) = page(&app, &cookie, "/prenota?nre=12").await;
+    assert_eq!(s, 422);
+    assert!(bad.contains("15 caratteri"));
+    let (s, _, unknown) = page(&app, &cookie, "/prenota?nre=030999999999999").await;
+    assert_eq!(s, 422);
+    assert!(unknown.contains("Nessuna prescrizione da prenotare con questo NRE"));
+    let (s, to, _) = page(&app, &cookie, &format!("/prenota?nre={}", nre)).await;
+    assert_eq!((s, to.as_str()), (303, format!("/prenota/{sr_id}").as_str()));
+
+    // the options: one per agenda, her ATS (Milan) first, each with its deadline badge
+    let (s, _, options) = page(&app, &cookie, &format!("/prenota/{sr_id}")).await;
+    assert_eq!(s, 200, "{options}");
+    assert!(options.contains("id=\"options\"") && options.contains("Entro i tempi") && options.contains(" km"), "{options}");
+    let slots = slots_in(&options);
+    assert!(slots.len() > 3, "{slots:?}");
+    let rows: Vec<&str> = options.split("id=\"options\"").nth(1).unwrap().split("<tr>").skip(2).collect();
+    let first_outside = rows.iter().position(|r| r.contains("Fuori dalla tua ATS"));
+    if let Some(i) = first_outside {
+        assert!(rows[i..].iter().all(|r| r.contains("Fuori dalla tua ATS")), "her area first");
+    }
+    let csrf = csrf_of(&options);
+
+    // hold the first, confirm, book
+    let (s, to, _) = post(&app, &cookie, &format!("/prenota/{sr_id}/blocca"), &[("csrf", &csrf), ("slot", &slots[0])]).await;
+    assert_eq!(s, 303);
+    assert!(to.starts_with(&format!("/prenota/{sr_id}/conferma?slot=")), "{to}");
+    let held = read(&fhir, "Slot", &slots[0]).await;
+    assert_eq!(held["status"], "busy-tentative");
+    let (s, _, confirm) = page(&app, &cookie, &to).await;
+    assert_eq!(s, 200);
+    assert!(
+        confirm.contains("Conferma la prenotazione") && confirm.contains("Preparazione") && confirm.contains("Posto riservato fino alle")
+    );
+    let (s, to, _) = post(&app, &cookie, &format!("/prenota/{sr_id}/conferma"), &[("csrf", &csrf), ("slot", &slots[0])]).await;
+    assert_eq!(s, 303);
+    let appt_id = to.strip_prefix("/appuntamenti/").unwrap().split('?').next().unwrap().to_string();
+    let appt = read(&fhir, "Appointment", &appt_id).await;
+    assert_eq!(appt["status"], "booked");
+    assert_eq!(appt["basedOn"][0]["reference"], format!("ServiceRequest/{sr_id}"));
+    assert_eq!(appt["slot"][0]["reference"], format!("Slot/{}", slots[0]));
+    assert_eq!(ext(&appt, "urn:fascicolo:wait-guarantee")["valueCode"], "kept");
+    assert_eq!(read(&fhir, "Slot", &slots[0]).await["status"], "busy");
+    assert_eq!(
+        ext(&read(&fhir, "ServiceRequest", &sr_id).await, "urn:fascicolo:booked-as")["valueReference"]["reference"],
+        format!("Appointment/{appt_id}")
+    );
+    let (s, _, shown) = page(&app, &cookie, &to).await;
+    assert_eq!(s, 200);
+    assert!(
+        shown.contains("Prenotazione confermata")
+            && shown.contains("Entro i tempi garantiti")
+            && shown.contains("id=\"appointment-actions\"")
+    );
+
+    // booking the same prescription again is refused; the list shows it booked
+    let (s, _, _) = post(&app, &cookie, &format!("/prenota/{sr_id}/blocca"), &[("csrf", &csrf), ("slot", &slots[1])]).await;
+    assert_eq!(s, 409);
+    let (_, _, list) = page(&app, &cookie, "/prenota").await;
+    assert!(list.contains("id=\"booked\"") && list.contains(&format!("/appuntamenti/{appt_id}")));
+
+    // Marco (another adult) can neither see nor cancel it
+    let marco = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(MARCO), "citizen").await);
+    let (_, _, his) = page(&app, &marco, "/prenota").await;
+    let his_csrf = csrf_of(&his);
+    let (s, _, _) = page(&app, &marco, &format!("/prenota/{sr_id}")).await;
+    assert_eq!(s, 404);
+    let (s, _, _) = post(&app, &marco, &format!("/appuntamenti/{appt_id}/disdetta"), &[("csrf", &his_csrf)]).await;
+    assert_eq!(s, 404);
+    assert_eq!(read(&fhir, "Appointment", &appt_id).await["status"], "booked");
+
+    // move it three weeks later: one commit cancels the old and books the new
+    let later = (fascicolo_domain::rome::today() + time::Duration::days(21)).to_string();
+    let (s, _, moving) = page(&app, &cookie, &format!("/prenota/{sr_id}?sposta={appt_id}&dal={later}")).await;
+    assert_eq!(s, 200);
+    assert!(moving.contains("Sposta l'appuntamento") && moving.contains(&format!("action=\"/appuntamenti/{appt_id}/sposta\"")));
+    let new_slot = slots_in(&moving)[0].clone();
+    let (s, to, _) =
+        post(&app, &cookie, &format!("/appuntamenti/{appt_id}/sposta"), &[("csrf", &csrf), ("slot", &new_slot), ("sr", &sr_id)]).await;
+    assert_eq!(s, 303, "{to}");
+    let new_id = to.strip_prefix("/appuntamenti/").unwrap().split('?').next().unwrap().to_string();
+    assert_ne!(new_id, appt_id);
+    let old = read(&fhir, "Appointment", &appt_id).await;
+    assert_eq!(old["status"], "cancelled");
+    assert_eq!(read(&fhir, "Slot", &slots[0]).await["status"], "free");
+    assert_eq!(read(&fhir, "Slot", &new_slot).await["status"], "busy");
+    assert_eq!(
+        ext(&read(&fhir, "ServiceRequest", &sr_id).await, "urn:fascicolo:booked-as")["valueReference"]["reference"],
+        format!("Appointment/{new_id}")
+    );
+    // three weeks on is past a D visit's 30 days from the prescription only when... it is not: kept
+    let new = read(&fhir, "Appointment", &new_id).await;
+    assert_eq!(new["status"], "booked");
+
+    // cancel it, with notice: not late, the prescription bookable again
+    let (s, _, ask) = page(&app, &cookie, &format!("/appuntamenti/{new_id}/disdetta")).await;
+    assert_eq!(s, 200);
+    assert!(!ask.contains("id=\"late-warning\""), "three weeks of notice is not late");
+    let (s, to, _) = post(&app, &cookie, &format!("/appuntamenti/{new_id}/disdetta"), &[("csrf", &csrf)]).await;
+    assert_eq!((s, to.as_str()), (303, "/prenota?esito=disdetto"));
+    let cancelled = read(&fhir, "Appointment", &new_id).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(ext(&cancelled, "urn:fascicolo:late-cancellation")["valueBoolean"], false);
+    assert_eq!(read(&fhir, "Slot", &new_slot).await["status"], "free");
+    assert!(ext(&read(&fhir, "ServiceRequest", &sr_id).await, "urn:fascicolo:booked-as").is_null());
+    // cancelling twice is refused and changes nothing
+    let (s, _, _) = post(&app, &cookie, &format!("/appuntamenti/{new_id}/disdetta"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, 409);
+    // a forged form changes nothing
+    let (s, _, _) = post(&app, &cookie, &format!("/prenota/{sr_id}/conferma"), &[("csrf", "forged"), ("slot", &slots[2])]).await;
+    assert_eq!(s, 403);
+    assert!(fhir.read(&Actor::system(), "Slot", &slots[2]).await.is_err(), "nothing stored for a forged form");
+}
+
+/// `POST /fhir/r4/Appointment/{op}` with a token.
+async fn op(app: &TestApp, token: &str, name: &str, params: Vec<Value>) -> (u16, Value) {
+    let r = app
+        .send(
+            "POST",
+            &format!("/Appointment/{name}"),
+            Some(json!({"resourceType": "Parameters", "parameter": params})),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    (r.status, r.body)
+}
+
+fn nre_param(nre: &str) -> Value {
+    json!({"name": "referral-identifier", "valueIdentifier": {"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre}})
+}
+
+#[tokio::test]
+async fn the_scheduling_operations_for_a_citizen_app_and_the_cup_desk() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    seed_offer(&fhir, &["88.76.1", "95.02"]).await;
+    let anna_sr = prescription_of(&fhir, "verdi-anna", "88.76.1").await;
+    let anna_nre = anna_sr["identifier"][0]["value"].as_str().unwrap().to_string();
+    let anna_cf = fascicolo_domain::CodiceFiscale::parse(&fascicolo_load::demo::cf("VRDNNA40B60F205")).unwrap();
+    let anna = token_for(&app.store, &Actor::new(Who::Citizen { cf: anna_cf, patient: Some("verdi-anna".into()) })).await;
+
+    // $find: proposed appointments, each with its slot, deadline flag and distance
+    let (s, found) = op(&app, &anna, "$find", vec![nre_param(&anna_nre)]).await;
+    assert_eq!(s, 200, "{found}");
+    let proposed: Vec<&Value> =
+        found["entry"].as_array().unwrap().iter().filter(|e| e["search"]["mode"] == "match").map(|e| &e["resource"]).collect();
+    assert!(proposed.len() > 2);
+    for p in &proposed {
+        assert_eq!(p["status"], "proposed");
+        assert!(p["id"].as_str().unwrap().ends_with(&format!(".{anna_nre}")));
+        assert!(ext(p, "urn:fascicolo:within-deadline")["valueBoolean"].is_boolean());
+    }
+    // options are ranked: in the area first, then by start
+    let keys: Vec<(bool, String)> = proposed
+        .iter()
+        .map(|p| (!ext(p, "urn:fascicolo:in-guarantee-area")["valueBoolean"].as_bool().unwrap(), p["start"].as_str().unwrap().to_string()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+
+    // bad input: no NRE, a malformed one, one not hers, a made-up proposed appointment
+    let (s, _) = op(&app, &anna, "$find", vec![]).await;
+    assert_eq!(s, 400);
+    let (s, _) = op(&app, &anna, "$find", vec![nre_param("12")]).await;
+    assert_eq!(s, 400);
+    let giulia_sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
+    let (s, _) = op(&app, &anna, "$find", vec![nre_param(giulia_sr["identifier"][0]["value"].as_str().unwrap())]).await;
+    assert_eq!(s, 404, "another citizen's prescription is not found");
+    let first = proposed[0]["id"].as_str().unwrap().to_string();
+    let reference = |id: &str| json!({"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{id}")}});
+    let (s, _) = op(&app, &anna, "$book", vec![reference(&first.replace("-2", "-9"))]).await;
+    assert!(s == 400 || s == 404, "{s}");
+    let slot_key = first.rsplit_once('.').unwrap().0.to_string();
+    let (s, _) =
+        op(&app, &anna, "$book", vec![reference(&format!("{}-202001010900.{anna_nre}", slot_key.rsplit_once('-').unwrap().0))]).await;
+    assert_eq!(s, 400, "a date in the past");
+    assert!(fhir.read(&Actor::system(), "Slot", &slot_key).await.is_err(), "nothing stored by refusals");
+
+    // $hold, then $book
+    let (s, held) = op(&app, &anna, "$hold", vec![reference(&first)]).await;
+    assert_eq!(s, 200, "{held}");
+    assert_eq!(held["entry"][0]["resource"]["status"], "pending");
+    assert!(ext(&held["entry"][0]["resource"], "urn:fascicolo:hold-until")["valueInstant"].is_string());
+    let (s, booked) = op(&app, &anna, "$book", vec![reference(&first)]).await;
+    assert_eq!(s, 200, "{booked}");
+    let appt = &booked["entry"][0]["resource"];
+    assert_eq!(appt["status"], "booked");
+    assert_eq!(appt["basedOn"][0]["reference"], format!("ServiceRequest/{}", anna_sr["id"].as_str().unwrap()));
+    // the same prescription again: 409, and the slot for another prescription: 409
+    let (s, _) = op(&app, &anna, "$book", vec![reference(proposed[1]["id"].as_str().unwrap())]).await;
+    assert_eq!(s, 409);
+
+    // the CUP desk books Anna's eye examination at the counter: audited, in her access log
+    let moretti = token_for(
+        &app.store,
+        &Actor::new(Who::Professional {
+            practitioner: "moretti-luigi".into(),
+            organization: Some("asst-fbf-sacco".into()),
+            role: ProRole::CupOperator,
+        }),
+    )
+    .await;
+    let eye = prescription_of(&fhir, "verdi-anna", "95.02").await;
+    let eye_nre = eye["identifier"][0]["value"].as_str().unwrap().to_string();
+    let who = json!({"name": "patient-reference", "valueReference": {"reference": "Patient/verdi-anna"}});
+    let (s, _) = op(&app, &moretti, "$find", vec![nre_param(&eye_nre)]).await;
+    assert_eq!(s, 400, "the desk names the person");
+    let (s, found) = op(&app, &moretti, "$find", vec![nre_param(&eye_nre), who.clone()]).await;
+    assert_eq!(s, 200, "{found}");
+    let eye_first = found["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    // a slot of another service's agenda is no proposal for this prescription
+    let (s, _) = op(&app, &moretti, "$book", vec![reference(&first.replace(&anna_nre, &eye_nre)), who.clone()]).await;
+    assert_eq!(s, 404);
+    let (s, booked) = op(&app, &moretti, "$book", vec![reference(&eye_first), who.clone()]).await;
+    assert_eq!(s, 200, "{booked}");
+    assert_eq!(ext(&booked["entry"][0]["resource"], "urn:fascicolo:booking-channel")["valueCode"], "desk");
+    let log = app.get_as("/AuditEvent?patient=Patient/verdi-anna&_count=100", &anna).await.body;
+    let by_moretti = log["entry"].as_array().unwrap().iter().filter(|e| e.to_string().contains("moretti-luigi")).count();
+    assert!(by_moretti >= 1, "the desk's access is in Anna's log: {log}");
+
+    // a clinician cannot book, a citizen's token cannot book for someone else
+    let gp = token_for(
+        &app.store,
+        &Actor::new(Who::Professional { practitioner: "ferrari-paolo".into(), organization: None, role: ProRole::Gp }),
+    )
+    .await;
+    let (s, _) = op(&app, &gp, "$find", vec![nre_param(&eye_nre), who.clone()]).await;
+    assert_eq!(s, 403);
+    let (s, _) = op(
+        &app,
+        &anna,
+        "$find",
+        vec![nre_param(&eye_nre), json!({"name": "patient-reference", "valueReference": {"reference": "Patient/rossi-giulia"}})],
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // cancel through $book with the appointment's status cancelled
+    let mut cancel = appt.clone();
+    cancel["status"] = json!("cancelled");
+    let (s, out) = op(&app, &anna, "$book", vec![json!({"name": "appointment-resource", "resource": cancel})]).await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out["entry"][0]["resource"]["status"], "cancelled");
+}
+
+/// Citizens with a prescription each for the same service, as the registry has them.
+async fn many_prescriptions(fhir: &FhirService, n: usize, code: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let pid = format!("racer-{i}");
+        let letters: String = [i / 676, (i / 26) % 26, i % 26].iter().map(|d| char::from(b'A' + *d as u8)).collect();
+        let cf = fascicolo_load::demo::cf(&format!("RCR{letters}40B60F205"));
+        let sr = format!("{pid}-prescrizione");
+        let nre = format!("030{:012}", 555_000_000 + i);
+        entries.push(json!({"resource": {"resourceType": "Patient", "id": pid, "active": true,
+            "identifier": [{"system": "http://hl7.org/fhir/sid/it-cf", "value": cf}],
+            "managingOrganization": {"reference": "Organization/ats-milano"}}, "request": {"method": "PUT", "url": format!("Patient/{pid}")}}));
+        entries.push(json!({"resource": {"resourceType": "ServiceRequest", "id": sr, "status": "active", "intent": "order",
+            "subject": {"reference": format!("Patient/{pid}")},
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre}],
+            "code": {"coding": [{"system": "urn:fascicolo:catalogo-nazionale-prestazioni", "code": code}]},
+            "extension": [{"url": "urn:fascicolo:priority-class", "valueCode": "P"}]},
+            "request": {"method": "PUT", "url": format!("ServiceRequest/{sr}")}}));
+        out.push((pid, sr));
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    fhir.process_bundle_value(&Actor::system(), bundle, "").await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn no_slot_and_no_prescription_is_booked_twice() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    seed_offer(&fhir, &["89.52"]).await;
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let mut racers = many_prescriptions(&fhir, 41, "89.52").await;
+    let last = racers.pop().unwrap();
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    // the first 8 options of the first racer: everyone tries them all, in the same order
+    let options = portal.find(&moretti, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let mut keys: Vec<String> = options.options.iter().map(|o| o.key.clone()).collect();
+    keys.truncate(8);
+    assert_eq!(keys.len(), 8);
+    let mut tasks = Vec::new();
+    for (pid, sr) in racers.clone() {
+        let (portal, actor, keys) = (portal.clone(), moretti.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in &keys {
+                if portal.book(&actor, Some(&pid), &sr, k).await.is_ok() {
+                    return Some(k.clone());
+                }
+            }
+            None
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        if let Some(k) = t.await.unwrap() {
+            won.push(k);
+        }
+    }
+    won.sort();
+    let mut distinct = won.clone();
+    distinct.dedup();
+    assert_eq!(won.len(), 8, "exactly one booking per slot: {won:?}");
+    assert_eq!(distinct.len(), 8);
+    // the store agrees: one booked appointment per slot
+    for k in &keys {
+        let page = fhir
+            .search(&Actor::system(), Some("Appointment"), &[("slot".into(), format!("Slot/{k}")), ("status".into(), "booked".into())], "")
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 1, "{k}");
+    }
+
+    // one prescription racing for 12 different slots at once: booked once
+    let (pid, sr) = last;
+    let free: Vec<String> = portal
+        .find(&moretti, Some(&pid), &sr, Some(fascicolo_domain::rome::today() + time::Duration::days(30)))
+        .await
+        .unwrap()
+        .options
+        .iter()
+        .take(12)
+        .map(|o| o.key.clone())
+        .collect();
+    let mut tasks = Vec::new();
+    for k in free {
+        let (portal, actor, pid, sr) = (portal.clone(), moretti.clone(), pid.clone(), sr.clone());
+        tasks.push(tokio::spawn(async move { portal.book(&actor, Some(&pid), &sr, &k).await.is_ok() }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 1, "a prescription is booked once");
+    let page = fhir
+        .search(
+            &Actor::system(),
+            Some("Appointment"),
+            &[("based-on".into(), format!("ServiceRequest/{sr}")), ("status".into(), "booked".into())],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 1);
+}
