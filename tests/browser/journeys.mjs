@@ -318,6 +318,29 @@ try {
   await deskCtx.close();
   step("the ASST registry office found Anna by codice fiscale: her doctor and the ones she may take, no clinical content");
 
+  // ---- the CUP desk: Anna found by codice fiscale, her ultrasound booked at the counter
+  const cupCtx = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
+  const cup = await signIn(cupCtx, "MRTLGU82C08F205", "cup-operator");
+  await cup.fill("#cf", "VRDNNA40B60F205C");
+  await cup.click("form[role=search] button[type=submit]");
+  await cup.waitForURL("**/professionista/cup/verdi-anna");
+  assert.match(await cup.locator("#to-book").innerText(), /Ecografia dell'addome completo/);
+  await a11y(cup, "cup-desk");
+  await cup.click("#to-book a >> nth=0");
+  await cup.waitForLoadState();
+  assert.match(await cup.locator("#prescription").innerText(), /NRE[\s\S]*B — Breve/);
+  await a11y(cup, "cup-options");
+  if (SHOTS) await cup.screenshot({ path: `${SHOTS}/cup-options-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(cupCtx, new URL(cup.url()).pathname, "cup-options");
+  await cup.click("#options button[type=submit] >> nth=0");
+  await cup.waitForURL("**/professionista/cup/verdi-anna?esito=prenotato");
+  assert.match(await cup.locator("#desk-bookings").innerText(), /Ecografia dell'addome completo[\s\S]*Prenotato/);
+  await a11y(cup, "cup-desk-booked");
+  if (SHOTS) await cup.screenshot({ path: `${SHOTS}/cup-desk-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  await phone(cupCtx, "/professionista/cup/verdi-anna", "cup-desk");
+  await cupCtx.close();
+  step("the CUP desk found Anna, saw her prescriptions and the region's first availability, booked her ultrasound");
+
   // ---- Marco finds the emergency opening on his home page, and the link to it in his log
   const marcoCtx = await browser.newContext({ bypassCSP: true, locale: "it-IT" });
   const marco = await signIn(marcoCtx, "BNCMRC07A10F205", "citizen");
@@ -418,6 +441,41 @@ try {
   assert.match(await page.locator("#past-exemptions").innerText(), /E02[\s\S]*Revocata/);
   step("self-certified an income exemption (after a refusal that says why), saw it in force, revoked it");
 
+  // ---- booking: from the cardiology prescription to an appointment, moved, then cancelled
+  await visit(page, "/prenota", "booking-list");
+  await phone(citizen, "/prenota", "booking-list");
+  await page.click("#to-book a >> nth=0");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#prescription").innerText(), /Prima visita cardiologica[\s\S]*NRE[\s\S]*D — Differibile/);
+  await a11y(page, "booking-options");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/booking-options-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+  const optionsPath = new URL(page.url()).pathname;
+  await phone(citizen, optionsPath, "booking-options");
+  await page.click("#options button[type=submit] >> nth=0");
+  await page.waitForURL("**/conferma?**");
+  assert.match(await page.locator("#held").innerText(), /Preparazione[\s\S]*Posto riservato fino alle/);
+  await a11y(page, "booking-confirm");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/booking-confirm-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await page.click("main form button[type=submit]");
+  await page.waitForURL("**/appuntamenti/**esito=prenotato");
+  assert.match(await page.locator("main").innerText(), /Prima visita cardiologica[\s\S]*Prenotazione confermata/);
+  await a11y(page, "booking-done");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/booking-done-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(citizen, new URL(page.url()).pathname, "booking-done");
+  await page.click("#appointment-actions a >> text=Sposta");
+  await page.waitForLoadState();
+  assert.match(await page.locator("main h1").innerText(), /Sposta l'appuntamento/);
+  await page.click("#options button[type=submit] >> nth=1");
+  await page.waitForURL("**esito=spostato");
+  assert.match(await page.locator("main").innerText(), /Appuntamento spostato/);
+  await page.click("#appointment-actions a >> text=Disdici");
+  await page.waitForLoadState();
+  await a11y(page, "booking-cancel");
+  await page.click("main form button[type=submit]");
+  await page.waitForURL("**/prenota?esito=disdetto*");
+  assert.match(await page.locator("#to-book").innerText(), /Prima visita cardiologica/, "bookable again");
+  step("booked the cardiology visit from the prescription (first availability, hold, confirm), moved it, cancelled it");
+
   // ---- privacy page
   await visit(page, "/privacy", "privacy");
   await phone(citizen, "/privacy", "privacy");
@@ -506,6 +564,11 @@ try {
   assert.equal(noExemptions.status(), 403);
   assert.match(await page.locator("main").innerText(), /non comprende le esenzioni/);
   await a11y(page, "exemptions-delegate");
+  // the ultrasound the CUP desk booked is in Anna's appointments, and the desk in her access log
+  await page.goto(BASE + "/appuntamenti");
+  assert.match(await page.locator("main").innerText(), /Ecografia dell'addome completo/);
+  await page.goto(BASE + "/privacy/accessi");
+  assert.match(await page.locator("main").innerText(), /Luigi Moretti/);
   await page.goto(BASE + "/famiglia");
   await page.click("text=Consulta il mio fascicolo");
   await page.waitForLoadState();

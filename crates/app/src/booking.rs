@@ -274,6 +274,18 @@ impl Portal {
         }
     }
 
+    /// The CUP desk's view of a person: name, prescriptions to book, appointments (read as the
+    /// operator, so in the person's access log).
+    pub async fn booking_desk(&self, actor: &Actor, patient: &str) -> AppResult<(String, Vec<Prescription>, Vec<Booking>)> {
+        if !matches!(&actor.who, Who::Professional { role: crate::gate::ProRole::CupOperator, .. }) {
+            return Err(AppError::Forbidden("the booking desk is for CUP operators".into()));
+        }
+        let p = self.fhir().read(actor, "Patient", patient).await?.resource;
+        let prescriptions = self.prescriptions(actor, Some(patient)).await?;
+        let bookings = self.bookings(actor, Some(patient)).await?;
+        Ok((crate::auth::display_name(&p), prescriptions, bookings))
+    }
+
     /// The record's specialist prescriptions that can be booked here: active, for a service of
     /// the regional offer; booked ones included (with their appointment).
     pub async fn prescriptions(&self, actor: &Actor, patient: Option<&str>) -> AppResult<Vec<Prescription>> {

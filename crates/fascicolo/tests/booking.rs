@@ -433,3 +433,70 @@ async fn no_slot_and_no_prescription_is_booked_twice() {
         .unwrap();
     assert_eq!(page.entries.len(), 1);
 }
+
+#[tokio::test]
+async fn the_cup_desk_books_for_a_citizen_who_sees_it_and_the_access_in_her_log() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    seed_offer(&fhir, &["95.02", "88.76.1"]).await;
+    let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
+    let (s, _, refused) = page(&app, &desk, "/professionista?cf=VRDNNA40B60F205").await;
+    assert_eq!(s, 200);
+    assert!(refused.contains("non è valido"), "a codice fiscale without its check character is refused");
+    let (s, to, _) = page(&app, &desk, &format!("/professionista?cf={}", fascicolo_load::demo::cf("VRDNNA40B60F205"))).await;
+    assert_eq!((s, to.as_str()), (303, "/professionista/cup/verdi-anna"));
+    let (s, _, person) = page(&app, &desk, &to).await;
+    assert_eq!(s, 200, "{person}");
+    assert!(person.contains("Anna Verdi") || person.contains("Verdi Anna"), "{person}");
+    let eye = prescription_of(&fhir, "verdi-anna", "95.02").await;
+    let eye_id = eye["id"].as_str().unwrap();
+    assert!(person.contains(&format!("/professionista/cup/verdi-anna/prenota/{eye_id}")));
+    let (s, _, options) = page(&app, &desk, &format!("/professionista/cup/verdi-anna/prenota/{eye_id}")).await;
+    assert_eq!(s, 200);
+    let slot = slots_in(&options)[0].clone();
+    let csrf = csrf_of(&options);
+    let (s, to, _) =
+        post(&app, &desk, &format!("/professionista/cup/verdi-anna/prenota/{eye_id}"), &[("csrf", &csrf), ("slot", &slot)]).await;
+    assert_eq!((s, to.as_str()), (303, "/professionista/cup/verdi-anna?esito=prenotato"));
+    let booked = ext(&read(&fhir, "ServiceRequest", eye_id).await, "urn:fascicolo:booked-as")["valueReference"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let appt_id = booked.strip_prefix("Appointment/").unwrap().to_string();
+    assert_eq!(ext(&read(&fhir, "Appointment", &appt_id).await, "urn:fascicolo:booking-channel")["valueCode"], "desk");
+
+    // Giulia, Anna's delegate for appointments, sees it in Anna's record; the desk's access is
+    // in Anna's log by the operator's name
+    let giulia = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(GIULIA), "citizen").await);
+    let (_, _, me) = page(&app, &giulia, "/me").await;
+    let csrf_g = csrf_of(&me);
+    let (s, _, _) = post(&app, &giulia, "/auth/profile", &[("csrf", &csrf_g), ("acting_for", "verdi-anna"), ("next", "/")]).await;
+    assert_eq!(s, 303);
+    let (s, _, shown) = page(&app, &giulia, &format!("/appuntamenti/{appt_id}")).await;
+    assert_eq!(s, 200, "{shown}");
+    assert!(shown.contains("Prima visita oculistica") && shown.contains("Preparazione"), "{shown}");
+    let (s, _, _) = page(&app, &giulia, "/prenota").await;
+    assert_eq!(s, 200, "her delegation covers appointments");
+    let log = fhir
+        .search(
+            &Actor::system(),
+            Some("AuditEvent"),
+            &[("patient".into(), "Patient/verdi-anna".into()), ("_count".into(), "200".into())],
+            "",
+        )
+        .await
+        .unwrap();
+    assert!(log.entries.iter().any(|e| e.1.contains("moretti-luigi")), "the desk's access in Anna's log");
+
+    // the desk cancels it; a GP has no desk
+    let (_, _, person) = page(&app, &desk, "/professionista/cup/verdi-anna").await;
+    assert!(person.contains("id=\"desk-bookings\""));
+    let (s, to, _) =
+        post(&app, &desk, &format!("/professionista/cup/verdi-anna/appuntamenti/{appt_id}/disdetta"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, 303, "{to}");
+    assert_eq!(read(&fhir, "Appointment", &appt_id).await["status"], "cancelled");
+    let gp = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await);
+    let (s, _, _) = page(&app, &gp, "/professionista/cup/verdi-anna").await;
+    assert_eq!(s, 403);
+}

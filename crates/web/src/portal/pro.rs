@@ -138,10 +138,12 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
     let q = query_map(raw.as_deref());
     if !c.clinical() {
         let registry = c.registry_office();
+        let cup = matches!(&c.actor().who, Who::Professional { role, .. } if role.code() == "cup-operator");
         let typed = q.get("cf").map(|s| s.trim().to_string()).unwrap_or_default();
         let mut error = None;
-        if registry && !typed.is_empty() {
+        if (registry || cup) && !typed.is_empty() {
             match portal.find_by_cf(c.actor(), &typed).await {
+                Ok(id) if cup => return Ok(Redirect::to(&format!("/professionista/cup/{id}")).into_response()),
                 Ok(id) => return Ok(Redirect::to(&format!("/professionista/anagrafe/{id}")).into_response()),
                 Err(AppError::BadRequest(_)) => error = Some(c.t("Il codice fiscale non è valido: controlla le 16 lettere e cifre.")),
                 Err(AppError::NotFound(_)) => error = Some(c.t("Nessuna persona con questo codice fiscale nell'anagrafe regionale.")),
@@ -151,9 +153,14 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
         let body = html! {
             h1 { (c.t("Area professionisti")) }
             div.alert role="status" { p { (c.t("Il profilo amministrativo non consulta i fascicoli clinici: la legge riserva la consultazione ai professionisti che hanno in cura la persona.")) } }
-            @if registry {
-                h2 { (c.t("Anagrafe: scelta del medico allo sportello")) }
-                p { (c.t("Cerca la persona per codice fiscale per cambiarne il medico o il pediatra. Ogni operazione è registrata nel suo elenco degli accessi.")) }
+            @if registry || cup {
+                @if registry {
+                    h2 { (c.t("Anagrafe: scelta del medico allo sportello")) }
+                    p { (c.t("Cerca la persona per codice fiscale per cambiarne il medico o il pediatra. Ogni operazione è registrata nel suo elenco degli accessi.")) }
+                } @else {
+                    h2 { (c.t("Sportello CUP: prenotazioni")) }
+                    p { (c.t("Cerca la persona per codice fiscale per prenotare, spostare o disdire le sue visite ed esami. Ogni operazione è registrata nel suo elenco degli accessi.")) }
+                }
                 form.filters method="get" action="/professionista" role="search" {
                     div {
                         label for="cf" { (c.t("Codice fiscale della persona")) }
@@ -163,8 +170,6 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                     }
                     button type="submit" { (c.t("Cerca")) }
                 }
-            } @else {
-                p { (c.t("Le prenotazioni allo sportello arriveranno in queste pagine con il servizio di prenotazione.")) }
             }
         };
         return Ok(pro_layout(&c, c.t("Area professionisti"), body));
@@ -675,6 +680,115 @@ pub async fn desk_revoke(
     let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
     match Portal::new(state.fhir.clone()).revoke_exemption_at_desk(c.actor(), &id, &cov).await {
         Ok(_) => Ok(Redirect::to(&format!("{path}?esito=revocata")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `GET /professionista/cup/{id}`: the CUP desk: a person's prescriptions to book and their
+/// appointments, with cancel.
+pub async fn cup(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_ctx(&state, &headers, &path, raw.as_deref()).await?;
+    let (name, prescriptions, bookings) = Portal::new(state.fhir.clone()).booking_desk(c.actor(), &id).await.map_err(c.fail())?;
+    let q = query_map(raw.as_deref());
+    let now = fascicolo_fhir::datetime::now_ms();
+    let open: Vec<_> = prescriptions.iter().filter(|p| p.booked_as.is_none()).collect();
+    let body = html! {
+        p { a href="/professionista" { "‹ " (c.t("Cerca un'altra persona")) } }
+        h1 { (name) }
+        (super::booking::outcome(c.lang, &q))
+        h2 { (c.t("Prescrizioni da prenotare")) }
+        @if open.is_empty() { p #nothing-to-book { (c.t("Nessuna prescrizione da prenotare.")) } } @else {
+            ul #to-book { @for p in &open { li {
+                a href={ (path) "/prenota/" (p.id) } { (p.name) }
+                " " span.muted { @if let Some(n) = &p.nre { "NRE " (n) } @if let Some(pr) = p.priority { " · " (c.t("classe")) " " (pr.code()) } }
+            } } }
+        }
+        h2 { (c.t("Appuntamenti")) }
+        @if bookings.is_empty() { p.muted { (c.t("Nessun appuntamento in programma.")) } } @else {
+            div.scroll { table.stack #desk-bookings {
+                thead { tr { th scope="col" { (c.t("Quando")) } th scope="col" { (c.t("Prestazione")) } th scope="col" { (c.t("Dove")) }
+                    th scope="col" { (c.t("Stato")) } th scope="col" { span.sr-only { (c.t("Azione")) } } } }
+                tbody { @for b in &bookings { tr {
+                    th scope="row" { (show_date(c.lang, &fascicolo_fhir::datetime::format_instant(b.start_ms), true)) }
+                    td data-label=(c.t("Prestazione")) { (b.service) }
+                    td data-label=(c.t("Dove")) { (b.site) }
+                    td data-label=(c.t("Stato")) { @if b.status == "booked" { (c.t("Prenotato")) } @else { (c.t("Disdetto")) @if b.late { " (" (c.t("tardiva")) ")" } } }
+                    td { @if b.status == "booked" && b.start_ms > now {
+                        form.inline method="post" action={ (path) "/appuntamenti/" (b.id) "/disdetta" } {
+                            input type="hidden" name="csrf" value=(c.session.csrf);
+                            button.secondary type="submit" aria-label={ (c.t("Disdici")) " " (b.service) } { (c.t("Disdici")) }
+                        }
+                    } }
+                } } }
+            } }
+        }
+    };
+    Ok(pro_layout(&c, &name, body))
+}
+
+/// `GET /professionista/cup/{id}/prenota/{sr}[?dal=]`: the options for one prescription, at the desk.
+pub async fn cup_options(
+    State(state): State<AppState>,
+    Path((id, sr)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> PageResult {
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_ctx(&state, &headers, &path, raw.as_deref()).await?;
+    let q = query_map(raw.as_deref());
+    let from = q.get("dal").filter(|s| !s.is_empty()).and_then(|s| fascicolo_domain::rome::date_of(s));
+    let found = Portal::new(state.fhir.clone()).find(c.actor(), Some(&id), &sr, from).await.map_err(c.fail())?;
+    let body = html! {
+        p { a href=(path) { "‹ " (c.t("Torna alla persona")) } }
+        h1 { (c.t("Scegli data e luogo")) }
+        (super::booking::outcome(c.lang, &q))
+        (super::booking::prescription_card(c.lang, &found.prescription, found.deadline))
+        form.filters method="get" action={ (path) "/prenota/" (sr) } {
+            div { label for="dal" { (c.t("Cerca dal giorno")) } input #dal name="dal" type="date" value=(from.map(|d| d.to_string()).unwrap_or_default()); }
+            button.secondary type="submit" { (c.t("Cerca")) }
+        }
+        @if found.deadline.is_some() { (super::booking::waiver_note(c.lang)) }
+        (super::booking::options_table(c.lang, &found, |o| html! {
+            form.inline method="post" action={ (path) "/prenota/" (sr) } {
+                input type="hidden" name="csrf" value=(c.session.csrf);
+                input type="hidden" name="slot" value=(o.key);
+                button type="submit" aria-label={ (c.t("Prenota")) " " (o.agenda.site) } { (c.t("Prenota")) }
+            }
+        }))
+    };
+    Ok(pro_layout(&c, c.t("Scegli data e luogo"), body))
+}
+
+/// `POST /professionista/cup/{id}/prenota/{sr}`: book at the desk (written as the operator).
+pub async fn cup_book(
+    State(state): State<AppState>,
+    Path((id, sr)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, f.get("csrf").map_or("", String::as_str)).await?;
+    let slot = f.get("slot").cloned().unwrap_or_default();
+    match Portal::new(state.fhir.clone()).book(c.actor(), Some(&id), &sr, &slot).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}?esito=prenotato")).into_response()),
+        Err(AppError::Conflict(m)) if m.contains("taken") => Ok(Redirect::to(&format!("{path}/prenota/{sr}?esito=preso")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /professionista/cup/{id}/appuntamenti/{appt}/disdetta`: cancel at the desk.
+pub async fn cup_cancel(
+    State(state): State<AppState>,
+    Path((id, appt)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<DeskForm>,
+) -> PageResult {
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
+    match Portal::new(state.fhir.clone()).cancel(c.actor(), Some(&id), &appt).await {
+        Ok(b) => Ok(Redirect::to(&format!("{path}?esito={}", if b.late { "disdetto-tardi" } else { "disdetto" })).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }
