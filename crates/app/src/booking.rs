@@ -26,6 +26,7 @@ use fascicolo_domain::booking::{self as rules, Priority, Service, Template, HORI
 use fascicolo_fhir::datetime;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use time::{Date, Duration, OffsetDateTime};
 
 pub use fascicolo_domain::booking::{ACCESS_EXT, PRIORITY_EXT, SERVICE_SYSTEM};
@@ -82,6 +83,13 @@ fn date_str(d: Date) -> String {
 fn instant_ms(s: &str) -> Option<i64> {
     datetime::parse(s).map(|(r, _)| r.low)
 }
+
+/// How long the agendas of a service are reused before they are read again (agendas change
+/// rarely; a template edited shows within this time on every server).
+const OFFER_CACHE_MS: i64 = 30_000;
+
+/// The agendas offering each service, with the instant they were read (one per service).
+pub type OfferCache = parking_lot::Mutex<HashMap<String, (i64, Arc<Vec<Agenda>>)>>;
 
 /// A specialist prescription as booking reads it.
 #[derive(Debug, Clone)]
@@ -310,10 +318,26 @@ impl Portal {
         let Some(nre) = rules::parse_nre(nre) else {
             return Err(AppError::BadRequest("an NRE has 15 characters, the first three digits".into()));
         };
-        let all = self.prescriptions(actor, patient).await?;
-        all.into_iter()
-            .find(|p| p.nre.as_deref() == Some(nre.as_str()) && code.is_none_or(|c| c == p.code))
-            .ok_or_else(|| AppError::NotFound(format!("no prescription {nre} to book in this record")))
+        let b = self.booker(actor, patient).await?;
+        let reader = if b.channel == "desk" { actor.clone() } else { Actor::system() };
+        // the NRE is the identifier of a prescription written through the API, the requisition
+        // of one mapped from a CDA2 document
+        for param in ["identifier", "requisition"] {
+            let pairs = vec![
+                ("subject".to_string(), format!("Patient/{}", b.patient)),
+                (param.to_string(), nre.clone()),
+                ("status".to_string(), "active".to_string()),
+            ];
+            let found = self.all_as(&reader, "ServiceRequest", pairs, parse).await?;
+            if let Some(p) = found
+                .iter()
+                .map(|v| Prescription::from(v, 0))
+                .find(|p| p.service.is_some() && p.patient == b.patient && code.is_none_or(|c| c == p.code))
+            {
+                return Ok(p);
+            }
+        }
+        Err(AppError::NotFound(format!("no prescription {nre} to book in this record")))
     }
 
     /// One prescription of the record, read fresh (with its version), as the booker may.
@@ -336,8 +360,21 @@ impl Portal {
         Ok(p)
     }
 
-    /// The agendas that offer a service (as the platform: the offer is public registry data).
-    pub async fn agendas(&self, code: &str) -> AppResult<Vec<Agenda>> {
+    /// The agendas that offer a service (as the platform: the offer is public registry data),
+    /// read at most every [`OFFER_CACHE_MS`].
+    pub async fn agendas(&self, code: &str) -> AppResult<Arc<Vec<Agenda>>> {
+        let now = datetime::now_ms();
+        if let Some((at, a)) = self.fhir().offer_cache().lock().get(code) {
+            if now - at < OFFER_CACHE_MS {
+                return Ok(Arc::clone(a));
+            }
+        }
+        let a = Arc::new(self.agendas_in_registry(code).await?);
+        self.fhir().offer_cache().lock().insert(code.to_string(), (now, Arc::clone(&a)));
+        Ok(a)
+    }
+
+    async fn agendas_in_registry(&self, code: &str) -> AppResult<Vec<Agenda>> {
         let system = Actor::system();
         let pairs = vec![("service-type".to_string(), format!("{SERVICE_SYSTEM}|{code}")), ("active".to_string(), "true".to_string())];
         let schedules = self.all_as(&system, "Schedule", pairs, parse).await?;
@@ -458,7 +495,7 @@ impl Portal {
         let taken = self.taken(&refs, first_day).await?;
         let deadline = p.deadline();
         let mut options = Vec::new();
-        for a in &agendas {
+        for a in agendas.iter() {
             if let Some(o) = first_free(a, first_day, last_day, &taken, &p.id) {
                 let in_area = area.as_deref() == Some(a.area.as_str());
                 let distance_km = home.zip(a.position).map(|(h, s)| rules::distance_km(h, s));
@@ -494,7 +531,7 @@ impl Portal {
         let bad = || AppError::BadRequest(format!("'{key}' is not a slot of the regional offer"));
         let (schedule, day, minute) = rules::parse_slot_key(key).ok_or_else(bad)?;
         let agendas = self.agendas(&p.code).await?;
-        let Some(a) = agendas.into_iter().find(|a| a.id == schedule) else {
+        let Some(a) = agendas.iter().find(|a| a.id == schedule).cloned() else {
             return Err(AppError::BadRequest(format!("Schedule/{schedule} does not offer {}", p.name)));
         };
         let today = fascicolo_domain::rome::today();

@@ -106,6 +106,8 @@ pub struct FhirService {
     relations: Arc<crate::access::RelationCache>,
     /// Registered celiac merchants recently read (see [`crate::celiac`]).
     merchants: Arc<crate::celiac::MerchantCache>,
+    /// The booking network's agendas per service, recently read (see [`crate::booking`]).
+    offer: Arc<crate::booking::OfferCache>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -197,7 +199,14 @@ impl FhirService {
     }
 
     pub fn with_policy(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { store, policy: Arc::new(policy), health: Arc::default(), relations: Arc::default(), merchants: Arc::default() }
+        Self {
+            store,
+            policy: Arc::new(policy),
+            health: Arc::default(),
+            relations: Arc::default(),
+            merchants: Arc::default(),
+            offer: Arc::default(),
+        }
     }
 
     /// Readiness (see [`crate::health`]).
@@ -212,6 +221,10 @@ impl FhirService {
 
     pub(crate) fn merchant_cache(&self) -> &crate::celiac::MerchantCache {
         &self.merchants
+    }
+
+    pub(crate) fn offer_cache(&self) -> &crate::booking::OfferCache {
+        &self.offer
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

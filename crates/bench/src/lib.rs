@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod booking;
 pub mod celiac;
 pub mod doctors;
 pub mod documents;

@@ -59,6 +59,9 @@ enum Command {
     /// Changing the family doctor over HTTP with real sessions (the portal's form), and a check
     /// that every list is exact and none grew over its ceiling.
     BenchDoctors(fascicolo_bench::doctors::BenchDoctorsArgs),
+    /// The booking network over HTTP with citizens' tokens: `$find` (first availability on the
+    /// region's whole offer) and `$find` + `$book`, and a check that nothing was booked twice.
+    BenchBooking(fascicolo_bench::booking::BenchBookingArgs),
     /// Bulk Data `$export` throughput over loopback with a platform client's token.
     BenchExport(fascicolo_bench::export::BenchExportArgs),
     /// Print an access token for the FHIR API, for trying it with curl:
@@ -186,6 +189,7 @@ async fn run() -> anyhow::Result<()> {
         Command::BenchEr(args) => fascicolo_bench::er::run(cfg, args).await?,
         Command::BenchCeliac(args) => fascicolo_bench::celiac::run(cfg, args).await?,
         Command::BenchDoctors(args) => fascicolo_bench::doctors::run(cfg, args).await?,
+        Command::BenchBooking(args) => fascicolo_bench::booking::run(cfg, args).await?,
         Command::BenchPortal(args) => fascicolo_bench::portal::run(cfg, args).await?,
         Command::Token { who, scope, patient, ttl } => {
             let store = open_store(&cfg).await?;

@@ -132,7 +132,8 @@ async fn a_citizen_changes_doctor_and_the_care_relation_moves_with_it() {
     let cup = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
     assert_eq!(page(&app, &cup, "/professionista/anagrafe/verdi-anna").await.0, 403);
     let (_, _, cup_home) = page(&app, &cup, "/professionista").await;
-    assert!(!cup_home.contains("name=\"cf\""), "no registry search for the booking centre");
+    assert!(!cup_home.contains("Anagrafe: scelta del medico"), "no registry desk for the booking centre");
+    assert!(cup_home.contains("Sportello CUP"), "its own desk: bookings");
 }
 
 /// 40 people move at the same instant from doctor A to doctor B, whose list has 5 places: 5

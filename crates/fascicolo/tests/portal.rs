@@ -839,7 +839,8 @@ async fn a_clinician_opens_what_the_gate_allows_and_the_citizen_sees_it_in_her_l
     let cup = browser(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await;
     let (s, page) = cup.get("/professionista").await;
     assert!(s == 200 && page.contains("non consulta i fascicoli clinici") && !page.contains("Giulia"), "{page}");
-    assert!(!page.contains("Cerca un assistito") && !page.contains("name=\"cf\""), "no search offered to an operator");
+    assert!(!page.contains("Cerca un assistito") && !page.contains("Apri il fascicolo"), "no clinical search offered to an operator");
+    assert!(page.contains("Sportello CUP"), "the booking desk's search instead");
     assert_eq!(cup.get("/professionista/assistiti/rossi-giulia").await.0, 403);
     assert_eq!(cup.get("/professionista/documenti/doc-giulia-lab").await.0, 403);
     assert_eq!(cup.get("/professionista/assistiti/rossi-giulia/risultati").await.0, 403);
