@@ -350,14 +350,31 @@ async fn many_prescriptions(fhir: &FhirService, n: usize, code: &str) -> Vec<(St
     out
 }
 
-#[tokio::test]
-async fn no_slot_and_no_prescription_is_booked_twice() {
+/// The app with the demo registry, the offer of one service and `n` citizens with a
+/// prescription for it.
+async fn race_setup(code: &str, n: usize) -> (TestApp, FhirService, fascicolo_app::portal::Portal, Vec<(String, String)>) {
     let app = spawn_app().await;
     let fhir = FhirService::new(Arc::clone(&app.store));
     fascicolo_load::demo::seed(&fhir).await.unwrap();
-    seed_offer(&fhir, &["89.52"]).await;
-    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
-    let mut racers = many_prescriptions(&fhir, 41, "89.52").await;
+    seed_offer(&fhir, &[code]).await;
+    let racers = many_prescriptions(&fhir, n, code).await;
+    (app, fhir.clone(), fascicolo_app::portal::Portal::new(fhir), racers)
+}
+
+/// The store holds exactly one booked appointment for each of these slots.
+async fn one_booking_per_slot(fhir: &FhirService, keys: &[String]) {
+    for k in keys {
+        let page = fhir
+            .search(&Actor::system(), Some("Appointment"), &[("slot".into(), format!("Slot/{k}")), ("status".into(), "booked".into())], "")
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 1, "{k}");
+    }
+}
+
+#[tokio::test]
+async fn no_slot_and_no_prescription_is_booked_twice() {
+    let (_app, fhir, portal, mut racers) = race_setup("89.52", 41).await;
     let last = racers.pop().unwrap();
     let moretti = Actor::new(Who::Professional {
         practitioner: "moretti-luigi".into(),
@@ -393,13 +410,7 @@ async fn no_slot_and_no_prescription_is_booked_twice() {
     assert_eq!(won.len(), 8, "exactly one booking per slot: {won:?}");
     assert_eq!(distinct.len(), 8);
     // the store agrees: one booked appointment per slot
-    for k in &keys {
-        let page = fhir
-            .search(&Actor::system(), Some("Appointment"), &[("slot".into(), format!("Slot/{k}")), ("status".into(), "booked".into())], "")
-            .await
-            .unwrap();
-        assert_eq!(page.entries.len(), 1, "{k}");
-    }
+    one_booking_per_slot(&fhir, &keys).await;
 
     // one prescription racing for 12 different slots at once: booked once
     let (pid, sr) = last;
@@ -499,4 +510,86 @@ async fn the_cup_desk_books_for_a_citizen_who_sees_it_and_the_access_in_her_log(
     let gp = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("FRRPLA70A01F205"), "gp").await);
     let (s, _, _) = page(&app, &gp, "/professionista/cup/verdi-anna").await;
     assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn over_http_many_apps_race_for_few_slots_and_an_expired_hold_is_free() {
+    let (app, fhir, portal, racers) = race_setup("87.44.1", 60).await;
+    let desk = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    // every racer's app found the same 6 options (the first of each agenda) and books them in turn
+    let found = portal.find(&desk, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let keys: Vec<String> = found.options.iter().take(6).map(|o| o.key.clone()).collect();
+    assert_eq!(keys.len(), 6);
+    let token = token_for(&app.store, &desk).await;
+    let mut tasks = Vec::new();
+    for (pid, _) in racers.iter().skip(1) {
+        let (root, keys, token, pid) = (app.root.clone(), keys.clone(), token.clone(), pid.clone());
+        let nre = fhir.read(&Actor::system(), "ServiceRequest", &format!("{pid}-prescrizione")).await.unwrap().resource["identifier"][0]
+            ["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            for k in &keys {
+                let params = json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{k}.{nre}")}},
+                    {"name": "patient-reference", "valueReference": {"reference": format!("Patient/{pid}")}}]});
+                let r = client.post(format!("{root}/fhir/r4/Appointment/$book")).bearer_auth(&token).json(&params).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            statuses
+        }));
+    }
+    let mut ok = 0;
+    let mut attempts = 0;
+    for t in tasks {
+        let s = t.await.unwrap();
+        attempts += s.len();
+        assert!(s.iter().all(|c| *c == 200 || *c == 409), "only booked or taken: {s:?}");
+        ok += s.iter().filter(|c| **c == 200).count();
+    }
+    assert_eq!(ok, 6, "exactly one booking per slot ({attempts} attempts)");
+    one_booking_per_slot(&fhir, &keys).await;
+
+    // a hold keeps a slot from others; once expired, the slot is free for the next one and the
+    // first holder's booking is refused
+    // (b: a racer who got nothing, so its prescription is still to book)
+    let mut b = None;
+    for r in racers.iter().rev() {
+        if ext(&read(&fhir, "ServiceRequest", &r.1).await, "urn:fascicolo:booked-as").is_null() {
+            b = Some(r);
+            break;
+        }
+    }
+    let (a, b) = (&racers[0], b.unwrap());
+    let later = fascicolo_domain::rome::today() + time::Duration::days(40);
+    let key = portal.find(&desk, Some(&a.0), &a.1, Some(later)).await.unwrap().options[0].key.clone();
+    portal.hold(&desk, Some(&a.0), &a.1, &key).await.unwrap();
+    assert!(matches!(portal.book(&desk, Some(&b.0), &b.1, &key).await, Err(fascicolo_app::AppError::Conflict(_))), "held for another");
+    // the hold runs out (its instant moved to the past, as time would)
+    let mut slot = read(&fhir, "Slot", &key).await;
+    for e in slot["extension"].as_array_mut().unwrap() {
+        if e["url"] == "urn:fascicolo:hold-until" {
+            e["valueInstant"] = json!("2020-01-01T00:00:00.000Z");
+        }
+    }
+    fhir.update(&Actor::system(), "Slot", &key, slot.to_string().as_bytes(), None).await.unwrap();
+    // both at once: exactly one gets it
+    let (p1, p2) = (portal.clone(), portal.clone());
+    let (d1, d2) = (desk.clone(), desk.clone());
+    let (a2, b2, k1, k2) = (a.clone(), b.clone(), key.clone(), key.clone());
+    let r1 = tokio::spawn(async move { p1.book(&d1, Some(&a2.0), &a2.1, &k1).await.is_ok() });
+    let r2 = tokio::spawn(async move { p2.book(&d2, Some(&b2.0), &b2.1, &k2).await.is_ok() });
+    let (r1, r2) = (r1.await.unwrap(), r2.await.unwrap());
+    assert!(r1 ^ r2, "exactly one books the slot whose hold expired: {r1} {r2}");
+    assert_eq!(read(&fhir, "Slot", &key).await["status"], "busy");
 }
