@@ -60,7 +60,7 @@ async function keyboard(page, name) {
   assert.ok(inMain, `${name}: the skip link moves to the main content`);
 }
 
-async function phone(ctx, path, name) {
+async function phone(ctx, path, name, { minSections = 12 } = {}) {
   const page = await ctx.newPage();
   await page.setViewportSize({ width: 360, height: 740 });
   await page.goto(BASE + path);
@@ -75,7 +75,7 @@ async function phone(ctx, path, name) {
     await page.locator("details.phone-menu summary").click();
     const links = await page.locator("details.phone-menu a").evaluateAll((as) => as.filter((a) => a.getBoundingClientRect().height > 0).length);
     const sections = await page.locator("nav.main ul.wide a").count();
-    assert.ok(sections >= 12, `${name}: the wide menu has every section (${sections})`);
+    assert.ok(sections >= minSections, `${name}: the wide menu has every section (${sections})`);
     assert.equal(links, sections, `${name}: the menu button shows every section`);
     if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}-phone-menu.jpg`, type: "jpeg", quality: 72, fullPage: false });
     await page.locator("details.phone-menu summary").click();
@@ -471,6 +471,7 @@ try {
   await page.click("#appointment-actions a >> text=Disdici");
   await page.waitForLoadState();
   await a11y(page, "booking-cancel");
+  await phone(citizen, new URL(page.url()).pathname, "booking-cancel");
   await page.click("main form button[type=submit]");
   await page.waitForURL("**/prenota?esito=disdetto*");
   assert.match(await page.locator("#to-book").innerText(), /Prima visita cardiologica/, "bookable again");
@@ -548,6 +549,11 @@ try {
     await phone(citizen, "/esercente", "till");
     step("the demo till charged 12,50 euro with Luca's code, and his budget dropped to 34,30 euro");
   }
+  // the parent books for Luca: his eye examination is there to book
+  await visit(page, "/prenota", "booking-child");
+  assert.match(await page.locator("#to-book").innerText(), /Prima visita oculistica/);
+  assert.match(await page.locator("main").innerText(), /Prenotazioni per\s+Luca Bianchi/);
+  await phone(citizen, "/prenota", "booking-child");
   // as Anna's delegate: no doctor choice in the menu, and its address says why
   await page.goto(BASE + "/famiglia");
   await page.click("button[aria-label*='Anna Verdi']");
@@ -569,6 +575,17 @@ try {
   assert.match(await page.locator("main").innerText(), /Ecografia dell'addome completo/);
   await page.goto(BASE + "/privacy/accessi");
   assert.match(await page.locator("main").innerText(), /Luigi Moretti/);
+  // her delegation covers appointments: she can book Anna's eye examination's options
+  await visit(page, "/prenota", "booking-delegate");
+  // (a delegate's menu has the sections her delegation covers)
+  await phone(citizen, "/prenota", "booking-delegate", { minSections: 4 });
+  await page.click("#to-book a >> nth=0");
+  await page.waitForLoadState();
+  assert.match(await page.locator("#prescription").innerText(), /Prima visita oculistica/);
+  await a11y(page, "booking-options-delegate");
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/booking-delegate-options-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
+  await phone(citizen, new URL(page.url()).pathname, "booking-options-delegate", { minSections: 4 });
+  step("as Anna's delegate: the ultrasound the desk booked, the desk in her log, her eye examination's options");
   await page.goto(BASE + "/famiglia");
   await page.click("text=Consulta il mio fascicolo");
   await page.waitForLoadState();

@@ -200,7 +200,7 @@ impl Access {
         let ok = match &self.relation {
             Relation::Full => !(write && resource_type == "AuditEvent" && !matches!(actor.who, Who::System)),
             Relation::Own | Relation::Parent { .. } => !write || CITIZEN_WRITABLE.contains(&resource_type),
-            Relation::Delegate { scope, .. } => !write && (scope.is_empty() || scope.iter().any(|s| s == resource_type) || private),
+            Relation::Delegate { scope, .. } => !write && (scope_covers(scope, resource_type) || private),
             Relation::Clinician { care, emergency, .. } => {
                 !private && (!write || ((*care || *emergency) && !REGISTRY_TYPES.contains(&resource_type)))
             }
@@ -451,6 +451,13 @@ fn break_glass_of(e: &Value) -> Option<privacy::BreakGlass> {
         until: at_ms(instant(&e["period"]["end"])?),
         reason: e["purposeOfEvent"][0]["text"].as_str().unwrap_or_default().to_string(),
     })
+}
+
+/// Whether a delegation's scope covers a resource type (an empty scope covers the whole
+/// record). A delegation for appointments also covers the prescriptions they are booked from:
+/// booking for someone is reading what their doctor prescribed.
+pub fn scope_covers(scope: &[String], resource_type: &str) -> bool {
+    scope.is_empty() || scope.iter().any(|s| s == resource_type || (s == "Appointment" && resource_type == "ServiceRequest"))
 }
 
 pub fn delegation_scope(rp: &Value) -> Vec<String> {

@@ -29,18 +29,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use time::{Date, Duration, OffsetDateTime};
 
-pub use fascicolo_domain::booking::{ACCESS_EXT, PRIORITY_EXT, SERVICE_SYSTEM};
-/// The extension of a `Schedule` that holds its weekly template.
-pub const TEMPLATE_EXT: &str = "urn:fascicolo:agenda-template";
-/// A `Schedule`'s closures (one `valueDate` each).
-pub const CLOSURE_EXT: &str = "urn:fascicolo:agenda-closure";
-/// The ATS code whose citizens an agenda guarantees.
-pub const AREA_EXT: &str = "urn:fascicolo:guarantee-area";
-/// The day up to which an agenda's slots are booked by people outside the synthetic sample
-/// (the synthetic region's stand-in for the rest of the population's bookings).
-pub const BOOKED_UNTIL_EXT: &str = "urn:fascicolo:booked-until";
-/// `public` or `accredited`.
-pub const PROVIDER_KIND_EXT: &str = "urn:fascicolo:provider-kind";
+pub use fascicolo_domain::booking::{
+    ACCESS_EXT, AREA_EXT, BOOKED_UNTIL_EXT, CLOSURE_EXT, PRIORITY_EXT, PROVIDER_KIND_EXT, SERVICE_SYSTEM, TEMPLATE_EXT,
+};
+use fascicolo_domain::systems::{ASL_SYSTEM, GEOLOCATION_EXT, ISTAT_EXT};
 /// On a held `Slot`: until when (instant).
 pub const HOLD_UNTIL_EXT: &str = "urn:fascicolo:hold-until";
 /// On a held `Slot`: for which prescription.
@@ -54,10 +46,6 @@ pub const GUARANTEE_EXT: &str = "urn:fascicolo:wait-guarantee";
 pub const LATE_EXT: &str = "urn:fascicolo:late-cancellation";
 /// On an `Appointment`: who booked it (`citizen`, `desk`, `api`).
 pub const CHANNEL_EXT: &str = "urn:fascicolo:booking-channel";
-/// OID of the ASL/ATS codes.
-const ASL_OID: &str = "urn:oid:2.16.840.1.113883.2.9.4.1.1";
-/// The extension that places an address on the map.
-const GEOLOCATION_EXT: &str = "http://hl7.org/fhir/StructureDefinition/geolocation";
 /// How long a hold keeps a slot.
 pub const HOLD_MINUTES: i64 = 10;
 /// How many options `$find` answers at most.
@@ -74,10 +62,6 @@ fn ext<'a>(v: &'a Value, url: &str) -> Option<&'a Value> {
 
 fn ext_str<'a>(v: &'a Value, url: &str, key: &str) -> Option<&'a str> {
     ext(v, url)?[key].as_str()
-}
-
-fn date_str(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
 }
 
 fn instant_ms(s: &str) -> Option<i64> {
@@ -182,7 +166,7 @@ pub struct Agenda {
 
 /// One bookable option: a free slot of an agenda.
 #[derive(Debug, Clone)]
-pub struct Option_ {
+pub struct Choice {
     /// The slot key (`{schedule}-{YYYYMMDDHHMM}`).
     pub key: String,
     pub agenda: Agenda,
@@ -200,7 +184,7 @@ pub struct Option_ {
 pub struct Options {
     pub prescription: Prescription,
     pub deadline: Option<Date>,
-    pub options: Vec<Option_>,
+    pub options: Vec<Choice>,
     /// No option in the citizen's area meets the deadline: the protection route applies.
     pub protection: bool,
 }
@@ -234,9 +218,11 @@ pub struct Booking {
     pub resource: Value,
 }
 
-/// Who books: the record, and whom the store sees writing.
+/// Who books: the record, who reads it (the person or operator, through the gate and into the
+/// access log), and whom the store sees writing.
 struct Booker {
     patient: String,
+    reader: Actor,
     writer: Actor,
     channel: &'static str,
 }
@@ -252,7 +238,7 @@ impl Portal {
                 let p = patient.ok_or_else(|| AppError::BadRequest("the desk books for a patient: name them".into()))?;
                 // read as the operator: checks the person exists and logs the access
                 self.fhir().read(actor, "Patient", p).await?;
-                Ok(Booker { patient: p.to_string(), writer: actor.clone(), channel: "desk" })
+                Ok(Booker { patient: p.to_string(), reader: actor.clone(), writer: actor.clone(), channel: "desk" })
             }
             Who::Citizen { cf, patient: own } => {
                 // the portal's record, or (an API token of the citizen) their own
@@ -268,15 +254,15 @@ impl Portal {
                     let reps = self.fhir().represented(cf).await?;
                     let ok = reps.iter().any(|r| {
                         r.patient == record
-                            && (r.acting_as == crate::auth::ActingAs::Parent
-                                || r.scope.is_empty()
-                                || r.scope.iter().any(|s| s == "Appointment"))
+                            && (r.acting_as == crate::auth::ActingAs::Parent || crate::access::scope_covers(&r.scope, "Appointment"))
                     });
                     if !ok {
                         return Err(AppError::Forbidden("this delegation does not cover bookings".into()));
                     }
                 }
-                Ok(Booker { patient: record, writer: Actor::system(), channel: "citizen" })
+                // reads as the person (a parent's or delegate's in the record's log); the platform
+                // writes on their request, as for the doctor choice
+                Ok(Booker { patient: record, reader: actor.clone(), writer: Actor::system(), channel: "citizen" })
             }
             _ => Err(AppError::Forbidden("bookings are made by the citizen, a parent, a delegate or the CUP desk".into())),
         }
@@ -298,7 +284,7 @@ impl Portal {
     /// the regional offer; booked ones included (with their appointment).
     pub async fn prescriptions(&self, actor: &Actor, patient: Option<&str>) -> AppResult<Vec<Prescription>> {
         let b = self.booker(actor, patient).await?;
-        let reader = if b.channel == "desk" { actor.clone() } else { Actor::system() };
+        let reader = b.reader.clone();
         let pairs = vec![("subject".to_string(), format!("Patient/{}", b.patient)), ("status".to_string(), "active".to_string())];
         let page = self.all_as(&reader, "ServiceRequest", pairs, parse).await?;
         let mut out: Vec<Prescription> =
@@ -319,7 +305,7 @@ impl Portal {
             return Err(AppError::BadRequest("an NRE has 15 characters, the first three digits".into()));
         };
         let b = self.booker(actor, patient).await?;
-        let reader = if b.channel == "desk" { actor.clone() } else { Actor::system() };
+        let reader = b.reader.clone();
         // the NRE is the identifier of a prescription written through the API, the requisition
         // of one mapped from a CDA2 document
         for param in ["identifier", "requisition"] {
@@ -342,7 +328,7 @@ impl Portal {
 
     /// One prescription of the record, read fresh (with its version), as the booker may.
     async fn prescription(&self, b: &Booker, id: &str) -> AppResult<Prescription> {
-        let reader = if b.channel == "desk" { b.writer.clone() } else { Actor::system() };
+        let reader = b.reader.clone();
         let v = match self.fhir().read(&reader, "ServiceRequest", id).await {
             Ok(v) => v,
             Err(AppError::NotFound(_) | AppError::Gone(_) | AppError::Forbidden(_)) => {
@@ -443,7 +429,7 @@ impl Portal {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|i| i["system"] == ASL_OID)
+                    .find(|i| i["system"] == ASL_SYSTEM)
                     .and_then(|i| i["value"].as_str())
                     .map(String::from)
                     .or_else(|| org.strip_prefix("ats-").map(String::from)),
@@ -464,7 +450,7 @@ impl Portal {
             let pairs = vec![
                 ("schedule".to_string(), refs.join(",")),
                 ("status".to_string(), "busy,busy-tentative".to_string()),
-                ("start".to_string(), format!("ge{}", date_str(from))),
+                ("start".to_string(), format!("ge{}", from)),
             ];
             for s in self.all_as(&system, "Slot", pairs, parse).await? {
                 let state = slot_state(&s, 0, now);
@@ -501,7 +487,7 @@ impl Portal {
                 let distance_km = home.zip(a.position).map(|(h, s)| rules::distance_km(h, s));
                 let in_time = deadline.is_none_or(|d| o.0 <= d);
                 let (start_ms, end_ms) = slot_times(o.0, o.1, a.template.minutes);
-                options.push(Option_ {
+                options.push(Choice {
                     key: rules::slot_key(&a.id, o.0, o.1),
                     agenda: a.clone(),
                     day: o.0,
@@ -563,7 +549,7 @@ impl Portal {
 
     /// `$hold`: keep a slot for a prescription for [`HOLD_MINUTES`]. Holding it again refreshes
     /// the hold; a slot held for another prescription or booked is refused (409).
-    pub async fn hold(&self, actor: &Actor, patient: Option<&str>, prescription: &str, key: &str) -> AppResult<(Option_, i64)> {
+    pub async fn hold(&self, actor: &Actor, patient: Option<&str>, prescription: &str, key: &str) -> AppResult<(Choice, i64)> {
         let b = self.booker(actor, patient).await?;
         let p = self.prescription(&b, prescription).await?;
         if p.booked_as.is_some() {
@@ -591,10 +577,10 @@ impl Portal {
         Err(AppError::Conflict("this slot has just been taken: choose another".into()))
     }
 
-    async fn option(&self, b: &Booker, p: &Prescription, a: &Agenda, day: Date, minute: u16) -> AppResult<Option_> {
+    async fn option(&self, b: &Booker, p: &Prescription, a: &Agenda, day: Date, minute: u16) -> AppResult<Choice> {
         let (home, area) = self.home_of(&b.patient).await?;
         let (start_ms, end_ms) = slot_times(day, minute, a.template.minutes);
-        Ok(Option_ {
+        Ok(Choice {
             key: rules::slot_key(&a.id, day, minute),
             agenda: a.clone(),
             day,
@@ -664,12 +650,23 @@ impl Portal {
     /// The record's appointments, the coming ones first, then the past and cancelled.
     pub async fn bookings(&self, actor: &Actor, patient: Option<&str>) -> AppResult<Vec<Booking>> {
         let b = self.booker(actor, patient).await?;
-        let reader = if b.channel == "desk" { actor.clone() } else { Actor::system() };
+        let reader = b.reader.clone();
         let pairs = vec![("actor".to_string(), format!("Patient/{}", b.patient))];
         let mut out: Vec<Booking> = self.all_as(&reader, "Appointment", pairs, parse).await?.iter().map(|v| booking_of(v, None)).collect();
         let now = datetime::now_ms();
         out.sort_by_key(|x| (x.status != "booked" || x.start_ms < now, if x.start_ms >= now { x.start_ms } else { -x.start_ms }));
         Ok(out)
+    }
+
+    /// Whether cancelling this appointment today would be late (the rule [`Self::cancel`]
+    /// records, with the site's patron day), for the page to warn before.
+    pub async fn cancellation_would_be_late(&self, b: &Booking) -> AppResult<bool> {
+        let istat = match b.resource["slot"][0]["reference"].as_str().and_then(|r| r.strip_prefix("Slot/")) {
+            Some(key) => self.slot_now(key).await?.0.and_then(|s| ext_str(&s, ISTAT_EXT, "valueCode").map(String::from)),
+            None => None,
+        };
+        let day = fascicolo_domain::rome::date_of(&datetime::format_instant(b.start_ms)).unwrap_or_else(fascicolo_domain::rome::today);
+        Ok(rules::late_cancellation(fascicolo_domain::rome::today(), day, istat.as_deref().unwrap_or_default()))
     }
 
     /// Cancel an appointment (disdetta): the slot is free again and the prescription can be
@@ -738,7 +735,7 @@ impl Portal {
 
     /// An appointment of the record, booked and ahead, with its version.
     async fn appointment_of(&self, b: &Booker, id: &str) -> AppResult<(Value, i64)> {
-        let reader = if b.channel == "desk" { b.writer.clone() } else { Actor::system() };
+        let reader = b.reader.clone();
         let not_here = || AppError::NotFound(format!("Appointment/{id} is not an appointment of this record"));
         let v = match self.fhir().read(&reader, "Appointment", id).await {
             Ok(v) => v,
@@ -776,7 +773,7 @@ impl Portal {
         if let Some(key) = &slot_key {
             let (slot, state) = self.slot_now(key).await?;
             if let Some(mut s) = slot {
-                istat = ext_str(&s, "urn:fascicolo:istat-municipality", "valueCode").unwrap_or_default().to_string();
+                istat = ext_str(&s, ISTAT_EXT, "valueCode").unwrap_or_default().to_string();
                 s["status"] = json!("free");
                 set_ext(&mut s, HOLD_UNTIL_EXT, None, "");
                 set_ext(&mut s, HELD_FOR_EXT, None, "");
@@ -902,14 +899,8 @@ fn bundle_of(resources: &[Value]) -> Value {
 }
 
 /// A proposed (or held) appointment for an option, as `$find` and `$hold` answer it.
-fn proposed(o: &Option_, p: &Prescription, status: &str, until: Option<i64>) -> Value {
-    let mut participants = vec![
-        json!({"actor": {"reference": format!("Patient/{}", p.patient)}, "status": "needs-action"}),
-        json!({"actor": {"reference": format!("Location/{}", o.agenda.location), "display": o.agenda.site}, "status": "accepted"}),
-    ];
-    if let Some(hs) = &o.agenda.healthcare_service {
-        participants.push(json!({"actor": {"reference": format!("HealthcareService/{hs}")}, "status": "accepted"}));
-    }
+fn proposed(o: &Choice, p: &Prescription, status: &str, until: Option<i64>) -> Value {
+    let participants = participants(&p.patient, "needs-action", &o.agenda);
     let mut ext = vec![
         json!({"url": "urn:fascicolo:within-deadline", "valueBoolean": o.in_time}),
         json!({"url": "urn:fascicolo:in-guarantee-area", "valueBoolean": o.in_area}),
@@ -996,13 +987,25 @@ fn set_ext(v: &mut Value, url: &str, value: Option<Value>, key: &str) {
     }
 }
 
+/// An appointment's participants: the patient (with their answer), the site and the service.
+fn participants(patient: &str, patient_status: &str, a: &Agenda) -> Vec<Value> {
+    let mut out = vec![
+        json!({"actor": {"reference": format!("Patient/{patient}")}, "status": patient_status}),
+        json!({"actor": {"reference": format!("Location/{}", a.location), "display": a.site}, "status": "accepted"}),
+    ];
+    if let Some(hs) = &a.healthcare_service {
+        out.push(json!({"actor": {"reference": format!("HealthcareService/{hs}")}, "status": "accepted"}));
+    }
+    out
+}
+
 fn slot_resource(key: &str, a: &Agenda, start_ms: i64, end_ms: i64, status: &str, hold: Option<(&str, i64)>) -> Value {
     let mut s = json!({"resourceType": "Slot", "id": key, "schedule": {"reference": format!("Schedule/{}", a.id)},
         "status": status, "start": datetime::format_instant(start_ms), "end": datetime::format_instant(end_ms),
         "serviceType": [{"coding": [{"system": SERVICE_SYSTEM, "code": a.code}]}]});
     let mut exts = vec![];
     if !a.istat.is_empty() {
-        exts.push(json!({"url": "urn:fascicolo:istat-municipality", "valueCode": a.istat}));
+        exts.push(json!({"url": ISTAT_EXT, "valueCode": a.istat}));
     }
     if let Some((sr, until)) = hold {
         exts.push(json!({"url": HOLD_UNTIL_EXT, "valueInstant": datetime::format_instant(until)}));
@@ -1025,18 +1028,12 @@ fn appointment_resource(
     end_ms: i64,
     guarantee: &str,
 ) -> Value {
-    let mut participants = vec![
-        json!({"actor": {"reference": format!("Patient/{}", b.patient)}, "status": "accepted"}),
-        json!({"actor": {"reference": format!("Location/{}", a.location), "display": a.site}, "status": "accepted"}),
-    ];
-    if let Some(hs) = &a.healthcare_service {
-        participants.push(json!({"actor": {"reference": format!("HealthcareService/{hs}")}, "status": "accepted"}));
-    }
+    let participants = participants(&b.patient, "accepted", a);
     let mut v = json!({"resourceType": "Appointment", "id": id, "status": "booked",
         "serviceType": [{"coding": [{"system": SERVICE_SYSTEM, "code": p.code, "display": p.name}]}],
         "description": p.name, "start": datetime::format_instant(start_ms), "end": datetime::format_instant(end_ms),
         "minutesDuration": (end_ms - start_ms) / 60_000,
-        "created": date_str(fascicolo_domain::rome::today()),
+        "created": fascicolo_domain::rome::today().to_string(),
         "slot": [{"reference": format!("Slot/{key}")}],
         "basedOn": [{"reference": format!("ServiceRequest/{}", p.id)}],
         "participant": participants,
@@ -1053,6 +1050,14 @@ fn appointment_resource(
         v["patientInstruction"] = json!(s.preparation_it);
     }
     v
+}
+
+impl Booking {
+    /// An `Appointment` as the pages show it (where, the service's preparation, the wait
+    /// guarantee, a late cancellation).
+    pub fn of(v: &Value) -> Booking {
+        booking_of(v, None)
+    }
 }
 
 fn booking_of(v: &Value, a: Option<&Agenda>) -> Booking {

@@ -11,6 +11,17 @@ pub const PRIORITY_EXT: &str = "urn:fascicolo:priority-class";
 pub const ACCESS_EXT: &str = "urn:fascicolo:access-type";
 /// The code system of the national catalogue of outpatient services.
 pub const SERVICE_SYSTEM: &str = "urn:fascicolo:catalogo-nazionale-prestazioni";
+/// On a `Schedule`: its weekly template ([`Template`]).
+pub const TEMPLATE_EXT: &str = "urn:fascicolo:agenda-template";
+/// On a `Schedule`: a day it is closed (one `valueDate` each).
+pub const CLOSURE_EXT: &str = "urn:fascicolo:agenda-closure";
+/// On a `Schedule`: the ATS (code) whose citizens it guarantees.
+pub const AREA_EXT: &str = "urn:fascicolo:guarantee-area";
+/// On a `Schedule`: `public` or `accredited`.
+pub const PROVIDER_KIND_EXT: &str = "urn:fascicolo:provider-kind";
+/// On a `Schedule`: the day up to which its slots are taken by the bookings of the people the
+/// synthetic sample does not hold (the synthetic region's stand-in for everyone else's).
+pub const BOOKED_UNTIL_EXT: &str = "urn:fascicolo:booked-until";
 /// How many days ahead agendas are open.
 pub const HORIZON_DAYS: i64 = 90;
 /// Working days of notice a cancellation needs; a later one is recorded as late.

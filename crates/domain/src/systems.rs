@@ -18,3 +18,7 @@ pub const ROLE_SYSTEM: &str = "urn:fascicolo:role";
 pub const ISTAT_EXT: &str = "urn:fascicolo:istat-municipality";
 /// Identifier system of the national hospital codes (HSP.11).
 pub const HSP_SYSTEM: &str = "urn:oid:2.16.840.1.113883.2.9.4.1.2";
+/// The ASL/ATS codes (Ministero della Salute), as an identifier system.
+pub const ASL_SYSTEM: &str = "urn:oid:2.16.840.1.113883.2.9.4.1.1";
+/// The standard extension that places an address on the map (latitude, longitude).
+pub const GEOLOCATION_EXT: &str = "http://hl7.org/fhir/StructureDefinition/geolocation";

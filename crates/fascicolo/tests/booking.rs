@@ -94,10 +94,10 @@ async fn a_citizen_books_moves_and_cancels_a_visit_in_the_portal() {
     let slots = slots_in(&options);
     assert!(slots.len() > 3, "{slots:?}");
     let rows: Vec<&str> = options.split("id=\"options\"").nth(1).unwrap().split("<tr>").skip(2).collect();
-    let first_outside = rows.iter().position(|r| r.contains("Fuori dalla tua ATS"));
-    if let Some(i) = first_outside {
-        assert!(rows[i..].iter().all(|r| r.contains("Fuori dalla tua ATS")), "her area first");
-    }
+    // her area first: no row of her ATS after one outside it
+    let outside: Vec<bool> = rows.iter().map(|r| r.contains("Fuori dalla tua ATS")).collect();
+    assert!(!outside[0], "the first option is in her ATS");
+    assert!(outside.windows(2).all(|w| w[0] <= w[1]), "her area first: {outside:?}");
     let csrf = csrf_of(&options);
 
     // hold the first, confirm, book
@@ -167,9 +167,14 @@ async fn a_citizen_books_moves_and_cancels_a_visit_in_the_portal() {
         ext(&read(&fhir, "ServiceRequest", &sr_id).await, "urn:fascicolo:booked-as")["valueReference"]["reference"],
         format!("Appointment/{new_id}")
     );
-    // three weeks on is past a D visit's 30 days from the prescription only when... it is not: kept
+    // a class D visit is due within 30 days of the prescription: a date past that, chosen while
+    // one in time was offered, takes the booking out of the guarantee, and the record says so
     let new = read(&fhir, "Appointment", &new_id).await;
     assert_eq!(new["status"], "booked");
+    let deadline = fascicolo_domain::rome::date_of(sr["authoredOn"].as_str().unwrap()).unwrap() + time::Duration::days(30);
+    let day = fascicolo_domain::rome::date_of(new["start"].as_str().unwrap()).unwrap();
+    let expected = if day <= deadline { "kept" } else { "waived" };
+    assert_eq!(ext(&new, "urn:fascicolo:wait-guarantee")["valueCode"], expected, "{day} against {deadline}");
 
     // cancel it, with notice: not late, the prescription bookable again
     let (s, _, ask) = page(&app, &cookie, &format!("/appuntamenti/{new_id}/disdetta")).await;
@@ -249,8 +254,9 @@ async fn the_scheduling_operations_for_a_citizen_app_and_the_cup_desk() {
     assert_eq!(s, 404, "another citizen's prescription is not found");
     let first = proposed[0]["id"].as_str().unwrap().to_string();
     let reference = |id: &str| json!({"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{id}")}});
-    let (s, _) = op(&app, &anna, "$book", vec![reference(&first.replace("-2", "-9"))]).await;
-    assert!(s == 400 || s == 404, "{s}");
+    let (s, out) = op(&app, &anna, "$book", vec![reference("not-a-proposal")]).await;
+    assert_eq!(s, 400, "{out}");
+    assert!(out.to_string().contains("not a proposed appointment"), "{out}");
     let slot_key = first.rsplit_once('.').unwrap().0.to_string();
     let (s, _) =
         op(&app, &anna, "$book", vec![reference(&format!("{}-202001010900.{anna_nre}", slot_key.rsplit_once('-').unwrap().0))]).await;
@@ -489,6 +495,61 @@ async fn the_cup_desk_books_for_a_citizen_who_sees_it_and_the_access_in_her_log(
     assert!(shown.contains("Prima visita oculistica") && shown.contains("Preparazione"), "{shown}");
     let (s, _, _) = page(&app, &giulia, "/prenota").await;
     assert_eq!(s, 200, "her delegation covers appointments");
+    let (_, _, booking_page) = page(&app, &giulia, "/prenota").await;
+    assert!(booking_page.contains("Ecografia dell'addome completo"), "the delegate reads the prescriptions to book");
+
+    // as Luca's mother: his prescription, and her reads of it in his access log
+    let (_, _, me) = page(&app, &giulia, "/me").await;
+    post(&app, &giulia, "/auth/profile", &[("csrf", &csrf_of(&me)), ("acting_for", "bianchi-luca"), ("next", "/")]).await;
+    let (s, _, luca) = page(&app, &giulia, "/prenota").await;
+    assert_eq!(s, 200);
+    assert!(luca.contains("Prima visita oculistica") && luca.contains("Prenotazioni per"), "{luca}");
+    let luca_log = fhir
+        .search(
+            &Actor::system(),
+            Some("AuditEvent"),
+            &[("patient".into(), "Patient/bianchi-luca".into()), ("_count".into(), "200".into())],
+            "",
+        )
+        .await
+        .unwrap();
+    let giulia_cf = fascicolo_load::demo::cf(GIULIA);
+    assert!(
+        luca_log.entries.iter().any(|e| e.1.contains("ServiceRequest") && (e.1.contains("rossi-giulia") || e.1.contains(&giulia_cf))),
+        "the parent's reading of his prescriptions is in his log"
+    );
+
+    // a delegation that does not cover appointments books nothing, and nothing is stored
+    let mut rp = read(&fhir, "RelatedPerson", "rossi-giulia-for-anna").await;
+    rp["extension"] = json!([{"url": fascicolo_app::access::DELEGATION_SCOPE_EXT, "valueCode": "DocumentReference"}]);
+    fhir.update(&Actor::system(), "RelatedPerson", "rossi-giulia-for-anna", rp.to_string().as_bytes(), None).await.unwrap();
+    let mut delegate =
+        Actor::new(Who::Citizen { cf: fascicolo_domain::CodiceFiscale::parse(&giulia_cf).unwrap(), patient: Some("rossi-giulia".into()) });
+    delegate.acting_for = Some("verdi-anna".into());
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let uso = prescription_of(&fhir, "verdi-anna", "88.76.1").await;
+    let uso_id = uso["id"].as_str().unwrap();
+    assert!(matches!(portal.prescriptions(&delegate, None).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    assert!(matches!(portal.find(&delegate, None, uso_id, None).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    let key = portal
+        .find(
+            &Actor::new(Who::Professional {
+                practitioner: "moretti-luigi".into(),
+                organization: Some("asst-fbf-sacco".into()),
+                role: ProRole::CupOperator,
+            }),
+            Some("verdi-anna"),
+            uso_id,
+            None,
+        )
+        .await
+        .unwrap()
+        .options[0]
+        .key
+        .clone();
+    assert!(matches!(portal.book(&delegate, None, uso_id, &key).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    assert!(fhir.read(&Actor::system(), "Slot", &key).await.is_err(), "nothing stored");
+    assert!(ext(&read(&fhir, "ServiceRequest", uso_id).await, "urn:fascicolo:booked-as").is_null());
     let log = fhir
         .search(
             &Actor::system(),

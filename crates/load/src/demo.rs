@@ -112,7 +112,7 @@ fn person(rt: &str, p: &Persona, gender: &str, birth: &str) -> Value {
         };
         v["address"] = json!([{"use": "home", "line": [street], "city": "Milano", "district": "MI", "country": "IT",
             "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": "015146"}]},
-            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/geolocation",
+            "extension": [{"url": fascicolo_domain::systems::GEOLOCATION_EXT,
                 "extension": [{"url": "latitude", "valueDecimal": lat}, {"url": "longitude", "valueDecimal": lon}]}]}]);
     }
     v
@@ -244,7 +244,7 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]}))
     .await?;
     put(json!({"resourceType": "Organization", "id": "ats-milano", "active": true, "name": "ATS della Città Metropolitana di Milano",
-        "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.1.1", "value": "030321"}],
+        "identifier": [{"system": fascicolo_domain::systems::ASL_SYSTEM, "value": "030321"}],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "govt"}]}]}))
     .await?;
     // professionals: Practitioner + PractitionerRole with the platform's role code
@@ -364,7 +364,7 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
             "requisition": {"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre},
             "code": {"coding": [{"system": fascicolo_domain::booking::SERVICE_SYSTEM, "code": code, "display": service.name_it}],
                 "text": service.name_it},
-            "authoredOn": format!("{:04}-{:02}-{:02}", authored.year(), authored.month() as u8, authored.day()),
+            "authoredOn": authored.to_string(),
             "requester": {"reference": format!("Practitioner/{doctor}")}, "reasonCode": [{"text": question}],
             "extension": [{"url": fascicolo_domain::booking::PRIORITY_EXT, "valueCode": class},
                 {"url": fascicolo_domain::booking::ACCESS_EXT, "valueCode": "first"}]}))

@@ -175,22 +175,12 @@ fn location(site: &Site, org: &str) -> Value {
         "managingOrganization": {"reference": format!("Organization/{org}")}})
 }
 
-/// The extension of a `Schedule` that holds its weekly template (`fascicolo_domain::booking::Template`).
-pub const AGENDA_TEMPLATE_EXT: &str = "urn:fascicolo:agenda-template";
-/// The extension of a `Schedule` naming the ATS (code) whose citizens it guarantees.
-pub const GUARANTEE_AREA_EXT: &str = "urn:fascicolo:guarantee-area";
-/// The extension of a `Schedule` up to which day its slots are taken by the bookings of the
-/// people the synthetic sample does not hold.
-pub const BOOKED_UNTIL_EXT: &str = "urn:fascicolo:booked-until";
-/// The extension of a `Schedule` saying whether its provider is public or accredited private.
-pub const PROVIDER_KIND_EXT: &str = "urn:fascicolo:provider-kind";
-
 /// A hospital's outpatient offer: for some services of the regional catalogue, a
 /// `HealthcareService` and its agenda (`Schedule`) with a weekly template. Public hospitals
 /// offer more services on weekdays; accredited private ones fewer, with longer hours and
 /// Saturday mornings. Which services and days is drawn from the seed.
 fn offer(seed: u64, h: &Hospital, site: &Site, org: &str) -> Vec<Value> {
-    use fascicolo_domain::booking::{SERVICES, SERVICE_SYSTEM};
+    use fascicolo_domain::booking::{AREA_EXT, BOOKED_UNTIL_EXT, PROVIDER_KIND_EXT, SERVICES, SERVICE_SYSTEM, TEMPLATE_EXT};
     let public = h.ownership.contains("Pubblico") || h.ownership.contains("Equiparato");
     let mut rng = crate::rng(seed, "offer", h.code.parse::<u64>().unwrap_or(0));
     let n = if public { rng.gen_range(6..=9) } else { rng.gen_range(3..=5) };
@@ -241,10 +231,10 @@ fn offer(seed: u64, h: &Hospital, site: &Site, org: &str) -> Vec<Value> {
             "serviceType": coding,
             "actor": [{"reference": format!("Location/loc-{}", site.id)}, {"reference": format!("HealthcareService/{hs}")}],
             "comment": format!("{} - {}", s.name_it, site.name),
-            "extension": [{"url": AGENDA_TEMPLATE_EXT, "valueString": template},
-                {"url": GUARANTEE_AREA_EXT, "valueCode": h.ats},
+            "extension": [{"url": TEMPLATE_EXT, "valueString": template},
+                {"url": AREA_EXT, "valueCode": h.ats},
                 {"url": PROVIDER_KIND_EXT, "valueCode": if public { "public" } else { "accredited" }},
-                {"url": BOOKED_UNTIL_EXT, "valueDate": format!("{:04}-{:02}-{:02}", booked_until.year(), booked_until.month() as u8, booked_until.day())}]}));
+                {"url": BOOKED_UNTIL_EXT, "valueDate": booked_until.to_string()}]}));
     }
     out
 }

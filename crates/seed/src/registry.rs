@@ -31,9 +31,6 @@ fn doctor(doc: &Doctor) -> [Value; 2] {
     ]
 }
 
-/// The standard extension that places an address on the map.
-pub const GEOLOCATION_EXT: &str = "http://hl7.org/fhir/StructureDefinition/geolocation";
-
 fn patient(p: &Person, payor: &str, home: (f64, f64)) -> Value {
     let mut telecom = Vec::new();
     if let Some(phone) = &p.phone {
@@ -49,7 +46,7 @@ fn patient(p: &Person, payor: &str, home: (f64, f64)) -> Value {
         "birthDate": d(p.birth),
         "address": [{"use": "home", "line": [p.street], "city": p.town.name, "district": p.town.province.code, "country": "IT",
             "_city": {"extension": [{"url": fascicolo_domain::systems::ISTAT_EXT, "valueCode": p.town.istat}]},
-            "extension": [{"url": GEOLOCATION_EXT, "extension": [{"url": "latitude", "valueDecimal": home.0}, {"url": "longitude", "valueDecimal": home.1}]}]}],
+            "extension": [{"url": fascicolo_domain::systems::GEOLOCATION_EXT, "extension": [{"url": "latitude", "valueDecimal": home.0}, {"url": "longitude", "valueDecimal": home.1}]}]}],
         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
             "valueAddress": {"city": p.birth_place.name, "district": p.birth_place.province,
                 "country": if p.birth_place.code.starts_with('Z') { "EE" } else { "IT" }}}],

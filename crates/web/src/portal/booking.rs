@@ -14,7 +14,7 @@ use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
-use fascicolo_app::booking::{Booking, Option_, Options, Prescription};
+use fascicolo_app::booking::{Booking, Choice, Options, Prescription};
 use fascicolo_app::portal::Portal;
 use fascicolo_app::AppError;
 use fascicolo_fhir::datetime::format_instant;
@@ -58,7 +58,7 @@ fn km(lang: Lang, d: f64) -> String {
 }
 
 /// The options, best first; `act` draws the button of each.
-pub(super) fn options_table(lang: Lang, found: &Options, act: impl Fn(&Option_) -> Markup) -> Markup {
+pub(super) fn options_table(lang: Lang, found: &Options, act: impl Fn(&Choice) -> Markup) -> Markup {
     html! {
         @if found.protection {
             div.alert.warn role="status" #protection {
@@ -343,11 +343,12 @@ pub async fn cancel_page(State(state): State<AppState>, Path(id): Path<String>, 
     if !c.allows("/prenota") {
         return Ok(refused_delegate(&state, &c));
     }
-    let list = Portal::new(state.fhir.clone()).bookings(c.actor(), None).await.map_err(c.fail())?;
+    let portal = Portal::new(state.fhir.clone());
+    let list = portal.bookings(c.actor(), None).await.map_err(c.fail())?;
     let Some(b) = list.into_iter().find(|b| b.id == id && b.status == "booked") else {
         return Err(c.fail()(AppError::NotFound("not an appointment of this record that can be cancelled".into())));
     };
-    let late = late(&b);
+    let late = portal.cancellation_would_be_late(&b).await.map_err(c.fail())?;
     let body = html! {
         p { a href={ "/appuntamenti/" (id) } { "‹ " (c.t("Torna all'appuntamento")) } }
         h1 { (c.t("Disdici l'appuntamento")) }
@@ -366,12 +367,6 @@ pub async fn cancel_page(State(state): State<AppState>, Path(id): Path<String>, 
     Ok(layout(&c, c.t("Disdici l'appuntamento"), body))
 }
 
-/// Whether cancelling now would be late.
-fn late(b: &Booking) -> bool {
-    let day = fascicolo_domain::rome::date_of(&format_instant(b.start_ms)).unwrap_or_else(fascicolo_domain::rome::today);
-    fascicolo_domain::booking::late_cancellation(fascicolo_domain::rome::today(), day, "")
-}
-
 /// `POST /appuntamenti/{id}/disdetta`
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> PageResult {
     let f = form_of(&body);
@@ -385,20 +380,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, heade
 /// What the appointment page adds for an appointment booked here: where, preparation, the
 /// wait guarantee, and the move and cancel actions while it is ahead.
 pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: bool) -> Markup {
-    let code = v["serviceType"][0]["coding"][0]["code"].as_str().unwrap_or_default();
-    let service = fascicolo_domain::booking::service(code);
-    let site = v["participant"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
-        .and_then(|p| p["actor"]["display"].as_str());
-    let ext = |url: &str| v["extension"].as_array().into_iter().flatten().find(|e| e["url"] == url).cloned();
-    let guarantee = ext(fascicolo_app::booking::GUARANTEE_EXT).and_then(|e| e["valueCode"].as_str().map(String::from));
-    let late = ext(fascicolo_app::booking::LATE_EXT).and_then(|e| e["valueBoolean"].as_bool()) == Some(true);
-    let sr = v["basedOn"][0]["reference"].as_str().and_then(|r| r.strip_prefix("ServiceRequest/"));
-    let id = v["id"].as_str().unwrap_or_default();
-    let ahead = v["start"].as_str().is_some_and(|s| s > format_instant(fascicolo_fhir::datetime::now_ms()).as_str());
+    let b = Booking::of(v);
+    let sr = b.prescription.as_deref();
+    let id = b.id.as_str();
+    let ahead = b.start_ms > fascicolo_fhir::datetime::now_ms();
+    let (site, late, guarantee) = (Some(b.site.as_str()).filter(|s| !s.is_empty()), b.late, b.guarantee.clone());
+    let service = fascicolo_domain::booking::service(&b.code);
     html! {
         dl.meta #booking-extras {
             @if let Some(s) = site { dt { (lang.t("Dove")) } dd { (s) } }
@@ -406,7 +393,7 @@ pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: 
             @if let Some(g) = &guarantee { dt { (lang.t("Tempi di attesa")) } dd #guarantee { (guarantee_words(lang, g)) } }
             @if late { dt { (lang.t("Disdetta")) } dd #late { (lang.t("Tardiva: il ticket è dovuto")) } }
         }
-        @if may_change && v["status"] == "booked" && ahead && sr.is_some() {
+        @if may_change && b.status == "booked" && ahead && sr.is_some() {
             p #appointment-actions {
                 a.btn href={ "/prenota/" (sr.unwrap_or_default()) "?sposta=" (id) } { (lang.t("Sposta")) }
                 " " a.btn.secondary href={ "/appuntamenti/" (id) "/disdetta" } { (lang.t("Disdici")) }
