@@ -51,6 +51,34 @@ pub const HOLD_MINUTES: i64 = 10;
 /// How many options `$find` answers at most.
 pub const MAX_OPTIONS: usize = 20;
 const RETRIES: usize = 4;
+/// Outbox kind of an appointment's reminder.
+pub const REMINDER_KIND: &str = "booking.reminder";
+/// A reminder leaves this long before the appointment...
+pub const REMINDER_BEFORE_MS: i64 = 24 * 3_600_000;
+/// ...or at once when booked later than that, unless the appointment is this close.
+const REMINDER_MIN_AHEAD_MS: i64 = 2 * 3_600_000;
+
+/// The reminder of appointment `id` of `patient` starting at `start_ms`, or none when the
+/// appointment is too close for one. Its id is derived from the appointment, so it is queued
+/// once however many commits ask for it; it carries no personal or clinical data (the worker
+/// reads the appointment when it is due, and sends nothing if it was cancelled or moved).
+pub fn reminder(id: &str, patient: &str, start_ms: i64, now: i64) -> Option<fascicolo_store::OutboxMessage> {
+    if start_ms - now < REMINDER_MIN_AHEAD_MS {
+        return None;
+    }
+    let at = (start_ms - REMINDER_BEFORE_MS).max(now);
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("reminder:{id}").as_bytes());
+    let mut rand = [0u8; 10];
+    rand.copy_from_slice(&digest[..10]);
+    Some(fascicolo_store::OutboxMessage {
+        id: uuid::Builder::from_unix_timestamp_millis(u64::try_from(at).unwrap_or(0), &rand).into_uuid(),
+        patient_key: fascicolo_domain::PatientKey::for_patient_id(patient),
+        kind: REMINDER_KIND.into(),
+        payload: json!({"appointment": id, "start": start_ms}).to_string(),
+        available_at: at,
+    })
+}
 
 fn parse(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or(Value::Null)
@@ -623,7 +651,8 @@ impl Portal {
                 entry("Appointment", &appt_id, appt.clone(), None),
             ];
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-            match self.fhir().process_bundle_value(&b.writer, bundle, "").await {
+            let outbox = reminder(&appt_id, &b.patient, start_ms, datetime::now_ms()).into_iter().collect();
+            match self.fhir().process_transaction_with(&b.writer, bundle, outbox).await {
                 Ok(_) => {
                     tracing::info!(attempt, channel = b.channel, "appointment booked");
                     return Ok(booking_of(&appt, Some(&a)));
@@ -724,7 +753,8 @@ impl Portal {
             entries.push(entry("Slot", key, slot_resource(key, &a, start_ms, end_ms, "busy", None), state.version));
             entries.push(entry("Appointment", &new_id, new.clone(), None));
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-            match self.fhir().process_bundle_value(&b.writer, bundle, "").await {
+            let outbox = reminder(&new_id, &b.patient, start_ms, datetime::now_ms()).into_iter().collect();
+            match self.fhir().process_transaction_with(&b.writer, bundle, outbox).await {
                 Ok(_) => return Ok(booking_of(&new, Some(&a))),
                 Err(e) if lost_race(&e) => continue,
                 Err(e) => return Err(e),
@@ -1094,6 +1124,24 @@ fn booking_of(v: &Value, a: Option<&Agenda>) -> Booking {
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn a_reminder_leaves_the_day_before_once_per_appointment() {
+        let now = 1_800_000_000_000;
+        let h = 3_600_000;
+        let far = reminder("ag-1-202701101020-1", "p1", now + 72 * h, now).unwrap();
+        assert_eq!(far.available_at, now + 48 * h, "a day before");
+        assert_eq!(far.kind, REMINDER_KIND);
+        assert_eq!(far.patient_key, fascicolo_domain::PatientKey::for_patient_id("p1"));
+        let payload: Value = serde_json::from_str(&far.payload).unwrap();
+        assert_eq!(payload, json!({"appointment": "ag-1-202701101020-1", "start": now + 72 * h}));
+        // the same appointment asked twice: the same message (the store keeps one)
+        assert_eq!(reminder("ag-1-202701101020-1", "p1", now + 72 * h, now + 5).unwrap().id, far.id);
+        assert_ne!(reminder("ag-1-202701101020-2", "p1", now + 72 * h, now).unwrap().id, far.id);
+        // booked for tomorrow: at once; for within two hours: none
+        assert_eq!(reminder("x", "p1", now + 5 * h, now).unwrap().available_at, now);
+        assert!(reminder("x", "p1", now + h, now).is_none());
+    }
 
     fn agenda(template: &str) -> Agenda {
         Agenda {

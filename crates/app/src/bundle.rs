@@ -136,21 +136,39 @@ impl FhirService {
 
     /// As [`process_bundle`](Self::process_bundle), for a Bundle already parsed.
     pub async fn process_bundle_value(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
-        self.bundle_value(actor, bundle, base, false).await
+        self.bundle_value(actor, bundle, base, false, Vec::new()).await
+    }
+
+    /// A transaction Bundle committed with outbox messages it causes (a booking's reminder),
+    /// all or nothing.
+    pub(crate) async fn process_transaction_with(
+        &self,
+        actor: &Actor,
+        bundle: Value,
+        outbox: Vec<fascicolo_store::OutboxMessage>,
+    ) -> AppResult<Value> {
+        self.bundle_value(actor, bundle, "", false, outbox).await
     }
 
     /// A document publication's transaction (the ingestion use case only): the one write path
     /// that may bind resources to the stored original it has just put.
     pub(crate) async fn process_publication(&self, actor: &Actor, bundle: Value, base: &str) -> AppResult<Value> {
-        self.bundle_value(actor, bundle, base, true).await
+        self.bundle_value(actor, bundle, base, true, Vec::new()).await
     }
 
-    async fn bundle_value(&self, actor: &Actor, bundle: Value, base: &str, publication: bool) -> AppResult<Value> {
+    async fn bundle_value(
+        &self,
+        actor: &Actor,
+        bundle: Value,
+        base: &str,
+        publication: bool,
+        outbox: Vec<fascicolo_store::OutboxMessage>,
+    ) -> AppResult<Value> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(AppError::BadRequest("POST to the base URL takes a Bundle of type batch or transaction".into()));
         }
         match bundle.get("type").and_then(Value::as_str) {
-            Some("transaction") => self.transaction(actor, bundle, base, publication).await,
+            Some("transaction") => self.transaction(actor, bundle, base, publication, outbox).await,
             Some("batch") if publication => Err(AppError::BadRequest("a publication is one transaction".into())),
             Some("batch") => self.batch(actor, bundle, base).await,
             _ => Err(AppError::BadRequest("Bundle.type must be batch or transaction".into())),
@@ -198,7 +216,14 @@ impl FhirService {
         Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
     }
 
-    async fn transaction(&self, actor: &Actor, bundle: Value, base: &str, publication: bool) -> AppResult<Value> {
+    async fn transaction(
+        &self,
+        actor: &Actor,
+        bundle: Value,
+        base: &str,
+        publication: bool,
+        outbox: Vec<fascicolo_store::OutboxMessage>,
+    ) -> AppResult<Value> {
         let mut gate = self.gate(actor);
         gate.publication = publication;
         gate.require_identity()?;
@@ -443,7 +468,7 @@ impl FhirService {
             return Err(AppError::Invalid(issues));
         }
         // 5. One atomic commit.
-        self.commit_gated(&gate, writes, Vec::new()).await?;
+        self.commit_gated(&gate, writes, outbox).await?;
         // 5. Reads after writes, response in request order.
         entries.sort_by_key(|e| e.index);
         let mut out = Vec::new();

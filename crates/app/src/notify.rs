@@ -19,7 +19,7 @@ pub const PREFERENCES_CODE: &str = "notification-preferences";
 pub const RESOURCE_CODES: &str = "urn:fascicolo:resource";
 /// Extension of the preferences: one `kind.channel` switched off (repeats).
 pub const OFF_EXT: &str = "urn:fascicolo:notify-off";
-pub const KINDS: [&str; 2] = ["access", "new-document"];
+pub const KINDS: [&str; 3] = ["access", "new-document", "reminder"];
 pub const CHANNELS: [&str; 2] = ["email", "sms"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl FhirService {
             let ok = o.split_once('.').is_some_and(|(k, c)| KINDS.contains(&k) && CHANNELS.contains(&c));
             if !ok {
                 return Err(AppError::BadRequest(format!(
-                    "'{o}' is not a notification setting (kind.channel: access.email, access.sms, new-document.email, new-document.sms)"
+                    "'{o}' is not a notification setting (kind.channel: access.email, access.sms, new-document.email, new-document.sms, reminder.email, reminder.sms)"
                 )));
             }
         }
@@ -158,6 +158,7 @@ impl FhirService {
                 ("access", payload["emergency"] == true, agent)
             }
             "notify.new-document" => ("new-document", false, String::new()),
+            crate::booking::REMINDER_KIND => return self.reminder_deliveries(m, &payload, site).await,
             _ => return Ok(Vec::new()),
         };
         let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
@@ -180,20 +181,65 @@ impl FhirService {
             _ => format!("{site}/"),
         };
         let (subject, text) = texts(kind, emergency, &link);
-        let mut out = Vec::new();
-        for t in patient["telecom"].as_array().into_iter().flatten() {
-            let (channel, value) = match (t["system"].as_str(), t["value"].as_str()) {
-                (Some("email"), Some(v)) => (Channel::Email, v),
-                (Some("sms"), Some(v)) => (Channel::Sms, v),
-                _ => continue,
-            };
-            if off.iter().any(|o| *o == format!("{kind}.{}", channel.code())) {
-                continue;
-            }
-            out.push(Delivery { channel, to: value.to_string(), subject: subject.clone(), text: text.clone() });
-        }
-        Ok(out)
+        Ok(addressed(&patient, &off, kind, &subject, &text))
     }
+
+    /// An appointment's reminder: nothing when it was cancelled or moved since (the message
+    /// names the appointment and the start it was queued for) or the citizen switched
+    /// reminders off. The text says when and where, not what (no clinical data in a message).
+    async fn reminder_deliveries(&self, m: &OutboxMessage, payload: &Value, site: &str) -> AppResult<Vec<Delivery>> {
+        let id = payload["appointment"].as_str().unwrap_or_default();
+        let Some(s) = self.store().read("Appointment", id).await? else { return Ok(Vec::new()) };
+        let appt: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+        let start = appt["start"].as_str().and_then(|x| datetime::parse(x).map(|(r, _)| r.low));
+        if s.deleted || appt["status"] != "booked" || start != payload["start"].as_i64() {
+            return Ok(Vec::new());
+        }
+        let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let off = off_list(self.preferences_resource(m.patient_key).await?.as_ref());
+        let when = start
+            .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+            .map(|t| t.to_offset(fascicolo_domain::rome::offset(t)));
+        let Some(when) = when else { return Ok(Vec::new()) };
+        let (day, hour) = (
+            format!("{:02}/{:02}/{}", when.day(), u8::from(when.month()), when.year()),
+            format!("{:02}:{:02}", when.hour(), when.minute()),
+        );
+        let place = appt["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
+            .and_then(|p| p["actor"]["display"].as_str())
+            .unwrap_or_default();
+        let link = format!("{site}/appuntamenti/{id}");
+        let subject = "Fascicolo Sanitario Elettronico: promemoria appuntamento".to_string();
+        let text = format!(
+            "Promemoria: hai un appuntamento il {day} alle {hour} presso {place}.\n\
+             Dettagli, preparazione e disdetta: {link}\n\n\
+             Reminder: you have an appointment on {day} at {hour} at {place}. Details, preparation and cancellation: {link}"
+        );
+        Ok(addressed(&patient, &off, "reminder", &subject, &text))
+    }
+}
+
+/// One delivery per address on file whose `kind.channel` the citizen did not switch off.
+fn addressed(patient: &Value, off: &[String], kind: &str, subject: &str, text: &str) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    for t in patient["telecom"].as_array().into_iter().flatten() {
+        let (channel, value) = match (t["system"].as_str(), t["value"].as_str()) {
+            (Some("email"), Some(v)) => (Channel::Email, v),
+            (Some("sms"), Some(v)) => (Channel::Sms, v),
+            _ => continue,
+        };
+        if off.iter().any(|o| *o == format!("{kind}.{}", channel.code())) {
+            continue;
+        }
+        out.push(Delivery { channel, to: value.to_string(), subject: subject.to_string(), text: text.to_string() });
+    }
+    out
 }
 
 fn off_list(prefs: Option<&Value>) -> Vec<String> {

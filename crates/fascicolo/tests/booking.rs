@@ -654,3 +654,90 @@ async fn over_http_many_apps_race_for_few_slots_and_an_expired_hold_is_free() {
     assert!(r1 ^ r2, "exactly one books the slot whose hold expired: {r1} {r2}");
     assert_eq!(read(&fhir, "Slot", &key).await["status"], "busy");
 }
+
+/// The outbox messages of this kind due by the end of time, leased for no time at all (so a
+/// later call sees them again; a claim moves `available_at` to the lease's end).
+async fn pending(app: &TestApp, kind: &str) -> Vec<fascicolo_store::OutboxMessage> {
+    let claimed = app.store.outbox_claim(i64::MAX / 2, 0, 10_000).await.unwrap();
+    claimed.into_iter().map(|c| c.message).filter(|m| m.kind == kind).collect()
+}
+
+/// When a message was queued to leave: its UUID v7's instant.
+fn queued_for(m: &fascicolo_store::OutboxMessage) -> i64 {
+    let (secs, nanos) = m.id.get_timestamp().unwrap().to_unix();
+    secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+}
+
+#[tokio::test]
+async fn a_booking_is_reminded_the_day_before_unless_moved_cancelled_or_switched_off_and_comes_as_ics() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    seed_offer(&fhir, &["89.7A.3"]).await;
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
+    let sr_id = sr["id"].as_str().unwrap().to_string();
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    assert!(pending(&app, "booking.reminder").await.is_empty());
+    // the desk books her a week ahead
+    let week = fascicolo_domain::rome::today() + time::Duration::days(7);
+    let options = portal.find(&moretti, Some("rossi-giulia"), &sr_id, Some(week)).await.unwrap();
+    let b = portal.book(&moretti, Some("rossi-giulia"), &sr_id, &options.options[0].key).await.unwrap();
+    let due = pending(&app, "booking.reminder").await;
+    assert_eq!(due.len(), 1, "one reminder queued with the booking");
+    assert_eq!(queued_for(&due[0]), b.start_ms - 24 * 3_600_000, "the day before");
+    assert!(!due[0].payload.contains("rossi") && !due[0].payload.contains("89.7A.3"), "no personal or clinical data: {}", due[0].payload);
+
+    // what it says, to each address on file: when and where, not what
+    let sent = fhir.deliveries(&due[0], "https://fse.example").await.unwrap();
+    let to: Vec<&str> = sent.iter().map(|d| d.to.as_str()).collect();
+    assert_eq!(to, ["giulia.rossi@example.invalid", "+39 333 000 0001"]);
+    let start = time::OffsetDateTime::from_unix_timestamp(b.start_ms / 1000).unwrap();
+    let local = start.to_offset(fascicolo_domain::rome::offset(start));
+    let (day, hour) =
+        (format!("{:02}/{:02}/{}", local.day(), local.month() as u8, local.year()), format!("{:02}:{:02}", local.hour(), local.minute()));
+    let text = &sent[0].text;
+    assert!(text.contains(&format!("il {day} alle {hour} presso {}", b.site)), "{text}");
+    assert!(text.contains(&format!("https://fse.example/appuntamenti/{}", b.id)), "{text}");
+    assert!(!text.to_lowercase().contains("cardiolog"), "the service is not in the message: {text}");
+
+    // she switches SMS reminders off: the e-mail only
+    let cf = fascicolo_domain::CodiceFiscale::parse(&fascicolo_load::demo::cf(GIULIA)).unwrap();
+    let giulia = Actor::new(Who::Citizen { cf, patient: Some("rossi-giulia".into()) });
+    fhir.set_notifications_off(&giulia, "rossi-giulia", &["reminder.sms".into()]).await.unwrap();
+    let sent = fhir.deliveries(&due[0], "https://fse.example").await.unwrap();
+    assert_eq!(sent.iter().map(|d| d.to.as_str()).collect::<Vec<_>>(), ["giulia.rossi@example.invalid"]);
+
+    // the calendar file: hers, in UTC, with the place; nobody else's
+    let cookie = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(GIULIA), "citizen").await);
+    let (s, _, ics) = page(&app, &cookie, &format!("/appuntamenti/{}/calendario.ics", b.id)).await;
+    assert_eq!(s, 200, "{ics}");
+    let utc = |ms: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap();
+        format!("{}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+    };
+    assert!(ics.contains("BEGIN:VEVENT") && ics.contains(&format!("UID:{}@fascicolo", b.id)), "{ics}");
+    assert!(ics.contains(&format!("DTSTART:{}", utc(b.start_ms))) && ics.contains(&format!("DTEND:{}", utc(b.end_ms))), "{ics}");
+    assert!(ics.contains("LOCATION:") && ics.contains("STATUS:CONFIRMED"), "{ics}");
+    let marco = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(MARCO), "citizen").await);
+    let (s, _, _) = page(&app, &marco, &format!("/appuntamenti/{}/calendario.ics", b.id)).await;
+    assert_eq!(s, 404);
+    let (_, _, shown) = page(&app, &cookie, &format!("/appuntamenti/{}", b.id)).await;
+    assert!(shown.contains(&format!("/appuntamenti/{}/calendario.ics", b.id)), "the page links the calendar file");
+
+    // moved: the old reminder says nothing, the new one is queued for the new day
+    let later = portal.find(&moretti, Some("rossi-giulia"), &sr_id, Some(week + time::Duration::days(7))).await.unwrap();
+    let moved = portal.move_to(&moretti, Some("rossi-giulia"), &b.id, &later.options[0].key).await.unwrap();
+    assert!(fhir.deliveries(&due[0], "https://fse.example").await.unwrap().is_empty(), "the moved appointment's reminder is void");
+    let due2: Vec<_> = pending(&app, "booking.reminder").await.into_iter().filter(|m| m.id != due[0].id).collect();
+    assert_eq!(due2.len(), 1);
+    assert_eq!(queued_for(&due2[0]), moved.start_ms - 24 * 3_600_000);
+    assert_eq!(fhir.deliveries(&due2[0], "https://fse.example").await.unwrap().len(), 1);
+    // cancelled: nothing
+    portal.cancel(&giulia, None, &moved.id).await.unwrap();
+    assert!(fhir.deliveries(&due2[0], "https://fse.example").await.unwrap().is_empty(), "a cancelled appointment is not reminded");
+}

@@ -393,6 +393,9 @@ pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: 
             @if let Some(g) = &guarantee { dt { (lang.t("Tempi di attesa")) } dd #guarantee { (guarantee_words(lang, g)) } }
             @if late { dt { (lang.t("Disdetta")) } dd #late { (lang.t("Tardiva: il ticket è dovuto")) } }
         }
+        @if b.status == "booked" && ahead {
+            p { a href={ "/appuntamenti/" (id) "/calendario.ics" } download { (lang.t("Aggiungi al calendario")) " (.ics)" } }
+        }
         @if may_change && b.status == "booked" && ahead && sr.is_some() {
             p #appointment-actions {
                 a.btn href={ "/prenota/" (sr.unwrap_or_default()) "?sposta=" (id) } { (lang.t("Sposta")) }
@@ -400,4 +403,49 @@ pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: 
             }
         }
     }
+}
+
+/// The appointment as an iCalendar event (RFC 5545): the instant in UTC (a calendar shows it
+/// in its own zone), the service, the place, the preparation and a link back to the page.
+pub(super) fn ics(lang: Lang, b: &Booking, page_url: &str) -> String {
+    use icalendar::{Calendar, Component, Event, EventLike};
+    let utc = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms);
+    let mut e = Event::new();
+    e.uid(&format!("{}@fascicolo", b.id)).summary(&service_name(lang, &b.code, &b.service)).url(page_url);
+    if let Some(s) = utc(b.start_ms) {
+        e.starts(s);
+    }
+    if let Some(s) = utc(b.end_ms) {
+        e.ends(s);
+    }
+    if let Some(s) = utc(fascicolo_fhir::datetime::now_ms()) {
+        e.timestamp(s);
+    }
+    if !b.site.is_empty() {
+        e.location(&b.site);
+    }
+    let prep = b.preparation_it.map(|it| lang.pick(it, b.preparation_en.unwrap_or(it)));
+    e.description(&match prep {
+        Some(p) => format!("{}: {p}\n{page_url}", lang.t("Preparazione")),
+        None => page_url.to_string(),
+    });
+    e.status(if b.status == "booked" { icalendar::EventStatus::Confirmed } else { icalendar::EventStatus::Cancelled });
+    let mut cal = Calendar::new();
+    cal.name(lang.t("Appuntamenti")).push(e.done());
+    cal.done().to_string()
+}
+
+/// `GET /appuntamenti/{id}/calendario.ics`: the appointment for the citizen's calendar.
+pub async fn calendar(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> PageResult {
+    let c = ctx(&state, &headers, "/appuntamenti", None).await?;
+    let list = Portal::new(state.fhir.clone()).bookings(c.actor(), None).await.map_err(c.fail())?;
+    let Some(b) = list.into_iter().find(|b| b.id == id) else {
+        return Err(c.fail()(AppError::NotFound("not an appointment of this record".into())));
+    };
+    let url = format!("{}/appuntamenti/{}", state.auth.public_url.trim_end_matches('/'), enc(&b.id));
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/calendar; charset=utf-8".to_string()),
+        (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"appuntamento-{}.ics\"", b.start_ms / 1000)),
+    ];
+    Ok((headers, ics(c.lang, &b, &url)).into_response())
 }

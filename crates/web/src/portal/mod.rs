@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/prescrizioni/{id}", get(records::prescription))
         .route("/appuntamenti/{id}", get(records::appointment))
         .route("/appuntamenti/{id}/sposta", post(booking::move_to))
+        .route("/appuntamenti/{id}/calendario.ics", get(booking::calendar))
         .route("/appuntamenti/{id}/disdetta", get(booking::cancel_page).post(booking::cancel))
         .route("/prenota", get(booking::page))
         .route("/prenota/{sr}", get(booking::options))

@@ -13,11 +13,13 @@ use maud::html;
 use serde::Deserialize;
 
 /// Notification settings: (kind.channel, Italian text for the catalogue).
-const NOTIFICATIONS: [(&str, &str); 4] = [
+const NOTIFICATIONS: [(&str, &str); 6] = [
     ("new-document.email", n_("Nuovo documento, per e-mail")),
     ("new-document.sms", n_("Nuovo documento, per SMS")),
     ("access.email", n_("Accesso al fascicolo, per e-mail")),
     ("access.sms", n_("Accesso al fascicolo, per SMS")),
+    ("reminder.email", n_("Promemoria degli appuntamenti, per e-mail")),
+    ("reminder.sms", n_("Promemoria degli appuntamenti, per SMS")),
 ];
 
 /// `POST /privacy/notifiche`: the ticked settings are on, the others off.
