@@ -103,6 +103,71 @@ const OFFER_CACHE_MS: i64 = 30_000;
 /// The agendas offering each service, with the instant they were read (one per service).
 pub type OfferCache = parking_lot::Mutex<HashMap<String, (i64, Arc<Vec<Agenda>>)>>;
 
+/// How long the public waiting times are reused before they are computed again.
+const WAITING_CACHE_MS: i64 = 300_000;
+
+/// The public waiting times, with the instant they were computed.
+pub type WaitingCache = parking_lot::Mutex<Option<(i64, Arc<WaitingTimes>)>>;
+
+/// Waiting times of the regional network, per service and provider group (an ASST with its
+/// public hospitals, or the accredited private providers of an ATS), from the real data: the
+/// first free slot of every agenda today, and the bookings made so far.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WaitingTimes {
+    /// When this was computed (ms since the epoch).
+    pub computed_at: i64,
+    pub services: Vec<ServiceWaits>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceWaits {
+    pub code: &'static str,
+    pub name_it: &'static str,
+    pub name_en: &'static str,
+    pub diagnostic: bool,
+    pub groups: Vec<GroupWaits>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupWaits {
+    /// The ASST's organisation id, `public-{ATS code}` (public sites whose ASST the registry
+    /// does not name) or `accredited-{ATS code}`.
+    pub id: String,
+    /// The ASST's name, or the ATS's.
+    pub name: String,
+    /// `asst`, `public` or `accredited`.
+    pub kind: &'static str,
+    /// The ATS (guarantee area) code.
+    pub area: String,
+    pub agendas: usize,
+    /// Median days from today to each agenda's first free slot (agendas with none in the
+    /// booking horizon left out; `None` when no agenda has one).
+    pub median_days: Option<f64>,
+    /// The earliest first free day of the group.
+    pub first_day: Option<String>,
+    /// Bookings made through the network (not cancelled), per priority class.
+    pub bookings: Vec<ClassShare>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassShare {
+    /// U, B, D or P.
+    pub class: &'static str,
+    pub bookings: u64,
+    /// Booked on a day within the class deadline.
+    pub in_time: u64,
+}
+
+/// The median of some numbers (`None` for none).
+pub fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    Some(if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 })
+}
+
 /// A specialist prescription as booking reads it.
 #[derive(Debug, Clone)]
 pub struct Prescription {
@@ -190,6 +255,8 @@ pub struct Agenda {
     pub healthcare_service: Option<String>,
     /// Slots up to this day are taken by bookings made elsewhere.
     pub booked_until: Option<Date>,
+    /// The organisation that runs the site (a hospital of an ASST, or an accredited provider).
+    pub provider: String,
 }
 
 /// One bookable option: a free slot of an agenda.
@@ -435,6 +502,11 @@ impl Portal {
                 position: l["position"]["latitude"].as_f64().zip(l["position"]["longitude"].as_f64()),
                 healthcare_service: actors.iter().find_map(|a| a.strip_prefix("HealthcareService/")).map(String::from),
                 booked_until: ext_str(&s, BOOKED_UNTIL_EXT, "valueDate").and_then(fascicolo_domain::rome::date_of),
+                provider: l["managingOrganization"]["reference"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("Organization/"))
+                    .unwrap_or_default()
+                    .to_string(),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -828,6 +900,158 @@ impl Portal {
     }
 }
 
+impl Portal {
+    /// The public waiting times (no login: they are about the offer, not about anyone), reused
+    /// for [`WAITING_CACHE_MS`].
+    pub async fn waiting_times(&self) -> AppResult<Arc<WaitingTimes>> {
+        let now = datetime::now_ms();
+        if let Some((at, w)) = self.fhir().waiting_cache().lock().as_ref() {
+            if now - at < WAITING_CACHE_MS {
+                return Ok(Arc::clone(w));
+            }
+        }
+        let w = Arc::new(self.compute_waiting_times(now).await?);
+        *self.fhir().waiting_cache().lock() = Some((now, Arc::clone(&w)));
+        Ok(w)
+    }
+
+    async fn organizations(&self, system: &Actor, ids: Vec<String>) -> AppResult<Vec<Value>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(100) {
+            found.extend(self.all_as(system, "Organization", vec![("_id".to_string(), chunk.join(","))], parse).await?);
+        }
+        Ok(found)
+    }
+
+    async fn compute_waiting_times(&self, now: i64) -> AppResult<WaitingTimes> {
+        let system = Actor::system();
+        let today = fascicolo_domain::rome::today();
+        let (first, last) = (today + Duration::days(1), today + Duration::days(HORIZON_DAYS));
+        // every agenda of every service, and the organisations that run their sites
+        let mut all: Vec<Arc<Vec<Agenda>>> = Vec::new();
+        for s in rules::SERVICES {
+            all.push(self.agendas(s.code).await?);
+        }
+        let providers: Vec<String> = all
+            .iter()
+            .flat_map(|a| a.iter().map(|x| x.provider.clone()))
+            .filter(|p| !p.is_empty())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut orgs: HashMap<String, Value> = HashMap::new();
+        for o in self.organizations(&system, providers).await? {
+            orgs.insert(o["id"].as_str().unwrap_or_default().to_string(), o);
+        }
+        let parents: Vec<String> = orgs
+            .values()
+            .filter_map(|o| o["partOf"]["reference"].as_str()?.strip_prefix("Organization/").map(String::from))
+            .chain(all.iter().flat_map(|a| a.iter().map(|x| format!("ats-{}", x.area))))
+            .filter(|p| !orgs.contains_key(p))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for o in self.organizations(&system, parents).await? {
+            orgs.insert(o["id"].as_str().unwrap_or_default().to_string(), o);
+        }
+        // the group of an agenda: its hospital's ASST, or the accredited providers of its ATS
+        let group_of = |a: &Agenda| -> (String, String, &'static str) {
+            let asst = orgs
+                .get(&a.provider)
+                .and_then(|o| o["partOf"]["reference"].as_str()?.strip_prefix("Organization/"))
+                .and_then(|p| orgs.get(p))
+                .filter(|o| o["type"].as_array().into_iter().flatten().any(|t| t["coding"][0]["code"] == "asst"));
+            let ats = || orgs.get(&format!("ats-{}", a.area)).and_then(|o| o["name"].as_str()).unwrap_or(&a.area).to_string();
+            match (a.accredited, asst) {
+                (false, Some(o)) => {
+                    (o["id"].as_str().unwrap_or_default().to_string(), o["name"].as_str().unwrap_or_default().to_string(), "asst")
+                }
+                // a public site whose ASST the registry does not name: with the others of its ATS
+                (false, None) => (format!("public-{}", a.area), ats(), "public"),
+                (true, _) => (format!("accredited-{}", a.area), ats(), "accredited"),
+            }
+        };
+        // the bookings made so far, by agenda and class: kept or not
+        let pairs = vec![("status".to_string(), "booked,fulfilled,arrived,checked-in,noshow".to_string())];
+        let mut counts: HashMap<(String, &'static str), (u64, u64)> = HashMap::new();
+        for v in self.all_as(&system, "Appointment", pairs, parse).await? {
+            let Some(g) = ext_str(&v, GUARANTEE_EXT, "valueCode") else { continue };
+            let class = match v["priority"].as_u64() {
+                Some(1) => "U",
+                Some(2) => "B",
+                Some(5) => "D",
+                Some(9) => "P",
+                _ => continue,
+            };
+            if g == "none" {
+                continue;
+            }
+            let Some(schedule) = v["slot"][0]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Slot/"))
+                .and_then(rules::parse_slot_key)
+                .map(|k| k.0.to_string())
+            else {
+                continue;
+            };
+            let c = counts.entry((schedule, class)).or_default();
+            c.0 += 1;
+            c.1 += u64::from(g == "kept");
+        }
+        let mut services = Vec::new();
+        for (s, agendas) in rules::SERVICES.iter().zip(all.iter()) {
+            let refs: Vec<&Agenda> = agendas.iter().collect();
+            let taken = self.taken(&refs, first).await?;
+            let mut groups: Vec<GroupWaits> = Vec::new();
+            for a in agendas.iter() {
+                let (id, name, kind) = group_of(a);
+                let i = match groups.iter().position(|g| g.id == id) {
+                    Some(i) => i,
+                    None => {
+                        groups.push(GroupWaits {
+                            id,
+                            name,
+                            kind,
+                            area: a.area.clone(),
+                            agendas: 0,
+                            median_days: None,
+                            first_day: None,
+                            bookings: ["U", "B", "D", "P"].iter().map(|c| ClassShare { class: c, bookings: 0, in_time: 0 }).collect(),
+                        });
+                        groups.len() - 1
+                    }
+                };
+                let g = &mut groups[i];
+                g.agendas += 1;
+                for c in g.bookings.iter_mut() {
+                    if let Some((n, k)) = counts.get(&(a.id.clone(), c.class)) {
+                        c.bookings += n;
+                        c.in_time += k;
+                    }
+                }
+            }
+            // the median over each group's agendas of the days to their first free slot
+            for g in groups.iter_mut() {
+                let mut days = Vec::new();
+                let mut earliest: Option<Date> = None;
+                for a in agendas.iter().filter(|a| group_of(a).0 == g.id) {
+                    if let Some((day, _)) = first_free(a, first, last, &taken, "") {
+                        days.push((day - today).whole_days() as f64);
+                        earliest = Some(earliest.map_or(day, |e| e.min(day)));
+                    }
+                }
+                g.median_days = median(days);
+                g.first_day = earliest.map(|d| d.to_string());
+            }
+            // the ASSTs first, then other public sites, then the accredited providers
+            let rank = |k: &str| ["asst", "public", "accredited"].iter().position(|x| *x == k);
+            groups.sort_by(|x, y| (rank(x.kind), &x.area, &x.name).cmp(&(rank(y.kind), &y.area, &y.name)));
+            services.push(ServiceWaits { code: s.code, name_it: s.name_it, name_en: s.name_en, diagnostic: s.diagnostic, groups });
+        }
+        Ok(WaitingTimes { computed_at: now, services })
+    }
+}
+
 /// The IHE ITI Scheduling operations on `Appointment` (`$find`, `$hold`, `$book`), with the
 /// Argonaut/IHE parameter names: `referral-identifier` carries the NRE, `patient-reference`
 /// names the person (needed at the desk; a citizen's token names its own record), `start`
@@ -1158,6 +1382,7 @@ mod tests {
             position: None,
             healthcare_service: None,
             booked_until: None,
+            provider: "hsp-1".into(),
         }
     }
 

@@ -108,6 +108,7 @@ pub struct FhirService {
     merchants: Arc<crate::celiac::MerchantCache>,
     /// The booking network's agendas per service, recently read (see [`crate::booking`]).
     offer: Arc<crate::booking::OfferCache>,
+    waiting: Arc<crate::booking::WaitingCache>,
 }
 
 fn check_type(resource_type: &str) -> AppResult<()> {
@@ -206,6 +207,7 @@ impl FhirService {
             relations: Arc::default(),
             merchants: Arc::default(),
             offer: Arc::default(),
+            waiting: Arc::default(),
         }
     }
 
@@ -225,6 +227,10 @@ impl FhirService {
 
     pub(crate) fn offer_cache(&self) -> &crate::booking::OfferCache {
         &self.offer
+    }
+
+    pub(crate) fn waiting_cache(&self) -> &crate::booking::WaitingCache {
+        &self.waiting
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

@@ -741,3 +741,80 @@ async fn a_booking_is_reminded_the_day_before_unless_moved_cancelled_or_switched
     portal.cancel(&giulia, None, &moved.id).await.unwrap();
     assert!(fhir.deliveries(&due2[0], "https://fse.example").await.unwrap().is_empty(), "a cancelled appointment is not reminded");
 }
+
+#[tokio::test]
+async fn the_public_waiting_times_come_from_the_offer_and_the_bookings_without_login() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    let agendas = seed_offer(&fhir, &["89.7A.3"]).await;
+    // the organisations that run the sites, as the seed stores them (hospitals, ASSTs, ATSs)
+    let layout = fascicolo_seed::region::layout(1, 60);
+    let orgs: Vec<Value> = fascicolo_seed::region::resources(1, &layout)
+        .into_iter()
+        .filter(|v| v["resourceType"] == "Organization")
+        .map(|v| json!({"resource": v, "request": {"method": "PUT", "url": format!("Organization/{}", v["id"].as_str().unwrap())}}))
+        .collect();
+    fhir.process_bundle_value(&Actor::system(), json!({"resourceType": "Bundle", "type": "transaction", "entry": orgs}), "").await.unwrap();
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
+    let sr_id = sr["id"].as_str().unwrap().to_string();
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    let options = portal.find(&moretti, Some("rossi-giulia"), &sr_id, None).await.unwrap();
+    let earliest = options.options.iter().map(|o| o.day).min().unwrap().to_string();
+    // her class D visit booked on the first date of her area: within the deadline
+    let first = options.options.iter().find(|o| o.in_area && o.in_time).unwrap();
+    let schedule = first.agenda.id.clone();
+    let b = portal.book(&moretti, Some("rossi-giulia"), &sr_id, &first.key).await.unwrap();
+
+    // no login: the JSON
+    let (s, _, body) = page(&app, "", "/tempi-di-attesa.json").await;
+    assert_eq!(s, 200, "{body}");
+    let w: Value = serde_json::from_str(&body).unwrap();
+    let service = w["services"].as_array().unwrap().iter().find(|s| s["code"] == "89.7A.3").unwrap();
+    let groups = service["groups"].as_array().unwrap();
+    assert_eq!(groups.iter().map(|g| g["agendas"].as_u64().unwrap()).sum::<u64>(), agendas as u64, "every agenda in one group");
+    assert!(groups.iter().any(|g| g["kind"] == "asst" && g["name"].as_str().unwrap().starts_with("ASST")), "{groups:?}");
+    assert!(groups.iter().any(|g| g["kind"] == "accredited"), "{groups:?}");
+    assert_eq!(groups[0]["kind"], "asst", "the ASSTs first");
+    let firsts: Vec<&str> = groups.iter().filter_map(|g| g["first_day"].as_str()).collect();
+    // $find shows the first twenty (her area first): none earlier than the region's earliest
+    assert!(firsts.iter().min().copied().unwrap() <= earliest.as_str(), "{firsts:?} against {earliest}");
+    let tomorrow = (fascicolo_domain::rome::today() + time::Duration::days(1)).to_string();
+    assert!(firsts.iter().all(|d| *d >= tomorrow.as_str()), "{firsts:?}");
+    for g in groups {
+        let m = g["median_days"].as_f64().unwrap();
+        assert!((1.0..=90.0).contains(&m), "{g}");
+    }
+    // the booking counts in its agenda's group, in class D, in time; nowhere else
+    let counted: Vec<(&Value, &Value)> =
+        groups.iter().flat_map(|g| g["bookings"].as_array().unwrap().iter().filter(|c| c["bookings"] != 0).map(move |c| (g, c))).collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(
+        (counted[0].1["class"].as_str(), counted[0].1["bookings"].as_u64(), counted[0].1["in_time"].as_u64()),
+        (Some("D"), Some(1), Some(1))
+    );
+    let group = counted[0].0["id"].as_str().unwrap().to_string();
+
+    // the page, in Italian and in English, shows the same row
+    let (s, _, html) = page(&app, "", "/tempi-di-attesa?prestazione=89.7A.3").await;
+    assert_eq!(s, 200);
+    let row = html.split(&format!("data-group=\"{group}\"")).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("D: 100% di 1"), "{row}");
+    assert!(html.contains("Prima visita cardiologica") && html.contains("Attesa mediana"));
+    let (_, _, en) = page(&app, "", "/tempi-di-attesa?prestazione=89.7A.3&lang=en").await;
+    assert!(en.contains("Median wait") && en.contains("D: 100% of 1"), "{en}");
+    assert!(!en.contains(&b.id) && !html.contains("rossi") && !html.contains("Giulia"), "nothing about anyone");
+
+    // cancelled, it no longer counts (a server that computes again: no cache)
+    portal.cancel(&moretti, Some("rossi-giulia"), &b.id).await.unwrap();
+    let fresh = fascicolo_app::portal::Portal::new(FhirService::new(Arc::clone(&app.store)));
+    let w = fresh.waiting_times().await.unwrap();
+    let s = w.services.iter().find(|s| s.code == "89.7A.3").unwrap();
+    assert!(s.groups.iter().all(|g| g.bookings.iter().all(|c| c.bookings == 0)));
+    assert!(s.groups.iter().any(|g| g.id == group), "{schedule} stays in its group");
+}

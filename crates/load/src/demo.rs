@@ -183,6 +183,7 @@ pub async fn seed_everything(fhir: &FhirService, ingest: &fascicolo_app::ingest:
     let n = seed_histories(ingest).await?;
     tracing::info!(documents = n, "demo mode: published the personas' histories");
     celiac_purchases(&fhir).await?;
+    desk_bookings(&fhir).await?;
     mark_finished(&fhir, "everything").await?;
     Ok(true)
 }
@@ -219,6 +220,52 @@ async fn celiac_purchases(fhir: &FhirService) -> anyhow::Result<()> {
         portal.celiac_capture(&m, &a.spend.id, Some(captured)).await.context("a demo celiac capture")?;
     }
     mark_finished(fhir, &format!("celiac-{month}")).await?;
+    Ok(())
+}
+
+/// The synthetic region's citizens booked two in three of their specialist prescriptions at
+/// the CUP desk, through the booking service's own path: most took the first date offered,
+/// every fourth a date three weeks later (out of the guarantee when one in time was offered).
+/// The public waiting times count these bookings; the personas' prescriptions stay to book.
+async fn desk_bookings(fhir: &FhirService) -> anyhow::Result<()> {
+    if finished(fhir, "desk-bookings").await? {
+        return Ok(());
+    }
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let desk = Actor::new(fascicolo_app::Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some(DEMO_HOSPITAL_ORG.into()),
+        role: fascicolo_app::gate::ProRole::CupOperator,
+    });
+    let personas: Vec<String> = personas().into_iter().map(|p| p.id.to_string()).chain([child().id.to_string()]).collect();
+    let pairs = vec![("status".to_string(), "active".to_string()), ("_count".to_string(), "1000".to_string())];
+    let page = fhir.search(&Actor::system(), Some("ServiceRequest"), &pairs, "").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut booked = 0;
+    for (i, (_, json, _)) in page.entries.iter().enumerate() {
+        let sr: serde_json::Value = serde_json::from_str(json)?;
+        let (Some(id), Some(patient)) = (sr["id"].as_str(), sr["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")))
+        else {
+            continue;
+        };
+        if personas.iter().any(|p| p == patient) || !id.contains("-prescrizione-") || i % 3 == 2 {
+            continue;
+        }
+        let from = (i % 4 == 3).then(|| fascicolo_domain::rome::today() + time::Duration::days(21));
+        let options = match portal.find(&desk, Some(patient), id, from).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "demo booking skipped");
+                continue;
+            }
+        };
+        if let Some(o) = options.options.first() {
+            if portal.book(&desk, Some(patient), id, &o.key).await.is_ok() {
+                booked += 1;
+            }
+        }
+    }
+    tracing::info!(booked, "demo mode: the region's citizens booked at the CUP desk");
+    mark_finished(fhir, "desk-bookings").await?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod portal;
 pub mod smart;
 pub mod throttle;
+mod waiting_web;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post, put};
@@ -120,6 +121,8 @@ pub fn router(state: AppState) -> Router {
         .route("/celiachia/v1/authorizations/{id}/void", post(celiac_api::void))
         .route("/celiachia/v1/authorizations/{id}/refunds", post(celiac_api::refund))
         .route("/er/v1/emur-ps", get(er_web::emur))
+        .route("/tempi-di-attesa", get(waiting_web::index))
+        .route("/tempi-di-attesa.json", get(waiting_web::feed))
         .route("/pronto-soccorso", get(er_web::index))
         .route("/pronto-soccorso/stato.json", get(er_web::feed))
         .route("/pronto-soccorso/live", get(er_web::stream))

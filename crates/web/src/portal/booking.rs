@@ -185,6 +185,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery, header
             }
             button type="submit" { (c.t("Cerca")) }
         }
+        p { a href="/tempi-di-attesa" { (c.t("Tempi di attesa")) } " — " (c.t("il primo posto libero per visite ed esami, per ASST.")) }
     };
     let mut r = layout(&c, c.t("Prenota"), body);
     if error.is_some() {

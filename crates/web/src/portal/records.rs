@@ -253,6 +253,11 @@ fn landing(state: &AppState, lang: crate::html::Lang, set: Option<crate::html::L
         @if state.auth.demo {
             div.alert role="note" { p { (lang.t("Ambiente dimostrativo: l'accesso avviene con un fornitore di identità di prova che ti fa scegliere una persona sintetica. Non inserire dati reali.")) } }
         }
+        h2 { (lang.t("Servizi senza autenticazione")) }
+        ul #public-services {
+            li { a href=(if lang == crate::html::Lang::En { "/tempi-di-attesa?lang=en" } else { "/tempi-di-attesa" }) { (lang.t("Tempi di attesa")) } " — " (lang.t("il primo posto libero per visite ed esami, per ASST.")) }
+            li { a href=(if lang == crate::html::Lang::En { "/pronto-soccorso?lang=en" } else { "/pronto-soccorso" }) { (lang.t("Pronto soccorso in tempo reale")) } " — " (lang.t("quante persone attendono, per codice di triage.")) }
+        }
         h2 { (lang.t("Per chi sviluppa e per le strutture")) }
         ul {
             li { a href="/fhir/r4/metadata" { "API FHIR R4" } " " (lang.t("con SMART on FHIR: le stesse regole di privacy del portale.")) }
