@@ -19,6 +19,9 @@
 //! **Holds** expire by themselves: a held slot past its `urn:fascicolo:hold-until` counts as
 //! free, and the next hold or booking overwrites it under the version it read.
 
+mod closures;
+pub use closures::PROVIDER_CANCELLED_KIND;
+
 use crate::doctor_choice::{entry, lost_race};
 use crate::portal::Portal;
 use crate::{Actor, AppError, AppResult, Who};
@@ -632,6 +635,16 @@ impl Portal {
         }
         if a.booked_until.is_some_and(|d| day <= d) {
             return Err(AppError::Conflict("this slot has just been taken: choose another".into()));
+        }
+        // the offer may be read a little while ago: a day closed since is refused all the same
+        let stored = self.fhir().read(&Actor::system(), "Schedule", &a.id).await?.resource;
+        let closed_now = stored["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["url"] == CLOSURE_EXT && e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of) == Some(day));
+        if closed_now {
+            return Err(AppError::Conflict("the provider has closed this day: choose another".into()));
         }
         Ok((a, day, minute))
     }

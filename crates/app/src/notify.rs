@@ -159,6 +159,7 @@ impl FhirService {
             }
             "notify.new-document" => ("new-document", false, String::new()),
             crate::booking::REMINDER_KIND => return self.reminder_deliveries(m, &payload, site).await,
+            crate::booking::PROVIDER_CANCELLED_KIND => return self.provider_cancelled_deliveries(m, &payload, site).await,
             _ => return Ok(Vec::new()),
         };
         let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
@@ -189,31 +190,13 @@ impl FhirService {
     /// reminders off. The text says when and where, not what (no clinical data in a message).
     async fn reminder_deliveries(&self, m: &OutboxMessage, payload: &Value, site: &str) -> AppResult<Vec<Delivery>> {
         let id = payload["appointment"].as_str().unwrap_or_default();
-        let Some(s) = self.store().read("Appointment", id).await? else { return Ok(Vec::new()) };
-        let appt: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+        let Some((appt, patient)) = self.appointment_and_patient(m, id).await? else { return Ok(Vec::new()) };
         let start = appt["start"].as_str().and_then(|x| datetime::parse(x).map(|(r, _)| r.low));
-        if s.deleted || appt["status"] != "booked" || start != payload["start"].as_i64() {
+        if appt["status"] != "booked" || start != payload["start"].as_i64() {
             return Ok(Vec::new());
         }
-        let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
-            return Ok(Vec::new());
-        };
+        let Some((day, hour, place)) = when_where(&appt) else { return Ok(Vec::new()) };
         let off = off_list(self.preferences_resource(m.patient_key).await?.as_ref());
-        let when = start
-            .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-            .map(|t| t.to_offset(fascicolo_domain::rome::offset(t)));
-        let Some(when) = when else { return Ok(Vec::new()) };
-        let (day, hour) = (
-            format!("{:02}/{:02}/{}", when.day(), u8::from(when.month()), when.year()),
-            format!("{:02}:{:02}", when.hour(), when.minute()),
-        );
-        let place = appt["participant"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
-            .and_then(|p| p["actor"]["display"].as_str())
-            .unwrap_or_default();
         let link = format!("{site}/appuntamenti/{id}");
         let subject = "Fascicolo Sanitario Elettronico: promemoria appuntamento".to_string();
         let text = format!(
@@ -223,6 +206,56 @@ impl FhirService {
         );
         Ok(addressed(&patient, &off, "reminder", &subject, &text))
     }
+
+    /// The notice of an appointment the provider cancelled (a closed agenda day): always sent
+    /// (it is not a reminder one may switch off), when and where, and how to book again.
+    async fn provider_cancelled_deliveries(&self, m: &OutboxMessage, payload: &Value, site: &str) -> AppResult<Vec<Delivery>> {
+        let id = payload["appointment"].as_str().unwrap_or_default();
+        let Some((appt, patient)) = self.appointment_and_patient(m, id).await? else { return Ok(Vec::new()) };
+        if appt["status"] != "cancelled" {
+            return Ok(Vec::new());
+        }
+        let Some((day, hour, place)) = when_where(&appt) else { return Ok(Vec::new()) };
+        let link = format!("{site}/prenota");
+        let subject = "Fascicolo Sanitario Elettronico: appuntamento annullato dalla struttura".to_string();
+        let text = format!(
+            "La struttura ha annullato il tuo appuntamento del {day} alle {hour} presso {place} (agenda chiusa). \
+             Non ti è addebitato nulla e la prescrizione resta valida: prenota di nuovo da {link}\n\n\
+             The provider cancelled your appointment on {day} at {hour} at {place} (agenda closed). \
+             Nothing is charged and the prescription stays valid: book again at {link}"
+        );
+        Ok(addressed(&patient, &[], "booking", &subject, &text))
+    }
+
+    /// The appointment a message names and the Patient of its record.
+    async fn appointment_and_patient(&self, m: &OutboxMessage, id: &str) -> AppResult<Option<(Value, Value)>> {
+        let Some(s) = self.store().read("Appointment", id).await? else { return Ok(None) };
+        if s.deleted {
+            return Ok(None);
+        }
+        let appt: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+        let patient = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next();
+        Ok(patient.map(|p| (appt, p)))
+    }
+}
+
+/// An appointment's day and time in Rome and its place, as a message writes them.
+fn when_where(appt: &Value) -> Option<(String, String, String)> {
+    let ms = appt["start"].as_str().and_then(|x| datetime::parse(x).map(|(r, _)| r.low))?;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    let when = t.to_offset(fascicolo_domain::rome::offset(t));
+    let place = appt["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
+        .and_then(|p| p["actor"]["display"].as_str())
+        .unwrap_or_default();
+    Some((
+        format!("{:02}/{:02}/{}", when.day(), u8::from(when.month()), when.year()),
+        format!("{:02}:{:02}", when.hour(), when.minute()),
+        place.to_string(),
+    ))
 }
 
 /// One delivery per address on file whose `kind.channel` the citizen did not switch off.

@@ -40,6 +40,17 @@ async fn seed_offer(fhir: &FhirService, codes: &[&str]) -> usize {
     schedules.len()
 }
 
+/// The organisations that run the sites, as the seed stores them (hospitals, ASSTs, ATSs).
+async fn seed_organizations(fhir: &FhirService) {
+    let layout = fascicolo_seed::region::layout(1, 60);
+    let orgs: Vec<Value> = fascicolo_seed::region::resources(1, &layout)
+        .into_iter()
+        .filter(|v| v["resourceType"] == "Organization" && v["id"] != "ats-milano")
+        .map(|v| json!({"resource": v, "request": {"method": "PUT", "url": format!("Organization/{}", v["id"].as_str().unwrap())}}))
+        .collect();
+    fhir.process_bundle_value(&Actor::system(), json!({"resourceType": "Bundle", "type": "transaction", "entry": orgs}), "").await.unwrap();
+}
+
 async fn read(fhir: &FhirService, rt: &str, id: &str) -> Value {
     fhir.read(&Actor::system(), rt, id).await.unwrap().resource
 }
@@ -748,14 +759,7 @@ async fn the_public_waiting_times_come_from_the_offer_and_the_bookings_without_l
     let fhir = FhirService::new(Arc::clone(&app.store));
     fascicolo_load::demo::seed(&fhir).await.unwrap();
     let agendas = seed_offer(&fhir, &["89.7A.3"]).await;
-    // the organisations that run the sites, as the seed stores them (hospitals, ASSTs, ATSs)
-    let layout = fascicolo_seed::region::layout(1, 60);
-    let orgs: Vec<Value> = fascicolo_seed::region::resources(1, &layout)
-        .into_iter()
-        .filter(|v| v["resourceType"] == "Organization")
-        .map(|v| json!({"resource": v, "request": {"method": "PUT", "url": format!("Organization/{}", v["id"].as_str().unwrap())}}))
-        .collect();
-    fhir.process_bundle_value(&Actor::system(), json!({"resourceType": "Bundle", "type": "transaction", "entry": orgs}), "").await.unwrap();
+    seed_organizations(&fhir).await;
     let portal = fascicolo_app::portal::Portal::new(fhir.clone());
     let sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
     let sr_id = sr["id"].as_str().unwrap().to_string();
@@ -817,4 +821,115 @@ async fn the_public_waiting_times_come_from_the_offer_and_the_bookings_without_l
     let s = w.services.iter().find(|s| s.code == "89.7A.3").unwrap();
     assert!(s.groups.iter().all(|g| g.bookings.iter().all(|c| c.bookings == 0)));
     assert!(s.groups.iter().any(|g| g.id == group), "{schedule} stays in its group");
+}
+
+#[tokio::test]
+async fn closing_an_agenda_day_cancels_its_appointments_with_notice_and_only_its_office_may() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    let codes: Vec<&str> = fascicolo_domain::booking::SERVICES.iter().map(|s| s.code).collect();
+    seed_offer(&fhir, &codes).await;
+    seed_organizations(&fhir).await;
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let cup = |org: &str| {
+        Actor::new(Who::Professional { practitioner: "moretti-luigi".into(), organization: Some(org.into()), role: ProRole::CupOperator })
+    };
+    // the demo desk's office is the region's ASST Fatebenefratelli Sacco (the same company code)
+    let moretti = cup("asst-fbf-sacco");
+    let managed = portal.managed_agendas(&moretti).await.unwrap();
+    assert!(!managed.is_empty());
+    for a in &managed {
+        let site = read(&fhir, "Organization", &a.provider).await;
+        assert_eq!(site["partOf"]["reference"], "Organization/asst-030703", "{} is not the office's", a.id);
+    }
+    let a = managed[0].clone();
+    // Giulia has a prescription for that agenda's service; the desk books her into it
+    let sr_id = "rossi-giulia-prescrizione-chiusura";
+    let sr = json!({"resourceType": "ServiceRequest", "id": sr_id, "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/rossi-giulia"},
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": "030777000009990"}],
+        "code": {"coding": [{"system": "urn:fascicolo:catalogo-nazionale-prestazioni", "code": a.code}]},
+        "extension": [{"url": "urn:fascicolo:priority-class", "valueCode": "P"}]});
+    fhir.update(&Actor::system(), "ServiceRequest", sr_id, sr.to_string().as_bytes(), None).await.unwrap();
+    let mut day = fascicolo_domain::rome::today() + time::Duration::days(3);
+    if let Some(b) = a.booked_until {
+        day = day.max(b + time::Duration::days(1));
+    }
+    while !a.template.opens_on(day, &a.istat, &a.closures) {
+        day = day.next_day().unwrap();
+    }
+    let key = fascicolo_domain::booking::slot_key(&a.id, day, a.template.starts().next().unwrap());
+    let b = portal.book(&moretti, Some("rossi-giulia"), sr_id, &key).await.unwrap();
+    let schedule_before = read(&fhir, "Schedule", &a.id).await;
+
+    // refused, nothing changed: another ASST's office, today, a day past the horizon
+    let other = cup("asst-030701");
+    assert!(matches!(portal.close_day(&other, &a.id, day).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    let today = fascicolo_domain::rome::today();
+    assert!(matches!(portal.close_day(&moretti, &a.id, today).await, Err(fascicolo_app::AppError::BadRequest(_))));
+    assert!(matches!(
+        portal.close_day(&moretti, &a.id, today + time::Duration::days(200)).await,
+        Err(fascicolo_app::AppError::BadRequest(_))
+    ));
+    assert_eq!(read(&fhir, "Schedule", &a.id).await, schedule_before);
+    assert_eq!(read(&fhir, "Appointment", &b.id).await["status"], "booked");
+    let giulia_log =
+        fascicolo_store::AccessQuery { patient: Some(fascicolo_domain::PatientKey::for_patient_id("rossi-giulia")), ..Default::default() };
+    let log_before = app.store.access_count(&giulia_log).await.unwrap();
+
+    // the desk's pages: the agenda listed, the day checked (one appointment), then closed
+    let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
+    let (s, _, list) = page(&app, &desk, "/professionista/agende").await;
+    assert_eq!(s, 200, "{list}");
+    assert!(list.contains(&format!("/professionista/agende/{}", a.id)));
+    let (s, _, check) = page(&app, &desk, &format!("/professionista/agende/{}?giorno={day}", a.id)).await;
+    assert_eq!(s, 200, "{check}");
+    assert!(check.contains("1 appuntamenti prenotati"), "{check}");
+    assert!(!check.contains("Rossi") && !check.contains("Giulia"), "the check shows times, not people");
+    let (s, to, _) = post(
+        &app,
+        &desk,
+        &format!("/professionista/agende/{}/chiusura", a.id),
+        &[("csrf", &csrf_of(&check)), ("giorno", &day.to_string())],
+    )
+    .await;
+    assert_eq!((s, to.as_str()), (303, format!("/professionista/agende/{}?esito=chiuso&annullati=1", a.id).as_str()));
+
+    // cancelled by the provider, not late; slot and prescription free; the day closed
+    let cancelled = read(&fhir, "Appointment", &b.id).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["cancelationReason"]["coding"][0]["code"], "prov");
+    assert!(ext(&cancelled, "urn:fascicolo:late-cancellation").is_null(), "nothing charged: {cancelled}");
+    assert_eq!(read(&fhir, "Slot", &key).await["status"], "free");
+    assert!(ext(&read(&fhir, "ServiceRequest", sr_id).await, "urn:fascicolo:booked-as").is_null());
+    let sched = read(&fhir, "Schedule", &a.id).await;
+    assert!(sched["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["url"] == "urn:fascicolo:agenda-closure" && e["valueDate"] == day.to_string()));
+    // that day is no longer offered by that agenda (a server that reads the offer again); one
+    // that read it before the closure still refuses to book it
+    let fresh = fascicolo_app::portal::Portal::new(FhirService::new(Arc::clone(&app.store)));
+    let found = fresh.find(&moretti, Some("rossi-giulia"), sr_id, Some(day)).await.unwrap();
+    assert!(!found.options.iter().any(|o| o.agenda.id == a.id && o.day == day));
+    let second = fascicolo_domain::booking::slot_key(&a.id, day, a.template.starts().nth(1).unwrap());
+    match portal.book(&moretti, Some("rossi-giulia"), sr_id, &second).await {
+        Err(fascicolo_app::AppError::Conflict(m)) => assert!(m.contains("closed"), "{m}"),
+        other => panic!("a closed day booked: {other:?}"),
+    }
+    // in her access log, and a notice for her (when, where, how to book again); no reminder
+    let log_after = app.store.access_count(&giulia_log).await.unwrap();
+    assert!(log_after > log_before, "the closure's cancellation is in her access log");
+    let notices = pending(&app, fascicolo_app::booking::PROVIDER_CANCELLED_KIND).await;
+    assert_eq!(notices.len(), 1);
+    let sent = fhir.deliveries(&notices[0], "https://fse.example").await.unwrap();
+    assert_eq!(sent.len(), 2, "to every address on file: {sent:?}");
+    assert!(sent[0].text.contains("https://fse.example/prenota") && sent[0].text.contains(&a.site), "{}", sent[0].text);
+    for r in pending(&app, "booking.reminder").await {
+        assert!(fhir.deliveries(&r, "https://fse.example").await.unwrap().is_empty(), "no reminder of a cancelled appointment");
+    }
+    // closing it again is refused
+    assert!(matches!(portal.close_day(&moretti, &a.id, day).await, Err(fascicolo_app::AppError::Conflict(_))));
 }

@@ -287,7 +287,10 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         let id = v["id"].as_str().unwrap_or_default().to_string();
         fhir.update(&Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.with_context(|| format!("seeding {rt}/{id}"))
     };
+    // the same ASST as the synthetic region's (its company code): its CUP office manages the
+    // region's agendas of that ASST's hospitals
     put(json!({"resourceType": "Organization", "id": DEMO_HOSPITAL_ORG, "active": true, "name": "ASST Fatebenefratelli Sacco",
+        "identifier": [{"system": format!("urn:oid:{}", fascicolo_seed::region::HSP_OID), "value": "030703"}],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]}))
     .await?;
     put(json!({"resourceType": "Organization", "id": "ats-milano", "active": true, "name": "ATS della Città Metropolitana di Milano",

@@ -160,6 +160,7 @@ pub async fn home(State(state): State<AppState>, RawQuery(raw): RawQuery, header
                 } @else {
                     h2 { (c.t("Sportello CUP: prenotazioni")) }
                     p { (c.t("Cerca la persona per codice fiscale per prenotare, spostare o disdire le sue visite ed esami. Ogni operazione è registrata nel suo elenco degli accessi.")) }
+                    p { a href="/professionista/agende" { (c.t("Agende della struttura")) } }
                 }
                 form.filters method="get" action="/professionista" role="search" {
                     div {
@@ -789,6 +790,113 @@ pub async fn cup_cancel(
     let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
     match Portal::new(state.fhir.clone()).cancel(c.actor(), Some(&id), &appt).await {
         Ok(b) => Ok(Redirect::to(&format!("{path}?esito={}", if b.late { "disdetto-tardi" } else { "disdetto" })).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// The weekly hours of an agenda in words: "lun–ven 08:30–12:30, 14:00–16:00 · 20 min".
+fn template_words(c: &ProCtx, t: &fascicolo_domain::booking::Template) -> String {
+    use crate::i18n::n_;
+    const DAYS: [&str; 7] = [n_("lun"), n_("mar"), n_("mer"), n_("gio"), n_("ven"), n_("sab"), n_("dom")];
+    let days: Vec<&str> = t.days.iter().zip(DAYS).filter(|(on, _)| **on).map(|(_, d)| c.t(d)).collect();
+    let hours: Vec<String> = t.hours.iter().map(|(a, b)| format!("{:02}:{:02}–{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)).collect();
+    format!("{} {} · {} min", days.join(", "), hours.join(", "), t.minutes)
+}
+
+/// `GET /professionista/agende`: the agendas of the operator's organisation, with their
+/// closed days ahead.
+pub async fn agendas(State(state): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let c = pro_ctx(&state, &headers, "/professionista/agende", raw.as_deref()).await?;
+    let list = Portal::new(state.fhir.clone()).managed_agendas(c.actor()).await.map_err(c.fail())?;
+    let today = fascicolo_domain::rome::today();
+    let body = html! {
+        p { a href="/professionista" { "‹ " (c.t("Area professionisti")) } }
+        h1 { (c.t("Agende della struttura")) }
+        p { (c.t("Le agende dei siti della tua organizzazione. Chiudere un giorno annulla gli appuntamenti di quel giorno e avvisa ogni persona; la prescrizione resta valida e nessun ticket è addebitato.")) }
+        @if list.is_empty() { p #no-agendas { (c.t("La tua organizzazione non gestisce agende della rete regionale.")) } } @else {
+            div.scroll { table.stack #agendas {
+                thead { tr { th scope="col" { (c.t("Prestazione")) } th scope="col" { (c.t("Dove")) } th scope="col" { (c.t("Orari")) }
+                    th scope="col" { (c.t("Giorni chiusi")) } } }
+                tbody { @for a in &list { tr {
+                    th scope="row" { a href={ "/professionista/agende/" (a.id) } {
+                        (fascicolo_domain::booking::service(&a.code).map_or(a.code.clone(), |s| c.lang.pick(s.name_it, s.name_en).to_string())) } }
+                    td data-label=(c.t("Dove")) { (a.site) }
+                    td data-label=(c.t("Orari")) { (template_words(&c, &a.template)) }
+                    td data-label=(c.t("Giorni chiusi")) {
+                        @let ahead: Vec<String> = a.closures.iter().filter(|d| **d > today).map(|d| show_date(c.lang, &d.to_string(), false)).collect();
+                        @if ahead.is_empty() { "—" } @else { (ahead.join(", ")) }
+                    }
+                } } }
+            } }
+        }
+    };
+    Ok(pro_layout(&c, c.t("Agende della struttura"), body))
+}
+
+/// `GET /professionista/agende/{id}[?giorno=]`: one agenda; with a day, what closing it would
+/// cancel, and the confirmation.
+pub async fn agenda(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> PageResult {
+    let path = format!("/professionista/agende/{id}");
+    let c = pro_ctx(&state, &headers, &path, raw.as_deref()).await?;
+    let portal = Portal::new(state.fhir.clone());
+    let list = portal.managed_agendas(c.actor()).await.map_err(c.fail())?;
+    let Some(a) = list.into_iter().find(|a| a.id == id) else {
+        return Err(c.fail()(AppError::NotFound("not an agenda of your organisation".into())));
+    };
+    let q = query_map(raw.as_deref());
+    let day = q.get("giorno").filter(|s| !s.is_empty()).and_then(|s| fascicolo_domain::rome::date_of(s));
+    let affected = match day {
+        Some(d) => Some(portal.booked_on(c.actor(), &id, d).await.map_err(c.fail())?),
+        None => None,
+    };
+    let name = fascicolo_domain::booking::service(&a.code).map_or(a.code.clone(), |s| c.lang.pick(s.name_it, s.name_en).to_string());
+    let body = html! {
+        p { a href="/professionista/agende" { "‹ " (c.t("Agende della struttura")) } }
+        h1 { (name) }
+        p { (a.site) @if !a.town.is_empty() { ", " (a.town) } }
+        p { (template_words(&c, &a.template)) }
+        @if q.get("esito").map(String::as_str) == Some("chiuso") {
+            div.alert.ok role="status" #closed { p { (c.t("Giorno chiuso. Appuntamenti annullati e persone avvisate: ")) (q.get("annullati").map_or("0", String::as_str)) "." } }
+        }
+        h2 { (c.t("Chiudi un giorno")) }
+        form.filters method="get" action=(path) {
+            div { label for="giorno" { (c.t("Giorno")) } input #giorno name="giorno" type="date" required value=(day.map(|d| d.to_string()).unwrap_or_default()); }
+            button.secondary type="submit" { (c.t("Verifica")) }
+        }
+        @if let (Some(d), Some(list)) = (day, &affected) {
+            section.card #closing {
+                p { strong { (show_date(c.lang, &d.to_string(), false)) } ": "
+                    @if list.is_empty() { (c.t("nessun appuntamento prenotato.")) }
+                    @else { (list.len()) " " (c.t("appuntamenti prenotati: saranno annullati e ogni persona riceverà un avviso.")) } }
+                @if !list.is_empty() { ul { @for (v, _) in list {
+                    li { (show_date(c.lang, v["start"].as_str().unwrap_or_default(), true)) }
+                } } }
+                form method="post" action={ (path) "/chiusura" } {
+                    input type="hidden" name="csrf" value=(c.session.csrf);
+                    input type="hidden" name="giorno" value=(d.to_string());
+                    button type="submit" { (c.t("Chiudi il giorno")) }
+                }
+            }
+        }
+    };
+    Ok(pro_layout(&c, &name, body))
+}
+
+/// `POST /professionista/agende/{id}/chiusura`: close the day (see [`Portal::close_day`]).
+pub async fn agenda_close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let path = format!("/professionista/agende/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, f.get("csrf").map_or("", String::as_str)).await?;
+    let Some(day) = f.get("giorno").and_then(|s| fascicolo_domain::rome::date_of(s)) else {
+        return Err(c.fail()(AppError::BadRequest("choose the day to close".into())));
+    };
+    match Portal::new(state.fhir.clone()).close_day(c.actor(), &id, day).await {
+        Ok(cancelled) => Ok(Redirect::to(&format!("{path}?esito=chiuso&annullati={}", cancelled.len())).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }

@@ -1,0 +1,192 @@
+//! The agendas a CUP back office manages, and closing one of their days with notice: every
+//! appointment booked on that day is cancelled by the provider in the same transaction that
+//! records the closure, its slot and prescription freed (the citizen books again, with the
+//! prescription's guarantee intact), and each citizen gets a message through the outbox.
+//! Never silently, never a late cancellation charged to the citizen.
+
+use super::*;
+
+/// Outbox kind of the notice of an appointment cancelled by the provider.
+pub const PROVIDER_CANCELLED_KIND: &str = "booking.cancelled-by-provider";
+
+fn operator_org(actor: &Actor) -> AppResult<&str> {
+    match &actor.who {
+        Who::Professional { role: crate::gate::ProRole::CupOperator, organization: Some(o), .. } => Ok(o),
+        _ => Err(AppError::Forbidden("agendas are managed by the CUP office of the organisation that runs them".into())),
+    }
+}
+
+/// The notice of a cancellation by the provider: names the appointment only (the worker
+/// reads the rest when it sends it); sent once.
+fn notice(appointment: &str, patient: &str, now: i64) -> fascicolo_store::OutboxMessage {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("cancelled-by-provider:{appointment}").as_bytes());
+    let mut rand = [0u8; 10];
+    rand.copy_from_slice(&digest[..10]);
+    fascicolo_store::OutboxMessage {
+        id: uuid::Builder::from_unix_timestamp_millis(u64::try_from(now).unwrap_or(0), &rand).into_uuid(),
+        patient_key: fascicolo_domain::PatientKey::for_patient_id(patient),
+        kind: PROVIDER_CANCELLED_KIND.into(),
+        payload: json!({"appointment": appointment}).to_string(),
+        available_at: now,
+    }
+}
+
+impl Portal {
+    /// The organisations the operator's office answers for: its own, and the registry's
+    /// organisations that carry one of its identifiers (the same ASST under another id).
+    async fn offices(&self, org: &str) -> AppResult<HashSet<String>> {
+        let system = Actor::system();
+        let mut out = HashSet::from([org.to_string()]);
+        let own = match self.fhir().read(&system, "Organization", org).await {
+            Ok(v) => v.resource,
+            Err(AppError::NotFound(_) | AppError::Gone(_)) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for i in own["identifier"].as_array().into_iter().flatten() {
+            let (Some(s), Some(v)) = (i["system"].as_str(), i["value"].as_str()) else { continue };
+            let pairs = vec![("identifier".to_string(), format!("{s}|{v}"))];
+            for o in self.all_as(&system, "Organization", pairs, parse).await? {
+                out.extend(o["id"].as_str().map(String::from));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The agendas of every service whose site the operator's organisation runs (directly, or
+    /// as the ASST of the hospital that does), by service then site.
+    pub async fn managed_agendas(&self, actor: &Actor) -> AppResult<Vec<Agenda>> {
+        let org = operator_org(actor)?;
+        let offices = self.offices(org).await?;
+        let system = Actor::system();
+        let mut all = Vec::new();
+        for s in rules::SERVICES {
+            all.extend(self.agendas(s.code).await?.iter().cloned());
+        }
+        let providers: Vec<String> =
+            all.iter().map(|a| a.provider.clone()).filter(|p| !p.is_empty()).collect::<HashSet<_>>().into_iter().collect();
+        let parents: HashMap<String, String> = self
+            .organizations(&system, providers)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                let parent = o["partOf"]["reference"].as_str()?.strip_prefix("Organization/")?;
+                Some((o["id"].as_str()?.to_string(), parent.to_string()))
+            })
+            .collect();
+        all.retain(|a| offices.contains(&a.provider) || parents.get(&a.provider).is_some_and(|p| offices.contains(p)));
+        all.sort_by(|x, y| (&x.site, &x.code).cmp(&(&y.site, &y.code)));
+        Ok(all)
+    }
+
+    /// The appointments booked on `day` in agenda `schedule` (what closing it would cancel).
+    pub async fn booked_on(&self, actor: &Actor, schedule: &str, day: Date) -> AppResult<Vec<(Value, i64)>> {
+        operator_org(actor)?;
+        let system = Actor::system();
+        let prefix = format!("Slot/{}", rules::slot_key(schedule, day, 0));
+        let prefix = &prefix[..prefix.len() - 4];
+        let pairs = vec![
+            ("status".to_string(), "booked".to_string()),
+            ("date".to_string(), format!("ge{}", day - Duration::days(1))),
+            ("date".to_string(), format!("le{}", day + Duration::days(1))),
+        ];
+        let mut out = Vec::new();
+        let page = self.all_as(&system, "Appointment", pairs, |j| j.to_string()).await?;
+        for j in page {
+            let v = parse(&j);
+            if v["slot"][0]["reference"].as_str().is_some_and(|r| r.starts_with(prefix)) {
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                let version = self.fhir().read(&system, "Appointment", &id).await?.version;
+                out.push((v, version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Close `day` in agenda `schedule`: the closure recorded on the agenda, every appointment
+    /// of that day cancelled by the provider (reason `prov`, never late), its slot free, its
+    /// prescription bookable again, and a notice to each citizen, all in one transaction.
+    /// Refused: an agenda the operator's organisation does not run (403), a day not after
+    /// today (400), a day already closed or one the agenda does not open (409).
+    pub async fn close_day(&self, actor: &Actor, schedule: &str, day: Date) -> AppResult<Vec<Booking>> {
+        let managed = self.managed_agendas(actor).await?;
+        let Some(a) = managed.into_iter().find(|a| a.id == schedule) else {
+            return Err(AppError::Forbidden(format!("Schedule/{schedule} is not an agenda your organisation runs")));
+        };
+        if day <= fascicolo_domain::rome::today() {
+            return Err(AppError::BadRequest("only a day after today can be closed".into()));
+        }
+        if day > fascicolo_domain::rome::today() + Duration::days(HORIZON_DAYS) {
+            return Err(AppError::BadRequest(format!("only the next {HORIZON_DAYS} days can be closed")));
+        }
+        // the closure with that day's appointments in one transaction; then, while bookings
+        // made meanwhile by a server whose offer was read before the closure show up, those too
+        let mut closed_now = false;
+        let mut cancelled = Vec::new();
+        for _ in 0..RETRIES * 2 {
+            let mut entries = Vec::new();
+            if !closed_now {
+                let stored = self.fhir().read(actor, "Schedule", schedule).await?;
+                let mut sched = stored.resource.clone();
+                let closed: Vec<Date> = sched["extension"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["url"] == CLOSURE_EXT)
+                    .filter_map(|e| e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of))
+                    .collect();
+                if closed.contains(&day) {
+                    return Err(AppError::Conflict(format!("{day} is closed already")));
+                }
+                if !a.template.opens_on(day, &a.istat, &[]) {
+                    return Err(AppError::Conflict(format!("the agenda does not open on {day}")));
+                }
+                let mut ext = sched["extension"].as_array().cloned().unwrap_or_default();
+                ext.push(json!({"url": CLOSURE_EXT, "valueDate": day.to_string()}));
+                sched["extension"] = Value::Array(ext);
+                entries.push(entry("Schedule", schedule, sched, Some(stored.version)));
+            }
+            let booked = self.booked_on(actor, schedule, day).await?;
+            if closed_now && booked.is_empty() {
+                tracing::info!(cancelled = cancelled.len(), "agenda day closed");
+                return Ok(cancelled);
+            }
+            let mut outbox = Vec::new();
+            let mut these = Vec::new();
+            let now = datetime::now_ms();
+            for (appt, version) in booked {
+                let Some(patient) = appt["participant"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|p| p["actor"]["reference"].as_str()?.strip_prefix("Patient/"))
+                    .map(String::from)
+                else {
+                    continue;
+                };
+                // as the desk for that person: the cancellation is in their access log
+                let b = self.booker(actor, Some(&patient)).await?;
+                let (mut e, c) = self.release(&b, &appt, version, "prov", false).await?;
+                entries.append(&mut e);
+                outbox.push(notice(c["id"].as_str().unwrap_or_default(), &patient, now));
+                these.push(booking_of(&c, Some(&a)));
+            }
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+            match self.fhir().process_transaction_with(actor, bundle, outbox).await {
+                Ok(_) => {
+                    closed_now = true;
+                    cancelled.append(&mut these);
+                    self.fhir().offer_cache().lock().remove(&a.code);
+                }
+                Err(e) if lost_race(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if closed_now {
+            // closed, with what was booked by then; a booking still arriving is the next sweep's
+            tracing::warn!(cancelled = cancelled.len(), "agenda day closed while bookings kept arriving");
+            return Ok(cancelled);
+        }
+        Err(AppError::Conflict("the agenda changed meanwhile: try again".into()))
+    }
+}
