@@ -835,7 +835,11 @@ async fn closing_an_agenda_day_cancels_its_appointments_with_notice_and_only_its
     let cup = |org: &str| {
         Actor::new(Who::Professional { practitioner: "moretti-luigi".into(), organization: Some(org.into()), role: ProRole::CupOperator })
     };
-    // the demo desk's office is the region's ASST Fatebenefratelli Sacco (the same company code)
+    // the demo desk's organisation is the front office of the region's ASST Fatebenefratelli
+    // Sacco, as the demo pipeline records it
+    let mut front = read(&fhir, "Organization", "asst-fbf-sacco").await;
+    front["partOf"] = json!({"reference": "Organization/asst-030703"});
+    fhir.update(&Actor::system(), "Organization", "asst-fbf-sacco", front.to_string().as_bytes(), None).await.unwrap();
     let moretti = cup("asst-fbf-sacco");
     let managed = portal.managed_agendas(&moretti).await.unwrap();
     assert!(!managed.is_empty());

@@ -223,6 +223,9 @@ async fn celiac_purchases(fhir: &FhirService) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The synthetic region's ASST Fatebenefratelli Sacco (company code 030703).
+const REGION_ASST: &str = "asst-030703";
+
 /// The synthetic region's citizens booked two in three of their specialist prescriptions at
 /// the CUP desk, through the booking service's own path: most took the first date offered,
 /// every fourth a date three weeks later (out of the guarantee when one in time was offered).
@@ -230,6 +233,15 @@ async fn celiac_purchases(fhir: &FhirService) -> anyhow::Result<()> {
 async fn desk_bookings(fhir: &FhirService) -> anyhow::Result<()> {
     if finished(fhir, "desk-bookings").await? {
         return Ok(());
+    }
+    // the demo's hospital organisation is the front office of the region's ASST of the same
+    // name: its CUP operators manage that ASST's agendas
+    if let Ok(asst) = fhir.read(&Actor::system(), "Organization", REGION_ASST).await {
+        let mut org = fhir.read(&Actor::system(), "Organization", DEMO_HOSPITAL_ORG).await.map_err(|e| anyhow::anyhow!("{e}"))?.resource;
+        org["partOf"] = json!({"reference": format!("Organization/{}", asst.resource["id"].as_str().unwrap_or(REGION_ASST))});
+        fhir.update(&Actor::system(), "Organization", DEMO_HOSPITAL_ORG, org.to_string().as_bytes(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let portal = fascicolo_app::portal::Portal::new(fhir.clone());
     let desk = Actor::new(fascicolo_app::Who::Professional {
@@ -287,10 +299,7 @@ pub async fn seed(fhir: &FhirService) -> anyhow::Result<bool> {
         let id = v["id"].as_str().unwrap_or_default().to_string();
         fhir.update(&Actor::system(), &rt, &id, v.to_string().as_bytes(), None).await.with_context(|| format!("seeding {rt}/{id}"))
     };
-    // the same ASST as the synthetic region's (its company code): its CUP office manages the
-    // region's agendas of that ASST's hospitals
     put(json!({"resourceType": "Organization", "id": DEMO_HOSPITAL_ORG, "active": true, "name": "ASST Fatebenefratelli Sacco",
-        "identifier": [{"system": format!("urn:oid:{}", fascicolo_seed::region::HSP_OID), "value": "030703"}],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]}))
     .await?;
     put(json!({"resourceType": "Organization", "id": "ats-milano", "active": true, "name": "ATS della Città Metropolitana di Milano",

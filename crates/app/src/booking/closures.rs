@@ -33,22 +33,14 @@ fn notice(appointment: &str, patient: &str, now: i64) -> fascicolo_store::Outbox
 }
 
 impl Portal {
-    /// The organisations the operator's office answers for: its own, and the registry's
-    /// organisations that carry one of its identifiers (the same ASST under another id).
+    /// The organisations the operator's office answers for: its own, and the one it is part
+    /// of (a hospital's front office answers for its ASST).
     async fn offices(&self, org: &str) -> AppResult<HashSet<String>> {
-        let system = Actor::system();
         let mut out = HashSet::from([org.to_string()]);
-        let own = match self.fhir().read(&system, "Organization", org).await {
-            Ok(v) => v.resource,
-            Err(AppError::NotFound(_) | AppError::Gone(_)) => return Ok(out),
+        match self.fhir().read(&Actor::system(), "Organization", org).await {
+            Ok(v) => out.extend(v.resource["partOf"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from)),
+            Err(AppError::NotFound(_) | AppError::Gone(_)) => {}
             Err(e) => return Err(e),
-        };
-        for i in own["identifier"].as_array().into_iter().flatten() {
-            let (Some(s), Some(v)) = (i["system"].as_str(), i["value"].as_str()) else { continue };
-            let pairs = vec![("identifier".to_string(), format!("{s}|{v}"))];
-            for o in self.all_as(&system, "Organization", pairs, parse).await? {
-                out.extend(o["id"].as_str().map(String::from));
-            }
         }
         Ok(out)
     }
