@@ -81,7 +81,7 @@ const REGISTRY_TYPES: [&str; 5] = ["Patient", "RelatedPerson", "Consent", "Audit
 fn operator_types(role: ProRole, write: bool) -> &'static [&'static str] {
     match (role, write) {
         (ProRole::CupOperator, false) => &["Patient", "Appointment", "AppointmentResponse", "ServiceRequest", "Coverage"],
-        (ProRole::CupOperator, true) => &["Appointment", "AppointmentResponse", "ServiceRequest"],
+        (ProRole::CupOperator, true) => &["Appointment", "AppointmentResponse", "ServiceRequest", "Task"],
         (ProRole::AsstAdmin, false) => &["Patient", "RelatedPerson", "Coverage", "Appointment"],
         (ProRole::AsstAdmin, true) => &["Patient", "RelatedPerson", "Coverage"],
         _ => &[],

@@ -20,7 +20,9 @@
 //! free, and the next hold or booking overwrites it under the version it read.
 
 mod closures;
+mod requests;
 pub use closures::PROVIDER_CANCELLED_KIND;
+pub use requests::{PROTECTION_CODE, PROTECTION_EXT};
 
 use crate::doctor_choice::{entry, lost_race};
 use crate::portal::Portal;
@@ -187,6 +189,8 @@ pub struct Prescription {
     pub requester: Option<String>,
     /// The appointment it is booked as (`Appointment/{id}`), if any.
     pub booked_as: Option<String>,
+    /// When the citizen asked for the protection route (instant), if they did.
+    pub protection_requested: Option<String>,
     pub active: bool,
     version: i64,
     resource: Value,
@@ -224,6 +228,7 @@ impl Prescription {
             booked_as: ext_str(v, BOOKED_AS_EXT, "valueReference")
                 .map(String::from)
                 .or_else(|| ext(v, BOOKED_AS_EXT).and_then(|e| e["valueReference"]["reference"].as_str()).map(String::from)),
+            protection_requested: ext_str(v, PROTECTION_EXT, "valueDateTime").map(String::from),
             active: v["status"] == "active",
             version,
             resource: v.clone(),

@@ -937,3 +937,101 @@ async fn closing_an_agenda_day_cancels_its_appointments_with_notice_and_only_its
     // closing it again is refused
     assert!(matches!(portal.close_day(&moretti, &a.id, day).await, Err(fascicolo_app::AppError::Conflict(_))));
 }
+
+#[tokio::test]
+async fn the_desk_records_arrivals_and_no_shows_and_a_citizen_asks_for_the_protection_route() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    seed_offer(&fhir, &["89.7A.3", "95.02"]).await;
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    let sr = prescription_of(&fhir, "rossi-giulia", "89.7A.3").await;
+    let sr_id = sr["id"].as_str().unwrap().to_string();
+    let options = portal.find(&moretti, Some("rossi-giulia"), &sr_id, None).await.unwrap();
+    let b = portal.book(&moretti, Some("rossi-giulia"), &sr_id, &options.options[0].key).await.unwrap();
+
+    // not before it begins; not by the citizen
+    assert!(matches!(portal.record_attendance(&moretti, "rossi-giulia", &b.id, false).await, Err(fascicolo_app::AppError::Conflict(_))));
+    let cf = fascicolo_domain::CodiceFiscale::parse(&fascicolo_load::demo::cf(GIULIA)).unwrap();
+    let giulia = Actor::new(Who::Citizen { cf, patient: Some("rossi-giulia".into()) });
+    assert!(matches!(portal.record_attendance(&giulia, "rossi-giulia", &b.id, true).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    assert_eq!(read(&fhir, "Appointment", &b.id).await["status"], "booked");
+    // the day comes (the appointment moved to yesterday, as time would) and she does not
+    let mut past = read(&fhir, "Appointment", &b.id).await;
+    let yesterday = fascicolo_fhir::datetime::now_ms() - 86_400_000;
+    past["start"] = json!(fascicolo_fhir::datetime::format_instant(yesterday));
+    past["end"] = json!(fascicolo_fhir::datetime::format_instant(yesterday + 1_200_000));
+    fhir.update(&Actor::system(), "Appointment", &b.id, past.to_string().as_bytes(), None).await.unwrap();
+    let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
+    let (s, _, person) = page(&app, &desk, "/professionista/cup/rossi-giulia").await;
+    assert_eq!(s, 200);
+    assert!(person.contains(&format!("/professionista/cup/rossi-giulia/appuntamenti/{}/esito", b.id)), "{person}");
+    let csrf = csrf_of(&person);
+    let (s, _, _) =
+        post(&app, &desk, &format!("/professionista/cup/rossi-giulia/appuntamenti/{}/esito", b.id), &[("csrf", &csrf), ("presente", "x")])
+            .await;
+    assert_eq!(s, 400);
+    assert_eq!(read(&fhir, "Appointment", &b.id).await["status"], "booked", "a bad form changes nothing");
+    let (s, to, _) =
+        post(&app, &desk, &format!("/professionista/cup/rossi-giulia/appuntamenti/{}/esito", b.id), &[("csrf", &csrf), ("presente", "0")])
+            .await;
+    assert_eq!((s, to.as_str()), (303, "/professionista/cup/rossi-giulia?esito=esito-registrato"));
+    assert_eq!(read(&fhir, "Appointment", &b.id).await["status"], "noshow");
+    assert!(matches!(portal.record_attendance(&moretti, "rossi-giulia", &b.id, true).await, Err(fascicolo_app::AppError::Conflict(_))));
+    let cookie = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(GIULIA), "citizen").await);
+    let (_, _, shown) = page(&app, &cookie, &format!("/appuntamenti/{}", b.id)).await;
+    assert!(shown.contains("Mancata presentazione"), "she sees it recorded");
+
+    // the protection route: refused while a slot in her area meets the deadline
+    let tasks = |fhir: FhirService| async move {
+        fhir.search(&Actor::system(), Some("Task"), &[("patient".into(), "Patient/rossi-giulia".into())], "").await.unwrap().entries.len()
+    };
+    let urgent = json!({"resourceType": "ServiceRequest", "id": "rossi-giulia-urgente", "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/rossi-giulia"},
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": "030888000009990"}],
+        "code": {"coding": [{"system": "urn:fascicolo:catalogo-nazionale-prestazioni", "code": "95.02"}]},
+        "authoredOn": (fascicolo_domain::rome::today() - time::Duration::days(10)).to_string(),
+        "extension": [{"url": "urn:fascicolo:priority-class", "valueCode": "U"}]});
+    fhir.update(&Actor::system(), "ServiceRequest", "rossi-giulia-urgente", urgent.to_string().as_bytes(), None).await.unwrap();
+    let relaxed = json!({"resourceType": "ServiceRequest", "id": "rossi-giulia-programmata", "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/rossi-giulia"},
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": "030889000009990"}],
+        "code": {"coding": [{"system": "urn:fascicolo:catalogo-nazionale-prestazioni", "code": "95.02"}]},
+        "authoredOn": fascicolo_domain::rome::today().to_string(),
+        "extension": [{"url": "urn:fascicolo:priority-class", "valueCode": "P"}]});
+    fhir.update(&Actor::system(), "ServiceRequest", "rossi-giulia-programmata", relaxed.to_string().as_bytes(), None).await.unwrap();
+    let (_, _, list) = page(&app, &cookie, "/prenota").await;
+    let csrf = csrf_of(&list);
+    let (s, _, _) = post(&app, &cookie, "/prenota/rossi-giulia-programmata/tutela", &[("csrf", &csrf)]).await;
+    assert_eq!(s, 409, "a class P visit has slots in time");
+    assert_eq!(tasks(fhir.clone()).await, 0);
+    // a class U visit prescribed ten days ago: nothing in time anywhere, the route offered
+    let (s, _, opts) = page(&app, &cookie, "/prenota/rossi-giulia-urgente").await;
+    assert_eq!(s, 200);
+    assert!(opts.contains("id=\"protection\"") && opts.contains("action=\"/prenota/rossi-giulia-urgente/tutela\""), "{opts}");
+    // Marco cannot ask it for her
+    let marco = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(MARCO), "citizen").await);
+    let (_, _, his) = page(&app, &marco, "/prenota").await;
+    let (s, _, _) = post(&app, &marco, "/prenota/rossi-giulia-urgente/tutela", &[("csrf", &csrf_of(&his))]).await;
+    assert_eq!(s, 404);
+    assert_eq!(tasks(fhir.clone()).await, 0);
+    let (s, to, _) = post(&app, &cookie, "/prenota/rossi-giulia-urgente/tutela", &[("csrf", &csrf)]).await;
+    assert_eq!((s, to.as_str()), (303, "/prenota/rossi-giulia-urgente?esito=tutela"));
+    let task = read(&fhir, "Task", "rossi-giulia-urgente-tutela").await;
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["code"]["coding"][0]["code"], "protection-route");
+    assert_eq!(task["focus"]["reference"], "ServiceRequest/rossi-giulia-urgente");
+    assert_eq!(task["for"]["reference"], "Patient/rossi-giulia");
+    assert_eq!(task["owner"]["identifier"]["value"], "030321", "for her ATS");
+    assert!(!ext(&read(&fhir, "ServiceRequest", "rossi-giulia-urgente").await, "urn:fascicolo:protection-route-requested").is_null());
+    let (_, _, after) = page(&app, &cookie, "/prenota/rossi-giulia-urgente?esito=tutela").await;
+    assert!(after.contains("id=\"protection-asked\"") && !after.contains("action=\"/prenota/rossi-giulia-urgente/tutela\""));
+    let (s, _, _) = post(&app, &cookie, "/prenota/rossi-giulia-urgente/tutela", &[("csrf", &csrf)]).await;
+    assert_eq!(s, 409, "asked once");
+    assert_eq!(tasks(fhir.clone()).await, 1);
+}

@@ -58,12 +58,21 @@ fn km(lang: Lang, d: f64) -> String {
 }
 
 /// The options, best first; `act` draws the button of each.
-pub(super) fn options_table(lang: Lang, found: &Options, act: impl Fn(&Choice) -> Markup) -> Markup {
+/// The options of a prescription; when none in the area meets the deadline, the protection
+/// route with `ask` (the form that asks for it: posts to `ask_action`), or when it was asked.
+pub(super) fn options_table(lang: Lang, found: &Options, ask_action: &str, csrf: &str, act: impl Fn(&Choice) -> Markup) -> Markup {
     html! {
         @if found.protection {
             div.alert.warn role="status" #protection {
                 p { strong { (lang.t("Nessuna disponibilità nella tua area entro i tempi garantiti dalla classe di priorità.")) } }
-                p { (lang.t("Hai diritto al percorso di tutela: la prestazione in libera professione (intramoenia) o presso un privato accreditato, pagando solo il ticket. Chiedilo allo sportello CUP o al numero verde regionale, citando l'NRE.")) }
+                p { (lang.t("Hai diritto al percorso di tutela: la prestazione in libera professione (intramoenia) o presso un privato accreditato, pagando solo il ticket.")) }
+                @match &found.prescription.protection_requested {
+                    Some(at) => p #protection-asked { (lang.t("Percorso di tutela chiesto il")) " " (show_date(lang, at, true)) ". " (lang.t("L'ATS ti contatterà con la data e il luogo.")) },
+                    None => form method="post" action=(ask_action) {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { (lang.t("Chiedi il percorso di tutela")) }
+                    },
+                }
             }
         }
         @if found.options.is_empty() {
@@ -118,6 +127,8 @@ pub(super) fn outcome(lang: Lang, q: &HashMap<String, String>) -> Markup {
             Some("disdetto") => div.alert.ok role="status" { p { (lang.t("Appuntamento disdetto: la prescrizione si può prenotare di nuovo.")) } },
             Some("disdetto-tardi") => div.alert.warn role="status" { p { (lang.t("Appuntamento disdetto con meno di due giorni lavorativi di preavviso: in Lombardia il ticket è comunque dovuto.")) } },
             Some("preso") => div.alert.error role="alert" { p { (lang.t("Qualcuno ha appena preso questo posto: scegline un altro.")) } },
+            Some("tutela") => div.alert.ok role="status" { p { (lang.t("Richiesta del percorso di tutela registrata: l'ATS ti contatterà con la data e il luogo.")) } },
+            Some("esito-registrato") => div.alert.ok role="status" { p { (lang.t("Esito dell'appuntamento registrato.")) } },
             _ => {},
         }
     }
@@ -228,7 +239,7 @@ pub async fn options(State(state): State<AppState>, Path(sr): Path<String>, RawQ
             button.secondary type="submit" { (c.t("Cerca")) }
         }
         @if found.deadline.is_some() { (waiver_note(c.lang)) }
-        (options_table(c.lang, &found, |o| html! {
+        (options_table(c.lang, &found, &format!("/prenota/{sr}/tutela"), &c.csrf(), |o| html! {
             form.inline method="post" action=(action) {
                 input type="hidden" name="csrf" value=(c.csrf());
                 input type="hidden" name="slot" value=(o.key);
@@ -319,6 +330,16 @@ pub async fn confirm(State(state): State<AppState>, Path(sr): Path<String>, head
     match Portal::new(state.fhir.clone()).book(c.actor(), None, &sr, &key).await {
         Ok(b) => Ok(Redirect::to(&format!("/appuntamenti/{}?esito=prenotato", b.id)).into_response()),
         Err(AppError::Conflict(m)) if m.contains("taken") => Ok(Redirect::to(&format!("/prenota/{sr}?esito=preso")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /prenota/{sr}/tutela`: ask for the protection route.
+pub async fn protection(State(state): State<AppState>, Path(sr): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> PageResult {
+    let f = form_of(&body);
+    let c = form_ctx(&state, &headers, "/prenota", f.get("csrf").map_or("", String::as_str)).await?;
+    match Portal::new(state.fhir.clone()).request_protection(c.actor(), None, &sr).await {
+        Ok(_) => Ok(Redirect::to(&format!("/prenota/{sr}?esito=tutela")).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }

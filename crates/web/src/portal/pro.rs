@@ -714,11 +714,23 @@ pub async fn cup(State(state): State<AppState>, Path(id): Path<String>, RawQuery
                     th scope="row" { (show_date(c.lang, &fascicolo_fhir::datetime::format_instant(b.start_ms), true)) }
                     td data-label=(c.t("Prestazione")) { (b.service) }
                     td data-label=(c.t("Dove")) { (b.site) }
-                    td data-label=(c.t("Stato")) { @if b.status == "booked" { (c.t("Prenotato")) } @else { (c.t("Disdetto")) @if b.late { " (" (c.t("tardiva")) ")" } } }
+                    td data-label=(c.t("Stato")) { @match b.status.as_str() {
+                        "booked" => (c.t("Prenotato")),
+                        "fulfilled" => (c.t("Eseguito")),
+                        "noshow" => (c.t("Mancata presentazione")),
+                        _ => { (c.t("Disdetto")) @if b.late { " (" (c.t("tardiva")) ")" } },
+                    } }
                     td { @if b.status == "booked" && b.start_ms > now {
                         form.inline method="post" action={ (path) "/appuntamenti/" (b.id) "/disdetta" } {
                             input type="hidden" name="csrf" value=(c.session.csrf);
                             button.secondary type="submit" aria-label={ (c.t("Disdici")) " " (b.service) } { (c.t("Disdici")) }
+                        }
+                    } @else if b.status == "booked" {
+                        form.inline method="post" action={ (path) "/appuntamenti/" (b.id) "/esito" } {
+                            input type="hidden" name="csrf" value=(c.session.csrf);
+                            button type="submit" name="presente" value="1" aria-label={ (c.t("Presentato")) " " (b.service) } { (c.t("Presentato")) }
+                            " "
+                            button.secondary type="submit" name="presente" value="0" aria-label={ (c.t("Non presentato")) " " (b.service) } { (c.t("Non presentato")) }
                         }
                     } }
                 } } }
@@ -750,7 +762,7 @@ pub async fn cup_options(
             button.secondary type="submit" { (c.t("Cerca")) }
         }
         @if found.deadline.is_some() { (super::booking::waiver_note(c.lang)) }
-        (super::booking::options_table(c.lang, &found, |o| html! {
+        (super::booking::options_table(c.lang, &found, &format!("{path}/prenota/{sr}/tutela"), &c.session.csrf, |o| html! {
             form.inline method="post" action={ (path) "/prenota/" (sr) } {
                 input type="hidden" name="csrf" value=(c.session.csrf);
                 input type="hidden" name="slot" value=(o.key);
@@ -775,6 +787,43 @@ pub async fn cup_book(
     match Portal::new(state.fhir.clone()).book(c.actor(), Some(&id), &sr, &slot).await {
         Ok(_) => Ok(Redirect::to(&format!("{path}?esito=prenotato")).into_response()),
         Err(AppError::Conflict(m)) if m.contains("taken") => Ok(Redirect::to(&format!("{path}/prenota/{sr}?esito=preso")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /professionista/cup/{id}/prenota/{sr}/tutela`: the protection route asked at the desk.
+pub async fn cup_protection(
+    State(state): State<AppState>,
+    Path((id, sr)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<DeskForm>,
+) -> PageResult {
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, &f.csrf).await?;
+    match Portal::new(state.fhir.clone()).request_protection(c.actor(), Some(&id), &sr).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}/prenota/{sr}?esito=tutela")).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /professionista/cup/{id}/appuntamenti/{appt}/esito`: the person came (`presente=1`) or
+/// did not.
+pub async fn cup_attendance(
+    State(state): State<AppState>,
+    Path((id, appt)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let path = format!("/professionista/cup/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, f.get("csrf").map_or("", String::as_str)).await?;
+    let came = match f.get("presente").map(String::as_str) {
+        Some("1") => true,
+        Some("0") => false,
+        _ => return Err(c.fail()(AppError::BadRequest("say whether the person came (presente=1 or 0)".into()))),
+    };
+    match Portal::new(state.fhir.clone()).record_attendance(c.actor(), &id, &appt, came).await {
+        Ok(_) => Ok(Redirect::to(&format!("{path}?esito=esito-registrato")).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }
