@@ -20,8 +20,10 @@
 //! free, and the next hold or booking overwrites it under the version it read.
 
 mod closures;
+mod earlier;
 mod requests;
 pub use closures::PROVIDER_CANCELLED_KIND;
+pub use earlier::{EarlierOffer, EARLIER_EXT, EARLIER_OFFER_KIND, OFFER_CODE, SLOT_FREED_KIND};
 pub use requests::{PROTECTION_CODE, PROTECTION_EXT};
 
 use crate::doctor_choice::{entry, lost_race};
@@ -62,6 +64,16 @@ pub const REMINDER_KIND: &str = "booking.reminder";
 pub const REMINDER_BEFORE_MS: i64 = 24 * 3_600_000;
 /// ...or at once when booked later than that, unless the appointment is this close.
 const REMINDER_MIN_AHEAD_MS: i64 = 2 * 3_600_000;
+
+/// The slot-freed message of an appointment being cancelled or moved away from its slot.
+fn freed(appt: &Value, id: &str) -> Vec<fascicolo_store::OutboxMessage> {
+    appt["slot"][0]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Slot/"))
+        .map(|key| earlier::slot_freed(key, id, datetime::now_ms()))
+        .into_iter()
+        .collect()
+}
 
 /// The reminder of appointment `id` of `patient` starting at `start_ms`, or none when the
 /// appointment is too close for one. Its id is derived from the appointment, so it is queued
@@ -797,7 +809,8 @@ impl Portal {
             let (appt, version) = self.appointment_of(&b, appointment).await?;
             let entries = self.release(&b, &appt, version, "pat", true).await?;
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries.0});
-            match self.fhir().process_bundle_value(&b.writer, bundle, "").await {
+            let outbox = freed(&appt, appointment);
+            match self.fhir().process_transaction_with(&b.writer, bundle, outbox).await {
                 Ok(_) => return Ok(booking_of(&entries.1, None)),
                 Err(e) if lost_race(&e) => continue,
                 Err(e) => return Err(e),
@@ -843,7 +856,8 @@ impl Portal {
             entries.push(entry("Slot", key, slot_resource(key, &a, start_ms, end_ms, "busy", None), state.version));
             entries.push(entry("Appointment", &new_id, new.clone(), None));
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-            let outbox = reminder(&new_id, &b.patient, start_ms, datetime::now_ms()).into_iter().collect();
+            let mut outbox: Vec<_> = reminder(&new_id, &b.patient, start_ms, datetime::now_ms()).into_iter().collect();
+            outbox.extend(freed(&appt, appointment));
             match self.fhir().process_transaction_with(&b.writer, bundle, outbox).await {
                 Ok(_) => return Ok(booking_of(&new, Some(&a))),
                 Err(e) if lost_race(&e) => continue,

@@ -160,6 +160,13 @@ impl FhirService {
             "notify.new-document" => ("new-document", false, String::new()),
             crate::booking::REMINDER_KIND => return self.reminder_deliveries(m, &payload, site).await,
             crate::booking::PROVIDER_CANCELLED_KIND => return self.provider_cancelled_deliveries(m, &payload, site).await,
+            crate::booking::SLOT_FREED_KIND => {
+                // offers are recorded with their own messages; this one sends nothing itself
+                let key = payload["slot"].as_str().unwrap_or_default();
+                crate::portal::Portal::new(self.clone()).offer_freed_slot(key).await?;
+                return Ok(Vec::new());
+            }
+            crate::booking::EARLIER_OFFER_KIND => return self.offer_deliveries(m, &payload, site).await,
             _ => return Ok(Vec::new()),
         };
         let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
@@ -225,6 +232,32 @@ impl FhirService {
              Nothing is charged and the prescription stays valid: book again at {link}"
         );
         Ok(addressed(&patient, &[], "booking", &subject, &text))
+    }
+
+    /// An earlier slot offered: when and where, until when, and the link to take it; nothing
+    /// once the offer is closed or expired.
+    async fn offer_deliveries(&self, m: &OutboxMessage, payload: &Value, site: &str) -> AppResult<Vec<Delivery>> {
+        let Some(s) = self.store().read("Task", payload["offer"].as_str().unwrap_or_default()).await? else { return Ok(Vec::new()) };
+        let t: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+        let input = |k: &str| t["input"].as_array().into_iter().flatten().find(|i| i["type"]["text"] == k).cloned().unwrap_or(Value::Null);
+        let expires = t["restriction"]["period"]["end"].as_str().and_then(|x| datetime::parse(x).map(|(r, _)| r.low));
+        if s.deleted || t["status"] != "requested" || expires.is_none_or(|e| e <= datetime::now_ms()) {
+            return Ok(Vec::new());
+        }
+        let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let fake = json!({"start": input("start")["valueDateTime"], "participant": [{"actor": {"reference": "Location/x", "display": input("site")["valueString"]}}]});
+        let Some((day, hour, place)) = when_where(&fake) else { return Ok(Vec::new()) };
+        let until = when_where(&json!({"start": t["restriction"]["period"]["end"]})).map(|w| w.1).unwrap_or_default();
+        let link = format!("{site}/appuntamenti/{}", payload["appointment"].as_str().unwrap_or_default());
+        let subject = "Fascicolo Sanitario Elettronico: si è liberato un posto prima".to_string();
+        let text = format!(
+            "Si è liberato un posto il {day} alle {hour} presso {place}, prima del tuo appuntamento. \
+             Se lo vuoi, prendilo entro le {until}: {link}\n\n\
+             An earlier slot is free on {day} at {hour} at {place}. If you want it, take it by {until}: {link}"
+        );
+        Ok(addressed(&patient, &[], "earlier", &subject, &text))
     }
 
     /// The appointment a message names and the Patient of its record.

@@ -1035,3 +1035,92 @@ async fn the_desk_records_arrivals_and_no_shows_and_a_citizen_asks_for_the_prote
     assert_eq!(s, 409, "asked once");
     assert_eq!(tasks(fhir.clone()).await, 1);
 }
+
+#[tokio::test]
+async fn a_freed_slot_is_offered_to_those_booked_later_who_opted_in_and_the_first_to_accept_gets_it() {
+    let (app, fhir, portal, racers) = race_setup("95.02", 3).await;
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    // an agenda of their area (Milan); r0 books early, the others (and Anna) weeks later
+    let first = portal.find(&moretti, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let o = first.options.iter().find(|o| o.in_area).unwrap().clone();
+    let early = portal.book(&moretti, Some(&racers[0].0), &racers[0].1, &o.key).await.unwrap();
+    let later_day = o.day + time::Duration::days(21);
+    let mut later = Vec::new();
+    for (pid, sr) in racers[1..]
+        .iter()
+        .cloned()
+        .chain([("verdi-anna".to_string(), prescription_of(&fhir, "verdi-anna", "95.02").await["id"].as_str().unwrap().to_string())])
+    {
+        let opts = portal.find(&moretti, Some(&pid), &sr, Some(later_day)).await.unwrap();
+        let k = opts.options.iter().find(|x| x.in_area).unwrap().key.clone();
+        later.push((pid.clone(), portal.book(&moretti, Some(&pid), &sr, &k).await.unwrap()));
+    }
+    // Anna opts in on her page; r1 at the desk; r2 does not
+    let anna = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("VRDNNA40B60F205"), "citizen").await);
+    let anna_appt = later[2].1.id.clone();
+    let (_, _, shown) = page(&app, &anna, &format!("/appuntamenti/{anna_appt}")).await;
+    assert!(shown.contains("id=\"earlier-opt-in\""), "{shown}");
+    let csrf = csrf_of(&shown);
+    let (s, _, _) = post(&app, &anna, &format!("/appuntamenti/{anna_appt}/anticipo"), &[("csrf", &csrf), ("attiva", "1")]).await;
+    assert_eq!(s, 303);
+    assert_eq!(ext(&read(&fhir, "Appointment", &anna_appt).await, "urn:fascicolo:earlier-offers")["valueBoolean"], true);
+    portal.set_earlier_offers(&moretti, Some(&later[0].0), &later[0].1.id, true).await.unwrap();
+    let _ = pending(&app, "booking.slot-freed").await;
+
+    // r0 cancels: the freed slot is offered to r1 and Anna, not to r2 (no opt-in)
+    portal.cancel(&moretti, Some(&racers[0].0), &early.id).await.unwrap();
+    let freed = pending(&app, "booking.slot-freed").await;
+    assert_eq!(freed.len(), 1);
+    assert!(fhir.deliveries(&freed[0], "https://fse.example").await.unwrap().is_empty());
+    let offers = pending(&app, "booking.earlier-offer").await;
+    assert_eq!(offers.len(), 2, "{offers:?}");
+    let anna_offers = portal.earlier_offers(&moretti, Some("verdi-anna"), &anna_appt).await.unwrap();
+    assert_eq!(anna_offers.len(), 1);
+    assert_eq!(anna_offers[0].key, o.key);
+    assert!(portal.earlier_offers(&moretti, Some(&later[1].0), &later[1].1.id).await.unwrap().is_empty(), "r2 did not opt in");
+    // the same message handled again offers nothing more
+    fhir.deliveries(&freed[0], "https://fse.example").await.unwrap();
+    assert_eq!(pending(&app, "booking.earlier-offer").await.len(), 2);
+    // Anna's message: when and where, the link to her appointment
+    let to_anna = offers.iter().find(|m| m.patient_key == fascicolo_domain::PatientKey::for_patient_id("verdi-anna")).unwrap();
+    let sent = fhir.deliveries(to_anna, "https://fse.example").await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "anna.verdi@example.invalid");
+    assert!(
+        sent[0].text.contains(&format!("https://fse.example/appuntamenti/{anna_appt}")) && sent[0].text.contains(&o.agenda.site),
+        "{}",
+        sent[0].text
+    );
+    let (_, _, shown) = page(&app, &anna, &format!("/appuntamenti/{anna_appt}")).await;
+    assert!(shown.contains("id=\"earlier-offers\"") && shown.contains(&anna_offers[0].id), "{shown}");
+
+    // r1 accepts first: moved into the freed slot
+    let r1_offer = portal.earlier_offers(&moretti, Some(&later[0].0), &later[0].1.id).await.unwrap().remove(0);
+    let moved = portal.accept_earlier(&moretti, Some(&later[0].0), &later[0].1.id, &r1_offer.id).await.unwrap();
+    assert_eq!(moved.resource["slot"][0]["reference"], format!("Slot/{}", o.key));
+    assert_eq!(read(&fhir, "Appointment", &later[0].1.id).await["status"], "cancelled");
+    assert_eq!(read(&fhir, "Task", &r1_offer.id).await["status"], "completed");
+    // Marco cannot take Anna's offer; Anna is too late: her appointment stays as it was
+    let marco = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf(MARCO), "citizen").await);
+    let (_, _, his) = page(&app, &marco, "/prenota").await;
+    let (s, _, _) =
+        post(&app, &marco, &format!("/appuntamenti/{anna_appt}/anticipa"), &[("csrf", &csrf_of(&his)), ("offerta", &anna_offers[0].id)])
+            .await;
+    assert_eq!(s, 404);
+    let (s, to, _) =
+        post(&app, &anna, &format!("/appuntamenti/{anna_appt}/anticipa"), &[("csrf", &csrf), ("offerta", &anna_offers[0].id)]).await;
+    assert_eq!((s, to.as_str()), (303, format!("/appuntamenti/{anna_appt}?esito=offerta-persa").as_str()));
+    let hers = read(&fhir, "Appointment", &anna_appt).await;
+    assert_eq!(hers["status"], "booked");
+    assert_eq!(
+        hers["slot"][0]["reference"],
+        format!("Slot/{}", later[2].1.resource["slot"][0]["reference"].as_str().unwrap().trim_start_matches("Slot/"))
+    );
+    assert_eq!(read(&fhir, "Task", &anna_offers[0].id).await["status"], "cancelled");
+    assert!(fhir.deliveries(to_anna, "https://fse.example").await.unwrap().is_empty(), "a closed offer is not announced");
+    one_booking_per_slot(&fhir, std::slice::from_ref(&o.key)).await;
+}

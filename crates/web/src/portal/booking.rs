@@ -14,7 +14,7 @@ use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
-use fascicolo_app::booking::{Booking, Choice, Options, Prescription};
+use fascicolo_app::booking::{Booking, Choice, EarlierOffer, Options, Prescription, EARLIER_EXT};
 use fascicolo_app::portal::Portal;
 use fascicolo_app::AppError;
 use fascicolo_fhir::datetime::format_instant;
@@ -127,6 +127,9 @@ pub(super) fn outcome(lang: Lang, q: &HashMap<String, String>) -> Markup {
             Some("disdetto") => div.alert.ok role="status" { p { (lang.t("Appuntamento disdetto: la prescrizione si può prenotare di nuovo.")) } },
             Some("disdetto-tardi") => div.alert.warn role="status" { p { (lang.t("Appuntamento disdetto con meno di due giorni lavorativi di preavviso: in Lombardia il ticket è comunque dovuto.")) } },
             Some("preso") => div.alert.error role="alert" { p { (lang.t("Qualcuno ha appena preso questo posto: scegline un altro.")) } },
+            Some("anticipo-attivo") => div.alert.ok role="status" { p { (lang.t("Ti avviseremo se si libera un posto prima.")) } },
+            Some("anticipo-spento") => div.alert.ok role="status" { p { (lang.t("Non riceverai più offerte di posti prima.")) } },
+            Some("offerta-persa") => div.alert.error role="alert" { p { (lang.t("Il posto non è più disponibile: l'appuntamento resta com'era.")) } },
             Some("tutela") => div.alert.ok role="status" { p { (lang.t("Richiesta del percorso di tutela registrata: l'ATS ti contatterà con la data e il luogo.")) } },
             Some("esito-registrato") => div.alert.ok role="status" { p { (lang.t("Esito dell'appuntamento registrato.")) } },
             _ => {},
@@ -239,7 +242,7 @@ pub async fn options(State(state): State<AppState>, Path(sr): Path<String>, RawQ
             button.secondary type="submit" { (c.t("Cerca")) }
         }
         @if found.deadline.is_some() { (waiver_note(c.lang)) }
-        (options_table(c.lang, &found, &format!("/prenota/{sr}/tutela"), &c.csrf(), |o| html! {
+        (options_table(c.lang, &found, &format!("/prenota/{sr}/tutela"), c.csrf(), |o| html! {
             form.inline method="post" action=(action) {
                 input type="hidden" name="csrf" value=(c.csrf());
                 input type="hidden" name="slot" value=(o.key);
@@ -400,14 +403,17 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, heade
 }
 
 /// What the appointment page adds for an appointment booked here: where, preparation, the
-/// wait guarantee, and the move and cancel actions while it is ahead.
-pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: bool) -> Markup {
+/// wait guarantee, the calendar file, the earlier-slot opt-in with the offers standing, and
+/// the move and cancel actions while it is ahead.
+pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: bool, csrf: &str, offers: &[EarlierOffer]) -> Markup {
     let b = Booking::of(v);
     let sr = b.prescription.as_deref();
     let id = b.id.as_str();
     let ahead = b.start_ms > fascicolo_fhir::datetime::now_ms();
     let (site, late, guarantee) = (Some(b.site.as_str()).filter(|s| !s.is_empty()), b.late, b.guarantee.clone());
     let service = fascicolo_domain::booking::service(&b.code);
+    let opted_in = v["extension"].as_array().into_iter().flatten().any(|e| e["url"] == EARLIER_EXT && e["valueBoolean"] == true);
+    let changeable = may_change && b.status == "booked" && ahead && sr.is_some();
     html! {
         dl.meta #booking-extras {
             @if let Some(s) = site { dt { (lang.t("Dove")) } dd { (s) } }
@@ -418,12 +424,76 @@ pub(super) fn appointment_extras(lang: Lang, v: &serde_json::Value, may_change: 
         @if b.status == "booked" && ahead {
             p { a href={ "/appuntamenti/" (id) "/calendario.ics" } download { (lang.t("Aggiungi al calendario")) " (.ics)" } }
         }
-        @if may_change && b.status == "booked" && ahead && sr.is_some() {
+        @if changeable && !offers.is_empty() {
+            section.card #earlier-offers {
+                h2 { (lang.t("Si è liberato un posto prima")) }
+                @for o in offers {
+                    form method="post" action={ "/appuntamenti/" (id) "/anticipa" } {
+                        p { strong { (show_date(lang, &format_instant(o.start_ms), true)) } " — " (o.site) br;
+                            span.muted { (lang.t("Disponibile fino alle")) " " (show_date(lang, &format_instant(o.expires_ms), true)) } }
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="offerta" value=(o.id);
+                        button type="submit" { (lang.t("Prendi questo posto")) }
+                    }
+                }
+                p.muted { (lang.t("Il primo che accetta ottiene il posto; l'appuntamento attuale resta finché il nuovo non è confermato.")) }
+            }
+        }
+        @if changeable {
+            form #earlier-opt-in method="post" action={ "/appuntamenti/" (id) "/anticipo" } {
+                input type="hidden" name="csrf" value=(csrf);
+                @if opted_in {
+                    p { (lang.t("Ti avvisiamo per SMS o e-mail se si libera un posto prima nella tua area.")) }
+                    input type="hidden" name="attiva" value="0";
+                    button.secondary type="submit" { (lang.t("Non avvisarmi più")) }
+                } @else {
+                    input type="hidden" name="attiva" value="1";
+                    button.secondary type="submit" { (lang.t("Avvisami se si libera un posto prima")) }
+                }
+            }
             p #appointment-actions {
                 a.btn href={ "/prenota/" (sr.unwrap_or_default()) "?sposta=" (id) } { (lang.t("Sposta")) }
                 " " a.btn.secondary href={ "/appuntamenti/" (id) "/disdetta" } { (lang.t("Disdici")) }
             }
         }
+    }
+}
+
+/// `POST /appuntamenti/{id}/anticipo`: earlier-slot offers on (`attiva=1`) or off.
+pub async fn earlier_opt_in(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f = form_of(&body);
+    let c = form_ctx(&state, &headers, "/appuntamenti", f.get("csrf").map_or("", String::as_str)).await?;
+    let on = f.get("attiva").map(String::as_str) == Some("1");
+    match Portal::new(state.fhir.clone()).set_earlier_offers(c.actor(), None, &id, on).await {
+        Ok(()) => {
+            Ok(Redirect::to(&format!("/appuntamenti/{id}?esito={}", if on { "anticipo-attivo" } else { "anticipo-spento" }))
+                .into_response())
+        }
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /appuntamenti/{id}/anticipa`: take an offered earlier slot.
+pub async fn earlier_accept(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let f = form_of(&body);
+    let c = form_ctx(&state, &headers, "/appuntamenti", f.get("csrf").map_or("", String::as_str)).await?;
+    let offer = f.get("offerta").cloned().unwrap_or_default();
+    match Portal::new(state.fhir.clone()).accept_earlier(c.actor(), None, &id, &offer).await {
+        Ok(b) => Ok(Redirect::to(&format!("/appuntamenti/{}?esito=spostato", b.id)).into_response()),
+        Err(AppError::Conflict(m)) if m.contains("first") || m.contains("expired") => {
+            Ok(Redirect::to(&format!("/appuntamenti/{id}?esito=offerta-persa")).into_response())
+        }
+        Err(e) => Err(c.fail()(e)),
     }
 }
 
@@ -464,7 +534,7 @@ pub async fn calendar(State(state): State<AppState>, Path(id): Path<String>, hea
     let Some(b) = list.into_iter().find(|b| b.id == id) else {
         return Err(c.fail()(AppError::NotFound("not an appointment of this record".into())));
     };
-    let url = format!("{}/appuntamenti/{}", state.auth.public_url.trim_end_matches('/'), enc(&b.id));
+    let url = format!("{}/appuntamenti/{}", state.auth.public_url.trim_end_matches('/'), b.id);
     let headers = [
         (axum::http::header::CONTENT_TYPE, "text/calendar; charset=utf-8".to_string()),
         (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"appuntamento-{}.ics\"", b.start_ms / 1000)),

@@ -56,6 +56,8 @@ pub fn routes() -> Router<AppState> {
         .route("/appuntamenti/{id}", get(records::appointment))
         .route("/appuntamenti/{id}/sposta", post(booking::move_to))
         .route("/appuntamenti/{id}/calendario.ics", get(booking::calendar))
+        .route("/appuntamenti/{id}/anticipo", post(booking::earlier_opt_in))
+        .route("/appuntamenti/{id}/anticipa", post(booking::earlier_accept))
         .route("/appuntamenti/{id}/disdetta", get(booking::cancel_page).post(booking::cancel))
         .route("/prenota", get(booking::page))
         .route("/prenota/{sr}", get(booking::options))

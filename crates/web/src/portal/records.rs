@@ -927,12 +927,18 @@ async fn detail(State(state): State<AppState>, section: &str, id: String, RawQue
         ),
     };
     let nre = if rt == "MedicationRequest" { nre_of(&v).and_then(|n| Some((barcode(&n)?, n))) } else { None };
+    // offers of an earlier slot (a delegation without them reads none)
+    let offers = if rt == "Appointment" && v["status"] == "booked" && c.allows("/prenota") {
+        Portal::new(state.fhir.clone()).earlier_offers(c.actor(), None, &id).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let body = html! {
         p { a href={ "/" (section) } { "‹ " (c.t(back)) } }
         h1 { (title) }
         @if rt == "Appointment" { (super::booking::outcome(c.lang, &crate::auth_web::query_map(raw.as_deref()))) }
         dl.meta { @for (k, val) in &rows { @if !val.is_empty() { dt { (k) } dd { (val) } } } }
-        @if rt == "Appointment" { (super::booking::appointment_extras(c.lang, &v, c.allows("/prenota"))) }
+        @if rt == "Appointment" { (super::booking::appointment_extras(c.lang, &v, c.allows("/prenota"), c.csrf(), &offers)) }
         @if let Some((svg, digits)) = nre { figure.barcode.large { (trusted(svg)) figcaption.digits { (digits) } } }
     };
     Ok(layout(&c, &title, body))
