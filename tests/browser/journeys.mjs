@@ -133,6 +133,18 @@ try {
   await visit(landing, "/", "landing");
   await keyboard(landing, "landing");
   await phone(anon, "/", "landing");
+  // the public waiting times, signed out, in Italian and English
+  await landing.click("#public-services a >> text=Tempi di attesa");
+  await landing.waitForURL("**/tempi-di-attesa");
+  assert.ok((await landing.locator("#waits tbody tr").count()) > 3, "waiting times per ASST");
+  assert.match(await landing.locator("#waits").innerText(), /ASST[\s\S]*giorni/);
+  await visit(landing, "/tempi-di-attesa?prestazione=88.76.1", "waiting-times");
+  await phone(anon, "/tempi-di-attesa?prestazione=88.76.1", "waiting-times");
+  await visit(landing, "/tempi-di-attesa?prestazione=88.76.1&lang=en", "waiting-times-en", { shot: false });
+  assert.match(await landing.locator("#waits").innerText(), /Median wait|days/);
+  const feed = await (await landing.request.get(BASE + "/tempi-di-attesa.json")).json();
+  assert.ok(feed.services.length >= 10 && feed.services[0].groups.length > 0, "the JSON lists services and groups");
+  step("read the public waiting times signed out (page in Italian and English, and the JSON)");
   await anon.close();
 
   // ---- Giulia signs in with the demo provider
@@ -338,6 +350,30 @@ try {
   await a11y(cup, "cup-desk-booked");
   if (SHOTS) await cup.screenshot({ path: `${SHOTS}/cup-desk-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
   await phone(cupCtx, "/professionista/cup/verdi-anna", "cup-desk");
+  // the agendas of the desk's ASST: check a day, then close it
+  await visit(cup, "/professionista/agende", "cup-agendas");
+  await phone(cupCtx, "/professionista/agende", "cup-agendas", { minSections: 1 });
+  await cup.click("#agendas tbody a >> nth=0");
+  await cup.waitForLoadState();
+  const agendaPath = new URL(cup.url()).pathname;
+  const closeDay = new Date(Date.now() + 86400000 * 40);
+  for (let i = 0; i < 14; i++) {
+    await cup.fill("#giorno", closeDay.toISOString().slice(0, 10));
+    await cup.click("form.filters button[type=submit]");
+    await cup.waitForLoadState();
+    if (await cup.locator("#closing").count()) break;
+    closeDay.setDate(closeDay.getDate() + 1);
+  }
+  assert.equal(await cup.locator("#closing").count(), 1, "a day the agenda opens within two weeks");
+  {
+    await a11y(cup, "cup-agenda-check");
+    if (SHOTS) await cup.screenshot({ path: `${SHOTS}/cup-agenda-check-desktop.jpg`, type: "jpeg", quality: 72, fullPage: true });
+    await phone(cupCtx, agendaPath + "?giorno=" + closeDay.toISOString().slice(0, 10), "cup-agenda-check", { minSections: 1 });
+    await cup.click("#closing button[type=submit]");
+    await cup.waitForURL("**esito=chiuso**");
+    assert.match(await cup.locator("#closed").innerText(), /Giorno chiuso/);
+  }
+  step("the CUP desk listed its ASST's agendas, checked a day and closed it");
   await cupCtx.close();
   step("the CUP desk found Anna, saw her prescriptions and the region's first availability, booked her ultrasound");
 
@@ -462,6 +498,11 @@ try {
   await a11y(page, "booking-done");
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/booking-done-desktop.jpg`, type: "jpeg", quality: 72, fullPage: false });
   await phone(citizen, new URL(page.url()).pathname, "booking-done");
+  assert.equal(await page.locator("a[href$='/calendario.ics']").count(), 1, "the calendar file is offered");
+  await page.click("#earlier-opt-in button");
+  await page.waitForURL("**esito=anticipo-attivo");
+  assert.match(await page.locator("#earlier-opt-in").innerText(), /Ti avvisiamo/);
+  await a11y(page, "booking-earlier-opt-in");
   await page.click("#appointment-actions a >> text=Sposta");
   await page.waitForLoadState();
   assert.match(await page.locator("main h1").innerText(), /Sposta l'appuntamento/);

@@ -135,6 +135,7 @@ pub async fn index(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resp
         p { a href=(link(lang, "/prenota")) { (lang.t("Prenota una visita o un esame")) } }
     };
     let banner = state.auth.demo.then(|| lang.t("Dimostrazione: le agende e le prenotazioni sono della regione sintetica."));
-    let head = html! { link rel="stylesheet" href="/static/portal.css"; };
+    // the portal's tables and colours; its footer is dark, so this page's footer text is light
+    let head = html! { link rel="stylesheet" href="/static/portal.css"; style { "footer.muted{color:#fff}" } };
     Html(page_with_head(lang, title, banner, head, body)).into_response()
 }

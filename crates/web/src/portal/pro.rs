@@ -912,7 +912,11 @@ pub async fn agenda(State(state): State<AppState>, Path(id): Path<String>, RawQu
             div { label for="giorno" { (c.t("Giorno")) } input #giorno name="giorno" type="date" required value=(day.map(|d| d.to_string()).unwrap_or_default()); }
             button.secondary type="submit" { (c.t("Verifica")) }
         }
-        @if let (Some(d), Some(list)) = (day, &affected) {
+        @if let Some(d) = day.filter(|d| a.closures.contains(d)) {
+            p #not-open { (show_date(c.lang, &d.to_string(), false)) ": " (c.t("giorno già chiuso.")) }
+        } @else if let Some(d) = day.filter(|d| !a.template.opens_on(*d, &a.istat, &a.closures)) {
+            p #not-open { (show_date(c.lang, &d.to_string(), false)) ": " (c.t("l'agenda non è aperta in questo giorno.")) }
+        } @else if let (Some(d), Some(list)) = (day, &affected) {
             section.card #closing {
                 p { strong { (show_date(c.lang, &d.to_string(), false)) } ": "
                     @if list.is_empty() { (c.t("nessun appuntamento prenotato.")) }
