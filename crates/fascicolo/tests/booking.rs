@@ -1124,3 +1124,69 @@ async fn a_freed_slot_is_offered_to_those_booked_later_who_opted_in_and_the_firs
     assert!(fhir.deliveries(to_anna, "https://fse.example").await.unwrap().is_empty(), "a closed offer is not announced");
     one_booking_per_slot(&fhir, std::slice::from_ref(&o.key)).await;
 }
+
+#[tokio::test]
+async fn ten_thousand_attempts_over_http_book_each_of_a_hundred_slots_exactly_once() {
+    let (app, fhir, portal, racers) = race_setup("89.52", 200).await;
+    let desk = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    // 100 free slots: one agenda's first free days, every start of each
+    let found = portal.find(&desk, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let a = found.options[0].agenda.clone();
+    let mut day = found.options[0].day;
+    let mut keys = Vec::new();
+    while keys.len() < 100 {
+        if a.template.opens_on(day, &a.istat, &a.closures) {
+            keys.extend(a.template.starts().map(|m| fascicolo_domain::booking::slot_key(&a.id, day, m)));
+        }
+        day = day.next_day().unwrap();
+    }
+    keys.truncate(100);
+    let before = booked_count(&fhir).await;
+    let token = token_for(&app.store, &desk).await;
+    let client = reqwest::Client::new();
+    // 200 people at once, each trying the slots from its own place in the list until one
+    // books: the first hundred get one each, the other hundred find all taken
+    let mut tasks = Vec::new();
+    for (i, (pid, sr)) in racers.iter().enumerate() {
+        let (root, keys, token, pid, client) = (app.root.clone(), keys.clone(), token.clone(), pid.clone(), client.clone());
+        let nre = read(&fhir, "ServiceRequest", sr).await["identifier"][0]["value"].as_str().unwrap().to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for j in 0..keys.len() {
+                let k = &keys[(i + j) % keys.len()];
+                let params = json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{k}.{nre}")}},
+                    {"name": "patient-reference", "valueReference": {"reference": format!("Patient/{pid}")}}]});
+                let r = client.post(format!("{root}/fhir/r4/Appointment/$book")).bearer_auth(&token).json(&params).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            statuses
+        }));
+    }
+    let (mut ok, mut attempts) = (0, 0);
+    for t in tasks {
+        let s = t.await.unwrap();
+        attempts += s.len();
+        assert!(s.iter().all(|c| *c == 200 || *c == 409), "only booked or taken: {s:?}");
+        ok += s.iter().filter(|c| **c == 200).count();
+    }
+    assert!(attempts >= 10_000, "{attempts} attempts");
+    assert_eq!(ok, 100, "exactly one booking per slot ({attempts} attempts)");
+    one_booking_per_slot(&fhir, &keys).await;
+    assert_eq!(booked_count(&fhir).await, before + 100, "no other appointment stored");
+}
+
+async fn booked_count(fhir: &FhirService) -> usize {
+    let page = fhir
+        .search(&Actor::system(), Some("Appointment"), &[("status".into(), "booked".into()), ("_count".into(), "1000".into())], "")
+        .await
+        .unwrap();
+    page.entries.iter().filter(|e| e.2 == "match").count()
+}
