@@ -42,8 +42,15 @@ pub use fascicolo_domain::booking::{
 use fascicolo_domain::systems::{ASL_SYSTEM, GEOLOCATION_EXT, ISTAT_EXT};
 /// On a held `Slot`: until when (instant).
 pub const HOLD_UNTIL_EXT: &str = "urn:fascicolo:hold-until";
-/// On a held `Slot`: for which prescription.
+/// On a held `Slot`: for which prescription, as an opaque tag ([`holder_tag`]): slots are
+/// registry data anyone may read, and a prescription's id names its patient.
 pub const HELD_FOR_EXT: &str = "urn:fascicolo:held-for";
+
+/// The tag a hold carries for prescription `id` (the first 80 bits of a SHA-256).
+pub fn holder_tag(id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(format!("held-for:{id}").as_bytes())[..10])
+}
 /// On a booked `ServiceRequest`: its appointment.
 pub const BOOKED_AS_EXT: &str = "urn:fascicolo:booked-as";
 /// On an `Appointment`: the wait guarantee (`kept`, `waived`: a later date chosen when one in
@@ -689,7 +696,7 @@ impl Portal {
         let until = datetime::now_ms() + HOLD_MINUTES * 60_000;
         for _ in 0..RETRIES {
             let (_, state) = self.slot_now(key).await?;
-            if state.busy || state.held_for.as_deref().is_some_and(|h| h != p.id) {
+            if state.busy || state.held_for.as_deref().is_some_and(|h| h != holder_tag(&p.id)) {
                 return Err(AppError::Conflict("this slot has just been taken: choose another".into()));
             }
             let (start_ms, end_ms) = slot_times(day, minute, a.template.minutes);
@@ -737,7 +744,7 @@ impl Portal {
             }
             let (a, day, minute) = self.slot_of(&p, key).await?;
             let (_, state) = self.slot_now(key).await?;
-            if state.busy || state.held_for.as_deref().is_some_and(|h| h != p.id) {
+            if state.busy || state.held_for.as_deref().is_some_and(|h| h != holder_tag(&p.id)) {
                 return Err(AppError::Conflict("this slot has just been taken: choose another".into()));
             }
             let guarantee = self.guarantee(&b, &p, day).await?;
@@ -834,7 +841,7 @@ impl Portal {
                 return Err(AppError::Conflict("the appointment is already in this slot".into()));
             }
             let (_, state) = self.slot_now(key).await?;
-            if state.busy || state.held_for.as_deref().is_some_and(|h| h != p.id) {
+            if state.busy || state.held_for.as_deref().is_some_and(|h| h != holder_tag(&p.id)) {
                 return Err(AppError::Conflict("this slot has just been taken: choose another".into()));
             }
             let (mut entries, _) = self.release(&b, &appt, version, "pat", false).await?;
@@ -1217,10 +1224,7 @@ fn slot_state(s: &Value, version: i64, now: i64) -> SlotState {
         Some("busy") => SlotState { version, held_for: None, busy: true },
         Some("busy-tentative") => {
             let until = ext_str(s, HOLD_UNTIL_EXT, "valueInstant").and_then(instant_ms).unwrap_or(0);
-            let held_for = ext(s, HELD_FOR_EXT)
-                .and_then(|e| e["valueReference"]["reference"].as_str())
-                .and_then(|r| r.strip_prefix("ServiceRequest/"))
-                .map(String::from);
+            let held_for = ext_str(s, HELD_FOR_EXT, "valueString").map(String::from);
             SlotState { version, held_for: if until >= now { held_for } else { None }, busy: false }
         }
         _ => SlotState { version, held_for: None, busy: false },
@@ -1229,6 +1233,7 @@ fn slot_state(s: &Value, version: i64, now: i64) -> SlotState {
 
 /// The first free slot of an agenda between two days (a slot held for `mine` counts as free).
 fn first_free(a: &Agenda, from: Date, to: Date, taken: &HashMap<String, SlotState>, mine: &str) -> Option<(Date, u16)> {
+    let mine = holder_tag(mine);
     let mut day = match a.booked_until.and_then(|d| d.next_day()) {
         Some(d) if d > from => d,
         _ => from,
@@ -1239,7 +1244,7 @@ fn first_free(a: &Agenda, from: Date, to: Date, taken: &HashMap<String, SlotStat
                 let key = rules::slot_key(&a.id, day, m);
                 match taken.get(&key) {
                     None => return Some((day, m)),
-                    Some(s) if !s.busy && s.held_for.as_deref().is_none_or(|h| h == mine) => return Some((day, m)),
+                    Some(s) if !s.busy && s.held_for.as_deref().is_none_or(|h| h == mine.as_str()) => return Some((day, m)),
                     _ => {}
                 }
             }
@@ -1295,7 +1300,7 @@ fn slot_resource(key: &str, a: &Agenda, start_ms: i64, end_ms: i64, status: &str
     }
     if let Some((sr, until)) = hold {
         exts.push(json!({"url": HOLD_UNTIL_EXT, "valueInstant": datetime::format_instant(until)}));
-        exts.push(json!({"url": HELD_FOR_EXT, "valueReference": {"reference": format!("ServiceRequest/{sr}")}}));
+        exts.push(json!({"url": HELD_FOR_EXT, "valueString": holder_tag(sr)}));
     }
     if !exts.is_empty() {
         s["extension"] = Value::Array(exts);
@@ -1426,7 +1431,7 @@ mod tests {
         taken.insert(rules::slot_key("ag-1", date!(2026 - 12 - 09), 480), SlotState { version: Some(1), held_for: None, busy: true });
         taken.insert(
             rules::slot_key("ag-1", date!(2026 - 12 - 09), 510),
-            SlotState { version: Some(1), held_for: Some("other".into()), busy: false },
+            SlotState { version: Some(1), held_for: Some(holder_tag("other")), busy: false },
         );
         // Monday 7 is Sant'Ambrogio and Tuesday 8 the Immacolata in Milan
         let f = first_free(&a, date!(2026 - 12 - 07), date!(2027 - 01 - 31), &taken, "mine");
@@ -1440,8 +1445,8 @@ mod tests {
         let st = slot_state(&s, 3, datetime::now_ms());
         assert!(!st.busy && st.held_for.is_none());
         let s = json!({"status": "busy-tentative", "extension": [{"url": HOLD_UNTIL_EXT, "valueInstant": "2999-01-01T00:00:00Z"},
-            {"url": HELD_FOR_EXT, "valueReference": {"reference": "ServiceRequest/x"}}]});
-        assert_eq!(slot_state(&s, 3, datetime::now_ms()).held_for.as_deref(), Some("x"));
+            {"url": HELD_FOR_EXT, "valueString": holder_tag("x")}]});
+        assert_eq!(slot_state(&s, 3, datetime::now_ms()).held_for, Some(holder_tag("x")));
         // nothing in range
         assert_eq!(first_free(&a, date!(2026 - 12 - 12), date!(2026 - 12 - 13), &taken, "m"), None);
         // the bookings made elsewhere fill the agenda up to a day

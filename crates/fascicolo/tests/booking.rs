@@ -1190,3 +1190,21 @@ async fn booked_count(fhir: &FhirService) -> usize {
         .unwrap();
     page.entries.iter().filter(|e| e.2 == "match").count()
 }
+
+#[tokio::test]
+async fn a_held_slot_does_not_name_whose_prescription_holds_it() {
+    let (_app, fhir, portal, racers) = race_setup("89.52", 2).await;
+    let desk = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    let found = portal.find(&desk, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let key = found.options[0].key.clone();
+    portal.hold(&desk, Some(&racers[0].0), &racers[0].1, &key).await.unwrap();
+    let slot = read(&fhir, "Slot", &key).await.to_string();
+    assert!(!slot.contains(&racers[0].0) && !slot.contains(&racers[0].1), "the slot names no one: {slot}");
+    // still, the holder books it and another is refused
+    assert!(matches!(portal.book(&desk, Some(&racers[1].0), &racers[1].1, &key).await, Err(fascicolo_app::AppError::Conflict(_))));
+    portal.book(&desk, Some(&racers[0].0), &racers[0].1, &key).await.unwrap();
+}
