@@ -92,6 +92,8 @@ fn operator_types(role: ProRole, write: bool) -> &'static [&'static str] {
 fn shared_writable(actor: &Actor, resource_type: &str) -> bool {
     match &actor.who {
         Who::System | Who::Client { platform: true, .. } => true,
+        // a provider's system keeps its own agendas (which ones: `FhirService::gate_write`)
+        Who::Client { platform: false, organization: Some(_), .. } if resource_type == "Schedule" => true,
         Who::Client { platform: false, .. } => {
             // what documents carry besides the patient's record (a Specimen may name no subject)
             matches!(

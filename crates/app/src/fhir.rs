@@ -359,6 +359,45 @@ impl FhirService {
         Self::shown(&s, access.as_deref())
     }
 
+    /// Whether agenda `schedule` is one of a site that organisation `org` runs: the site's
+    /// organisation, or the one it is part of (a hospital's ASST), is `org` or the one `org`
+    /// is part of.
+    async fn agenda_of(&self, schedule: &Value, org: &str) -> AppResult<bool> {
+        let part_of = |v: &Value| v["partOf"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from);
+        let read = |rt: &'static str, id: String| async move {
+            AppResult::Ok(
+                self.store
+                    .read(rt, &id)
+                    .await?
+                    .filter(|s| !s.deleted)
+                    .map(|s| serde_json::from_str::<Value>(&s.json).unwrap_or(Value::Null)),
+            )
+        };
+        let mut owners = vec![org.to_string()];
+        if let Some(o) = read("Organization", org.to_string()).await? {
+            owners.extend(part_of(&o));
+        }
+        let Some(loc) = schedule["actor"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|a| a["reference"].as_str()?.strip_prefix("Location/"))
+            .map(String::from)
+        else {
+            return Ok(false);
+        };
+        let Some(site_org) = read("Location", loc)
+            .await?
+            .and_then(|l| l["managingOrganization"]["reference"].as_str().and_then(|r| r.strip_prefix("Organization/")).map(String::from))
+        else {
+            return Ok(false);
+        };
+        if owners.contains(&site_org) {
+            return Ok(true);
+        }
+        Ok(read("Organization", site_org).await?.and_then(|o| part_of(&o)).is_some_and(|p| owners.contains(&p)))
+    }
+
     /// Gate one write: the actor may write this type in this record (and the current version,
     /// if any, is theirs to change); labels are derived; the access is recorded for the audit.
     pub(crate) async fn gate_write(
@@ -380,6 +419,17 @@ impl FhirService {
             }
         }
         let mut a = gate.check_write(w.patient_key, &w.resource_type, op, live).await?;
+        if w.resource_type == "Schedule" {
+            if let Who::Client { platform: false, organization: Some(org), .. } = &gate.actor.who {
+                let old = live.map(|c| serde_json::from_str::<Value>(&c.json).unwrap_or(Value::Null));
+                let new = (w.method != Method::Delete).then_some(&*stamped);
+                for v in old.iter().chain(new) {
+                    if !self.agenda_of(v, org).await? {
+                        return Err(AppError::Forbidden(format!("Schedule/{} is not an agenda of a site your organisation runs", w.id)));
+                    }
+                }
+            }
+        }
         if w.method != Method::Delete && !gate.publication {
             check_blob_binding(stamped, live, w.patient_key)?;
         }

@@ -1208,3 +1208,83 @@ async fn a_held_slot_does_not_name_whose_prescription_holds_it() {
     assert!(matches!(portal.book(&desk, Some(&racers[1].0), &racers[1].1, &key).await, Err(fascicolo_app::AppError::Conflict(_))));
     portal.book(&desk, Some(&racers[0].0), &racers[0].1, &key).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_providers_system_updates_its_own_agendas_only() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    let codes: Vec<&str> = fascicolo_domain::booking::SERVICES.iter().map(|s| s.code).collect();
+    seed_offer(&fhir, &codes).await;
+    seed_organizations(&fhir).await;
+    let mut front = read(&fhir, "Organization", "asst-fbf-sacco").await;
+    front["partOf"] = json!({"reference": "Organization/asst-030703"});
+    fhir.update(&Actor::system(), "Organization", "asst-fbf-sacco", front.to_string().as_bytes(), None).await.unwrap();
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let moretti = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    let own: Vec<String> = portal.managed_agendas(&moretti).await.unwrap().into_iter().map(|a| a.id).collect();
+    let page = fhir.search(&Actor::system(), Some("Schedule"), &[("_count".into(), "1000".into())], "").await.unwrap();
+    let all: Vec<Value> = page.entries.iter().map(|e| serde_json::from_str(&e.1).unwrap()).collect();
+    let mine = all.iter().find(|s| own.contains(&s["id"].as_str().unwrap().to_string())).unwrap().clone();
+    let theirs = all.iter().find(|s| !own.contains(&s["id"].as_str().unwrap().to_string())).unwrap().clone();
+    let hospital =
+        Actor::new(Who::Client { client_id: "demo-hospital".into(), organization: Some("asst-fbf-sacco".into()), platform: false });
+    let token = token_for(&app.store, &hospital).await;
+    let put = |v: Value, token: String| {
+        let url = format!("{}/fhir/r4/Schedule/{}", app.root, v["id"].as_str().unwrap());
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .bearer_auth(token)
+                .header("content-type", "application/fhir+json")
+                .body(v.to_string())
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    let retemplate = |mut v: Value| {
+        for e in v["extension"].as_array_mut().unwrap() {
+            if e["url"] == "urn:fascicolo:agenda-template" {
+                e["valueString"] = json!("days=1-5;hours=09:00-12:00;minutes=30");
+            }
+        }
+        v
+    };
+    // its own agenda: the new weekly hours are stored
+    assert_eq!(put(retemplate(mine.clone()), token.clone()).await, 200);
+    assert_eq!(
+        ext(&read(&fhir, "Schedule", mine["id"].as_str().unwrap()).await, "urn:fascicolo:agenda-template")["valueString"],
+        "days=1-5;hours=09:00-12:00;minutes=30"
+    );
+    // another ASST's agenda: refused, unchanged
+    assert_eq!(put(retemplate(theirs.clone()), token.clone()).await, 403);
+    assert_eq!(read(&fhir, "Schedule", theirs["id"].as_str().unwrap()).await["extension"], theirs["extension"]);
+    // moving its own agenda to another's site, or creating one there: refused
+    let mut moved = mine.clone();
+    moved["actor"] = theirs["actor"].clone();
+    assert_eq!(put(moved, token.clone()).await, 403);
+    let mut new = theirs.clone();
+    new["id"] = json!("ag-nuova-altrui");
+    assert_eq!(put(new, token.clone()).await, 403);
+    assert!(fhir.read(&Actor::system(), "Schedule", "ag-nuova-altrui").await.is_err());
+    // a client of no organisation writes no agenda; nobody but the booking service writes slots
+    let nobody = token_for(&app.store, &Actor::new(Who::Client { client_id: "x".into(), organization: None, platform: false })).await;
+    assert_eq!(put(retemplate(mine.clone()), nobody).await, 403);
+    let slot = json!({"resourceType": "Slot", "id": "ag-x-202701041000", "schedule": {"reference": format!("Schedule/{}", mine["id"].as_str().unwrap())},
+        "status": "busy", "start": "2027-01-04T09:00:00Z", "end": "2027-01-04T09:30:00Z"});
+    let r = reqwest::Client::new()
+        .put(format!("{}/fhir/r4/Slot/ag-x-202701041000", app.root))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(slot.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
