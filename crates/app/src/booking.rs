@@ -670,6 +670,11 @@ impl Portal {
         if closed_now {
             return Err(AppError::Conflict("the provider has closed this day: choose another".into()));
         }
+        // nor a slot the agenda's hours no longer open
+        let hours = ext_str(&stored, TEMPLATE_EXT, "valueString").and_then(|t| Template::parse(t).ok());
+        if hours.is_some_and(|t| !t.opens_on(day, &a.istat, &a.closures) || !t.starts().any(|m| m == minute)) {
+            return Err(AppError::Conflict("the provider has changed this agenda's hours: choose another slot".into()));
+        }
         Ok((a, day, minute))
     }
 

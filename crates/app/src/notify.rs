@@ -226,9 +226,9 @@ impl FhirService {
         let link = format!("{site}/prenota");
         let subject = "Fascicolo Sanitario Elettronico: appuntamento annullato dalla struttura".to_string();
         let text = format!(
-            "La struttura ha annullato il tuo appuntamento del {day} alle {hour} presso {place} (agenda chiusa). \
+            "La struttura ha annullato il tuo appuntamento del {day} alle {hour} presso {place} (agenda chiusa o modificata). \
              Non ti è addebitato nulla e la prescrizione resta valida: prenota di nuovo da {link}\n\n\
-             The provider cancelled your appointment on {day} at {hour} at {place} (agenda closed). \
+             The provider cancelled your appointment on {day} at {hour} at {place} (agenda closed or changed). \
              Nothing is charged and the prescription stays valid: book again at {link}"
         );
         Ok(addressed(&patient, &[], "booking", &subject, &text))

@@ -1288,3 +1288,106 @@ async fn a_providers_system_updates_its_own_agendas_only() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
+
+#[tokio::test]
+async fn new_weekly_hours_cancel_with_notice_only_the_appointments_they_drop() {
+    let app = spawn_app().await;
+    let fhir = FhirService::new(Arc::clone(&app.store));
+    fascicolo_load::demo::seed(&fhir).await.unwrap();
+    let codes: Vec<&str> = fascicolo_domain::booking::SERVICES.iter().map(|s| s.code).collect();
+    seed_offer(&fhir, &codes).await;
+    seed_organizations(&fhir).await;
+    let mut front = read(&fhir, "Organization", "asst-fbf-sacco").await;
+    front["partOf"] = json!({"reference": "Organization/asst-030703"});
+    fhir.update(&Actor::system(), "Organization", "asst-fbf-sacco", front.to_string().as_bytes(), None).await.unwrap();
+    let portal = fascicolo_app::portal::Portal::new(fhir.clone());
+    let cup = |org: &str| {
+        Actor::new(Who::Professional { practitioner: "moretti-luigi".into(), organization: Some(org.into()), role: ProRole::CupOperator })
+    };
+    let moretti = cup("asst-fbf-sacco");
+    let a = portal.managed_agendas(&moretti).await.unwrap().remove(0);
+    // two prescriptions of Giulia for that service: one booked at the day's first start, one at its last
+    let mut srs = Vec::new();
+    for (id, nre) in [("rossi-giulia-orari-1", "030777100009990"), ("rossi-giulia-orari-2", "030777200009990")] {
+        let sr = json!({"resourceType": "ServiceRequest", "id": id, "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/rossi-giulia"},
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.2.9.4.3.9", "value": nre}],
+            "code": {"coding": [{"system": "urn:fascicolo:catalogo-nazionale-prestazioni", "code": a.code}]},
+            "extension": [{"url": "urn:fascicolo:priority-class", "valueCode": "P"}]});
+        fhir.update(&Actor::system(), "ServiceRequest", id, sr.to_string().as_bytes(), None).await.unwrap();
+        srs.push(id);
+    }
+    let mut day = fascicolo_domain::rome::today() + time::Duration::days(3);
+    if let Some(b) = a.booked_until {
+        day = day.max(b + time::Duration::days(1));
+    }
+    while !a.template.opens_on(day, &a.istat, &a.closures) {
+        day = day.next_day().unwrap();
+    }
+    let starts: Vec<u16> = a.template.starts().collect();
+    let (first, last) = (starts[0], *starts.last().unwrap());
+    let early_key = fascicolo_domain::booking::slot_key(&a.id, day, first);
+    let late_key = fascicolo_domain::booking::slot_key(&a.id, day, last);
+    let early = portal.book(&moretti, Some("rossi-giulia"), srs[0], &early_key).await.unwrap();
+    let late = portal.book(&moretti, Some("rossi-giulia"), srs[1], &late_key).await.unwrap();
+    let before = read(&fhir, "Schedule", &a.id).await;
+
+    // the new hours open an hour later, close as before
+    let t = &a.template;
+    let days: Vec<String> = (0..7).filter(|i| t.days[*i]).map(|i| (i + 1).to_string()).collect();
+    let hours: Vec<String> = t
+        .hours
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| {
+            let x = if i == 0 { x + 60 } else { *x };
+            format!("{:02}:{:02}-{:02}:{:02}", x / 60, x % 60, y / 60, y % 60)
+        })
+        .collect();
+    let template = format!("days={};hours={};minutes={}", days.join(","), hours.join(","), t.minutes);
+    // refused, nothing changed: another ASST's office, hours that do not read, the same hours
+    assert!(matches!(portal.change_hours(&cup("asst-030701"), &a.id, &template).await, Err(fascicolo_app::AppError::Forbidden(_))));
+    assert!(matches!(
+        portal.change_hours(&moretti, &a.id, "days=1-5;hours=12:00-09:00;minutes=20").await,
+        Err(fascicolo_app::AppError::BadRequest(_))
+    ));
+    assert!(matches!(portal.change_hours(&moretti, &a.id, &a.template.render()).await, Err(fascicolo_app::AppError::Conflict(_))));
+    assert_eq!(read(&fhir, "Schedule", &a.id).await, before);
+
+    // at the desk's page
+    let desk = format!("fascicolo_session={}", sign_in(&app, &fascicolo_load::demo::cf("MRTLGU82C08F205"), "cup-operator").await);
+    let (s, _, page_) = page(&app, &desk, &format!("/professionista/agende/{}", a.id)).await;
+    assert_eq!(s, 200);
+    assert!(page_.contains("id=\"hours\""));
+    let mut form: Vec<(&str, String)> = vec![("csrf", csrf_of(&page_)), ("fasce", hours.join(", ")), ("minuti", t.minutes.to_string())];
+    form.extend(days.iter().map(|d| ("giorno", d.clone())));
+    let form_refs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, to, _) = post(&app, &desk, &format!("/professionista/agende/{}/orari", a.id), &form_refs).await;
+    assert_eq!(
+        (s, to.as_str()),
+        (303, format!("/professionista/agende/{}?esito=orari&annullati=1", a.id).as_str()),
+        "only the dropped one"
+    );
+
+    let stored = read(&fhir, "Schedule", &a.id).await;
+    assert_eq!(
+        ext(&stored, "urn:fascicolo:agenda-template")["valueString"],
+        fascicolo_domain::booking::Template::parse(&template).unwrap().render()
+    );
+    let cancelled = read(&fhir, "Appointment", &early.id).await;
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["cancelationReason"]["coding"][0]["code"].as_str()),
+        (Some("cancelled"), Some("prov"))
+    );
+    assert_eq!(read(&fhir, "Appointment", &late.id).await["status"], "booked", "a slot that stays open keeps its appointment");
+    assert_eq!(read(&fhir, "Slot", &early_key).await["status"], "free");
+    assert!(ext(&read(&fhir, "ServiceRequest", srs[0]).await, "urn:fascicolo:booked-as").is_null());
+    let notices = pending(&app, fascicolo_app::booking::PROVIDER_CANCELLED_KIND).await;
+    assert_eq!(notices.len(), 1);
+    assert!(fhir.deliveries(&notices[0], "https://fse.example").await.unwrap()[0].text.contains("modificata"));
+    // a server whose offer predates the change refuses the hour that closed
+    match portal.book(&moretti, Some("rossi-giulia"), srs[0], &early_key).await {
+        Err(fascicolo_app::AppError::Conflict(m)) => assert!(m.contains("hours"), "{m}"),
+        other => panic!("a dropped hour booked: {other:?}"),
+    }
+}

@@ -6,6 +6,14 @@
 
 use super::*;
 
+/// What an operator changes in an agenda.
+enum Change {
+    /// Close one day.
+    Close(Date),
+    /// New weekly hours (parsed, and as stored).
+    Hours(Template, String),
+}
+
 /// Outbox kind of the notice of an appointment cancelled by the provider.
 pub const PROVIDER_CANCELLED_KIND: &str = "booking.cancelled-by-provider";
 
@@ -95,22 +103,66 @@ impl Portal {
         Ok(out)
     }
 
+    /// The booked appointments of agenda `schedule` from tomorrow on whose slot `keep` says is
+    /// no longer opened (what changing the agenda would cancel).
+    async fn booked_dropped(&self, schedule: &str, keep: impl Fn(Date, u16) -> bool) -> AppResult<Vec<(Value, i64)>> {
+        let system = Actor::system();
+        let prefix = format!("Slot/{schedule}-");
+        let pairs =
+            vec![("status".to_string(), "booked".to_string()), ("date".to_string(), format!("ge{}", fascicolo_domain::rome::today()))];
+        let mut out = Vec::new();
+        for v in self.all_as(&system, "Appointment", pairs, parse).await? {
+            let Some(key) = v["slot"][0]["reference"].as_str().filter(|r| r.starts_with(&prefix)).and_then(|r| r.strip_prefix("Slot/"))
+            else {
+                continue;
+            };
+            let Some((_, day, minute)) = rules::parse_slot_key(key) else { continue };
+            if day > fascicolo_domain::rome::today() && !keep(day, minute) {
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                let version = self.fhir().read(&system, "Appointment", &id).await?.version;
+                out.push((v, version));
+            }
+        }
+        Ok(out)
+    }
+
     /// Close `day` in agenda `schedule`: the closure recorded on the agenda, every appointment
     /// of that day cancelled by the provider (reason `prov`, never late), its slot free, its
     /// prescription bookable again, and a notice to each citizen, all in one transaction.
     /// Refused: an agenda the operator's organisation does not run (403), a day not after
     /// today (400), a day already closed or one the agenda does not open (409).
     pub async fn close_day(&self, actor: &Actor, schedule: &str, day: Date) -> AppResult<Vec<Booking>> {
+        self.change_agenda(actor, schedule, Change::Close(day)).await
+    }
+
+    /// Change agenda `schedule`'s weekly hours (a template as [`Template::parse`] reads it):
+    /// the new template stored and, in the same transaction, every appointment ahead in a slot
+    /// it no longer opens cancelled by the provider with a notice, as [`Self::close_day`] does.
+    /// Refused: a template that does not parse (400), the same template (409).
+    pub async fn change_hours(&self, actor: &Actor, schedule: &str, template: &str) -> AppResult<Vec<Booking>> {
+        let t = Template::parse(template).map_err(|e| AppError::BadRequest(format!("the weekly hours do not read: {e}")))?;
+        let text = t.render();
+        self.change_agenda(actor, schedule, Change::Hours(t, text)).await
+    }
+
+    async fn change_agenda(&self, actor: &Actor, schedule: &str, change: Change) -> AppResult<Vec<Booking>> {
         let managed = self.managed_agendas(actor).await?;
         let Some(a) = managed.into_iter().find(|a| a.id == schedule) else {
             return Err(AppError::Forbidden(format!("Schedule/{schedule} is not an agenda your organisation runs")));
         };
-        if day <= fascicolo_domain::rome::today() {
-            return Err(AppError::BadRequest("only a day after today can be closed".into()));
+        if let Change::Close(day) = change {
+            if day <= fascicolo_domain::rome::today() {
+                return Err(AppError::BadRequest("only a day after today can be closed".into()));
+            }
+            if day > fascicolo_domain::rome::today() + Duration::days(HORIZON_DAYS) {
+                return Err(AppError::BadRequest(format!("only the next {HORIZON_DAYS} days can be closed")));
+            }
         }
-        if day > fascicolo_domain::rome::today() + Duration::days(HORIZON_DAYS) {
-            return Err(AppError::BadRequest(format!("only the next {HORIZON_DAYS} days can be closed")));
-        }
+        // what stays open after the change: a booked slot outside it is cancelled
+        let keep = |d: Date, m: u16| match &change {
+            Change::Close(day) => d != *day,
+            Change::Hours(t, _) => t.opens_on(d, &a.istat, &a.closures) && t.starts().any(|x| x == m),
+        };
         // the closure with that day's appointments in one transaction; then, while bookings
         // made meanwhile by a server whose offer was read before the closure show up, those too
         let mut closed_now = false;
@@ -127,20 +179,31 @@ impl Portal {
                     .filter(|e| e["url"] == CLOSURE_EXT)
                     .filter_map(|e| e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of))
                     .collect();
-                if closed.contains(&day) {
-                    return Err(AppError::Conflict(format!("{day} is closed already")));
+                match &change {
+                    Change::Close(day) => {
+                        if closed.contains(day) {
+                            return Err(AppError::Conflict(format!("{day} is closed already")));
+                        }
+                        if !a.template.opens_on(*day, &a.istat, &[]) {
+                            return Err(AppError::Conflict(format!("the agenda does not open on {day}")));
+                        }
+                        let mut ext = sched["extension"].as_array().cloned().unwrap_or_default();
+                        ext.push(json!({"url": CLOSURE_EXT, "valueDate": day.to_string()}));
+                        sched["extension"] = Value::Array(ext);
+                    }
+                    Change::Hours(_, text) => {
+                        let now = ext_str(&sched, TEMPLATE_EXT, "valueString").and_then(|t| Template::parse(t).ok()).map(|t| t.render());
+                        if now.as_deref() == Some(text.as_str()) {
+                            return Err(AppError::Conflict("these are the agenda's hours already".into()));
+                        }
+                        set_ext(&mut sched, TEMPLATE_EXT, Some(json!(text)), "valueString");
+                    }
                 }
-                if !a.template.opens_on(day, &a.istat, &[]) {
-                    return Err(AppError::Conflict(format!("the agenda does not open on {day}")));
-                }
-                let mut ext = sched["extension"].as_array().cloned().unwrap_or_default();
-                ext.push(json!({"url": CLOSURE_EXT, "valueDate": day.to_string()}));
-                sched["extension"] = Value::Array(ext);
                 entries.push(entry("Schedule", schedule, sched, Some(stored.version)));
             }
-            let booked = self.booked_on(actor, schedule, day).await?;
+            let booked = self.booked_dropped(schedule, &keep).await?;
             if closed_now && booked.is_empty() {
-                tracing::info!(cancelled = cancelled.len(), "agenda day closed");
+                tracing::info!(cancelled = cancelled.len(), "agenda changed");
                 return Ok(cancelled);
             }
             let mut outbox = Vec::new();
@@ -176,7 +239,7 @@ impl Portal {
         }
         if closed_now {
             // closed, with what was booked by then; a booking still arriving is the next sweep's
-            tracing::warn!(cancelled = cancelled.len(), "agenda day closed while bookings kept arriving");
+            tracing::warn!(cancelled = cancelled.len(), "agenda changed while bookings kept arriving");
             return Ok(cancelled);
         }
         Err(AppError::Conflict("the agenda changed meanwhile: try again".into()))

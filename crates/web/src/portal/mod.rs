@@ -102,6 +102,7 @@ pub fn routes() -> Router<AppState> {
         .route("/professionista/agende", get(pro::agendas))
         .route("/professionista/agende/{id}", get(pro::agenda))
         .route("/professionista/agende/{id}/chiusura", post(pro::agenda_close))
+        .route("/professionista/agende/{id}/orari", post(pro::agenda_hours))
         .route("/professionista/cup/{id}/prenota/{sr}", get(pro::cup_options).post(pro::cup_book))
         .route("/professionista/cup/{id}/appuntamenti/{appt}/disdetta", post(pro::cup_cancel))
         .route("/accessibilita", get(info::accessibility))

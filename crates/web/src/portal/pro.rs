@@ -907,6 +907,28 @@ pub async fn agenda(State(state): State<AppState>, Path(id): Path<String>, RawQu
         @if q.get("esito").map(String::as_str) == Some("chiuso") {
             div.alert.ok role="status" #closed { p { (c.t("Giorno chiuso. Appuntamenti annullati e persone avvisate: ")) (q.get("annullati").map_or("0", String::as_str)) "." } }
         }
+        @if q.get("esito").map(String::as_str) == Some("orari") {
+            div.alert.ok role="status" #hours-changed { p { (c.t("Orari cambiati. Appuntamenti annullati e persone avvisate: ")) (q.get("annullati").map_or("0", String::as_str)) "." } }
+        }
+        h2 { (c.t("Orari settimanali")) }
+        form #hours method="post" action={ (path) "/orari" } {
+            input type="hidden" name="csrf" value=(c.session.csrf);
+            fieldset {
+                legend { (c.t("Giorni di apertura")) }
+                @for (i, d) in ["lun", "mar", "mer", "gio", "ven", "sab", "dom"].iter().enumerate() {
+                    label.inline { input type="checkbox" name="giorno" value=(i + 1) checked[a.template.days[i]]; " " (c.t(d)) } " "
+                }
+            }
+            div {
+                label for="fasce" { (c.t("Fasce orarie")) }
+                input #fasce name="fasce" required aria-describedby="fasce-help"
+                    value=(a.template.hours.iter().map(|(x, y)| format!("{:02}:{:02}-{:02}:{:02}", x / 60, x % 60, y / 60, y % 60)).collect::<Vec<_>>().join(", "));
+                p.muted #fasce-help { (c.t("Per esempio 08:30-12:30, 14:00-16:00.")) }
+            }
+            div { label for="minuti" { (c.t("Minuti per appuntamento")) } input #minuti name="minuti" type="number" min="5" max="240" required value=(a.template.minutes); }
+            p.muted { (c.t("Gli appuntamenti già prenotati in orari che non restano aperti sono annullati e ogni persona riceve un avviso.")) }
+            button.secondary type="submit" { (c.t("Cambia gli orari")) }
+        }
         h2 { (c.t("Chiudi un giorno")) }
         form.filters method="get" action=(path) {
             div { label for="giorno" { (c.t("Giorno")) } input #giorno name="giorno" type="date" required value=(day.map(|d| d.to_string()).unwrap_or_default()); }
@@ -950,6 +972,26 @@ pub async fn agenda_close(
     };
     match Portal::new(state.fhir.clone()).close_day(c.actor(), &id, day).await {
         Ok(cancelled) => Ok(Redirect::to(&format!("{path}?esito=chiuso&annullati={}", cancelled.len())).into_response()),
+        Err(e) => Err(c.fail()(e)),
+    }
+}
+
+/// `POST /professionista/agende/{id}/orari`: new weekly hours (see [`Portal::change_hours`]).
+pub async fn agenda_hours(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| pairs.iter().find(|(x, _)| x == k).map_or("", |(_, v)| v.as_str());
+    let path = format!("/professionista/agende/{id}");
+    let c = pro_form_ctx(&state, &headers, &path, get("csrf")).await?;
+    let days: Vec<&str> = pairs.iter().filter(|(k, _)| k == "giorno").map(|(_, v)| v.as_str()).collect();
+    let hours = get("fasce").split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(",");
+    let template = format!("days={};hours={};minutes={}", days.join(","), hours, get("minuti").trim());
+    match Portal::new(state.fhir.clone()).change_hours(c.actor(), &id, &template).await {
+        Ok(cancelled) => Ok(Redirect::to(&format!("{path}?esito=orari&annullati={}", cancelled.len())).into_response()),
         Err(e) => Err(c.fail()(e)),
     }
 }
