@@ -72,6 +72,43 @@ pub const REMINDER_BEFORE_MS: i64 = 24 * 3_600_000;
 /// ...or at once when booked later than that, unless the appointment is this close.
 const REMINDER_MIN_AHEAD_MS: i64 = 2 * 3_600_000;
 
+/// An outbox message id derived from what the message is about (`seed`) and when it leaves:
+/// the store keeps the first message of an id, so it is queued once however often asked.
+pub(crate) fn message_id(seed: &str, at: i64) -> uuid::Uuid {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut rand = [0u8; 10];
+    rand.copy_from_slice(&digest[..10]);
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(at).unwrap_or(0), &rand).into_uuid()
+}
+
+/// The Patient an appointment is for (its participant `Patient/{id}`).
+pub fn patient_of(appt: &Value) -> Option<String> {
+    appt["participant"].as_array()?.iter().find_map(|p| p["actor"]["reference"].as_str()?.strip_prefix("Patient/")).map(String::from)
+}
+
+/// Where an appointment takes place (its participant `Location`'s display).
+pub fn place_of(appt: &Value) -> &str {
+    appt["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
+        .and_then(|p| p["actor"]["display"].as_str())
+        .unwrap_or_default()
+}
+
+/// The closed days an agenda (`Schedule`) records.
+fn closures_of(schedule: &Value) -> Vec<Date> {
+    schedule["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == CLOSURE_EXT)
+        .filter_map(|e| e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of))
+        .collect()
+}
+
 /// The slot-freed message of an appointment being cancelled or moved away from its slot.
 fn freed(appt: &Value, id: &str) -> Vec<fascicolo_store::OutboxMessage> {
     appt["slot"][0]["reference"]
@@ -91,12 +128,8 @@ pub fn reminder(id: &str, patient: &str, start_ms: i64, now: i64) -> Option<fasc
         return None;
     }
     let at = (start_ms - REMINDER_BEFORE_MS).max(now);
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("reminder:{id}").as_bytes());
-    let mut rand = [0u8; 10];
-    rand.copy_from_slice(&digest[..10]);
     Some(fascicolo_store::OutboxMessage {
-        id: uuid::Builder::from_unix_timestamp_millis(u64::try_from(at).unwrap_or(0), &rand).into_uuid(),
+        id: message_id(&format!("reminder:{id}"), at),
         patient_key: fascicolo_domain::PatientKey::for_patient_id(patient),
         kind: REMINDER_KIND.into(),
         payload: json!({"appointment": id, "start": start_ms}).to_string(),
@@ -508,13 +541,7 @@ impl Portal {
             let actors: Vec<&str> = s["actor"].as_array().into_iter().flatten().filter_map(|a| a["reference"].as_str()).collect();
             let Some(loc) = actors.iter().find_map(|a| a.strip_prefix("Location/")) else { continue };
             let l = locations.get(loc).cloned().unwrap_or(Value::Null);
-            let closures = s["extension"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| e["url"] == CLOSURE_EXT)
-                .filter_map(|e| e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of))
-                .collect();
+            let closures = closures_of(&s);
             out.push(Agenda {
                 id: s["id"].as_str().unwrap_or_default().to_string(),
                 code: code.to_string(),
@@ -662,12 +689,7 @@ impl Portal {
         }
         // the offer may be read a little while ago: a day closed since is refused all the same
         let stored = self.fhir().read(&Actor::system(), "Schedule", &a.id).await?.resource;
-        let closed_now = stored["extension"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["url"] == CLOSURE_EXT && e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of) == Some(day));
-        if closed_now {
+        if closures_of(&stored).contains(&day) {
             return Err(AppError::Conflict("the provider has closed this day: choose another".into()));
         }
         // nor a slot the agenda's hours no longer open
@@ -1359,14 +1381,7 @@ impl Booking {
 fn booking_of(v: &Value, a: Option<&Agenda>) -> Booking {
     let code = v["serviceType"][0]["coding"][0]["code"].as_str().unwrap_or_default().to_string();
     let service = rules::service(&code);
-    let site = v["participant"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
-        .and_then(|p| p["actor"]["display"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let site = place_of(v).to_string();
     Booking {
         id: v["id"].as_str().unwrap_or_default().to_string(),
         status: v["status"].as_str().unwrap_or_default().to_string(),

@@ -247,9 +247,9 @@ impl FhirService {
         let Some(patient) = lookup_values(self.store().as_ref(), Some(m.patient_key), "Patient", &[], 1).await?.into_iter().next() else {
             return Ok(Vec::new());
         };
-        let fake = json!({"start": input("start")["valueDateTime"], "participant": [{"actor": {"reference": "Location/x", "display": input("site")["valueString"]}}]});
-        let Some((day, hour, place)) = when_where(&fake) else { return Ok(Vec::new()) };
-        let until = when_where(&json!({"start": t["restriction"]["period"]["end"]})).map(|w| w.1).unwrap_or_default();
+        let Some((day, hour)) = input("start")["valueDateTime"].as_str().and_then(day_and_hour) else { return Ok(Vec::new()) };
+        let place = input("site")["valueString"].as_str().unwrap_or_default().to_string();
+        let until = t["restriction"]["period"]["end"].as_str().and_then(day_and_hour).map(|w| w.1).unwrap_or_default();
         let link = format!("{site}/appuntamenti/{}", payload["appointment"].as_str().unwrap_or_default());
         let subject = "Fascicolo Sanitario Elettronico: si è liberato un posto prima".to_string();
         let text = format!(
@@ -274,21 +274,16 @@ impl FhirService {
 
 /// An appointment's day and time in Rome and its place, as a message writes them.
 fn when_where(appt: &Value) -> Option<(String, String, String)> {
-    let ms = appt["start"].as_str().and_then(|x| datetime::parse(x).map(|(r, _)| r.low))?;
+    let (day, hour) = day_and_hour(appt["start"].as_str()?)?;
+    Some((day, hour, crate::booking::place_of(appt).to_string()))
+}
+
+/// An instant as a message writes it in Rome: `dd/mm/yyyy` and `HH:MM`.
+fn day_and_hour(instant: &str) -> Option<(String, String)> {
+    let ms = datetime::parse(instant).map(|(r, _)| r.low)?;
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
     let when = t.to_offset(fascicolo_domain::rome::offset(t));
-    let place = appt["participant"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["actor"]["reference"].as_str().is_some_and(|r| r.starts_with("Location/")))
-        .and_then(|p| p["actor"]["display"].as_str())
-        .unwrap_or_default();
-    Some((
-        format!("{:02}/{:02}/{}", when.day(), u8::from(when.month()), when.year()),
-        format!("{:02}:{:02}", when.hour(), when.minute()),
-        place.to_string(),
-    ))
+    Some((format!("{:02}/{:02}/{}", when.day(), u8::from(when.month()), when.year()), format!("{:02}:{:02}", when.hour(), when.minute())))
 }
 
 /// One delivery per address on file whose `kind.channel` the citizen did not switch off.

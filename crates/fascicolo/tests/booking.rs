@@ -1391,3 +1391,46 @@ async fn new_weekly_hours_cancel_with_notice_only_the_appointments_they_drop() {
         other => panic!("a dropped hour booked: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn two_people_accepting_the_same_earlier_slot_at_once_one_gets_it() {
+    let (app, fhir, portal, racers) = race_setup("95.02", 3).await;
+    let desk = Actor::new(Who::Professional {
+        practitioner: "moretti-luigi".into(),
+        organization: Some("asst-fbf-sacco".into()),
+        role: ProRole::CupOperator,
+    });
+    let first = portal.find(&desk, Some(&racers[0].0), &racers[0].1, None).await.unwrap();
+    let o = first.options.iter().find(|o| o.in_area).unwrap().clone();
+    let early = portal.book(&desk, Some(&racers[0].0), &racers[0].1, &o.key).await.unwrap();
+    let mut later = Vec::new();
+    for (pid, sr) in racers[1..].iter().cloned() {
+        let opts = portal.find(&desk, Some(&pid), &sr, Some(o.day + time::Duration::days(21))).await.unwrap();
+        let b = portal.book(&desk, Some(&pid), &sr, &opts.options.iter().find(|x| x.in_area).unwrap().key).await.unwrap();
+        portal.set_earlier_offers(&desk, Some(&pid), &b.id, true).await.unwrap();
+        later.push((pid, b));
+    }
+    portal.cancel(&desk, Some(&racers[0].0), &early.id).await.unwrap();
+    for m in pending(&app, "booking.slot-freed").await {
+        fhir.deliveries(&m, "https://fse.example").await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (pid, b) in later.clone() {
+        let offer = portal.earlier_offers(&desk, Some(&pid), &b.id).await.unwrap().remove(0);
+        let (portal, desk) = (portal.clone(), desk.clone());
+        tasks.push(tokio::spawn(async move { portal.accept_earlier(&desk, Some(&pid), &b.id, &offer.id).await.is_ok() }));
+    }
+    let won: Vec<bool> = futures_join(tasks).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let loser = &later[won.iter().position(|w| !w).unwrap()].1;
+    assert_eq!(read(&fhir, "Appointment", &loser.id).await["status"], "booked", "the loser's appointment stays");
+    one_booking_per_slot(&fhir, std::slice::from_ref(&o.key)).await;
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<bool>>) -> Vec<bool> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

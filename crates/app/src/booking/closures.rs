@@ -27,12 +27,8 @@ fn operator_org(actor: &Actor) -> AppResult<&str> {
 /// The notice of a cancellation by the provider: names the appointment only (the worker
 /// reads the rest when it sends it); sent once.
 fn notice(appointment: &str, patient: &str, now: i64) -> fascicolo_store::OutboxMessage {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("cancelled-by-provider:{appointment}").as_bytes());
-    let mut rand = [0u8; 10];
-    rand.copy_from_slice(&digest[..10]);
     fascicolo_store::OutboxMessage {
-        id: uuid::Builder::from_unix_timestamp_millis(u64::try_from(now).unwrap_or(0), &rand).into_uuid(),
+        id: message_id(&format!("cancelled-by-provider:{appointment}"), now),
         patient_key: fascicolo_domain::PatientKey::for_patient_id(patient),
         kind: PROVIDER_CANCELLED_KIND.into(),
         payload: json!({"appointment": appointment}).to_string(),
@@ -172,13 +168,7 @@ impl Portal {
             if !closed_now {
                 let stored = self.fhir().read(actor, "Schedule", schedule).await?;
                 let mut sched = stored.resource.clone();
-                let closed: Vec<Date> = sched["extension"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e["url"] == CLOSURE_EXT)
-                    .filter_map(|e| e["valueDate"].as_str().and_then(fascicolo_domain::rome::date_of))
-                    .collect();
+                let closed = closures_of(&sched);
                 match &change {
                     Change::Close(day) => {
                         if closed.contains(day) {
@@ -210,15 +200,7 @@ impl Portal {
             let mut these = Vec::new();
             let now = datetime::now_ms();
             for (appt, version) in booked {
-                let Some(patient) = appt["participant"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find_map(|p| p["actor"]["reference"].as_str()?.strip_prefix("Patient/"))
-                    .map(String::from)
-                else {
-                    continue;
-                };
+                let Some(patient) = patient_of(&appt) else { continue };
                 // as the desk for that person: the cancellation is in their access log
                 let b = self.booker(actor, Some(&patient)).await?;
                 let (mut e, c) = self.release(&b, &appt, version, "prov", false).await?;

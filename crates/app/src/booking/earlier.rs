@@ -24,18 +24,10 @@ pub const OFFER_MINUTES: i64 = 120;
 /// How many people one freed slot is offered to.
 pub const MAX_OFFERS: usize = 5;
 
-fn derived_id(seed: &str, at: i64) -> uuid::Uuid {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    let mut rand = [0u8; 10];
-    rand.copy_from_slice(&digest[..10]);
-    uuid::Builder::from_unix_timestamp_millis(u64::try_from(at).unwrap_or(0), &rand).into_uuid()
-}
-
 /// The message that a slot was freed by `appointment` (queued once per appointment).
 pub(super) fn slot_freed(key: &str, appointment: &str, now: i64) -> OutboxMessage {
     OutboxMessage {
-        id: derived_id(&format!("slot-freed:{appointment}"), now),
+        id: message_id(&format!("slot-freed:{appointment}"), now),
         patient_key: fascicolo_domain::PatientKey::SHARED,
         kind: SLOT_FREED_KIND.into(),
         payload: json!({"slot": key}).to_string(),
@@ -179,15 +171,7 @@ impl Portal {
             if outbox.len() >= MAX_OFFERS {
                 break;
             }
-            let Some(patient) = v["participant"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find_map(|p| p["actor"]["reference"].as_str()?.strip_prefix("Patient/"))
-                .map(String::from)
-            else {
-                continue;
-            };
+            let Some(patient) = patient_of(&v) else { continue };
             // only someone who could book it: the slot is in their guarantee area
             if self.home_of(&patient).await?.1.as_deref() != Some(a.area.as_str()) {
                 continue;
@@ -207,7 +191,7 @@ impl Portal {
                     {"type": {"text": "site"}, "valueString": a.site}]});
             entries.push(entry("Task", &id, task, None));
             outbox.push(OutboxMessage {
-                id: derived_id(&format!("earlier-offer:{id}"), now),
+                id: message_id(&format!("earlier-offer:{id}"), now),
                 patient_key: fascicolo_domain::PatientKey::for_patient_id(&patient),
                 kind: EARLIER_OFFER_KIND.into(),
                 payload: json!({"offer": id, "appointment": appt}).to_string(),

@@ -843,10 +843,19 @@ pub async fn cup_cancel(
     }
 }
 
+/// The days of the week, Monday first, as an agenda's hours name them.
+const DAYS: [&str; 7] = [
+    crate::i18n::n_("lun"),
+    crate::i18n::n_("mar"),
+    crate::i18n::n_("mer"),
+    crate::i18n::n_("gio"),
+    crate::i18n::n_("ven"),
+    crate::i18n::n_("sab"),
+    crate::i18n::n_("dom"),
+];
+
 /// The weekly hours of an agenda in words: "lun–ven 08:30–12:30, 14:00–16:00 · 20 min".
 fn template_words(c: &ProCtx, t: &fascicolo_domain::booking::Template) -> String {
-    use crate::i18n::n_;
-    const DAYS: [&str; 7] = [n_("lun"), n_("mar"), n_("mer"), n_("gio"), n_("ven"), n_("sab"), n_("dom")];
     let days: Vec<&str> = t.days.iter().zip(DAYS).filter(|(on, _)| **on).map(|(_, d)| c.t(d)).collect();
     let hours: Vec<String> = t.hours.iter().map(|(a, b)| format!("{:02}:{:02}–{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)).collect();
     format!("{} {} · {} min", days.join(", "), hours.join(", "), t.minutes)
@@ -915,7 +924,7 @@ pub async fn agenda(State(state): State<AppState>, Path(id): Path<String>, RawQu
             input type="hidden" name="csrf" value=(c.session.csrf);
             fieldset {
                 legend { (c.t("Giorni di apertura")) }
-                @for (i, d) in ["lun", "mar", "mer", "gio", "ven", "sab", "dom"].iter().enumerate() {
+                @for (i, d) in DAYS.iter().enumerate() {
                     label.inline { input type="checkbox" name="giorno" value=(i + 1) checked[a.template.days[i]]; " " (c.t(d)) } " "
                 }
             }
